@@ -1,0 +1,279 @@
+"""De-identify many files in parallel: walk, process, quarantine bad inputs, summarise.
+
+Workers are forked processes, each holding one :class:`Deidentifier`; results come
+back in input order, so error and mapping files are deterministic. Nothing here logs
+a value from inside a file: paths, counts and PHI-free reasons only.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import multiprocessing as mp
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import DeidConfig
+from .deidentify import Deidentifier, InstanceResult, dataset_encodings
+from .dicomio import BadInput, encode_instance, read_instance, write_atomic
+from .mapping import MappingWriter
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_SOME_FAILED = 3
+
+LAYOUTS = ("uid", "relative")
+_TAG_IN_MESSAGE = re.compile(r"\(([0-9A-Fa-f]{4}),\s?([0-9A-Fa-f]{4})\)")
+_SKIP_NAMES = frozenset({"DICOMDIR"})
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file: where it is, and its path relative to the input root."""
+
+    path: Path
+    rel: str
+
+
+@dataclass
+class FileOutcome:
+    """The result of one file, small enough to send between processes."""
+
+    rel: str
+    output_rel: str | None = None
+    kind: str = "ok"
+    stage: str = ""
+    reason: str = ""
+    result: InstanceResult | None = None
+    size: int = 0
+
+
+@dataclass
+class BatchSummary:
+    """Counts and timing of one run (printed, and recorded by the DAG's run row)."""
+
+    processed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    bytes_in: int = 0
+    failures_by_kind: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def files_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        """The one-line summary the CLI ends with."""
+        return (
+            f"processed {self.processed}, failed {self.failed}, skipped {self.skipped} "
+            f"in {self.seconds:.1f} s ({self.files_per_second:.0f} files/s)"
+        )
+
+
+def iter_sources(root: Path) -> Iterator[Source]:
+    """Every regular file under ``root`` (with or without .dcm), sorted, hidden ones skipped."""
+    root = Path(root)
+    if root.is_file():
+        yield Source(root, root.name)
+        return
+    stack = [root]
+    found: list[Path] = []
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file():
+                    found.append(Path(entry.path))
+    for path in sorted(found):
+        yield Source(path, path.relative_to(root).as_posix())
+
+
+# -- worker side ------------------------------------------------------------------------
+_WORKER: tuple[Deidentifier, Path, str] | None = None
+
+
+def _install_warning_filters() -> None:
+    """Text that cannot be decoded in its declared character set is an input error."""
+    warnings.filterwarnings("error", message="Failed to decode byte string")
+    warnings.filterwarnings("error", message="Unknown encoding")
+    warnings.filterwarnings("error", message="Incorrect value for Specific Character Set")
+
+
+def _init_worker(config: DeidConfig, key: bytes, out_root: Path, layout: str) -> None:
+    global _WORKER
+    _install_warning_filters()
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    _WORKER = (Deidentifier(config, key), out_root, layout)
+
+
+def _safe_reason(stage: str, exc: BaseException) -> str:
+    """Exception text from libraries can quote values: keep only the type and a tag."""
+    if isinstance(exc, UserWarning) and "decode" in str(exc):
+        return "text not decodable with its Specific Character Set"
+    m = _TAG_IN_MESSAGE.search(str(exc))
+    where = f" at ({m.group(1).upper()},{m.group(2).upper()})" if m else ""
+    return f"{stage} failed: {type(exc).__name__}{where}"
+
+
+def output_rel_for(result: InstanceResult, source_rel: str, layout: str) -> str:
+    """Where a de-identified instance goes: pseudonymous UIDs, or the input's relative path."""
+    if layout == "relative":
+        return source_rel
+    return f"{result.study_uid}/{result.series_uid}/{result.sop_uid}.dcm"
+
+
+def process_source(src: Source) -> FileOutcome:
+    """Read, de-identify and write one file (runs in a worker)."""
+    assert _WORKER is not None, "worker not initialised"
+    deid, out_root, layout = _WORKER
+    outcome = FileOutcome(rel=src.rel)
+    if src.path.name.upper() in _SKIP_NAMES:
+        outcome.kind, outcome.stage = "skipped", "read"
+        outcome.reason = "DICOMDIR media directory (rebuild it after de-identification)"
+        return outcome
+    stage = "read"
+    try:
+        inst = read_instance(src.path)
+        outcome.size = src.path.stat().st_size
+        stage = "deidentify"
+        encodings = dataset_encodings(inst.dataset)
+        result = deid.deidentify(inst.dataset)
+        stage = "write"
+        data = encode_instance(inst.dataset, inst.transfer_syntax, encodings)
+        rel = output_rel_for(result, src.rel, layout)
+        write_atomic(out_root / rel, data)
+    except BadInput as exc:
+        outcome.kind, outcome.stage, outcome.reason = exc.kind, stage, exc.reason
+        return outcome
+    except Exception as exc:
+        outcome.kind, outcome.stage, outcome.reason = "error", stage, _safe_reason(stage, exc)
+        return outcome
+    outcome.output_rel = rel
+    outcome.result = result
+    return outcome
+
+
+# -- driver side ------------------------------------------------------------------------
+def _mapping_row(run_id: str, o: FileOutcome) -> dict[str, object]:
+    r = o.result
+    assert r is not None
+    return {
+        "run_id": run_id,
+        "source_path": o.rel,
+        "output_path": o.output_rel,
+        "sop_class_uid": r.sop_class_uid,
+        "modality": r.modality,
+        "original_study_uid": r.original_study_uid,
+        "original_series_uid": r.original_series_uid,
+        "original_sop_uid": r.original_sop_uid,
+        "original_patient_id": r.original_patient_id,
+        "original_accession": r.original_accession,
+        "study_uid": r.study_uid,
+        "series_uid": r.series_uid,
+        "sop_uid": r.sop_uid,
+        "patient_id": r.patient_id,
+        "accession": r.accession,
+        "date_shift_days": r.date_shift_days,
+    }
+
+
+def _outcomes(
+    sources: list[Source], config: DeidConfig, key: bytes, out_root: Path, layout: str,
+    workers: int,
+) -> Iterator[FileOutcome]:
+    if workers <= 1 or len(sources) < 2:
+        _init_worker(config, key, out_root, layout)
+        for src in sources:
+            yield process_source(src)
+        return
+    ctx = mp.get_context("fork")
+    chunk = max(1, min(32, len(sources) // (workers * 8) or 1))
+    with ctx.Pool(workers, initializer=_init_worker,
+                  initargs=(config, key, out_root, layout)) as pool:
+        yield from pool.imap(process_source, sources, chunksize=chunk)
+
+
+def run_batch(
+    sources: Iterable[Source],
+    out_root: Path,
+    config: DeidConfig,
+    key: bytes,
+    *,
+    workers: int | None = None,
+    layout: str = "uid",
+    errors_path: Path | None = None,
+    mapping_path: Path | None = None,
+    run_id: str = "",
+    progress: bool | None = None,
+) -> BatchSummary:
+    """De-identify ``sources`` into ``out_root``; list failures; write the mapping."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}")
+    out_root = Path(out_root)
+    for p in (errors_path, mapping_path):
+        if p is not None and out_root.resolve() in Path(p).resolve().parents:
+            raise ValueError(
+                f"{p} is inside the output folder: errors and mapping hold original "
+                "identifiers and must stay out of the de-identified tree"
+            )
+    Deidentifier(config, key)  # validate before any file is touched
+    src_list = list(sources)
+    workers = workers or os.cpu_count() or 1
+    summary = BatchSummary()
+    show = sys.stderr.isatty() if progress is None else progress
+    started = time.perf_counter()
+    mapping = MappingWriter(mapping_path) if mapping_path else None
+    err_fh = open(errors_path, "w", newline="") if errors_path else None  # noqa: SIM115
+    err_csv = csv.writer(err_fh) if err_fh else None
+    if err_csv:
+        err_csv.writerow(["path", "kind", "stage", "reason"])
+    seen_outputs: dict[str, str] = {}
+    try:
+        bar = tqdm(total=len(src_list), unit="file", disable=not show, smoothing=0.05)
+        for o in _outcomes(src_list, config, key, out_root, layout, workers):
+            bar.update(1)
+            if o.kind == "ok" and o.output_rel in seen_outputs:
+                o.kind, o.stage = "duplicate", "write"
+                o.reason = f"same SOP Instance as input {seen_outputs[o.output_rel]}"
+            if o.kind == "ok":
+                assert o.output_rel is not None
+                seen_outputs[o.output_rel] = o.rel
+                summary.processed += 1
+                summary.bytes_in += o.size
+                if mapping:
+                    mapping.add(_mapping_row(run_id, o))
+                continue
+            if o.kind == "skipped":
+                summary.skipped += 1
+            else:
+                summary.failed += 1
+                summary.failures_by_kind[o.kind] = summary.failures_by_kind.get(o.kind, 0) + 1
+            if err_csv:
+                err_csv.writerow([o.rel, o.kind, o.stage, o.reason])
+            log.warning("%s: %s (%s)", o.rel, o.reason, o.kind)
+        bar.close()
+        if mapping:
+            mapping.close()
+            mapping = None
+    finally:
+        if err_fh:
+            err_fh.close()
+        if mapping:
+            mapping.__exit__(RuntimeError, None, None)
+    summary.seconds = time.perf_counter() - started
+    return summary

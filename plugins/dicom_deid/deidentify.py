@@ -1,0 +1,423 @@
+"""Apply a :class:`~dicom_deid.plan.Plan` to one pydicom dataset, in place.
+
+Untouched elements stay pydicom ``RawDataElement`` objects and are never decoded;
+only values the plan changes (or needs as context) are converted. Pixel data is
+never decoded here.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cache
+from importlib import resources
+
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.valuerep import PersonName
+
+from . import __version__
+from .config import DeidConfig, Option, ProfileType, TagActionKind, TextRedactionMode
+from .dates import shift_da, shift_dt
+from .plan import (
+    DATE_VRS,
+    TAG_ACCESSION,
+    TAG_PATIENT_ID,
+    TAG_PATIENT_NAME,
+    TAG_STUDY_ID,
+    Act,
+    Mode,
+    Plan,
+    dictionary_vr,
+)
+from .profile import TABLE_EDITION
+from .pseudonyms import Pseudonymizer
+from .text_scrub import PhiContext, apply_text_config, clean_descriptor, transform_whole_value
+
+DUMMY_TEXT = "ANONYMIZED"
+RESET_TEXT = "PLACEHOLDER"
+_DUMMIES: dict[str, object] = {
+    "AE": "DEID",
+    "AS": "000D",
+    "CS": DUMMY_TEXT,
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "DS": "0",
+    "IS": "0",
+    "LO": DUMMY_TEXT,
+    "LT": DUMMY_TEXT,
+    "SH": DUMMY_TEXT,
+    "ST": DUMMY_TEXT,
+    "UC": DUMMY_TEXT,
+    "UT": DUMMY_TEXT,
+    "PN": DUMMY_TEXT,
+    "UR": "urn:deid",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "UL": 0,
+    "US": 0,
+    "SV": 0,
+    "UV": 0,
+    "AT": 0,
+}
+_BYTES_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_CONTEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "DA", "DT"})
+_REMOVING_ACTS = frozenset(
+    {Act.DELETE, Act.EMPTY, Act.DUMMY, Act.PSEUDONYM, Act.RESET, Act.SHIFT, Act.DELETE_GROUP}
+)
+_STRUCTURAL_TAGS = frozenset({0x00080005})  # SpecificCharacterSet: needed to decode the rest
+
+
+class ConfigNotSupported(ValueError):
+    """The configuration asks for something this engine version cannot do (checked up front)."""
+
+
+@dataclass
+class InstanceResult:
+    """What changed for one instance; feeds the mapping table (restricted) and the run report."""
+
+    original_study_uid: str = ""
+    original_series_uid: str = ""
+    original_sop_uid: str = ""
+    original_patient_id: str = ""
+    original_accession: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_uid: str = ""
+    patient_id: str = ""
+    accession: str = ""
+    sop_class_uid: str = ""
+    modality: str = ""
+    date_shift_days: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@cache
+def _method_codes() -> dict[str, tuple[str, str]]:
+    text = resources.files("dicom_deid").joinpath("data/deidentification_methods.csv").read_text()
+    return {r["option"]: (r["code_value"], r["code_meaning"]) for r in csv.DictReader(
+        text.splitlines())}
+
+
+def _info_type(keyword: str, vr: str) -> str:
+    """Which Google infoType a removed value stands for, when it is used as context."""
+    if vr == "PN":
+        return "PERSON_NAME"
+    if vr in DATE_VRS:
+        return "DATE"
+    if "Address" in keyword:
+        return "STREET_ADDRESS"
+    if "Telephone" in keyword:
+        return "PHONE_NUMBER"
+    if "Institution" in keyword or "Organization" in keyword:
+        return "ORGANIZATION_NAME"
+    if keyword.endswith(("ID", "IDs", "Number")):
+        return "MEDICAL_RECORD_NUMBER"
+    return "CONTEXT"
+
+
+def _element_vr(elem: RawDataElement | DataElement, tag: int) -> str:
+    vr = elem.VR
+    if vr:
+        return str(vr)
+    return "UN" if tag >> 16 & 1 else dictionary_vr(tag)
+
+
+def _private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
+    """(group, block) -> private creator text for every private block in ``ds``."""
+    creators: dict[tuple[int, int], str] = {}
+    for tag in ds.keys():
+        group, elem = tag >> 16, tag & 0xFFFF
+        if group & 1 and 0x0010 <= elem <= 0x00FF:
+            value = ds[tag].value
+            creators[(group, elem)] = str(value).strip() if value is not None else ""
+    return creators
+
+
+class Deidentifier:
+    """De-identifies datasets in place according to one configuration and one key."""
+
+    def __init__(self, config: DeidConfig, key: bytes) -> None:
+        if any(a.kind is TagActionKind.CLEAN_IMAGE for a in config.actions) or (
+            config.clean_image is not None
+            and config.clean_image.text_redaction_mode is not TextRedactionMode.REDACT_NO_TEXT
+        ):
+            raise ConfigNotSupported(
+                "cleanImageTag / options.cleanImage: burned-in text redaction is not available "
+                "in this version; remove it from the config (nothing was processed)"
+            )
+        self.config = config
+        self.plan = Plan(config)
+        self.pseudo = Pseudonymizer(
+            key, prefix=config.id_prefix, max_shift_days=config.max_date_shift_days
+        )
+        self._shift_dates = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in config.options
+
+    # -- public -----------------------------------------------------------------------
+    def deidentify(self, ds: Dataset) -> InstanceResult:
+        """De-identify ``ds`` (and its file meta) in place; return what changed."""
+        res = InstanceResult(
+            original_study_uid=str(ds.get("StudyInstanceUID", "")),
+            original_series_uid=str(ds.get("SeriesInstanceUID", "")),
+            original_sop_uid=str(ds.get("SOPInstanceUID", "")),
+            original_patient_id=str(ds.get("PatientID", "") or ""),
+            original_accession=str(ds.get("AccessionNumber", "") or ""),
+            sop_class_uid=str(ds.get("SOPClassUID", "")),
+            modality=str(ds.get("Modality", "") or ""),
+        )
+        issuer = str(ds.get("IssuerOfPatientID", "") or "")
+        patient_key = (
+            f"pid:{issuer}|{res.original_patient_id}"
+            if res.original_patient_id
+            else f"study:{res.original_study_uid}"
+        )
+        state = _State(patient_key=patient_key, counts=res.counts)
+        if self.plan.needs_context:
+            state.context = PhiContext.from_values(self._context_values(ds, Mode.NORMAL))
+        self._process(ds, Mode.NORMAL, state)
+        self._record_method(ds)
+        res.study_uid = str(ds.get("StudyInstanceUID", ""))
+        res.series_uid = str(ds.get("SeriesInstanceUID", ""))
+        res.sop_uid = str(ds.get("SOPInstanceUID", ""))
+        res.patient_id = str(ds.get("PatientID", "") or "")
+        res.accession = str(ds.get("AccessionNumber", "") or "")
+        if state.shift_used:
+            res.date_shift_days = self.pseudo.date_shift_days(patient_key)
+        return res
+
+    # -- traversal ----------------------------------------------------------------------
+    def _acts(self, ds: Dataset, mode: Mode) -> Iterator[tuple[int, str, Act]]:
+        """(tag, VR, action) for every element of ``ds`` (not recursing)."""
+        creators: dict[tuple[int, int], str] | None = None
+        for tag in list(ds.keys()):
+            elem = ds.get_item(tag)
+            vr = _element_vr(elem, tag)
+            group, element = tag >> 16, tag & 0xFFFF
+            if group & 1:
+                if element < 0x0010:
+                    yield tag, vr, Act.DELETE  # private group length / invalid
+                    continue
+                if element <= 0x00FF:
+                    continue  # creators are decided after their blocks, in _process
+                if creators is None:
+                    creators = _private_creators(ds)
+                creator = creators.get((group, element >> 8), "")
+                yield tag, vr, self.plan.private_act(tag, creator, vr)
+                continue
+            if element == 0x0000 or tag in _STRUCTURAL_TAGS:
+                yield tag, vr, (Act.DELETE if element == 0 else Act.KEEP)
+                continue
+            yield tag, vr, self.plan.act(tag, vr, mode)
+
+    def _process(self, ds: Dataset, mode: Mode, state: _State) -> None:
+        kept_blocks: set[tuple[int, int]] = set()
+        private_creator_tags: list[int] = []
+        deleted_groups: set[int] = set()
+        for tag, vr, act in list(self._acts(ds, mode)):
+            if tag >> 16 & 1 and act is not Act.DELETE:
+                kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
+            if act is Act.KEEP:
+                continue
+            state.count(act)
+            if act is Act.DELETE_GROUP:
+                deleted_groups.add(tag >> 16)
+            elif act is Act.DELETE:
+                del ds[tag]
+            elif act in (Act.RECURSE, Act.RECURSE_STRICT, Act.RECURSE_CLEAN):
+                self._recurse(ds, tag, vr, act, state)
+            else:
+                self._replace(ds, tag, vr, act, state)
+        for tag in list(ds.keys()):
+            group, element = tag >> 16, tag & 0xFFFF
+            if group in deleted_groups:
+                del ds[tag]
+            elif group & 1 and 0x0010 <= element <= 0x00FF:
+                private_creator_tags.append(tag)
+        for tag in private_creator_tags:
+            if (tag >> 16, tag & 0xFF) not in kept_blocks:
+                del ds[tag]
+
+    def _recurse(self, ds: Dataset, tag: int, vr: str, act: Act, state: _State) -> None:
+        elem = ds[tag]
+        if vr == "UN" or not isinstance(elem.value, Sequence):
+            # A sequence we cannot parse (e.g. private, implicit VR) cannot be cleaned.
+            if act is not Act.RECURSE or tag >> 16 & 1:
+                del ds[tag]
+            return
+        mode = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT}.get(act, Mode.CLEAN)
+        for item in elem.value:
+            self._process(item, mode, state)
+
+    # -- values -------------------------------------------------------------------------
+    def _replace(self, ds: Dataset, tag: int, vr: str, act: Act, state: _State) -> None:
+        elem = ds[tag]
+        if act is Act.EMPTY:
+            elem.value = Sequence([]) if vr == "SQ" else (b"" if vr in _BYTES_VRS else None)
+            return
+        if act is Act.DUMMY or act is Act.RESET:
+            elem.value = self._dummy(vr, act)
+            return
+        if vr in _BYTES_VRS or vr == "SQ":
+            del ds[tag]  # no text semantics to apply: privacy first
+            return
+        values = self._values(elem)
+        if act is Act.UID:
+            new = [self.pseudo.uid(v) for v in values]
+        elif act is Act.PSEUDONYM:
+            new = [self._pseudonym(tag, v) for v in values]
+        elif act is Act.SHIFT:
+            shifted = [self._shift(v, vr, state) for v in values]
+            new = [] if any(s is None for s in shifted) else [s for s in shifted if s]
+        elif act is Act.CLEAN:
+            new = [clean_descriptor(v, state.context) for v in values]
+        elif act is Act.CLEAN_TEXT:
+            new = [self._clean_text(v, vr, state) for v in values]
+        else:  # pragma: no cover - every Act is handled above
+            raise AssertionError(act)
+        _set_values(elem, new)
+
+    def _dummy(self, vr: str, act: Act) -> object:
+        if vr in _BYTES_VRS:
+            return b"\x00\x00"
+        if vr == "UI":
+            return self.pseudo.uid("dummy")
+        dummy = _DUMMIES.get(vr, DUMMY_TEXT)
+        if act is Act.RESET and dummy == DUMMY_TEXT:
+            return RESET_TEXT
+        return dummy
+
+    @staticmethod
+    def _values(elem: DataElement) -> list[str]:
+        value = elem.value
+        if value is None or value == "":
+            return []
+        if isinstance(value, MultiValue | list | tuple):
+            return [str(v) for v in value]
+        if isinstance(value, PersonName):
+            return [str(value)]
+        return [str(value)]
+
+    def _pseudonym(self, tag: int, value: str) -> str:
+        if not value.strip():
+            return value
+        if tag == TAG_PATIENT_ID:
+            return self.pseudo.patient_id(value)
+        if tag == TAG_PATIENT_NAME:
+            return self.pseudo.patient_name(value)
+        if tag == TAG_ACCESSION:
+            return self.pseudo.accession_number(value)
+        if tag == TAG_STUDY_ID:
+            return self.pseudo.study_id(value)
+        raise AssertionError(hex(tag))
+
+    def _shift(self, value: str, vr: str, state: _State) -> str | None:
+        if not value.strip():
+            return ""
+        days = self.pseudo.date_shift_days(state.patient_key)
+        state.shift_used = True
+        return shift_da(value, days) if vr == "DA" else shift_dt(value, days)
+
+    def _clean_text(self, value: str, vr: str, state: _State) -> str:
+        def shifter(day: date) -> date:
+            state.shift_used = True
+            return self.pseudo.shift_date(state.patient_key, day)
+
+        whole = {"PN": "PERSON_NAME", "DA": "DATE", "DT": "DATE", "AS": "AGE"}.get(vr)
+        if whole is not None:
+            return transform_whole_value(
+                value, whole, self.config.text, self.pseudo.text_hash, shifter
+            )
+        return apply_text_config(
+            value, state.context, self.config.text, hasher=self.pseudo.text_hash,
+            date_shifter=shifter,
+        )
+
+    # -- context ------------------------------------------------------------------------
+    def _context_values(self, ds: Dataset, mode: Mode) -> Iterator[tuple[str, str]]:
+        """Identifying values this plan removes, anywhere in ``ds``: what free text is
+        checked against (PS3.15 Clean Descriptors, Google cleanDescriptors)."""
+        for tag, vr, act in list(self._acts(ds, mode)):
+            if vr == "SQ" and act in (Act.RECURSE, Act.RECURSE_STRICT, Act.RECURSE_CLEAN):
+                value = ds[tag].value
+                if isinstance(value, Sequence):
+                    sub = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT}.get(
+                        act, Mode.CLEAN)
+                    for item in value:
+                        yield from self._context_values(item, sub)
+                continue
+            if vr == "SQ" and act in (Act.DELETE, Act.EMPTY):
+                value = ds[tag].value
+                if isinstance(value, Sequence):
+                    for item in value:
+                        yield from self._context_values(item, Mode.STRICT)
+                continue
+            if vr not in _CONTEXT_VRS or act not in _REMOVING_ACTS:
+                continue
+            keyword = ds[tag].keyword or ""
+            for v in self._values(ds[tag]):
+                if v.strip():
+                    yield _info_type(keyword, vr), v
+
+    # -- method record ------------------------------------------------------------------
+    def _record_method(self, ds: Dataset) -> None:
+        config = self.config
+        if config.profile in (ProfileType.BASIC, ProfileType.MINIMAL_KEEP_LIST):
+            codes = _method_codes()
+            items = []
+            keys = ["BASIC"] + sorted(o.name for o in config.options)
+            for key in keys:
+                code_value, meaning = codes[key]
+                item = Dataset()
+                item.CodeValue = code_value
+                item.CodingSchemeDesignator = "DCM"
+                item.CodeMeaning = meaning
+                items.append(item)
+            ds.PatientIdentityRemoved = "YES"
+            ds.DeidentificationMethodCodeSequence = Sequence(items)
+            if Option.RETAIN_LONGITUDINAL_FULL_DATES in config.options:
+                ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+            elif Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in config.options:
+                ds.LongitudinalTemporalInformationModified = "MODIFIED"
+            else:
+                ds.LongitudinalTemporalInformationModified = "REMOVED"
+        ds.DeidentificationMethod = [
+            f"dicom-deid {__version__}",
+            f"{config.profile.value} (PS3.15 {TABLE_EDITION})"[:64],
+            f"config sha256 {config.fingerprint()[:16]}",
+        ]
+
+
+@dataclass
+class _State:
+    """Per-instance state threaded through the recursion."""
+
+    patient_key: str
+    counts: dict[str, int]
+    context: PhiContext | None = None
+    shift_used: bool = False
+
+    def count(self, act: Act) -> None:
+        self.counts[act.name] = self.counts.get(act.name, 0) + 1
+
+
+def _set_values(elem: DataElement, values: list[str]) -> None:
+    if not values:
+        elem.value = None
+    elif len(values) == 1:
+        elem.value = values[0]
+    else:
+        elem.value = values
+
+
+def dataset_encodings(ds: Dataset) -> list[str]:
+    """Python codecs for the dataset's SpecificCharacterSet (ASCII when absent)."""
+    value = ds.get("SpecificCharacterSet")
+    return convert_encodings(value if value else "ISO_IR 6")

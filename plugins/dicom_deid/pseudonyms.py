@@ -1,0 +1,98 @@
+"""Keyed, consistent pseudonyms: HMAC-SHA256 of the original value under the run's key.
+
+The same key and value always give the same pseudonym (nightly runs and backfills
+agree); without the key nobody can recompute them. Each kind of value has its own
+HMAC domain so a PatientID and an AccessionNumber with equal text never collide.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import date, timedelta
+
+from pydicom.uid import UID_dictionary
+
+_WELL_KNOWN_ROOT = "1.2.840.10008."
+_B32 = str.maketrans("", "", "=")
+
+
+def is_well_known_uid(value: str) -> bool:
+    """True for UIDs defined by the standard (SOP classes, transfer syntaxes, coding schemes...).
+
+    Everything under the DICOM root 1.2.840.10008 is standard-defined, which also covers
+    UIDs newer than pydicom's registry; other registry entries are matched exactly.
+    """
+    return value.startswith(_WELL_KNOWN_ROOT) or value in UID_dictionary
+
+
+class Pseudonymizer:
+    """Derives every replacement identifier, UID and date shift from one secret key."""
+
+    def __init__(self, key: bytes, *, prefix: str = "", max_shift_days: int = 365) -> None:
+        if len(key) < 32:
+            raise ValueError("the pseudonym key must hold at least 32 bytes")
+        self._key = key
+        self._prefix = prefix
+        self._max_shift = max_shift_days
+        self._uid_cache: dict[str, str] = {}
+        self._shift_cache: dict[str, int] = {}
+
+    def _mac(self, domain: bytes, value: str) -> bytes:
+        return hmac.new(self._key, domain + b"\x00" + value.encode("utf-8"), hashlib.sha256).digest()
+
+    def _code(self, domain: bytes, value: str, length: int) -> str:
+        text = base64.b32encode(self._mac(domain, value)).decode("ascii").translate(_B32)
+        return text[:length]
+
+    def uid(self, value: str) -> str:
+        """A ``2.25.`` UID (UUID-derived integer form) for a non-standard UID; standard ones kept."""
+        value = value.strip("\x00 ")
+        if not value or is_well_known_uid(value):
+            return value
+        cached = self._uid_cache.get(value)
+        if cached is not None:
+            return cached
+        raw = bytearray(self._mac(b"uid", value)[:16])
+        raw[6] = (raw[6] & 0x0F) | 0x80  # RFC 9562 version 8 (custom)
+        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+        new = "2.25." + str(int.from_bytes(raw, "big"))
+        if len(self._uid_cache) < 100_000:
+            self._uid_cache[value] = new
+        return new
+
+    def patient_id(self, value: str) -> str:
+        """PatientID pseudonym: organisation prefix + 16 base32 characters (LO, <= 64)."""
+        return self._prefix + self._code(b"patient-id", value.strip(), 16)
+
+    def patient_name(self, value: str) -> str:
+        """PatientName pseudonym, one family-name component; case and spaces ignored."""
+        norm = " ".join(value.upper().split())
+        return self._prefix + self._code(b"patient-name", norm, 12)
+
+    def accession_number(self, value: str) -> str:
+        """AccessionNumber pseudonym that fits SH (16 characters) with the prefix."""
+        return self._prefix + self._code(b"accession", value.strip(), 16 - len(self._prefix))
+
+    def study_id(self, value: str) -> str:
+        """StudyID pseudonym that fits SH (16 characters) with the prefix."""
+        return self._prefix + self._code(b"study-id", value.strip(), 16 - len(self._prefix))
+
+    def text_hash(self, value: str) -> str:
+        """Google cryptoHash replacement: base64 of the keyed SHA-256 HMAC of the text."""
+        return base64.b64encode(self._mac(b"crypto-hash", value)).decode("ascii")
+
+    def date_shift_days(self, patient_key: str) -> int:
+        """Per-patient shift in [-max, -1] or [1, max] days, never zero."""
+        cached = self._shift_cache.get(patient_key)
+        if cached is None:
+            n = int.from_bytes(self._mac(b"date-shift", patient_key)[:8], "big")
+            magnitude = 1 + n % self._max_shift
+            cached = -magnitude if (n >> 32) & 1 else magnitude
+            self._shift_cache[patient_key] = cached
+        return cached
+
+    def shift_date(self, patient_key: str, day: date) -> date:
+        """``day`` moved by the patient's shift; intervals within a patient are preserved."""
+        return day + timedelta(days=self.date_shift_days(patient_key))
