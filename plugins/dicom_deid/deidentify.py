@@ -16,6 +16,7 @@ from importlib import resources
 
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -73,7 +74,15 @@ _CONTEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "DA", 
 _REMOVING_ACTS = frozenset(
     {Act.DELETE, Act.EMPTY, Act.DUMMY, Act.PSEUDONYM, Act.RESET, Act.SHIFT, Act.DELETE_GROUP}
 )
-_STRUCTURAL_TAGS = frozenset({0x00080005})  # SpecificCharacterSet: needed to decode the rest
+_STRUCTURAL_TAGS = frozenset({0x00080005})
+# Values that identify the patient or visit whatever the profile does with them: free
+# text is checked against them even when the attribute itself is kept (KEEP_ALL etc.).
+_IDENTITY_KEYWORDS = (
+    "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientAddress",
+    "PatientTelephoneNumbers", "AccessionNumber", "StudyID", "InstitutionName",
+    "InstitutionAddress", "MedicalRecordLocator", "PatientMotherBirthName",
+)
+_IDENTITY_TAGS = frozenset(tag_for_keyword(k) for k in _IDENTITY_KEYWORDS)  # SpecificCharacterSet: needed to decode the rest
 
 
 class ConfigNotSupported(ValueError):
@@ -359,7 +368,9 @@ class Deidentifier:
                     for item in value:
                         yield from self._context_values(item, Mode.STRICT)
                 continue
-            if vr not in _CONTEXT_VRS or act not in _REMOVING_ACTS:
+            if vr not in _CONTEXT_VRS or not (
+                act in _REMOVING_ACTS or vr == "PN" or tag in _IDENTITY_TAGS
+            ):
                 continue
             keyword = ds[tag].keyword or ""
             for v in self._values(ds[tag]):

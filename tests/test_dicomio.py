@@ -1,0 +1,70 @@
+"""Reading is defensive (clear, PHI-free reasons) and writing keeps the encoding."""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+import pytest
+from pydicom.encaps import encapsulate
+from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
+
+from conftest import deidentify_bytes, make_instance, to_bytes
+from dicom_deid.dicomio import BadInput, parse_instance
+
+
+def _reason(data: bytes) -> BadInput:
+    with pytest.raises(BadInput) as info:
+        parse_instance(data)
+    assert "Smith" not in info.value.reason and "MRN" not in info.value.reason
+    return info.value
+
+
+def test_zero_byte() -> None:
+    assert _reason(b"").kind == "zero-byte"
+
+
+def test_not_dicom() -> None:
+    assert _reason(b"hello, this is a text file\n" * 20).kind == "not-dicom"
+    assert _reason(b"\x89PNG\r\n\x1a\n" + b"\x00" * 300).kind == "not-dicom"
+
+
+def test_truncated_in_pixel_data_and_in_header() -> None:
+    data = to_bytes(make_instance())
+    bad = _reason(data[:-3])
+    assert bad.kind == "truncated" and "(7FE0,0010)" in bad.reason
+    assert _reason(data[:400]).kind == "truncated"
+
+
+def test_unknown_character_set() -> None:
+    ds = make_instance()
+    ds.SpecificCharacterSet = "ISO_IR 999"
+    bad = _reason(to_bytes(ds))
+    assert bad.kind == "bad-charset" and "ISO_IR 999" in bad.reason
+
+
+def test_raw_implicit_dataset_without_preamble_becomes_part10() -> None:
+    ds = make_instance()
+    buf = io.BytesIO()
+    del ds.file_meta  # a bare implicit VR dataset, as older systems wrote them
+    pydicom.dcmwrite(buf, ds, implicit_vr=True, little_endian=True)
+    raw = buf.getvalue()
+    assert raw[:2] == b"\x08\x00"
+    out, _, out_bytes = deidentify_bytes(raw)
+    assert out_bytes[128:132] == b"DICM"
+    assert out.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert out.Modality == "CT" and out.PixelData == ds.PixelData
+
+
+@pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, RLELossless, JPEGBaseline8Bit])
+def test_transfer_syntax_and_pixel_bytes_preserved(ts: str) -> None:
+    ds = make_instance()
+    ds.file_meta.TransferSyntaxUID = ts
+    if ts != ImplicitVRLittleEndian:
+        ds.PixelData = encapsulate([b"\xff\xd8fake-frame-bytes\xff\xd9"])
+        ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, implicit_vr=ts == ImplicitVRLittleEndian, little_endian=True)
+    out, _, _ = deidentify_bytes(buf.getvalue())
+    assert out.file_meta.TransferSyntaxUID == ts
+    assert out.PixelData == ds.PixelData
