@@ -168,36 +168,41 @@ class Deidentifier:
         self.pseudo = Pseudonymizer(
             key, prefix=config.id_prefix, max_shift_days=config.max_date_shift_days
         )
-        self._shift_dates = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in config.options
+        self._fixed: dict[tuple[str, Act], bytes] = {}
+        self._method_elements = _method_elements(config)
+        self._method_raw = {
+            implicit: _pre_encode(self._method_elements, implicit) for implicit in (True, False)
+        }
 
     # -- public -----------------------------------------------------------------------
     def deidentify(self, ds: Dataset) -> InstanceResult:
         """De-identify ``ds`` (and its file meta) in place; return what changed."""
         res = InstanceResult(
-            original_study_uid=str(ds.get("StudyInstanceUID", "")),
-            original_series_uid=str(ds.get("SeriesInstanceUID", "")),
-            original_sop_uid=str(ds.get("SOPInstanceUID", "")),
-            original_patient_id=str(ds.get("PatientID", "") or ""),
-            original_accession=str(ds.get("AccessionNumber", "") or ""),
-            sop_class_uid=str(ds.get("SOPClassUID", "")),
-            modality=str(ds.get("Modality", "") or ""),
+            original_study_uid=_text(ds, 0x0020000D),
+            original_series_uid=_text(ds, 0x0020000E),
+            original_sop_uid=_text(ds, 0x00080018),
+            original_patient_id=_text(ds, TAG_PATIENT_ID),
+            original_accession=_text(ds, TAG_ACCESSION),
+            sop_class_uid=_text(ds, 0x00080016),
+            modality=_text(ds, 0x00080060),
         )
-        issuer = str(ds.get("IssuerOfPatientID", "") or "")
+        issuer = _text(ds, 0x00100021)
         patient_key = (
             f"pid:{issuer}|{res.original_patient_id}"
             if res.original_patient_id
             else f"study:{res.original_study_uid}"
         )
-        state = _State(patient_key=patient_key, counts=res.counts)
+        state = _State(patient_key=patient_key)
         if self.plan.needs_context:
             state.context = PhiContext.from_values(self._context_values(ds, Mode.NORMAL))
         self._process(ds, Mode.NORMAL, state)
         self._record_method(ds)
-        res.study_uid = str(ds.get("StudyInstanceUID", ""))
-        res.series_uid = str(ds.get("SeriesInstanceUID", ""))
-        res.sop_uid = str(ds.get("SOPInstanceUID", ""))
-        res.patient_id = str(ds.get("PatientID", "") or "")
-        res.accession = str(ds.get("AccessionNumber", "") or "")
+        res.study_uid = _text(ds, 0x0020000D)
+        res.series_uid = _text(ds, 0x0020000E)
+        res.sop_uid = _text(ds, 0x00080018)
+        res.patient_id = _text(ds, TAG_PATIENT_ID)
+        res.accession = _text(ds, TAG_ACCESSION)
+        res.counts = {act.name: n for act, n in state.counts.items()}
         if state.shift_used:
             res.date_shift_days = self.pseudo.date_shift_days(patient_key)
         return res
@@ -267,20 +272,28 @@ class Deidentifier:
 
     # -- values -------------------------------------------------------------------------
     def _replace(self, ds: Dataset, tag: int, vr: str, act: Act, state: _State) -> None:
-        elem = ds[tag]
-        if act is Act.EMPTY:
-            elem.value = Sequence([]) if vr == "SQ" else (b"" if vr in _BYTES_VRS else None)
-            return
-        if act is Act.DUMMY or act is Act.RESET:
-            elem.value = self._dummy(vr, act)
+        if act is Act.EMPTY or act is Act.DUMMY or act is Act.RESET:
+            if vr == "SQ":
+                ds[tag] = DataElement(tag, vr, Sequence([]))
+            else:
+                ds[tag] = _raw(tag, vr, self._fixed_value(vr, act))
             return
         if vr in _BYTES_VRS or vr == "SQ":
             del ds[tag]  # no text semantics to apply: privacy first
             return
-        values = self._values(elem)
         if act is Act.UID:
-            new = [self.pseudo.uid(v) for v in values]
-        elif act is Act.PSEUDONYM:
+            old = ds.get_item(tag)
+            raw = old.value if isinstance(old, RawDataElement) else None
+            if raw is None:
+                values = self._values(ds[tag])
+            else:
+                values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
+            new_uids = "\\".join(self.pseudo.uid(v) for v in values if v)
+            ds[tag] = _raw(tag, vr, _pad(new_uids.encode("ascii"), b"\x00"))
+            return
+        elem = ds[tag]
+        values = self._values(elem)
+        if act is Act.PSEUDONYM:
             new = [self._pseudonym(tag, v) for v in values]
         elif act is Act.SHIFT:
             shifted = [self._shift(v, vr, state) for v in values]
@@ -293,15 +306,14 @@ class Deidentifier:
             raise AssertionError(act)
         _set_values(elem, new)
 
-    def _dummy(self, vr: str, act: Act) -> object:
-        if vr in _BYTES_VRS:
-            return b"\x00\x00"
-        if vr == "UI":
-            return self.pseudo.uid("dummy")
-        dummy = _DUMMIES.get(vr, DUMMY_TEXT)
-        if act is Act.RESET and dummy == DUMMY_TEXT:
-            return RESET_TEXT
-        return dummy
+    def _fixed_value(self, vr: str, act: Act) -> bytes:
+        """Encoded empty, dummy or placeholder value (memoised: the same for every file)."""
+        key = (vr, act)
+        found = self._fixed.get(key)
+        if found is None:
+            found = _encode_fixed(vr, act, self.pseudo.uid("dummy"))
+            self._fixed[key] = found
+        return found
 
     @staticmethod
     def _values(elem: DataElement) -> list[str]:
@@ -377,33 +389,11 @@ class Deidentifier:
                 if v.strip():
                     yield _info_type(keyword, vr), v
 
-    # -- method record ------------------------------------------------------------------
     def _record_method(self, ds: Dataset) -> None:
-        config = self.config
-        if config.profile in (ProfileType.BASIC, ProfileType.MINIMAL_KEEP_LIST):
-            codes = _method_codes()
-            items = []
-            keys = ["BASIC"] + sorted(o.name for o in config.options)
-            for key in keys:
-                code_value, meaning = codes[key]
-                item = Dataset()
-                item.CodeValue = code_value
-                item.CodingSchemeDesignator = "DCM"
-                item.CodeMeaning = meaning
-                items.append(item)
-            ds.PatientIdentityRemoved = "YES"
-            ds.DeidentificationMethodCodeSequence = Sequence(items)
-            if Option.RETAIN_LONGITUDINAL_FULL_DATES in config.options:
-                ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
-            elif Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in config.options:
-                ds.LongitudinalTemporalInformationModified = "MODIFIED"
-            else:
-                ds.LongitudinalTemporalInformationModified = "REMOVED"
-        ds.DeidentificationMethod = [
-            f"dicom-deid {__version__}",
-            f"{config.profile.value} (PS3.15 {TABLE_EDITION})"[:64],
-            f"config sha256 {config.fingerprint()[:16]}",
-        ]
+        implicit, little = ds.original_encoding
+        elements = self._method_raw[bool(implicit)] if little else self._method_elements
+        for elem in elements:
+            ds[elem.tag] = elem
 
 
 @dataclass
@@ -411,12 +401,97 @@ class _State:
     """Per-instance state threaded through the recursion."""
 
     patient_key: str
-    counts: dict[str, int]
+    counts: dict[Act, int] = field(default_factory=dict)
     context: PhiContext | None = None
     shift_used: bool = False
 
     def count(self, act: Act) -> None:
-        self.counts[act.name] = self.counts.get(act.name, 0) + 1
+        self.counts[act] = self.counts.get(act, 0) + 1
+
+
+def _method_elements(config: DeidConfig) -> list[DataElement]:
+    """The PatientIdentityRemoved / DeidentificationMethod attributes PS3.15 asks for.
+
+    Built once per configuration: they are the same for every instance of a run.
+    """
+    ds = Dataset()
+    if config.profile in (ProfileType.BASIC, ProfileType.MINIMAL_KEEP_LIST):
+        codes = _method_codes()
+        items = []
+        for key in ["BASIC", *sorted(o.name for o in config.options)]:
+            code_value, meaning = codes[key]
+            item = Dataset()
+            item.CodeValue = code_value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            items.append(item)
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        if Option.RETAIN_LONGITUDINAL_FULL_DATES in config.options:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        elif Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in config.options:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+    ds.DeidentificationMethod = [
+        f"dicom-deid {__version__}",
+        f"{config.profile.value} (PS3.15 {TABLE_EDITION})"[:64],
+        f"config sha256 {config.fingerprint()[:16]}",
+    ]
+    return [ds[tag] for tag in ds.keys()]
+
+
+def _pre_encode(elements: list[DataElement], implicit: bool) -> list[RawDataElement]:
+    """Encode constant elements once, so every file just copies their bytes."""
+    from .dicomio import encode_element_value
+
+    return [
+        RawDataElement(e.tag, e.VR, len(v), v, 0, implicit, True, True, False)
+        for e in elements
+        for v in [encode_element_value(e, implicit)]
+    ]
+
+
+_FIXED_BINARY = {"FL": 4, "FD": 8, "SL": 4, "SS": 2, "UL": 4, "US": 2, "SV": 8, "UV": 8,
+                 "AT": 4}
+
+
+def _encode_fixed(vr: str, act: Act, dummy_uid: str) -> bytes:
+    """Bytes of an empty (Z), dummy (D) or placeholder (Google resetTag) value for ``vr``."""
+    if act is Act.EMPTY:
+        return b""
+    if vr in _BYTES_VRS:
+        return b"\x00\x00"
+    if vr in _FIXED_BINARY:
+        return b"\x00" * _FIXED_BINARY[vr]
+    if vr == "UI":
+        return _pad(dummy_uid.encode("ascii"), b"\x00")
+    text = _DUMMIES.get(vr, DUMMY_TEXT)
+    if act is Act.RESET and text == DUMMY_TEXT:
+        text = RESET_TEXT
+    return _pad(str(text).encode("ascii"), b" ")
+
+
+def _pad(value: bytes, pad: bytes) -> bytes:
+    return value + pad if len(value) % 2 else value
+
+
+def _raw(tag: int, vr: str, value: bytes) -> RawDataElement:
+    """A raw element with an already encoded value: written as is, never re-encoded."""
+    return RawDataElement(tag, vr, len(value), value, 0, False, True, True, False)
+
+
+def _text(ds: Dataset, tag: int) -> str:
+    """A single-valued string attribute, decoded cheaply when it is plain ASCII."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    if isinstance(elem, RawDataElement):
+        raw = elem.value or b""
+        if raw.isascii():
+            return raw.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
+    value = ds[tag].value
+    return "" if value is None else str(value).strip()
 
 
 def _set_values(elem: DataElement, values: list[str]) -> None:

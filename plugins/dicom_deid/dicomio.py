@@ -22,8 +22,9 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -82,14 +83,175 @@ def read_instance(path: Path) -> Instance:
 
 
 def parse_instance(data: bytes) -> Instance:
-    """Parse DICOM bytes (Part 10 file or a raw little-endian dataset)."""
+    """Parse DICOM bytes (Part 10 file or a raw little-endian dataset).
+
+    Little-endian encodings (all but two retired/rare transfer syntaxes) go through
+    :func:`_scan`, which only finds element boundaries and leaves every value raw;
+    the others use pydicom's reader.
+    """
     if not data:
         raise BadInput("zero-byte", "zero-byte file")
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
-    if not has_preamble:
-        group = struct.unpack_from("<H", data, 0)[0] if len(data) >= 8 else -1
-        if group not in _RAW_FIRST_GROUPS:
+    first_group = struct.unpack_from("<H", data, 0)[0] if len(data) >= 8 else -1
+    if has_preamble or first_group == 0x0002:  # a meta group, with or without preamble
+        meta, pos = _scan_meta(data, 132 if has_preamble else 0)
+        ts = meta.get(0x00020010, "")
+        if not ts:
+            raise BadInput("unreadable", "file meta has no Transfer Syntax UID")
+        if ts in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+            return _parse_with_pydicom(data, has_preamble, ts)
+        implicit = ts == ImplicitVRLittleEndian
+        had_meta = True
+    else:
+        if first_group not in _RAW_FIRST_GROUPS:
             raise BadInput("not-dicom", "not a DICOM file (no 'DICM' prefix, no dataset found)")
+        pos = 0
+        implicit = data[4:6] not in _ALL_VRS
+        ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        had_meta = False
+    elements = _scan(data, pos, len(data), implicit)
+    ds = Dataset(elements)
+    ds.set_original_encoding(implicit, True)
+    if 0x00080018 not in elements or 0x00080016 not in elements:
+        raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
+    _check_charset(ds)
+    return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=had_meta)
+
+
+_ALL_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS",
+                      b"LO", b"LT", b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH",
+                      b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN",
+                      b"UR", b"US", b"UT", b"UV"})
+_ITEM_TAGS = (0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD)
+
+
+def _fmt_tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _scan_meta(data: bytes, pos: int) -> tuple[dict[int, str], int]:
+    """Read group 0002 (explicit VR little endian); return its UI/text values and the end."""
+    values: dict[int, str] = {}
+    end = len(data)
+    while pos + 8 <= end:
+        group, elem = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        vr = data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                break
+            length = struct.unpack_from("<I", data, pos + 8)[0]
+            start = pos + 12
+        else:
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            start = pos + 8
+        if start + length > end:
+            raise BadInput("truncated", "truncated inside the file meta information")
+        if vr in (b"UI", b"SH", b"AE"):
+            values[0x00020000 | elem] = data[start:start + length].rstrip(b"\x00 ").decode(
+                "ascii", "replace")
+        pos = start + length
+    return values, pos
+
+
+def _scan(data: bytes, pos: int, end: int, implicit: bool) -> dict[BaseTag, RawDataElement]:
+    """Split a little-endian dataset into raw elements without decoding any value."""
+    out: dict[BaseTag, RawDataElement] = {}
+    unpack = struct.unpack_from
+    while pos < end:
+        if pos + 8 > end:
+            raise BadInput("truncated", "truncated: the file ends inside an element header")
+        group, elem, = unpack("<HH", data, pos)
+        tag = group << 16 | elem
+        if implicit:
+            vr = None
+            length = unpack("<I", data, pos + 4)[0]
+            start = pos + 8
+        else:
+            vr_bytes = data[pos + 4:pos + 6]
+            if vr_bytes in _LONG_VRS:
+                if pos + 12 > end:
+                    raise BadInput("truncated",
+                                   "truncated: the file ends inside an element header")
+                length = unpack("<I", data, pos + 8)[0]
+                start = pos + 12
+            elif vr_bytes in _ALL_VRS:
+                length = unpack("<H", data, pos + 6)[0]
+                start = pos + 8
+            else:
+                raise BadInput("unreadable",
+                               f"invalid VR at element {_fmt_tag(tag)}: not explicit VR")
+            vr = vr_bytes.decode("ascii")
+        if tag in _ITEM_TAGS:
+            raise BadInput("unreadable", f"unexpected item delimiter {_fmt_tag(tag)}")
+        if length == _UNDEFINED:
+            stop = _undefined_end(data, start, end, implicit or vr == "UN", tag)
+            value = data[start:stop]
+            pos = stop + 8  # skip the sequence delimitation item
+        else:
+            if start + length > end:
+                raise BadInput(
+                    "truncated",
+                    f"truncated: element {_fmt_tag(tag)} declares {length} bytes, "
+                    f"{max(end - start, 0)} present",
+                )
+            value = data[start:start + length]
+            pos = start + length
+        if tag == 0xFFFCFFFC:
+            continue  # Data Set Trailing Padding: never carried over
+        out[BaseTag(tag)] = RawDataElement(
+            BaseTag(tag), vr, length, value, start, implicit, True, True, False)
+    return out
+
+
+def _undefined_end(data: bytes, pos: int, end: int, implicit: bool, tag: int) -> int:
+    """Offset of the sequence delimiter closing an undefined-length value at ``pos``."""
+    unpack = struct.unpack_from
+    while pos + 8 <= end:
+        item_tag = unpack("<HH", data, pos)
+        item_tag_int = item_tag[0] << 16 | item_tag[1]
+        length = unpack("<I", data, pos + 4)[0]
+        if item_tag_int == 0xFFFEE0DD:
+            return pos
+        if item_tag_int != 0xFFFEE000:
+            raise BadInput("unreadable", f"malformed sequence in element {_fmt_tag(tag)}")
+        pos += 8
+        if length == _UNDEFINED:
+            pos = _item_end(data, pos, end, implicit, tag)
+        else:
+            pos += length
+    raise BadInput("truncated", f"truncated: element {_fmt_tag(tag)} has no end")
+
+
+def _item_end(data: bytes, pos: int, end: int, implicit: bool, seq_tag: int) -> int:
+    """Offset just after the item delimiter of an undefined-length item at ``pos``."""
+    unpack = struct.unpack_from
+    while pos + 8 <= end:
+        group, elem = unpack("<HH", data, pos)
+        tag = group << 16 | elem
+        if tag == 0xFFFEE00D:
+            return pos + 8
+        if implicit:
+            length = unpack("<I", data, pos + 4)[0]
+            start = pos + 8
+        else:
+            vr = data[pos + 4:pos + 6]
+            if vr in _LONG_VRS:
+                length = unpack("<I", data, pos + 8)[0]
+                start = pos + 12
+            else:
+                length = unpack("<H", data, pos + 6)[0]
+                start = pos + 8
+        if length == _UNDEFINED:
+            pos = _undefined_end(data, start, end, implicit, tag) + 8
+        else:
+            pos = start + length
+    raise BadInput("truncated", f"truncated: element {_fmt_tag(seq_tag)} has no end")
+
+
+def _parse_with_pydicom(data: bytes, has_preamble: bool, ts: str) -> Instance:
+    """Big endian and deflated files: pydicom reads (and later writes) them whole."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -107,15 +269,7 @@ def parse_instance(data: bytes) -> Instance:
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
     _check_charset(ds)
-    meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    had_meta = bool(ts)
-    if not ts:
-        implicit, little = ds.original_encoding
-        if not little:
-            raise BadInput("unsupported", "raw big-endian dataset without file meta")
-        ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=had_meta)
+    return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=True)
 
 
 def _check_complete(ds: Dataset, size: int) -> None:
@@ -148,6 +302,13 @@ def _check_charset(ds: Dataset) -> None:
             )
 
 
+def _uid_text(ds: Dataset, tag: int) -> str:
+    elem = ds.get_item(tag)
+    if isinstance(elem, RawDataElement):
+        return (elem.value or b"").rstrip(b"\x00 ").decode("ascii", "replace")
+    return str(elem.value) if elem is not None else ""
+
+
 def build_file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
     """A fresh file meta group: nothing of the original's (source AE titles etc.) survives."""
     meta = FileMetaDataset()
@@ -161,24 +322,37 @@ def build_file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
 
 def encode_instance(ds: Dataset, transfer_syntax: str, encodings: list[str]) -> bytes:
     """The Part 10 bytes of ``ds`` in ``transfer_syntax`` (which must be the input's)."""
-    meta = build_file_meta(ds, transfer_syntax)
     if transfer_syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
         # Rare encodings: pydicom's own writer handles byte swapping and deflate.
-        ds.file_meta = meta
+        ds.file_meta = build_file_meta(ds, transfer_syntax)
         buf = DicomBytesIO()
         pydicom.dcmwrite(buf, ds, enforce_file_format=True)
         return buf.getvalue()
-    head = DicomBytesIO()
-    head.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(head, meta, enforce_standard=True)
     implicit = transfer_syntax == ImplicitVRLittleEndian
-    chunks: list[bytes] = [head.getvalue()]
+    chunks: list[bytes] = [_encode_file_meta(
+        _uid_text(ds, 0x00080016), _uid_text(ds, 0x00080018), transfer_syntax)]
     _encode_dataset(ds, implicit, encodings, chunks)
     return b"".join(chunks)
 
 
+def _encode_file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """Preamble, 'DICM' and group 0002 (always explicit VR little endian, PS3.10 7.1)."""
+    body = [b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"]
+    texts = {0x0002: sop_class, 0x0003: sop_instance, 0x0010: transfer_syntax,
+             0x0012: IMPLEMENTATION_CLASS_UID, 0x0013: IMPLEMENTATION_VERSION_NAME}
+    for elem, text in texts.items():
+        value = text.encode("ascii")
+        vr = b"SH" if elem == 0x0013 else b"UI"
+        if len(value) % 2:
+            value += b" " if vr == b"SH" else b"\x00"
+        body.append(struct.pack("<HH", 2, elem) + vr + struct.pack("<H", len(value)) + value)
+    group = b"".join(body)
+    length = b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(group))
+    return b"\x00" * 128 + b"DICM" + length + group
+
+
 def _encode_dataset(ds: Dataset, implicit: bool, encodings: list[str], out: list[bytes]) -> None:
-    for tag in sorted(ds.keys()):
+    for tag in sorted(ds.keys(), key=int):  # int keys: C comparisons, not BaseTag.__lt__
         elem = ds.get_item(tag)
         if isinstance(elem, RawDataElement):
             out.append(_raw_header(elem, implicit))
@@ -222,6 +396,22 @@ def _encode_sequence(elem: DataElement, implicit: bool, encodings: list[str],
         _encode_dataset(item, implicit, item_encodings, out)
         out.append(_ITEM_DELIM)
     out.append(_SEQ_DELIM)
+
+
+def encode_element_value(elem: DataElement, implicit: bool) -> bytes:
+    """The value bytes (no header) of one ASCII-only element, sequences included."""
+    chunks: list[bytes] = []
+    if elem.VR == "SQ":
+        for item in elem.value:
+            chunks.append(_ITEM_START_UNDEF)
+            _encode_dataset(item, implicit, ["iso8859"], chunks)
+            chunks.append(_ITEM_DELIM)
+        return b"".join(chunks)
+    buf = DicomBytesIO()
+    buf.is_little_endian = True
+    buf.is_implicit_VR = True
+    write_data_element(buf, elem, ["iso8859"])
+    return buf.getvalue()[8:]  # implicit header: tag (4) + length (4)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

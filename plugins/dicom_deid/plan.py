@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from enum import Enum, auto
+from enum import IntEnum, auto
 from functools import cache
 from importlib import resources
 
@@ -27,7 +27,7 @@ from .config import (
 from .profile import ActionCode, ProfileRow, load_safe_private, load_table, resolve_compound
 
 
-class Act(Enum):
+class Act(IntEnum):
     """What the engine does to one element."""
 
     KEEP = auto()
@@ -51,7 +51,7 @@ class Act(Enum):
     """Overlay data removed: the whole 60xx group goes, so no half overlay remains."""
 
 
-class Mode(Enum):
+class Mode(IntEnum):
     """How free text without a rule of its own is treated inside a sequence."""
 
     NORMAL = auto()
