@@ -6,7 +6,9 @@ import re
 from datetime import date, timedelta
 
 _DA_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?$")
-_DT_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?([+-]\d{4})?$")
+_DT_RE = re.compile(
+    r"^(\d{4})(\d{2})?(\d{2})?(\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?([+-]\d{4})?$"
+)
 
 
 def _shift_ymd(year: str, month: str | None, day: str | None, days: int) -> str | None:

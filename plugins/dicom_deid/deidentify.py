@@ -15,8 +15,8 @@ from functools import cache
 from importlib import resources
 
 from pydicom.charset import convert_encodings
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -74,7 +74,7 @@ _CONTEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "DA", 
 _REMOVING_ACTS = frozenset(
     {Act.DELETE, Act.EMPTY, Act.DUMMY, Act.PSEUDONYM, Act.RESET, Act.SHIFT, Act.DELETE_GROUP}
 )
-_STRUCTURAL_TAGS = frozenset({0x00080005})
+_STRUCTURAL_TAGS = frozenset({0x00080005})  # SpecificCharacterSet: decodes the rest
 # Values that identify the patient or visit whatever the profile does with them: free
 # text is checked against them even when the attribute itself is kept (KEEP_ALL etc.).
 _IDENTITY_KEYWORDS = (
@@ -82,7 +82,7 @@ _IDENTITY_KEYWORDS = (
     "PatientTelephoneNumbers", "AccessionNumber", "StudyID", "InstitutionName",
     "InstitutionAddress", "MedicalRecordLocator", "PatientMotherBirthName",
 )
-_IDENTITY_TAGS = frozenset(tag_for_keyword(k) for k in _IDENTITY_KEYWORDS)  # SpecificCharacterSet: needed to decode the rest
+_IDENTITY_TAGS = frozenset(tag_for_keyword(k) for k in _IDENTITY_KEYWORDS)
 
 
 class ConfigNotSupported(ValueError):

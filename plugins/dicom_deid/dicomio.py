@@ -278,14 +278,17 @@ def _check_complete(ds: Dataset, size: int) -> None:
     if not keys:
         raise BadInput("truncated", "truncated or empty: no data elements after the header")
     last = ds.get_item(keys[-1])
-    if isinstance(last, RawDataElement) and last.length != _UNDEFINED and last.value is not None:
-        if len(last.value) < last.length:
-            tag = f"({last.tag >> 16:04X},{last.tag & 0xFFFF:04X})"
-            raise BadInput(
-                "truncated",
-                f"truncated: element {tag} declares {last.length} bytes, "
-                f"{len(last.value)} present",
-            )
+    if (
+        isinstance(last, RawDataElement)
+        and last.length != _UNDEFINED
+        and last.value is not None
+        and len(last.value) < last.length
+    ):
+        raise BadInput(
+            "truncated",
+            f"truncated: element {_fmt_tag(last.tag)} declares {last.length} bytes, "
+            f"{len(last.value)} present",
+        )
 
 
 def _check_charset(ds: Dataset) -> None:

@@ -69,7 +69,8 @@ def generate_key_file(path: Path, *, overwrite: bool = False) -> None:
     """Write a fresh 32-byte random key as hex, readable by the owner only."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise KeyConfigError(f"{path} exists; refusing to overwrite a key (pseudonyms depend on it)")
+        raise KeyConfigError(
+            f"{path} exists; refusing to overwrite a key (pseudonyms depend on it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -220,7 +220,11 @@ class Plan:
             return Act.EMPTY if code is ActionCode.Z else Act.DUMMY
         if code is ActionCode.U:
             return Act.RECURSE if vr == "SQ" else Act.UID
-        # C: what "clean" means depends on the option that asked for it.
+        return self._clean_act(option, vr, is_overlay_data)
+
+    @staticmethod
+    def _clean_act(option: Option | None, vr: str, is_overlay_data: bool) -> Act:
+        """C: what "clean" means depends on the option that asked for it and the VR."""
         if option is Option.RETAIN_LONGITUDINAL_MODIFIED_DATES:
             if vr in DATE_VRS:
                 return Act.SHIFT
@@ -250,9 +254,12 @@ class Plan:
         profile = self.config.profile
         if profile is ProfileType.KEEP_ALL:
             return Act.RECURSE if vr == "SQ" else Act.KEEP
-        if profile is ProfileType.BASIC and Option.RETAIN_SAFE_PRIVATE in self.options:
-            if (group, creator, element_byte) in self._safe_private:
-                return Act.KEEP
+        if (
+            profile is ProfileType.BASIC
+            and Option.RETAIN_SAFE_PRIVATE in self.options
+            and (group, creator, element_byte) in self._safe_private
+        ):
+            return Act.KEEP
         return Act.DELETE
 
     def private_row(self) -> ProfileRow:

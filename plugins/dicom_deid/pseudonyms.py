@@ -40,14 +40,15 @@ class Pseudonymizer:
         self._shift_cache: dict[str, int] = {}
 
     def _mac(self, domain: bytes, value: str) -> bytes:
-        return hmac.new(self._key, domain + b"\x00" + value.encode("utf-8"), hashlib.sha256).digest()
+        message = domain + b"\x00" + value.encode("utf-8")
+        return hmac.new(self._key, message, hashlib.sha256).digest()
 
     def _code(self, domain: bytes, value: str, length: int) -> str:
         text = base64.b32encode(self._mac(domain, value)).decode("ascii").translate(_B32)
         return text[:length]
 
     def uid(self, value: str) -> str:
-        """A ``2.25.`` UID (UUID-derived integer form) for a non-standard UID; standard ones kept."""
+        """A ``2.25.`` UID (UUID-derived integer) for a non-standard UID; standard ones kept."""
         value = value.strip("\x00 ")
         if not value or is_well_known_uid(value):
             return value
