@@ -8,6 +8,7 @@ never decoded here.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -299,9 +300,9 @@ class Deidentifier:
             shifted = [self._shift(v, vr, state) for v in values]
             new = [] if any(s is None for s in shifted) else [s for s in shifted if s]
         elif act is Act.CLEAN:
-            new = [clean_descriptor(v, state.context) for v in values]
+            new = [_fit(vr, clean_descriptor(v, state.context)) for v in values]
         elif act is Act.CLEAN_TEXT:
-            new = [self._clean_text(v, vr, state) for v in values]
+            new = [_fit(vr, self._clean_text(v, vr, state)) for v in values]
         else:  # pragma: no cover - every Act is handled above
             raise AssertionError(act)
         _set_values(elem, new)
@@ -479,6 +480,23 @@ def _pad(value: bytes, pad: bytes) -> bytes:
 def _raw(tag: int, vr: str, value: bytes) -> RawDataElement:
     """A raw element with an already encoded value: written as is, never re-encoded."""
     return RawDataElement(tag, vr, len(value), value, 0, False, True, True, False)
+
+
+_MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "PN": 64}
+_FORMAT = {"DA": re.compile(r"\d{8}"), "DT": re.compile(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?"),
+           "AS": re.compile(r"\d{3}[DWMY]")}
+
+
+def _fit(vr: str, value: str) -> str:
+    """Keep a cleaned value valid for its VR: dates and ages that are no longer dates or
+    ages become empty; text is cut to the VR's maximum length."""
+    fmt = _FORMAT.get(vr)
+    if fmt is not None:
+        return value if fmt.fullmatch(value) else ""
+    limit = _MAX_LENGTH.get(vr)
+    if limit is not None and len(value) > limit:
+        return value[:limit].rstrip()
+    return value
 
 
 def _text(ds: Dataset, tag: int) -> str:
