@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .config import DeidConfig
 from .deidentify import Deidentifier, InstanceResult, dataset_encodings
-from .dicomio import BadInput, encode_instance, read_instance, write_atomic
+from .dicomio import BadInput, encode_instance_chunks, read_instance, write_atomic
 from .mapping import MappingWriter
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def process_source(src: Source) -> FileOutcome:
         encodings = dataset_encodings(inst.dataset)
         result = deid.deidentify(inst.dataset)
         stage = "write"
-        data = encode_instance(inst.dataset, inst.transfer_syntax, encodings)
+        data = encode_instance_chunks(inst.dataset, inst.transfer_syntax, encodings)
         rel = output_rel_for(result, src.rel, layout)
         write_atomic(out_root / rel, data)
     except BadInput as exc:

@@ -21,6 +21,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from . import __version__
@@ -134,13 +135,6 @@ def _info_type(keyword: str, vr: str) -> str:
     return "CONTEXT"
 
 
-def _element_vr(elem: RawDataElement | DataElement, tag: int) -> str:
-    vr = elem.VR
-    if vr:
-        return str(vr)
-    return "UN" if tag >> 16 & 1 else dictionary_vr(tag)
-
-
 def _private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
     """(group, block) -> private creator text for every private block in ``ds``."""
     creators: dict[tuple[int, int], str] = {}
@@ -209,33 +203,41 @@ class Deidentifier:
         return res
 
     # -- traversal ----------------------------------------------------------------------
-    def _acts(self, ds: Dataset, mode: Mode) -> Iterator[tuple[int, str, Act]]:
-        """(tag, VR, action) for every element of ``ds`` (not recursing)."""
+    def _acts(self, ds: Dataset, mode: Mode) -> Iterator[tuple[BaseTag, str, Act]]:
+        """(tag, VR, action) for every element of ``ds`` (not recursing).
+
+        This is the hot loop: it reads pydicom's element dict directly (see
+        :func:`_elements`) and works on plain ints, not ``BaseTag`` objects.
+        """
         creators: dict[tuple[int, int], str] | None = None
-        for tag in list(ds.keys()):
-            elem = ds.get_item(tag)
-            vr = _element_vr(elem, tag)
+        act = self.plan.act
+        for key, elem in list(_elements(ds).items()):
+            tag = int(key)
+            vr = elem.VR
+            if not vr or (vr == "UN" and not tag >> 16 & 1):
+                vr = "UN" if tag >> 16 & 1 else dictionary_vr(tag)
             group, element = tag >> 16, tag & 0xFFFF
             if group & 1:
                 if element < 0x0010:
-                    yield tag, vr, Act.DELETE  # private group length / invalid
+                    yield key, vr, Act.DELETE  # private group length / invalid
                     continue
                 if element <= 0x00FF:
                     continue  # creators are decided after their blocks, in _process
                 if creators is None:
                     creators = _private_creators(ds)
                 creator = creators.get((group, element >> 8), "")
-                yield tag, vr, self.plan.private_act(tag, creator, vr)
+                yield key, vr, self.plan.private_act(tag, creator, vr)
                 continue
             if element == 0x0000 or tag in _STRUCTURAL_TAGS:
-                yield tag, vr, (Act.DELETE if element == 0 else Act.KEEP)
+                yield key, vr, (Act.DELETE if element == 0 else Act.KEEP)
                 continue
-            yield tag, vr, self.plan.act(tag, vr, mode)
+            yield key, vr, act(tag, vr, mode)
 
     def _process(self, ds: Dataset, mode: Mode, state: _State) -> None:
         kept_blocks: set[tuple[int, int]] = set()
         private_creator_tags: list[int] = []
         deleted_groups: set[int] = set()
+        elements = _elements(ds)
         for tag, vr, act in list(self._acts(ds, mode)):
             if tag >> 16 & 1 and act is not Act.DELETE:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
@@ -245,20 +247,22 @@ class Deidentifier:
             if act is Act.DELETE_GROUP:
                 deleted_groups.add(tag >> 16)
             elif act is Act.DELETE:
-                del ds[tag]
+                del elements[tag]
             elif act in (Act.RECURSE, Act.RECURSE_STRICT, Act.RECURSE_CLEAN):
                 self._recurse(ds, tag, vr, act, state)
             else:
                 self._replace(ds, tag, vr, act, state)
-        for tag in list(ds.keys()):
+        if not deleted_groups and not any(t >> 16 & 1 for t in elements):
+            return
+        for tag in list(elements):
             group, element = tag >> 16, tag & 0xFFFF
             if group in deleted_groups:
-                del ds[tag]
+                del elements[tag]
             elif group & 1 and 0x0010 <= element <= 0x00FF:
                 private_creator_tags.append(tag)
         for tag in private_creator_tags:
             if (tag >> 16, tag & 0xFF) not in kept_blocks:
-                del ds[tag]
+                del elements[tag]
 
     def _recurse(self, ds: Dataset, tag: int, vr: str, act: Act, state: _State) -> None:
         elem = ds[tag]
@@ -277,7 +281,7 @@ class Deidentifier:
             if vr == "SQ":
                 ds[tag] = DataElement(tag, vr, Sequence([]))
             else:
-                ds[tag] = _raw(tag, vr, self._fixed_value(vr, act))
+                _elements(ds)[tag] = _raw(tag, vr, self._fixed_value(vr, act))
             return
         if vr in _BYTES_VRS or vr == "SQ":
             del ds[tag]  # no text semantics to apply: privacy first
@@ -290,7 +294,7 @@ class Deidentifier:
             else:
                 values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
             new_uids = "\\".join(self.pseudo.uid(v) for v in values if v)
-            ds[tag] = _raw(tag, vr, _pad(new_uids.encode("ascii"), b"\x00"))
+            _elements(ds)[tag] = _raw(tag, vr, _pad(new_uids.encode("ascii"), b"\x00"))
             return
         elem = ds[tag]
         values = self._values(elem)
@@ -479,7 +483,7 @@ def _pad(value: bytes, pad: bytes) -> bytes:
 
 def _raw(tag: int, vr: str, value: bytes) -> RawDataElement:
     """A raw element with an already encoded value: written as is, never re-encoded."""
-    return RawDataElement(tag, vr, len(value), value, 0, False, True, True, False)
+    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True, True, False)
 
 
 _MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "PN": 64}
@@ -497,6 +501,17 @@ def _fit(vr: str, value: str) -> str:
     if limit is not None and len(value) > limit:
         return value[:limit].rstrip()
     return value
+
+
+def _elements(ds: Dataset) -> dict[int, RawDataElement | DataElement]:
+    """pydicom's own tag -> element dict of ``ds``.
+
+    The public API (``get_item``, ``__setitem__``, ``__delitem__``) validates and
+    wraps every call, which costs more than the de-identification itself on a
+    typical file. Only raw elements are read or stored here; anything that needs a
+    decoded value still goes through ``ds[tag]``. pydicom is pinned below 4.
+    """
+    return ds._dict  # type: ignore[return-value]
 
 
 def _text(ds: Dataset, tag: int) -> str:

@@ -123,6 +123,7 @@ _ALL_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"
                       b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN",
                       b"UR", b"US", b"UT", b"UV"})
 _ITEM_TAGS = (0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD)
+_BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 
 def _fmt_tag(tag: int) -> str:
@@ -159,6 +160,7 @@ def _scan(data: bytes, pos: int, end: int, implicit: bool) -> dict[BaseTag, RawD
     """Split a little-endian dataset into raw elements without decoding any value."""
     out: dict[BaseTag, RawDataElement] = {}
     unpack = struct.unpack_from
+    view = memoryview(data)  # pixel data is sliced, not copied: it is never decoded here
     while pos < end:
         if pos + 8 > end:
             raise BadInput("truncated", "truncated: the file ends inside an element header")
@@ -187,7 +189,7 @@ def _scan(data: bytes, pos: int, end: int, implicit: bool) -> dict[BaseTag, RawD
             raise BadInput("unreadable", f"unexpected item delimiter {_fmt_tag(tag)}")
         if length == _UNDEFINED:
             stop = _undefined_end(data, start, end, implicit or vr == "UN", tag)
-            value = data[start:stop]
+            value = view[start:stop] if tag in _BULK_TAGS else data[start:stop]
             pos = stop + 8  # skip the sequence delimitation item
         else:
             if start + length > end:
@@ -196,7 +198,7 @@ def _scan(data: bytes, pos: int, end: int, implicit: bool) -> dict[BaseTag, RawD
                     f"truncated: element {_fmt_tag(tag)} declares {length} bytes, "
                     f"{max(end - start, 0)} present",
                 )
-            value = data[start:start + length]
+            value = view[start:start + length] if tag in _BULK_TAGS else data[start:start + length]
             pos = start + length
         if tag == 0xFFFCFFFC:
             continue  # Data Set Trailing Padding: never carried over
@@ -325,17 +327,24 @@ def build_file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
 
 def encode_instance(ds: Dataset, transfer_syntax: str, encodings: list[str]) -> bytes:
     """The Part 10 bytes of ``ds`` in ``transfer_syntax`` (which must be the input's)."""
+    return b"".join(encode_instance_chunks(ds, transfer_syntax, encodings))
+
+
+def encode_instance_chunks(
+    ds: Dataset, transfer_syntax: str, encodings: list[str]
+) -> list[bytes | memoryview]:
+    """Like :func:`encode_instance`, as chunks to write one after another (no big copy)."""
     if transfer_syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
         # Rare encodings: pydicom's own writer handles byte swapping and deflate.
         ds.file_meta = build_file_meta(ds, transfer_syntax)
         buf = DicomBytesIO()
         pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-        return buf.getvalue()
+        return [buf.getvalue()]
     implicit = transfer_syntax == ImplicitVRLittleEndian
-    chunks: list[bytes] = [_encode_file_meta(
+    chunks: list[bytes | memoryview] = [_encode_file_meta(
         _uid_text(ds, 0x00080016), _uid_text(ds, 0x00080018), transfer_syntax)]
     _encode_dataset(ds, implicit, encodings, chunks)
-    return b"".join(chunks)
+    return chunks
 
 
 def _encode_file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
@@ -354,7 +363,9 @@ def _encode_file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -
     return b"\x00" * 128 + b"DICM" + length + group
 
 
-def _encode_dataset(ds: Dataset, implicit: bool, encodings: list[str], out: list[bytes]) -> None:
+def _encode_dataset(
+    ds: Dataset, implicit: bool, encodings: list[str], out: list[bytes | memoryview]
+) -> None:
     for tag in sorted(ds.keys(), key=int):  # int keys: C comparisons, not BaseTag.__lt__
         elem = ds.get_item(tag)
         if isinstance(elem, RawDataElement):
@@ -385,7 +396,7 @@ def _raw_header(elem: RawDataElement, implicit: bool) -> bytes:
 
 
 def _encode_sequence(elem: DataElement, implicit: bool, encodings: list[str],
-                     out: list[bytes]) -> None:
+                     out: list[bytes | memoryview]) -> None:
     tag = struct.pack("<HH", elem.tag >> 16, elem.tag & 0xFFFF)
     items: Sequence = elem.value
     out.append(tag + (b"" if implicit else b"SQ\x00\x00") + b"\xff\xff\xff\xff")
@@ -417,12 +428,15 @@ def encode_element_value(elem: DataElement, implicit: bool) -> bytes:
     return buf.getvalue()[8:]  # implicit header: tag (4) + length (4)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | list[bytes | memoryview]) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename: no half files, ever."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        if isinstance(data, bytes):
+            fh.write(data)
+        else:
+            fh.writelines(data)
     os.replace(tmp, path)
 
 
