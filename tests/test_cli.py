@@ -1,0 +1,75 @@
+"""Command-line contract: exit codes, refusal to touch files on bad config, layouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import KEY, make_instance, to_bytes
+from dicom_deid.cli import main
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    src = tmp_path / "in" / "patient-smith"
+    src.mkdir(parents=True)
+    (src / "img1").write_bytes(to_bytes(make_instance()))
+    key = tmp_path / "k"
+    key.write_text(KEY.hex())
+    return tmp_path, key
+
+
+def test_success_exit_code_and_summary(setup: tuple[Path, Path], capsys) -> None:
+    root, key = setup
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--workers", "1", "--no-progress"])
+    assert code == 0
+    assert "processed 1, failed 0, skipped 0" in capsys.readouterr().out
+    outputs = list((root / "out").rglob("*.dcm"))
+    assert len(outputs) == 1 and outputs[0].name.startswith("2.25.")
+    assert "smith" not in outputs[0].as_posix().lower()  # input path PHI not carried over
+
+
+def test_relative_layout_keeps_paths(setup: tuple[Path, Path]) -> None:
+    root, key = setup
+    assert main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--layout", "relative", "--no-progress"]) == 0
+    assert (root / "out" / "patient-smith" / "img1").exists()
+
+
+def test_invalid_config_touches_nothing(setup: tuple[Path, Path], capsys) -> None:
+    root, key = setup
+    cfg = root / "bad.json"
+    cfg.write_text(json.dumps({"actions": [{"queries": ["PatientNme"], "keepTag": {}}]}))
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--config", str(cfg)])
+    assert code == 2
+    assert "queries[0]" in capsys.readouterr().err
+    assert not (root / "out").exists()
+
+
+def test_missing_key_is_a_usage_error(setup: tuple[Path, Path], monkeypatch, capsys) -> None:
+    root, _ = setup
+    monkeypatch.delenv("DICOM_DEID_KEY", raising=False)
+    assert main(["deidentify", str(root / "in"), str(root / "out")]) == 2
+    assert "key" in capsys.readouterr().err
+    assert not (root / "out").exists()
+
+
+def test_clean_image_rejected_before_processing(setup: tuple[Path, Path]) -> None:
+    root, key = setup
+    cfg = root / "img.json"
+    cfg.write_text(json.dumps({"options": {"cleanImage": {"textRedactionMode":
+                                                          "REDACT_ALL_TEXT"}}}))
+    assert main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--config", str(cfg)]) == 2
+    assert not (root / "out").exists()
+
+
+def test_restricted_files_refused_inside_output(setup: tuple[Path, Path]) -> None:
+    root, key = setup
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--mapping", str(root / "out" / "mapping.parquet")])
+    assert code == 2
