@@ -27,6 +27,7 @@ from pydicom.valuerep import PersonName
 from . import __version__
 from .config import DeidConfig, Option, ProfileType, TagActionKind, TextRedactionMode
 from .dates import shift_da, shift_dt
+from .dicomio import encode_element_value, text_value
 from .plan import (
     DATE_VRS,
     TAG_ACCESSION,
@@ -173,15 +174,15 @@ class Deidentifier:
     def deidentify(self, ds: Dataset) -> InstanceResult:
         """De-identify ``ds`` (and its file meta) in place; return what changed."""
         res = InstanceResult(
-            original_study_uid=_text(ds, 0x0020000D),
-            original_series_uid=_text(ds, 0x0020000E),
-            original_sop_uid=_text(ds, 0x00080018),
-            original_patient_id=_text(ds, TAG_PATIENT_ID),
-            original_accession=_text(ds, TAG_ACCESSION),
-            sop_class_uid=_text(ds, 0x00080016),
-            modality=_text(ds, 0x00080060),
+            original_study_uid=text_value(ds, 0x0020000D),
+            original_series_uid=text_value(ds, 0x0020000E),
+            original_sop_uid=text_value(ds, 0x00080018),
+            original_patient_id=text_value(ds, TAG_PATIENT_ID),
+            original_accession=text_value(ds, TAG_ACCESSION),
+            sop_class_uid=text_value(ds, 0x00080016),
+            modality=text_value(ds, 0x00080060),
         )
-        issuer = _text(ds, 0x00100021)
+        issuer = text_value(ds, 0x00100021)
         patient_key = (
             f"pid:{issuer}|{res.original_patient_id}"
             if res.original_patient_id
@@ -192,11 +193,11 @@ class Deidentifier:
             state.context = PhiContext.from_values(self._context_values(ds, Mode.NORMAL))
         self._process(ds, Mode.NORMAL, state)
         self._record_method(ds)
-        res.study_uid = _text(ds, 0x0020000D)
-        res.series_uid = _text(ds, 0x0020000E)
-        res.sop_uid = _text(ds, 0x00080018)
-        res.patient_id = _text(ds, TAG_PATIENT_ID)
-        res.accession = _text(ds, TAG_ACCESSION)
+        res.study_uid = text_value(ds, 0x0020000D)
+        res.series_uid = text_value(ds, 0x0020000E)
+        res.sop_uid = text_value(ds, 0x00080018)
+        res.patient_id = text_value(ds, TAG_PATIENT_ID)
+        res.accession = text_value(ds, TAG_ACCESSION)
         res.counts = {act.name: n for act, n in state.counts.items()}
         if state.shift_used:
             res.date_shift_days = self.pseudo.date_shift_days(patient_key)
@@ -448,8 +449,6 @@ def _method_elements(config: DeidConfig) -> list[DataElement]:
 
 def _pre_encode(elements: list[DataElement], implicit: bool) -> list[RawDataElement]:
     """Encode constant elements once, so every file just copies their bytes."""
-    from .dicomio import encode_element_value
-
     return [
         RawDataElement(e.tag, e.VR, len(v), v, 0, implicit, True, True, False)
         for e in elements
@@ -512,19 +511,6 @@ def _elements(ds: Dataset) -> dict[int, RawDataElement | DataElement]:
     decoded value still goes through ``ds[tag]``. pydicom is pinned below 4.
     """
     return ds._dict  # type: ignore[return-value]
-
-
-def _text(ds: Dataset, tag: int) -> str:
-    """A single-valued string attribute, decoded cheaply when it is plain ASCII."""
-    elem = ds.get_item(tag)
-    if elem is None:
-        return ""
-    if isinstance(elem, RawDataElement):
-        raw = elem.value or b""
-        if raw.isascii():
-            return raw.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
-    value = ds[tag].value
-    return "" if value is None else str(value).strip()
 
 
 def _set_values(elem: DataElement, values: list[str]) -> None:

@@ -307,11 +307,17 @@ def _check_charset(ds: Dataset) -> None:
             )
 
 
-def _uid_text(ds: Dataset, tag: int) -> str:
+def text_value(ds: Dataset, tag: int) -> str:
+    """A single-valued string attribute; raw ASCII bytes are decoded without pydicom."""
     elem = ds.get_item(tag)
+    if elem is None:
+        return ""
     if isinstance(elem, RawDataElement):
-        return (elem.value or b"").rstrip(b"\x00 ").decode("ascii", "replace")
-    return str(elem.value) if elem is not None else ""
+        raw = elem.value or b""
+        if raw.isascii():
+            return raw.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
+    value = ds[tag].value
+    return "" if value is None else str(value).strip()
 
 
 def build_file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
@@ -342,7 +348,7 @@ def encode_instance_chunks(
         return [buf.getvalue()]
     implicit = transfer_syntax == ImplicitVRLittleEndian
     chunks: list[bytes | memoryview] = [_encode_file_meta(
-        _uid_text(ds, 0x00080016), _uid_text(ds, 0x00080018), transfer_syntax)]
+        text_value(ds, 0x00080016), text_value(ds, 0x00080018), transfer_syntax)]
     _encode_dataset(ds, implicit, encodings, chunks)
     return chunks
 
