@@ -9,11 +9,21 @@ import uuid
 from pathlib import Path
 
 from . import __version__
-from .batch import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, LAYOUTS, iter_sources, run_batch
+from .batch import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    LAYOUTS,
+    Source,
+    iter_sources,
+    run_batch,
+)
 from .config import DeidConfig
 from .deidentify import ConfigNotSupported
+from .filter_file import FilterFileError, read_filter
 from .keys import KeyConfigError, generate_key_file, load_key
 from .tag_config import ConfigError, config_from_options, load_config
+from .warehouse import WarehouseError
 
 EPILOG = """exit codes: 0 all inputs de-identified; 2 bad arguments, config or key (nothing
 was touched); 3 some inputs failed (listed in --errors, never copied to OUTPUT)."""
@@ -53,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--mapping", type=Path,
                    help="Parquet file of original<->pseudonym identifiers (restricted)")
     d.add_argument("--run-id", default="", help="run id recorded in the mapping")
+    d.add_argument("--filter", type=Path, dest="filter_file",
+                   help="only the instances a filter file selects (/studies/UID[/series/UID"
+                        "[/instances/UID]] per line), resolved against dicom_metadata")
+    d.add_argument("--warehouse", default=None,
+                   help="warehouse URL for --filter: duckdb:///path.duckdb (default "
+                        "var/warehouse/dicom_deid.duckdb) or bigquery://project/dataset")
     d.add_argument("--no-progress", action="store_true", help="never show a progress bar")
 
     s = sub.add_parser("synth", help="generate the synthetic corpus with planted PHI")
@@ -62,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--instances", type=int, default=8, help="instances per image series")
     s.add_argument("--small", action="store_true", help="tiny images (fast tests)")
     s.add_argument("--no-bad", action="store_true", help="no bad inputs in the corpus")
+
+    c = sub.add_parser("cohort", help="run a cohort SQL file and write its filter file")
+    c.add_argument("sql", type=Path, help="BigQuery Standard SQL file (sql/cohorts/*.sql)")
+    c.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="cohort parameter, repeatable (declared in the file's header)")
+    c.add_argument("--out", type=Path, required=True, help="filter file to write")
+    c.add_argument("--warehouse", default=None, help="warehouse URL (see deidentify)")
 
     k = sub.add_parser("keygen", help="write a new random 32-byte key file (mode 0600)")
     k.add_argument("output", type=Path)
@@ -92,9 +115,16 @@ def _deidentify(args: argparse.Namespace) -> int:
         print(f"dicom-deid: input {args.input} does not exist", file=sys.stderr)
         return EXIT_USAGE
     run_id = args.run_id or uuid.uuid4().hex[:12]
+    sources = iter_sources(args.input)
+    if args.filter_file:
+        try:
+            sources = _filtered_sources(args.input, args.filter_file, args.warehouse)
+        except (FilterFileError, WarehouseError, ValueError) as exc:
+            print(f"dicom-deid: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         summary = run_batch(
-            iter_sources(args.input), args.output, config, key,
+            sources, args.output, config, key,
             workers=args.workers or None, layout=args.layout, errors_path=args.errors,
             mapping_path=args.mapping, run_id=run_id,
             progress=False if args.no_progress else None,
@@ -107,6 +137,53 @@ def _deidentify(args: argparse.Namespace) -> int:
         where = f"; see {args.errors}" if args.errors else " (use --errors FILE to list them)"
         print(f"{summary.failed} input(s) failed{where}", file=sys.stderr)
         return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def _filtered_sources(root: Path, filter_path: Path, warehouse_url: str | None) -> list[Source]:
+    """The input files a filter file selects, via dicom_metadata (exact instance URIs)."""
+    from .cohort import resolve_filter
+    from .warehouse import open_warehouse
+
+    filter_set = read_filter(filter_path)
+    with open_warehouse(warehouse_url) as warehouse:
+        resolution = resolve_filter(warehouse, filter_set)
+    if resolution.unmatched:
+        print(f"dicom-deid: {len(resolution.unmatched)} filter line(s) matched no exported "
+              "instance (export the landing zone first?)", file=sys.stderr)
+    root = root.resolve()
+    sources: list[Source] = []
+    outside = 0
+    for uri in resolution.uris:
+        path = Path(uri).resolve()
+        if root == path or root in path.parents:
+            sources.append(Source(path, path.relative_to(root).as_posix()))
+        else:
+            outside += 1
+    if outside:
+        print(f"dicom-deid: {outside} selected instance(s) are not under {root}; skipped",
+              file=sys.stderr)
+    return sources
+
+
+def _cohort(args: argparse.Namespace) -> int:
+    from .cohort import CohortError, cohort_to_filter, load_cohort
+    from .warehouse import open_warehouse
+
+    try:
+        cohort = load_cohort(args.sql)
+        params = cohort.bind(args.param)
+        with open_warehouse(args.warehouse) as warehouse:
+            table = warehouse.run_cohort(cohort.sql, params)
+        filter_set = cohort_to_filter(table)
+    except (CohortError, FilterFileError, WarehouseError, ValueError, OSError) as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    filter_set.write(args.out)
+    levels = {level: len(filter_set.by_level(level))
+              for level in ("study", "series", "instance")}
+    print(f"wrote {len(filter_set)} filter line(s) to {args.out} "
+          f"({', '.join(f'{k}: {v}' for k, v in levels.items())})")
     return EXIT_OK
 
 
@@ -138,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"deidentify": _deidentify, "synth": _synth, "keygen": _keygen}
+    handlers = {"deidentify": _deidentify, "synth": _synth, "keygen": _keygen,
+                "cohort": _cohort}
     return handlers[args.command](args)
 
 
