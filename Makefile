@@ -17,14 +17,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+WH := duckdb://$(DEMO)/warehouse.duckdb
+DD := $(BIN)/dicom-deid
+
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/dicom-deid synth $(DEMO)/landing --patients $(PATIENTS) --seed 7
-	$(BIN)/dicom-deid keygen $(DEMO)/secrets/deid.key
-	$(BIN)/dicom-deid deidentify $(DEMO)/landing/dicom $(DEMO)/deid \
-		--key-file $(DEMO)/secrets/deid.key \
+	@echo "== 0. a synthetic landing zone (planted PHI, bad files) and a key"
+	$(DD) synth $(DEMO)/landing --patients $(PATIENTS) --seed 7
+	$(DD) keygen $(DEMO)/secrets/deid.key
+	@echo "== 1. export metadata to Parquet and the warehouse (bad files are listed)"
+	$(DD) export-metadata $(DEMO)/landing/dicom --out $(DEMO)/metadata/dicom_metadata \
+		--warehouse $(WH) 2>/dev/null || test $$? -eq 3
+	@echo "== 2. a cohort in SQL -> filter file"
+	$(DD) cohort sql/cohorts/patients_with_us.sql --warehouse $(WH) \
+		--param start_date=2022-01-01 --param end_date=2023-12-31 --out $(DEMO)/cohort.filter
+	@echo "== 3. de-identify the cohort"
+	$(DD) deidentify $(DEMO)/landing/dicom $(DEMO)/deid --filter $(DEMO)/cohort.filter \
+		--warehouse $(WH) --key-file $(DEMO)/secrets/deid.key --option CleanDescriptors \
 		--errors $(DEMO)/restricted/errors.csv --mapping $(DEMO)/restricted/mapping.parquet \
-		--no-progress || test $$? -eq 3
+		--no-progress
+	@echo "== 4. load the de-identified metadata back"
+	$(DD) export-metadata $(DEMO)/deid --out $(DEMO)/metadata/deid_metadata \
+		--table deid_metadata --warehouse $(WH)
 	$(BIN)/python -m dicom_deid.demo_report $(DEMO)
 
 lint: $(STAMP)

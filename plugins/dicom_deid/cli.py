@@ -6,7 +6,10 @@ import argparse
 import logging
 import sys
 import uuid
+from datetime import UTC, date, datetime
 from pathlib import Path
+
+import pyarrow as pa
 
 from . import __version__
 from .batch import (
@@ -78,6 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--instances", type=int, default=8, help="instances per image series")
     s.add_argument("--small", action="store_true", help="tiny images (fast tests)")
     s.add_argument("--no-bad", action="store_true", help="no bad inputs in the corpus")
+
+    e = sub.add_parser("export-metadata",
+                       help="export DICOM metadata to Parquet and load it into the warehouse")
+    e.add_argument("source", type=Path, help="landing folder (files with or without .dcm)")
+    e.add_argument("--out", type=Path, default=None,
+                   help="Parquet folder (default var/metadata/<table>)")
+    e.add_argument("--table", default="dicom_metadata",
+                   choices=("dicom_metadata", "deid_metadata"), help="warehouse table")
+    e.add_argument("--warehouse", default=None, help="warehouse URL (see deidentify)")
+    e.add_argument("--no-load", action="store_true", help="write Parquet only")
+    e.add_argument("--run-id", default="", help="ingest run id (default: random)")
+    e.add_argument("--ingest-date", type=date.fromisoformat, default=None,
+                   help="partition date YYYY-MM-DD (default: today, UTC)")
+    e.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+
+    qy = sub.add_parser("query", help="run SQL on the warehouse and print the result")
+    qy.add_argument("sql", help="SQL in the warehouse's dialect (DuckDB by default)")
+    qy.add_argument("--warehouse", default=None, help="warehouse URL (see deidentify)")
 
     c = sub.add_parser("cohort", help="run a cohort SQL file and write its filter file")
     c.add_argument("sql", type=Path, help="BigQuery Standard SQL file (sql/cohorts/*.sql)")
@@ -166,6 +187,65 @@ def _filtered_sources(root: Path, filter_path: Path, warehouse_url: str | None) 
     return sources
 
 
+def _export_metadata(args: argparse.Namespace) -> int:
+    from .metadata_export import ExportState, export_metadata
+    from .warehouse import open_warehouse
+
+    if not args.source.exists():
+        print(f"dicom-deid: source {args.source} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    out = args.out or Path("var/metadata") / args.table
+    summary = export_metadata(
+        (s.path for s in iter_sources(args.source)), out,
+        run_id=args.run_id or uuid.uuid4().hex[:12],
+        ingest_date=args.ingest_date or datetime.now(UTC).date(),
+        state=ExportState.for_export(out), workers=args.workers or None,
+    )
+    rate = summary.exported / summary.seconds if summary.seconds else 0.0
+    unchanged = summary.skipped_unchanged + summary.unchanged_content
+    print(f"exported {summary.exported}, unchanged {unchanged}, failed {len(summary.errors)} "
+          f"in {summary.seconds:.1f} s ({rate:.0f} files/s) to {out}")
+    for uri, reason in summary.errors:
+        print(f"  {uri}: {reason}", file=sys.stderr)
+    if summary.parts and not args.no_load:
+        try:
+            with open_warehouse(args.warehouse) as warehouse:
+                warehouse.ensure_schema()
+                rows = warehouse.load_parquet(
+                    args.table, [str(p) for p in summary.parts], mode="merge")
+        except (WarehouseError, OSError) as exc:
+            print(f"dicom-deid: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"loaded {rows} row(s) into {args.table}")
+    return EXIT_SOME_FAILED if summary.errors else EXIT_OK
+
+
+def _query(args: argparse.Namespace) -> int:
+    from .warehouse import open_warehouse
+
+    try:
+        with open_warehouse(args.warehouse) as warehouse:
+            table = warehouse.query(args.sql)
+    except Exception as exc:  # the SQL is the user's; its error text names no PHI of ours
+        print(f"dicom-deid: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_table(table)
+    return EXIT_OK
+
+
+def _print_table(table: pa.Table, limit: int = 50) -> None:
+    """A plain fixed-width rendering (no pandas needed)."""
+    names = table.column_names
+    rows = [[("" if v is None else str(v)) for v in row.values()]
+            for row in table.slice(0, limit).to_pylist()]
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    print("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    if table.num_rows > limit:
+        print(f"... {table.num_rows - limit} more row(s)")
+
+
 def _cohort(args: argparse.Namespace) -> int:
     from .cohort import CohortError, cohort_to_filter, load_cohort
     from .warehouse import open_warehouse
@@ -216,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     handlers = {"deidentify": _deidentify, "synth": _synth, "keygen": _keygen,
-                "cohort": _cohort}
+                "cohort": _cohort, "export-metadata": _export_metadata, "query": _query}
     return handlers[args.command](args)
 
 
