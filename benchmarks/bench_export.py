@@ -1,0 +1,165 @@
+"""Throughput and peak memory of ``export_metadata`` against a naive pydicom -> pandas loop.
+
+Both run as subprocesses over the same synthetic corpus (page cache warmed first), each
+timed from outside; peak RSS is the peak of the RSS summed over the process tree, sampled
+from ``/proc`` every 50 ms. ``export_metadata`` also runs on a fifth of the corpus to show
+that memory does not grow with corpus size. Prints a markdown table (for BENCHMARKS.md).
+
+Usage: ``.venv/bin/python benchmarks/bench_export.py [--patients N] [--seed S]
+[--workers W] [--repeat R]`` (the naive loop needs ``pandas`` in the same virtualenv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work"
+
+_EXPORT = """
+import sys
+from datetime import date
+from pathlib import Path
+from dicom_deid.metadata_export import export_metadata
+files = Path(sys.argv[1]).read_text().split("\\n")
+s = export_metadata(files, Path(sys.argv[2]), run_id="bench", ingest_date=date(2026, 1, 1),
+                    workers=int(sys.argv[3]))
+print(s.exported, len(s.errors))
+"""
+
+_NAIVE = """
+import sys
+from pathlib import Path
+import pandas as pd
+import pydicom
+files = Path(sys.argv[1]).read_text().split("\\n")
+rows = []
+for f in files:
+    ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+    row = {"source_uri": f}
+    for elem in ds:
+        if elem.keyword and elem.VR not in ("OB", "OW", "UN", "SQ"):
+            row[elem.keyword] = str(elem.value)
+    rows.append(row)
+Path(sys.argv[2]).mkdir(parents=True, exist_ok=True)
+pd.DataFrame(rows).to_parquet(Path(sys.argv[2]) / "naive.parquet")
+print(len(rows), 0)
+"""
+
+
+def _tree_rss(pid: int) -> int:
+    """RSS in bytes of ``pid`` and all its descendants."""
+    total = 0
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        stack.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return total
+
+
+def run(script: str, file_list: Path, out: Path, workers: int) -> tuple[float, int, str]:
+    """Run one contender; return (seconds, peak tree RSS, its stdout)."""
+    shutil.rmtree(out, ignore_errors=True)
+    peak = 0
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", script, str(file_list), str(out),
+                             str(workers)], stdout=subprocess.PIPE, text=True)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, _ = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode:
+        raise SystemExit(f"contender failed with exit code {proc.returncode}")
+    return seconds, peak, stdout.strip()
+
+
+def corpus(patients: int, seed: int) -> list[Path]:
+    """Files of the synthetic corpus ``work/export-corpus-p<N>-s<S>`` (generated if missing)."""
+    root = WORK / f"export-corpus-p{patients}-s{seed}"
+    if not (root / "dicom").exists():
+        from dicom_deid.synth import generate
+        generate(root, patients=patients, seed=seed, small=False, bad_inputs=False)
+    return sorted(p for p in (root / "dicom").rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=280)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args(argv)
+    files = corpus(args.patients, args.seed)
+    size = sum(f.stat().st_size for f in files)
+    lists = {}
+    for name, subset in (("full", files), ("fifth", files[: len(files) // 5])):
+        lists[name] = WORK / f"export-files-{name}.txt"
+        lists[name].write_text("\n".join(str(f) for f in subset))
+    for f in files:  # warm the page cache
+        f.read_bytes()
+    contenders = [
+        (f"export_metadata, {args.workers} workers", _EXPORT, "full", args.workers),
+        (f"export_metadata, {args.workers} workers, 1/5 corpus", _EXPORT, "fifth",
+         args.workers),
+        ("export_metadata, 1 worker", _EXPORT, "full", 1),
+    ]
+    if not args.skip_naive:
+        contenders.append(("naive pydicom -> pandas loop (1 process)", _NAIVE, "full", 1))
+    results = []
+    for label, script, which, workers in contenders:
+        runs = [run(script, lists[which], WORK / "export-out", workers)
+                for _ in range(args.repeat)]
+        n = int(runs[0][2].split()[0])
+        secs = statistics.median(r[0] for r in runs)
+        peak = max(r[1] for r in runs)
+        results.append((label, n, secs, n / secs, peak / 2**20))
+        print(f"{label}: {n} files in {secs:.2f} s", file=sys.stderr)
+    print(f"Metadata export, {len(files)} files ({size / 2**30:.2f} GiB, synthetic corpus "
+          f"p{args.patients} s{args.seed}, small=False), {os.cpu_count()} cores, "
+          f"{platform.python_implementation()} {platform.python_version()}, "
+          f"median of {args.repeat}:\n")
+    print("| contender | files | seconds | files/s | peak RSS (MiB, process tree) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, n, secs, rate, mib in results:
+        print(f"| {label} | {n} | {secs:.2f} | {rate:,.0f} | {mib:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
