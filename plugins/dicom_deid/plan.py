@@ -24,7 +24,7 @@ from .config import (
     TagAction,
     TagActionKind,
 )
-from .profile import ActionCode, ProfileRow, load_safe_private, load_table, resolve_compound
+from .profile import ActionCode, load_safe_private, load_table, resolve_compound
 
 
 class Act(IntEnum):
@@ -180,7 +180,7 @@ class Plan:
         if row is None:
             return self._unlisted(vr, mode)
         code, option = row.code_for(self.options)
-        return self._code_act(resolve_compound(code), option, tag, vr, mode, row)
+        return self._code_act(resolve_compound(code), option, tag, vr)
 
     def _unlisted(self, vr: str, mode: Mode) -> Act:
         """Attributes Table E.1-1 does not list are kept; UIDs and free text in D/C sequences
@@ -201,10 +201,7 @@ class Plan:
                 return Act.DUMMY
         return Act.KEEP
 
-    def _code_act(
-        self, code: ActionCode, option: Option | None, tag: int, vr: str, mode: Mode,
-        row: ProfileRow,
-    ) -> Act:
+    def _code_act(self, code: ActionCode, option: Option | None, tag: int, vr: str) -> Act:
         is_overlay_data = tag & OVERLAY_DATA_MASK[0] == OVERLAY_DATA_MASK[1]
         if code is ActionCode.K:
             if vr == "SQ":
@@ -262,9 +259,6 @@ class Plan:
             return Act.KEEP
         return Act.DELETE
 
-    def private_row(self) -> ProfileRow:
-        """The Table E.1-1 private-attributes row (for documentation and tests)."""
-        return self._table.private
 
 
 _ACTION_ACTS: dict[TagActionKind, Act] = {
