@@ -686,7 +686,8 @@ def write_markdown(section: str) -> None:
         text = BENCHMARKS_MD.read_text()
         start, end = text.find(START_MARK), text.find(END_MARK)
         if start != -1 and end > start:
-            text = text[:start] + section + text[end + len(END_MARK):].lstrip("\n")
+            rest = text[end + len(END_MARK):].lstrip("\n")
+            text = text[:start] + section + ("\n" + rest if rest else "")
         else:
             text = text.rstrip("\n") + "\n\n" + section
     else:

@@ -73,3 +73,16 @@ def test_restricted_files_refused_inside_output(setup: tuple[Path, Path]) -> Non
     code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
                  "--mapping", str(root / "out" / "mapping.parquet")])
     assert code == 2
+
+
+def test_duplicate_instances_reported_once(setup: tuple[Path, Path], capsys) -> None:
+    root, key = setup
+    copy = root / "in" / "patient-smith" / "img1-copy"
+    copy.write_bytes((root / "in" / "patient-smith" / "img1").read_bytes())
+    errors = root / "errors.csv"
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--errors", str(errors), "--workers", "1", "--no-progress"])
+    assert code == 3
+    assert len(list((root / "out").rglob("*.dcm"))) == 1
+    rows = errors.read_text().splitlines()
+    assert len(rows) == 2 and "duplicate" in rows[1] and "img1-copy" in rows[1]

@@ -242,17 +242,17 @@ def run_batch(
     err_csv = csv.writer(err_fh) if err_fh else None
     if err_csv:
         err_csv.writerow(["path", "kind", "stage", "reason"])
-    seen_outputs: dict[str, str] = {}
+    # hash() of each output path: a few dozen bytes per file instead of two path strings.
+    seen_outputs: set[int] = set()
     try:
         bar = tqdm(total=len(src_list), unit="file", disable=not show, smoothing=0.05)
         for o in _outcomes(src_list, config, key, out_root, layout, workers):
             bar.update(1)
-            if o.kind == "ok" and o.output_rel in seen_outputs:
+            if o.kind == "ok" and hash(o.output_rel) in seen_outputs:
                 o.kind, o.stage = "duplicate", "write"
-                o.reason = f"same SOP Instance as input {seen_outputs[o.output_rel]}"
+                o.reason = "same SOP Instance UID as an earlier input of this run"
             if o.kind == "ok":
-                assert o.output_rel is not None
-                seen_outputs[o.output_rel] = o.rel
+                seen_outputs.add(hash(o.output_rel))
                 summary.processed += 1
                 summary.bytes_in += o.size
                 if mapping:

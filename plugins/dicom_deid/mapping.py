@@ -37,7 +37,7 @@ MAPPING_SCHEMA = pa.schema(
 class MappingWriter:
     """Streams mapping rows to one Parquet file in bounded batches (flat memory)."""
 
-    def __init__(self, path: Path, *, batch_rows: int = 10_000) -> None:
+    def __init__(self, path: Path, *, batch_rows: int = 2_000) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp")

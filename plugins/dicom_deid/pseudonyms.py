@@ -16,6 +16,7 @@ from pydicom.uid import UID_dictionary
 
 _WELL_KNOWN_ROOT = "1.2.840.10008."
 _B32 = str.maketrans("", "", "=")
+_UID_CACHE_SIZE = 10_000  # study/series UIDs repeat within a batch; instance UIDs never do
 
 
 def is_well_known_uid(value: str) -> bool:
@@ -59,8 +60,9 @@ class Pseudonymizer:
         raw[6] = (raw[6] & 0x0F) | 0x80  # RFC 9562 version 8 (custom)
         raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
         new = "2.25." + str(int.from_bytes(raw, "big"))
-        if len(self._uid_cache) < 100_000:
-            self._uid_cache[value] = new
+        if len(self._uid_cache) >= _UID_CACHE_SIZE:
+            self._uid_cache.clear()  # bounded memory over any corpus size; misses are cheap
+        self._uid_cache[value] = new
         return new
 
     def patient_id(self, value: str) -> str:
