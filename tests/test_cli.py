@@ -79,7 +79,7 @@ def test_duplicate_instances_reported_once(setup: tuple[Path, Path], capsys) -> 
     root, key = setup
     copy = root / "in" / "patient-smith" / "img1-copy"
     copy.write_bytes((root / "in" / "patient-smith" / "img1").read_bytes())
-    errors = root / "errors.csv"
+    errors = root / "restricted" / "errors.csv"  # a folder that does not exist yet
     code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
                  "--errors", str(errors), "--workers", "1", "--no-progress"])
     assert code == 3

@@ -238,6 +238,8 @@ def run_batch(
     show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
     mapping = MappingWriter(mapping_path) if mapping_path else None
+    if errors_path:
+        Path(errors_path).parent.mkdir(parents=True, exist_ok=True)
     err_fh = open(errors_path, "w", newline="") if errors_path else None  # noqa: SIM115
     err_csv = csv.writer(err_fh) if err_fh else None
     if err_csv:
