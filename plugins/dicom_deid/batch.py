@@ -149,7 +149,7 @@ def process_source(src: Source) -> FileOutcome:
     stage = "read"
     try:
         inst = read_instance(src.path)
-        outcome.size = src.path.stat().st_size
+        outcome.size = inst.size
         stage = "deidentify"
         encodings = dataset_encodings(inst.dataset)
         result = deid.deidentify(inst.dataset)

@@ -65,6 +65,8 @@ class Instance:
     dataset: Dataset
     transfer_syntax: str
     had_file_meta: bool
+    size: int = 0
+    """Bytes in the input file."""
 
 
 def _safe_token(text: object) -> str:
@@ -115,7 +117,7 @@ def parse_instance(data: bytes) -> Instance:
     if 0x00080018 not in elements or 0x00080016 not in elements:
         raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
     _check_charset(ds)
-    return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=had_meta)
+    return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=had_meta, size=len(data))
 
 
 _ALL_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS",
@@ -271,7 +273,7 @@ def _parse_with_pydicom(data: bytes, has_preamble: bool, ts: str) -> Instance:
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
     _check_charset(ds)
-    return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=True)
+    return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=True, size=len(data))
 
 
 def _check_complete(ds: Dataset, size: int) -> None:
