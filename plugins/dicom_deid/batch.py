@@ -189,6 +189,7 @@ def _mapping_row(run_id: str, o: FileOutcome) -> dict[str, object]:
         "patient_id": r.patient_id,
         "accession": r.accession,
         "date_shift_days": r.date_shift_days,
+        "redacted_boxes": r.redacted_boxes,
     }
 
 

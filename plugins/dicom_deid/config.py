@@ -96,7 +96,17 @@ _OPTION_ALIASES.update(
     }
 )
 # "BasicProfile" is the Aspose name for "no option": parse_options() drops it.
+CLEAN_PIXEL_DATA_ALIASES = frozenset({"cleanpixeldata", "cleanpixeldataoption", "cleanpixel"})
+"""PS3.15 Clean Pixel Data Option (113101): not an :class:`Option`, because Table E.1-1 has no
+column for it; it is the :attr:`DeidConfig.clean_pixel_data` flag instead."""
 BASIC_PROFILE_ALIASES = frozenset({"basicprofile", "basic", "attributeconfidentialitybasicprofile"})
+
+
+def split_clean_pixel_data(names: list[str] | tuple[str, ...]) -> tuple[bool, list[str]]:
+    """Take the Clean Pixel Data option out of ``names``: (present, the other names)."""
+    rest = [n for n in names
+            if "".join(c for c in n.lower() if c.isalnum()) not in CLEAN_PIXEL_DATA_ALIASES]
+    return len(rest) != len(names), rest
 
 
 def parse_options(names: list[str] | tuple[str, ...]) -> frozenset[Option]:
@@ -185,9 +195,18 @@ class TextRedactionMode(StrEnum):
     REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS = "REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS"
 
 
+class OcrScope(StrEnum):
+    """Which images are read by OCR when burned-in text redaction is on (see pixels.py)."""
+
+    AUTO = "AUTO"
+    """BurnedInAnnotation YES, or an image kind that usually carries text (US, SC, XA...)."""
+    ALL = "ALL"
+    """Every image with pixel data."""
+
+
 @dataclass(frozen=True)
 class ImageConfig:
-    """Google ``ImageConfig``: burned-in text redaction (implemented by the pixel issue)."""
+    """Google ``ImageConfig``: burned-in text redaction (see pixels.py)."""
 
     text_redaction_mode: TextRedactionMode = TextRedactionMode.REDACT_NO_TEXT
     additional_info_types: tuple[str, ...] = ()
@@ -225,6 +244,11 @@ class DeidConfig:
     """Organisation prefix for PatientID / PatientName / AccessionNumber / StudyID pseudonyms."""
     max_date_shift_days: int = 365
     """Per-patient date shift lies in [-max, -1] ∪ [1, max] days."""
+    clean_pixel_data: bool = False
+    """PS3.15 Clean Pixel Data option: burned-in text matching removed values is redacted."""
+    pixel_rules: str = ""
+    """Path of a CTP DicomPixelAnonymizer rule file (known text regions); "" = none."""
+    ocr_scope: OcrScope = OcrScope.AUTO
 
     def __post_init__(self) -> None:
         if len(self.id_prefix) > 6 or not all(
@@ -241,6 +265,31 @@ class DeidConfig:
     def clean_descriptors(self) -> bool:
         """True when descriptor text is cleaned (PS3.15 option or Google cleanDescriptors)."""
         return Option.CLEAN_DESCRIPTORS in self.options
+
+    @property
+    def image(self) -> ImageConfig:
+        """The burned-in text settings in force: a cleanImageTag action wins over
+        options.cleanImage; the PS3.15 Clean Pixel Data option alone means removed
+        values (and generic identifiers) are redacted from the pixels."""
+        for action in self.actions:
+            if action.kind is TagActionKind.CLEAN_IMAGE and action.image is not None:
+                return action.image
+        if self.clean_image is not None and (
+            self.clean_image.text_redaction_mode is not TextRedactionMode.REDACT_NO_TEXT
+            or not self.clean_pixel_data
+        ):
+            return self.clean_image
+        if self.clean_pixel_data:
+            return ImageConfig(TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS)
+        return ImageConfig()
+
+    @property
+    def cleans_pixels(self) -> bool:
+        """True when pixel data may be changed: text redaction, or known-region rules."""
+        return (
+            self.image.text_redaction_mode is not TextRedactionMode.REDACT_NO_TEXT
+            or bool(self.pixel_rules)
+        )
 
     def fingerprint(self) -> str:
         """Stable SHA-256 of the configuration, recorded with every run."""

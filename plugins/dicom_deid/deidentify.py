@@ -2,7 +2,8 @@
 
 Untouched elements stay pydicom ``RawDataElement`` objects and are never decoded;
 only values the plan changes (or needs as context) are converted. Pixel data is
-never decoded here.
+decoded only when the configuration cleans pixels and this instance needs it
+(see :mod:`.pixels`); otherwise it stays the raw bytes that were read.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from . import __version__
-from .config import DeidConfig, Option, ProfileType, TagActionKind, TextRedactionMode
+from .config import DeidConfig, Option, ProfileType, TextRedactionMode
 from .dates import shift_da, shift_dt
 from .dicomio import encode_element_value, text_value
+from .pixels import PixelCleaner
 from .plan import (
     DATE_VRS,
     TAG_ACCESSION,
@@ -41,7 +43,13 @@ from .plan import (
 )
 from .profile import TABLE_EDITION
 from .pseudonyms import Pseudonymizer
-from .text_scrub import PhiContext, apply_text_config, clean_descriptor, transform_whole_value
+from .text_scrub import (
+    PhiContext,
+    apply_text_config,
+    ascii_fold,
+    clean_descriptor,
+    transform_whole_value,
+)
 
 DUMMY_TEXT = "ANONYMIZED"
 RESET_TEXT = "PLACEHOLDER"
@@ -86,6 +94,14 @@ _IDENTITY_KEYWORDS = (
     "InstitutionAddress", "MedicalRecordLocator", "PatientMotherBirthName",
 )
 _IDENTITY_TAGS = frozenset(tag_for_keyword(k) for k in _IDENTITY_KEYWORDS)
+# What burned-in text is compared with under REDACT_SENSITIVE_TEXT: the identity values
+# above, the people named in the header, and the dates of the visit.
+_PIXEL_IDENTITY_KEYWORDS = (
+    *_IDENTITY_KEYWORDS, "PatientName", "OtherPatientNames", "PatientBirthName",
+    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
+    "NameOfPhysiciansReadingStudy", "RequestingPhysician", "StudyDate", "SeriesDate",
+    "AcquisitionDate", "ContentDate", "StationName", "InstitutionalDepartmentName",
+)
 
 
 class ConfigNotSupported(ValueError):
@@ -110,6 +126,8 @@ class InstanceResult:
     modality: str = ""
     date_shift_days: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    redacted_boxes: int = 0
+    """Rectangles blanked in the pixel data and overlays (burned-in text, known regions)."""
 
 
 @cache
@@ -151,16 +169,13 @@ class Deidentifier:
     """De-identifies datasets in place according to one configuration and one key."""
 
     def __init__(self, config: DeidConfig, key: bytes) -> None:
-        if any(a.kind is TagActionKind.CLEAN_IMAGE for a in config.actions) or (
-            config.clean_image is not None
-            and config.clean_image.text_redaction_mode is not TextRedactionMode.REDACT_NO_TEXT
-        ):
-            raise ConfigNotSupported(
-                "cleanImageTag / options.cleanImage: burned-in text redaction is not available "
-                "in this version; remove it from the config (nothing was processed)"
-            )
         self.config = config
         self.plan = Plan(config)
+        self.pixels = (
+            PixelCleaner(config)
+            if config.cleans_pixels or Option.CLEAN_GRAPHICS in config.options
+            else None
+        )
         self.pseudo = Pseudonymizer(
             key, prefix=config.id_prefix, max_shift_days=config.max_date_shift_days
         )
@@ -189,6 +204,8 @@ class Deidentifier:
             else f"study:{res.original_study_uid}"
         )
         state = _State(patient_key=patient_key)
+        if self.pixels is not None:  # before any attribute changes: rules and context read them
+            res.redacted_boxes = self.pixels.clean(ds, lambda: self._pixel_context(ds))
         if self.plan.needs_context:
             state.context = PhiContext.from_values(self._context_values(ds, Mode.NORMAL))
         self._process(ds, Mode.NORMAL, state)
@@ -395,6 +412,25 @@ class Deidentifier:
                 if v.strip():
                     yield _info_type(keyword, vr), v
 
+    def _pixel_context(self, ds: Dataset) -> PhiContext:
+        """What burned-in text is judged against: this instance's identifying values (and,
+        with ..._CLEAN_DESCRIPTORS or Clean Pixel Data, every value the plan removes)."""
+        pairs: list[tuple[str, str]] = []
+        for keyword in _PIXEL_IDENTITY_KEYWORDS:
+            tag = tag_for_keyword(keyword)
+            if tag is None or tag not in ds:
+                continue
+            vr = ds[tag].VR
+            for value in self._values(ds[tag]):
+                if value.strip():
+                    pairs.append((_info_type(keyword, vr), value))
+        if self.config.image.text_redaction_mode is (
+            TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS
+        ):
+            pairs.extend(self._context_values(ds, Mode.NORMAL))
+        pairs.extend((t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v)
+        return PhiContext.from_values(pairs)
+
     def _record_method(self, ds: Dataset) -> None:
         implicit, little = ds.original_encoding
         elements = self._method_raw[bool(implicit)] if little else self._method_elements
@@ -424,7 +460,10 @@ def _method_elements(config: DeidConfig) -> list[DataElement]:
     if config.profile in (ProfileType.BASIC, ProfileType.MINIMAL_KEEP_LIST):
         codes = _method_codes()
         items = []
-        for key in ["BASIC", *sorted(o.name for o in config.options)]:
+        names = {o.name for o in config.options}
+        if config.cleans_pixels:
+            names.add("CLEAN_PIXEL_DATA")
+        for key in ["BASIC", *sorted(names)]:
             code_value, meaning = codes[key]
             item = Dataset()
             item.CodeValue = code_value

@@ -45,6 +45,11 @@ _SEQ_DELIM = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _ITEM_START_UNDEF = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
 _ITEM_DELIM = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 _UNDEFINED = 0xFFFFFFFF
+# Where the transfer syntax read from / to be written with travels on a parsed dataset: a
+# plain attribute (no file meta object per file on the fast path). Pixel cleaning reads
+# the first and sets the second when it re-encodes pixel data (see pixels.py).
+_INPUT_TS_ATTR = "_dicom_deid_input_ts"
+_OUTPUT_TS_ATTR = "_dicom_deid_output_ts"
 # Plausible first groups of a raw (preamble-less) dataset.
 _RAW_FIRST_GROUPS = frozenset({0x0002, 0x0008, 0x0010, 0x0018, 0x0020})
 
@@ -117,6 +122,7 @@ def parse_instance(data: bytes) -> Instance:
     if 0x00080018 not in elements or 0x00080016 not in elements:
         raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
     _check_charset(ds)
+    object.__setattr__(ds, _INPUT_TS_ATTR, ts)
     return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=had_meta, size=len(data))
 
 
@@ -273,6 +279,7 @@ def _parse_with_pydicom(data: bytes, has_preamble: bool, ts: str) -> Instance:
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
     _check_charset(ds)
+    object.__setattr__(ds, _INPUT_TS_ATTR, ts)
     return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=True, size=len(data))
 
 
@@ -322,6 +329,26 @@ def text_value(ds: Dataset, tag: int) -> str:
     return "" if value is None else str(value).strip()
 
 
+def input_transfer_syntax(ds: Dataset) -> str:
+    """The transfer syntax ``ds`` was read in ("" if it was not read by this module)."""
+    found = ds.__dict__.get(_INPUT_TS_ATTR)
+    if found:
+        return str(found)
+    meta = ds.__dict__.get("file_meta")
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+
+
+def set_output_transfer_syntax(ds: Dataset, transfer_syntax: str) -> None:
+    """Record that ``ds`` must be written in ``transfer_syntax`` (its pixel data was
+    re-encoded); :func:`encode_instance_chunks` honours it over the input's."""
+    object.__setattr__(ds, _OUTPUT_TS_ATTR, transfer_syntax)
+
+
+def output_transfer_syntax(ds: Dataset, default: str) -> str:
+    """The transfer syntax to write ``ds`` in: the re-encoded one, else ``default``."""
+    return str(ds.__dict__.get(_OUTPUT_TS_ATTR) or default)
+
+
 def build_file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
     """A fresh file meta group: nothing of the original's (source AE titles etc.) survives."""
     meta = FileMetaDataset()
@@ -341,7 +368,12 @@ def encode_instance(ds: Dataset, transfer_syntax: str, encodings: list[str]) -> 
 def encode_instance_chunks(
     ds: Dataset, transfer_syntax: str, encodings: list[str]
 ) -> list[bytes | memoryview]:
-    """Like :func:`encode_instance`, as chunks to write one after another (no big copy)."""
+    """Like :func:`encode_instance`, as chunks to write one after another (no big copy).
+
+    ``transfer_syntax`` is the input's; when pixel cleaning re-encoded the pixel data
+    the dataset carries its new one (:func:`set_output_transfer_syntax`), used instead.
+    """
+    transfer_syntax = output_transfer_syntax(ds, transfer_syntax)
     if transfer_syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
         # Rare encodings: pydicom's own writer handles byte swapping and deflate.
         ds.file_meta = build_file_meta(ds, transfer_syntax)

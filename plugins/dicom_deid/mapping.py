@@ -30,6 +30,7 @@ MAPPING_SCHEMA = pa.schema(
         ("patient_id", pa.string()),
         ("accession", pa.string()),
         ("date_shift_days", pa.int32()),
+        ("redacted_boxes", pa.int32()),
     ]
 )
 

@@ -229,9 +229,9 @@ class Plan:
                 return Act.KEEP  # whole-day shifts leave the time of day unchanged
             return Act.RECURSE_CLEAN if vr == "SQ" else Act.CLEAN
         if is_overlay_data:
-            # Clean Graphics on overlay bitmaps needs burned-in text detection, which the
-            # pixel module provides; until it runs here the overlay is removed entirely.
-            return Act.DELETE_GROUP
+            # Clean Graphics: the overlay stays; pixels.py blanks text found in its bitmap
+            # before the attributes are processed.
+            return Act.KEEP
         if vr == "SQ":
             return Act.RECURSE_CLEAN
         if vr == "PN":
@@ -269,4 +269,5 @@ _ACTION_ACTS: dict[TagActionKind, Act] = {
     TagActionKind.CLEAN_TEXT: Act.CLEAN_TEXT,
     TagActionKind.REGEN_UID: Act.UID,
     TagActionKind.RECURSE: Act.RECURSE,
+    TagActionKind.CLEAN_IMAGE: Act.KEEP,  # pixels.py redacts the text inside PixelData
 }

@@ -31,6 +31,7 @@ from .config import (
     BASIC_PROFILE_ALIASES,
     DeidConfig,
     ImageConfig,
+    OcrScope,
     Option,
     PrimaryIds,
     ProfileType,
@@ -43,6 +44,7 @@ from .config import (
     Transformation,
     TransformationKind,
     parse_options,
+    split_clean_pixel_data,
 )
 from .text_scrub import INFO_TYPES
 
@@ -111,7 +113,9 @@ _IMAGE_KEYS = frozenset({"textRedactionMode", "additionalInfoTypes", "excludeInf
 _TEXT_KEYS = frozenset(
     {"transformations", "additionalTransformations", "excludeInfoTypes", "profileType"}
 )
-_EXTENSION_KEYS = frozenset({"ps315Options", "idPrefix", "maxDateShiftDays"})
+_EXTENSION_KEYS = frozenset(
+    {"ps315Options", "idPrefix", "maxDateShiftDays", "pixelRules", "ocrScope"}
+)
 _KEY_FIELDS = ("cryptoKey", "kmsWrapped")
 
 _PROFILES: dict[str, ProfileType] = {
@@ -515,6 +519,9 @@ class _Extension:
         self.options: frozenset[Option] = frozenset()
         self.id_prefix = ""
         self.max_date_shift_days = 365
+        self.clean_pixel_data = False
+        self.pixel_rules = ""
+        self.ocr_scope = OcrScope.AUTO
         self.path = "dicomDeid"
 
 
@@ -525,6 +532,7 @@ def _parse_extension(raw: object, path: str) -> _Extension:
     if "ps315Options" in fields:
         opt_path, value = fields["ps315Options"]
         names = [_string(item, f"{opt_path}[{i}]") for i, item in enumerate(_list(value, opt_path))]
+        ext.clean_pixel_data, names = split_clean_pixel_data(names)
         for i, name in enumerate(names):
             try:
                 parse_options([name])
@@ -542,6 +550,12 @@ def _parse_extension(raw: object, path: str) -> _Extension:
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(days_path, f"must be a whole number of days, not {_tok(value)}")
         ext.max_date_shift_days = value
+    if "pixelRules" in fields:
+        ext.pixel_rules = _string(fields["pixelRules"][1], fields["pixelRules"][0])
+    if "ocrScope" in fields:
+        ext.ocr_scope = _enum(
+            fields["ocrScope"][1], fields["ocrScope"][0], {s.value: s for s in OcrScope}
+        )
     return ext
 
 
@@ -567,6 +581,9 @@ def _build(
             text=text,
             id_prefix=ext.id_prefix,
             max_date_shift_days=ext.max_date_shift_days,
+            clean_pixel_data=ext.clean_pixel_data,
+            pixel_rules=ext.pixel_rules,
+            ocr_scope=ext.ocr_scope,
         )
     except ValueError as exc:
         message = str(exc)
@@ -709,6 +726,9 @@ def config_from_options(profile: str, options: list[str], **kw: Any) -> DeidConf
     spelling :meth:`Option.parse` accepts. Other :class:`DeidConfig` fields go in ``kw``.
     """
     chosen = _parse_profile(profile)
+    clean_pixel, options = split_clean_pixel_data(options)
+    if clean_pixel:
+        kw = {"clean_pixel_data": True, **kw}
     for name in options:
         try:
             parse_options([name])

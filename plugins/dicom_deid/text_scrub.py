@@ -20,6 +20,7 @@ import datetime
 import functools
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -33,6 +34,7 @@ __all__ = [
     "PhiContext",
     "Span",
     "apply_text_config",
+    "ascii_fold",
     "clean_descriptor",
     "find_spans",
     "parse_date",
@@ -635,6 +637,20 @@ def _compile_context(pairs: tuple[tuple[str, str], ...]) -> PhiContext:
 
 
 EMPTY_CONTEXT = PhiContext()
+
+
+_FOLD_EXTRA = str.maketrans({"ß": "ss", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "đ": "d",
+                             "Đ": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "Th"})
+
+
+def ascii_fold(text: str) -> str:
+    """Latin text without diacritics ("Großkopf Sören" -> "Grosskopf Soren").
+
+    Burned-in annotations are often rendered in ASCII-only fonts, and OCR reads them
+    back that way: matching the folded form of a context value catches them.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD_EXTRA))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 # --- spans -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS deid_mapping (
   sop_uid STRING,
   patient_id STRING,
   accession STRING,
-  date_shift_days INT64
+  date_shift_days INT64,
+  redacted_boxes INT64  -- rectangles blanked in pixel data / overlays (burned-in text)
 )
 CLUSTER BY run_id
