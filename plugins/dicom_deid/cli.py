@@ -21,10 +21,11 @@ from .batch import (
     iter_sources,
     run_batch,
 )
-from .config import DeidConfig
+from .config import DeidConfig, ImageConfig, OcrScope, TextRedactionMode
 from .deidentify import ConfigNotSupported
 from .filter_file import FilterFileError, read_filter
 from .keys import KeyConfigError, generate_key_file, load_key
+from .pixel_rules import load_rules
 from .tag_config import ConfigError, config_from_options, load_config
 from .warehouse import WarehouseError
 
@@ -56,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
                         "RetainLongitudinalModifiedDates, CleanDescriptors, "
                         "CleanStructuredContent, CleanGraphics (Aspose names accepted)")
     d.add_argument("--id-prefix", default="", help="organisation prefix for ID pseudonyms")
+    d.add_argument("--text-redaction", default=None, metavar="MODE",
+                   choices=[m.value for m in TextRedactionMode],
+                   help="burned-in text (Google cleanImage.textRedactionMode) when no --config: "
+                        "REDACT_ALL_TEXT, REDACT_SENSITIVE_TEXT, "
+                        "REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS, REDACT_NO_TEXT (default)")
+    d.add_argument("--pixel-rules", default=None, metavar="FILE",
+                   help="CTP DicomPixelAnonymizer script: known burned-in text regions to blank")
+    d.add_argument("--ocr-scope", default=None, choices=[s.value.lower() for s in OcrScope],
+                   help="images read by OCR: auto (US/SC/XA/... or BurnedInAnnotation YES; "
+                        "default) or all")
     d.add_argument("--key-file", type=Path,
                    help="HMAC key file (hex/base64/raw, >= 32 bytes); else $DICOM_DEID_KEY")
     d.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
@@ -121,8 +132,25 @@ def _load_deid_config(args: argparse.Namespace) -> DeidConfig:
         config = load_config(args.config)
         if args.id_prefix:
             config = DeidConfig(**{**config.__dict__, "id_prefix": args.id_prefix})
-        return config
-    return config_from_options(args.profile, args.option, id_prefix=args.id_prefix)
+        if args.text_redaction:
+            raise ConfigError("--config already holds cleanImage; drop --text-redaction")
+        return _pixel_overrides(config, args)
+    config = config_from_options(args.profile, args.option, id_prefix=args.id_prefix)
+    if args.text_redaction:
+        image = ImageConfig(TextRedactionMode(args.text_redaction))
+        config = DeidConfig(**{**config.__dict__, "clean_image": image})
+    return _pixel_overrides(config, args)
+
+
+def _pixel_overrides(config: DeidConfig, args: argparse.Namespace) -> DeidConfig:
+    """--pixel-rules and --ocr-scope replace what the config says (checked up front)."""
+    changes: dict[str, object] = {}
+    if args.pixel_rules:
+        load_rules(args.pixel_rules)  # a bad rule file stops the run before any file
+        changes["pixel_rules"] = str(args.pixel_rules)
+    if args.ocr_scope:
+        changes["ocr_scope"] = OcrScope(args.ocr_scope.upper())
+    return DeidConfig(**{**config.__dict__, **changes}) if changes else config
 
 
 def _deidentify(args: argparse.Namespace) -> int:

@@ -1,0 +1,200 @@
+"""Known-region rules (CTP DicomPixelAnonymizer format) and the pixel config surface.
+
+No OCR here: these tests are fast and check parsing, matching and the config plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicom_deid.cli import _load_deid_config, _parser
+from dicom_deid.config import DeidConfig, OcrScope, TextRedactionMode
+from dicom_deid.deidentify import Deidentifier
+from dicom_deid.ocr import Box
+from dicom_deid.pixel_rules import RuleFileError, load_rules, parse_rules
+from dicom_deid.tag_config import ConfigError, load_config
+
+SCRIPT = """\
+Burned-in Annotation Library (a test file in the CTP format)
+
+GE screen captures (see the wiki page (section 3))
+  { Manufacturer.containsIgnoreCase("ge medical") * Rows.equals("64") }
+  (0,0,64,10)   (1,2,3)  (a,b,c,d)
+
+Fallback with a negative corner (counts from the right / bottom)
+  { Manufacturer.containsIgnoreCase("GE MEDICAL") }
+  (-20,-10,30,30) (5,5,0,4)
+
+Tag syntax, NOT, OR and a regular expression
+  { [0008,0060].equals("US") * !SeriesDescription.contains("Clean") *
+    ( ManufacturerModelName.matches("Logiq [0-9]+") + StationName.startsWith("ECHO") ) }
+  (10,20,30,40)
+
+Unknown keywords read as missing
+  { NoSuchKeyword.equals("") * Modality.endsWithIgnoreCase("t") }
+  (0,0,1,1)
+"""
+
+
+def _ds(**attrs: object) -> Dataset:
+    ds = Dataset()
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def test_parse_counts_regions_and_skips_comment_groups() -> None:
+    rules = parse_rules(SCRIPT)
+    assert len(rules.signatures) == 4
+    # (1,2,3), (a,b,c,d), the zero-width (5,5,0,4) and the heading "(counts from the
+    # right / bottom)" after the first signature are comment text, as in CTP; the group
+    # before the first signature belongs to no signature at all.
+    assert rules.region_count == 4
+    assert rules.ignored == 4
+
+
+def test_first_matching_signature_wins() -> None:
+    rules = parse_rules(SCRIPT)
+    ds = _ds(Manufacturer="GE Medical Systems", Rows=64)
+    assert rules.boxes_for(ds, 64, 64) == [Box(0, 0, 64, 10)]
+    # Rows differs: the second signature applies; its corner counts from the edges and
+    # the rectangle is clipped to the image.
+    ds.Rows = 100
+    assert rules.boxes_for(ds, 100, 80) == [Box(60, 90, 80, 100)]
+
+
+def test_expression_operators() -> None:
+    rules = parse_rules(SCRIPT)
+    us = _ds(Modality="US", ManufacturerModelName="Logiq 9", SeriesDescription="abdomen")
+    assert rules.boxes_for(us, 200, 200) == [Box(10, 20, 40, 60)]
+    assert rules.boxes_for(_ds(Modality="US", StationName="ECHO2"), 200, 200)
+    negated = _ds(Modality="US", ManufacturerModelName="Logiq 9", SeriesDescription="Clean")
+    assert rules.boxes_for(negated, 200, 200) == []
+    partial = _ds(Modality="US", ManufacturerModelName="Logiq 9x")  # matches() is whole-value
+    assert rules.boxes_for(partial, 200, 200) == []
+    assert rules.boxes_for(_ds(Modality="OT"), 5, 5) == [Box(0, 0, 1, 1)]
+    assert rules.boxes_for(_ds(Modality="MR"), 5, 5) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{ Manufacturer.equals("GE") ', "no closing"),
+        ('\n\n{ Manufacturer.sortOf("GE") }', "line 3: unknown test"),
+        ('{ Manufacturer.equals("GE") * }', "expected an attribute"),
+        ('{ Manufacturer.matches("[") }', "invalid regular expression"),
+    ],
+)
+def test_bad_rule_files_name_the_line(text: str, message: str) -> None:
+    with pytest.raises(RuleFileError, match=message):
+        parse_rules(text)
+
+
+def test_load_rules_errors(tmp_path: Path) -> None:
+    with pytest.raises(RuleFileError, match="cannot read"):
+        load_rules(tmp_path / "missing.script")
+    empty = tmp_path / "empty.script"
+    empty.write_text("only comments (1,2,3,4)\n")
+    with pytest.raises(RuleFileError, match="no signatures"):
+        load_rules(empty)
+
+
+def test_google_config_surface(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.script"
+    rules.write_text(SCRIPT)
+    doc = {
+        "dicomTagConfig": {
+            "actions": [{"queries": ["PixelData"],
+                         "cleanImageTag": {"textRedactionMode": "REDACT_SENSITIVE_TEXT",
+                                           "excludeInfoTypes": ["DATE"]}}],
+            "options": {"cleanImage": {"textRedactionMode": "REDACT_ALL_TEXT"}},
+        },
+        "dicomDeid": {"ps315Options": ["CleanPixelData", "CleanGraphics"],
+                      "pixelRules": str(rules), "ocrScope": "ALL"},
+    }
+    config = load_config(doc)
+    # the cleanImageTag action wins over options.cleanImage
+    assert config.image.text_redaction_mode is TextRedactionMode.REDACT_SENSITIVE_TEXT
+    assert config.image.exclude_info_types == ("DATE",)
+    assert config.clean_pixel_data and config.cleans_pixels
+    assert config.pixel_rules == str(rules) and config.ocr_scope is OcrScope.ALL
+    Deidentifier(config, bytes(32))  # accepted: no ConfigNotSupported any more
+    with pytest.raises(ConfigError, match="ocrScope"):
+        load_config({"dicomTagConfig": {}, "dicomDeid": {"ocrScope": "SOME"}})
+
+
+def test_clean_pixel_data_alone_means_sensitive_text_with_removed_values() -> None:
+    config = load_config({"dicomTagConfig": {}, "dicomDeid": {"ps315Options": ["CleanPixel"]}})
+    assert config.image.text_redaction_mode is (
+        TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS)
+    assert not DeidConfig().cleans_pixels
+
+
+def test_cli_pixel_options(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.script"
+    rules.write_text(SCRIPT)
+    args = _parser().parse_args(
+        ["deidentify", "in", "out", "--text-redaction", "REDACT_ALL_TEXT",
+         "--pixel-rules", str(rules), "--ocr-scope", "all", "--option", "CleanPixelData"])
+    config = _load_deid_config(args)
+    assert config.image.text_redaction_mode is TextRedactionMode.REDACT_ALL_TEXT
+    assert config.pixel_rules == str(rules) and config.ocr_scope is OcrScope.ALL
+    assert config.clean_pixel_data
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"profileType": "KEEP_ALL_PROFILE"}))
+    bad = _parser().parse_args(["deidentify", "in", "out", "--config", str(cfg),
+                                     "--pixel-rules", str(tmp_path / "nope")])
+    with pytest.raises(RuleFileError):
+        _load_deid_config(bad)
+
+
+def test_rules_only_blank_regions_without_ocr(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """A rule file alone blanks its regions in every photometric interpretation, with the
+    right black for each, and never runs OCR."""
+    import dicom_deid.pixels as pixels
+    from conftest import deidentify_bytes, make_instance, to_bytes
+
+    def no_ocr(image: object) -> list[object]:
+        raise AssertionError("OCR must not run without a text redaction mode")
+
+    monkeypatch.setattr(pixels, "find_text", no_ocr)
+    rules = tmp_path / "r.script"
+    rules.write_text('{ Manufacturer.equals("ACME Medical") }\n(2,1,3,2)\n')
+    config = DeidConfig(pixel_rules=str(rules))
+    rng = np.random.default_rng(5)
+    cases = {
+        "MONOCHROME2": (rng.integers(10, 200, (6, 8), dtype=np.uint16), None),
+        "MONOCHROME1": (rng.integers(10, 200, (6, 8), dtype=np.uint16), None),
+        "RGB": (rng.integers(10, 200, (6, 8, 3), dtype=np.uint8), (0, 0, 0)),
+        "YBR_FULL": (rng.integers(10, 200, (6, 8, 3), dtype=np.uint8), (0, 128, 128)),
+    }
+    for photometric, (arr, colour) in cases.items():
+        ds = make_instance()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.Rows, ds.Columns = arr.shape[:2]
+        ds.PhotometricInterpretation = photometric
+        ds.SamplesPerPixel = 3 if arr.ndim == 3 else 1
+        ds.BitsAllocated = ds.BitsStored = arr.dtype.itemsize * 8
+        ds.HighBit = ds.BitsStored - 1
+        if arr.ndim == 3:
+            ds.PlanarConfiguration = 0
+        ds.PixelData = arr.tobytes()
+        out, result, _ = deidentify_bytes(to_bytes(ds), config)
+        got = np.frombuffer(out.PixelData, arr.dtype).reshape(arr.shape)
+        mask = np.zeros(arr.shape[:2], bool)
+        mask[1:3, 2:5] = True
+        assert result.redacted_boxes == 1
+        assert np.array_equal(got[~mask], arr[~mask]), photometric
+        if colour is not None:
+            assert (got[mask] == colour).all(), photometric
+        elif photometric == "MONOCHROME1":
+            assert (got[mask] == arr.max()).all()
+        else:
+            assert (got[mask] == arr.min()).all()
