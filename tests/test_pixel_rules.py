@@ -157,7 +157,7 @@ def test_cli_pixel_options(tmp_path: Path) -> None:
 def test_rules_only_blank_regions_without_ocr(monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
     """A rule file alone blanks its regions in every photometric interpretation, with the
-    right black for each, and never runs OCR."""
+    right black for each (the darkest entry in use for a palette), and never runs OCR."""
     import dicom_deid.pixels as pixels
     from conftest import deidentify_bytes, make_instance, to_bytes
 
@@ -174,6 +174,7 @@ def test_rules_only_blank_regions_without_ocr(monkeypatch: pytest.MonkeyPatch,
         "MONOCHROME1": (rng.integers(10, 200, (6, 8), dtype=np.uint16), None),
         "RGB": (rng.integers(10, 200, (6, 8, 3), dtype=np.uint8), (0, 0, 0)),
         "YBR_FULL": (rng.integers(10, 200, (6, 8, 3), dtype=np.uint8), (0, 128, 128)),
+        "PALETTE COLOR": (rng.integers(30, 60, (6, 8), dtype=np.uint8), (37,)),
     }
     for photometric, (arr, colour) in cases.items():
         ds = make_instance()
@@ -185,6 +186,12 @@ def test_rules_only_blank_regions_without_ocr(monkeypatch: pytest.MonkeyPatch,
         ds.HighBit = ds.BitsStored - 1
         if arr.ndim == 3:
             ds.PlanarConfiguration = 0
+        if photometric == "PALETTE COLOR":
+            lut = np.full(256, 0xFFFF, np.uint16)
+            lut[37] = 0  # the only black entry; the image uses indices 30..59
+            for channel in ("Red", "Green", "Blue"):
+                setattr(ds, f"{channel}PaletteColorLookupTableDescriptor", [256, 0, 16])
+                setattr(ds, f"{channel}PaletteColorLookupTableData", lut.tobytes())
         ds.PixelData = arr.tobytes()
         out, result, _ = deidentify_bytes(to_bytes(ds), config)
         got = np.frombuffer(out.PixelData, arr.dtype).reshape(arr.shape)

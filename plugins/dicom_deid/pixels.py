@@ -73,8 +73,10 @@ class PixelCleaner:
         image = config.image
         self.mode = image.text_redaction_mode
         self.scope = config.ocr_scope
-        self.include = (DEFAULT_IMAGE_INFO_TYPES | frozenset(image.additional_info_types)) - (
-            frozenset(image.exclude_info_types))
+        self.include = DEFAULT_IMAGE_INFO_TYPES | frozenset(image.additional_info_types)
+        # Excluded types are dropped after overlaps resolve (text_scrub.find_spans), so an
+        # excluded date such as "20230514" is not then taken for a record number.
+        self.exclude = frozenset(image.exclude_info_types)
         self.rules: RuleSet | None = load_rules(config.pixel_rules) if config.pixel_rules else None
         self.clean_graphics = Option.CLEAN_GRAPHICS in config.options
 
@@ -100,10 +102,11 @@ class PixelCleaner:
         return "SCREEN SAVE" in text_value(ds, 0x00080008).upper()
 
     def _job(self, ds: Dataset) -> _Job:
-        rows, cols = _int(ds, 0x00280010), _int(ds, 0x00280011)
         boxes = []
-        if self.rules is not None and PIXEL_DATA in ds and rows and cols:
-            boxes = self.rules.boxes_for(ds, rows, cols)
+        if self.rules is not None and PIXEL_DATA in ds:
+            rows, cols = _int(ds, 0x00280010), _int(ds, 0x00280011)
+            if rows and cols:
+                boxes = self.rules.boxes_for(ds, rows, cols)
         return _Job(boxes, self.wants_ocr(ds))
 
     # -- doing --------------------------------------------------------------------------
@@ -121,7 +124,8 @@ class PixelCleaner:
                 return False
             if not ctx_cache:
                 ctx_cache.append(context())
-            return not find_spans(line.text, ctx_cache[0], include=self.include)
+            return not find_spans(line.text, ctx_cache[0], include=self.include,
+                                  exclude=self.exclude)
 
         count = self._clean_overlays(ds) if self.clean_graphics else 0
         job = self._job(ds)
