@@ -195,18 +195,46 @@ def _mapping_row(run_id: str, o: FileOutcome) -> dict[str, object]:
 
 def _outcomes(
     sources: list[Source], config: DeidConfig, key: bytes, out_root: Path, layout: str,
-    workers: int,
+    workers: int, start_method: str,
 ) -> Iterator[FileOutcome]:
     if workers <= 1 or len(sources) < 2:
         _init_worker(config, key, out_root, layout)
         for src in sources:
             yield process_source(src)
         return
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context(start_method)
     chunk = max(1, min(32, len(sources) // (workers * 8) or 1))
     with ctx.Pool(workers, initializer=_init_worker,
                   initargs=(config, key, out_root, layout)) as pool:
         yield from pool.imap(process_source, sources, chunksize=chunk)
+
+
+class _ProgressLog:
+    """Logs ``label: done/total files (pct), rate`` at most every ``every`` seconds."""
+
+    def __init__(self, label: str, total: int, every: float | None) -> None:
+        self.label, self.total, self.every = label, total, every
+        self.done_count = 0
+        self.started = self.last = time.perf_counter()
+
+    def tick(self) -> None:
+        self.done_count += 1
+        if self.every is None:
+            return
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self._log(now)
+
+    def done(self) -> None:
+        if self.every is not None:
+            self._log(time.perf_counter())
+
+    def _log(self, now: float) -> None:
+        rate = self.done_count / (now - self.started) if now > self.started else 0.0
+        pct = 100.0 * self.done_count / self.total if self.total else 100.0
+        log.info("%s: %d/%d files (%.0f%%), %.0f files/s", self.label, self.done_count,
+                 self.total, pct, rate)
 
 
 def run_batch(
@@ -221,8 +249,17 @@ def run_batch(
     mapping_path: Path | None = None,
     run_id: str = "",
     progress: bool | None = None,
+    log_every: float | None = None,
+    label: str = "batch",
+    start_method: str = "fork",
 ) -> BatchSummary:
-    """De-identify ``sources`` into ``out_root``; list failures; write the mapping."""
+    """De-identify ``sources`` into ``out_root``; list failures; write the mapping.
+
+    ``progress`` shows a bar (default: on a terminal); ``log_every`` seconds, a progress
+    line is logged instead (for task logs): ``label: done/total files, rate``.
+    ``start_method`` of the worker pool: "fork" starts fastest; "forkserver" is safe in
+    a process that runs threads (an Airflow task), where a fork can inherit a held lock.
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
     out_root = Path(out_root)
@@ -249,8 +286,10 @@ def run_batch(
     seen_outputs: set[int] = set()
     try:
         bar = tqdm(total=len(src_list), unit="file", disable=not show, smoothing=0.05)
-        for o in _outcomes(src_list, config, key, out_root, layout, workers):
+        ticker = _ProgressLog(label, len(src_list), log_every)
+        for o in _outcomes(src_list, config, key, out_root, layout, workers, start_method):
             bar.update(1)
+            ticker.tick()
             if o.kind == "ok" and hash(o.output_rel) in seen_outputs:
                 o.kind, o.stage = "duplicate", "write"
                 o.reason = "same SOP Instance UID as an earlier input of this run"
@@ -268,8 +307,10 @@ def run_batch(
                 summary.failures_by_kind[o.kind] = summary.failures_by_kind.get(o.kind, 0) + 1
             if err_csv:
                 err_csv.writerow([o.rel, o.kind, o.stage, o.reason])
-            log.warning("%s: %s (%s)", o.rel, o.reason, o.kind)
+            # The path stays in the (restricted) errors file: landing names may carry PHI.
+            log.warning("%s: an input failed at %s: %s (%s)", label, o.stage, o.reason, o.kind)
         bar.close()
+        ticker.done()
         if mapping:
             mapping.close()
             mapping = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -30,7 +30,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from dicom_deid.filter_file import FilterEntry, FilterFileError, FilterSet
-from dicom_deid.warehouse import Typed, Warehouse, WarehouseError, check_identifier
+from dicom_deid.warehouse import Typed, Warehouse, WarehouseError, check_identifier, schema_dir
 
 __all__ = [
     "PARAM_TYPES",
@@ -254,8 +254,11 @@ def parse_cohort(text: str, name: str = "cohort", path: Path | None = None) -> C
 
 
 def load_cohort(path: str | Path) -> Cohort:
-    """Read and validate ``sql/cohorts/<name>.sql``."""
+    """Read and validate a cohort file: a path, or a bare name in ``sql/cohorts/``."""
     source = Path(path)
+    if not source.exists() and source.parent == Path("."):
+        name = source.name if source.suffix == ".sql" else f"{source.name}.sql"
+        source = schema_dir().parent / "cohorts" / name
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
@@ -331,9 +334,13 @@ class Resolution:
     unmatched: tuple[FilterEntry, ...]
 
 
-def resolve_sql(filter_set: FilterSet, table: str = "dicom_metadata") -> str:
-    """The BigQuery SQL selecting the instances of ``filter_set`` (array parameters)."""
+def resolve_sql(
+    filter_set: FilterSet, table: str = "dicom_metadata", columns: Sequence[str] = ()
+) -> str:
+    """The BigQuery SQL selecting the instances of ``filter_set`` (array parameters),
+    with ``columns`` of ``table`` added after the URI and the three UIDs."""
     check_identifier(table)
+    extra = "".join(f", {check_identifier(c)}" for c in columns)
     levels = {
         "study": ("StudyInstanceUID", "studies"),
         "series": ("CONCAT(StudyInstanceUID, '/', SeriesInstanceUID)", "series"),
@@ -348,7 +355,8 @@ def resolve_sql(filter_set: FilterSet, table: str = "dicom_metadata") -> str:
         if filter_set.by_level(level)  # type: ignore[arg-type]
     ]
     return (
-        f"SELECT DISTINCT {URI_COLUMN}, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID\n"
+        f"SELECT DISTINCT {URI_COLUMN}, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID"
+        f"{extra}\n"
         f"FROM {table}\nWHERE " + "\n   OR ".join(clauses) + f"\nORDER BY {URI_COLUMN}"
     )
 
@@ -367,13 +375,22 @@ def resolve_params(filter_set: FilterSet) -> dict[str, Typed]:
 
 
 def resolve_filter(
-    warehouse: Warehouse, filter_set: FilterSet, *, table: str = "dicom_metadata"
+    warehouse: Warehouse,
+    filter_set: FilterSet,
+    *,
+    table: str = "dicom_metadata",
+    columns: Sequence[str] = (),
 ) -> Resolution:
-    """The exact instance URIs ``filter_set`` selects in ``table``, and unmatched lines."""
+    """The exact instance URIs ``filter_set`` selects in ``table``, and unmatched lines.
+
+    ``columns`` adds more of ``table``'s columns to :attr:`Resolution.instances`.
+    """
     if not filter_set:
         empty = pa.table({c: pa.array([], pa.string()) for c in (URI_COLUMN, *UID_COLUMNS)})
         return Resolution(empty, (), ())
-    result = warehouse.run_cohort(resolve_sql(filter_set, table), resolve_params(filter_set))
+    result = warehouse.run_cohort(
+        resolve_sql(filter_set, table, columns), resolve_params(filter_set)
+    )
     hit: set[tuple[str, str | None, str | None]] = set()
     uris: set[str] = set()
     for uri, study, series, sop in zip(

@@ -9,6 +9,7 @@ a keyword first seen tonight does not break last night's rows.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,21 @@ def _quote(name: str) -> str:
     return '"' + check_identifier(name) + '"'
 
 
+def _connect(path: str, read_only: bool, wait_seconds: float = 120.0) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while another process holds its lock (DuckDB has one writer):
+    parallel Airflow tasks then take turns instead of failing."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 class DuckDBWarehouse(Warehouse):
     """The :class:`~dicom_deid.warehouse.Warehouse` on an embedded DuckDB database."""
 
@@ -70,7 +86,7 @@ class DuckDBWarehouse(Warehouse):
         else:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(self.path, read_only=read_only)
+            self._con = _connect(self.path, read_only)
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:

@@ -1,0 +1,67 @@
+"""De-identify a SQL cohort: cohort -> filter file -> shards -> verify -> publish -> load.
+
+Runs when ``dicom_metadata`` gets new instances, or on demand with params (Trigger DAG
+w/ config, or ``airflow dags trigger dicom_deidentify --conf '{...}'``). Nothing is
+published unless every shard passes verification.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag
+
+from dicom_deid.airflow.tasks import (
+    DICOM_METADATA,
+    deidentify_shard,
+    load_deid_metadata,
+    load_mapping,
+    plan_shards,
+    publish,
+    record_run,
+    resolve_instances,
+    run_cohort,
+    verify_shard,
+    write_filter_file,
+    write_manifest,
+)
+
+PARAMS = {
+    "cohort": Param("patients_with_us", type="string",
+                    description="A file in sql/cohorts/ (name or path)."),
+    "cohort_params": Param({"start_date": "2000-01-01", "end_date": "2099-12-31"},
+                           type="object", description="Values of the cohort's @params."),
+    "config": Param(None, type=["null", "string"],
+                    description="Path to a Google DicomTagConfig JSON file; default: "
+                    "the PS3.15 basic profile plus `options`."),
+    "options": Param(["CleanDescriptors"], type="array",
+                     description="PS3.15 options, when no config file is given."),
+    "priority": Param("routine", enum=["stat", "urgent", "routine", "low"]),
+    "destination": Param(None, type=["null", "string"],
+                         description="Where to publish; default $DICOM_DEID_DESTINATION."),
+    "key_conn_id": Param("dicom_deid_key", type="string",
+                         description="Connection whose password holds the HMAC key."),
+    "shard_max_files": Param(2000, type="integer", minimum=1),
+    "max_shards": Param(256, type="integer", minimum=1, maximum=1000),
+}
+
+
+@dag(
+    dag_id="dicom_deidentify",
+    schedule=[DICOM_METADATA],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    tags=["dicom", "deid"],
+    doc_md=__doc__,
+)
+def dicom_deidentify() -> None:
+    shards = run_cohort() >> write_filter_file() >> resolve_instances() >> plan_shards()
+    verified = verify_shard.expand(result=deidentify_shard.expand(shard=shards))
+    loaded = [load_deid_metadata(), load_mapping()]
+    verified >> publish() >> loaded >> write_manifest() >> record_run()
+
+
+dicom_deidentify()

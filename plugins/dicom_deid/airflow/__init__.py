@@ -1,0 +1,6 @@
+"""Airflow adapters: the hook for the key and the tasks the DAGs wire together.
+
+Everything here is a thin shell over the engine (:mod:`dicom_deid.deid_run`,
+:mod:`dicom_deid.interval_export`): it reads params and the run's context, calls one
+engine step, and returns the step's small summary as the task's XCom.
+"""

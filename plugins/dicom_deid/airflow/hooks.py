@@ -1,0 +1,38 @@
+"""Where the DAGs get the HMAC key: an Airflow connection (or any secrets backend)."""
+
+from __future__ import annotations
+
+from airflow.sdk import BaseHook
+
+from dicom_deid.keys import KeyConfigError, parse_key
+
+DEFAULT_KEY_CONN_ID = "dicom_deid_key"
+
+
+class DeidKeyHook(BaseHook):
+    """Reads the pseudonymisation key from a connection's password field.
+
+    The key is hex or base64 text of at least 32 bytes (``dicom-deid keygen`` makes
+    one). Because it is a connection, it can live in the metadata DB, in an
+    ``AIRFLOW_CONN_DICOM_DEID_KEY`` variable or in a secrets backend (Vault, Google
+    Secret Manager...), and Airflow masks it in task logs.
+    """
+
+    conn_name_attr = "key_conn_id"
+    default_conn_name = DEFAULT_KEY_CONN_ID
+    conn_type = "generic"
+    hook_name = "dicom-deid key"
+
+    def __init__(self, key_conn_id: str = DEFAULT_KEY_CONN_ID) -> None:
+        super().__init__()
+        self.key_conn_id = key_conn_id
+
+    def get_key(self) -> bytes:
+        """The key bytes; a clear error (never the key) when missing or too short."""
+        conn = self.get_connection(self.key_conn_id)
+        if not conn.password:
+            raise KeyConfigError(
+                f"connection {self.key_conn_id!r} has no password: put the key "
+                "(hex or base64, from `dicom-deid keygen`) there"
+            )
+        return parse_key(conn.password.encode())
