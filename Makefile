@@ -7,39 +7,51 @@ STAMP := $(VENV)/.installed
 DEMO := var/demo
 PATIENTS ?= 12
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo airflow-ui test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,airflow]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-WH := duckdb://$(DEMO)/warehouse.duckdb
 DD := $(BIN)/dicom-deid
+# Airflow lives inside the project: its own home (SQLite), our dags/ folder, no examples.
+AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/var/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False DICOM_DEID_DATA_DIR=$(CURDIR)/$(DEMO) \
+	DICOM_DEID_LANDING=$(CURDIR)/$(DEMO)/landing/dicom
+AIRFLOW := $(AIRFLOW_ENV) $(BIN)/airflow
+LOGS := $(DEMO)/airflow-logs
+TODAY := $(shell date -u +%Y-%m-%d)
+YESTERDAY := $(shell date -u -d yesterday +%Y-%m-%d)
+DEID_CONF := {"cohort": "patients_with_us", "cohort_params": {"start_date": "2022-01-01", \
+	"end_date": "2023-12-31"}, "options": ["CleanDescriptors"], "priority": "routine"}
 
 demo: $(STAMP)
-	rm -rf $(DEMO)
-	@echo "== 0. a synthetic landing zone (planted PHI, bad files) and a key"
+	rm -rf $(DEMO) var/airflow
+	@mkdir -p $(LOGS)
+	@echo "== 0. a synthetic landing zone (planted PHI, bad files) that arrived yesterday; a key"
 	$(DD) synth $(DEMO)/landing --patients $(PATIENTS) --seed 7
+	find $(DEMO)/landing/dicom -type f -exec touch -d "$(YESTERDAY) 12:00:00 UTC" {} +
 	$(DD) keygen $(DEMO)/secrets/deid.key
-	@echo "== 1. export metadata to Parquet and the warehouse (bad files are listed)"
-	$(DD) export-metadata $(DEMO)/landing/dicom --out $(DEMO)/metadata/dicom_metadata \
-		--warehouse $(WH) 2>/dev/null || test $$? -eq 3
-	@echo "== 2. a cohort in SQL -> filter file"
-	$(DD) cohort sql/cohorts/patients_with_us.sql --warehouse $(WH) \
-		--param start_date=2022-01-01 --param end_date=2023-12-31 --out $(DEMO)/cohort.filter
-	@echo "== 3. de-identify the cohort"
-	$(DD) deidentify $(DEMO)/landing/dicom $(DEMO)/deid --filter $(DEMO)/cohort.filter \
-		--warehouse $(WH) --key-file $(DEMO)/secrets/deid.key --option CleanDescriptors \
-		--errors $(DEMO)/restricted/errors.csv --mapping $(DEMO)/restricted/mapping.parquet \
-		--no-progress
-	@echo "== 4. load the de-identified metadata back"
-	$(DD) export-metadata $(DEMO)/deid --out $(DEMO)/metadata/deid_metadata \
-		--table deid_metadata --warehouse $(WH)
+	@echo "== 1. Airflow 3 in var/airflow (SQLite); the key becomes the dicom_deid_key connection"
+	$(AIRFLOW) db migrate > $(LOGS)/db-migrate.log 2>&1
+	$(AIRFLOW) connections add dicom_deid_key --conn-type generic \
+		--conn-password "$$(cat $(DEMO)/secrets/deid.key)" > /dev/null
+	@echo "== 2. dicom_metadata_export for yesterday's interval (log: $(LOGS)/export.log)"
+	$(AIRFLOW) dags test dicom_metadata_export $(TODAY)T01:00:00+00:00 > $(LOGS)/export.log 2>&1 \
+		|| (tail -40 $(LOGS)/export.log; exit 1)
+	@echo "== 3. dicom_deidentify: cohort -> filter -> shards -> verify -> publish -> load"
+	@echo "      (log: $(LOGS)/deidentify.log)"
+	$(AIRFLOW) dags test dicom_deidentify $(TODAY)T02:00:00+00:00 --conf '$(DEID_CONF)' \
+		> $(LOGS)/deidentify.log 2>&1 || (tail -40 $(LOGS)/deidentify.log; exit 1)
 	$(BIN)/python -m dicom_deid.demo_report $(DEMO)
+	@echo "\nOpen the Airflow UI on the same folder: make airflow-ui (then http://127.0.0.1:8080)"
+
+airflow-ui: $(STAMP)
+	$(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 $(BIN)/airflow standalone
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests benchmarks
