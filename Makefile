@@ -58,7 +58,8 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check plugins tests benchmarks
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q -m "not airflow"
+	$(BIN)/python -m pytest -q -m airflow
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

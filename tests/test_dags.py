@@ -23,6 +23,9 @@ import pytest
 
 from dicom_deid.synth import generate, planted_byte_patterns
 
+# Run apart from the other tests (see the Makefile): Airflow leaves threads behind,
+# and the other tests fork worker pools, which is only safe in a single-threaded process.
+pytestmark = pytest.mark.airflow
 ROOT = Path(__file__).resolve().parents[1]
 KEY_HEX = "5f" * 32
 ARRIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # landing files' mtime

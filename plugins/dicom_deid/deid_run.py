@@ -326,7 +326,7 @@ def load_deid_metadata(
     summary = export_metadata(
         (dest.local_path(f.rel) for f in files), out, run_id=ws.batch_id,
         ingest_date=logical_date, state=ExportState.for_export(out),
-        workers=settings.workers or None,
+        workers=settings.workers or None, start_method="forkserver",
     )
     if summary.errors:
         raise LeakError(f"{len(summary.errors)} published file(s) could not be read back")

@@ -63,7 +63,7 @@ def export_interval(
     summary = export_metadata(
         (store.local_path(f.rel) for f in arrived), out, run_id=run_id,
         ingest_date=start.date(), state=ExportState.for_export(out),
-        workers=settings.workers or None,
+        workers=settings.workers or None, start_method="forkserver",
     )
     errors_file = None
     if summary.errors:

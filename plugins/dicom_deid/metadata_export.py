@@ -165,11 +165,14 @@ def export_metadata(
     state: ExportState | None = None,
     workers: int | None = None,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+    start_method: str = "fork",
 ) -> ExportSummary:
     """Export one row per new or changed DICOM file in ``sources`` to Parquet under ``out_dir``.
 
     ``state`` defaults to the manifest ``out_dir/_state/exported.manifest``; it is updated
     and saved after the parts are written. Rows come out in sorted-URI order (part n, n+1...).
+    ``start_method`` of the worker pool: use "forkserver" inside threaded processes
+    (Airflow tasks), where a plain fork can inherit a lock held by another thread.
     """
     if not re.fullmatch(r"[A-Za-z0-9._=+-]{1,128}", run_id):
         raise ValueError("run_id must be 1-128 characters of [A-Za-z0-9._=+-]")
@@ -189,7 +192,7 @@ def export_metadata(
                   ingest_date)
         for i, s in enumerate(range(0, len(tasks), chunk))
     ]
-    for result in _run_jobs(jobs, workers):
+    for result in _run_jobs(jobs, workers, start_method):
         summary.exported += result.rows
         summary.malformed_values += result.malformed
         summary.unchanged_content += result.unchanged_content
@@ -244,12 +247,13 @@ def _plan(sources: Iterable[Path | str], state: ExportState, summary: ExportSumm
     return tasks
 
 
-def _run_jobs(jobs: Sequence[_ChunkJob], workers: int) -> Iterator[_ChunkResult]:
+def _run_jobs(jobs: Sequence[_ChunkJob], workers: int, start_method: str
+              ) -> Iterator[_ChunkResult]:
     """Run chunks in a fork pool (in process for one worker), yielding results in order."""
     if workers == 1 or len(jobs) <= 1:
         yield from map(_export_chunk, jobs)
         return
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(start_method)
     with ctx.Pool(min(workers, len(jobs))) as pool:
         yield from pool.imap(_export_chunk, jobs)
 
