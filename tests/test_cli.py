@@ -58,14 +58,14 @@ def test_missing_key_is_a_usage_error(setup: tuple[Path, Path], monkeypatch, cap
     assert not (root / "out").exists()
 
 
-def test_clean_image_rejected_before_processing(setup: tuple[Path, Path]) -> None:
+def test_clean_image_config_is_accepted(setup: tuple[Path, Path]) -> None:
     root, key = setup
     cfg = root / "img.json"
     cfg.write_text(json.dumps({"options": {"cleanImage": {"textRedactionMode":
                                                           "REDACT_ALL_TEXT"}}}))
     assert main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
-                 "--config", str(cfg)]) == 2
-    assert not (root / "out").exists()
+                 "--config", str(cfg)]) == 0
+    assert list((root / "out").rglob("*.dcm"))
 
 
 def test_restricted_files_refused_inside_output(setup: tuple[Path, Path]) -> None:

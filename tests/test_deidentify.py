@@ -22,7 +22,7 @@ from dicom_deid.config import (
     Transformation,
     TransformationKind,
 )
-from dicom_deid.deidentify import ConfigNotSupported, Deidentifier
+from dicom_deid.deidentify import Deidentifier
 from dicom_deid.pseudonyms import Pseudonymizer
 
 P = Pseudonymizer(KEY)
@@ -353,11 +353,6 @@ def test_google_deidentify_tag_contents_profile() -> None:
     assert out.PatientName == "[PERSON_NAME]"
     assert "John" not in out.StudyDescription
     assert out.Rows == 2 and out.Modality == "CT"
-
-
-def test_clean_image_fails_clearly_until_pixel_support() -> None:
-    with pytest.raises(ConfigNotSupported, match="cleanImage"):
-        Deidentifier(DeidConfig(actions=(act(TagActionKind.CLEAN_IMAGE, "PixelData"),)), KEY)
 
 
 def test_output_is_deterministic() -> None:

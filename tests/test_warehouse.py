@@ -104,7 +104,8 @@ def test_duckdb_replace_partition_and_append(duck: DuckDBWarehouse, tmp_path: Pa
 
 
 def test_duckdb_mapping_parquet_and_rollback(duck: DuckDBWarehouse, tmp_path: Path) -> None:
-    row = dict.fromkeys(MAPPING_SCHEMA.names, "x") | {"run_id": "r1", "date_shift_days": -12}
+    row = {f.name: 0 if pa.types.is_integer(f.type) else "x" for f in MAPPING_SCHEMA} | {
+        "run_id": "r1", "date_shift_days": -12}
     path = write(tmp_path / "m.parquet", [row, row | {"source_path": "y"}], MAPPING_SCHEMA)
     duck.load_parquet("deid_mapping", path, mode="merge")
     duck.load_parquet("deid_mapping", path, mode="merge")
