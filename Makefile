@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_deidentify.py
 	$(BIN)/python benchmarks/bench_export.py
+	$(BIN)/python benchmarks/bench_pixels.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
