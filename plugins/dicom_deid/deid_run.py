@@ -27,6 +27,7 @@ from . import __version__
 from .batch import Source, run_batch
 from .cohort import URI_COLUMN, cohort_to_filter, load_cohort, resolve_filter
 from .config import DeidConfig
+from .dicomio import write_atomic
 from .filter_file import read_filter
 from .interval_export import load_export
 from .metadata_export import ExportState, export_metadata
@@ -106,10 +107,8 @@ class RunWorkspace:
         return f"{STAGING}/{self.batch_id}/{shard.name}"
 
     def write_json(self, path: Path, value: Any) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(path)
+        text = json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
+        write_atomic(path, text.encode())
 
     def read_json(self, path: Path) -> Any:
         return json.loads(path.read_text())

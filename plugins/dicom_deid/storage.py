@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .dicomio import write_atomic
+
 __all__ = ["LocalStore", "StorageError", "Store", "StoredFile", "open_store"]
 
 _HIDDEN = (".", "_")  # staging areas, temporary files and state folders are not data
@@ -178,11 +180,7 @@ class LocalStore(Store):
         return self._path(rel).read_bytes()
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        path = self._path(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(self._path(rel), data)
 
     def delete_tree(self, rel: str) -> None:
         path = self._path(rel)
