@@ -6,11 +6,18 @@ by explicit file path, so rapidocr never tries to download anything, and inferen
 single-threaded (workers are already one process per core) which also keeps the output
 deterministic from run to run. Recognised text is returned to the caller for matching
 and must never be logged.
+
+Multi-frame images (cine loops) repeat most of their text from frame to frame: inside
+:func:`line_cache` a line image whose pixels were already read is not recognised again
+(detection still runs on every frame, so text that appears in one frame only is found).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Box", "TextLine", "find_text", "to_detection_image"]
+__all__ = ["Box", "TextLine", "find_text", "line_cache", "to_detection_image"]
 
 _DET_MODEL = "PP-OCRv6_det_small.onnx"
 _REC_MODEL = "PP-OCRv6_rec_small.onnx"
@@ -68,6 +75,70 @@ def _models_dir() -> Path:
     return Path(rapidocr.__file__).resolve().parent / "models"
 
 
+class _CachedRecognizer:
+    """Wraps rapidocr's text recogniser: while :attr:`active`, a line image with the same
+    pixels as one already recognised gets the same result without running the model."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.active = False
+        self.results: dict[bytes, tuple[str, float, Any]] = {}
+        self.calls = 0
+        """Line images actually sent to the model (for tests and benchmarks)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __call__(self, args: Any) -> Any:
+        imgs = [args.img] if isinstance(args.img, np.ndarray) else list(args.img)
+        if not self.active:
+            self.calls += len(imgs)
+            return self.inner(args)
+        keys = [_pixels_key(img) for img in imgs]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.results))
+        if todo:
+            first = [imgs[keys.index(k)] for k in todo]
+            self.calls += len(todo)
+            out = self.inner(type(args)(img=first, return_word_box=args.return_word_box))
+            for k, txt, score, words in zip(todo, out.txts, out.scores, out.word_results,
+                                            strict=True):
+                self.results[k] = (txt, score, words)
+        found = [self.results[k] for k in keys]
+        return _rec_output_type()(imgs, tuple(f[0] for f in found), [f[1] for f in found],
+                                  tuple(f[2] for f in found), 0.0)
+
+
+def _rec_output_type() -> Any:
+    from rapidocr.ch_ppocr_rec.typings import TextRecOutput
+
+    return TextRecOutput
+
+
+def _pixels_key(img: np.ndarray) -> bytes:
+    digest = hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16)
+    digest.update(repr((img.shape, img.dtype.str)).encode())
+    return digest.digest()
+
+
+@contextmanager
+def line_cache() -> Iterator[None]:
+    """Within this block, recognise each distinct line image once (one image's frames)."""
+    rec = _recognizer()
+    if rec is None:
+        yield
+        return
+    rec.active, rec.results = True, {}
+    try:
+        yield
+    finally:
+        rec.active, rec.results = False, {}
+
+
+def _recognizer() -> _CachedRecognizer | None:
+    rec = getattr(_engine(), "text_rec", None)
+    return rec if isinstance(rec, _CachedRecognizer) else None
+
+
 @cache
 def _engine() -> Any:
     """The OCR engine of this process, built on first use from the wheel's own models."""
@@ -78,7 +149,7 @@ def _engine() -> Any:
         if not (models / name).is_file():
             raise RuntimeError(f"rapidocr model {name} is missing from the installed wheel")
     logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-    return RapidOCR(
+    engine = RapidOCR(
         params={
             "Global.log_level": "error",
             "Global.use_cls": False,  # burned-in annotations are upright
@@ -91,6 +162,10 @@ def _engine() -> Any:
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
     )
+    load_rec = getattr(engine, "_load_rec_model", None)
+    if callable(load_rec) and hasattr(engine, "text_rec"):  # rapidocr 3.x internals
+        engine.text_rec = _CachedRecognizer(load_rec())
+    return engine
 
 
 def to_detection_image(frame: np.ndarray, invert: bool = False) -> np.ndarray:
@@ -119,7 +194,8 @@ def to_detection_image(frame: np.ndarray, invert: bool = False) -> np.ndarray:
 
 def find_text(image: np.ndarray) -> list[TextLine]:
     """Text lines in an 8-bit RGB image (see :func:`to_detection_image`), top to bottom."""
-    result = _engine()(image)
+    # Flags are passed every time: rapidocr keeps call arguments as its new defaults.
+    result = _engine()(image, use_det=True, use_cls=False, use_rec=True)
     boxes = getattr(result, "boxes", None)
     if boxes is None or len(boxes) == 0:
         return []

@@ -16,6 +16,7 @@ LossyImageCompression "01". Nothing of the recognised text is kept or logged.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.pixels import apply_color_lut, get_decoder, get_encoder
+from pydicom.pixels import apply_color_lut, get_decoder, get_encoder, pack_bits, unpack_bits
 from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
@@ -35,7 +36,7 @@ from pydicom.uid import (
 
 from .config import DeidConfig, OcrScope, Option, TextRedactionMode
 from .dicomio import BadInput, input_transfer_syntax, set_output_transfer_syntax, text_value
-from .ocr import Box, TextLine, find_text, to_detection_image
+from .ocr import Box, TextLine, find_text, line_cache, to_detection_image
 from .pixel_rules import RuleSet, load_rules
 from .text_scrub import INFO_TYPES, PhiContext, find_spans
 
@@ -134,11 +135,7 @@ class PixelCleaner:
         pixels = _open_pixels(ds)
         boxes = set(job.rule_boxes)
         if job.ocr:
-            for frame in pixels.detection_frames():
-                for line in find_text(frame):
-                    box = _padded(line.box).clip(pixels.rows, pixels.cols)
-                    if box is not None and not keep_line(line):
-                        boxes.add(box)
+            boxes.update(self._ocr_boxes(pixels, keep_line))
         if boxes:
             pixels.fill(sorted(boxes))
             pixels.store(ds)
@@ -146,6 +143,27 @@ class PixelCleaner:
             # OCR read every frame and every identifying line it found is now black.
             ds[_BURNED_IN] = DataElement(_BURNED_IN, "CS", "NO")
         return count + len(boxes)
+
+    @staticmethod
+    def _ocr_boxes(pixels: _Pixels, keep_line: Callable[[TextLine], bool]) -> set[Box]:
+        """Boxes of the text lines to blank, read from every distinct frame.
+
+        A frame identical to one already read adds nothing and is skipped; within one
+        image a line whose pixels were already recognised is not recognised again.
+        """
+        boxes: set[Box] = set()
+        seen: set[bytes] = set()
+        with line_cache():
+            for frame in pixels.detection_frames():
+                digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
+                if digest in seen:
+                    continue
+                seen.add(digest)
+                for line in find_text(frame):
+                    box = _padded(line.box).clip(pixels.rows, pixels.cols)
+                    if box is not None and not keep_line(line):
+                        boxes.add(box)
+        return boxes
 
     def _clean_overlays(self, ds: Dataset) -> int:
         """Clean Graphics: blank text found in 1-bit overlay planes (60xx,3000)."""
@@ -208,6 +226,13 @@ class _Pixels:
         self.bits = _int(ds, 0x00280100)
         self.signed = _int(ds, 0x00280103) == 1
         self.photometric = text_value(ds, 0x00280004).upper()
+        self.palette = self.photometric == "PALETTE COLOR"
+        self._ds = ds
+        self.meta: dict[str, str | int] = {}
+        self.decoded = self._decode(ds, ts)
+
+    def _decode(self, ds: Dataset, ts: str) -> np.ndarray:
+        """All frames as (frames, rows, cols, samples), colour as RGB (pydicom's decoders)."""
         if "file_meta" not in ds.__dict__:
             ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = UID(ts)
@@ -221,9 +246,7 @@ class _Pixels:
             raise BadInput(
                 "pixel-decode", f"pixel data cannot be decoded ({type(exc).__name__}, "
                 f"transfer syntax {ts})") from None
-        self.decoded = arr.reshape(self.frames, self.rows, self.cols, -1)
-        self.palette = self.photometric == "PALETTE COLOR"
-        self._ds = ds
+        return arr.reshape(self.frames, self.rows, self.cols, -1)
 
     def detection_frames(self) -> Iterable[np.ndarray]:
         """Each frame as 8-bit RGB, for OCR only."""
@@ -299,6 +322,45 @@ class _NativePixels(_Pixels):
         _set_bytes(ds, PIXEL_DATA, bytes(self.buffer))
 
 
+class _BitPixels(_Pixels):
+    """Bit-packed native pixel data (BitsAllocated 1): unpacked to one byte per pixel,
+    blanked, and packed back into the same bytes, so every bit outside the boxes (frame
+    boundaries inside a byte and trailing padding too) keeps its value.
+
+    Bits are packed little-end first (PS3.5 8.1.1), as pydicom's ``unpack_bits`` reads
+    them; in Explicit VR Big Endian an OW value is a run of 16-bit words, so its bytes are
+    swapped in pairs before unpacking and after packing.
+    """
+
+    def _decode(self, ds: Dataset, ts: str) -> np.ndarray:
+        raw = _bytes_of(ds, PIXEL_DATA)
+        if raw is None or self.spp != 1:
+            raise BadInput("pixel-decode", "1-bit pixel data is supported for pixel cleaning "
+                           "only uncompressed, with one sample per pixel")
+        elem = ds.get_item(PIXEL_DATA)
+        self.swap = ts == ExplicitVRBigEndian and elem is not None and elem.VR == "OW"
+        buffer = np.frombuffer(raw, np.uint8)
+        if self.swap:
+            buffer = _swap_pairs(buffer)
+        unpacked = unpack_bits(buffer.tobytes(), as_array=True)
+        self.unpacked = np.array(unpacked, np.uint8)  # writable, one byte per bit
+        count = self.frames * self.rows * self.cols
+        if self.unpacked.size < count:
+            raise BadInput("pixel-decode", "pixel data is shorter than its description")
+        return self.unpacked[:count].reshape(self.frames, self.rows, self.cols, 1)
+
+    def fill(self, boxes: list[Box]) -> None:
+        black = 1 if self.photometric == "MONOCHROME1" else 0
+        for b in boxes:
+            self.decoded[:, b.y0:b.y1, b.x0:b.x1, 0] = black  # a view on self.unpacked
+
+    def store(self, ds: Dataset) -> None:
+        packed = np.frombuffer(pack_bits(self.unpacked, pad=False), np.uint8)
+        if self.swap:
+            packed = _swap_pairs(packed)
+        _set_bytes(ds, PIXEL_DATA, packed.tobytes())
+
+
 class _EncapsulatedPixels(_Pixels):
     """Compressed pixel data: decoded (colour as RGB), blanked, re-encoded losslessly."""
 
@@ -357,9 +419,21 @@ def _open_pixels(ds: Dataset) -> _Pixels:
     ts = input_transfer_syntax(ds)
     if not ts:
         raise BadInput("pixel-decode", "transfer syntax unknown: cannot clean pixel data")
+    if _int(ds, 0x00280100) == 1:
+        if ts not in _NATIVE:
+            raise BadInput("pixel-decode", "1-bit pixel data is supported for pixel cleaning "
+                           "only uncompressed")
+        return _BitPixels(ds, ts)
     if ts in _NATIVE:
         return _NativePixels(ds, ts)
     return _EncapsulatedPixels(ds, ts)
+
+
+def _swap_pairs(data: np.ndarray) -> np.ndarray:
+    """The bytes of ``data`` with each pair swapped (16-bit words of the other endianness)."""
+    if data.size % 2:
+        raise BadInput("pixel-decode", "OW pixel data has an odd length")
+    return data.reshape(-1, 2)[:, ::-1].ravel()
 
 
 def _rle_available() -> bool:
