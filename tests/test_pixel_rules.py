@@ -205,3 +205,64 @@ def test_rules_only_blank_regions_without_ocr(monkeypatch: pytest.MonkeyPatch,
             assert (got[mask] == arr.max()).all()
         else:
             assert (got[mask] == arr.min()).all()
+
+
+def test_sequence_paths_private_elements_and_numeric_tests() -> None:
+    """CTP identifiers beyond keywords: ``::`` into a sequence's first item, private
+    elements by creator, ``isLessThan``/``isGreaterThan``, ``true.`` and ``//`` comments."""
+    from pydicom.sequence import Sequence
+
+    rules = parse_rules("""
+      { SeqOfUltrasoundRegions::RegionLocationMinY0.isGreaterThan("40") // a comment with }
+        * 0029[SIEMENS MEDCOM]10.containsIgnoreCase("GRAPHICS") }
+      (1,2,3,4)
+      { [0009,[GEMS_IDEN_01],01].equals("SC") * [00080060].equals("OT") * true. }
+      (5,5,5,5)
+      { ContentSeq::CodeMeaning.equals("Dose Report") + Rows.isLessThan("1e3") * false. }
+      (7,7,7,7)
+    """)
+    assert rules.region_count == 3
+    us = _ds(Modality="US")
+    region = _ds(RegionLocationMinY0=64)
+    us.SequenceOfUltrasoundRegions = Sequence([region, _ds(RegionLocationMinY0=0)])
+    us.add_new(0x00290010, "LO", "SIEMENS MEDCOM")
+    us.add_new(0x00291010, "UN", b"object graphics ")  # UN: decoded as text, as CTP does
+    assert rules.boxes_for(us, 100, 100) == [Box(1, 2, 4, 6)]
+    region.RegionLocationMinY0 = 12  # only the first item counts
+    assert rules.boxes_for(us, 100, 100) == []
+    ge = _ds(Modality="OT")
+    ge.add_new(0x00090010, "LO", "OTHER")
+    ge.add_new(0x00090011, "LO", "GEMS_IDEN_01")  # creator in block 11: (0009,1101)
+    ge.add_new(0x00091101, "LO", "SC")
+    ge.add_new(0x00091001, "LO", "not this one")
+    assert rules.boxes_for(ge, 100, 100) == [Box(5, 5, 10, 10)]
+    sr = _ds(Modality="SR")
+    sr.ContentSequence = Sequence([_ds(CodeMeaning="Dose Report")])
+    assert rules.boxes_for(sr, 100, 100) == [Box(7, 7, 14, 14)]
+    # A bare keyword is top level only, as in CTP: CodeMeaning in a sequence is not seen.
+    top_only = parse_rules('{ CodeMeaning.equals("Dose Report") } (0,0,1,1)')
+    assert top_only.boxes_for(sr, 10, 10) == []
+
+
+def test_file_meta_attributes_are_read() -> None:
+    """Group 0002 comes from the file meta (the Mindray rule tests ImplementationVersionName)."""
+    from pydicom.dataset import FileMetaDataset
+
+    rules = parse_rules('{ Modality.equals("US") * ImplementationVersionName.contains("MINDRAY") }'
+                        "\n(0,0,1229,69)")
+    ds = _ds(Modality="US")
+    assert rules.boxes_for(ds, 600, 800) == []
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.ImplementationVersionName = "MINDRAY_DC8"
+    assert rules.boxes_for(ds, 600, 800) == [Box(0, 0, 800, 69)]
+
+
+def test_ctp_library_parses_whole() -> None:
+    """The RSNA CTP library (shared data, not shipped) parses with every rectangle kept."""
+    script = (Path(__file__).resolve().parents[2]
+              / "shared/data/pixel_rules/DicomPixelAnonymizer.script")
+    assert script.exists(), "the shared/ folder beside the repository is missing"
+    rules = load_rules(script)
+    assert (len(rules.signatures), rules.region_count, rules.ignored) == (52, 62, 0)
+    logiq = _ds(ManufacturerModelName="LOGIQ9", Modality="US")
+    assert rules.boxes_for(logiq, 480, 640) == [Box(0, 0, 640, 40)]

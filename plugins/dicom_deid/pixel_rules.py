@@ -8,11 +8,20 @@ region only when it holds exactly four comma-separated integers (comment text su
 "(see note)" is ignored, as CTP ignores it); negative ``x``/``y`` count from the right
 or bottom edge and rectangles are clipped to the image.
 
-The expression language is CTP's filter syntax: attribute (keyword or ``[gggg,eeee]``),
-a string test (``equals``, ``contains``, ``startsWith``, ``endsWith``, each also
-``...IgnoreCase``, and ``matches`` for a whole-value regular expression), ``*`` (and),
-``+`` (or), ``!`` (not) and parentheses. Attributes are read from the top-level dataset;
-a missing attribute reads as the empty string.
+The expression language is CTP's DicomFilter syntax: an identifier, a string test
+(``equals``, ``contains``, ``startsWith``, ``endsWith``, each also ``...IgnoreCase``;
+``matches`` for a whole-value regular expression; ``isLessThan`` / ``isGreaterThan``, which
+compare the digits and points of both sides as numbers), ``*`` (and), ``+`` (or), ``!``
+(not), parentheses, ``true.`` / ``false.`` and ``//`` comments to the end of the line.
+
+An identifier is a keyword (dcm4che's ``...Seq`` spellings are accepted for
+``...Sequence``), a tag ``[gggg,eeee]`` or ``[ggggeeee]``, or a private element
+``gggg[creator]ee`` (optionally in brackets) found through its Private Creator. Identifiers
+joined by ``::`` reach into the first item of a sequence
+(``SequenceOfUltrasoundRegions::RegionLocationMinY0``), as in CTP. Group 0002 is read from
+the file meta information when the dataset carries it. As in CTP, a bare keyword is looked
+up at the top level only (``CodeMeaning`` alone does not search sequences), a missing
+attribute reads as the empty string, and multiple values are joined with a backslash.
 """
 
 from __future__ import annotations
@@ -45,22 +54,47 @@ _TESTS: dict[str, Callable[[str, str], bool]] = {
     "endswith": lambda v, a: v.endswith(a),
     "endswithignorecase": lambda v, a: v.casefold().endswith(a.casefold()),
     "matches": lambda v, a: re.fullmatch(a, v, re.DOTALL) is not None,
+    "islessthan": lambda v, a: _compare(v, a, -1),
+    "isgreaterthan": lambda v, a: _compare(v, a, 1),
 }
 
+
+def _compare(value: str, argument: str, sign: int) -> bool:
+    """CTP's numeric test: keep digits and points of both sides; unparsable is False."""
+    try:
+        left = float(re.sub(r"[^0-9.]", "", value))
+        right = float(re.sub(r"[^0-9.]", "", argument))
+    except ValueError:
+        return False
+    return left < right if sign < 0 else left > right
+
+
+_PART = r"""(?:
+    \[\s*[0-9A-Fa-f]{1,4}\s*,?\s*\[[^\]]*\]\s*,?\s*[0-9A-Fa-f]{0,2}\s*\]   # [gggg[creator]ee]
+  | [0-9A-Fa-f]{4}\s*,?\s*\[[^\]]*\]\s*,?\s*[0-9A-Fa-f]{0,2}                 # gggg[creator]ee
+  | \[\s*[0-9A-Fa-f]{4}\s*,\s*[0-9A-Fa-f]{4}\s*\]                             # [gggg,eeee]
+  | \[\s*[0-9A-Fa-f]{8}\s*\]                                                  # [ggggeeee]
+  | [A-Za-z_][A-Za-z0-9_]*                                                    # keyword
+)"""
+_PRIVATE = re.compile(
+    r"\[?\s*([0-9A-Fa-f]{1,4})\s*,?\s*\[([^\]]*)\]\s*,?\s*([0-9A-Fa-f]{0,2})\s*\]?")
+_HEX_TAG = re.compile(r"\[\s*([0-9A-Fa-f]{4})\s*,?\s*([0-9A-Fa-f]{4})\s*\]")
+
 _TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<tag>\[\s*[0-9A-Fa-f]{4}\s*,\s*[0-9A-Fa-f]{4}\s*\])
-    | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+    rf"""(?:\s|//[^\n]*)*(?:
+      (?P<ident>{_PART}(?:\s*::\s*{_PART})*)
     | (?P<string>"(?:[^"\\]|\\.)*")
     | (?P<op>[.*+!()])
     )""",
     re.VERBOSE,
 )
+_SPACE = re.compile(r"(?:\s|//[^\n]*)*")
+_Part = tuple  # ("tag", int) | ("private", group, creator, offset or -1)
 
 
 @dataclass(frozen=True)
 class _Test:
-    tag: int | None
+    path: tuple[_Part, ...] | None  # None: an unknown keyword, which reads as missing
     method: str
     argument: str
 
@@ -76,7 +110,8 @@ class _Parser:
         self.line = line
         pos = 0
         while pos < len(text):
-            if not text[pos:].strip():
+            pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+            if pos >= len(text):
                 break
             m = _TOKEN.match(text, pos)
             if m is None or m.end() == pos:
@@ -129,25 +164,22 @@ class _Parser:
             node = self.expr()
             self.take("op", ")")
             return node
-        if kind == "name" and value.lower() in ("true", "false"):
+        if kind == "ident" and value.lower() in ("true", "false"):
             self.pos += 1
+            if self.peek() == ("op", ".") and self.tokens[self.pos + 1:self.pos + 2] != [
+                    ("op", "(")]:
+                self.pos += 1  # CTP writes the constants as "true." and "false."
             return ("const", value.lower() == "true")
         return ("test", self.test())
 
     def test(self) -> _Test:
         kind, value = self.peek()
-        if kind == "tag":
-            self.pos += 1
-            group, elem = value.strip("[] ").split(",")
-            tag: int | None = int(group, 16) << 16 | int(elem, 16)
-        elif kind == "name":
-            self.pos += 1
-            tag = tag_for_keyword(value)  # unknown keywords read as missing, as in CTP
-        else:
+        if kind != "ident":
             self.fail(f"expected an attribute, found {value or 'end of signature'!r}")
-            raise AssertionError  # unreachable
+        self.pos += 1
+        path = _path(value)
         self.take("op", ".")
-        method = self.take("name")
+        method = self.take("ident")
         if method.lower() not in _TESTS:
             self.fail(f"unknown test .{method}(); known: {', '.join(sorted(_TESTS))}")
         self.take("op", "(")
@@ -159,28 +191,88 @@ class _Parser:
                 re.compile(argument)
             except re.error:
                 self.fail("invalid regular expression in .matches()")
-        return _Test(tag, method.lower(), argument)
+        return _Test(path, method.lower(), argument)
 
 
-def _value(ds: Dataset, tag: int | None) -> str:
+def _path(identifier: str) -> tuple[_Part, ...] | None:
+    """The parts of ``a::b::c``; None when a keyword is unknown (reads as missing, as in CTP)."""
+    parts: list[_Part] = []
+    for text in (t.strip() for t in identifier.split("::")):
+        if m := _HEX_TAG.fullmatch(text):
+            parts.append(("tag", int(m.group(1), 16) << 16 | int(m.group(2), 16)))
+        elif m := _PRIVATE.fullmatch(text):
+            offset = int(m.group(3), 16) if m.group(3) else -1
+            parts.append(("private", int(m.group(1), 16), m.group(2).strip(), offset))
+        else:
+            tag = tag_for_keyword(text)
+            if tag is None and text.endswith("Seq"):  # dcm4che 1.x: ContentSeq, SeqOf...
+                tag = tag_for_keyword(text + "uence")
+            if tag is None and text.startswith("SeqOf"):
+                tag = tag_for_keyword("SequenceOf" + text[5:])
+            if tag is None:
+                return None
+            parts.append(("tag", tag))
+    return tuple(parts)
+
+
+def _resolve(ds: Dataset, part: _Part) -> int | None:
+    """The tag a part names in ``ds`` (a private one through its creator), or None."""
+    if part[0] == "tag":
+        return int(part[1])
+    _, group, creator, offset = part
+    if not group & 1:
+        return None
+    for block in range(0x10, 0x100):
+        tag = group << 16 | block
+        if tag in ds and str(ds[tag].value or "").strip() == creator:
+            return tag if offset < 0 else group << 16 | block << 8 | offset
+    return None
+
+
+def _value(ds: Dataset, path: tuple[_Part, ...] | None) -> str:
     """An attribute as CTP renders it: text, multiple values joined by backslash."""
-    if tag is None or tag not in ds:
+    if path is None:
         return ""
-    value = ds[tag].value
-    if value is None or isinstance(value, bytes | bytearray | memoryview) or tag >> 16 == 0x7FE0:
+    current = ds
+    for i, part in enumerate(path):
+        tag = _resolve(current, part)
+        if tag is None:
+            return ""
+        holder = current
+        if tag >> 16 == 0x0002 and i == 0:
+            holder = ds.__dict__.get("file_meta") or Dataset()
+        if tag not in holder:
+            return ""
+        elem = holder[tag]
+        if i < len(path) - 1:
+            if elem.VR != "SQ" or not elem.value:
+                return ""
+            current = elem.value[0]
+            continue
+        if elem.VR == "SQ":
+            return ""
+        return _render(elem.value, tag)
+    return ""
+
+
+def _render(value: object, tag: int) -> str:
+    if value is None or tag >> 16 == 0x7FE0:
         return ""
+    if isinstance(value, bytes | bytearray | memoryview):
+        # An element of unknown VR: CTP decodes private ones as text; others read empty.
+        return bytes(value).decode("latin-1").strip("\x00 ") if tag >> 16 & 1 else ""
     if isinstance(value, MultiValue | list | tuple):
         return "\\".join(str(v).strip() for v in value)
     return str(value).strip()
 
 
-def _evaluate(node: _Node, ds: Dataset, cache: dict[int | None, str]) -> bool:
+def _evaluate(node: _Node, ds: Dataset, cache: dict[object, str]) -> bool:
     kind = node[0]
     if kind == "test":
         test: _Test = node[1]
-        if test.tag not in cache:
-            cache[test.tag] = _value(ds, test.tag)
-        return _TESTS[test.method](cache[test.tag], test.argument)
+        if test.path not in cache:
+            cache[test.path] = _value(ds, test.path)
+        return _TESTS[test.method](cache[test.path], test.argument)
     if kind == "not":
         return not _evaluate(node[1], ds, cache)
     if kind == "and":
@@ -224,7 +316,7 @@ class RuleSet:
 
     def boxes_for(self, ds: Dataset, rows: int, cols: int) -> list[Box]:
         """The clipped rectangles of the first signature ``ds`` matches ([] if none)."""
-        cache: dict[int | None, str] = {}
+        cache: dict[object, str] = {}
         for sig in self.signatures:
             if _evaluate(sig.expression, ds, cache):
                 return [b for r in sig.regions if (b := r.box(rows, cols)) is not None]
@@ -247,6 +339,9 @@ def _closing_brace(text: str, start: int, line: int) -> int:
                 in_string = False
         elif ch == '"':
             in_string = True
+        elif text.startswith("//", pos):  # a comment: skip to the end of the line
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
         elif ch == "}":
             return pos
         pos += 1
