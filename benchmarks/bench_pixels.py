@@ -12,12 +12,18 @@ Two measurements on one synthetic corpus (``dicom_deid.synth.generate``, full-si
   options.cleanImage REDACT_ALL_TEXT and REDACT_SENSITIVE_TEXT with the default OCR scope
   (AUTO) and REDACT_ALL_TEXT with scope ALL (every image is read).
 
+* **Cine loop**, in this process on one core: one synthetic ultrasound cine (``--cine-frames``
+  frames, 640x480 RGB, a moving speckle sector, a static name banner, a frame counter that
+  changes every frame, and an ID written into one frame only) cleaned with
+  REDACT_ALL_TEXT by :class:`~dicom_deid.pixels.PixelCleaner`, once recognising every
+  line of every frame and once with the per-image line cache that production uses.
+
 The mapping of each run gives how many files had boxes blanked, and how many of the files
 with planted burned-in identifiers did. Results go between the ``bench:pixels`` markers of
 BENCHMARKS.md unless ``--no-write``.
 
 Usage: ``.venv/bin/python benchmarks/bench_pixels.py [--patients N] [--seed S]
-[--workers W] [--repeat R] [--no-write]``.
+[--workers W] [--repeat R] [--cine-frames F] [--no-write]``.
 """
 
 from __future__ import annotations
@@ -119,6 +125,80 @@ def _candidates(corpus: Path) -> tuple[int, int, int]:
     return files, candidates, frames
 
 
+def _cine_dataset(frames: int) -> tuple[object, tuple[int, int, int, int]]:
+    """A US cine with a banner, a frame counter and a one-frame ID; and that ID's box."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage
+
+    rng = np.random.default_rng(0)
+    speckle = rng.integers(0, 140, (480, 640), dtype=np.uint8)
+    yy, xx = np.mgrid[:480, :640]
+    sector = ((yy - 40) ** 2 + (xx - 320) ** 2 < 430**2) & (np.abs(xx - 320) < (yy - 40) * 0.8)
+    font = ImageFont.load_default(size=16)
+    once = frames * 2 // 3
+    out = []
+    for f in range(frames):
+        gray = np.where(sector, np.roll(speckle, f * 3, axis=1), 0).astype(np.uint8)
+        rgb = np.repeat(gray[..., None], 3, axis=2)
+        rgb[:28] = 0
+        img = Image.fromarray(rgb)
+        draw = ImageDraw.Draw(img)
+        draw.text((4, 4), "DOE, JANE   MRN1234567   14/05/2023", fill=(255, 255, 255), font=font)
+        draw.text((520, 452), f"FR {f + 1}/{frames}", fill=(255, 255, 0), font=font)
+        if f == once:
+            draw.text((200, 300), "MRN7654321", fill=(255, 255, 255), font=font)
+        out.append(np.asarray(img))
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = UltrasoundMultiFrameImageStorage
+    ds.SOPInstanceUID = "2.25.1"
+    ds.Modality = "US"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 480, 640, frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.stack(out).tobytes()
+    return ds, (once, 300, 200, 290)
+
+
+def _cine(frames: int) -> dict[str, object]:
+    """Seconds to clean one cine with and without the per-image line cache."""
+    import contextlib
+    import copy
+
+    import numpy as np
+
+    from dicom_deid import ocr, pixels
+    from dicom_deid.config import DeidConfig, ImageConfig, TextRedactionMode
+
+    ds, (once, y, x0, x1) = _cine_dataset(frames)
+    cleaner = pixels.PixelCleaner(DeidConfig(clean_image=ImageConfig(
+        TextRedactionMode.REDACT_ALL_TEXT)))
+    ocr.find_text(np.zeros((64, 64, 3), np.uint8))  # engine load, not timed
+    rec = ocr._recognizer()
+    result: dict[str, object] = {"frames": frames}
+    for label, cached in (("every line recognised", False), ("line cache", True)):
+        work = copy.deepcopy(ds)
+        if not cached:
+            pixels.line_cache = contextlib.nullcontext  # type: ignore[assignment]
+        if rec is not None:
+            rec.calls = 0
+        started = time.perf_counter()
+        try:
+            boxes = cleaner.clean(work, lambda: None)  # type: ignore[arg-type, return-value]
+        finally:
+            pixels.line_cache = ocr.line_cache
+        seconds = time.perf_counter() - started
+        arr = np.frombuffer(work.PixelData, np.uint8).reshape(frames, 480, 640, 3)
+        result[label] = {"seconds": round(seconds, 1), "ms_per_frame": round(
+            seconds / frames * 1000), "boxes": boxes, "line_images_recognised": (
+            rec.calls if rec is not None else None),
+            "one_frame_id_blanked": bool((arr[once, y : y + 14, x0:x1] == 0).all())}
+    return result
+
+
 def _run(name: str, spec: dict[str, object] | None, corpus: Path, workers: int,
          key_file: Path) -> dict[str, object]:
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
@@ -151,7 +231,8 @@ def _burned_hit(rows: list[dict[str, object]], corpus: Path) -> tuple[int, int]:
 
 
 def _markdown(args: argparse.Namespace, corpus: Path, ocr_ms: dict[str, object],
-              cand: tuple[int, int, int], runs: list[dict[str, object]]) -> str:
+              cand: tuple[int, int, int], runs: list[dict[str, object]],
+              cine: dict[str, object]) -> str:
     from dicom_deid.synth import load_answer_key
 
     key = load_answer_key(corpus)
@@ -187,6 +268,21 @@ def _markdown(args: argparse.Namespace, corpus: Path, ocr_ms: dict[str, object],
             f"| {run['name']} | {run['seconds']:.1f} | {run['files_per_s']:.0f} | "
             f"{run['seconds'] / base:.1f}x | {run['files_with_boxes']} | {run['boxes']} | "
             f"{hit if run is not runs[0] else 0}/{total} |")
+    lines += [
+        "",
+        f"Cine loop, one core: {cine['frames']} frames 640x480 RGB (moving sector, static name "
+        "banner, frame counter changing every frame, an ID written into one frame only), "
+        "REDACT_ALL_TEXT, `PixelCleaner.clean` in this process (decode + OCR + blanking):",
+        "",
+        "| recognition | seconds | ms/frame | line images recognised | boxes | "
+        "one-frame ID blanked |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label in ("every line recognised", "line cache"):
+        row: dict[str, object] = cine[label]  # type: ignore[assignment]
+        lines.append(f"| {label} | {row['seconds']} | {row['ms_per_frame']} | "
+                     f"{row['line_images_recognised']} | {row['boxes']} | "
+                     f"{'yes' if row['one_frame_id_blanked'] else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -208,6 +304,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cine-frames", type=int, default=48)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -216,11 +313,12 @@ def main() -> int:
     if not key_file.exists():
         key_file.write_text(os.urandom(32).hex())
     ocr_ms = _ocr_per_image(corpus, args.repeat)
+    cine = _cine(args.cine_frames)
     cand = _candidates(corpus)
     runs = [_run(name, spec, corpus, args.workers, key_file) for name, spec in CONFIGS.items()]
-    text = _markdown(args, corpus, ocr_ms, cand, runs)
+    text = _markdown(args, corpus, ocr_ms, cand, runs, cine)
     print(text)
-    print(json.dumps({"ocr_ms": ocr_ms}, indent=1))
+    print(json.dumps({"ocr_ms": ocr_ms, "cine": cine}, indent=1))
     if not args.no_write:
         _write(text)
     return 0

@@ -6,8 +6,10 @@ Per instance, decided from attributes only (no decoding): which known regions ap
 Only when one of them has something to do is the pixel data decoded. Every frame is
 read; the boxes found in any frame are blanked in all frames.
 
-Output encoding: native (uncompressed) input is changed in place in its own byte
-layout and transfer syntax, so every byte outside the boxes stays as it was.
+Output encoding: native (uncompressed) input — Implicit/Explicit VR Little Endian,
+Explicit VR Big Endian, Deflated Explicit VR Little Endian, 8/16/32 bits or bit-packed
+1-bit — is changed in place in its own byte layout and written back in its own transfer
+syntax, so every byte (every bit, for 1-bit data) outside the boxes stays as it was.
 Encapsulated input is decoded (colour to RGB), blanked and re-encoded losslessly as RLE
 Lossless (or written as Explicit VR Little Endian when RLE cannot hold it), with the
 Image Pixel attributes rewritten to describe the new data; a lossy original keeps its
