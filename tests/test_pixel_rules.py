@@ -257,6 +257,28 @@ def test_file_meta_attributes_are_read() -> None:
     assert rules.boxes_for(ds, 600, 800) == [Box(0, 0, 800, 69)]
 
 
+def test_file_meta_of_a_little_endian_file_is_read() -> None:
+    """Through the real reader: group 0002 of an ordinary Explicit VR LE file is testable."""
+    import io
+
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage
+
+    from dicom_deid.dicomio import parse_instance
+
+    ds = _ds(Modality="US", SOPClassUID=UltrasoundImageStorage, SOPInstanceUID="1.2.3.4")
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationVersionName = "MINDRAY_DC8"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    parsed = parse_instance(buf.getvalue()).dataset
+    rules = parse_rules('{ Modality.equals("US") * ImplementationVersionName.contains("MINDRAY") }'
+                        "\n(0,0,1229,69)")
+    assert rules.boxes_for(parsed, 600, 800) == [Box(0, 0, 800, 69)]
+
+
 def test_ctp_library_parses_whole() -> None:
     """The RSNA CTP library (shared data, not shipped) parses with every rectangle kept."""
     script = (Path(__file__).resolve().parents[2]

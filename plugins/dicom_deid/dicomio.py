@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.charset import python_encoding
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -82,11 +83,15 @@ def _safe_token(text: object) -> str:
 
 def read_instance(path: Path) -> Instance:
     """Parse ``path``; raise :class:`BadInput` with a clear, PHI-free reason when unusable."""
+    return parse_instance(read_file(path))
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of ``path``; an unreadable file is a :class:`BadInput`."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
-    return parse_instance(data)
 
 
 def parse_instance(data: bytes) -> Instance:
@@ -116,9 +121,12 @@ def parse_instance(data: bytes) -> Instance:
         implicit = data[4:6] not in _ALL_VRS
         ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
         had_meta = False
+        meta = {}
     elements = _scan(data, pos, len(data), implicit)
     ds = Dataset(elements)
     ds.set_original_encoding(implicit, True)
+    if had_meta:
+        ds.file_meta = _file_meta(meta)  # read by pixel rules; never written out
     if 0x00080018 not in elements or 0x00080016 not in elements:
         raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
     _check_charset(ds)
@@ -132,6 +140,17 @@ _ALL_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"
                       b"UR", b"US", b"UT", b"UV"})
 _ITEM_TAGS = (0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD)
 _BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
+def _file_meta(values: dict[int, str]) -> FileMetaDataset:
+    """The group 0002 text values as read (what CTP pixel rules may test)."""
+    meta = FileMetaDataset()
+    for tag, text in values.items():
+        try:
+            meta.add_new(tag, dictionary_VR(tag), text)
+        except (KeyError, ValueError):
+            continue  # an unknown or malformed group 0002 element: nothing to test against
+    return meta
 
 
 def _fmt_tag(tag: int) -> str:
