@@ -21,9 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .byte_deid import ByteDeidentifier
 from .config import DeidConfig
 from .deidentify import Deidentifier, InstanceResult, dataset_encodings
-from .dicomio import BadInput, encode_instance_chunks, read_instance, write_atomic
+from .dicomio import BadInput, encode_instance_chunks, parse_instance, read_file, write_atomic
 from .mapping import MappingWriter
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def iter_sources(root: Path) -> Iterator[Source]:
 
 
 # -- worker side ------------------------------------------------------------------------
-_WORKER: tuple[Deidentifier, Path, str] | None = None
+_WORKER: tuple[Deidentifier, ByteDeidentifier, Path, str] | None = None
 
 
 def _install_warning_filters() -> None:
@@ -118,7 +119,8 @@ def _init_worker(config: DeidConfig, key: bytes, out_root: Path, layout: str) ->
     global _WORKER
     _install_warning_filters()
     logging.getLogger("pydicom").setLevel(logging.ERROR)
-    _WORKER = (Deidentifier(config, key), out_root, layout)
+    deid = Deidentifier(config, key)
+    _WORKER = (deid, ByteDeidentifier(deid), out_root, layout)
 
 
 def _safe_reason(stage: str, exc: BaseException) -> str:
@@ -140,7 +142,7 @@ def output_rel_for(result: InstanceResult, source_rel: str, layout: str) -> str:
 def process_source(src: Source) -> FileOutcome:
     """Read, de-identify and write one file (runs in a worker)."""
     assert _WORKER is not None, "worker not initialised"
-    deid, out_root, layout = _WORKER
+    deid, fast_path, out_root, layout = _WORKER
     outcome = FileOutcome(rel=src.rel)
     if src.path.name.upper() in _SKIP_NAMES:
         outcome.kind, outcome.stage = "skipped", "read"
@@ -148,13 +150,19 @@ def process_source(src: Source) -> FileOutcome:
         return outcome
     stage = "read"
     try:
-        inst = read_instance(src.path)
-        outcome.size = inst.size
-        stage = "deidentify"
-        encodings = dataset_encodings(inst.dataset)
-        result = deid.deidentify(inst.dataset)
+        raw = read_file(src.path)
+        outcome.size = len(raw)
+        fast = fast_path.deidentify(raw)
+        if fast is not None:
+            data, result = fast
+        else:
+            inst = parse_instance(raw)
+            stage = "deidentify"
+            encodings = dataset_encodings(inst.dataset)
+            result = deid.deidentify(inst.dataset)
+            stage = "write"
+            data = encode_instance_chunks(inst.dataset, inst.transfer_syntax, encodings)
         stage = "write"
-        data = encode_instance_chunks(inst.dataset, inst.transfer_syntax, encodings)
         rel = output_rel_for(result, src.rel, layout)
         write_atomic(out_root / rel, data)
     except BadInput as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
@@ -203,7 +203,7 @@ class Deidentifier:
             if res.original_patient_id
             else f"study:{res.original_study_uid}"
         )
-        state = _State(patient_key=patient_key)
+        state = WalkState(patient_key=patient_key)
         if self.pixels is not None:  # before any attribute changes: rules and context read them
             res.redacted_boxes = self.pixels.clean(ds, lambda: self._pixel_context(ds))
         if self.plan.needs_context:
@@ -227,31 +227,40 @@ class Deidentifier:
         This is the hot loop: it reads pydicom's element dict directly (see
         :func:`_elements`) and works on plain ints, not ``BaseTag`` objects.
         """
-        creators: dict[tuple[int, int], str] | None = None
-        act = self.plan.act
-        for key, elem in list(_elements(ds).items()):
-            tag = int(key)
-            vr = elem.VR
-            if not vr or (vr == "UN" and not tag >> 16 & 1):
-                vr = "UN" if tag >> 16 & 1 else dictionary_vr(tag)
-            group, element = tag >> 16, tag & 0xFFFF
-            if group & 1:
-                if element < 0x0010:
-                    yield key, vr, Act.DELETE  # private group length / invalid
-                    continue
-                if element <= 0x00FF:
-                    continue  # creators are decided after their blocks, in _process
-                if creators is None:
-                    creators = _private_creators(ds)
-                creator = creators.get((group, element >> 8), "")
-                yield key, vr, self.plan.private_act(tag, creator, vr)
-                continue
-            if element == 0x0000 or tag in _STRUCTURAL_TAGS:
-                yield key, vr, (Act.DELETE if element == 0 else Act.KEEP)
-                continue
-            yield key, vr, act(tag, vr, mode)
+        found: dict[tuple[int, int], str] | None = None
 
-    def _process(self, ds: Dataset, mode: Mode, state: _State) -> None:
+        def creators() -> dict[tuple[int, int], str]:
+            nonlocal found
+            if found is None:
+                found = _private_creators(ds)
+            return found
+
+        for key, elem in list(_elements(ds).items()):
+            vr, act = self.element_act(int(key), elem.VR, mode, creators)
+            if act is not None:
+                yield key, vr, act
+
+    def element_act(
+        self, tag: int, vr: str | None, mode: Mode,
+        creators: Callable[[], dict[tuple[int, int], str]],
+    ) -> tuple[str, Act | None]:
+        """(VR, action) for one element as read; ``None`` for a private creator, which is
+        kept only if its block keeps something (decided after the block)."""
+        group, element = tag >> 16, tag & 0xFFFF
+        if not vr or (vr == "UN" and not group & 1):
+            vr = "UN" if group & 1 else dictionary_vr(tag)
+        if group & 1:
+            if element < 0x0010:
+                return vr, Act.DELETE  # private group length / invalid
+            if element <= 0x00FF:
+                return vr, None
+            creator = creators().get((group, element >> 8), "")
+            return vr, self.plan.private_act(tag, creator, vr)
+        if element == 0x0000 or tag in _STRUCTURAL_TAGS:
+            return vr, (Act.DELETE if element == 0 else Act.KEEP)
+        return vr, self.plan.act(tag, vr, mode)
+
+    def _process(self, ds: Dataset, mode: Mode, state: WalkState) -> None:
         kept_blocks: set[tuple[int, int]] = set()
         private_creator_tags: list[int] = []
         deleted_groups: set[int] = set()
@@ -282,7 +291,7 @@ class Deidentifier:
             if (tag >> 16, tag & 0xFF) not in kept_blocks:
                 del elements[tag]
 
-    def _recurse(self, ds: Dataset, tag: int, vr: str, act: Act, state: _State) -> None:
+    def _recurse(self, ds: Dataset, tag: int, vr: str, act: Act, state: WalkState) -> None:
         elem = ds[tag]
         if vr == "UN" or not isinstance(elem.value, Sequence):
             # A sequence we cannot parse (e.g. private, implicit VR) cannot be cleaned.
@@ -294,12 +303,12 @@ class Deidentifier:
             self._process(item, mode, state)
 
     # -- values -------------------------------------------------------------------------
-    def _replace(self, ds: Dataset, tag: int, vr: str, act: Act, state: _State) -> None:
+    def _replace(self, ds: Dataset, tag: int, vr: str, act: Act, state: WalkState) -> None:
         if act is Act.EMPTY or act is Act.DUMMY or act is Act.RESET:
             if vr == "SQ":
                 ds[tag] = DataElement(tag, vr, Sequence([]))
             else:
-                _elements(ds)[tag] = _raw(tag, vr, self._fixed_value(vr, act))
+                _elements(ds)[tag] = _raw(tag, vr, self.fixed_value(vr, act))
             return
         if vr in _BYTES_VRS or vr == "SQ":
             del ds[tag]  # no text semantics to apply: privacy first
@@ -311,13 +320,20 @@ class Deidentifier:
                 values = self._values(ds[tag])
             else:
                 values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
-            new_uids = "\\".join(self.pseudo.uid(v) for v in values if v)
-            _elements(ds)[tag] = _raw(tag, vr, _pad(new_uids.encode("ascii"), b"\x00"))
+            _elements(ds)[tag] = _raw(tag, vr, self.uid_value(values))
             return
-        elem = ds[tag]
+        self.change_text(ds[tag], tag, vr, act, state)
+
+    def uid_value(self, values: list[str]) -> bytes:
+        """Encoded pseudonymous UIDs for ``values`` (empty ones dropped)."""
+        new_uids = "\\".join(self.pseudo.uid(v) for v in values if v)
+        return _pad(new_uids.encode("ascii"), b"\x00")
+
+    def change_text(self, elem: DataElement, tag: int, vr: str, act: Act, state: WalkState) -> None:
+        """Pseudonymise, shift or clean the decoded text values of ``elem`` in place."""
         values = self._values(elem)
         if act is Act.PSEUDONYM:
-            new = [self._pseudonym(tag, v) for v in values]
+            new = [self.pseudonym(tag, v) for v in values]
         elif act is Act.SHIFT:
             shifted = [self._shift(v, vr, state) for v in values]
             new = [] if any(s is None for s in shifted) else [s for s in shifted if s]
@@ -329,7 +345,7 @@ class Deidentifier:
             raise AssertionError(act)
         _set_values(elem, new)
 
-    def _fixed_value(self, vr: str, act: Act) -> bytes:
+    def fixed_value(self, vr: str, act: Act) -> bytes:
         """Encoded empty, dummy or placeholder value (memoised: the same for every file)."""
         key = (vr, act)
         found = self._fixed.get(key)
@@ -349,7 +365,8 @@ class Deidentifier:
             return [str(value)]
         return [str(value)]
 
-    def _pseudonym(self, tag: int, value: str) -> str:
+    def pseudonym(self, tag: int, value: str) -> str:
+        """The keyed pseudonym of one PatientID, PatientName, AccessionNumber or StudyID."""
         if not value.strip():
             return value
         if tag == TAG_PATIENT_ID:
@@ -362,14 +379,14 @@ class Deidentifier:
             return self.pseudo.study_id(value)
         raise AssertionError(hex(tag))
 
-    def _shift(self, value: str, vr: str, state: _State) -> str | None:
+    def _shift(self, value: str, vr: str, state: WalkState) -> str | None:
         if not value.strip():
             return ""
         days = self.pseudo.date_shift_days(state.patient_key)
         state.shift_used = True
         return shift_da(value, days) if vr == "DA" else shift_dt(value, days)
 
-    def _clean_text(self, value: str, vr: str, state: _State) -> str:
+    def _clean_text(self, value: str, vr: str, state: WalkState) -> str:
         def shifter(day: date) -> date:
             state.shift_used = True
             return self.pseudo.shift_date(state.patient_key, day)
@@ -439,7 +456,7 @@ class Deidentifier:
 
 
 @dataclass
-class _State:
+class WalkState:
     """Per-instance state threaded through the recursion."""
 
     patient_key: str

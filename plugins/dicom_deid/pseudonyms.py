@@ -39,14 +39,22 @@ class Pseudonymizer:
         self._max_shift = max_shift_days
         self._uid_cache: dict[str, str] = {}
         self._shift_cache: dict[str, int] = {}
+        self._code_cache: dict[tuple[bytes, str, int], str] = {}
 
     def _mac(self, domain: bytes, value: str) -> bytes:
         message = domain + b"\x00" + value.encode("utf-8")
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
     def _code(self, domain: bytes, value: str, length: int) -> str:
-        text = base64.b32encode(self._mac(domain, value)).decode("ascii").translate(_B32)
-        return text[:length]
+        key = (domain, value, length)
+        cached = self._code_cache.get(key)
+        if cached is None:  # the same patient's files follow each other: worth a cache
+            text = base64.b32encode(self._mac(domain, value)).decode("ascii").translate(_B32)
+            cached = text[:length]
+            if len(self._code_cache) >= _UID_CACHE_SIZE:
+                self._code_cache.clear()
+            self._code_cache[key] = cached
+        return cached
 
     def uid(self, value: str) -> str:
         """A ``2.25.`` UID (UUID-derived integer) for a non-standard UID; standard ones kept."""

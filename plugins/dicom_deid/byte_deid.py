@@ -1,0 +1,456 @@
+"""De-identify a little-endian file straight from its bytes: the fast path.
+
+Elements the plan keeps are copied as slices of the input (a run of kept elements is one
+slice); deleted ones are skipped; empty, dummy and UID values are written from bytes.
+Only the few elements whose text changes (pseudonyms, shifted dates, cleaned text) are
+decoded, by the same :class:`~.deidentify.Deidentifier` code the Dataset path uses.
+
+The Dataset path (:func:`.dicomio.parse_instance` + :meth:`Deidentifier.deidentify` +
+:func:`.dicomio.encode_instance_chunks`) is the reference: for every input this module
+either returns exactly the bytes that path writes or declines (``None``), and the caller
+then takes that path. It declines whatever it does not mirror exactly: bad or unusual
+input (the Dataset path then reports the precise reason), big-endian and deflated files,
+pixel cleaning, configurations that gather context for free text, non-ASCII text that
+would be changed, elements out of order. Tests compare both paths byte for byte.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom.charset import convert_encodings, python_encoding
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from .deidentify import _BYTES_VRS, Deidentifier, InstanceResult, WalkState
+from .dicomio import (
+    _ALL_VRS,
+    _LONG_VRS,
+    _RAW_FIRST_GROUPS,
+    _SEQ_DELIM,
+    _UNDEFINED,
+    _encode_file_meta,
+    _item_end,
+    _raw_header,
+    _scan_meta,
+    _undefined_end,
+)
+from .plan import TAG_ACCESSION, TAG_PATIENT_ID, Act, Mode
+
+_ITEM = 0xFFFEE000
+_ITEM_START_UNDEF = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+_ITEM_DELIM = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+_UNDEF_LEN = b"\xff\xff\xff\xff"
+_TAG_SOP_CLASS = 0x00080016
+_TAG_SOP_INSTANCE = 0x00080018
+_TAG_STUDY = 0x0020000D
+_TAG_SERIES = 0x0020000E
+_TAG_CHARSET = 0x00080005
+_TAG_PADDING = 0xFFFCFFFC
+_RESULT_TAGS = frozenset({_TAG_SOP_CLASS, _TAG_SOP_INSTANCE, _TAG_STUDY, _TAG_SERIES,
+                          TAG_PATIENT_ID, TAG_ACCESSION})
+_RECURSE_MODES = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT,
+                  Act.RECURSE_CLEAN: Mode.CLEAN}
+_FIXED_ACTS = frozenset({Act.EMPTY, Act.DUMMY, Act.RESET})
+_TEXT_ACTS = frozenset({Act.PSEUDONYM, Act.SHIFT, Act.CLEAN, Act.CLEAN_TEXT})
+
+# One element as found: tag, VR as read (None when implicit), offset of its header,
+# of its value, of the value's end, and whether its length was undefined.
+_Elem = tuple[int, str | None, int, int, int, bool]
+Chunks = list[bytes | memoryview]
+
+
+class _Decline(Exception):
+    """This input is not mirrored exactly here: the Dataset path takes it."""
+
+
+class ByteDeidentifier:
+    """The fast path for one :class:`Deidentifier` (same configuration and key)."""
+
+    def __init__(self, deid: Deidentifier) -> None:
+        self.deid = deid
+        self.plan = deid.plan
+        # Pixel cleaning decodes pixels; context gathering decodes free text: both need
+        # the Dataset, so such configurations always take the Dataset path.
+        self.enabled = deid.pixels is None and not deid.plan.needs_context
+        self._method = {
+            implicit: sorted((int(r.tag), _raw_header(r, implicit) + r.value) for r in raws)
+            for implicit, raws in deid._method_raw.items()
+        }
+        self._acts: dict[tuple[int, str | None, Mode], tuple[str, Act | None]] = {}
+        self._fixed: dict[tuple[int, str, Act, bool], bytes] = {}
+
+    def deidentify(self, data: bytes) -> tuple[Chunks, InstanceResult] | None:
+        """Output chunks and result for ``data``, or ``None`` for the Dataset path."""
+        if not self.enabled:
+            return None
+        try:
+            return self._deidentify(data)
+        except Exception:  # _Decline, or bad input the Dataset path reports precisely
+            return None
+
+    # -- whole file ---------------------------------------------------------------------
+    def _deidentify(self, data: bytes) -> tuple[Chunks, InstanceResult]:
+        ts, implicit, pos = _dataset_start(data)
+        view = memoryview(data)
+        top = _elements(data, pos, len(data), implicit, top=True)
+        by_tag = {e[0]: e for e in top}
+        if _TAG_SOP_INSTANCE not in by_tag or _TAG_SOP_CLASS not in by_tag:
+            raise _Decline
+        encodings = _encodings(data, by_tag.get(_TAG_CHARSET))
+        res = InstanceResult(
+            original_study_uid=_text(data, by_tag.get(_TAG_STUDY)),
+            original_series_uid=_text(data, by_tag.get(_TAG_SERIES)),
+            original_sop_uid=_text(data, by_tag.get(_TAG_SOP_INSTANCE)),
+            original_patient_id=_text(data, by_tag.get(TAG_PATIENT_ID)),
+            original_accession=_text(data, by_tag.get(TAG_ACCESSION)),
+            sop_class_uid=_text(data, by_tag.get(_TAG_SOP_CLASS)),
+            modality=_text(data, by_tag.get(0x00080060)),
+        )
+        issuer = _text(data, by_tag.get(0x00100021))
+        patient_key = (
+            f"pid:{issuer}|{res.original_patient_id}"
+            if res.original_patient_id
+            else f"study:{res.original_study_uid}"
+        )
+        state = WalkState(patient_key=patient_key)
+        final: dict[int, bytes | DataElement] = {}
+        body: Chunks = []
+        self._level(view, top, implicit, Mode.NORMAL, state, encodings, body,
+                    self._method[implicit], final)
+        res.study_uid = _final_text(final.get(_TAG_STUDY))
+        res.series_uid = _final_text(final.get(_TAG_SERIES))
+        res.sop_uid = _final_text(final.get(_TAG_SOP_INSTANCE))
+        res.patient_id = _final_text(final.get(TAG_PATIENT_ID))
+        res.accession = _final_text(final.get(TAG_ACCESSION))
+        res.counts = {act.name: n for act, n in state.counts.items()}
+        if state.shift_used:
+            res.date_shift_days = self.deid.pseudo.date_shift_days(patient_key)
+        meta = _encode_file_meta(_final_text(final.get(_TAG_SOP_CLASS)), res.sop_uid, ts)
+        return [meta, *body], res
+
+    # -- one dataset level --------------------------------------------------------------
+    def _decide(
+        self, view: memoryview, elems: list[_Elem], mode: Mode, state: WalkState,
+    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
+        """Per element (VR, action), private blocks that keep something, groups deleted
+        whole: the first half of ``Deidentifier._process``."""
+        element_act = self.deid.element_act
+        memo = self._acts
+        found: dict[tuple[int, int], str] | None = None
+
+        def creators() -> dict[tuple[int, int], str]:
+            nonlocal found
+            if found is None:
+                found = _creators(view, elems)
+            return found
+
+        acts: list[tuple[_Elem, str, Act | None]] = []
+        kept_blocks: set[tuple[int, int]] = set()
+        deleted_groups: set[int] = set()
+        for e in elems:
+            tag = e[0]
+            if tag >> 16 & 1:
+                vr, act = element_act(tag, e[1], mode, creators)
+                if act is not None and act is not Act.DELETE:
+                    kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
+            else:
+                key = (tag, e[1], mode)
+                found_act = memo.get(key)
+                if found_act is None:
+                    if e[1] == "UN":
+                        raise _Decline  # pydicom re-reads it with its dictionary VR
+                    found_act = memo[key] = element_act(tag, e[1], mode, creators)
+                vr, act = found_act
+            acts.append((e, vr, act))
+            if act is None or act is Act.KEEP:
+                continue
+            state.count(act)
+            if act is Act.DELETE_GROUP:
+                deleted_groups.add(tag >> 16)
+        return acts, kept_blocks, deleted_groups
+
+    def _level(  # noqa: C901 - one pass, like the code it mirrors; split it and it slows
+        self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
+        state: WalkState, encodings: list[str], out: Chunks,
+        added: list[tuple[int, bytes]] | None, final: dict[int, bytes | DataElement] | None,
+    ) -> None:
+        """Emit one dataset (top level or item), mirroring ``Deidentifier._process`` and
+        ``dicomio._encode_dataset``; ``added`` are elements to insert (or replace)."""
+        acts, kept_blocks, deleted_groups = self._decide(view, elems, mode, state)
+        run_start = run_end = -1  # a run of input bytes copied as one slice
+        pending = list(added) if added else []
+        replaced = {t for t, _ in pending}
+        for e, vr, act in acts:
+            tag = e[0]
+            while pending and pending[0][0] <= tag:
+                if run_start >= 0:
+                    out.append(view[run_start:run_end])
+                    run_start = -1
+                out.append(pending.pop(0)[1])
+            if tag in replaced or tag >> 16 in deleted_groups:
+                continue
+            if act is None:  # private creator
+                if (tag >> 16, tag & 0xFF) not in kept_blocks:
+                    continue
+                act = Act.KEEP
+            if act is Act.KEEP:
+                if e[5] and e[1] == "SQ" and final is None:
+                    raise _Decline  # pydicom re-encodes nested undefined-length sequences
+                end = e[4] + 8 if e[5] else e[4]  # with its sequence delimiter
+                if run_start >= 0 and run_end == e[2]:
+                    run_end = end
+                else:
+                    if run_start >= 0:
+                        out.append(view[run_start:run_end])
+                    run_start, run_end = e[2], end
+                if final is not None and tag in _RESULT_TAGS:
+                    final[tag] = bytes(view[e[3]:e[4]])
+                continue
+            if run_start >= 0:
+                out.append(view[run_start:run_end])
+                run_start = -1
+            if act is Act.DELETE or act is Act.DELETE_GROUP:
+                continue
+            new = self._changed(view, e, vr, act, implicit, state, encodings, out)
+            if final is not None and tag in _RESULT_TAGS and new is not None:
+                final[tag] = new
+        if run_start >= 0:
+            out.append(view[run_start:run_end])
+        out.extend(chunk for _, chunk in pending)
+
+    def _changed(
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        state: WalkState, encodings: list[str], out: Chunks,
+    ) -> bytes | DataElement | None:
+        """Emit one element the plan changes; return its new value (None if dropped)."""
+        tag = e[0]
+        if act in _RECURSE_MODES:
+            if vr != "SQ":
+                if act is not Act.RECURSE or tag >> 16 & 1:
+                    return None
+                raise _Decline  # pydicom would convert and re-encode this value
+            out.append(_seq_header(tag, implicit))
+            for start, end in _items(view, e, implicit):
+                items = _elements(view.obj, start, end, implicit, top=False)  # type: ignore[arg-type]
+                if any(i[0] == _TAG_CHARSET for i in items):
+                    raise _Decline  # an item with its own character set
+                out.append(_ITEM_START_UNDEF)
+                self._level(view, items, implicit, _RECURSE_MODES[act], state, encodings,
+                            out, None, None)
+                out.append(_ITEM_DELIM)
+            out.append(_SEQ_DELIM)
+            return None
+        if act in _FIXED_ACTS:
+            if vr == "SQ":
+                out.append(_seq_header(tag, implicit) + _SEQ_DELIM)
+                return None
+            key = (tag, vr, act, implicit)
+            whole = self._fixed.get(key)
+            if whole is None:
+                value = self.deid.fixed_value(vr, act)
+                whole = self._fixed[key] = _elem_header(tag, vr, len(value), implicit) + value
+            out.append(whole)
+            return self.deid.fixed_value(vr, act)
+        if vr in _BYTES_VRS or vr == "SQ":
+            return None
+        raw = bytes(view[e[3]:e[4]])
+        if act is Act.UID:
+            values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
+            value = self.deid.uid_value(values)
+            out.append(_elem_header(tag, vr, len(value), implicit) + value)
+            return value
+        if act not in _TEXT_ACTS or e[5]:
+            raise _Decline
+        if act is Act.PSEUDONYM and raw.isascii() and b"\\" not in raw and b"\x1b" not in raw:
+            # The common case, without pydicom: one ASCII value, as pydicom reads it.
+            text = raw.decode("ascii").rstrip("\x00 ")
+            value = self.deid.pseudonym(tag, text).encode("ascii") if text else b""
+            value = value + b" " if len(value) % 2 else value
+            out.append(_elem_header(tag, vr, len(value), implicit) + value)
+            return value
+        elem = convert_raw_data_element(
+            RawDataElement(BaseTag(tag), e[1], len(raw), raw, 0, implicit, True),
+            encoding=encodings,
+        )
+        self.deid.change_text(elem, tag, vr, act, state)
+        buf = DicomBytesIO()
+        buf.is_little_endian = True
+        buf.is_implicit_VR = implicit
+        write_data_element(buf, elem, encodings)
+        out.append(buf.getvalue())
+        return elem
+
+
+# -- parsing ---------------------------------------------------------------------------
+def _dataset_start(data: bytes) -> tuple[str, bool, int]:
+    """(transfer syntax, implicit VR, offset of the dataset), as ``parse_instance`` decides."""
+    if len(data) < 8:
+        raise _Decline
+    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    first_group = struct.unpack_from("<H", data, 0)[0]
+    if has_preamble or first_group == 0x0002:
+        meta, pos = _scan_meta(data, 132 if has_preamble else 0)
+        ts = meta.get(0x00020010, "")
+        if not ts or ts in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+            raise _Decline
+        return ts, ts == ImplicitVRLittleEndian, pos
+    if first_group not in _RAW_FIRST_GROUPS:
+        raise _Decline
+    implicit = data[4:6] not in _ALL_VRS
+    return (ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian), implicit, 0
+
+
+def _elements(data: bytes, pos: int, end: int, implicit: bool, *, top: bool) -> list[_Elem]:
+    """The elements between ``pos`` and ``end``, in order; declines anything irregular."""
+    out: list[_Elem] = []
+    unpack = struct.unpack_from
+    last = -1
+    while pos < end:
+        if pos + 8 > end:
+            raise _Decline
+        group, elem = unpack("<HH", data, pos)
+        tag = group << 16 | elem
+        if implicit:
+            vr = None
+            length = unpack("<I", data, pos + 4)[0]
+            start = pos + 8
+        else:
+            vr_bytes = data[pos + 4:pos + 6]
+            if vr_bytes in _LONG_VRS:
+                if pos + 12 > end or data[pos + 6:pos + 8] != b"\x00\x00":
+                    raise _Decline
+                length = unpack("<I", data, pos + 8)[0]
+                start = pos + 12
+            elif vr_bytes in _ALL_VRS:
+                length = unpack("<H", data, pos + 6)[0]
+                start = pos + 8
+            else:
+                raise _Decline
+            vr = vr_bytes.decode("ascii")
+        if tag <= last or group == 0xFFFE:
+            raise _Decline  # out of order, or a stray item tag
+        last = tag
+        if length == _UNDEFINED:
+            if not top and tag != 0x7FE00010 and vr != "SQ" and not (implicit and vr is None):
+                raise _Decline
+            stop = _undefined_end(data, start, end, implicit or vr == "UN", tag)
+            if data[stop:stop + 8] != _SEQ_DELIM:
+                raise _Decline
+            pos = stop + 8
+            if tag == _TAG_PADDING:
+                continue
+            out.append((tag, vr, _hstart(start, vr, implicit), start, stop, True))
+        else:
+            if start + length > end:
+                raise _Decline
+            pos = start + length
+            if tag == _TAG_PADDING:
+                continue
+            out.append((tag, vr, _hstart(start, vr, implicit), start, pos, False))
+    return out
+
+
+def _hstart(value_start: int, vr: str | None, implicit: bool) -> int:
+    if implicit or vr is None:
+        return value_start - 8
+    return value_start - (12 if vr.encode("ascii") in _LONG_VRS else 8)
+
+
+def _items(view: memoryview, e: _Elem, implicit: bool) -> list[tuple[int, int]]:
+    """(start, end) of each item's dataset in a sequence value."""
+    data = view.obj
+    unpack = struct.unpack_from
+    pos, end = e[3], e[4]
+    found: list[tuple[int, int]] = []
+    while pos < end:
+        if pos + 8 > end:
+            raise _Decline
+        group, elem, length = unpack("<HHI", data, pos)  # type: ignore[arg-type]
+        if (group << 16 | elem) != _ITEM:
+            raise _Decline
+        start = pos + 8
+        if length == _UNDEFINED:
+            stop = _item_end(data, start, end, implicit, e[0])  # type: ignore[arg-type]
+            found.append((start, stop - 8))
+            pos = stop
+        else:
+            if start + length > end:
+                raise _Decline
+            found.append((start, start + length))
+            pos = start + length
+    return found
+
+
+def _creators(view: memoryview, elems: list[_Elem]) -> dict[tuple[int, int], str]:
+    """Private creator strings of one level, as ``deidentify._private_creators`` reads them."""
+    creators: dict[tuple[int, int], str] = {}
+    for tag, _vr, _h, start, stop, _u in elems:
+        group, element = tag >> 16, tag & 0xFFFF
+        if group & 1 and 0x0010 <= element <= 0x00FF:
+            raw = bytes(view[start:stop])
+            if not raw.isascii() or b"\\" in raw:
+                raise _Decline
+            creators[(group, element)] = raw.decode("ascii").rstrip("\x00 ").strip()
+    return creators
+
+
+def _encodings(data: bytes, e: _Elem | None) -> list[str]:
+    """Python codecs of the dataset's character set, checked as ``parse_instance`` does."""
+    if e is None:
+        return convert_encodings("ISO_IR 6")
+    raw = data[e[3]:e[4]]
+    elem = convert_raw_data_element(
+        RawDataElement(BaseTag(_TAG_CHARSET), e[1], len(raw), raw, 0, e[1] is None, True),
+        encoding=None,
+    )
+    value = elem.value
+    terms = [value] if isinstance(value, str) else list(value or [])
+    for term in terms:
+        term = (term or "").strip()
+        if term and term not in python_encoding:
+            raise _Decline
+    return convert_encodings(value if value else "ISO_IR 6")
+
+
+def _text(data: bytes, e: _Elem | None) -> str:
+    """A single-valued ASCII attribute as ``dicomio.text_value`` reads it."""
+    if e is None:
+        return ""
+    raw = data[e[3]:e[4]]
+    if not raw.isascii():
+        raise _Decline
+    return raw.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
+
+
+def _final_text(value: bytes | DataElement | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
+    v = value.value
+    return "" if v is None else str(v).strip()
+
+
+def _elem_header(tag: int, vr: str, length: int, implicit: bool) -> bytes:
+    """An element header as ``dicomio._raw_header`` writes it."""
+    t = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if implicit:
+        return t + struct.pack("<I", length)
+    v = vr.encode("ascii")
+    if v in _LONG_VRS:
+        return t + v + b"\x00\x00" + struct.pack("<I", length)
+    return t + v + struct.pack("<H", length)
+
+
+def _seq_header(tag: int, implicit: bool) -> bytes:
+    return struct.pack("<HH", tag >> 16, tag & 0xFFFF) + (b"" if implicit else b"SQ\x00\x00") \
+        + _UNDEF_LEN
