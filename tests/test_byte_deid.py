@@ -64,12 +64,20 @@ CONFIGS: dict[str, Any] = {
     "basic, org prefix": DeidConfig(id_prefix="ORG1"),
     **{
         f"option {name}": config_from_options("basic", [name])
-        for name in ("RetainSafePrivate", "RetainUIDs", "RetainInstitutionIdentity",
-                     "RetainLongitudinalFullDates")
+        for name in ("RetainSafePrivate", "RetainUIDs", "RetainDeviceIdentity",
+                     "RetainInstitutionIdentity", "RetainPatientCharacteristics",
+                     "RetainLongitudinalFullDates", "RetainLongitudinalModifiedDates",
+                     "CleanDescriptors", "CleanStructuredContent")
     },
-    "retain options without cleaning": config_from_options("basic", [
-        "RetainSafePrivate", "RetainUIDs", "RetainInstitutionIdentity",
-        "RetainLongitudinalFullDates"]),
+    "all options but Clean Graphics": config_from_options("basic", [
+        "RetainSafePrivate", "RetainUIDs", "RetainDeviceIdentity", "RetainInstitutionIdentity",
+        "RetainPatientCharacteristics", "RetainLongitudinalModifiedDates", "CleanDescriptors",
+        "CleanStructuredContent"]),
+    "google cleanTextTag and cleanDescriptors": load_config({
+        "actions": [{"queries": ["StudyDescription", "PatientComments"], "cleanTextTag": {}}],
+        "options": {"cleanDescriptors": {}},
+    }),
+    "deidentify tag contents": load_config({"profileType": "DEIDENTIFY_TAG_CONTENTS"}),
     "google actions": load_config({
         "profileType": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE",
         "actions": [
@@ -113,15 +121,10 @@ def test_byte_path_writes_what_the_dataset_path_writes(corpus: list[bytes], name
     assert taken >= 0.9 * good, f"{taken} of {good} good files took the byte path"
 
 
-def test_configs_that_decode_take_the_dataset_path() -> None:
-    """Options whose PS3.15 rows clean text (C) read every removed value as context."""
-    for options in (["CleanDescriptors"], ["CleanStructuredContent"], ["CleanGraphics"],
-                    ["RetainDeviceIdentity"], ["RetainPatientCharacteristics"],
-                    ["RetainLongitudinalModifiedDates"]):
-        assert not ByteDeidentifier(Deidentifier(config_from_options("basic", options), KEY)
-                                    ).enabled
-    text = load_config({"profileType": "DEIDENTIFY_TAG_CONTENTS"})
-    assert not ByteDeidentifier(Deidentifier(text, KEY)).enabled
+def test_pixel_cleaning_takes_the_dataset_path() -> None:
+    """Pixels are decoded and re-encoded through pydicom: no byte path for them."""
+    graphics = config_from_options("basic", ["CleanGraphics"])
+    assert not ByteDeidentifier(Deidentifier(graphics, KEY)).enabled
     image = load_config({"options": {"cleanImage": {"textRedactionMode": "REDACT_ALL_TEXT"}}})
     assert not ByteDeidentifier(Deidentifier(image, KEY)).enabled
 

@@ -10,13 +10,14 @@ The Dataset path (:func:`.dicomio.parse_instance` + :meth:`Deidentifier.deidenti
 either returns exactly the bytes that path writes or declines (``None``), and the caller
 then takes that path. It declines whatever it does not mirror exactly: bad or unusual
 input (the Dataset path then reports the precise reason), big-endian and deflated files,
-pixel cleaning, configurations that gather context for free text, non-ASCII text that
-would be changed, elements out of order. Tests compare both paths byte for byte.
+pixel cleaning, standard attributes written with VR UN, sequence items with their own
+character set, elements out of order. Tests compare both paths byte for byte.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from pydicom.charset import convert_encodings, python_encoding
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
@@ -30,7 +31,16 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from .deidentify import _BYTES_VRS, Deidentifier, InstanceResult, WalkState
+from .deidentify import (
+    _BYTES_VRS,
+    _CONTEXT_VRS,
+    _IDENTITY_TAGS,
+    _REMOVING_ACTS,
+    Deidentifier,
+    InstanceResult,
+    WalkState,
+    _info_type,
+)
 from .dicomio import (
     _ALL_VRS,
     _LONG_VRS,
@@ -44,6 +54,7 @@ from .dicomio import (
     _undefined_end,
 )
 from .plan import TAG_ACCESSION, TAG_PATIENT_ID, Act, Mode
+from .text_scrub import PhiContext
 
 _ITEM = 0xFFFEE000
 _ITEM_START_UNDEF = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
@@ -78,9 +89,9 @@ class ByteDeidentifier:
     def __init__(self, deid: Deidentifier) -> None:
         self.deid = deid
         self.plan = deid.plan
-        # Pixel cleaning decodes pixels; context gathering decodes free text: both need
-        # the Dataset, so such configurations always take the Dataset path.
-        self.enabled = deid.pixels is None and not deid.plan.needs_context
+        # Pixel cleaning decodes pixels and needs the Dataset: such configurations always
+        # take the Dataset path.
+        self.enabled = deid.pixels is None
         self._method = {
             implicit: sorted((int(r.tag), _raw_header(r, implicit) + r.value) for r in raws)
             for implicit, raws in deid._method_raw.items()
@@ -122,6 +133,9 @@ class ByteDeidentifier:
             else f"study:{res.original_study_uid}"
         )
         state = WalkState(patient_key=patient_key)
+        if self.plan.needs_context:
+            state.context = PhiContext.from_values(
+                self._context(view, top, implicit, Mode.NORMAL, encodings))
         final: dict[int, bytes | DataElement] = {}
         body: Chunks = []
         self._level(view, top, implicit, Mode.NORMAL, state, encodings, body,
@@ -138,11 +152,10 @@ class ByteDeidentifier:
         return [meta, *body], res
 
     # -- one dataset level --------------------------------------------------------------
-    def _decide(
-        self, view: memoryview, elems: list[_Elem], mode: Mode, state: WalkState,
-    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
-        """Per element (VR, action), private blocks that keep something, groups deleted
-        whole: the first half of ``Deidentifier._process``."""
+    def _acts_of(
+        self, view: memoryview, elems: list[_Elem], mode: Mode,
+    ) -> list[tuple[_Elem, str, Act | None]]:
+        """(element, VR, action) per element, as ``Deidentifier._acts`` decides them."""
         element_act = self.deid.element_act
         memo = self._acts
         found: dict[tuple[int, int], str] | None = None
@@ -154,14 +167,10 @@ class ByteDeidentifier:
             return found
 
         acts: list[tuple[_Elem, str, Act | None]] = []
-        kept_blocks: set[tuple[int, int]] = set()
-        deleted_groups: set[int] = set()
         for e in elems:
             tag = e[0]
             if tag >> 16 & 1:
                 vr, act = element_act(tag, e[1], mode, creators)
-                if act is not None and act is not Act.DELETE:
-                    kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             else:
                 key = (tag, e[1], mode)
                 found_act = memo.get(key)
@@ -171,12 +180,66 @@ class ByteDeidentifier:
                     found_act = memo[key] = element_act(tag, e[1], mode, creators)
                 vr, act = found_act
             acts.append((e, vr, act))
-            if act is None or act is Act.KEEP:
+        return acts
+
+    def _decide(
+        self, view: memoryview, elems: list[_Elem], mode: Mode, state: WalkState,
+    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
+        """Per element (VR, action), private blocks that keep something, groups deleted
+        whole: the first half of ``Deidentifier._process``."""
+        acts = self._acts_of(view, elems, mode)
+        kept_blocks: set[tuple[int, int]] = set()
+        deleted_groups: set[int] = set()
+        for e, _vr, act in acts:
+            if act is None:
+                continue
+            tag = e[0]
+            if tag >> 16 & 1 and act is not Act.DELETE:
+                kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
+            if act is Act.KEEP:
                 continue
             state.count(act)
             if act is Act.DELETE_GROUP:
                 deleted_groups.add(tag >> 16)
         return acts, kept_blocks, deleted_groups
+
+    def _context(
+        self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
+        encodings: list[str],
+    ) -> Iterator[tuple[str, str]]:
+        """The identifying values free text is checked against, in the order (and with the
+        decoding) of ``Deidentifier._context_values``."""
+        for e, vr, act in self._acts_of(view, elems, mode):
+            if act is None:
+                continue
+            if vr == "SQ":
+                if act in _RECURSE_MODES:
+                    sub = _RECURSE_MODES[act]
+                elif act is Act.DELETE or act is Act.EMPTY:
+                    sub = Mode.STRICT
+                else:
+                    continue
+                for start, end in _items(view, e, implicit):
+                    items = _elements(view.obj, start, end, implicit, top=False)  # type: ignore[arg-type]
+                    if any(i[0] == _TAG_CHARSET for i in items):
+                        raise _Decline  # an item with its own character set
+                    yield from self._context(view, items, implicit, sub, encodings)
+                continue
+            if vr not in _CONTEXT_VRS or not (
+                act in _REMOVING_ACTS or vr == "PN" or e[0] in _IDENTITY_TAGS
+            ):
+                continue
+            if e[5]:
+                raise _Decline
+            raw = bytes(view[e[3]:e[4]])
+            elem = convert_raw_data_element(
+                RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
+                encoding=encodings,
+            )
+            keyword = elem.keyword or ""
+            for v in Deidentifier._values(elem):
+                if v.strip():
+                    yield _info_type(keyword, vr), v
 
     def _level(  # noqa: C901 - one pass, like the code it mirrors; split it and it slows
         self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
