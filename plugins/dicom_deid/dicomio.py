@@ -489,9 +489,13 @@ def encode_element_value(elem: DataElement, implicit: bool) -> bytes:
 
 def write_atomic(path: Path, data: bytes | list[bytes | memoryview]) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename: no half files, ever."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    try:
+        fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:  # first file of its folder: make it (most files skip this)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(tmp, "wb")  # noqa: SIM115
+    with fh:
         if isinstance(data, bytes):
             fh.write(data)
         else:
