@@ -249,6 +249,7 @@ class ByteDeidentifier:
         """Emit one dataset (top level or item), mirroring ``Deidentifier._process`` and
         ``dicomio._encode_dataset``; ``added`` are elements to insert (or replace)."""
         acts, kept_blocks, deleted_groups = self._decide(view, elems, mode, state)
+        fixed = self._fixed
         run_start = run_end = -1  # a run of input bytes copied as one slice
         pending = list(added) if added else []
         replaced = {t for t, _ in pending}
@@ -282,6 +283,12 @@ class ByteDeidentifier:
                 out.append(view[run_start:run_end])
                 run_start = -1
             if act is Act.DELETE or act is Act.DELETE_GROUP:
+                continue
+            whole = fixed.get((tag, vr, act, implicit))
+            if whole is not None:  # an empty, dummy or placeholder value seen before
+                out.append(whole)
+                if final is not None and tag in _RESULT_TAGS:
+                    final[tag] = self.deid.fixed_value(vr, act)
                 continue
             new = self._changed(view, e, vr, act, implicit, state, encodings, out)
             if final is not None and tag in _RESULT_TAGS and new is not None:
@@ -372,60 +379,58 @@ def _dataset_start(data: bytes) -> tuple[str, bool, int]:
     return (ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian), implicit, 0
 
 
+_EXPLICIT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length
+_IMPLICIT = struct.Struct("<HHI").unpack_from  # tag, 4-byte length
+_U32 = struct.Struct("<I").unpack_from
+_VR_NAMES = {vr: vr.decode("ascii") for vr in _ALL_VRS}
+_LONG_VR_NAMES = frozenset(_VR_NAMES[vr] for vr in _LONG_VRS)
+
+
 def _elements(data: bytes, pos: int, end: int, implicit: bool, *, top: bool) -> list[_Elem]:
     """The elements between ``pos`` and ``end``, in order; declines anything irregular."""
     out: list[_Elem] = []
-    unpack = struct.unpack_from
     last = -1
     while pos < end:
         if pos + 8 > end:
             raise _Decline
-        group, elem = unpack("<HH", data, pos)
-        tag = group << 16 | elem
+        head = pos
+        vr: str | None
         if implicit:
+            group, elem, length = _IMPLICIT(data, pos)
             vr = None
-            length = unpack("<I", data, pos + 4)[0]
             start = pos + 8
         else:
-            vr_bytes = data[pos + 4:pos + 6]
-            if vr_bytes in _LONG_VRS:
-                if pos + 12 > end or data[pos + 6:pos + 8] != b"\x00\x00":
-                    raise _Decline
-                length = unpack("<I", data, pos + 8)[0]
-                start = pos + 12
-            elif vr_bytes in _ALL_VRS:
-                length = unpack("<H", data, pos + 6)[0]
-                start = pos + 8
-            else:
+            group, elem, vr_bytes, length = _EXPLICIT(data, pos)
+            vr = _VR_NAMES.get(vr_bytes)
+            if vr is None:
                 raise _Decline
-            vr = vr_bytes.decode("ascii")
+            if vr in _LONG_VR_NAMES:
+                if pos + 12 > end or length:  # the two reserved bytes must be zero
+                    raise _Decline
+                length = _U32(data, pos + 8)[0]
+                start = pos + 12
+            else:
+                start = pos + 8
+        tag = group << 16 | elem
         if tag <= last or group == 0xFFFE:
             raise _Decline  # out of order, or a stray item tag
         last = tag
         if length == _UNDEFINED:
-            if not top and tag != 0x7FE00010 and vr != "SQ" and not (implicit and vr is None):
+            if not top and tag != 0x7FE00010 and vr != "SQ" and not implicit:
                 raise _Decline
             stop = _undefined_end(data, start, end, implicit or vr == "UN", tag)
             if data[stop:stop + 8] != _SEQ_DELIM:
                 raise _Decline
             pos = stop + 8
-            if tag == _TAG_PADDING:
-                continue
-            out.append((tag, vr, _hstart(start, vr, implicit), start, stop, True))
+            if tag != _TAG_PADDING:
+                out.append((tag, vr, head, start, stop, True))
         else:
-            if start + length > end:
-                raise _Decline
             pos = start + length
-            if tag == _TAG_PADDING:
-                continue
-            out.append((tag, vr, _hstart(start, vr, implicit), start, pos, False))
+            if pos > end:
+                raise _Decline
+            if tag != _TAG_PADDING:
+                out.append((tag, vr, head, start, pos, False))
     return out
-
-
-def _hstart(value_start: int, vr: str | None, implicit: bool) -> int:
-    if implicit or vr is None:
-        return value_start - 8
-    return value_start - (12 if vr.encode("ascii") in _LONG_VRS else 8)
 
 
 def _items(view: memoryview, e: _Elem, implicit: bool) -> list[tuple[int, int]]:
