@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
@@ -29,7 +30,6 @@ from . import __version__
 from .config import DeidConfig, Option, ProfileType, TextRedactionMode
 from .dates import shift_da, shift_dt
 from .dicomio import encode_element_value, text_value
-from .pixels import PixelCleaner
 from .plan import (
     DATE_VRS,
     TAG_ACCESSION,
@@ -50,6 +50,9 @@ from .text_scrub import (
     clean_descriptor,
     transform_whole_value,
 )
+
+if TYPE_CHECKING:
+    from .pixels import PixelCleaner
 
 DUMMY_TEXT = "ANONYMIZED"
 RESET_TEXT = "PLACEHOLDER"
@@ -171,11 +174,11 @@ class Deidentifier:
     def __init__(self, config: DeidConfig, key: bytes) -> None:
         self.config = config
         self.plan = Plan(config)
-        self.pixels = (
-            PixelCleaner(config)
-            if config.cleans_pixels or Option.CLEAN_GRAPHICS in config.options
-            else None
-        )
+        self.pixels: PixelCleaner | None = None
+        if config.cleans_pixels or Option.CLEAN_GRAPHICS in config.options:
+            from .pixels import PixelCleaner  # numpy, Pillow, OCR: only when pixels change
+
+            self.pixels = PixelCleaner(config)
         self.pseudo = Pseudonymizer(
             key, prefix=config.id_prefix, max_shift_days=config.max_date_shift_days
         )
