@@ -1,9 +1,13 @@
 """Throughput and peak memory of ``export_metadata`` against a naive pydicom -> pandas loop.
 
 Both run as subprocesses over the same synthetic corpus (page cache warmed first), each
-timed from outside; peak RSS is the peak of the RSS summed over the process tree, sampled
-from ``/proc`` every 50 ms. ``export_metadata`` also runs on a fifth of the corpus to show
-that memory does not grow with corpus size. Prints a markdown table (for BENCHMARKS.md).
+timed from outside (interpreter start and imports included); peak RSS is the peak of the
+RSS summed over the process tree, sampled from ``/proc`` every 50 ms. The time spent
+inside the ``export_metadata`` call is reported too. ``export_metadata`` also runs on a
+fifth of the corpus to show that memory does not grow with corpus size. Then, in this
+process on one core, the cost per file of each stage (read, SHA-256, the one-pass
+scanner, the general pydicom-backed path it replaces, Arrow conversion), measured on
+files the caches have not seen. Prints markdown tables (for BENCHMARKS.md).
 
 Usage: ``.venv/bin/python benchmarks/bench_export.py [--patients N] [--seed S]
 [--workers W] [--repeat R]`` (the naive loop needs ``pandas`` in the same virtualenv).
@@ -33,7 +37,7 @@ from dicom_deid.metadata_export import export_metadata
 files = Path(sys.argv[1]).read_text().split("\\n")
 s = export_metadata(files, Path(sys.argv[2]), run_id="bench", ingest_date=date(2026, 1, 1),
                     workers=int(sys.argv[3]))
-print(s.exported, len(s.errors))
+print(s.exported, len(s.errors), s.seconds)
 """
 
 _NAIVE = """
@@ -52,7 +56,7 @@ for f in files:
     rows.append(row)
 Path(sys.argv[2]).mkdir(parents=True, exist_ok=True)
 pd.DataFrame(rows).to_parquet(Path(sys.argv[2]) / "naive.parquet")
-print(len(rows), 0)
+print(len(rows), 0, "nan")
 """
 
 
@@ -116,8 +120,58 @@ def corpus(patients: int, seed: int) -> list[Path]:
     return sorted(p for p in (root / "dicom").rglob("*") if p.is_file())
 
 
+def stages(files: list[Path], warm: int = 500, measure: int = 1000) -> list[tuple[str, float]]:
+    """Milliseconds per file of each export stage, one core, on files not seen before.
+
+    The first ``warm`` files fill the per-process caches (as in a worker well into a run);
+    the next ``measure`` files are timed.
+    """
+    import hashlib
+
+    from dicom_deid import metadata_export as me
+    from dicom_deid import metadata_schema as ms
+    from dicom_deid.metadata_scan import scan_row
+
+    warm_files = files[:warm]
+    timed = files[warm:warm + measure]
+    warm_rows = []
+    for f in warm_files:
+        warm_rows.append(me.instance_row(f.read_bytes()))
+        me.general_row(f.read_bytes())
+    merger = ms.ShapeMerger()
+    for _, shape, _ in warm_rows:
+        merger.add(shape)
+    me._to_table([r for r, _, _ in warm_rows], merger.shape)  # pyarrow's lazy imports
+    datas = [me._read(str(f), f.stat().st_size) for f in timed]
+    clock = time.perf_counter
+    out: list[tuple[str, float]] = []
+    start = clock()
+    for f in timed:
+        me._read(str(f), f.stat().st_size)
+    out.append(("read (os.read of the whole file)", clock() - start))
+    start = clock()
+    for d in datas:
+        hashlib.sha256(d).hexdigest()
+    out.append(("SHA-256", clock() - start))
+    start = clock()
+    rows = [scan_row(d) for d in datas]
+    out.append(("parse + convert, one-pass scanner (fast path)", clock() - start))
+    start = clock()
+    for d in datas:
+        me.general_row(d)
+    out.append(("parse + convert, general path (pydicom-backed; before)", clock() - start))
+    start = clock()
+    for b in range(0, len(rows), 128):
+        merger = ms.ShapeMerger()
+        for _, shape, _ in rows[b:b + 128]:
+            merger.add(shape)
+        me._to_table([r for r, _, _ in rows[b:b + 128]], merger.shape)
+    out.append(("shape merge + Arrow table (128-row batches)", clock() - start))
+    return [(name, 1e3 * secs / len(timed)) for name, secs in out]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print the markdown table."""
+    """Run the benchmark and print the markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=280)
     parser.add_argument("--seed", type=int, default=11)
@@ -147,17 +201,27 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.repeat)]
         n = int(runs[0][2].split()[0])
         secs = statistics.median(r[0] for r in runs)
+        inside = statistics.median(float(r[2].split()[2]) for r in runs)
         peak = max(r[1] for r in runs)
-        results.append((label, n, secs, n / secs, peak / 2**20))
+        results.append((label, n, secs, n / secs, inside, peak / 2**20))
         print(f"{label}: {n} files in {secs:.2f} s", file=sys.stderr)
     print(f"Metadata export, {len(files)} files ({size / 2**30:.2f} GiB, synthetic corpus "
           f"p{args.patients} s{args.seed}, small=False), {os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}, "
           f"median of {args.repeat}:\n")
-    print("| contender | files | seconds | files/s | peak RSS (MiB, process tree) |")
-    print("|---|---:|---:|---:|---:|")
-    for label, n, secs, rate, mib in results:
-        print(f"| {label} | {n} | {secs:.2f} | {rate:,.0f} | {mib:,.0f} |")
+    print("| contender | files | seconds | files/s | seconds in the call | files/s in the call "
+          "| peak RSS (MiB, process tree) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, n, secs, rate, inside, mib in results:
+        in_call = "-" if inside != inside else f"{inside:.2f}"  # NaN: not export_metadata
+        in_rate = "-" if inside != inside else f"{n / inside:,.0f}"
+        print(f"| {label} | {n} | {secs:.2f} | {rate:,.0f} | {in_call} | {in_rate} "
+              f"| {mib:,.0f} |")
+    print("\nPer file, one core, files the caches have not seen (ms):\n")
+    print("| stage | ms/file |")
+    print("|---|---:|")
+    for name, ms_per_file in stages(files):
+        print(f"| {name} | {ms_per_file:.3f} |")
     return 0
 
 

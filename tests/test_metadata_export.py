@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -16,8 +17,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicom_deid import metadata_export
 from dicom_deid import metadata_schema as ms
-from dicom_deid.metadata_export import ExportState, export_metadata
+from dicom_deid.dicomio import BadInput
+from dicom_deid.metadata_export import (
+    ExportState,
+    clear_caches,
+    export_metadata,
+    general_row,
+    instance_row,
+)
+from dicom_deid.metadata_scan import Fallback, scan_row
 from dicom_deid.synth import generate
 
 ROOT = "1.2.826.0.1.3680043.10.543.77."
@@ -357,3 +367,286 @@ def test_synthetic_corpus_parallel_sorted(tmp_path: Path) -> None:
                if n is not None)
     sr = [r for r in table.to_pylist() if r["Modality"] == "SR"]
     assert sr and sr[0]["ContentSequence"]
+
+
+# --------------------------------------------------------------------------- fast path
+# The export reads little-endian files with a one-pass scanner (metadata_scan) and falls
+# back to the pydicom-backed path for anything unusual; these tests hold the two to the
+# same rows, shapes, malformed records and error reasons.
+
+_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
+_ITEM_UNDEF = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+_ITEM_DELIM = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+_SEQ_DELIM = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+
+
+def el(tag: int, vr: str, value: bytes, implicit: bool = False) -> bytes:
+    """One element, little endian, padded to even length like a writer would."""
+    if len(value) % 2:
+        value += b"\0" if vr in ("UI", "OB", "UN") else b" "
+    group, elem = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return struct.pack("<HHI", group, elem, len(value)) + value
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xI", group, elem, vr.encode(), len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr.encode(), len(value)) + value
+
+
+def sq(tag: int, items: list[bytes], implicit: bool = False, defined: bool = False,
+       vr: str = "SQ") -> bytes:
+    """A sequence: undefined-length items and sequence, or both with defined lengths."""
+    group, elem = tag >> 16, tag & 0xFFFF
+    if defined:
+        body = b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, len(i)) + i for i in items)
+        length = len(body)
+    else:
+        body = b"".join(_ITEM_UNDEF + i + _ITEM_DELIM for i in items) + _SEQ_DELIM
+        length = 0xFFFFFFFF
+    head = struct.pack("<HHI", group, elem, length) if implicit else \
+        struct.pack("<HH2s2xI", group, elem, vr.encode(), length)
+    return head + body
+
+
+def part10(body: bytes, ts: str = ExplicitVRLittleEndian) -> bytes:
+    """Preamble, DICM and a file meta group with the transfer syntax, then ``body``."""
+    meta = el(0x00020010, "UI", ts.encode())
+    return b"\0" * 128 + b"DICM" + el(0x00020000, "UL", struct.pack("<I", len(meta))) \
+        + meta + body
+
+
+def sop(implicit: bool = False) -> tuple[bytes, bytes]:
+    """SOP Class and Instance UID elements (a file needs both)."""
+    return (el(0x00080016, "UI", CTImageStorage.encode(), implicit),
+            el(0x00080018, "UI", f"{ROOT}9".encode(), implicit))
+
+
+def both_paths(data: bytes) -> tuple[object, object]:
+    """(fast path result or "fallback", general path result or its BadInput reason)."""
+    clear_caches()
+    try:
+        fast: object = scan_row(data)
+    except Fallback:
+        fast = "fallback"
+    clear_caches()
+    try:
+        general: object = general_row(data)
+    except BadInput as exc:
+        general = exc.reason
+    return fast, general
+
+
+def _case_bodies() -> dict[str, tuple[bytes, bool]]:
+    """name -> (file bytes, expected to take the fast path)."""
+    cls, inst = sop()
+    icls, iinst = sop(True)
+    latin = el(0x00080005, "CS", b"ISO_IR 100")
+    code_item = el(0x00080100, "SH", b"P1") + el(0x00080102, "SH", b"99X") + \
+        el(0x00080104, "LO", b"Proto one")
+    nested = sq(0x00400008, [code_item, code_item], defined=True) + el(0x00401001, "SH", b"RP1")
+    inested = sq(0x00400008, [el(0x00080100, "SH", b"P1", True)], True) + el(
+        0x00401001, "SH", b"RP1", True)
+    cases: dict[str, tuple[bytes, bool]] = {
+        "malformed values": (part10(
+            cls + inst + el(0x00080020, "DA", b"2023x") + el(0x0008002A, "DT", b"2023-05")
+            + el(0x00080030, "TM", b"99") + el(0x00180050, "DS", b"1\\2")
+            + el(0x00200013, "IS", b"abc") + el(0x00280010, "US", b"\x01\x02\x03\x00\x00")
+            + el(0x00280011, "US", b"\x00\x02")), True),
+        "nested sequences, undefined lengths": (part10(
+            cls + inst + sq(0x00400275, [nested, el(0x00401001, "SH", b"RP2")])), True),
+        "nested sequences, implicit VR": (part10(
+            icls + iinst + sq(0x00400275, [inested, b""], True), ImplicitVRLittleEndian),
+            True),
+        "empty sequence and empty item": (part10(
+            cls + inst + sq(0x00081115, []) + sq(0x00081140, [b""], defined=True)), True),
+        "private block and private sequence": (part10(
+            cls + inst + el(0x00090010, "LO", b"ACME 1.0") + el(0x00091010, "LO", b"note")
+            + el(0x00091011, "US", b"\x07\x00") + sq(0x00091012, [code_item, b""])
+            + el(0x00091013, "OB", bytes(range(256)))
+            + el(0x00091100, "LO", b"no creator")), True),
+        "implicit private, dictionary VRs": (part10(
+            icls + iinst + el(0x00290010, "LO", b"1.2.840.113663.1", True)
+            + el(0x00291000, "US", b"\x05\x00", True)
+            + el(0x00710010, "LO", b"AGFA-AG_HPState", True)
+            + sq(0x00711018, [el(0x00080100, "SH", b"P1", True)], True),
+            ImplicitVRLittleEndian), True),
+        "item with its own character set": (part10(
+            cls + inst + sq(0x00101002, [latin + el(0x00100020, "LO", "Jos\xe9".encode(
+                "latin-1")), el(0x00100020, "LO", b"ID2")])), True),
+        "ISO 2022 person name": (part10(
+            el(0x00080005, "CS", b"\\ISO 2022 IR 87") + cls + inst
+            + el(0x00100010, "PN", "Yamada^Tarou=山田^太郎".encode("iso2022_jp"))), True),
+        "UTF-8 text": (part10(
+            el(0x00080005, "CS", b"ISO_IR 192") + cls + inst
+            + el(0x00081030, "LO", "Étude crâne".encode()) + el(0x00100010, "PN",
+                                                                  "Müller^Jörg".encode())),
+            True),
+        "repeating overlay groups": (part10(
+            cls + inst + el(0x60000010, "US", b"\x10\x00") + el(0x60000022, "LO", b"one")
+            + el(0x60020010, "US", b"\x20\x00") + el(0x60020022, "LO", b"two")), True),
+        "US or SS after Pixel Representation": (part10(
+            icls + iinst + el(0x00280103, "US", b"\x01\x00", True)
+            + el(0x00280106, "US", b"\xfb\xff", True), ImplicitVRLittleEndian), True),
+        "US or SS before Pixel Representation": (part10(
+            icls + iinst + el(0x00280071, "US", b"\xfb\xff", True)
+            + el(0x00280103, "US", b"\x01\x00", True), ImplicitVRLittleEndian), False),
+        "UN-encoded standard elements": (part10(
+            cls + inst + el(0x00080060, "UN", b"CT") + el(0x00280010, "UN", b"\x00\x02")
+            + el(0x00400275, "UN", sq(0x00400275, [el(0x00401001, "SH", b"RP1", True)],
+                                      True, defined=True)[8:])), True),
+        "VR other than the dictionary's": (part10(
+            cls + inst + el(0x00180050, "LO", b"2.5") + el(0x00280010, "SS", b"\x00\x02")
+            + el(0x00280030, "DS", b"0.5\\0.5")), True),
+        "unknown standard tag": (part10(cls + inst + el(0x00091234 - 0x10000, "LO", b"?")),
+                                 True),
+        "encapsulated pixel data and trailing padding": (part10(
+            cls + inst + struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OB", 0xFFFFFFFF)
+            + struct.pack("<HHI", 0xFFFE, 0xE000, 0) + struct.pack("<HHI", 0xFFFE, 0xE000, 6)
+            + b"abcdef" + _SEQ_DELIM + el(0xFFFCFFFC, "OB", b"\0" * 4),
+            "1.2.840.10008.1.2.5"), True),
+        "raw dataset, explicit VR": (cls + inst + el(0x00080060, "CS", b"MR"), True),
+        "raw dataset, implicit VR": (icls + iinst + el(0x00080060, "CS", b"MR", True), True),
+        "elements out of order": (part10(inst + cls), False),
+        "duplicate element": (part10(cls + inst + el(0x00080060, "CS", b"CT")
+                                     + el(0x00080060, "CS", b"MR")), False),
+        "character set after another element": (part10(
+            el(0x00080001, "UL", b"\0\0\0\0") + latin + cls + inst), False),
+        "unknown character set term": (part10(el(0x00080005, "CS", b"ISO_IR 999") + cls
+                                              + inst), False),
+        "undefined-length UN inside an item": (part10(cls + inst + sq(0x00400275, [
+            struct.pack("<HH2s2xI", 0x0008, 0x1140, b"UN", 0xFFFFFFFF) + _SEQ_DELIM])), False),
+        "truncated": (part10(cls + inst + el(0x00100010, "PN", b"Smith^John"))[:-4], False),
+        "no SOP Instance UID": (part10(cls), False),
+        "not DICOM": (b"Patient John Smith, not DICOM\n", False),
+    }
+    return cases
+
+
+@pytest.mark.parametrize("name", sorted(_case_bodies()))
+def test_fast_path_equals_general_path(name: str) -> None:
+    data, fast_expected = _case_bodies()[name]
+    fast, general = both_paths(data)
+    if fast_expected:
+        assert fast != "fallback"
+        assert fast == general
+    else:
+        assert fast == "fallback"
+    clear_caches()
+    try:
+        assert instance_row(data) == general
+    except BadInput as exc:
+        assert exc.reason == general
+
+
+def test_fast_path_values() -> None:
+    """What the crafted files hold, as typed values and JSON records."""
+    cases = _case_bodies()
+    row, _, count = scan_row(cases["malformed values"][0])
+    assert count == 6 and row["StudyDate"] is None
+    assert row["SliceThickness"] == "1"  # a single-valued keyword: the first value kept
+    assert row["Columns"] == 512
+    assert json.loads(row["malformed_json"]) == {
+        "StudyDate": "2023x", "AcquisitionDateTime": "2023-05", "StudyTime": "99",
+        "SliceThickness": "1\\2", "InstanceNumber": "abc",
+        "Rows": "\x01\x02\x03"}
+    row, shape, _ = scan_row(cases["nested sequences, undefined lengths"][0])
+    assert row["RequestAttributesSequence"][0]["ScheduledProtocolCodeSequence"][1][
+        "CodeMeaning"] == "Proto one"
+    assert set(shape["RequestAttributesSequence"]) == {
+        "RequestedProcedureID", "ScheduledProtocolCodeSequence"}
+    private = json.loads(scan_row(cases["private block and private sequence"][0])[0][
+        "private_json"])
+    assert private["0009,ACME 1.0,10"] == "note" and private["0009,ACME 1.0,11"] == "7"
+    assert private["0009,ACME 1.0,12"][0]["CodeValue"] == "P1"
+    assert private["0009,ACME 1.0,13"].startswith("base64:")
+    assert private["0009,1100"] == "no creator"
+    private = json.loads(scan_row(cases["implicit private, dictionary VRs"][0])[0][
+        "private_json"])
+    assert private["0029,1.2.840.113663.1,00"] == "5"
+    assert private["0071,AGFA-AG_HPState,18"] == [{"CodeValue": "P1"}]
+    row = scan_row(cases["item with its own character set"][0])[0]
+    assert [i["PatientID"] for i in row["OtherPatientIDsSequence"]] == ["José", "ID2"]
+    row = scan_row(cases["ISO 2022 person name"][0])[0]
+    assert row["PatientName"]["Ideographic"] == "山田^太郎"
+    row = scan_row(cases["repeating overlay groups"][0])[0]
+    assert row["OverlayRows"] == 16
+    assert json.loads(row["private_json"]) == {"6002,0010": "32", "6002,0022": "two"}
+    assert scan_row(cases["US or SS after Pixel Representation"][0])[0][
+        "SmallestImagePixelValue"] == -5
+    row = scan_row(cases["UN-encoded standard elements"][0])[0]
+    assert row["Modality"] == "CT" and row["Rows"] == 512
+    assert row["RequestAttributesSequence"] == [{"RequestedProcedureID": "RP1"}]
+    row = scan_row(cases["encapsulated pixel data and trailing padding"][0])[0]
+    assert row["PixelData_length"] == 8 + 8 + 6
+
+
+def test_fast_path_equals_general_path_on_synthetic_corpus(tmp_path: Path) -> None:
+    generate(tmp_path / "corpus", patients=4, seed=7, small=True, bad_inputs=True)
+    files = sorted(p for p in (tmp_path / "corpus" / "dicom").rglob("*") if p.is_file())
+    datas = [f.read_bytes() for f in files]
+    clear_caches()
+    fast: list[object] = []
+    for data in datas:
+        try:
+            fast.append(scan_row(data))
+        except Fallback:
+            fast.append("fallback")
+    warm = []  # the same files again: every value now comes from the caches
+    for data in datas:
+        try:
+            warm.append(scan_row(data))
+        except Fallback:
+            warm.append("fallback")
+    clear_caches()
+    general: list[object] = []
+    for data in datas:
+        try:
+            general.append(general_row(data))
+        except BadInput as exc:
+            general.append(exc.reason)
+    assert warm == fast
+    fell_back = [i for i, f in enumerate(fast) if f == "fallback"]
+    assert [i for i, g in enumerate(general) if isinstance(g, str)] == fell_back
+    assert len(fell_back) < len(files) // 5  # the bad inputs only
+    assert [f for f in fast if f != "fallback"] == \
+        [g for g in general if not isinstance(g, str)]
+
+
+def test_scanner_failure_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _case_bodies()["nested sequences, undefined lengths"][0]
+    expected = general_row(data)
+
+    def broken(_: bytes) -> None:
+        raise RuntimeError("scanner bug")
+
+    monkeypatch.setattr(metadata_export, "scan_row", broken)
+    assert instance_row(data) == expected
+
+
+@pytest.mark.parametrize(("n", "chunk", "workers"), [
+    (5231, 2616, 2), (10, 5, 2), (1, 1, 2), (3, 2, 2), (0, 1, 2), (300, 100, 3),
+    (2000, 1000, 1), (257, 7, 2)])
+def test_batches_cover_parts_in_order(n: int, chunk: int, workers: int) -> None:
+    tasks = [metadata_export._Task(f"{i:05d}", 0, 0, None, None) for i in range(n)]
+    parts = [f"part-{i}" for i in range(-(-n // chunk))]
+    jobs = metadata_export._batch_jobs(tasks, chunk, parts, workers, "r", NIGHT1)
+    assert [t for j in jobs for t in j.tasks] == tasks
+    assert all(j.tasks and {int(t.uri) // chunk for t in j.tasks} == {j.part} for j in jobs)
+    assert all(j.part_rel == parts[j.part] for j in jobs)
+
+
+def test_part_schema_in_tag_order_across_batches(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A struct field first seen in a later batch still lands in tag order in the part."""
+    monkeypatch.setattr(metadata_export, "_BATCH_ROWS", 1)  # one file per batch
+    first = make_dataset(1)
+    first.RequestAttributesSequence = Sequence([_item(RequestedProcedureID="RP9")])
+    files = [write(first, tmp_path / "in" / "a.dcm"), write(make_dataset(2), tmp_path / "in" /
+                                                             "b.dcm")]
+    export_metadata(files, tmp_path / "out", run_id="r1", ingest_date=NIGHT1, workers=1)
+    parts = list((tmp_path / "out").glob("ingest_date=*/part-*.parquet"))
+    assert len(parts) == 1
+    item = pq.read_schema(parts[0]).field("RequestAttributesSequence").type.value_type
+    assert [f.name for f in item] == ["ScheduledProtocolCodeSequence", "RequestedProcedureID"]
+    rows = pq.read_table(parts[0]).to_pylist()
+    assert rows[0]["RequestAttributesSequence"] == [
+        {"ScheduledProtocolCodeSequence": None, "RequestedProcedureID": "RP9"}]

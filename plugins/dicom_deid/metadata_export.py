@@ -1,45 +1,52 @@
 """Export DICOM metadata to Parquet, one row per instance, incrementally and in parallel.
 
-Each file is read once (its bytes are hashed and the header parsed; pixel data is sliced,
-never decoded or copied), its elements converted to the typed columns of
+Each file is read once (its bytes are hashed and the header parsed; pixel data is skipped,
+never decoded), its elements converted to the typed columns of
 :mod:`dicom_deid.metadata_schema`, and rows written as zstd Parquet under
 ``out_dir/ingest_date=YYYY-MM-DD/part-<run_id>-<n>.parquet``. A manifest of exported files
 (``out_dir/_state/exported.manifest``, Parquet) makes reruns idempotent.
+
+Two conversion paths give the same rows: the one-pass scanner of
+:mod:`dicom_deid.metadata_scan` for little-endian files (nearly all), and the general path
+here, over elements parsed by :mod:`dicom_deid.dicomio`/pydicom, for everything the
+scanner declines. Both type values with :mod:`dicom_deid.metadata_values`.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import importlib.abc
 import json
 import math
 import multiprocessing
 import os
 import re
 import struct
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
-from datetime import time as dtime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydicom.charset import decode_bytes, python_encoding
 from pydicom.datadict import private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence as DicomSequence
 
 from . import metadata_schema as ms
+from . import metadata_values as mv
 from .dicomio import BadInput, _item_end, _scan, parse_instance
+from .metadata_scan import clear_caches as clear_scan_caches
+from .metadata_scan import scan_row
 
 STATE_DIR = "_state"
 STATE_FILE = "exported.manifest"  # Parquet; not *.parquet, so globs of parts skip it
 DEFAULT_ROWS_PER_FILE = 20_000
-_BATCH_ROWS = 1_000  # rows converted to Arrow at a time inside a worker
-_MAX_PRIVATE_BINARY = 65_536  # larger private binary values: only their length is kept
+_BATCH_ROWS = 1_000  # files per batch in process (one worker): rows converted at a time
+_BATCH_FILES = 128  # files per batch sent to a pool worker: small, to keep both cores busy
 _UNDEFINED = 0xFFFFFFFF
 
 _STATE_SCHEMA = pa.schema([
@@ -82,7 +89,7 @@ class ExportState:
         path = Path(path)
         if not path.exists():
             return cls(path=path)
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()  # not pq.read_table: that imports pandas
         entries = {
             r["uri"]: StateEntry(r["size"], r["mtime_ns"], r["sha256"], r["part"])
             for r in table.to_pylist()
@@ -137,9 +144,11 @@ class _Task:
 
 
 @dataclass
-class _ChunkResult:
-    part: str | None = None
-    rows: int = 0
+class _BatchResult:
+    """What a worker sends back for one batch: rows as Arrow IPC bytes, never row dicts."""
+
+    table: bytes | None = None  # an Arrow IPC stream (a tenth of the cost of pickling)
+    shape: ms.Shape = field(default_factory=dict)
     malformed: int = 0
     unchanged_content: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -147,10 +156,9 @@ class _ChunkResult:
 
 
 @dataclass(frozen=True)
-class _ChunkJob:
-    index: int
+class _BatchJob:
+    part: int  # index into the run's parts; a part's batches are consecutive
     tasks: tuple[_Task, ...]
-    out_dir: str
     part_rel: str
     run_id: str
     ingest_date: date
@@ -173,6 +181,10 @@ def export_metadata(
     and saved after the parts are written. Rows come out in sorted-URI order (part n, n+1...).
     ``start_method`` of the worker pool: use "forkserver" inside threaded processes
     (Airflow tasks), where a plain fork can inherit a lock held by another thread.
+
+    Workers read, hash and convert batches of files (small batches, so all cores stay busy
+    to the end) and send rows back as Arrow IPC; this process only concatenates each
+    part's batches, in order, and writes the part, then has a worker write the manifest.
     """
     if not re.fullmatch(r"[A-Za-z0-9._=+-]{1,128}", run_id):
         raise ValueError("run_id must be 1-128 characters of [A-Za-z0-9._=+-]")
@@ -186,23 +198,47 @@ def export_metadata(
     tasks = _plan(sources, state, summary)
     workers = max(1, workers or len(os.sched_getaffinity(0)))
     chunk = max(1, min(rows_per_file, math.ceil(len(tasks) / workers))) if tasks else 1
-    jobs = [
-        _ChunkJob(first_index + i, tuple(tasks[s:s + chunk]), str(out_dir),
-                  f"{partition}/part-{run_id}-{first_index + i:05d}.parquet", run_id,
-                  ingest_date)
-        for i, s in enumerate(range(0, len(tasks), chunk))
-    ]
-    for result in _run_jobs(jobs, workers, start_method):
-        summary.exported += result.rows
-        summary.malformed_values += result.malformed
-        summary.unchanged_content += result.unchanged_content
-        summary.errors.extend(result.errors)
-        state.entries.update(result.state)
-        if result.part:
-            summary.parts.append(out_dir / result.part)
-    state.save()
+    parts = [f"{partition}/part-{run_id}-{first_index + i:05d}.parquet"
+             for i in range(math.ceil(len(tasks) / chunk))]
+    jobs = _batch_jobs(tasks, chunk, parts, workers, run_id, ingest_date)
+    with _Runner(workers if len(jobs) > 1 else 1, start_method) as runner:
+        part_tables: list[pa.Table] = []
+        part_shape: ms.Shape = {}
+        for i, (job, result) in enumerate(zip(jobs, runner.map(_export_batch, jobs),
+                                              strict=True)):
+            summary.malformed_values += result.malformed
+            summary.unchanged_content += result.unchanged_content
+            summary.errors.extend(result.errors)
+            state.entries.update(result.state)
+            if result.table is not None:
+                part_tables.append(pa.ipc.open_stream(result.table).read_all())
+                ms.merge_shape(part_shape, result.shape)
+            if i + 1 < len(jobs) and jobs[i + 1].part == job.part:
+                continue
+            if part_tables:  # the part's last batch: write it
+                summary.exported += _write_part(part_tables, part_shape, out_dir / job.part_rel)
+                summary.parts.append(out_dir / job.part_rel)
+            part_tables, part_shape = [], {}
+        runner.call(_save_state, state)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _batch_jobs(tasks: list[_Task], chunk: int, parts: list[str], workers: int, run_id: str,
+                ingest_date: date) -> list[_BatchJob]:
+    """Batches of each part's tasks, in order; the last few are halved so that the
+    workers finish close together."""
+    batch = _BATCH_FILES if workers > 1 else _BATCH_ROWS
+    ranges = [(i, b, min(b + batch, s + chunk, len(tasks)))
+              for i, s in enumerate(range(0, len(tasks), chunk))
+              for b in range(s, min(s + chunk, len(tasks)), batch)]
+    if workers > 1:
+        head, tail = ranges[:-2 * workers], ranges[-2 * workers:]
+        ranges = head + [r for i, b, e in tail
+                         for r in (((i, b, (b + e) // 2), (i, (b + e) // 2, e)) if e - b > 1
+                                   else ((i, b, e),))]
+    return [_BatchJob(i, tuple(tasks[b:e]), parts[i], run_id, ingest_date)
+            for i, b, e in ranges]
 
 
 def _clear_orphans(folder: Path, partition: str, run_id: str, state: ExportState) -> int:
@@ -247,27 +283,70 @@ def _plan(sources: Iterable[Path | str], state: ExportState, summary: ExportSumm
     return tasks
 
 
-def _run_jobs(jobs: Sequence[_ChunkJob], workers: int, start_method: str
-              ) -> Iterator[_ChunkResult]:
-    """Run chunks in a fork pool (in process for one worker), yielding results in order."""
-    if workers == 1 or len(jobs) <= 1:
-        yield from map(_export_chunk, jobs)
-        return
-    ctx = multiprocessing.get_context(start_method)
-    with ctx.Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap(_export_chunk, jobs)
+class _Runner:
+    """Runs batch jobs in a worker pool, or in this process for one worker.
+
+    Pool workers block the import of pandas: pyarrow imports it (about 0.45 s of CPU) the
+    first time it converts Python objects, and nothing a worker does needs it. Work that
+    builds Arrow arrays (the manifest) also runs in a worker, so that a pool run leaves
+    this process's imports as they were.
+    """
+
+    def __init__(self, workers: int, start_method: str) -> None:
+        self.workers = workers
+        self.start_method = start_method
+        self.pool: Any = None
+
+    def __enter__(self) -> _Runner:
+        if self.workers > 1:
+            ctx = multiprocessing.get_context(self.start_method)
+            self.pool = ctx.Pool(self.workers, initializer=_worker_init)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.terminate() if exc[0] is not None else self.pool.close()
+            self.pool.join()
+
+    def map(self, fn: Any, jobs: Sequence[Any]) -> Iterator[Any]:
+        """``fn`` over ``jobs``, results in order (one job at a time per worker)."""
+        if self.pool is None:
+            return map(fn, jobs)
+        return self.pool.imap(fn, jobs)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a worker (in this process without a pool)."""
+        if self.pool is None:
+            return fn(*args)
+        return self.pool.apply(fn, args)
 
 
-def _export_chunk(job: _ChunkJob) -> _ChunkResult:
-    """Read, convert and write one chunk of files to one Parquet part."""
-    result = _ChunkResult()
-    tables: list[pa.Table] = []
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """Import hook of pool workers: pandas is not available (pyarrow then goes without)."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname == "pandas" or fullname.startswith("pandas."):
+            raise ImportError("pandas is not used by metadata export workers")
+
+
+def _worker_init() -> None:
+    """Pool worker setup: make pyarrow skip its pandas import (see :class:`_Runner`)."""
+    if "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
+
+
+def _save_state(state: ExportState) -> None:
+    state.save()
+
+
+def _export_batch(job: _BatchJob) -> _BatchResult:
+    """Read, hash and convert one batch of files into an Arrow table."""
+    result = _BatchResult()
     rows: list[dict[str, Any]] = []
-    shape: ms.Shape = {}
-    chunk_shape: ms.Shape = {}
+    shapes = ms.ShapeMerger()
     for task in job.tasks:
         try:
-            data = _read(task.uri)
+            data = _read(task.uri, task.size)
         except BadInput as exc:
             result.errors.append((task.uri, exc.reason))
             continue
@@ -287,26 +366,30 @@ def _export_chunk(job: _ChunkJob) -> _ChunkResult:
         row.update(source_uri=task.uri, size_bytes=len(data),
                    mtime=datetime.fromtimestamp(task.mtime_ns / 1e9, UTC),
                    content_sha256=sha, ingest_run_id=job.run_id, ingest_date=job.ingest_date)
-        ms.merge_shape(shape, row_shape)
+        shapes.add(row_shape)
         rows.append(row)
         result.malformed += malformed
         result.state[task.uri] = StateEntry(task.size, task.mtime_ns, sha, job.part_rel)
-        if len(rows) >= _BATCH_ROWS:
-            tables.append(_to_table(rows, shape))
-            ms.merge_shape(chunk_shape, shape)
-            rows, shape = [], {}
+    result.shape = shapes.shape
     if rows:
-        tables.append(_to_table(rows, shape))
-        ms.merge_shape(chunk_shape, shape)
-    result.rows = sum(t.num_rows for t in tables)
-    if result.rows:
-        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 \
-            else tables[0]
-        table = table.select(ms.schema_for_shape(chunk_shape).names)  # tag order
-        _write_parquet_atomic(table, Path(job.out_dir) / job.part_rel,
-                              row_group_size=DEFAULT_ROWS_PER_FILE)
-        result.part = job.part_rel
+        table = _to_table(rows, result.shape)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        result.table = sink.getvalue().to_pybytes()
     return result
+
+
+def _write_part(tables: list[pa.Table], shape: ms.Shape, path: Path) -> int:
+    """Concatenate a part's batch tables in the part's schema (tag order) and write it."""
+    schema = ms.schema_for_shape(shape)
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 \
+        else tables[0]
+    table = table.select(schema.names)
+    if table.schema != schema:  # struct fields in first-seen order: put them in tag order
+        table = table.cast(schema)
+    _write_parquet_atomic(table, path, row_group_size=DEFAULT_ROWS_PER_FILE)
+    return table.num_rows
 
 
 def _to_table(rows: list[dict[str, Any]], shape: ms.Shape) -> pa.Table:
@@ -314,11 +397,25 @@ def _to_table(rows: list[dict[str, Any]], shape: ms.Shape) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ms.schema_for_shape(shape))
 
 
-def _read(uri: str) -> bytes:
-    """The whole file (hashed and parsed from memory: one read, pixels never decoded)."""
+def _read(uri: str, size: int = 0) -> bytes:
+    """The whole file (hashed and parsed from memory: one read, pixels never decoded).
+
+    ``size`` (from the plan's stat) sizes the first read; a file that changed since is
+    still read to its end.
+    """
     try:
-        with open(uri, "rb") as fh:
-            return fh.read()
+        fd = os.open(uri, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, size + 1)
+            more = os.read(fd, 1 << 20) if data else b""  # b"" at the end (the usual)
+            if more:
+                chunks = [data, more]
+                while more := os.read(fd, 1 << 20):
+                    chunks.append(more)
+                data = b"".join(chunks)
+            return data
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
 
@@ -337,8 +434,25 @@ def _write_parquet_atomic(table: pa.Table, path: Path, *, row_group_size: int) -
 def instance_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
     """Typed columns of one DICOM file's bytes: (row, keyword shape, malformed count).
 
-    Raises :class:`BadInput` (PHI-free reason) for files that are not usable DICOM.
+    Little-endian files go through the one-pass scanner of :mod:`.metadata_scan`; when it
+    declines (or fails), the general path below parses with :mod:`.dicomio`/pydicom and
+    gives the same row. Raises :class:`BadInput` (PHI-free reason) for files that are not
+    usable DICOM.
     """
+    try:
+        return scan_row(data)
+    except Exception:  # Fallback, or a scanner bug: the general path decides
+        return general_row(data)
+
+
+def clear_caches() -> None:
+    """Forget the values both conversion paths cache (tests; long-lived processes)."""
+    _SEQ_CACHE.clear()
+    clear_scan_caches()
+
+
+def general_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
+    """:func:`instance_row` through pydicom-parsed elements (any transfer syntax)."""
     instance = parse_instance(data)
     ds = instance.dataset
     conv = _Converter()
@@ -360,34 +474,16 @@ def _encodings(elements: Elements, inherited: list[str]) -> list[str]:
         return inherited
     raw = elem.value if isinstance(elem, RawDataElement) else None
     if isinstance(raw, bytes | memoryview):
-        terms = bytes(raw).decode("ascii", "replace").strip(" \x00").split("\\")
-    else:
-        value = elem.value
-        terms = [value] if isinstance(value, str) else list(value or [])
-    out = [python_encoding.get(t.strip(), "iso8859") for t in terms] or ["iso8859"]
-    return out if terms != [""] else ["iso8859"]
+        return mv.charset_encodings(bytes(raw))
+    value = elem.value
+    return mv.terms_encodings([value] if isinstance(value, str) else list(value or []))
 
 
 Elements = dict[Any, Any]  # tag -> RawDataElement | DataElement, one dataset level
 
-_STRUCT = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q",
-           "UV": "Q", "AT": "I", "OF": "f", "OD": "d", "OL": "I", "OV": "Q"}
-# (tag, raw ASCII bytes) -> (typed value, malformed?); values are shared, never mutated.
-_TEXT_CACHE: dict[tuple[int, bytes], tuple[Any, bool]] = {}
-_TEXT_CACHE_MAX = 200_000
 # (tag, raw sequence bytes, encodings) -> (items, item shape), when no private/malformed.
 _SEQ_CACHE: dict[tuple[int, bytes, tuple[str, ...]], tuple[Any, ms.Shape]] = {}
 _SEQ_CACHE_MAX = 20_000
-_TEXT_KINDS = frozenset({"str", "ds", "is", "da", "tm", "dt", "pn"})
-_NO_SPLIT = frozenset({"LT", "ST", "UT", "UR"})
-_TEXT_DELIMS = {0x0D, 0x0A, 0x09, 0x0C}
-_PN_DELIMS = {0x5C, 0x3D, 0x5E}
-_BINARY_PRIVATE = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
-_INT_MAX = 2**63 - 1
-_IS_RE = re.compile(r"[+-]?\d+")
-_DS_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_TM_RE = re.compile(r"(\d\d)(\d\d)?(\d\d)?(?:\.(\d{1,6}))?")
-_DT_RE = re.compile(r"(\d{4})(\d\d)?(\d\d)?(\d\d)?(\d\d)?(\d\d)?(?:\.(\d{1,6}))?([+-]\d{4})?")
 
 
 class _Converter:
@@ -425,50 +521,21 @@ class _Converter:
     def _fast_text(self, elem: Any, spec: ms.ColumnSpec, encodings: list[str], prefix: str,
                    row: dict[str, Any]) -> bool:
         """The common case inline: a raw text value of the dictionary's VR (False: not it)."""
-        kind = spec.kind
         value = elem.value
-        if kind not in _TEXT_KINDS or type(value) is not bytes or elem.VR not in (None, spec.vr):
+        if spec.kind not in mv.TEXT_KINDS or type(value) is not bytes \
+                or elem.VR not in (None, spec.vr):
             return False
-        ascii_value = value.isascii() and b"\x1b" not in value  # ESC: ISO 2022 switching
-        kw = spec.keyword
-        if ascii_value:  # same bytes, same result: most values repeat within a series
-            hit = _TEXT_CACHE.get((spec.tag, value))
-            if hit is not None:
-                row[kw] = hit[0]
-                if hit[1]:
-                    self.malformed[prefix + kw] = _raw_text(elem)
-                return True
-        vr = spec.vr
-        text = value.decode("ascii") if ascii_value else _decode(value, encodings, vr)
-        if vr in _NO_SPLIT:
-            text = text.rstrip(" \x00")
-            parts = [text] if text else []
+        cache = mv.text_cache(spec.tag)
+        hit = cache.get(value)  # only ASCII values are cached: charset-independent
+        if hit is None:
+            result, bad, cacheable = mv.text_column(spec, value, encodings)
+            if cacheable:
+                mv.cache_text(cache, value, (result, bad))
         else:
-            text = text.strip(" \x00")
-            if not text:
-                parts = []
-            elif "\\" in text:
-                parts = [v.strip(" \x00") for v in text.split("\\")]
-            else:
-                parts = [text]
-        bad = False
-        if kind == "str":
-            typed: list[Any] = [v or None for v in parts]
-        else:
-            typed = [_typed(kind, v) for v in parts]
-            bad = any(t is None and v for t, v in zip(typed, parts, strict=True))
-        if spec.multi:
-            result = typed or None
-        else:
-            result = typed[0] if typed else None
-            bad = bad or len(typed) > 1
-        row[kw] = result
+            result, bad = hit
+        row[spec.keyword] = result
         if bad:
-            self.malformed[prefix + kw] = _raw_text(elem)
-        if ascii_value:
-            if len(_TEXT_CACHE) > _TEXT_CACHE_MAX:
-                _TEXT_CACHE.clear()
-            _TEXT_CACHE[(spec.tag, value)] = (result, bad)
+            self.malformed[prefix + spec.keyword] = _raw_text(elem)
         return True
 
     def _standard(self, ds: Elements, elem: Any, spec: ms.ColumnSpec, encodings: list[str],
@@ -495,21 +562,9 @@ class _Converter:
             row[kw] = None
             shape[kw] = None
             return
-        typed: list[Any] = []
-        bad = False
-        for v in values:
-            out = _typed(spec.kind, v)
-            if out is None and v not in ("", None):
-                bad = True
-            typed.append(out)
+        row[kw], bad = mv.typed_column(spec.kind, spec.multi, values)
         if bad:
             self.malformed[prefix + kw] = _raw_text(elem)
-        if spec.multi:
-            row[kw] = typed or None
-        else:
-            row[kw] = typed[0] if typed else None
-            if len(typed) > 1:
-                self.malformed[prefix + kw] = _raw_text(elem)
         shape[kw] = None
 
     def _sequence(self, elem: Any, spec: ms.ColumnSpec, encodings: list[str], prefix: str,
@@ -576,21 +631,12 @@ class _Converter:
                 sub = _Converter()
                 row, _ = sub.dataset(item, _encodings(item, encodings), "")
                 self.malformed.update({f"{key}[{i}].{k}": v for k, v in sub.malformed.items()})
-                items.append({**_jsonable(row), **sub.private})
+                items.append({**mv.jsonable(row), **sub.private})
             return items
         if isinstance(elem, DataElement) and not isinstance(elem.value, bytes | memoryview):
             return str(elem.value)
-        raw = bytes(elem.value or b"")
-        if vr in _STRUCT and vr not in _BINARY_PRIVATE:
-            return "\\".join(str(v) for v in _unpack(raw, vr, elem))
-        if vr is None or vr in _BINARY_PRIVATE:
-            text = _printable(raw)
-            if text is not None:
-                return text
-            if len(raw) > _MAX_PRIVATE_BINARY:
-                return f"<{len(raw)} bytes>"
-            return "base64:" + base64.b64encode(raw).decode("ascii")
-        return _decode(raw, encodings, vr).strip(" \x00")
+        return mv.private_scalar(bytes(elem.value or b""), vr, encodings,
+                                 getattr(elem, "is_little_endian", True))
 
 
 def _sequence_items(elem: Any) -> list[Elements]:
@@ -623,27 +669,6 @@ def _sequence_items(elem: Any) -> list[Elements]:
     return items
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    """A converted item as JSON-safe values (dates/times as ISO text)."""
-    def conv(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        if isinstance(v, date | dtime | datetime):
-            return v.isoformat()
-        return v
-    return {k: conv(v) for k, v in row.items()}
-
-
-def _printable(raw: bytes) -> str | None:
-    """Unknown-VR bytes as text when they look like text (ASCII printable), else None."""
-    body = raw.rstrip(b"\x00 ")
-    if body and body.isascii() and all(32 <= c < 127 or c in (9, 10, 13) for c in body):
-        return body.decode("ascii").strip()
-    return None
-
-
 def _elem_vr(elem: Any) -> str | None:
     vr = elem.VR
     return None if vr in (None, "UN") else str(vr)
@@ -664,20 +689,10 @@ def _length(elem: Any) -> int:
         return 0
 
 
-def _decode(raw: bytes, encodings: list[str], vr: str) -> str:
-    """Text of a raw value in the dataset's character set (ASCII without pydicom)."""
-    if raw.isascii() and b"\x1b" not in raw:
-        return raw.decode("ascii")
-    if vr in ("UI", "AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UR"):
-        return raw.decode("latin-1")  # these VRs are single-byte by definition
-    delims = _PN_DELIMS if vr == "PN" else _TEXT_DELIMS if vr in _NO_SPLIT else {0x5C}
-    return decode_bytes(raw, encodings, delims)
-
-
 def _text(elem: Any, encodings: list[str]) -> str:
     value = elem.value
     if isinstance(value, bytes | memoryview):
-        return _decode(bytes(value), encodings, _elem_vr(elem) or "LO")
+        return mv.decode_text(bytes(value), encodings, _elem_vr(elem) or "LO")
     return "" if value is None else str(value)
 
 
@@ -685,21 +700,8 @@ def _raw_text(elem: Any) -> str:
     """The raw value as text, for ``malformed_json`` (undecodable bytes escaped)."""
     value = elem.value
     if isinstance(value, bytes | memoryview):
-        return bytes(value).decode("utf-8", "backslashreplace").strip(" \x00")
+        return mv.raw_text(bytes(value))
     return str(value)
-
-
-def _unpack(raw: bytes, vr: str, elem: Any) -> list[Any]:
-    """Binary numbers of a raw value (the element's byte order)."""
-    code = _STRUCT[vr]
-    size = struct.calcsize(code)
-    if len(raw) % size:
-        raise ValueError("length is not a multiple of the value size")
-    order = "<" if getattr(elem, "is_little_endian", True) else ">"
-    if vr == "AT":
-        pairs = struct.unpack(f"{order}{len(raw) // 2}H", raw)
-        return [pairs[i] << 16 | pairs[i + 1] for i in range(0, len(pairs), 2)]
-    return list(struct.unpack(f"{order}{len(raw) // size}{code}", raw))
 
 
 def _values(elem: Any, vr: str, encodings: list[str], kind: str) -> list[Any] | None:
@@ -711,96 +713,5 @@ def _values(elem: Any, vr: str, encodings: list[str], kind: str) -> list[Any] | 
         seq = list(value) if isinstance(value, list | tuple) or type(value).__name__ == \
             "MultiValue" else [value]
         return [v if isinstance(v, int | float) else str(v) for v in seq]
-    raw = bytes(value)
-    if vr in _STRUCT:
-        if kind not in ("int", "float"):
-            return None
-        return _unpack(raw, vr, elem)
-    text = _decode(raw, encodings, vr)
-    if vr in _NO_SPLIT:
-        text = text.rstrip(" \x00")
-        return [text] if text else []
-    text = text.strip(" \x00")
-    if not text:
-        return []
-    return [v.strip(" \x00") for v in text.split("\\")]
-
-
-def _typed(kind: str, v: Any) -> Any:
-    """One value in the column's type, or None when it does not fit (malformed or empty)."""
-    if v is None or v == "":
-        return None
-    if kind == "str":
-        return str(v)
-    if kind == "int":
-        n = v if isinstance(v, int) else int(v) if _IS_RE.fullmatch(str(v)) else None
-        return n if n is not None and -_INT_MAX - 1 <= n <= _INT_MAX else None
-    if kind == "float":
-        if isinstance(v, int | float):
-            return float(v)
-        return float(v) if _DS_RE.fullmatch(str(v)) else None
-    if kind == "is":
-        return str(v) if _IS_RE.fullmatch(str(v)) else None
-    if kind == "ds":
-        return str(v) if _DS_RE.fullmatch(str(v)) else None
-    if kind == "pn":
-        parts = str(v).split("=")
-        if len(parts) > 3:
-            return None
-        parts += [""] * (3 - len(parts))
-        return {"Alphabetic": parts[0] or None, "Ideographic": parts[1] or None,
-                "Phonetic": parts[2] or None}
-    if kind == "da":
-        return _parse_da(str(v))
-    if kind == "tm":
-        return _parse_tm(str(v))
-    if kind == "dt":
-        return _parse_dt(str(v))
-    return None
-
-
-def _parse_da(s: str) -> date | None:
-    """DA ``YYYYMMDD`` (also the old ``YYYY.MM.DD``)."""
-    if len(s) == 10 and s[4] == "." and s[7] == ".":
-        s = s.replace(".", "")
-    if len(s) != 8 or not s.isdigit():
-        return None
-    try:
-        return date(int(s[:4]), int(s[4:6]), int(s[6:]))
-    except ValueError:
-        return None
-
-
-def _parse_tm(s: str) -> dtime | None:
-    """TM ``HH[MM[SS[.FFFFFF]]]`` (also the old ``HH:MM:SS``); a leap second becomes :59."""
-    if ":" in s and len(s) >= 5:
-        s = s.replace(":", "")
-    m = _TM_RE.fullmatch(s)
-    if m is None:
-        return None
-    hh, mm, ss, frac = m.groups()
-    if frac and ss is None:
-        return None
-    try:
-        return dtime(int(hh), int(mm or 0), min(int(ss or 0), 59),
-                     int((frac or "0").ljust(6, "0")))
-    except ValueError:
-        return None
-
-
-def _parse_dt(s: str) -> datetime | None:
-    """DT ``YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX]`` as UTC (no offset: taken as UTC)."""
-    m = _DT_RE.fullmatch(s)
-    if m is None:
-        return None
-    y, mo, d, hh, mi, ss, frac, off = m.groups()
-    try:
-        tz = UTC
-        if off:
-            sign = -1 if off[0] == "-" else 1
-            tz = timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:])))
-        value = datetime(int(y), int(mo or 1), int(d or 1), int(hh or 0), int(mi or 0),
-                         min(int(ss or 0), 59), int((frac or "0").ljust(6, "0")), tzinfo=tz)
-    except ValueError:
-        return None
-    return value.astimezone(UTC)
+    return mv.raw_values(bytes(value), vr, encodings, kind,
+                         getattr(elem, "is_little_endian", True))

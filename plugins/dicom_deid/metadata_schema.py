@@ -197,6 +197,37 @@ def merge_shape(into: Shape, other: Mapping[str, Shape | None]) -> None:
             merge_shape(current, sub)
 
 
+class ShapeMerger:
+    """Merges many shapes into one, fast when they repeat (as rows of a series do).
+
+    A sequence's item shape is often the very same object from row to row (the export
+    caches converted sequences), so each distinct item-shape object is merged once; new
+    keywords at the top level are found with one set difference.
+    """
+
+    def __init__(self) -> None:
+        self.shape: Shape = {}
+        self._seen: dict[int, tuple[str, Shape]] = {}  # id -> (key, object), kept alive
+
+    def add(self, other: Mapping[str, Shape | None]) -> None:
+        """Add ``other``'s keywords (recursively) to :attr:`shape`."""
+        into = self.shape
+        new = other.keys() - into.keys()
+        for key in new:
+            into[key] = None
+        seen = self._seen
+        for key, sub in other.items():
+            if sub is None:
+                continue
+            if seen.get(id(sub), (None, None))[0] == key:
+                continue  # this very object was merged under this key before
+            current = into.get(key)
+            if current is None:
+                current = into[key] = {}
+            merge_shape(current, sub)
+            seen[id(sub)] = (key, sub)  # type: ignore[assignment]
+
+
 def unify(schemas: Iterable[pa.Schema]) -> pa.Schema:
     """One schema over parts of different nights: the union of columns and struct fields.
 
