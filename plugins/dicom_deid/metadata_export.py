@@ -46,7 +46,7 @@ STATE_DIR = "_state"
 STATE_FILE = "exported.manifest"  # Parquet; not *.parquet, so globs of parts skip it
 DEFAULT_ROWS_PER_FILE = 20_000
 _BATCH_ROWS = 1_000  # files per batch in process (one worker): rows converted at a time
-_BATCH_FILES = 128  # files per batch sent to a pool worker: small, to keep both cores busy
+_BATCH_FILES = 256  # files per batch sent to a pool worker: small, to keep all cores busy
 _UNDEFINED = 0xFFFFFFFF
 
 _STATE_SCHEMA = pa.schema([
