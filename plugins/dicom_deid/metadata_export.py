@@ -481,8 +481,9 @@ def _encodings(elements: Elements, inherited: list[str]) -> list[str]:
 
 Elements = dict[Any, Any]  # tag -> RawDataElement | DataElement, one dataset level
 
-# (tag, raw sequence bytes, encodings) -> (items, item shape), when no private/malformed.
-_SEQ_CACHE: dict[tuple[int, bytes, tuple[str, ...]], tuple[Any, ms.Shape]] = {}
+# (tag, raw sequence bytes, encodings, implicit items) -> (items, item shape), when no
+# private/malformed.
+_SEQ_CACHE: dict[tuple[int, bytes, tuple[str, ...], bool], tuple[Any, ms.Shape]] = {}
 _SEQ_CACHE_MAX = 20_000
 
 
@@ -571,7 +572,8 @@ class _Converter:
                   row: dict[str, Any], shape: ms.Shape) -> None:
         kw = spec.keyword
         value = elem.value
-        key = (spec.tag, value, tuple(encodings)) if type(value) is bytes else None
+        implicit = bool(elem.is_implicit_VR) or elem.VR == "UN"  # how its items are read
+        key = (spec.tag, value, tuple(encodings), implicit) if type(value) is bytes else None
         hit = _SEQ_CACHE.get(key) if key is not None else None
         if hit is not None:  # the same sequence bytes (a series repeats most of them)
             row[kw], shape[kw] = hit
