@@ -304,9 +304,13 @@ class _Runner:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.terminate() if exc[0] is not None else self.pool.close()
-            self.pool.join()
+        if self.pool is None:
+            return
+        if exc[0] is not None:
+            self.pool.terminate()  # a failed run: do not wait for the queued batches
+        else:
+            self.pool.close()
+        self.pool.join()
 
     def map(self, fn: Any, jobs: Sequence[Any]) -> Iterator[Any]:
         """``fn`` over ``jobs``, results in order (one job at a time per worker)."""
