@@ -10,15 +10,19 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
     SecondaryCaptureImageStorage,
@@ -80,6 +84,35 @@ def test_jpeg_ls_lossless_input(kind: str, tmp_path: Path) -> None:
     assert after.pixel_array.dtype == arr.dtype
     assert _leaks(_texts(after.pixel_array)) == []
     assert max(_changed_rows(arr, after.pixel_array)) < 32
+    assert len(_dciodvfy_errors(out, tmp_path)) <= len(_dciodvfy_errors(data, tmp_path))
+
+
+@pytest.mark.parametrize("ts", [JPEGExtended12Bit, JPEGLosslessSV1])
+def test_jpeg_extended_and_lossless_inputs(ts: str, tmp_path: Path) -> None:
+    """12-bit JPEG Extended (process 4) and JPEG Lossless SV1 (process 14), encoded here
+    with imagecodecs (a dev dependency), are decoded by the runtime's pylibjpeg-libjpeg,
+    blanked, and written as RLE Lossless; rows below the banner keep their decoded values."""
+    arr = _screen("uint8").astype(np.uint16) * 16  # 12 bits stored
+    ds = _image(arr, "MONOCHROME2", modality="OT", sop_class=SecondaryCaptureImageStorage,
+                bits_stored=12)
+    lossless = ts == JPEGLosslessSV1
+    frame = imagecodecs.jpeg8_encode(arr, level=95, lossless=lossless, bitspersample=12)
+    ds.file_meta.TransferSyntaxUID = ts
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    if not lossless:
+        ds.LossyImageCompression = "01"
+    data, before, after, boxes, out = _run(ds, ALL_TEXT)
+    decoded = before.pixel_array
+    if lossless:
+        assert np.array_equal(decoded, arr)
+    else:
+        assert np.abs(decoded.astype(int) - arr).max() < 200  # a lossy copy of the screen
+    assert len(_leaks(_texts(decoded))) == 3
+    assert after.file_meta.TransferSyntaxUID == RLELossless and boxes >= 1
+    assert _leaks(_texts(after.pixel_array)) == []
+    assert max(_changed_rows(decoded, after.pixel_array)) < 32
     assert len(_dciodvfy_errors(out, tmp_path)) <= len(_dciodvfy_errors(data, tmp_path))
 
 
