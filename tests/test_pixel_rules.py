@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom_deid.cli import _load_deid_config, _parser
@@ -210,7 +211,6 @@ def test_rules_only_blank_regions_without_ocr(monkeypatch: pytest.MonkeyPatch,
 def test_sequence_paths_private_elements_and_numeric_tests() -> None:
     """CTP identifiers beyond keywords: ``::`` into a sequence's first item, private
     elements by creator, ``isLessThan``/``isGreaterThan``, ``true.`` and ``//`` comments."""
-    from pydicom.sequence import Sequence
 
     rules = parse_rules("""
       { SeqOfUltrasoundRegions::RegionLocationMinY0.isGreaterThan("40") // a comment with }
@@ -279,12 +279,31 @@ def test_file_meta_of_a_little_endian_file_is_read() -> None:
     assert rules.boxes_for(parsed, 600, 800) == [Box(0, 0, 800, 69)]
 
 
-def test_ctp_library_parses_whole() -> None:
-    """The RSNA CTP library (shared data, not shipped) parses with every rectangle kept."""
-    script = (Path(__file__).resolve().parents[2]
-              / "shared/data/pixel_rules/DicomPixelAnonymizer.script")
-    assert script.exists(), "the shared/ folder beside the repository is missing"
-    rules = load_rules(script)
-    assert (len(rules.signatures), rules.region_count, rules.ignored) == (52, 62, 0)
-    logiq = _ds(ManufacturerModelName="LOGIQ9", Modality="US")
-    assert rules.boxes_for(logiq, 480, 640) == [Box(0, 0, 640, 40)]
+def test_sample_library_in_ctp_format() -> None:
+    """A rule file in CTP's format (tests/data; the RSNA library is not shipped): headings
+    and notes are commentary, and each kind of signature selects its own boxes."""
+    from pydicom.dataset import FileMetaDataset
+
+    rules = load_rules(Path(__file__).parent / "data" / "pixel_rules_sample.script")
+    assert (len(rules.signatures), rules.region_count, rules.ignored) == (6, 7, 2)
+    vendor_a = _ds(Modality="US", Manufacturer="Vendor A Medical", Columns=640)
+    assert rules.boxes_for(vendor_a, 480, 640) == [Box(0, 0, 640, 40)]
+    vendor_b = _ds(Modality="US", Manufacturer="VendorB", ImageType=["ORIGINAL", "PRIMARY"])
+    assert rules.boxes_for(vendor_b, 600, 800) == [Box(0, 0, 800, 30), Box(700, 30, 800, 230)]
+    vendor_b.ImageType = ["DERIVED", "SECONDARY"]
+    assert rules.boxes_for(vendor_b, 600, 800) == []
+    for model, hit in (("M123", True), ("Scout", True), ("M12", False)):
+        found = rules.boxes_for(_ds(Modality="US", ManufacturerModelName=model), 100, 400)
+        assert found == ([Box(10, 10, 310, 30)] if hit else [])
+    dose = _ds(Modality="OT", ContentSequence=Sequence([_ds(CodeMeaning="CT Dose Report")]))
+    assert rules.boxes_for(dose, 300, 512) == [Box(0, 0, 512, 100)]
+    dose.BurnedInAnnotation = "NO"
+    assert rules.boxes_for(dose, 300, 512) == []
+    meta = _ds(Modality="CT", Rows=512)
+    meta.file_meta = FileMetaDataset()
+    meta.file_meta.ImplementationVersionName = "VENDORC_1"
+    assert rules.boxes_for(meta, 512, 1024) == [Box(0, 0, 1024, 60)]
+    private = _ds(Modality="MR")
+    private.private_block(0x0029, "ACME IMAGING", create=True).add_new(0x10, "LO", "SCREEN")
+    assert rules.boxes_for(private, 100, 300) == [Box(0, 0, 200, 50)]
+
