@@ -26,10 +26,22 @@ def test_success_exit_code_and_summary(setup: tuple[Path, Path], capsys) -> None
     code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
                  "--workers", "1", "--no-progress"])
     assert code == 0
-    assert "processed 1, failed 0, skipped 0" in capsys.readouterr().out
+    line = capsys.readouterr().out
+    assert "processed 1, failed 0, skipped 0" in line
+    assert "1 by the byte path" in line
     outputs = list((root / "out").rglob("*.dcm"))
     assert len(outputs) == 1 and outputs[0].name.startswith("2.25.")
     assert "smith" not in outputs[0].as_posix().lower()  # input path PHI not carried over
+
+
+def test_summary_counts_files_the_dataset_path_wrote(setup: tuple[Path, Path], capsys) -> None:
+    """Pixel cleaning takes the Dataset path: the summary says the byte path wrote none."""
+    root, key = setup
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--workers", "1", "--no-progress", "--option", "CleanGraphics"])
+    assert code == 0
+    assert "processed 1, failed 0, skipped 0 " in (line := capsys.readouterr().out)
+    assert "0 by the byte path" in line
 
 
 def test_relative_layout_keeps_paths(setup: tuple[Path, Path]) -> None:

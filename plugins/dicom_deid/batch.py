@@ -57,6 +57,8 @@ class FileOutcome:
     reason: str = ""
     result: InstanceResult | None = None
     size: int = 0
+    byte_path: bool = False
+    """Written by the byte path (False: the Dataset path, see byte_deid)."""
 
 
 @dataclass
@@ -64,6 +66,8 @@ class BatchSummary:
     """Counts and timing of one run (printed, and recorded by the DAG's run row)."""
 
     processed: int = 0
+    byte_path: int = 0
+    """Of ``processed``, files the byte path wrote; the rest took the slower Dataset path."""
     failed: int = 0
     skipped: int = 0
     seconds: float = 0.0
@@ -78,7 +82,8 @@ class BatchSummary:
         """The one-line summary the CLI ends with."""
         return (
             f"processed {self.processed}, failed {self.failed}, skipped {self.skipped} "
-            f"in {self.seconds:.1f} s ({self.files_per_second:.0f} files/s)"
+            f"in {self.seconds:.1f} s ({self.files_per_second:.0f} files/s; "
+            f"{self.byte_path} by the byte path)"
         )
 
 
@@ -155,6 +160,7 @@ def process_source(src: Source) -> FileOutcome:
         fast = fast_path.deidentify(raw)
         if fast is not None:
             data, result = fast
+            outcome.byte_path = True
         else:
             inst = parse_instance(raw)
             stage = "deidentify"
@@ -304,6 +310,7 @@ def run_batch(
             if o.kind == "ok":
                 seen_outputs.add(hash(o.output_rel))
                 summary.processed += 1
+                summary.byte_path += o.byte_path
                 summary.bytes_in += o.size
                 if mapping:
                     mapping.add(_mapping_row(run_id, o))

@@ -244,7 +244,7 @@ def deidentify_shard(
     dest.put_tree(scratch, ws.staged(plan))
     result = {
         "shard": plan.shard, "processed": summary.processed, "failed": summary.failed,
-        "skipped": summary.skipped, "bytes_in": summary.bytes_in,
+        "skipped": summary.skipped, "byte_path": summary.byte_path, "bytes_in": summary.bytes_in,
         "seconds": round(summary.seconds, 3), "failures_by_kind": summary.failures_by_kind,
     }
     ws.write_json(ws.result("deidentified", plan), result)
