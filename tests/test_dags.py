@@ -145,6 +145,11 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
     assert manifest["study_count"] == len(studies)
     assert {s["study_uid"] for s in manifest["studies"]} == studies
     assert not (env["dest"] / ".staging" / batch.name).exists()
+    # The run report counts, per shard, the files the (fast) byte path wrote.
+    rows = [line.split("|")[1:-1] for line in (ws / "report.md").read_text().splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    assert sum(int(r[1]) for r in rows) == selected
+    assert sum(int(r[2]) for r in rows) >= 0.9 * selected
 
 
 def test_rerunning_changes_nothing(

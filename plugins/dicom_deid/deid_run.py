@@ -412,12 +412,12 @@ def record_run(
 def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[str, int]
                   ) -> None:
     lines = [f"# De-identification run {ws.batch_id}", "",
-             "| shard | processed | failed | skipped | seconds | files/s |",
-             "|---|---|---|---|---|---|"]
+             "| shard | processed | by the byte path | failed | skipped | seconds | files/s |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         rate = r["processed"] / r["seconds"] if r["seconds"] else 0.0
-        lines.append(f"| {r['shard']} | {r['processed']} | {r['failed']} | {r['skipped']} "
-                     f"| {r['seconds']:.1f} | {rate:.0f} |")
+        lines.append(f"| {r['shard']} | {r['processed']} | {r.get('byte_path', '-')} "
+                     f"| {r['failed']} | {r['skipped']} | {r['seconds']:.1f} | {rate:.0f} |")
     kinds: dict[str, int] = defaultdict(int)
     for r in results:
         for k, v in r["failures_by_kind"].items():
