@@ -11,6 +11,8 @@ files the caches have not seen. Prints markdown tables (for BENCHMARKS.md).
 
 Usage: ``.venv/bin/python benchmarks/bench_export.py [--patients N] [--seed S]
 [--workers W] [--repeat R]`` (the naive loop needs ``pandas`` in the same virtualenv).
+``--memory-copies 1,6,12 [--scratch DIR]`` instead measures peak RSS per process against
+corpus size, on the corpus hard-linked that many times under ``DIR`` (removed after).
 """
 
 from __future__ import annotations
@@ -92,19 +94,34 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run(script: str, file_list: Path, out: Path, workers: int) -> tuple[float, int, str]:
-    """Run one contender; return (seconds, peak tree RSS, its stdout)."""
+def _rss(pid: int) -> int:
+    """RSS in bytes of one process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def run(script: str, file_list: Path, out: Path, workers: int
+        ) -> tuple[float, int, str, int, int]:
+    """Run one contender; return (seconds, peak tree RSS, its stdout, peak RSS of the
+    parent process, peak RSS of its largest child)."""
     shutil.rmtree(out, ignore_errors=True)
-    peak = 0
+    peak = parent_peak = child_peak = 0
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", script, str(file_list), str(out),
                              str(workers)], stdout=subprocess.PIPE, text=True)
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, parent_peak, child_peak
         while not done.is_set():
+            parent = _rss(proc.pid)
+            children = [_rss(c) for c in _children(proc.pid)]
             peak = max(peak, _tree_rss(proc.pid))
+            parent_peak = max(parent_peak, parent)
+            child_peak = max([child_peak, *children])
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -115,7 +132,32 @@ def run(script: str, file_list: Path, out: Path, workers: int) -> tuple[float, i
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"contender failed with exit code {proc.returncode}")
-    return seconds, peak, stdout.strip()
+    return seconds, peak, stdout.strip(), parent_peak, child_peak
+
+
+def memory_scaling(root: Path, copies: list[int], scratch: Path, workers: int) -> None:
+    """Peak RSS per process against corpus size: the corpus hard-linked ``c`` times for
+    each ``c`` in ``copies`` (no extra data on disk; each copy is other URIs, so every
+    file is exported). Prints a markdown table."""
+    print("\n| files | seconds in the call | parent peak RSS (MiB) | largest worker (MiB) "
+          "| process tree (MiB) |")
+    print("|---:|---:|---:|---:|---:|")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        for i in range(max(copies)):
+            subprocess.run(["cp", "-al", str(root), str(scratch / f"copy{i + 1:02d}")],
+                           check=True)
+        everything = sorted(str(p) for p in scratch.rglob("*") if p.is_file())
+        per_copy = len(everything) // max(copies)
+        for c in copies:
+            file_list = scratch / f"files-{c}.txt"
+            file_list.write_text("\n".join(everything[:c * per_copy]))
+            _, tree, stdout, parent, child = run(_EXPORT, file_list, scratch / "out", workers)
+            print(f"| {c * per_copy:,} | {float(stdout.split()[2]):.1f} | {parent / 2**20:,.0f} "
+                  f"| {child / 2**20:,.0f} | {tree / 2**20:,.0f} |", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def corpus(patients: int, seed: int) -> list[Path]:
@@ -185,8 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--memory-copies", default="",
+                        help="only the memory scaling: e.g. 1,6,12 hard-linked copies")
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-export-copies"))
     args = parser.parse_args(argv)
     files = corpus(args.patients, args.seed)
+    if args.memory_copies:
+        memory_scaling(WORK / f"export-corpus-p{args.patients}-s{args.seed}" / "dicom",
+                       [int(c) for c in args.memory_copies.split(",")], args.scratch,
+                       args.workers)
+        return 0
     size = sum(f.stat().st_size for f in files)
     lists = {}
     for name, subset in (("full", files), ("fifth", files[: len(files) // 5])):

@@ -324,6 +324,27 @@ def test_incremental_rerun_adds_nothing_and_changes_reexport(tmp_path: Path) -> 
     assert not list(out.rglob(".tmp-*"))
 
 
+def test_state_compact_round_trip(tmp_path: Path) -> None:
+    """The compact manifest: put/update/get, None parts, and a save -> load round trip."""
+    state = ExportState(path=tmp_path / "m")
+    sha = [hashlib.sha256(bytes([i])).digest() for i in range(3)]
+    state.put("b", 10, 20, sha[0], "p/part-1.parquet")
+    state.put("a", 11, 21, sha[1], None)
+    state.put("b", 12, 22, sha[2], "p/part-2.parquet")  # an update keeps one row
+    assert len(state) == 2 and state.get("zz") is None
+    assert state.entries["b"] == metadata_export.StateEntry(12, 22, sha[2].hex(),
+                                                           "p/part-2.parquet")
+    assert state.committed_parts() == {"p/part-2.parquet"}
+    state.save()
+    table = pq.ParquetFile(tmp_path / "m").read()
+    assert table.column("uri").to_pylist() == ["a", "b"]  # rows in URI order
+    assert table.column("part").to_pylist() == [None, "p/part-2.parquet"]
+    loaded = ExportState.load(tmp_path / "m")
+    assert dict(loaded.entries) == dict(state.entries)
+    with pytest.raises(ValueError):
+        state.put("c", 1, 1, b"short", None)
+
+
 def test_crashed_attempt_parts_are_replaced(tmp_path: Path) -> None:
     a = write(make_dataset(1), tmp_path / "in" / "a.dcm")
     out = tmp_path / "out"
@@ -626,12 +647,9 @@ def test_scanner_failure_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     (5231, 2616, 2), (10, 5, 2), (1, 1, 2), (3, 2, 2), (0, 1, 2), (300, 100, 3),
     (2000, 1000, 1), (257, 7, 2)])
 def test_batches_cover_parts_in_order(n: int, chunk: int, workers: int) -> None:
-    tasks = [metadata_export._Task(f"{i:05d}", 0, 0, None, None) for i in range(n)]
-    parts = [f"part-{i}" for i in range(-(-n // chunk))]
-    jobs = metadata_export._batch_jobs(tasks, chunk, parts, workers, "r", NIGHT1)
-    assert [t for j in jobs for t in j.tasks] == tasks
-    assert all(j.tasks and {int(t.uri) // chunk for t in j.tasks} == {j.part} for j in jobs)
-    assert all(j.part_rel == parts[j.part] for j in jobs)
+    ranges = metadata_export._batch_ranges(n, chunk, workers)
+    assert [i for _, b, e in ranges for i in range(b, e)] == list(range(n))
+    assert all(b < e and {i // chunk for i in range(b, e)} == {part} for part, b, e in ranges)
 
 
 def test_part_schema_in_tag_order_across_batches(tmp_path: Path,

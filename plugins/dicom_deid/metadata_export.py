@@ -24,9 +24,11 @@ import re
 import struct
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +73,24 @@ class StateEntry:
     part: str | None
 
 
-@dataclass
 class ExportState:
-    """Manifest of exported files (uri -> size, mtime, sha256), saved atomically as Parquet."""
+    """Manifest of exported files (uri -> size, mtime, sha256, part), saved atomically as Parquet.
 
-    path: Path | None = None
-    entries: dict[str, StateEntry] = field(default_factory=dict)
+    It holds every file ever exported, so it is kept compact rather than as one object per
+    file: a dict uri -> row, and per row an int64 size and mtime, the raw 32-byte digest and
+    an index into the (few) part names: 112 bytes per file plus its URI string, against
+    about 410 as a ``StateEntry`` each. :attr:`entries` gives the ``StateEntry`` view.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._rows: dict[str, int] = {}
+        self._size = array("q")
+        self._mtime = array("q")
+        self._sha = bytearray()  # 32 bytes per row
+        self._part = array("i")  # index into _parts; 0 is None
+        self._parts: list[str | None] = [None]
+        self._part_ids: dict[str | None, int] = {None: 0}
 
     @classmethod
     def for_export(cls, out_dir: Path) -> ExportState:
@@ -87,32 +101,134 @@ class ExportState:
     def load(cls, path: Path) -> ExportState:
         """Read a manifest; a missing file is an empty state."""
         path = Path(path)
+        state = cls(path=path)
         if not path.exists():
-            return cls(path=path)
+            return state
         table = pq.ParquetFile(path).read()  # not pq.read_table: that imports pandas
-        entries = {
-            r["uri"]: StateEntry(r["size"], r["mtime_ns"], r["sha256"], r["part"])
-            for r in table.to_pylist()
-        }
-        return cls(path=path, entries=entries)
+        state._rows = {u: i for i, u in enumerate(table.column("uri").to_pylist())}
+        state._size = array("q", table.column("size").to_pylist())
+        state._mtime = array("q", table.column("mtime_ns").to_pylist())
+        state._sha = bytearray(bytes.fromhex("".join(table.column("sha256").to_pylist())))
+        if len(state._sha) != 32 * table.num_rows:
+            raise ValueError("manifest has a malformed sha256 value")
+        state._part = array("i", map(state._part_id, table.column("part").to_pylist()))
+        return state
+
+    def _part_id(self, part: str | None) -> int:
+        pid = self._part_ids.get(part)
+        if pid is None:
+            pid = self._part_ids[part] = len(self._parts)
+            self._parts.append(part)
+        return pid
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, uri: str) -> StateEntry | None:
+        """The entry of ``uri``, or None if it was never exported."""
+        row = self._rows.get(uri)
+        if row is None:
+            return None
+        return StateEntry(self._size[row], self._mtime[row],
+                          self._sha[32 * row:32 * row + 32].hex(), self._parts[self._part[row]])
+
+    def put(self, uri: str, size: int, mtime_ns: int, digest: bytes, part: str | None) -> None:
+        """Record ``uri`` as exported (``digest``: the raw 32-byte SHA-256) in ``part``."""
+        if len(digest) != 32:
+            raise ValueError("digest must be a raw SHA-256 (32 bytes)")
+        pid = self._part_id(part)
+        row = self._rows.get(uri)
+        if row is None:
+            self._rows[uri] = len(self._size)
+            self._size.append(size)
+            self._mtime.append(mtime_ns)
+            self._sha += digest
+            self._part.append(pid)
+            return
+        self._size[row], self._mtime[row], self._part[row] = size, mtime_ns, pid
+        self._sha[32 * row:32 * row + 32] = digest
+
+    @property
+    def entries(self) -> Mapping[str, StateEntry]:
+        """Read-only view uri -> :class:`StateEntry` (entries made on access)."""
+        return _EntriesView(self)
 
     def save(self) -> None:
-        """Write the manifest atomically (tmp file + rename); no-op for an in-memory state."""
+        """Write the manifest atomically (tmp file + rename); no-op for an in-memory state.
+
+        Columns are built from the compact arrays as Arrow buffers, rows in URI order: no
+        Python -> Arrow object conversion (which would import pandas into this process).
+        """
         if self.path is None:
             return
-        rows = sorted(self.entries.items())
-        table = pa.table({
-            "uri": [u for u, _ in rows],
-            "size": [e.size for _, e in rows],
-            "mtime_ns": [e.mtime_ns for _, e in rows],
-            "sha256": [e.sha256 for _, e in rows],
-            "part": [e.part for _, e in rows],
-        }, schema=_STATE_SCHEMA)
-        _write_parquet_atomic(table, self.path, row_group_size=max(len(rows), 1))
+        uris = sorted(self._rows)
+        rows = [self._rows[u] for u in uris]
+        size, mtime, sha = self._size, self._mtime, self._sha
+        n = len(rows)
+
+        def int64(values: Iterable[int]) -> pa.Array:
+            return pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(array("q", values))])
+
+        table = pa.Table.from_arrays([
+            _string_array(uris),
+            int64(size[r] for r in rows),
+            int64(mtime[r] for r in rows),
+            _string_array(b"".join(sha[32 * r:32 * r + 32] for r in rows).hex(), width=64),
+            _string_array([self._parts[self._part[r]] for r in rows]),
+        ], schema=_STATE_SCHEMA)
+        del uris, rows
+        _write_parquet_atomic(table, self.path, row_group_size=max(n, 1))
 
     def committed_parts(self) -> set[str]:
         """Part files (relative to the export folder) that hold rows of this manifest."""
-        return {e.part for e in self.entries.values() if e.part}
+        used = set(self._part)
+        return {p for i, p in enumerate(self._parts) if p and i in used}
+
+
+class _EntriesView(Mapping[str, StateEntry]):
+    """``ExportState.entries``: the compact manifest seen as uri -> StateEntry."""
+
+    def __init__(self, state: ExportState) -> None:
+        self._state = state
+
+    def __getitem__(self, uri: str) -> StateEntry:
+        entry = self._state.get(uri)
+        if entry is None:
+            raise KeyError(uri)
+        return entry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._state._rows)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+
+def _string_array(values: Sequence[str | None] | str, width: int = 0) -> pa.Array:
+    """A string array built from buffers (no Python -> Arrow object conversion, which
+    would import pandas); with ``width``, ``values`` is one ASCII string cut every
+    ``width`` characters."""
+    if width:
+        n = len(values) // width
+        data = values.encode("ascii")  # type: ignore[union-attr]
+        offsets = array("i", range(0, width * n + 1, width))
+        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                      pa.py_buffer(data)])
+    encoded = [b"" if v is None else v.encode() for v in values]
+    offsets = array("q", [0])
+    offsets.extend(accumulate(map(len, encoded)))
+    nulls = [i for i, v in enumerate(values) if v is None]
+    validity = None
+    if nulls:
+        bits = bytearray(b"\xff" * ((len(values) + 7) // 8))
+        for i in nulls:
+            bits[i >> 3] &= 0xFF ^ (1 << (i & 7))
+        validity = pa.py_buffer(bits)
+    wide = offsets[-1] >= 2**31
+    arr = pa.Array.from_buffers(pa.large_string() if wide else pa.string(), len(values), [
+        validity, pa.py_buffer(offsets if wide else array("i", offsets)),
+        pa.py_buffer(b"".join(encoded))], null_count=len(nulls))
+    return arr.cast(pa.string()) if wide else arr  # a cast fails past 2 GiB, as it should
 
 
 @dataclass
@@ -144,15 +260,34 @@ class _Task:
 
 
 @dataclass
+class _Plan:
+    """Files to export, in URI order, kept compact (the plan spans the whole corpus).
+
+    ``_Task`` objects are made per batch, just before a worker needs them.
+    """
+
+    uris: list[str] = field(default_factory=list)
+    sizes: array[int] = field(default_factory=lambda: array("q"))
+    mtimes: array[int] = field(default_factory=lambda: array("q"))
+    prev: dict[int, StateEntry] = field(default_factory=dict)  # changed since exported
+
+    def task(self, i: int) -> _Task:
+        prev = self.prev.get(i)
+        return _Task(self.uris[i], self.sizes[i], self.mtimes[i],
+                     prev.sha256 if prev else None, prev.part if prev else None)
+
+
+@dataclass
 class _BatchResult:
     """What a worker sends back for one batch: rows as Arrow IPC bytes, never row dicts."""
 
-    table: bytes | None = None  # an Arrow IPC stream (a tenth of the cost of pickling)
+    table: bytes | None = None  # an LZ4-compressed Arrow IPC stream (see _IPC_OPTIONS)
     shape: ms.Shape = field(default_factory=dict)
     malformed: int = 0
     unchanged_content: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
-    state: dict[str, StateEntry] = field(default_factory=dict)
+    # (index in the batch, raw SHA-256, part holding its row) of each file done
+    done: list[tuple[int, bytes, str | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -162,6 +297,12 @@ class _BatchJob:
     part_rel: str
     run_id: str
     ingest_date: date
+
+
+# Batches travel as LZ4-compressed IPC: the parent holds up to a part's worth of them
+# (rows_per_file rows), and LZ4 makes that ~3.3x smaller for ~7 us of worker CPU per row.
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+_POOL = pa.system_memory_pool()  # Arrow memory of part writing (see _write_part)
 
 
 def export_metadata(
@@ -184,7 +325,13 @@ def export_metadata(
 
     Workers read, hash and convert batches of files (small batches, so all cores stay busy
     to the end) and send rows back as Arrow IPC; this process only concatenates each
-    part's batches, in order, and writes the part, then has a worker write the manifest.
+    part's batches, in order, writes the part, and then the manifest.
+
+    Memory: the pool is started before planning, so workers do not inherit the plan; the
+    plan and the manifest are compact arrays; the parent holds at most one part's batches
+    (compressed) and one part's table while writing it. What grows with the corpus is the
+    plan (25 bytes per file) and the manifest (112 bytes per file ever exported, plus the
+    URI string).
     """
     if not re.fullmatch(r"[A-Za-z0-9._=+-]{1,128}", run_id):
         raise ValueError("run_id must be 1-128 characters of [A-Za-z0-9._=+-]")
@@ -195,50 +342,62 @@ def export_metadata(
     partition = f"ingest_date={ingest_date.isoformat()}"
     (out_dir / partition).mkdir(parents=True, exist_ok=True)
     first_index = _clear_orphans(out_dir / partition, partition, run_id, state)
-    tasks = _plan(sources, state, summary)
     workers = max(1, workers or len(os.sched_getaffinity(0)))
-    chunk = max(1, min(rows_per_file, math.ceil(len(tasks) / workers))) if tasks else 1
-    parts = [f"{partition}/part-{run_id}-{first_index + i:05d}.parquet"
-             for i in range(math.ceil(len(tasks) / chunk))]
-    jobs = _batch_jobs(tasks, chunk, parts, workers, run_id, ingest_date)
-    with _Runner(workers if len(jobs) > 1 else 1, start_method) as runner:
-        part_tables: list[pa.Table] = []
+    if isinstance(sources, Sized) and len(sources) <= 1:
+        workers = 1
+    with _Runner(workers, start_method) as runner:  # forked before the plan exists
+        plan = _plan(sources, state, summary)
+        n = len(plan.uris)
+        chunk = max(1, min(rows_per_file, math.ceil(n / workers))) if n else 1
+        parts = [f"{partition}/part-{run_id}-{first_index + i:05d}.parquet"
+                 for i in range(math.ceil(n / chunk))]
+        ranges = _batch_ranges(n, chunk, workers)
+
+        def jobs() -> Iterator[_BatchJob]:
+            for part, b, e in ranges:
+                yield _BatchJob(part, tuple(map(plan.task, range(b, e))), parts[part], run_id,
+                                ingest_date)
+
+        part_batches: list[bytes] = []
         part_shape: ms.Shape = {}
-        for i, (job, result) in enumerate(zip(jobs, runner.map(_export_batch, jobs),
-                                              strict=True)):
+        results = runner.map(_export_batch, jobs(), local=len(ranges) <= 1)
+        for i, ((part, b, _), result) in enumerate(zip(ranges, results, strict=True)):
             summary.malformed_values += result.malformed
             summary.unchanged_content += result.unchanged_content
             summary.errors.extend(result.errors)
-            state.entries.update(result.state)
+            for k, digest, done_part in result.done:
+                state.put(plan.uris[b + k], plan.sizes[b + k], plan.mtimes[b + k], digest,
+                          done_part)
             if result.table is not None:
-                part_tables.append(pa.ipc.open_stream(result.table).read_all())
+                part_batches.append(result.table)
                 ms.merge_shape(part_shape, result.shape)
-            if i + 1 < len(jobs) and jobs[i + 1].part == job.part:
+            del result
+            if i + 1 < len(ranges) and ranges[i + 1][0] == part:
                 continue
-            if part_tables:  # the part's last batch: write it
-                summary.exported += _write_part(part_tables, part_shape, out_dir / job.part_rel)
-                summary.parts.append(out_dir / job.part_rel)
-            part_tables, part_shape = [], {}
-        runner.call(_save_state, state)
+            if part_batches:  # the part's last batch: write it
+                path = out_dir / parts[part]
+                summary.exported += _write_part(part_batches, part_shape, path)
+                summary.parts.append(path)
+            part_batches, part_shape = [], {}
+    state.save()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _batch_jobs(tasks: list[_Task], chunk: int, parts: list[str], workers: int, run_id: str,
-                ingest_date: date) -> list[_BatchJob]:
-    """Batches of each part's tasks, in order; the last few are halved so that the
-    workers finish close together."""
+def _batch_ranges(n: int, chunk: int, workers: int) -> list[tuple[int, int, int]]:
+    """(part index, start, end) of each batch of ``n`` planned files, parts of ``chunk``
+    files, in order; the last few batches are halved so that the workers finish close
+    together."""
     batch = _BATCH_FILES if workers > 1 else _BATCH_ROWS
-    ranges = [(i, b, min(b + batch, s + chunk, len(tasks)))
-              for i, s in enumerate(range(0, len(tasks), chunk))
-              for b in range(s, min(s + chunk, len(tasks)), batch)]
+    ranges = [(i, b, min(b + batch, s + chunk, n))
+              for i, s in enumerate(range(0, n, chunk))
+              for b in range(s, min(s + chunk, n), batch)]
     if workers > 1:
         head, tail = ranges[:-2 * workers], ranges[-2 * workers:]
         ranges = head + [r for i, b, e in tail
                          for r in (((i, b, (b + e) // 2), (i, (b + e) // 2, e)) if e - b > 1
                                    else ((i, b, e),))]
-    return [_BatchJob(i, tuple(tasks[b:e]), parts[i], run_id, ingest_date)
-            for i, b, e in ranges]
+    return ranges
 
 
 def _clear_orphans(folder: Path, partition: str, run_id: str, state: ExportState) -> int:
@@ -260,10 +419,9 @@ def _clear_orphans(folder: Path, partition: str, run_id: str, state: ExportState
     return next_index
 
 
-def _plan(sources: Iterable[Path | str], state: ExportState, summary: ExportSummary
-          ) -> list[_Task]:
-    """Sorted tasks for files that are new or whose size/mtime changed since the manifest."""
-    tasks: list[_Task] = []
+def _plan(sources: Iterable[Path | str], state: ExportState, summary: ExportSummary) -> _Plan:
+    """Files that are new or whose size/mtime changed since the manifest, in URI order."""
+    plan = _Plan()
     for uri in sorted({str(s) for s in sources}):
         summary.files_seen += 1
         if "://" in uri:
@@ -274,22 +432,25 @@ def _plan(sources: Iterable[Path | str], state: ExportState, summary: ExportSumm
         except OSError as exc:
             summary.errors.append((uri, f"cannot read file: {exc.strerror}"))
             continue
-        prev = state.entries.get(uri)
+        prev = state.get(uri)
         if prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
             summary.skipped_unchanged += 1
             continue
-        tasks.append(_Task(uri, st.st_size, st.st_mtime_ns, prev.sha256 if prev else None,
-                           prev.part if prev else None))
-    return tasks
+        if prev is not None:
+            plan.prev[len(plan.uris)] = prev
+        plan.uris.append(uri)
+        plan.sizes.append(st.st_size)
+        plan.mtimes.append(st.st_mtime_ns)
+    return plan
 
 
 class _Runner:
     """Runs batch jobs in a worker pool, or in this process for one worker.
 
     Pool workers block the import of pandas: pyarrow imports it (about 0.45 s of CPU) the
-    first time it converts Python objects, and nothing a worker does needs it. Work that
-    builds Arrow arrays (the manifest) also runs in a worker, so that a pool run leaves
-    this process's imports as they were.
+    first time it converts Python objects, and nothing a worker does needs it. This
+    process builds no Arrow data from Python objects in a pool run (the manifest is built
+    from buffers), so its imports stay as they were.
     """
 
     def __init__(self, workers: int, start_method: str) -> None:
@@ -312,17 +473,12 @@ class _Runner:
             self.pool.close()
         self.pool.join()
 
-    def map(self, fn: Any, jobs: Sequence[Any]) -> Iterator[Any]:
-        """``fn`` over ``jobs``, results in order (one job at a time per worker)."""
-        if self.pool is None:
+    def map(self, fn: Any, jobs: Iterable[Any], *, local: bool = False) -> Iterator[Any]:
+        """``fn`` over ``jobs``, results in order (one job at a time per worker); ``local``
+        runs them in this process even with a pool (a single job is not worth a worker)."""
+        if self.pool is None or local:
             return map(fn, jobs)
         return self.pool.imap(fn, jobs)
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` in a worker (in this process without a pool)."""
-        if self.pool is None:
-            return fn(*args)
-        return self.pool.apply(fn, args)
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
@@ -334,13 +490,12 @@ class _NoPandas(importlib.abc.MetaPathFinder):
 
 
 def _worker_init() -> None:
-    """Pool worker setup: make pyarrow skip its pandas import (see :class:`_Runner`)."""
+    """Pool worker setup: make pyarrow skip its pandas import (see :class:`_Runner`), and
+    allocate Arrow memory with the system allocator: mimalloc (pyarrow's default) kept
+    ~15 MiB more per worker on a long run, for no measurable speed difference."""
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas())
-
-
-def _save_state(state: ExportState) -> None:
-    state.save()
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _export_batch(job: _BatchJob) -> _BatchResult:
@@ -348,16 +503,17 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
     result = _BatchResult()
     rows: list[dict[str, Any]] = []
     shapes = ms.ShapeMerger()
-    for task in job.tasks:
+    for k, task in enumerate(job.tasks):
         try:
             data = _read(task.uri, task.size)
         except BadInput as exc:
             result.errors.append((task.uri, exc.reason))
             continue
-        sha = hashlib.sha256(data).hexdigest()
+        hashed = hashlib.sha256(data)
+        sha = hashed.hexdigest()
         if task.prev_sha == sha:
             result.unchanged_content += 1  # touched, same bytes: the old row stands
-            result.state[task.uri] = StateEntry(task.size, task.mtime_ns, sha, task.prev_part)
+            result.done.append((k, hashed.digest(), task.prev_part))
             continue
         try:
             row, row_shape, malformed = instance_row(data)
@@ -373,25 +529,39 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
         shapes.add(row_shape)
         rows.append(row)
         result.malformed += malformed
-        result.state[task.uri] = StateEntry(task.size, task.mtime_ns, sha, job.part_rel)
+        result.done.append((k, hashed.digest(), job.part_rel))
     result.shape = shapes.shape
     if rows:
         table = _to_table(rows, result.shape)
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
+        with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
             writer.write_table(table)
         result.table = sink.getvalue().to_pybytes()
     return result
 
 
-def _write_part(tables: list[pa.Table], shape: ms.Shape, path: Path) -> int:
-    """Concatenate a part's batch tables in the part's schema (tag order) and write it."""
+def _write_part(batches: list[bytes], shape: ms.Shape, path: Path) -> int:
+    """Write a part from its batches (IPC bytes, emptied as they are read), in the part's
+    schema (tag order).
+
+    Each batch is brought to the part's schema on its own and its IPC bytes dropped, so
+    the part is in memory about once (a concatenation of all the batches, then a cast,
+    held it up to three times). Its Arrow memory comes from the system allocator rather
+    than the process's default pool (mimalloc), which left a few MiB more resident.
+    """
     schema = ms.schema_for_shape(shape)
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 \
-        else tables[0]
-    table = table.select(schema.names)
-    if table.schema != schema:  # struct fields in first-seen order: put them in tag order
-        table = table.cast(schema)
+    empty = pa.Table.from_batches([], schema=schema)  # not empty_table(): imports pandas
+    tables: list[pa.Table] = []
+    batches.reverse()
+    while batches:
+        table = pa.ipc.open_stream(batches.pop(), memory_pool=_POOL).read_all()
+        table = pa.concat_tables([empty, table], promote_options="permissive",
+                                 memory_pool=_POOL).select(schema.names)
+        if table.schema != schema:  # struct fields in first-seen order: put them in tag order
+            table = table.cast(schema)
+        tables.append(table)
+    table = pa.concat_tables(tables)
+    del tables
     _write_parquet_atomic(table, path, row_group_size=DEFAULT_ROWS_PER_FILE)
     return table.num_rows
 
@@ -428,7 +598,8 @@ def _write_parquet_atomic(table: pa.Table, path: Path, *, row_group_size: int) -
     """Write zstd Parquet to a temporary name in the same folder, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size,
+                   memory_pool=_POOL)
     os.replace(tmp, path)
 
 
