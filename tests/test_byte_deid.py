@@ -82,6 +82,8 @@ CONFIGS: dict[str, Any] = {
         "profileType": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE",
         "actions": [
             {"queries": ["PatientSex", "StudyDescription"], "keepTag": {}},
+            {"queries": ["ReferencedImageSequence", "RequestAttributesSequence",
+                         "ContentSequence"], "keepTag": {}},
             {"queries": ["InstitutionName"], "resetTag": {}},
             {"queries": ["SeriesDescription"], "removeTag": {}},
             {"queries": ["Manufacturer"], "deleteTag": {}},
