@@ -98,3 +98,31 @@ def test_duplicate_instances_reported_once(setup: tuple[Path, Path], capsys) -> 
     assert len(list((root / "out").rglob("*.dcm"))) == 1
     rows = errors.read_text().splitlines()
     assert len(rows) == 2 and "duplicate" in rows[1] and "img1-copy" in rows[1]
+
+
+def test_mapping_round_trip_without_pandas(tmp_path: Path) -> None:
+    """The mapping is built from Arrow buffers: nulls and values survive, and the run does
+    not pay pyarrow's import of pandas (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    script = f"""
+import sys
+from pathlib import Path
+from dicom_deid.mapping import MappingWriter
+with MappingWriter(Path({str(tmp_path / "m.parquet")!r}), batch_rows=2) as w:
+    for i in range(5):
+        w.add({{"run_id": "r", "source_path": f"ü/{{i}}", "date_shift_days": i or None,
+               "redacted_boxes": 3 if i == 4 else 0}})
+print("pandas" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+    table = pq.read_table(tmp_path / "m.parquet")
+    assert table.column("source_path").to_pylist() == [f"ü/{i}" for i in range(5)]
+    assert table.column("date_shift_days").to_pylist() == [None, 1, 2, 3, 4]
+    assert table.column("redacted_boxes").to_pylist() == [0, 0, 0, 0, 3]
+    assert table.column("patient_id").null_count == 5

@@ -12,6 +12,8 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow_build import int32_array, string_array
+
 MAPPING_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -43,21 +45,30 @@ class MappingWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp")
         self._writer = pq.ParquetWriter(self._tmp, MAPPING_SCHEMA, compression="zstd")
-        self._rows: list[dict[str, object]] = []
+        # Column lists, built into Arrow from buffers (see arrow_build: no pandas import).
+        self._columns: dict[str, list[object]] = {name: [] for name in MAPPING_SCHEMA.names}
+        self._pending = 0
         self._batch_rows = batch_rows
         self.count = 0
 
     def add(self, row: dict[str, object]) -> None:
-        """Queue one row; flushed every ``batch_rows``."""
-        self._rows.append(row)
+        """Queue one row (missing fields are null); flushed every ``batch_rows``."""
+        for name, values in self._columns.items():
+            values.append(row.get(name))
+        self._pending += 1
         self.count += 1
-        if len(self._rows) >= self._batch_rows:
+        if self._pending >= self._batch_rows:
             self._flush()
 
     def _flush(self) -> None:
-        if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=MAPPING_SCHEMA))
-            self._rows = []
+        if self._pending:
+            self._writer.write_table(pa.Table.from_arrays(
+                [int32_array(self._columns[f.name]) if f.type == pa.int32()  # type: ignore[arg-type]
+                 else string_array(self._columns[f.name])  # type: ignore[arg-type]
+                 for f in MAPPING_SCHEMA], schema=MAPPING_SCHEMA))
+            for values in self._columns.values():
+                values.clear()
+            self._pending = 0
 
     def close(self) -> None:
         """Flush and publish the file atomically."""

@@ -25,10 +25,9 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from . import metadata_schema as ms
 from . import metadata_values as mv
+from .arrow_build import string_array
 from .dicomio import BadInput, _item_end, _scan, parse_instance
 from .metadata_scan import clear_caches as clear_scan_caches
 from .metadata_scan import scan_row
@@ -170,11 +170,11 @@ class ExportState:
             return pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(array("q", values))])
 
         table = pa.Table.from_arrays([
-            _string_array(uris),
+            string_array(uris),
             int64(size[r] for r in rows),
             int64(mtime[r] for r in rows),
-            _string_array(b"".join(sha[32 * r:32 * r + 32] for r in rows).hex(), width=64),
-            _string_array([self._parts[self._part[r]] for r in rows]),
+            string_array(b"".join(sha[32 * r:32 * r + 32] for r in rows).hex(), width=64),
+            string_array([self._parts[self._part[r]] for r in rows]),
         ], schema=_STATE_SCHEMA)
         del uris, rows
         _write_parquet_atomic(table, self.path, row_group_size=max(n, 1))
@@ -202,33 +202,6 @@ class _EntriesView(Mapping[str, StateEntry]):
 
     def __len__(self) -> int:
         return len(self._state)
-
-
-def _string_array(values: Sequence[str | None] | str, width: int = 0) -> pa.Array:
-    """A string array built from buffers (no Python -> Arrow object conversion, which
-    would import pandas); with ``width``, ``values`` is one ASCII string cut every
-    ``width`` characters."""
-    if width:
-        n = len(values) // width
-        data = values.encode("ascii")  # type: ignore[union-attr]
-        offsets = array("i", range(0, width * n + 1, width))
-        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
-                                                      pa.py_buffer(data)])
-    encoded = [b"" if v is None else v.encode() for v in values]
-    offsets = array("q", [0])
-    offsets.extend(accumulate(map(len, encoded)))
-    nulls = [i for i, v in enumerate(values) if v is None]
-    validity = None
-    if nulls:
-        bits = bytearray(b"\xff" * ((len(values) + 7) // 8))
-        for i in nulls:
-            bits[i >> 3] &= 0xFF ^ (1 << (i & 7))
-        validity = pa.py_buffer(bits)
-    wide = offsets[-1] >= 2**31
-    arr = pa.Array.from_buffers(pa.large_string() if wide else pa.string(), len(values), [
-        validity, pa.py_buffer(offsets if wide else array("i", offsets)),
-        pa.py_buffer(b"".join(encoded))], null_count=len(nulls))
-    return arr.cast(pa.string()) if wide else arr  # a cast fails past 2 GiB, as it should
 
 
 @dataclass
