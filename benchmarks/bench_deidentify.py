@@ -1,8 +1,9 @@
 """Throughput and peak memory of ``dicom-deid deidentify`` against its peers, in one run.
 
 Contenders, each run over the same synthetic corpus with the same number of worker
-processes, writing to ``benchmarks/work/out-<name>/`` (cleared, and the disk synced, before
-every run; the input's page cache warmed by a full read pass before every run):
+processes, writing to ``benchmarks/work/out-<name>/`` (every contender's output cleared,
+and the disk synced, before every run; the input's page cache warmed by a full read pass
+before every run):
 
 ``dicom-deid``
     the real command line as a subprocess:
@@ -369,9 +370,15 @@ def count_files(folder: Path) -> int:
 
 
 def prepare_out(name: str) -> Path:
+    """An empty output folder for ``name``, with every contender's earlier output deleted.
+
+    Deleting all of them (not only this contender's) gives each run the same free memory:
+    otherwise the page cache still holds up to three other 2 GB outputs, and the kernel
+    reclaiming it while this run writes doubled the system time of whichever ran next.
+    """
+    for old in WORK.glob("out-*"):
+        shutil.rmtree(old)
     out = WORK / f"out-{name}"
-    if out.exists():
-        shutil.rmtree(out)
     out.mkdir(parents=True)
     os.sync()  # no write-back of an earlier run's output during this one
     return out
@@ -653,8 +660,8 @@ def report(ctx: dict[str, Any], rows: list[Row], small: Row | None) -> str:
         "over the median wall time, failed files included in the count.",
         f"- {ctx['workers']} worker processes each; wall time is the whole subprocess "
         "(interpreter start, imports, pool, all files) timed from outside; page cache warmed "
-        "by a full read of the input before each run; outputs written to local disk, "
-        "cleared and synced before each run.",
+        "by a full read of the input before each run; outputs written to local disk; "
+        "every contender's output deleted and the disk synced before each run.",
         "- Peak RSS (tree) = peak over the run of RSS summed over the process and its workers, "
         f"sampled every {SAMPLE_SECONDS * 1000:.0f} ms (pages a forked worker shares with "
         "its parent count in both); largest process = the highest `VmHWM` (a process's own "
