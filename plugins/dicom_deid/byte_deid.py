@@ -20,6 +20,7 @@ import struct
 from collections.abc import Iterator
 
 from pydicom.charset import convert_encodings, python_encoding
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
@@ -30,6 +31,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import PersonName
 
 from .deidentify import (
     _BYTES_VRS,
@@ -232,6 +234,11 @@ class ByteDeidentifier:
             if e[5]:
                 raise _Decline
             raw = bytes(view[e[3]:e[4]])
+            text = _plain_text(raw, vr)
+            if text is not None:
+                if text.strip():
+                    yield _info_type(keyword_for_tag(e[0]), vr), text
+                continue
             elem = convert_raw_data_element(
                 RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
                 encoding=encodings,
@@ -340,24 +347,49 @@ class ByteDeidentifier:
             return value
         if act not in _TEXT_ACTS or e[5]:
             raise _Decline
-        if act is Act.PSEUDONYM and raw.isascii() and b"\\" not in raw and b"\x1b" not in raw:
-            # The common case, without pydicom: one ASCII value, as pydicom reads it.
-            text = raw.decode("ascii").rstrip("\x00 ")
+        text = _plain_text(raw, vr)
+        if text is not None and act is Act.PSEUDONYM:
             value = self.deid.pseudonym(tag, text).encode("ascii") if text else b""
-            value = value + b" " if len(value) % 2 else value
-            out.append(_elem_header(tag, vr, len(value), implicit) + value)
-            return value
-        elem = convert_raw_data_element(
-            RawDataElement(BaseTag(tag), e[1], len(raw), raw, 0, implicit, True),
-            encoding=encodings,
-        )
+            return self._emit_text(tag, vr, value, implicit, out)
+        if text is not None:
+            elem = DataElement(tag, vr, text)
+        else:
+            elem = convert_raw_data_element(
+                RawDataElement(BaseTag(tag), e[1], len(raw), raw, 0, implicit, True),
+                encoding=encodings,
+            )
         self.deid.change_text(elem, tag, vr, act, state)
+        new = elem.value
+        if text is not None and (new is None or (
+                isinstance(new, str | PersonName) and str(new).isascii())):
+            value = str(new).encode("ascii") if new is not None else b""
+            return self._emit_text(tag, vr, value, implicit, out)
         buf = DicomBytesIO()
         buf.is_little_endian = True
         buf.is_implicit_VR = implicit
         write_data_element(buf, elem, encodings)
         out.append(buf.getvalue())
         return elem
+
+
+    @staticmethod
+    def _emit_text(tag: int, vr: str, value: bytes, implicit: bool, out: Chunks) -> bytes:
+        """One ASCII text value, padded with a space as pydicom pads text."""
+        value = value + b" " if len(value) % 2 else value
+        out.append(_elem_header(tag, vr, len(value), implicit) + value)
+        return value
+
+
+# VRs whose single ASCII value pydicom reads as the bytes less trailing NULs and spaces.
+_PLAIN_TEXT_VRS = frozenset({"LO", "SH", "PN", "LT", "ST", "UT", "UC", "DA", "DT"})
+
+
+def _plain_text(raw: bytes, vr: str) -> str | None:
+    """The value pydicom would read from ``raw`` when it is one plain ASCII value of a
+    text VR (the common case, read here without pydicom); None otherwise."""
+    if vr not in _PLAIN_TEXT_VRS or not raw.isascii() or b"\\" in raw or b"\x1b" in raw:
+        return None
+    return raw.decode("ascii").rstrip("\x00 ")
 
 
 # -- parsing ---------------------------------------------------------------------------
