@@ -25,12 +25,6 @@ from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_eleme
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
 from pydicom.valuerep import PersonName
 
 from .deidentify import (
@@ -46,14 +40,16 @@ from .deidentify import (
 from .dicomio import (
     _ALL_VRS,
     _LONG_VRS,
-    _RAW_FIRST_GROUPS,
     _SEQ_DELIM,
     _UNDEFINED,
+    PYDICOM_ONLY_SYNTAXES,
     _encode_file_meta,
     _item_end,
     _raw_header,
-    _scan_meta,
     _undefined_end,
+    ascii_text,
+    element_header,
+    locate_dataset,
 )
 from .plan import TAG_ACCESSION, TAG_PATIENT_ID, Act, Mode
 from .text_scrub import PhiContext
@@ -61,7 +57,6 @@ from .text_scrub import PhiContext
 _ITEM = 0xFFFEE000
 _ITEM_START_UNDEF = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
 _ITEM_DELIM = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-_UNDEF_LEN = b"\xff\xff\xff\xff"
 _TAG_SOP_CLASS = 0x00080016
 _TAG_SOP_INSTANCE = 0x00080018
 _TAG_STUDY = 0x0020000D
@@ -112,7 +107,9 @@ class ByteDeidentifier:
 
     # -- whole file ---------------------------------------------------------------------
     def _deidentify(self, data: bytes) -> tuple[Chunks, InstanceResult]:
-        ts, implicit, pos = _dataset_start(data)
+        ts, implicit, pos, _meta, _preamble = locate_dataset(data)
+        if ts in PYDICOM_ONLY_SYNTAXES:
+            raise _Decline
         view = memoryview(data)
         top = _elements(data, pos, len(data), implicit, top=True)
         by_tag = {e[0]: e for e in top}
@@ -330,20 +327,18 @@ class ByteDeidentifier:
             if vr == "SQ":
                 out.append(_seq_header(tag, implicit) + _SEQ_DELIM)
                 return None
-            key = (tag, vr, act, implicit)
-            whole = self._fixed.get(key)
-            if whole is None:
-                value = self.deid.fixed_value(vr, act)
-                whole = self._fixed[key] = _elem_header(tag, vr, len(value), implicit) + value
+            value = self.deid.fixed_value(vr, act)  # _level reuses the element next time
+            whole = element_header(tag, vr, len(value), implicit) + value
+            self._fixed[(tag, vr, act, implicit)] = whole
             out.append(whole)
-            return self.deid.fixed_value(vr, act)
+            return value
         if vr in _BYTES_VRS or vr == "SQ":
             return None
         raw = bytes(view[e[3]:e[4]])
         if act is Act.UID:
             values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
             value = self.deid.uid_value(values)
-            out.append(_elem_header(tag, vr, len(value), implicit) + value)
+            out.append(element_header(tag, vr, len(value), implicit) + value)
             return value
         if act not in _TEXT_ACTS or e[5]:
             raise _Decline
@@ -376,7 +371,7 @@ class ByteDeidentifier:
     def _emit_text(tag: int, vr: str, value: bytes, implicit: bool, out: Chunks) -> bytes:
         """One ASCII text value, padded with a space as pydicom pads text."""
         value = value + b" " if len(value) % 2 else value
-        out.append(_elem_header(tag, vr, len(value), implicit) + value)
+        out.append(element_header(tag, vr, len(value), implicit) + value)
         return value
 
 
@@ -393,24 +388,6 @@ def _plain_text(raw: bytes, vr: str) -> str | None:
 
 
 # -- parsing ---------------------------------------------------------------------------
-def _dataset_start(data: bytes) -> tuple[str, bool, int]:
-    """(transfer syntax, implicit VR, offset of the dataset), as ``parse_instance`` decides."""
-    if len(data) < 8:
-        raise _Decline
-    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
-    first_group = struct.unpack_from("<H", data, 0)[0]
-    if has_preamble or first_group == 0x0002:
-        meta, pos = _scan_meta(data, 132 if has_preamble else 0)
-        ts = meta.get(0x00020010, "")
-        if not ts or ts in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
-            raise _Decline
-        return ts, ts == ImplicitVRLittleEndian, pos
-    if first_group not in _RAW_FIRST_GROUPS:
-        raise _Decline
-    implicit = data[4:6] not in _ALL_VRS
-    return (ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian), implicit, 0
-
-
 _EXPLICIT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length
 _IMPLICIT = struct.Struct("<HHI").unpack_from  # tag, 4-byte length
 _U32 = struct.Struct("<I").unpack_from
@@ -528,29 +505,18 @@ def _text(data: bytes, e: _Elem | None) -> str:
     raw = data[e[3]:e[4]]
     if not raw.isascii():
         raise _Decline
-    return raw.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
+    return ascii_text(raw)
 
 
 def _final_text(value: bytes | DataElement | None) -> str:
     if value is None:
         return ""
     if isinstance(value, bytes):
-        return value.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
+        return ascii_text(value)
     v = value.value
     return "" if v is None else str(v).strip()
 
 
-def _elem_header(tag: int, vr: str, length: int, implicit: bool) -> bytes:
-    """An element header as ``dicomio._raw_header`` writes it."""
-    t = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-    if implicit:
-        return t + struct.pack("<I", length)
-    v = vr.encode("ascii")
-    if v in _LONG_VRS:
-        return t + v + b"\x00\x00" + struct.pack("<I", length)
-    return t + v + struct.pack("<H", length)
-
-
 def _seq_header(tag: int, implicit: bool) -> bytes:
-    return struct.pack("<HH", tag >> 16, tag & 0xFFFF) + (b"" if implicit else b"SQ\x00\x00") \
-        + _UNDEF_LEN
+    """An undefined-length sequence header, as ``dicomio._encode_sequence`` writes it."""
+    return element_header(tag, "SQ", _UNDEFINED, implicit)

@@ -15,6 +15,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pydicom
 from pydicom.charset import python_encoding
@@ -53,6 +54,8 @@ _INPUT_TS_ATTR = "_dicom_deid_input_ts"
 _OUTPUT_TS_ATTR = "_dicom_deid_output_ts"
 # Plausible first groups of a raw (preamble-less) dataset.
 _RAW_FIRST_GROUPS = frozenset({0x0002, 0x0008, 0x0010, 0x0018, 0x0020})
+# Big endian and deflated: read and written whole by pydicom.
+PYDICOM_ONLY_SYNTAXES = frozenset({ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian})
 
 
 class BadInput(Exception):
@@ -94,13 +97,20 @@ def read_file(path: Path) -> bytes:
         raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
 
 
-def parse_instance(data: bytes) -> Instance:
-    """Parse DICOM bytes (Part 10 file or a raw little-endian dataset).
+class DatasetStart(NamedTuple):
+    """Where a file's dataset starts and how it is encoded (see :func:`locate_dataset`)."""
 
-    Little-endian encodings (all but two retired/rare transfer syntaxes) go through
-    :func:`_scan`, which only finds element boundaries and leaves every value raw;
-    the others use pydicom's reader.
-    """
+    transfer_syntax: str
+    implicit: bool
+    pos: int
+    meta: dict[int, str] | None
+    """Group 0002 text values; None for a raw dataset without file meta."""
+    has_preamble: bool
+
+
+def locate_dataset(data: bytes) -> DatasetStart:
+    """Preamble, file meta and transfer syntax of DICOM bytes (Part 10 or a raw
+    little-endian dataset); :class:`BadInput` when there is no dataset to read."""
     if not data:
         raise BadInput("zero-byte", "zero-byte file")
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
@@ -110,22 +120,29 @@ def parse_instance(data: bytes) -> Instance:
         ts = meta.get(0x00020010, "")
         if not ts:
             raise BadInput("unreadable", "file meta has no Transfer Syntax UID")
-        if ts in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
-            return _parse_with_pydicom(data, has_preamble, ts)
-        implicit = ts == ImplicitVRLittleEndian
-        had_meta = True
-    else:
-        if first_group not in _RAW_FIRST_GROUPS:
-            raise BadInput("not-dicom", "not a DICOM file (no 'DICM' prefix, no dataset found)")
-        pos = 0
-        implicit = data[4:6] not in _ALL_VRS
-        ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-        had_meta = False
-        meta = {}
+        return DatasetStart(ts, ts == ImplicitVRLittleEndian, pos, meta, has_preamble)
+    if first_group not in _RAW_FIRST_GROUPS:
+        raise BadInput("not-dicom", "not a DICOM file (no 'DICM' prefix, no dataset found)")
+    implicit = data[4:6] not in _ALL_VRS
+    ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    return DatasetStart(ts, implicit, 0, None, False)
+
+
+def parse_instance(data: bytes) -> Instance:
+    """Parse DICOM bytes (Part 10 file or a raw little-endian dataset).
+
+    Little-endian encodings (all but two retired/rare transfer syntaxes) go through
+    :func:`_scan`, which only finds element boundaries and leaves every value raw;
+    the others use pydicom's reader.
+    """
+    ts, implicit, pos, meta, has_preamble = locate_dataset(data)
+    if ts in PYDICOM_ONLY_SYNTAXES:
+        return _parse_with_pydicom(data, has_preamble, ts)
+    had_meta = meta is not None
     elements = _scan(data, pos, len(data), implicit)
     ds = Dataset(elements)
     ds.set_original_encoding(implicit, True)
-    if had_meta:
+    if meta is not None:
         ds.file_meta = _file_meta(meta)  # read by pixel rules; never written out
     if 0x00080018 not in elements or 0x00080016 not in elements:
         raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
@@ -343,9 +360,14 @@ def text_value(ds: Dataset, tag: int) -> str:
     if isinstance(elem, RawDataElement):
         raw = elem.value or b""
         if raw.isascii():
-            return raw.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
+            return ascii_text(raw)
     value = ds[tag].value
     return "" if value is None else str(value).strip()
+
+
+def ascii_text(raw: bytes) -> str:
+    """A single ASCII value less its padding (NULs and spaces) and leading spaces."""
+    return raw.rstrip(b"\x00 ").lstrip(b" ").decode("ascii")
 
 
 def input_transfer_syntax(ds: Dataset) -> str:
@@ -393,7 +415,7 @@ def encode_instance_chunks(
     the dataset carries its new one (:func:`set_output_transfer_syntax`), used instead.
     """
     transfer_syntax = output_transfer_syntax(ds, transfer_syntax)
-    if transfer_syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+    if transfer_syntax in PYDICOM_ONLY_SYNTAXES:
         # Rare encodings: pydicom's own writer handles byte swapping and deflate.
         ds.file_meta = build_file_meta(ds, transfer_syntax)
         buf = DicomBytesIO()
@@ -444,21 +466,25 @@ def _encode_dataset(
 
 
 def _raw_header(elem: RawDataElement, implicit: bool) -> bytes:
-    tag = struct.pack("<HH", elem.tag >> 16, elem.tag & 0xFFFF)
     length = elem.length if elem.length == _UNDEFINED else len(elem.value or b"")
+    return element_header(elem.tag, elem.VR or "UN", length, implicit)
+
+
+def element_header(tag: int, vr: str, length: int, implicit: bool) -> bytes:
+    """A little-endian element header (tag, VR unless implicit, length)."""
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
     if implicit:
-        return tag + struct.pack("<I", length)
-    vr = (elem.VR or "UN").encode("ascii")
-    if vr in _LONG_VRS:
-        return tag + vr + b"\x00\x00" + struct.pack("<I", length)
-    return tag + vr + struct.pack("<H", length)
+        return head + struct.pack("<I", length)
+    code = vr.encode("ascii")
+    if code in _LONG_VRS:
+        return head + code + b"\x00\x00" + struct.pack("<I", length)
+    return head + code + struct.pack("<H", length)
 
 
 def _encode_sequence(elem: DataElement, implicit: bool, encodings: list[str],
                      out: list[bytes | memoryview]) -> None:
-    tag = struct.pack("<HH", elem.tag >> 16, elem.tag & 0xFFFF)
     items: Sequence = elem.value
-    out.append(tag + (b"" if implicit else b"SQ\x00\x00") + b"\xff\xff\xff\xff")
+    out.append(element_header(elem.tag, "SQ", _UNDEFINED, implicit))
     for item in items:
         out.append(_ITEM_START_UNDEF)
         item_encodings = encodings

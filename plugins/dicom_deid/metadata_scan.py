@@ -24,6 +24,7 @@ from typing import Any
 from pydicom.datadict import DicomDictionary, private_dictionary_VR
 
 from . import metadata_schema as ms
+from .dicomio import PYDICOM_ONLY_SYNTAXES
 from .metadata_values import (
     STRUCT_CODES,
     TEXT_KINDS,
@@ -62,7 +63,7 @@ _CHARSET = 0x00080005
 _PIXEL_REPRESENTATION = 0x00280103
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_PYDICOM_ONLY = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})  # BE, deflated
+_PYDICOM_ONLY = PYDICOM_ONLY_SYNTAXES  # big endian, deflated: the general path
 _RAW_FIRST_GROUPS = frozenset({0x0002, 0x0008, 0x0010, 0x0018, 0x0020})
 
 _ALL_VRS = ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB",
