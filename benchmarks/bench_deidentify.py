@@ -1,9 +1,10 @@
 """Throughput and peak memory of ``dicom-deid deidentify`` against its peers, in one run.
 
 Contenders, each run over the same synthetic corpus with the same number of worker
-processes, writing to ``benchmarks/work/out-<name>/`` (every contender's output cleared,
-and the disk synced, before every run; the input's page cache warmed by a full read pass
-before every run):
+processes, writing to ``benchmarks/work/out-<name>/``. Before every run: every contender's
+output deleted, the disk synced and the page cache dropped (root; else a 61 s wait, see
+``forget_deleted_inodes``), one unmeasured warm-up run of the contender over a one-patient
+corpus (its program files cached), and a full read of the input (its page cache warm):
 
 ``dicom-deid``
     the real command line as a subprocess:
@@ -69,6 +70,7 @@ FLAT_TOLERANCE = 1.25
 """Peak RSS counts as flat when the full corpus needs at most this times the small one's."""
 MIN_FILES = 5000
 DEFAULT_PATIENTS = 280
+DEFAULT_SEED = 2026
 SAMPLE_SECONDS = 0.05
 _SUMMARY_LINE = re.compile(r"processed (\d+), failed (\d+), skipped (\d+)")
 
@@ -346,6 +348,7 @@ class Run:
     outputs: int
     failures_by_type: dict[str, int] = field(default_factory=dict)
     failure_examples: dict[str, str] = field(default_factory=dict)
+    cache_dropped: bool = False
 
 
 def deid_bin() -> Path:
@@ -369,19 +372,45 @@ def count_files(folder: Path) -> int:
     return sum(len(names) for _, _, names in os.walk(folder))
 
 
-def prepare_out(name: str) -> Path:
-    """An empty output folder for ``name``, with every contender's earlier output deleted.
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+RECENTLY_DELETED_SECONDS = 61
+"""ext4 without a journal skips an inode freed less than 60 s ago (clean buffers) when it
+allocates one, by looking its inode-table block up in the buffer cache for every candidate."""
+
+
+def forget_deleted_inodes(deleted_at: float) -> bool:
+    """Make the last deletion cost the next run nothing; True if the page cache was dropped.
+
+    ``perf`` showed why runs slowed down one after another (system time 2 -> 7 s over four
+    runs): on ext4 without a journal, every file a run creates scans past the inodes the
+    previous clean-up freed, up to 5,000 of them, each a buffer-cache lookup
+    (``recently_deleted`` in ``find_inode_bit``). Dropping the clean page cache (root
+    only; the input is re-read by ``warm`` afterwards) or waiting 60 s ends that.
+    """
+    try:
+        DROP_CACHES.write_text("1\n")
+        return True
+    except OSError:
+        left = RECENTLY_DELETED_SECONDS - (time.monotonic() - deleted_at)
+        if left > 0:
+            time.sleep(left)
+        return False
+
+
+def prepare_out(name: str) -> tuple[Path, bool]:
+    """An empty output folder for ``name``, every contender's earlier output deleted.
 
     Deleting all of them (not only this contender's) gives each run the same free memory:
     otherwise the page cache still holds up to three other 2 GB outputs, and the kernel
     reclaiming it while this run writes doubled the system time of whichever ran next.
+    Returns the folder and whether the page cache was dropped.
     """
     for old in WORK.glob("out-*"):
         shutil.rmtree(old)
     out = WORK / f"out-{name}"
     out.mkdir(parents=True)
     os.sync()  # no write-back of an earlier run's output during this one
-    return out
+    return out, forget_deleted_inodes(time.monotonic())
 
 
 def command(name: str, corpus: Corpus, out: Path, workers: int) -> list[str]:
@@ -435,9 +464,24 @@ def _peer_outcome(name: str, m: Measured, files: int) -> Outcome:
             summary["failure_examples"])
 
 
+WARMUP_PATIENTS = 1
+
+
+def warm_up(name: str, workers: int) -> None:
+    """Run ``name`` once, unmeasured, over a one-patient corpus: its interpreter, libraries
+    and data files are then in the page cache, as in any run but the first after a boot
+    (dropping the page cache had evicted them, so the next start read them from disk)."""
+    tiny = synth_corpus(WARMUP_PATIENTS, DEFAULT_SEED)
+    out = WORK / f"out-warmup-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(command(name, tiny, out, workers), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
+
+
 def run_one(name: str, corpus: Corpus, label: str, rnd: int, workers: int) -> Run:
-    """Clear the output, warm the cache, wait for a quiet machine, run one contender once."""
-    out = prepare_out(name)
+    """Clear the output, warm the caches, wait for a quiet machine, run one contender once."""
+    out, dropped = prepare_out(name)
+    warm_up(name, workers)
     warm(corpus)
     wait_for_quiet()
     logs = WORK / "logs"
@@ -452,7 +496,7 @@ def run_one(name: str, corpus: Corpus, label: str, rnd: int, workers: int) -> Ru
         print(f"  warning: {name} accounted for {ok + failed} of {corpus.files} files")
     if outputs != ok:
         print(f"  warning: {name} reported {ok} files done but wrote {outputs}")
-    return Run(name, label, rnd, m, ok, failed, outputs, kinds, examples)
+    return Run(name, label, rnd, m, ok, failed, outputs, kinds, examples, dropped)
 
 
 # -- peers' environment and versions ------------------------------------------------------
@@ -661,7 +705,14 @@ def report(ctx: dict[str, Any], rows: list[Row], small: Row | None) -> str:
         f"- {ctx['workers']} worker processes each; wall time is the whole subprocess "
         "(interpreter start, imports, pool, all files) timed from outside; page cache warmed "
         "by a full read of the input before each run; outputs written to local disk; "
-        "every contender's output deleted and the disk synced before each run.",
+        "every contender's output deleted and the disk synced before each run, then "
+        + ("the page cache dropped (`/proc/sys/vm/drop_caches`; then one unmeasured run of "
+           "the contender over a one-patient corpus, so its program files are cached, "
+           "and the warming read of the input)"
+           if ctx.get("cache_dropped") else "61 s waited (no root to drop the page cache)")
+        + ", because on ext4 without a journal each new file otherwise scans past the inodes "
+        "freed in the last 60 s (`perf`: system time grew 2 -> 7 s over four back-to-back "
+        "runs of the same command).",
         "- Peak RSS (tree) = peak over the run of RSS summed over the process and its workers, "
         f"sampled every {SAMPLE_SECONDS * 1000:.0f} ms (pages a forked worker shares with "
         "its parent count in both); largest process = the highest `VmHWM` (a process's own "
@@ -707,7 +758,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--patients", type=int, default=DEFAULT_PATIENTS,
                    help=f"synthetic patients (default {DEFAULT_PATIENTS}: >= {MIN_FILES} files)")
-    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--repeat", type=int, default=3, help="runs per contender; median reported")
     p.add_argument("--workers", type=int, default=2, help="worker processes per contender")
     p.add_argument("--only", action="append", choices=CONTENDERS, metavar="NAME",
@@ -787,6 +838,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in names]
     small_runs = [r for r in runs if r.corpus == "small"]
     small = summarise(small_runs, corpora["small"]) if small_runs else None
+    ctx["cache_dropped"] = all(r.cache_dropped for r in runs)
     section = report(ctx, rows, small)
     print()
     print(section)
