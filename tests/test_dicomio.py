@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -10,7 +13,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 
 from conftest import deidentify_bytes, make_instance, to_bytes
-from dicom_deid.dicomio import BadInput, parse_instance
+from dicom_deid.dicomio import BadInput, parse_instance, read_file, write_atomic
 
 
 def _reason(data: bytes) -> BadInput:
@@ -68,3 +71,47 @@ def test_transfer_syntax_and_pixel_bytes_preserved(ts: str) -> None:
     out, _, _ = deidentify_bytes(buf.getvalue())
     assert out.file_meta.TransferSyntaxUID == ts
     assert out.PixelData == ds.PixelData
+
+
+def test_write_atomic_writes_every_chunk_and_resumes_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More chunks than one writev takes, and a kernel that writes 7 bytes at a time."""
+    chunks: list[bytes | memoryview] = [bytes([i % 251]) * (i % 5 + 1) for i in range(2500)]
+    expected = b"".join(chunks)
+    write_atomic(tmp_path / "new" / "a.dcm", chunks)  # the folder does not exist yet
+    assert (tmp_path / "new" / "a.dcm").read_bytes() == expected
+
+    real_writev = os.writev
+    monkeypatch.setattr(os, "writev", lambda fd, bufs: real_writev(fd, [bytes(bufs[0])[:7]]))
+    write_atomic(tmp_path / "b.dcm", [memoryview(expected)[:100], expected[100:]])
+    assert (tmp_path / "b.dcm").read_bytes() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.dcm", "new"]  # no temp left
+
+
+def test_write_atomic_leaves_neither_half_file_nor_temp_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.dcm").write_bytes(b"old")
+
+    def full_disk(fd: int, bufs: list[bytes]) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(tmp_path / "a.dcm", [b"new"])
+    assert [p.name for p in tmp_path.iterdir()] == ["a.dcm"]
+    assert (tmp_path / "a.dcm").read_bytes() == b"old"
+
+
+def test_read_file_reads_whole_files_and_reports_unreadable_ones(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 3000
+    (tmp_path / "f").write_bytes(data)
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_file(tmp_path / "f") == data
+    assert read_file(str(tmp_path / "empty")) == b""
+    for missing in (tmp_path / "nope", tmp_path):  # absent, and a folder
+        with pytest.raises(BadInput) as info:
+            read_file(missing)
+        assert info.value.kind == "unreadable"
+        assert str(tmp_path) not in info.value.reason  # reasons carry no path

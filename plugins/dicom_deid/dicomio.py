@@ -8,6 +8,8 @@ per-element overhead of ``dcmwrite`` is the main cost of a plain round trip.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import struct
@@ -89,10 +91,27 @@ def read_instance(path: Path) -> Instance:
     return parse_instance(read_file(path))
 
 
-def read_file(path: Path) -> bytes:
-    """The bytes of ``path``; an unreadable file is a :class:`BadInput`."""
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of ``path``; an unreadable file is a :class:`BadInput`.
+
+    One ``read`` of the size ``fstat`` gives (a file that grows meanwhile is read to its
+    end): a third faster than ``Path.read_bytes``, whose buffered reader costs as much
+    as the copy for a 400 KB file.
+    """
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size) if size else b""
+            if len(data) < size:  # shrank while read: what is there (the parser says why)
+                return data
+            tail = os.read(fd, 1 << 16)
+            while tail:  # grew while read
+                data += tail
+                tail = os.read(fd, 1 << 16)
+            return data
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
 
@@ -513,20 +532,51 @@ def encode_element_value(elem: DataElement, implicit: bool) -> bytes:
     return buf.getvalue()[8:]  # implicit header: tag (4) + length (4)
 
 
-def write_atomic(path: Path, data: bytes | list[bytes | memoryview]) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename: no half files, ever."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+_IOV_MAX = 1024  # chunks per writev (Linux's UIO_MAXIOV)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | list[bytes | memoryview]) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename: no half files, ever.
+
+    The chunks go out with ``writev`` on a raw descriptor (no buffered writer copying the
+    small ones); the folder is made only when the first open fails.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        fh = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
-    except FileNotFoundError:  # first file of its folder: make it (most files skip this)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(tmp, "wb")  # noqa: SIM115
-    with fh:
-        if isinstance(data, bytes):
-            fh.write(data)
-        else:
-            fh.writelines(data)
-    os.replace(tmp, path)
+        fd = os.open(tmp, _NEW_FILE, 0o666)
+    except FileNotFoundError:  # first file of its folder (most files skip this)
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, _NEW_FILE, 0o666)
+    try:
+        try:
+            _write_all(fd, [data] if isinstance(data, bytes) else data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_all(fd: int, chunks: list[bytes | memoryview]) -> None:
+    """``writev`` every chunk, resuming after a short write."""
+    views = [memoryview(c) for c in chunks if len(c)]
+    i = 0
+    while i < len(views):
+        batch = views[i:i + _IOV_MAX]
+        written = os.writev(fd, batch)
+        if not written:
+            raise OSError(errno.EIO, "write made no progress")
+        for view in batch:
+            if written < len(view):
+                views[i] = view[written:]
+                break
+            written -= len(view)
+            i += 1
 
 
 def element_is_raw(elem: DataElement | RawDataElement) -> bool:
