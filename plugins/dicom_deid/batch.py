@@ -18,8 +18,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import Any
 
 from .byte_deid import ByteDeidentifier
 from .config import DeidConfig
@@ -42,7 +41,8 @@ _SKIP_NAMES = frozenset({"DICOMDIR"})
 class Source:
     """One input file: where it is, and its path relative to the input root."""
 
-    path: Path
+    path: str | Path
+    """A string from :func:`iter_sources` (5,000 Path objects cost 0.1 s to make)."""
     rel: str
 
 
@@ -88,25 +88,26 @@ class BatchSummary:
 
 
 def iter_sources(root: Path) -> Iterator[Source]:
-    """Every regular file under ``root`` (with or without .dcm), sorted, hidden ones skipped."""
+    """Every regular file under ``root`` (with or without .dcm), hidden ones skipped, in
+    the order of their path parts (a depth-first walk of each folder sorted by name)."""
     root = Path(root)
     if root.is_file():
-        yield Source(root, root.name)
+        yield Source(str(root), root.name)
         return
-    stack = [root]
-    found: list[Path] = []
-    while stack:
-        folder = stack.pop()
-        with os.scandir(folder) as it:
-            for entry in it:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file():
-                    found.append(Path(entry.path))
-    for path in sorted(found):
-        yield Source(path, path.relative_to(root).as_posix())
+    yield from _walk(os.fspath(root), "")
+
+
+def _walk(folder: str, prefix: str) -> Iterator[Source]:
+    with os.scandir(folder) as it:
+        entries = sorted(
+            (e.name, e.is_dir(follow_symlinks=False), e.is_file())
+            for e in it if not e.name.startswith(".")
+        )
+    for name, is_dir, is_file in entries:
+        if is_dir:
+            yield from _walk(f"{folder}/{name}", f"{prefix}{name}/")
+        elif is_file:
+            yield Source(f"{folder}/{name}", prefix + name)
 
 
 # -- worker side ------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def process_source(src: Source) -> FileOutcome:
     assert _WORKER is not None, "worker not initialised"
     deid, fast_path, out_root, layout = _WORKER
     outcome = FileOutcome(rel=src.rel)
-    if src.path.name.upper() in _SKIP_NAMES:
+    if os.path.basename(src.path).upper() in _SKIP_NAMES:
         outcome.kind, outcome.stage = "skipped", "read"
         outcome.reason = "DICOMDIR media directory (rebuild it after de-identification)"
         return outcome
@@ -221,6 +222,25 @@ def _outcomes(
     with ctx.Pool(workers, initializer=_init_worker,
                   initargs=(config, key, out_root, layout)) as pool:
         yield from pool.imap(process_source, sources, chunksize=chunk)
+
+
+class _NoBar:
+    """Stands in for a progress bar that is not shown."""
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    """A tqdm bar on a terminal; nothing otherwise (tqdm is imported only to be shown)."""
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", smoothing=0.05)
 
 
 class _ProgressLog:
@@ -299,7 +319,7 @@ def run_batch(
     # hash() of each output path: a few dozen bytes per file instead of two path strings.
     seen_outputs: set[int] = set()
     try:
-        bar = tqdm(total=len(src_list), unit="file", disable=not show, smoothing=0.05)
+        bar = _progress_bar(len(src_list), show)
         ticker = _ProgressLog(label, len(src_list), log_every)
         for o in _outcomes(src_list, config, key, out_root, layout, workers, start_method):
             bar.update(1)

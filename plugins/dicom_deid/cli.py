@@ -8,8 +8,7 @@ import sys
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .batch import (
@@ -25,9 +24,10 @@ from .config import DeidConfig, ImageConfig, OcrScope, TextRedactionMode
 from .deidentify import ConfigNotSupported
 from .filter_file import FilterFileError, read_filter
 from .keys import KeyConfigError, generate_key_file, load_key
-from .pixel_rules import load_rules
 from .tag_config import ConfigError, config_from_options, load_config
-from .warehouse import WarehouseError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 EPILOG = """exit codes: 0 all inputs de-identified; 2 bad arguments, config or key (nothing
 was touched); 3 some inputs failed (listed in --errors, never copied to OUTPUT)."""
@@ -146,6 +146,8 @@ def _pixel_overrides(config: DeidConfig, args: argparse.Namespace) -> DeidConfig
     """--pixel-rules and --ocr-scope replace what the config says (checked up front)."""
     changes: dict[str, object] = {}
     if args.pixel_rules:
+        from .pixel_rules import load_rules
+
         load_rules(args.pixel_rules)  # a bad rule file stops the run before any file
         changes["pixel_rules"] = str(args.pixel_rules)
     if args.ocr_scope:
@@ -166,6 +168,8 @@ def _deidentify(args: argparse.Namespace) -> int:
     run_id = args.run_id or uuid.uuid4().hex[:12]
     sources = iter_sources(args.input)
     if args.filter_file:
+        from .warehouse import WarehouseError
+
         try:
             sources = _filtered_sources(args.input, args.filter_file, args.warehouse)
         except (FilterFileError, WarehouseError, ValueError) as exc:
@@ -217,7 +221,7 @@ def _filtered_sources(root: Path, filter_path: Path, warehouse_url: str | None) 
 
 def _export_metadata(args: argparse.Namespace) -> int:
     from .metadata_export import ExportState, export_metadata
-    from .warehouse import open_warehouse
+    from .warehouse import WarehouseError, open_warehouse
 
     if not args.source.exists():
         print(f"dicom-deid: source {args.source} does not exist", file=sys.stderr)
@@ -276,7 +280,7 @@ def _print_table(table: pa.Table, limit: int = 50) -> None:
 
 def _cohort(args: argparse.Namespace) -> int:
     from .cohort import CohortError, cohort_to_filter, load_cohort
-    from .warehouse import open_warehouse
+    from .warehouse import WarehouseError, open_warehouse
 
     try:
         cohort = load_cohort(args.sql)

@@ -6,35 +6,49 @@ a restricted table; it must never be copied into the de-identified tree.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-from .arrow_build import int32_array, string_array
-
-MAPPING_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("source_path", pa.string()),
-        ("output_path", pa.string()),
-        ("sop_class_uid", pa.string()),
-        ("modality", pa.string()),
-        ("original_study_uid", pa.string()),
-        ("original_series_uid", pa.string()),
-        ("original_sop_uid", pa.string()),
-        ("original_patient_id", pa.string()),
-        ("original_accession", pa.string()),
-        ("study_uid", pa.string()),
-        ("series_uid", pa.string()),
-        ("sop_uid", pa.string()),
-        ("patient_id", pa.string()),
-        ("accession", pa.string()),
-        ("date_shift_days", pa.int32()),
-        ("redacted_boxes", pa.int32()),
-    ]
+MAPPING_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "string"),
+    ("source_path", "string"),
+    ("output_path", "string"),
+    ("sop_class_uid", "string"),
+    ("modality", "string"),
+    ("original_study_uid", "string"),
+    ("original_series_uid", "string"),
+    ("original_sop_uid", "string"),
+    ("original_patient_id", "string"),
+    ("original_accession", "string"),
+    ("study_uid", "string"),
+    ("series_uid", "string"),
+    ("sop_uid", "string"),
+    ("patient_id", "string"),
+    ("accession", "string"),
+    ("date_shift_days", "int32"),
+    ("redacted_boxes", "int32"),
 )
+
+
+@cache
+def mapping_schema() -> pa.Schema:
+    """The Arrow schema of the mapping file (pyarrow is imported on first use: a run
+    imports it while its workers are busy, not before they start)."""
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in MAPPING_COLUMNS])
+
+
+def __getattr__(name: str) -> Any:
+    """``MAPPING_SCHEMA``, built (and pyarrow imported) when first asked for."""
+    if name == "MAPPING_SCHEMA":
+        return mapping_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MappingWriter:
@@ -44,9 +58,9 @@ class MappingWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._writer = pq.ParquetWriter(self._tmp, MAPPING_SCHEMA, compression="zstd")
+        self._writer: Any = None  # a ParquetWriter, opened at the first flush
         # Column lists, built into Arrow from buffers (see arrow_build: no pandas import).
-        self._columns: dict[str, list[object]] = {name: [] for name in MAPPING_SCHEMA.names}
+        self._columns: dict[str, list[object]] = {name: [] for name, _ in MAPPING_COLUMNS}
         self._pending = 0
         self._batch_rows = batch_rows
         self.count = 0
@@ -61,17 +75,25 @@ class MappingWriter:
             self._flush()
 
     def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .arrow_build import int32_array, string_array
+
+        schema = mapping_schema()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         if self._pending:
             self._writer.write_table(pa.Table.from_arrays(
                 [int32_array(self._columns[f.name]) if f.type == pa.int32()  # type: ignore[arg-type]
                  else string_array(self._columns[f.name])  # type: ignore[arg-type]
-                 for f in MAPPING_SCHEMA], schema=MAPPING_SCHEMA))
+                 for f in schema], schema=schema))
             for values in self._columns.values():
                 values.clear()
             self._pending = 0
 
     def close(self) -> None:
-        """Flush and publish the file atomically."""
+        """Flush and publish the file atomically (an empty run writes an empty file)."""
         self._flush()
         self._writer.close()
         self._tmp.replace(self.path)
@@ -86,5 +108,6 @@ class MappingWriter:
         if exc_type is None:
             self.close()
         else:
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
             self._tmp.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from .config import TextConfig, Transformation, TransformationKind
 
@@ -40,6 +40,25 @@ __all__ = [
     "parse_date",
     "transform_whole_value",
 ]
+
+
+
+class _LazyPattern:
+    """A regular expression compiled when first used: compiling this module's 20 costs
+    about 45 ms, which every run would pay at start though most clean no text."""
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self._source = (pattern, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(re.compile(*self._source), name)
+        setattr(self, name, value)  # found directly from now on
+        return value
+
+
+def _lazy(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    return cast("re.Pattern[str]", _LazyPattern(pattern, flags))
+
 
 CONTEXT = "CONTEXT"
 """Info type of a context value that is identifying without being a more specific type."""
@@ -90,7 +109,7 @@ _CJK = (
     "\u1100-\u11ff\u3005-\u3007\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf"
     "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
 )
-_CJK_RE = re.compile(f"[{_CJK}]")
+_CJK_RE = _lazy(f"[{_CJK}]")
 # A letter or digit of a script written with spaces: what must not touch a whole token.
 _WORD = f"[^\\W_{_CJK}]"
 _LB = f"(?-i:(?<!{_WORD}))"  # case-free: IGNORECASE makes big classes slow to compile
@@ -165,24 +184,24 @@ def _pad(value: int, padded: bool) -> str:
 
 _DateRender = Callable[[datetime.date], str]
 
-_P_YMD = re.compile(
+_P_YMD = _lazy(
     r"(?P<y>\d{4})(?P<s>[-/.])(?P<m>\d{1,2})(?P=s)(?P<d>\d{1,2})"
     r"(?P<rest>[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
 )
-_P_XYY = re.compile(r"(?P<a>\d{1,2})(?P<s>[-/.])(?P<b>\d{1,2})(?P=s)(?P<y>\d{4})")
-_P_DICOM = re.compile(
+_P_XYY = _lazy(r"(?P<a>\d{1,2})(?P<s>[-/.])(?P<b>\d{1,2})(?P=s)(?P<y>\d{4})")
+_P_DICOM = _lazy(
     r"(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})"
     r"(?P<rest>(?:[01]\d|2[0-3])(?:[0-5]\d(?:[0-5]\d(?:\.\d{1,6})?)?)?)?(?P<tz>[+-]\d{4})?"
 )
-_P_DMONY = re.compile(
+_P_DMONY = _lazy(
     rf"(?P<d>\d{{1,2}})(?P<o>{_ORD})(?P<s1>[\s\-]+)(?P<mon>[a-z]+\.?)(?P<s2>[\s\-,]+)(?P<y>\d{{4}})",
     re.IGNORECASE,
 )
-_P_MONDY = re.compile(
+_P_MONDY = _lazy(
     rf"(?P<mon>[a-z]+\.?)(?P<s1>\s+)(?P<d>\d{{1,2}})(?P<o>{_ORD})(?P<s2>,?\s+)(?P<y>\d{{4}})",
     re.IGNORECASE,
 )
-_P_JA = re.compile(
+_P_JA = _lazy(
     r"(?P<y>\d{4})(?P<s1>\s*年\s*)(?P<m>\d{1,2})(?P<s2>\s*月\s*)(?P<d>\d{1,2})(?P<s3>\s*日)"
 )
 
@@ -281,7 +300,7 @@ def parse_date(text: str) -> tuple[datetime.date, Callable[[datetime.date], str]
 
 # --- generic detectors -------------------------------------------------------------------
 
-_DATE_RE = re.compile(
+_DATE_RE = _lazy(
     _LB
     + _NO_DEC_B
     + r"(?:"
@@ -297,16 +316,16 @@ _DATE_RE = re.compile(
     + _NO_DEC_A,
     re.IGNORECASE,
 )
-_EMAIL_RE = re.compile(
+_EMAIL_RE = _lazy(
     _LB + r"[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}" + _LA, re.IGNORECASE
 )
-_URL_RE = re.compile(r"(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"'\[\]]+", re.IGNORECASE)
-_IPV4_RE = re.compile(_LB + _NO_DEC_B + r"(?:\d{1,3}\.){3}\d{1,3}" + _LA + _NO_DEC_A)
-_IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![\w:.])", re.IGNORECASE)
-_SSN_RE = re.compile(
+_URL_RE = _lazy(r"(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"'\[\]]+", re.IGNORECASE)
+_IPV4_RE = _lazy(_LB + _NO_DEC_B + r"(?:\d{1,3}\.){3}\d{1,3}" + _LA + _NO_DEC_A)
+_IPV6_RE = _lazy(r"(?<![\w:.])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![\w:.])", re.IGNORECASE)
+_SSN_RE = _lazy(
     _LB + _NO_DEC_B + r"(?!000|666|9\d\d)\d{3}([\s\-])(?!00)\d{2}\1(?!0000)\d{4}" + _LA
 )
-_PHONE_RE = re.compile(
+_PHONE_RE = _lazy(
     _LB
     + _NO_DEC_B
     + r"(?:(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]\d{3,4}"
@@ -314,7 +333,7 @@ _PHONE_RE = re.compile(
     + _LA
     + _NO_DEC_A
 )
-_AGE_RE = re.compile(
+_AGE_RE = _lazy(
     _LB
     + r"(?:\d{1,3}\s*(?:y/o|y\.o\.|yo)"
     + r"|\d{1,3}[\s\-]*(?:years?|yrs?|y)[\s\-]*old"
@@ -325,10 +344,10 @@ _AGE_RE = re.compile(
     + _LA,
     re.IGNORECASE,
 )
-_MRN_RE = re.compile(
+_MRN_RE = _lazy(
     _LB + _NO_DEC_B + r"(?:[a-z]{1,5}[\-#]?)?\d{6,}[a-z]?" + _LA + _NO_DEC_A, re.IGNORECASE
 )
-_DIGIT_RUN = re.compile(r"\d+")
+_DIGIT_RUN = _lazy(r"\d+")
 
 
 def _dates(text: str) -> Iterator[tuple[int, int]]:
@@ -384,7 +403,7 @@ _DETECTORS: tuple[tuple[str, _Detector, _Gate], ...] = (
 _PRIORITY = {name: i for i, (name, _, _) in enumerate(_DETECTORS)}
 
 # Output of this module is never detected again: that makes cleaning idempotent.
-_PLACEHOLDER_RE = re.compile(
+_PLACEHOLDER_RE = _lazy(
     r"\[(?:CTX|" + "|".join(sorted(INFO_TYPES, key=len, reverse=True)) + r")\]"
 )
 
@@ -395,7 +414,7 @@ _NAME_PARTICLES = frozenset(
     {"van", "von", "de", "der", "den", "del", "della", "di", "da", "du", "dos", "das", "la"}
     | {"le", "st", "jr", "sr", "mr", "mrs", "ms", "dr", "md", "phd"}
 )
-_ID_RE = re.compile(r"(?P<prefix>[A-Za-z]*)(?P<sep>[\s:#\-]*)(?P<zeros>0*)(?P<core>\d+)")
+_ID_RE = _lazy(r"(?P<prefix>[A-Za-z]*)(?P<sep>[\s:#\-]*)(?P<zeros>0*)(?P<core>\d+)")
 
 
 class _Variant(NamedTuple):
@@ -655,7 +674,7 @@ def ascii_fold(text: str) -> str:
 
 # --- spans -----------------------------------------------------------------------------
 
-_NAME_GAP = re.compile(r"[\s,^=・·]*")
+_NAME_GAP = _lazy(r"[\s,^=・·]*")
 
 
 def _candidates(text: str, ctx: PhiContext | None) -> Iterator[tuple[Span, int]]:
@@ -854,7 +873,7 @@ def apply_text_config(
     return _splice(text, spans, replace)
 
 
-_DICOM_PARTIAL_DATE = re.compile(r"(?P<y>\d{4})(?P<m>\d{2})?(?P<rest>.*)")
+_DICOM_PARTIAL_DATE = _lazy(r"(?P<y>\d{4})(?P<m>\d{2})?(?P<rest>.*)")
 
 
 def _shift_whole_date(value: str, date_shifter: DateShifter) -> str | None:
