@@ -144,7 +144,6 @@ class ByteDeidentifier:
         res.sop_uid = _final_text(final.get(_TAG_SOP_INSTANCE))
         res.patient_id = _final_text(final.get(TAG_PATIENT_ID))
         res.accession = _final_text(final.get(TAG_ACCESSION))
-        res.counts = {act.name: n for act, n in state.counts.items()}
         if state.shift_used:
             res.date_shift_days = self.deid.pseudo.date_shift_days(patient_key)
         meta = _encode_file_meta(_final_text(final.get(_TAG_SOP_CLASS)), res.sop_uid, ts)
@@ -153,8 +152,10 @@ class ByteDeidentifier:
     # -- one dataset level --------------------------------------------------------------
     def _acts_of(
         self, view: memoryview, elems: list[_Elem], mode: Mode,
-    ) -> list[tuple[_Elem, str, Act | None]]:
-        """(element, VR, action) per element, as ``Deidentifier._acts`` decides them."""
+    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
+        """Per element (VR, action) as ``Deidentifier._acts`` decides them, the private
+        blocks that keep something, and the groups deleted whole: the first half of
+        ``Deidentifier._process``, in one pass."""
         element_act = self.deid.element_act
         memo = self._acts
         found: dict[tuple[int, int], str] | None = None
@@ -166,10 +167,14 @@ class ByteDeidentifier:
             return found
 
         acts: list[tuple[_Elem, str, Act | None]] = []
+        kept_blocks: set[tuple[int, int]] = set()
+        deleted_groups: set[int] = set()
         for e in elems:
             tag = e[0]
             if tag >> 16 & 1:
                 vr, act = element_act(tag, e[1], mode, creators)
+                if act is not Act.DELETE and act is not None:
+                    kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             else:
                 key = (tag, e[1], mode)
                 found_act = memo.get(key)
@@ -178,28 +183,9 @@ class ByteDeidentifier:
                         raise _Decline  # pydicom re-reads it with its dictionary VR
                     found_act = memo[key] = element_act(tag, e[1], mode, creators)
                 vr, act = found_act
-            acts.append((e, vr, act))
-        return acts
-
-    def _decide(
-        self, view: memoryview, elems: list[_Elem], mode: Mode, state: WalkState,
-    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
-        """Per element (VR, action), private blocks that keep something, groups deleted
-        whole: the first half of ``Deidentifier._process``."""
-        acts = self._acts_of(view, elems, mode)
-        kept_blocks: set[tuple[int, int]] = set()
-        deleted_groups: set[int] = set()
-        for e, _vr, act in acts:
-            if act is None:
-                continue
-            tag = e[0]
-            if tag >> 16 & 1 and act is not Act.DELETE:
-                kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
-            if act is Act.KEEP:
-                continue
-            state.count(act)
             if act is Act.DELETE_GROUP:
                 deleted_groups.add(tag >> 16)
+            acts.append((e, vr, act))
         return acts, kept_blocks, deleted_groups
 
     def _context(
@@ -208,7 +194,7 @@ class ByteDeidentifier:
     ) -> Iterator[tuple[str, str]]:
         """The identifying values free text is checked against, in the order (and with the
         decoding) of ``Deidentifier._context_values``."""
-        for e, vr, act in self._acts_of(view, elems, mode):
+        for e, vr, act in self._acts_of(view, elems, mode)[0]:
             if act is None:
                 continue
             if vr == "SQ":
@@ -252,7 +238,7 @@ class ByteDeidentifier:
     ) -> None:
         """Emit one dataset (top level or item), mirroring ``Deidentifier._process`` and
         ``dicomio._encode_dataset``; ``added`` are elements to insert (or replace)."""
-        acts, kept_blocks, deleted_groups = self._decide(view, elems, mode, state)
+        acts, kept_blocks, deleted_groups = self._acts_of(view, elems, mode)
         fixed = self._fixed
         run_start = run_end = -1  # a run of input bytes copied as one slice
         pending = list(added) if added else []

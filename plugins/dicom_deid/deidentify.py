@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from importlib import resources
@@ -128,7 +128,6 @@ class InstanceResult:
     sop_class_uid: str = ""
     modality: str = ""
     date_shift_days: int | None = None
-    counts: dict[str, int] = field(default_factory=dict)
     redacted_boxes: int = 0
     """Rectangles blanked in the pixel data and overlays (burned-in text, known regions)."""
 
@@ -218,7 +217,6 @@ class Deidentifier:
         res.sop_uid = text_value(ds, 0x00080018)
         res.patient_id = text_value(ds, TAG_PATIENT_ID)
         res.accession = text_value(ds, TAG_ACCESSION)
-        res.counts = {act.name: n for act, n in state.counts.items()}
         if state.shift_used:
             res.date_shift_days = self.pseudo.date_shift_days(patient_key)
         return res
@@ -273,7 +271,6 @@ class Deidentifier:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             if act is Act.KEEP:
                 continue
-            state.count(act)
             if act is Act.DELETE_GROUP:
                 deleted_groups.add(tag >> 16)
             elif act is Act.DELETE:
@@ -463,12 +460,8 @@ class WalkState:
     """Per-instance state threaded through the recursion."""
 
     patient_key: str
-    counts: dict[Act, int] = field(default_factory=dict)
     context: PhiContext | None = None
     shift_used: bool = False
-
-    def count(self, act: Act) -> None:
-        self.counts[act] = self.counts.get(act, 0) + 1
 
 
 def _method_elements(config: DeidConfig) -> list[DataElement]:
