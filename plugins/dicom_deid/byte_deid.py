@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 from pydicom.charset import convert_encodings, python_encoding
 from pydicom.datadict import keyword_for_tag
@@ -95,6 +96,12 @@ class ByteDeidentifier:
         }
         self._acts: dict[tuple[int, str | None, Mode], tuple[str, Act | None]] = {}
         self._fixed: dict[tuple[int, str, Act, bool], bytes] = {}
+        self._private_acts: dict[tuple[int, str | None, Mode, str], tuple[str, Act | None]] = {}
+        # Bounded memos of what repeats across a series' files: its character set, and
+        # non-ASCII names' pseudonyms (decoding and re-encoding them takes pydicom).
+        self._charsets: dict[tuple[bytes, bool], list[str]] = {}
+        self._names: dict[tuple[int, str, bool, bytes, tuple[str, ...]],
+                          tuple[bytes | memoryview, DataElement]] = {}
 
     def deidentify(self, data: bytes) -> tuple[Chunks, InstanceResult] | None:
         """Output chunks and result for ``data``, or ``None`` for the Dataset path."""
@@ -115,7 +122,7 @@ class ByteDeidentifier:
         by_tag = {e[0]: e for e in top}
         if _TAG_SOP_INSTANCE not in by_tag or _TAG_SOP_CLASS not in by_tag:
             raise _Decline
-        encodings = _encodings(data, by_tag.get(_TAG_CHARSET))
+        encodings = self._charset(data, by_tag.get(_TAG_CHARSET))
         res = InstanceResult(
             original_study_uid=_text(data, by_tag.get(_TAG_STUDY)),
             original_series_uid=_text(data, by_tag.get(_TAG_SERIES)),
@@ -149,6 +156,17 @@ class ByteDeidentifier:
         meta = _encode_file_meta(_final_text(final.get(_TAG_SOP_CLASS)), res.sop_uid, ts)
         return [meta, *body], res
 
+    def _charset(self, data: bytes, e: _Elem | None) -> list[str]:
+        """:func:`_encodings`, remembered per raw Specific Character Set value."""
+        if e is None:
+            return _encodings(data, None)
+        key = (data[e[3]:e[4]], e[1] is None)
+        found = self._charsets.get(key)
+        if found is None:
+            found = _encodings(data, e)
+            _remember(self._charsets, key, found)
+        return list(found)
+
     # -- one dataset level --------------------------------------------------------------
     def _acts_of(
         self, view: memoryview, elems: list[_Elem], mode: Mode,
@@ -157,7 +175,7 @@ class ByteDeidentifier:
         blocks that keep something, and the groups deleted whole: the first half of
         ``Deidentifier._process``, in one pass."""
         element_act = self.deid.element_act
-        memo = self._acts
+        memo, private = self._acts, self._private_acts
         found: dict[tuple[int, int], str] | None = None
 
         def creators() -> dict[tuple[int, int], str]:
@@ -172,7 +190,15 @@ class ByteDeidentifier:
         for e in elems:
             tag = e[0]
             if tag >> 16 & 1:
-                vr, act = element_act(tag, e[1], mode, creators)
+                if tag & 0xFF00:  # a private data element: its action depends on its creator
+                    pkey = (tag, e[1], mode, creators().get((tag >> 16, tag >> 8 & 0xFF), ""))
+                    found_act = private.get(pkey)
+                    if found_act is None:
+                        found_act = element_act(tag, e[1], mode, creators)
+                        _remember(private, pkey, found_act)
+                    vr, act = found_act
+                else:
+                    vr, act = element_act(tag, e[1], mode, creators)
                 if act is not Act.DELETE and act is not None:
                     kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             else:
@@ -334,24 +360,44 @@ class ByteDeidentifier:
             return self._emit_text(tag, vr, value, implicit, out)
         if text is not None:
             elem = DataElement(tag, vr, text)
-        else:
-            elem = convert_raw_data_element(
-                RawDataElement(BaseTag(tag), e[1], len(raw), raw, 0, implicit, True),
-                encoding=encodings,
-            )
-        self.deid.change_text(elem, tag, vr, act, state)
-        new = elem.value
-        if text is not None and (new is None or (
-                isinstance(new, str | PersonName) and str(new).isascii())):
-            value = str(new).encode("ascii") if new is not None else b""
-            return self._emit_text(tag, vr, value, implicit, out)
+            self.deid.change_text(elem, tag, vr, act, state)
+            new = elem.value
+            if new is None or (isinstance(new, str | PersonName) and str(new).isascii()):
+                value = str(new).encode("ascii") if new is not None else b""
+                return self._emit_text(tag, vr, value, implicit, out)
+            return self._encode(elem, implicit, encodings, out)
+        return self._recoded(e, vr, act, raw, implicit, state, encodings, out)
+
+    def _recoded(
+        self, e: _Elem, vr: str, act: Act, raw: bytes, implicit: bool, state: WalkState,
+        encodings: list[str], out: Chunks,
+    ) -> DataElement:
+        """Change a value only pydicom decodes (a character set, several values); a
+        pseudonym depends on the key and the value only, so it is remembered."""
+        key = (e[0], vr, implicit, raw, tuple(encodings))
+        if act is Act.PSEUDONYM and (known := self._names.get(key)) is not None:
+            out.append(known[0])
+            return known[1]
+        elem = convert_raw_data_element(
+            RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
+            encoding=encodings,
+        )
+        self.deid.change_text(elem, e[0], vr, act, state)
+        self._encode(elem, implicit, encodings, out)
+        if act is Act.PSEUDONYM:
+            _remember(self._names, key, (out[-1], elem))
+        return elem
+
+    @staticmethod
+    def _encode(elem: DataElement, implicit: bool, encodings: list[str], out: Chunks
+                ) -> DataElement:
+        """Emit ``elem`` as pydicom writes it."""
         buf = DicomBytesIO()
         buf.is_little_endian = True
         buf.is_implicit_VR = implicit
         write_data_element(buf, elem, encodings)
         out.append(buf.getvalue())
         return elem
-
 
     @staticmethod
     def _emit_text(tag: int, vr: str, value: bytes, implicit: bool, out: Chunks) -> bytes:
@@ -464,6 +510,16 @@ def _creators(view: memoryview, elems: list[_Elem]) -> dict[tuple[int, int], str
                 raise _Decline
             creators[(group, element)] = raw.decode("ascii").rstrip("\x00 ").strip()
     return creators
+
+
+_MEMO_SIZE = 4096
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store in a memo that is emptied when full: bounded memory over any corpus."""
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
 
 
 def _encodings(data: bytes, e: _Elem | None) -> list[str]:
