@@ -8,6 +8,7 @@ a value from inside a file: paths, counts and PHI-free reasons only.
 from __future__ import annotations
 
 import csv
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -219,9 +220,16 @@ def _outcomes(
         return
     ctx = mp.get_context(start_method)
     chunk = max(1, min(32, len(sources) // (workers * 8) or 1))
-    with ctx.Pool(workers, initializer=_init_worker,
-                  initargs=(config, key, out_root, layout)) as pool:
-        yield from pool.imap(process_source, sources, chunksize=chunk)
+    # Objects alive now (modules, config) outlive the pool: frozen, a forked worker's
+    # collections do not touch them, so their pages stay shared (Python's gc.freeze
+    # advice for fork); thawed once the pool is gone.
+    gc.freeze()
+    try:
+        with ctx.Pool(workers, initializer=_init_worker,
+                      initargs=(config, key, out_root, layout)) as pool:
+            yield from pool.imap(process_source, sources, chunksize=chunk)
+    finally:
+        gc.unfreeze()
 
 
 class _NoBar:
