@@ -75,6 +75,18 @@ class BatchSummary:
     bytes_in: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
 
+    def count(self, o: FileOutcome) -> None:
+        """Add one file's outcome to the counts."""
+        if o.kind == "ok":
+            self.processed += 1
+            self.byte_path += o.byte_path
+            self.bytes_in += o.size
+        elif o.kind == "skipped":
+            self.skipped += 1
+        else:
+            self.failed += 1
+            self.failures_by_kind[o.kind] = self.failures_by_kind.get(o.kind, 0) + 1
+
     @property
     def files_per_second(self) -> float:
         return self.processed / self.seconds if self.seconds else 0.0
@@ -330,24 +342,19 @@ def run_batch(
         bar = _progress_bar(len(src_list), show)
         ticker = _ProgressLog(label, len(src_list), log_every)
         for o in _outcomes(src_list, config, key, out_root, layout, workers, start_method):
+            if mapping and ticker.done_count == 0:
+                mapping.open()  # pyarrow's import overlaps the workers, not the start
             bar.update(1)
             ticker.tick()
             if o.kind == "ok" and hash(o.output_rel) in seen_outputs:
                 o.kind, o.stage = "duplicate", "write"
                 o.reason = "same SOP Instance UID as an earlier input of this run"
+            summary.count(o)
             if o.kind == "ok":
                 seen_outputs.add(hash(o.output_rel))
-                summary.processed += 1
-                summary.byte_path += o.byte_path
-                summary.bytes_in += o.size
                 if mapping:
                     mapping.add(_mapping_row(run_id, o))
                 continue
-            if o.kind == "skipped":
-                summary.skipped += 1
-            else:
-                summary.failed += 1
-                summary.failures_by_kind[o.kind] = summary.failures_by_kind.get(o.kind, 0) + 1
             if err_csv:
                 err_csv.writerow([o.rel, o.kind, o.stage, o.reason])
             # The path stays in the (restricted) errors file: landing names may carry PHI.

@@ -74,15 +74,21 @@ class MappingWriter:
         if self._pending >= self._batch_rows:
             self._flush()
 
+    def open(self) -> None:
+        """Import pyarrow and open the file (done by the first flush if not before): a
+        batch calls it once its workers are busy."""
+        if self._writer is None:
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self._tmp, mapping_schema(), compression="zstd")
+
     def _flush(self) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from .arrow_build import int32_array, string_array
 
+        self.open()
         schema = mapping_schema()
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
         if self._pending:
             self._writer.write_table(pa.Table.from_arrays(
                 [int32_array(self._columns[f.name]) if f.type == pa.int32()  # type: ignore[arg-type]
