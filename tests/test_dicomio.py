@@ -13,7 +13,15 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 
 from conftest import deidentify_bytes, make_instance, to_bytes
-from dicom_deid.dicomio import BadInput, parse_instance, read_file, write_atomic
+from dicom_deid.dicomio import (
+    BadInput,
+    Chunk,
+    FileRange,
+    open_input,
+    parse_instance,
+    read_file,
+    write_atomic,
+)
 
 
 def _reason(data: bytes) -> BadInput:
@@ -115,3 +123,57 @@ def test_read_file_reads_whole_files_and_reports_unreadable_ones(tmp_path: Path)
             read_file(missing)
         assert info.value.kind == "unreadable"
         assert str(tmp_path) not in info.value.reason  # reasons carry no path
+
+
+def test_open_input_reads_the_head_of_large_files_only(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    (tmp_path / "big").write_bytes(data)
+    (tmp_path / "small").write_bytes(data[:1500])
+    big, small = open_input(tmp_path / "big", head_bytes=1000), open_input(
+        tmp_path / "small", head_bytes=1000)
+    try:
+        assert (big.size, big.head) == (300_000, data[:1000])
+        assert big.whole() == data
+        assert (small.size, small.head) == (1500, data[:1500])  # up to twice the head: all
+    finally:
+        os.close(big.fd)
+        os.close(small.fd)
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_file_ranges_are_copied_from_the_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    """copy_file_range, or (another filesystem, an old kernel) a read and a write."""
+    data = os.urandom(300_000)
+    (tmp_path / "in").write_bytes(data)
+    if not kernel_copy:
+        def cross_device(*args: object) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "copy_file_range", cross_device)
+    chunks: list[Chunk] = [b"head", FileRange(1000, 200_000), memoryview(data)[5:10],
+                           FileRange(250_000, 50_000)]
+    fd = os.open(tmp_path / "in", os.O_RDONLY)
+    try:
+        write_atomic(tmp_path / "out", chunks, fd)
+    finally:
+        os.close(fd)
+    expected = b"head" + data[1000:201_000] + data[5:10] + data[250_000:]
+    assert (tmp_path / "out").read_bytes() == expected
+
+
+def test_an_input_that_shrinks_before_its_tail_is_copied_leaves_no_output(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in").write_bytes(os.urandom(300_000))
+    source = open_input(tmp_path / "in", head_bytes=1000)
+    try:
+        os.truncate(tmp_path / "in", 100_000)  # rewritten in the landing zone meanwhile
+        with pytest.raises(BadInput) as info:
+            write_atomic(tmp_path / "out.dcm",
+                         [source.head, FileRange(1000, source.size - 1000)], source.fd)
+    finally:
+        os.close(source.fd)
+    assert info.value.kind == "truncated"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

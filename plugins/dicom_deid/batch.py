@@ -24,7 +24,14 @@ from typing import Any
 from .byte_deid import ByteDeidentifier
 from .config import DeidConfig
 from .deidentify import Deidentifier, InstanceResult, dataset_encodings
-from .dicomio import BadInput, encode_instance_chunks, parse_instance, read_file, write_atomic
+from .dicomio import (
+    BadInput,
+    InputFile,
+    encode_instance_chunks,
+    open_input,
+    parse_instance,
+    write_atomic,
+)
 from .mapping import MappingWriter
 
 log = logging.getLogger(__name__)
@@ -168,10 +175,16 @@ def process_source(src: Source) -> FileOutcome:
         outcome.reason = "DICOMDIR media directory (rebuild it after de-identification)"
         return outcome
     stage = "read"
+    source: InputFile | None = None
     try:
-        raw = read_file(src.path)
-        outcome.size = len(raw)
-        fast = fast_path.deidentify(raw)
+        source = open_input(src.path)
+        outcome.size = source.size
+        raw = source.head
+        fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None
+        if fast is None and len(raw) < source.size:
+            raw = source.whole()  # the head was not enough, or the byte path declines
+        if fast is None:
+            fast = fast_path.deidentify(raw)
         if fast is not None:
             data, result = fast
             outcome.byte_path = True
@@ -184,13 +197,16 @@ def process_source(src: Source) -> FileOutcome:
             data = encode_instance_chunks(inst.dataset, inst.transfer_syntax, encodings)
         stage = "write"
         rel = output_rel_for(result, src.rel, layout)
-        write_atomic(out_root / rel, data)
+        write_atomic(os.path.join(out_root, rel), data, source.fd)
     except BadInput as exc:
         outcome.kind, outcome.stage, outcome.reason = exc.kind, stage, exc.reason
         return outcome
     except Exception as exc:
         outcome.kind, outcome.stage, outcome.reason = "error", stage, _safe_reason(stage, exc)
         return outcome
+    finally:
+        if source is not None:
+            os.close(source.fd)
     outcome.output_rel = rel
     outcome.result = result
     return outcome

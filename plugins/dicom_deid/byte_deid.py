@@ -44,6 +44,8 @@ from .dicomio import (
     _SEQ_DELIM,
     _UNDEFINED,
     PYDICOM_ONLY_SYNTAXES,
+    Chunk,
+    FileRange,
     _encode_file_meta,
     _item_end,
     _raw_header,
@@ -66,6 +68,8 @@ _TAG_CHARSET = 0x00080005
 _TAG_PADDING = 0xFFFCFFFC
 _RESULT_TAGS = frozenset({_TAG_SOP_CLASS, _TAG_SOP_INSTANCE, _TAG_STUDY, _TAG_SERIES,
                           TAG_PATIENT_ID, TAG_ACCESSION})
+_HEAD_TAGS = _RESULT_TAGS | {_TAG_CHARSET, 0x00080060, 0x00100021}
+"""Read from the head by ``_deidentify``: never the element past it."""
 _RECURSE_MODES = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT,
                   Act.RECURSE_CLEAN: Mode.CLEAN}
 _FIXED_ACTS = frozenset({Act.EMPTY, Act.DUMMY, Act.RESET})
@@ -74,7 +78,7 @@ _TEXT_ACTS = frozenset({Act.PSEUDONYM, Act.SHIFT, Act.CLEAN, Act.CLEAN_TEXT})
 # One element as found: tag, VR as read (None when implicit), offset of its header,
 # of its value, of the value's end, and whether its length was undefined.
 _Elem = tuple[int, str | None, int, int, int, bool]
-Chunks = list[bytes | memoryview]
+Chunks = list[Chunk]
 
 
 class _Decline(Exception):
@@ -103,22 +107,31 @@ class ByteDeidentifier:
         self._names: dict[tuple[int, str, bool, bytes, tuple[str, ...]],
                           tuple[bytes | memoryview, DataElement]] = {}
 
-    def deidentify(self, data: bytes) -> tuple[Chunks, InstanceResult] | None:
-        """Output chunks and result for ``data``, or ``None`` for the Dataset path."""
+    def deidentify(
+        self, data: bytes, size: int | None = None,
+    ) -> tuple[Chunks, InstanceResult] | None:
+        """Output chunks and result for ``data``, or ``None`` for the Dataset path.
+
+        With ``size`` larger than ``len(data)``, ``data`` is the head of a file of
+        ``size`` bytes: the last element's value may lie past it, and is then emitted as
+        a :class:`~.dicomio.FileRange` if kept. ``None`` then means: try the whole file.
+        """
         if not self.enabled:
             return None
         try:
-            return self._deidentify(data)
+            return self._deidentify(data, len(data) if size is None else size)
         except Exception:  # _Decline, or bad input the Dataset path reports precisely
             return None
 
     # -- whole file ---------------------------------------------------------------------
-    def _deidentify(self, data: bytes) -> tuple[Chunks, InstanceResult]:
+    def _deidentify(self, data: bytes, size: int) -> tuple[Chunks, InstanceResult]:
         ts, implicit, pos, _meta, _preamble = locate_dataset(data)
         if ts in PYDICOM_ONLY_SYNTAXES:
             raise _Decline
         view = memoryview(data)
-        top = _elements(data, pos, len(data), implicit, top=True)
+        top = _elements(data, pos, size, implicit, top=True)
+        if size > len(data):
+            _check_head(top, len(data))
         by_tag = {e[0]: e for e in top}
         if _TAG_SOP_INSTANCE not in by_tag or _TAG_SOP_CLASS not in by_tag:
             raise _Decline
@@ -240,7 +253,7 @@ class ByteDeidentifier:
                 act in _REMOVING_ACTS or vr == "PN" or e[0] in _IDENTITY_TAGS
             ):
                 continue
-            if e[5]:
+            if e[5] or e[4] > len(view):
                 raise _Decline
             raw = bytes(view[e[3]:e[4]])
             text = _plain_text(raw, vr)
@@ -310,7 +323,13 @@ class ByteDeidentifier:
             if final is not None and tag in _RESULT_TAGS and new is not None:
                 final[tag] = new
         if run_start >= 0:
-            out.append(view[run_start:run_end])
+            if run_end > len(view):  # a kept value past the head (see _check_head)
+                head = max(run_start, len(view))
+                if run_start < head:
+                    out.append(view[run_start:head])
+                out.append(FileRange(head, run_end - head))
+            else:
+                out.append(view[run_start:run_end])
         out.extend(chunk for _, chunk in pending)
 
     def _changed(
@@ -318,6 +337,8 @@ class ByteDeidentifier:
         state: WalkState, encodings: list[str], out: Chunks,
     ) -> bytes | DataElement | None:
         """Emit one element the plan changes; return its new value (None if dropped)."""
+        if e[4] > len(view):
+            raise _Decline  # its value lies past the head that was read
         tag = e[0]
         if act in _RECURSE_MODES:
             if vr != "SQ":
@@ -474,6 +495,15 @@ def _elements(data: bytes, pos: int, end: int, implicit: bool, *, top: bool) -> 
     return out
 
 
+def _check_head(top: list[_Elem], head: int) -> None:
+    """Decline unless only the last top-level element reaches past the ``head`` bytes
+    read, with a defined length, its header inside the head, and no value read here."""
+    if not top or top[-1][3] > head or top[-1][5] or top[-1][0] in _HEAD_TAGS:
+        raise _Decline
+    if len(top) > 1 and top[-2][4] > head:
+        raise _Decline
+
+
 def _items(view: memoryview, e: _Elem, implicit: bool) -> list[tuple[int, int]]:
     """(start, end) of each item's dataset in a sequence value."""
     data = view.obj
@@ -505,6 +535,8 @@ def _creators(view: memoryview, elems: list[_Elem]) -> dict[tuple[int, int], str
     for tag, _vr, _h, start, stop, _u in elems:
         group, element = tag >> 16, tag & 0xFFFF
         if group & 1 and 0x0010 <= element <= 0x00FF:
+            if stop > len(view):
+                raise _Decline
             raw = bytes(view[start:stop])
             if not raw.isascii() or b"\\" in raw:
                 raise _Decline

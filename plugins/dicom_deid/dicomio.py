@@ -13,6 +13,7 @@ import errno
 import io
 import os
 import struct
+import sys
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -92,28 +93,10 @@ def read_instance(path: Path) -> Instance:
 
 
 def read_file(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of ``path``; an unreadable file is a :class:`BadInput`.
-
-    One ``read`` of the size ``fstat`` gives (a file that grows meanwhile is read to its
-    end): a third faster than ``Path.read_bytes``, whose buffered reader costs as much
-    as the copy for a 400 KB file.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            data = os.read(fd, size) if size else b""
-            if len(data) < size:  # shrank while read: what is there (the parser says why)
-                return data
-            tail = os.read(fd, 1 << 16)
-            while tail:  # grew while read
-                data += tail
-                tail = os.read(fd, 1 << 16)
-            return data
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+    """The bytes of ``path``; an unreadable file is a :class:`BadInput`."""
+    source = open_input(path, head_bytes=0, whole_up_to=sys.maxsize)
+    os.close(source.fd)
+    return source.head
 
 
 class DatasetStart(NamedTuple):
@@ -534,13 +517,82 @@ def encode_element_value(elem: DataElement, implicit: bool) -> bytes:
 
 _IOV_MAX = 1024  # chunks per writev (Linux's UIO_MAXIOV)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+HEAD_BYTES = 1 << 16
+"""How much of a large input :func:`open_input` reads: the header, not the pixel data."""
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | list[bytes | memoryview]) -> None:
+class FileRange(NamedTuple):
+    """An output chunk that is bytes ``offset`` to ``offset + length`` of the input file:
+    :func:`write_atomic` copies it inside the kernel (``copy_file_range``), so pixel data
+    kept as it is never passes through this process."""
+
+    offset: int
+    length: int
+
+
+Chunk = bytes | memoryview | FileRange
+
+
+class InputFile(NamedTuple):
+    """An open input: its descriptor, size, and first bytes (all of them when small)."""
+
+    fd: int
+    size: int
+    head: bytes
+
+    def whole(self) -> bytes:
+        """Every byte of the file (the head plus the rest, read now)."""
+        rest = _read_at(self.fd, len(self.head), self.size - len(self.head))
+        return self.head + rest if rest else self.head
+
+
+def open_input(
+    path: str | os.PathLike[str], head_bytes: int = HEAD_BYTES, whole_up_to: int | None = None,
+) -> InputFile:
+    """Open ``path`` and read its head: the whole file when it is at most ``whole_up_to``
+    bytes (default twice ``head_bytes``); the caller closes ``fd``. Unreadable:
+    :class:`BadInput`."""
+    if whole_up_to is None:
+        whole_up_to = 2 * head_bytes
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        want = size if size <= whole_up_to else head_bytes
+        head = _read_at(fd, 0, want)
+        if len(head) < want:
+            size = len(head)  # shrank while read: what is there (the parser says why)
+        return InputFile(fd, size, head)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_at(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes from ``offset`` (fewer at end of file)."""
+    try:
+        data = os.pread(fd, length, offset) if length > 0 else b""
+        while 0 < len(data) < length:
+            more = os.pread(fd, length - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
+        return data
+    except OSError as exc:
+        raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+
+
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes | list[Chunk], source_fd: int | None = None,
+) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename: no half files, ever.
 
     The chunks go out with ``writev`` on a raw descriptor (no buffered writer copying the
-    small ones); the folder is made only when the first open fails.
+    small ones); :class:`FileRange` chunks are copied from ``source_fd``. The folder is
+    made only when the first open fails.
     """
     path = os.fspath(path)
     folder, name = os.path.split(path)
@@ -552,7 +604,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | list[bytes | memory
         fd = os.open(tmp, _NEW_FILE, 0o666)
     try:
         try:
-            _write_all(fd, [data] if isinstance(data, bytes) else data)
+            _write_chunks(fd, [data] if isinstance(data, bytes) else data, source_fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -560,6 +612,45 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | list[bytes | memory
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_chunks(fd: int, chunks: list[Chunk], source_fd: int | None) -> None:
+    """Buffers in one ``writev`` per run of them; file ranges copied between."""
+    run: list[bytes | memoryview] = []
+    for chunk in chunks:
+        if isinstance(chunk, FileRange):
+            if source_fd is None:
+                raise ValueError("a FileRange chunk needs the source file's descriptor")
+            _write_all(fd, run)
+            run = []
+            _copy_range(source_fd, fd, chunk.offset, chunk.length)
+        else:
+            run.append(chunk)
+    _write_all(fd, run)
+
+
+def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+    """Append ``length`` bytes of ``src`` from ``offset`` to ``dst``: in the kernel where
+    it can (a third of a millisecond less per 400 KB than a read and a write here),
+    else through a buffer (another filesystem, an old kernel)."""
+    kernel_copy = getattr(os, "copy_file_range", None)
+    while length > 0:
+        if kernel_copy is not None:
+            try:
+                done = kernel_copy(src, dst, length, offset)
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                kernel_copy = None
+                continue
+        else:
+            block = os.pread(src, min(length, 1 << 20), offset)
+            _write_all(dst, [block])
+            done = len(block)
+        if not done:
+            raise BadInput("truncated", "file shrank while it was being copied")
+        offset += done
+        length -= done
 
 
 def _write_all(fd: int, chunks: list[bytes | memoryview]) -> None:
