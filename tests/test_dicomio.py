@@ -94,7 +94,10 @@ def test_write_atomic_writes_every_chunk_and_resumes_short_writes(
     monkeypatch.setattr(os, "writev", lambda fd, bufs: real_writev(fd, [bytes(bufs[0])[:7]]))
     write_atomic(tmp_path / "b.dcm", [memoryview(expected)[:100], expected[100:]])
     assert (tmp_path / "b.dcm").read_bytes() == expected
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.dcm", "new"]  # no temp left
+    write_atomic(tmp_path / "c.dcm", chunks)
+    assert (tmp_path / "c.dcm").read_bytes() == expected
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["b.dcm", "c.dcm", "new"]  # no temp file left
 
 
 def test_write_atomic_leaves_neither_half_file_nor_temp_on_failure(

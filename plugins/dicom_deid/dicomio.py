@@ -600,7 +600,12 @@ def write_atomic(
     try:
         fd = os.open(tmp, _NEW_FILE, 0o666)
     except FileNotFoundError:  # first file of its folder (most files skip this)
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.mkdir(folder)  # a new series of a known study: its parent exists
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+        except FileExistsError:  # made meanwhile by another worker
+            pass
         fd = os.open(tmp, _NEW_FILE, 0o666)
     try:
         try:
@@ -654,20 +659,25 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
 
 
 def _write_all(fd: int, chunks: list[bytes | memoryview]) -> None:
-    """``writev`` every chunk, resuming after a short write."""
+    """``writev`` every chunk: one call in the common case, resumed after a short write."""
+    if not chunks:
+        return
+    written = os.writev(fd, chunks[:_IOV_MAX])
+    if len(chunks) <= _IOV_MAX and written == sum(map(len, chunks)):
+        return
     views = [memoryview(c) for c in chunks if len(c)]
     i = 0
-    while i < len(views):
-        batch = views[i:i + _IOV_MAX]
-        written = os.writev(fd, batch)
+    while True:
+        while i < len(views) and written >= len(views[i]):
+            written -= len(views[i])
+            i += 1
+        if i == len(views):
+            return
+        if written:
+            views[i] = views[i][written:]
+        written = os.writev(fd, views[i:i + _IOV_MAX])
         if not written:
             raise OSError(errno.EIO, "write made no progress")
-        for view in batch:
-            if written < len(view):
-                views[i] = view[written:]
-                break
-            written -= len(view)
-            i += 1
 
 
 def element_is_raw(elem: DataElement | RawDataElement) -> bool:
