@@ -274,3 +274,28 @@ def test_head_path_writes_what_the_whole_file_path_writes(
             os.close(source.fd)
     assert with_tail >= 90
     assert ranged >= 25, f"{ranged} of {with_tail} files took the head path"
+
+
+def test_a_remembered_layout_does_not_carry_private_decisions_across_creators() -> None:
+    """Two files with the same tags and VRs but another creator of block (00E1,10xx): what
+    one file's creator allowed must not be applied to the other's."""
+    from conftest import to_bytes
+
+    config = config_from_options("basic", ["RetainSafePrivate"])
+    listed = make_instance()  # (00E1,0010) ELSCINT1: (00E1,1021) is on the safe list
+    other = make_instance()
+    other[0x00E10010].value = "OTHERVENDOR"
+    reference = Deidentifier(config, KEY)
+    for order in ((listed, other), (other, listed)):
+        fast = ByteDeidentifier(Deidentifier(config, KEY))
+        layouts = []
+        for ds in order:
+            data = to_bytes(ds)
+            got, expected = _fast(fast, data), _reference(reference, data)
+            assert got is not None and expected is not None
+            assert got == expected
+            out = pydicom.dcmread(io.BytesIO(got[0]))
+            kept = 0x00E11021 in out
+            assert kept == (ds is listed), "a private decision leaked across creators"
+            layouts.append(dict(fast._layouts))
+        assert layouts[0] == layouts[1]  # the second file reused the first one's layouts

@@ -17,7 +17,7 @@ character set, elements out of order. Tests compare both paths byte for byte.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydicom.charset import convert_encodings, python_encoding
@@ -101,6 +101,7 @@ class ByteDeidentifier:
         self._acts: dict[tuple[int, str | None, Mode], tuple[str, Act | None]] = {}
         self._fixed: dict[tuple[int, str, Act, bool], bytes] = {}
         self._private_acts: dict[tuple[int, str | None, Mode, str], tuple[str, Act | None]] = {}
+        self._layouts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         # Bounded memos of what repeats across a series' files: its character set, and
         # non-ASCII names' pseudonyms (decoding and re-encoding them takes pydicom).
         self._charsets: dict[tuple[bytes, bool], list[str]] = {}
@@ -186,46 +187,83 @@ class ByteDeidentifier:
     ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
         """Per element (VR, action) as ``Deidentifier._acts`` decides them, the private
         blocks that keep something, and the groups deleted whole: the first half of
-        ``Deidentifier._process``, in one pass."""
+        ``Deidentifier._process``.
+
+        The files of a series share their layout (the same tags with the same VRs), so
+        the standard elements' decisions are remembered per layout; the key holds every
+        tag and VR, so only an identical layout reuses them. Private elements, whose
+        action depends on their creator's value, are decided anew each time."""
+        tags = tuple([e[0] for e in elems])
+        key = (mode, tags, tuple([e[1] for e in elems]))
+        layout = self._layouts.get(key)
+        if layout is None:
+            return self._decide(view, elems, mode, key)
+        vrs, acts_seen, privates, deleted = layout
+        acts = list(zip(elems, vrs, acts_seen, strict=True))
+        kept_blocks: set[tuple[int, int]] = set()
+        deleted_groups = set(deleted)
+        if privates:
+            creators = _lazy_creators(view, [elems[i] for i in privates])
+            for i in privates:
+                e = elems[i]
+                vr, act = self._private_act(e[0], e[1], mode, creators)
+                if act is not Act.DELETE and act is not None:
+                    kept_blocks.add((e[0] >> 16, (e[0] >> 8) & 0xFF))
+                if act is Act.DELETE_GROUP:
+                    deleted_groups.add(e[0] >> 16)
+                acts[i] = (e, vr, act)
+        return acts, kept_blocks, deleted_groups
+
+    def _decide(
+        self, view: memoryview, elems: list[_Elem], mode: Mode, key: tuple[Any, ...],
+    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
+        """:meth:`_acts_of` for a layout not seen before (remembered for the next)."""
         element_act = self.deid.element_act
-        memo, private = self._acts, self._private_acts
-        found: dict[tuple[int, int], str] | None = None
-
-        def creators() -> dict[tuple[int, int], str]:
-            nonlocal found
-            if found is None:
-                found = _creators(view, elems)
-            return found
-
+        memo = self._acts
+        creators = _lazy_creators(view, elems)
         acts: list[tuple[_Elem, str, Act | None]] = []
         kept_blocks: set[tuple[int, int]] = set()
         deleted_groups: set[int] = set()
-        for e in elems:
+        standard_deleted: set[int] = set()
+        privates: list[int] = []
+        for i, e in enumerate(elems):
             tag = e[0]
             if tag >> 16 & 1:
-                if tag & 0xFF00:  # a private data element: its action depends on its creator
-                    pkey = (tag, e[1], mode, creators().get((tag >> 16, tag >> 8 & 0xFF), ""))
-                    found_act = private.get(pkey)
-                    if found_act is None:
-                        found_act = element_act(tag, e[1], mode, creators)
-                        _remember(private, pkey, found_act)
-                    vr, act = found_act
-                else:
-                    vr, act = element_act(tag, e[1], mode, creators)
+                privates.append(i)
+                vr, act = self._private_act(tag, e[1], mode, creators)
                 if act is not Act.DELETE and act is not None:
                     kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             else:
-                key = (tag, e[1], mode)
-                found_act = memo.get(key)
+                mkey = (tag, e[1], mode)
+                found_act = memo.get(mkey)
                 if found_act is None:
                     if e[1] == "UN":
                         raise _Decline  # pydicom re-reads it with its dictionary VR
-                    found_act = memo[key] = element_act(tag, e[1], mode, creators)
+                    found_act = memo[mkey] = element_act(tag, e[1], mode, creators)
                 vr, act = found_act
+                if act is Act.DELETE_GROUP:
+                    standard_deleted.add(tag >> 16)
             if act is Act.DELETE_GROUP:
                 deleted_groups.add(tag >> 16)
             acts.append((e, vr, act))
+        _remember(self._layouts, key, (
+            tuple(a[1] for a in acts), tuple(a[2] for a in acts), tuple(privates),
+            frozenset(standard_deleted)), size=_LAYOUTS_SIZE)
         return acts, kept_blocks, deleted_groups
+
+    def _private_act(
+        self, tag: int, vr: str | None, mode: Mode,
+        creators: Callable[[], dict[tuple[int, int], str]],
+    ) -> tuple[str, Act | None]:
+        """(VR, action) of a private element; a data element's is remembered per creator."""
+        if not tag & 0xFF00:  # group length or private creator
+            return self.deid.element_act(tag, vr, mode, creators)
+        pkey = (tag, vr, mode, creators().get((tag >> 16, tag >> 8 & 0xFF), ""))
+        found = self._private_acts.get(pkey)
+        if found is None:
+            found = self.deid.element_act(tag, vr, mode, creators)
+            _remember(self._private_acts, pkey, found)
+        return found
 
     def _context(
         self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
@@ -547,11 +585,27 @@ def _creators(view: memoryview, elems: list[_Elem]) -> dict[tuple[int, int], str
 _MEMO_SIZE = 4096
 
 
-def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+_LAYOUTS_SIZE = 512  # a key holds every tag of a level: about 2 KB each
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any, size: int = _MEMO_SIZE) -> None:
     """Store in a memo that is emptied when full: bounded memory over any corpus."""
-    if len(memo) >= _MEMO_SIZE:
+    if len(memo) >= size:
         memo.clear()
     memo[key] = value
+
+
+def _lazy_creators(view: memoryview, elems: list[_Elem]
+                   ) -> Callable[[], dict[tuple[int, int], str]]:
+    """:func:`_creators` of a level, read on first call only (most levels need none)."""
+    found: list[dict[tuple[int, int], str]] = []
+
+    def creators() -> dict[tuple[int, int], str]:
+        if not found:
+            found.append(_creators(view, elems))
+        return found[0]
+
+    return creators
 
 
 def _encodings(data: bytes, e: _Elem | None) -> list[str]:
