@@ -299,3 +299,27 @@ def test_a_remembered_layout_does_not_carry_private_decisions_across_creators() 
             assert kept == (ds is listed), "a private decision leaked across creators"
             layouts.append(dict(fast._layouts))
         assert layouts[0] == layouts[1]  # the second file reused the first one's layouts
+
+
+def test_remembered_uid_and_pseudonym_elements_match_the_dataset_path() -> None:
+    """Identifiers written from the memo equal the first writing, empty ones stay empty
+    (written once), and every file still equals the Dataset path's output."""
+    from conftest import ROOT, to_bytes
+
+    empty = make_instance()
+    empty.PatientID = ""
+    empty.AccessionNumber = ""
+    again = make_instance()
+    again.SOPInstanceUID = again.file_meta.MediaStorageSOPInstanceUID = ROOT + "3.9"
+    fast = ByteDeidentifier(Deidentifier(DeidConfig(), KEY))
+    reference = Deidentifier(DeidConfig(), KEY)
+    for ds in (empty, make_instance(), again, empty):
+        data = to_bytes(ds)
+        got = _fast(fast, data)
+        assert got is not None
+        assert got == _reference(reference, data)
+        out = pydicom.dcmread(io.BytesIO(got[0]))
+        assert [e.tag for e in out].count(0x00100020) == 1
+        if ds is empty:
+            assert out.PatientID == "" and out.AccessionNumber == ""
+    assert fast._outputs  # the memo was used

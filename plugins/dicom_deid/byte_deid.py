@@ -102,6 +102,9 @@ class ByteDeidentifier:
         self._fixed: dict[tuple[int, str, Act, bool], bytes] = {}
         self._private_acts: dict[tuple[int, str | None, Mode, str], tuple[str, Act | None]] = {}
         self._layouts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        # UID and ASCII pseudonym elements as written, per input value (a series repeats
+        # its study, series and frame-of-reference UIDs and its patient's identifiers).
+        self._outputs: dict[tuple[int, str, Act, bool, bytes], tuple[Chunk, bytes]] = {}
         # Bounded memos of what repeats across a series' files: its character set, and
         # non-ASCII names' pseudonyms (decoding and re-encoding them takes pydicom).
         self._charsets: dict[tuple[bytes, bool], list[str]] = {}
@@ -379,20 +382,7 @@ class ByteDeidentifier:
             raise _Decline  # its value lies past the head that was read
         tag = e[0]
         if act in _RECURSE_MODES:
-            if vr != "SQ":
-                if act is not Act.RECURSE or tag >> 16 & 1:
-                    return None
-                raise _Decline  # pydicom would convert and re-encode this value
-            out.append(_seq_header(tag, implicit))
-            for start, end in _items(view, e, implicit):
-                items = _elements(view.obj, start, end, implicit, top=False)  # type: ignore[arg-type]
-                if any(i[0] == _TAG_CHARSET for i in items):
-                    raise _Decline  # an item with its own character set
-                out.append(_ITEM_START_UNDEF)
-                self._level(view, items, implicit, _RECURSE_MODES[act], state, encodings,
-                            out, None, None)
-                out.append(_ITEM_DELIM)
-            out.append(_SEQ_DELIM)
+            self._recurse(view, e, vr, act, implicit, state, encodings, out)
             return None
         if act in _FIXED_ACTS:
             if vr == "SQ":
@@ -407,16 +397,14 @@ class ByteDeidentifier:
             return None
         raw = bytes(view[e[3]:e[4]])
         if act is Act.UID:
-            values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
-            value = self.deid.uid_value(values)
-            out.append(element_header(tag, vr, len(value), implicit) + value)
-            return value
+            return self._keyed(tag, vr, act, implicit, raw, out)
         if act not in _TEXT_ACTS or e[5]:
             raise _Decline
+        if act is Act.PSEUDONYM:
+            done = self._keyed(tag, vr, act, implicit, raw, out)
+            if done is not None:  # b"" too: an empty value stays empty
+                return done
         text = _plain_text(raw, vr)
-        if text is not None and act is Act.PSEUDONYM:
-            value = self.deid.pseudonym(tag, text).encode("ascii") if text else b""
-            return self._emit_text(tag, vr, value, implicit, out)
         if text is not None:
             elem = DataElement(tag, vr, text)
             self.deid.change_text(elem, tag, vr, act, state)
@@ -426,6 +414,49 @@ class ByteDeidentifier:
                 return self._emit_text(tag, vr, value, implicit, out)
             return self._encode(elem, implicit, encodings, out)
         return self._recoded(e, vr, act, raw, implicit, state, encodings, out)
+
+    def _recurse(
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        state: WalkState, encodings: list[str], out: Chunks,
+    ) -> None:
+        """Emit a sequence with each item de-identified (as an undefined-length sequence,
+        as ``dicomio._encode_sequence`` writes it); a recursed non-sequence is dropped."""
+        if vr != "SQ":
+            if act is not Act.RECURSE or e[0] >> 16 & 1:
+                return
+            raise _Decline  # pydicom would convert and re-encode this value
+        out.append(_seq_header(e[0], implicit))
+        for start, end in _items(view, e, implicit):
+            items = _elements(view.obj, start, end, implicit, top=False)  # type: ignore[arg-type]
+            if any(i[0] == _TAG_CHARSET for i in items):
+                raise _Decline  # an item with its own character set
+            out.append(_ITEM_START_UNDEF)
+            self._level(view, items, implicit, _RECURSE_MODES[act], state, encodings,
+                        out, None, None)
+            out.append(_ITEM_DELIM)
+        out.append(_SEQ_DELIM)
+
+    def _keyed(
+        self, tag: int, vr: str, act: Act, implicit: bool, raw: bytes, out: Chunks,
+    ) -> bytes | None:
+        """Emit a UID element or an ASCII pseudonym: they depend on the key and the value
+        only, so each is remembered as written. None for a pseudonym of non-ASCII text."""
+        okey = (tag, vr, act, implicit, raw)
+        known = self._outputs.get(okey)
+        if known is None:
+            if act is Act.UID:
+                values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
+                value = self.deid.uid_value(values)
+            else:
+                text = _plain_text(raw, vr)
+                if text is None:
+                    return None
+                value = self.deid.pseudonym(tag, text).encode("ascii") if text else b""
+                value = value + b" " if len(value) % 2 else value  # as pydicom pads text
+            known = (element_header(tag, vr, len(value), implicit) + value, value)
+            _remember(self._outputs, okey, known)
+        out.append(known[0])
+        return known[1]
 
     def _recoded(
         self, e: _Elem, vr: str, act: Act, raw: bytes, implicit: bool, state: WalkState,
