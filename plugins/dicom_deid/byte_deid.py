@@ -447,13 +447,13 @@ class ByteDeidentifier:
             if act is Act.UID:
                 values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
                 value = self.deid.uid_value(values)
+                known = (element_header(tag, vr, len(value), implicit) + value, value)
             else:
                 text = _plain_text(raw, vr)
                 if text is None:
                     return None
                 value = self.deid.pseudonym(tag, text).encode("ascii") if text else b""
-                value = value + b" " if len(value) % 2 else value  # as pydicom pads text
-            known = (element_header(tag, vr, len(value), implicit) + value, value)
+                known = _text_element(tag, vr, value, implicit)
             _remember(self._outputs, okey, known)
         out.append(known[0])
         return known[1]
@@ -492,8 +492,8 @@ class ByteDeidentifier:
     @staticmethod
     def _emit_text(tag: int, vr: str, value: bytes, implicit: bool, out: Chunks) -> bytes:
         """One ASCII text value, padded with a space as pydicom pads text."""
-        value = value + b" " if len(value) % 2 else value
-        out.append(element_header(tag, vr, len(value), implicit) + value)
+        whole, value = _text_element(tag, vr, value, implicit)
+        out.append(whole)
         return value
 
 
@@ -674,6 +674,12 @@ def _final_text(value: bytes | DataElement | None) -> str:
         return ascii_text(value)
     v = value.value
     return "" if v is None else str(v).strip()
+
+
+def _text_element(tag: int, vr: str, value: bytes, implicit: bool) -> tuple[bytes, bytes]:
+    """(element, value) for one ASCII text value, padded with a space as pydicom pads."""
+    value = value + b" " if len(value) % 2 else value
+    return element_header(tag, vr, len(value), implicit) + value, value
 
 
 def _seq_header(tag: int, implicit: bool) -> bytes:

@@ -560,7 +560,10 @@ def open_input(
     except OSError as exc:
         raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
     try:
-        size = os.fstat(fd).st_size
+        try:
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
         want = size if size <= whole_up_to else head_bytes
         head = _read_at(fd, 0, want)
         if len(head) < want:
