@@ -102,6 +102,7 @@ class ByteDeidentifier:
         self._fixed: dict[tuple[int, str, Act, bool], bytes] = {}
         self._private_acts: dict[tuple[int, str | None, Mode, str], tuple[str, Act | None]] = {}
         self._layouts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
         # UID and ASCII pseudonym elements as written, per input value (a series repeats
         # its study, series and frame-of-reference UIDs and its patient's identifiers).
         self._outputs: dict[tuple[int, str, Act, bool, bytes], tuple[Chunk, bytes]] = {}
@@ -187,7 +188,7 @@ class ByteDeidentifier:
     # -- one dataset level --------------------------------------------------------------
     def _acts_of(
         self, view: memoryview, elems: list[_Elem], mode: Mode,
-    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
+    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int], Any]:
         """Per element (VR, action) as ``Deidentifier._acts`` decides them, the private
         blocks that keep something, and the groups deleted whole: the first half of
         ``Deidentifier._process``.
@@ -200,7 +201,7 @@ class ByteDeidentifier:
         key = (mode, tags, tuple([e[1] for e in elems]))
         layout = self._layouts.get(key)
         if layout is None:
-            return self._decide(view, elems, mode, key)
+            return (*self._decide(view, elems, mode, key), key)
         vrs, acts_seen, privates, deleted = layout
         acts = list(zip(elems, vrs, acts_seen, strict=True))
         kept_blocks: set[tuple[int, int]] = set()
@@ -215,7 +216,7 @@ class ByteDeidentifier:
                 if act is Act.DELETE_GROUP:
                     deleted_groups.add(e[0] >> 16)
                 acts[i] = (e, vr, act)
-        return acts, kept_blocks, deleted_groups
+        return acts, kept_blocks, deleted_groups, key
 
     def _decide(
         self, view: memoryview, elems: list[_Elem], mode: Mode, key: tuple[Any, ...],
@@ -311,67 +312,80 @@ class ByteDeidentifier:
                 if v.strip():
                     yield _info_type(keyword, vr), v
 
-    def _level(  # noqa: C901 - one pass, like the code it mirrors; split it and it slows
+    def _level(
         self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
         state: WalkState, encodings: list[str], out: Chunks,
         added: list[tuple[int, bytes]] | None, final: dict[int, bytes | DataElement] | None,
     ) -> None:
         """Emit one dataset (top level or item), mirroring ``Deidentifier._process`` and
-        ``dicomio._encode_dataset``; ``added`` are elements to insert (or replace)."""
-        acts, kept_blocks, deleted_groups = self._acts_of(view, elems, mode)
-        fixed = self._fixed
-        run_start = run_end = -1  # a run of input bytes copied as one slice
-        pending = list(added) if added else []
-        replaced = {t for t, _ in pending}
-        for e, vr, act in acts:
-            tag = e[0]
-            while pending and pending[0][0] <= tag:
-                if run_start >= 0:
-                    out.append(view[run_start:run_end])
-                    run_start = -1
-                out.append(pending.pop(0)[1])
-            if tag in replaced or tag >> 16 in deleted_groups:
-                continue
-            if act is None:  # private creator
-                if (tag >> 16, tag & 0xFF) not in kept_blocks:
+        ``dicomio._encode_dataset``; ``added`` are elements to insert (or replace).
+
+        What a layout's standard elements become is compiled once into a plan (see
+        :func:`_compile_plan`): runs of kept elements copied as one slice each, elements
+        to change, elements to add. Private elements are decided for each file."""
+        acts, kept_blocks, deleted_groups, key = self._acts_of(view, elems, mode)
+        pkey = (key, implicit, final is None, added is not None)
+        plan = self._plans.get(pkey)
+        if plan is None:
+            plan = _compile_plan(acts, added, final is None)
+            _remember(self._plans, pkey, plan, size=_LAYOUTS_SIZE)
+        ops, sq_checks, captures = plan
+        for i in sq_checks:
+            if elems[i][5]:
+                raise _Decline  # pydicom re-encodes nested undefined-length sequences
+        for op in ops:
+            kind = op[0]
+            if kind is _RUN:
+                last = elems[op[2] - 1]
+                _emit_run(view, elems[op[1]][2], last[4] + 8 if last[5] else last[4], out)
+            elif kind is _ADD:
+                out.append(op[1])
+            elif kind is _CHANGE:
+                self._emit_changed(view, elems[op[1]], op[2], op[3], implicit, state,
+                                   encodings, out, final)
+            else:  # _PRIVATE: decided for this file
+                e, vr, act = acts[op[1]]
+                if e[0] >> 16 in deleted_groups:
                     continue
-                act = Act.KEEP
-            if act is Act.KEEP:
-                if e[5] and e[1] == "SQ" and final is None:
-                    raise _Decline  # pydicom re-encodes nested undefined-length sequences
-                end = e[4] + 8 if e[5] else e[4]  # with its sequence delimiter
-                if run_start >= 0 and run_end == e[2]:
-                    run_end = end
-                else:
-                    if run_start >= 0:
-                        out.append(view[run_start:run_end])
-                    run_start, run_end = e[2], end
-                if final is not None and tag in _RESULT_TAGS:
-                    final[tag] = bytes(view[e[3]:e[4]])
-                continue
-            if run_start >= 0:
-                out.append(view[run_start:run_end])
-                run_start = -1
-            if act is Act.DELETE or act is Act.DELETE_GROUP:
-                continue
-            whole = fixed.get((tag, vr, act, implicit))
-            if whole is not None:  # an empty, dummy or placeholder value seen before
-                out.append(whole)
-                if final is not None and tag in _RESULT_TAGS:
-                    final[tag] = self.deid.fixed_value(vr, act)
-                continue
-            new = self._changed(view, e, vr, act, implicit, state, encodings, out)
-            if final is not None and tag in _RESULT_TAGS and new is not None:
-                final[tag] = new
-        if run_start >= 0:
-            if run_end > len(view):  # a kept value past the head (see _check_head)
-                head = max(run_start, len(view))
-                if run_start < head:
-                    out.append(view[run_start:head])
-                out.append(FileRange(head, run_end - head))
-            else:
-                out.append(view[run_start:run_end])
-        out.extend(chunk for _, chunk in pending)
+                if act is None:  # private creator: kept if its block keeps something
+                    if (e[0] >> 16, e[0] & 0xFF) not in kept_blocks:
+                        continue
+                    act = Act.KEEP
+                self._emit_private(view, e, vr, act, implicit, state, encodings, out, final)
+        if final is not None:
+            for i in captures:
+                e = elems[i]
+                final[e[0]] = bytes(view[e[3]:e[4]])
+
+    def _emit_private(
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        state: WalkState, encodings: list[str], out: Chunks,
+        final: dict[int, bytes | DataElement] | None,
+    ) -> None:
+        """A private element (or a kept creator) as this file's creators decide it."""
+        if act is Act.KEEP:
+            if e[5] and e[1] == "SQ" and final is None:
+                raise _Decline  # pydicom re-encodes nested undefined-length sequences
+            _emit_run(view, e[2], e[4] + 8 if e[5] else e[4], out)
+        elif act is not Act.DELETE and act is not Act.DELETE_GROUP:
+            self._emit_changed(view, e, vr, act, implicit, state, encodings, out, final)
+
+    def _emit_changed(
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        state: WalkState, encodings: list[str], out: Chunks,
+        final: dict[int, bytes | DataElement] | None,
+    ) -> None:
+        """An element the plan changes: a fixed value written before, or :meth:`_changed`."""
+        tag = e[0]
+        whole = self._fixed.get((tag, vr, act, implicit))
+        if whole is not None:  # an empty, dummy or placeholder value seen before
+            out.append(whole)
+            if final is not None and tag in _RESULT_TAGS:
+                final[tag] = self.deid.fixed_value(vr, act)
+            return
+        new = self._changed(view, e, vr, act, implicit, state, encodings, out)
+        if final is not None and tag in _RESULT_TAGS and new is not None:
+            final[tag] = new
 
     def _changed(
         self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
@@ -562,6 +576,74 @@ def _elements(data: bytes, pos: int, end: int, implicit: bool, *, top: bool) -> 
             if tag != _TAG_PADDING:
                 out.append((tag, vr, head, start, pos, False))
     return out
+
+
+_RUN, _ADD, _CHANGE, _PRIVATE = "run", "add", "change", "private"
+_Plan = tuple[list[tuple[Any, ...]], list[int], list[int]]
+
+
+def _compile_plan(
+    acts: list[tuple[_Elem, str, Act | None]], added: list[tuple[int, bytes]] | None,
+    nested: bool,
+) -> _Plan:
+    """What a level of this layout becomes, as ``Deidentifier._process`` decides it for
+    its standard elements: (ops, positions whose undefined length declines, positions of
+    kept result values). Ops: ``(_RUN, i, j)`` copy elements i..j-1 as one slice;
+    ``(_ADD, bytes)`` an added element; ``(_CHANGE, i, vr, act)``; ``(_PRIVATE, i)``
+    decided per file. Depends only on the tags, the VRs as read and the plan's actions."""
+    ops: list[tuple[Any, ...]] = []
+    sq_checks: list[int] = []
+    captures: list[int] = []
+    pending = list(added) if added else []
+    replaced = {t for t, _ in pending}
+    deleted_groups = {e[0] >> 16 for e, _vr, act in acts
+                      if act is Act.DELETE_GROUP and not e[0] >> 16 & 1}
+    run_start = -1
+
+    def close(i: int) -> None:
+        nonlocal run_start
+        if run_start >= 0:
+            ops.append((_RUN, run_start, i))
+            run_start = -1
+
+    for i, (e, vr, act) in enumerate(acts):
+        tag = e[0]
+        while pending and pending[0][0] <= tag:
+            close(i)
+            ops.append((_ADD, pending.pop(0)[1]))
+        if tag >> 16 & 1:
+            close(i)
+            ops.append((_PRIVATE, i))
+            continue
+        if tag in replaced or tag >> 16 in deleted_groups:
+            close(i)
+            continue
+        if act is Act.KEEP:
+            if nested and e[1] == "SQ":
+                sq_checks.append(i)
+            if not nested and tag in _RESULT_TAGS:
+                captures.append(i)
+            if run_start < 0:
+                run_start = i
+            continue
+        close(i)
+        if act is not Act.DELETE and act is not Act.DELETE_GROUP:
+            ops.append((_CHANGE, i, vr, act))
+    close(len(acts))
+    ops.extend((_ADD, chunk) for _, chunk in pending)
+    return ops, sq_checks, captures
+
+
+def _emit_run(view: memoryview, start: int, end: int, out: Chunks) -> None:
+    """Input bytes ``start``..``end`` as one chunk; the part past the head that was read
+    (a kept last value, see :func:`_check_head`) as a :class:`~.dicomio.FileRange`."""
+    if end <= len(view):
+        out.append(view[start:end])
+        return
+    head = max(start, len(view))
+    if start < head:
+        out.append(view[start:head])
+    out.append(FileRange(head, end - head))
 
 
 def _check_head(top: list[_Elem], head: int) -> None:
