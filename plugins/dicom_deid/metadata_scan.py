@@ -267,6 +267,16 @@ def scan_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
     return row, shape, len(scan.malformed)
 
 
+def _explicit_value(data: bytes, pos: int, end: int, vrc: int, length: int) -> tuple[int, int]:
+    """(value start, value length) of the explicit VR element at ``pos``, whose header
+    gave ``vrc`` and the 2-byte ``length``: a long VR's 4-byte length follows instead."""
+    if vrc in _LONG:
+        if pos + 12 > end:
+            raise Fallback
+        return pos + 12, _I(data, pos + 8)[0]
+    return pos + 8, length
+
+
 def _scan_meta(data: bytes, pos: int) -> tuple[str, int]:
     """Group 0002 (explicit VR little endian): the Transfer Syntax UID and where it ends."""
     ts = ""
@@ -275,13 +285,7 @@ def _scan_meta(data: bytes, pos: int) -> tuple[str, int]:
         group, elem, vrc, length = _HHHH(data, pos)
         if group != 0x0002:
             break
-        if vrc in _LONG:
-            if pos + 12 > end:
-                raise Fallback
-            length = _I(data, pos + 8)[0]
-            start = pos + 12
-        else:
-            start = pos + 8
+        start, length = _explicit_value(data, pos, end, vrc, length)
         if start + length > end:
             raise Fallback
         if elem == 0x0010 and vrc in _META_TEXT:
@@ -314,13 +318,8 @@ def _item_end(data: bytes, pos: int, end: int, implicit: bool) -> int:
         if implicit:
             length = _I(data, pos + 4)[0]
             start = pos + 8
-        elif vrc in _LONG:
-            if pos + 12 > end:
-                raise Fallback
-            length = _I(data, pos + 8)[0]
-            start = pos + 12
         else:
-            start = pos + 8
+            start, length = _explicit_value(data, pos, end, vrc, length)
         pos = _undefined_end(data, start, end, implicit) + 8 if length == _UNDEFINED \
             else start + length
     raise Fallback
