@@ -50,7 +50,7 @@ demo: $(STAMP)
 	@echo "      (log: $(LOGS)/deidentify.log)"
 	$(AIRFLOW) dags test dicom_deidentify $(TODAY)T02:00:00+00:00 --conf '$(DEID_CONF)' \
 		> $(LOGS)/deidentify.log 2>&1 || (tail -40 $(LOGS)/deidentify.log; exit 1)
-	$(BIN)/python -m dicom_deid.demo_report $(DEMO)
+	$(BIN)/python -m dicom_deid.cli.demo_report $(DEMO)
 	@echo "\nOpen the Airflow UI on the same folder: make airflow-ui (then http://127.0.0.1:8080)"
 
 airflow-ui: $(STAMP)

@@ -35,7 +35,7 @@ _EXPORT = """
 import sys
 from datetime import date
 from pathlib import Path
-from dicom_deid.metadata_export import export_metadata
+from dicom_deid.metadata.export import export_metadata
 files = Path(sys.argv[1]).read_text().split("\\n")
 s = export_metadata(files, Path(sys.argv[2]), run_id="bench", ingest_date=date(2026, 1, 1),
                     workers=int(sys.argv[3]))
@@ -177,9 +177,9 @@ def stages(files: list[Path], warm: int = 500, measure: int = 1000) -> list[tupl
     """
     import hashlib
 
-    from dicom_deid import metadata_export as me
-    from dicom_deid import metadata_schema as ms
-    from dicom_deid.metadata_scan import scan_row
+    from dicom_deid.metadata import export as me
+    from dicom_deid.metadata import schema as ms
+    from dicom_deid.metadata.scan import scan_row
 
     warm_files = files[:warm]
     timed = files[warm:warm + measure]

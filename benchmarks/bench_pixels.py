@@ -73,7 +73,7 @@ def _ocr_per_image(corpus: Path, repeat: int) -> dict[str, object]:
     import numpy as np
     import pydicom
 
-    from dicom_deid import ocr
+    from dicom_deid.pixels import ocr
     from dicom_deid.synth import load_answer_key
 
     key = load_answer_key(corpus)
@@ -107,9 +107,9 @@ def _ocr_per_image(corpus: Path, repeat: int) -> dict[str, object]:
 
 def _candidates(corpus: Path) -> tuple[int, int, int]:
     """(files, OCR candidates under AUTO, frames those candidates hold)."""
-    from dicom_deid.config import DeidConfig, ImageConfig, TextRedactionMode
-    from dicom_deid.dicomio import read_instance
-    from dicom_deid.pixels import PixelCleaner
+    from dicom_deid.config.model import DeidConfig, ImageConfig, TextRedactionMode
+    from dicom_deid.dicom.reader import read_instance
+    from dicom_deid.pixels.clean import PixelCleaner
 
     cleaner = PixelCleaner(DeidConfig(clean_image=ImageConfig(
         TextRedactionMode.REDACT_ALL_TEXT)))
@@ -170,8 +170,9 @@ def _cine(frames: int) -> dict[str, object]:
 
     import numpy as np
 
-    from dicom_deid import ocr, pixels
-    from dicom_deid.config import DeidConfig, ImageConfig, TextRedactionMode
+    from dicom_deid.config.model import DeidConfig, ImageConfig, TextRedactionMode
+    from dicom_deid.pixels import clean as pixels
+    from dicom_deid.pixels import ocr
 
     ds, (once, y, x0, x1) = _cine_dataset(frames)
     cleaner = pixels.PixelCleaner(DeidConfig(clean_image=ImageConfig(

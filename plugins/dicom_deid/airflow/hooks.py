@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from airflow.sdk import BaseHook
 
-from dicom_deid.keys import KeyConfigError, parse_key
+from dicom_deid.deid.keys import parse_key
+from dicom_deid.errors import KeyConfigError
 
 DEFAULT_KEY_CONN_ID = "dicom_deid_key"
 

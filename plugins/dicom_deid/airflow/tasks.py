@@ -13,11 +13,12 @@ from typing import Any
 from airflow.sdk import Asset, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from dicom_deid import deid_run
-from dicom_deid.deid_run import LeakError, RunRequest, RunWorkspace, batch_id_for
-from dicom_deid.interval_export import export_interval, export_parts, load_export
-from dicom_deid.settings import PipelineSettings
-from dicom_deid.shards import ShardLimits
+from dicom_deid.errors import VerificationError
+from dicom_deid.pipeline import deid_steps
+from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace, batch_id_for
+from dicom_deid.pipeline.interval_export import export_interval, export_parts, load_export
+from dicom_deid.pipeline.settings import PipelineSettings
+from dicom_deid.pipeline.shards import ShardLimits
 
 from .hooks import DEFAULT_KEY_CONN_ID, DeidKeyHook
 
@@ -90,21 +91,21 @@ def _when(ctx: dict[str, Any]) -> datetime:
 def run_cohort() -> dict[str, Any]:
     """Run the cohort SQL on the warehouse."""
     _, ws, settings, req = _run()
-    return deid_run.run_cohort(ws, settings, req)
+    return deid_steps.run_cohort(ws, settings, req)
 
 
 @task
 def write_filter_file() -> dict[str, Any]:
     """Write the cohort as a filter file, kept with the run."""
     _, ws, _, _ = _run()
-    return deid_run.write_filter_file(ws)
+    return deid_steps.write_filter_file(ws)
 
 
 @task
 def resolve_instances() -> dict[str, Any]:
     """Resolve the filter file to exact instances in ``dicom_metadata``."""
     _, ws, settings, _ = _run()
-    return deid_run.resolve_instances(ws, settings)
+    return deid_steps.resolve_instances(ws, settings)
 
 
 @task
@@ -117,7 +118,7 @@ def plan_shards() -> list[dict[str, int]]:
         max_bytes=int(params.get("shard_max_bytes") or ShardLimits.max_bytes),
         max_shards=int(params.get("max_shards") or ShardLimits.max_shards),
     )
-    return deid_run.plan_run_shards(ws, limits)
+    return deid_steps.plan_run_shards(ws, limits)
 
 
 @task(retries=2, map_index_template="{{ shard_label }}")
@@ -127,7 +128,7 @@ def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
     ctx["shard_label"] = f"shard {shard['shard']} ({shard['files']} files)"
     key_conn_id = ctx["params"].get("key_conn_id") or DEFAULT_KEY_CONN_ID
     key = DeidKeyHook(key_conn_id).get_key()
-    return deid_run.deidentify_shard(ws, settings, req, shard["shard"], key)
+    return deid_steps.deidentify_shard(ws, settings, req, shard["shard"], key)
 
 
 @task(retries=0, map_index_template="{{ shard_label }}")
@@ -136,8 +137,8 @@ def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
     ctx, ws, settings, req = _run()
     ctx["shard_label"] = f"shard {result['shard']}"
     try:
-        return deid_run.verify_shard(ws, settings, req, result["shard"])
-    except LeakError as exc:
+        return deid_steps.verify_shard(ws, settings, req, result["shard"])
+    except VerificationError as exc:
         raise AirflowFailException(str(exc)) from None
 
 
@@ -148,8 +149,8 @@ def publish() -> dict[str, Any]:
     """Publish the verified batch to the destination in one swap."""
     _, ws, settings, _ = _run()
     try:
-        return deid_run.publish(ws, settings)
-    except LeakError as exc:
+        return deid_steps.publish(ws, settings)
+    except VerificationError as exc:
         raise AirflowFailException(str(exc)) from None
 
 
@@ -157,21 +158,21 @@ def publish() -> dict[str, Any]:
 def load_deid_metadata() -> dict[str, Any]:
     """Export the published files' metadata and load ``deid_metadata``."""
     ctx, ws, settings, _ = _run()
-    return deid_run.load_deid_metadata(ws, settings, _when(ctx).date())
+    return deid_steps.load_deid_metadata(ws, settings, _when(ctx).date())
 
 
 @task(trigger_rule="none_failed")
 def load_mapping() -> dict[str, Any]:
     """Load the original<->pseudonym mapping (restricted) and the error list."""
     _, ws, settings, _ = _run()
-    return deid_run.load_mapping(ws, settings)
+    return deid_steps.load_mapping(ws, settings)
 
 
 @task(trigger_rule="none_failed")
 def write_manifest() -> dict[str, Any]:
     """Write the batch's manifest.json next to its files."""
     ctx, ws, settings, req = _run()
-    return deid_run.write_manifest(ws, settings, req, _when(ctx))
+    return deid_steps.write_manifest(ws, settings, req, _when(ctx))
 
 
 @task(trigger_rule="none_failed")
@@ -180,5 +181,5 @@ def record_run() -> dict[str, Any]:
     ctx, ws, settings, req = _run()
     dag_run = ctx.get("dag_run")
     started = getattr(dag_run, "start_date", None) or datetime.now(UTC)
-    return deid_run.record_run(ws, settings, req, started_at=started,
+    return deid_steps.record_run(ws, settings, req, started_at=started,
                                user=f"airflow:{ctx['dag'].dag_id}")

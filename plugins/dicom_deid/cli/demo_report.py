@@ -1,0 +1,65 @@
+"""Print what `make demo` produced: where things are, and a query of the de-identified data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pydicom
+
+from dicom_deid.warehouse.factory import open_warehouse
+
+SHOWN = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyDate",
+         "StudyInstanceUID", "InstitutionName", "StudyDescription", "PatientIdentityRemoved",
+         "LongitudinalTemporalInformationModified")
+EXAMPLE_QUERY = """SELECT Modality, COUNT(DISTINCT StudyInstanceUID) AS studies,
+       COUNT(*) AS instances, COUNT(DISTINCT PatientID) AS patients
+FROM deid_metadata GROUP BY Modality ORDER BY Modality"""
+COUNTS = """SELECT (SELECT COUNT(*) FROM dicom_metadata) AS dicom_metadata,
+       (SELECT COUNT(*) FROM deid_metadata) AS deid_metadata,
+       (SELECT COUNT(*) FROM deid_mapping) AS deid_mapping,
+       (SELECT COUNT(*) FROM deid_errors) AS deid_errors,
+       (SELECT COUNT(*) FROM deid_runs) AS deid_runs"""
+
+
+def main(root: Path) -> int:
+    """Summarise the demo folder ``root`` (the pipeline's data folder)."""
+    from .table import print_table
+
+    batches = sorted(p for p in (root / "deid").glob("batch-*") if p.is_dir())
+    if not batches:
+        print(f"no published batch under {root / 'deid'}", file=sys.stderr)
+        return 1
+    batch = batches[-1]
+    files = sorted(batch.rglob("*.dcm"))
+    manifest = json.loads((batch / "manifest.json").read_text())
+    run = root / "runs" / batch.name
+    warehouse_path = root / "warehouse" / "dicom_deid.duckdb"
+    print(f"\nde-identified batch : {batch}/<study>/<series>/<sop>.dcm ({len(files)} files)")
+    print(f"manifest            : {batch / 'manifest.json'} (priority {manifest['priority']}, "
+          f"{manifest['study_count']} studies, {manifest['image_count']} images)")
+    print(f"run folder          : {run}/ (filter file cohort.filter, shards/, mapping/, "
+          "errors/: restricted)")
+    print(f"run report          : {run / 'report.md'}")
+    print(f"metadata (Parquet)  : {root / 'metadata'}/{{dicom_metadata,deid_metadata}}/"
+          "ingest_date=*/")
+    print(f"warehouse (DuckDB)  : {warehouse_path}")
+    if files:
+        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+        print(f"\none de-identified instance ({files[0].relative_to(batch)}):")
+        for kw in SHOWN:
+            print(f"  {kw:42} {ds.get(kw, '<removed>')}")
+    with open_warehouse(f"duckdb://{warehouse_path}") as warehouse:
+        counts = warehouse.query(COUNTS)
+        table = warehouse.query(EXAMPLE_QUERY)
+    print("\nrows per table:")
+    print_table(counts)
+    print(f"\nexample analytics query on deid_metadata:\n{EXAMPLE_QUERY}\n")
+    print_table(table)
+    print("\nrun report:\n" + (run / "report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

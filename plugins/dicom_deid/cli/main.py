@@ -1,0 +1,343 @@
+"""The ``dicom-deid`` command line: the same engine the Airflow operators call."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from dicom_deid import __version__
+from dicom_deid.cohort.filter_file import read_filter
+from dicom_deid.config.google import config_from_options, load_config
+from dicom_deid.config.model import DeidConfig, ImageConfig, OcrScope, TextRedactionMode
+from dicom_deid.deid.batch import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    LAYOUTS,
+    Source,
+    iter_sources,
+    run_batch,
+)
+from dicom_deid.deid.keys import generate_key_file, load_key
+from dicom_deid.errors import (
+    ConfigError,
+    ConfigNotSupported,
+    FilterFileError,
+    KeyConfigError,
+)
+
+from .table import print_table
+
+EPILOG = """exit codes: 0 all inputs de-identified; 2 bad arguments, config or key (nothing
+was touched); 3 some inputs failed (listed in --errors, never copied to OUTPUT)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dicom-deid", description=__doc__, epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"dicom-deid {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log per-file warnings")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser(
+        "deidentify", help="de-identify a folder tree of DICOM files", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument("input", type=Path, help="input file or folder (files with or without .dcm)")
+    d.add_argument("output", type=Path, help="output folder for de-identified files")
+    d.add_argument("--config", type=Path,
+                   help="Google DicomTagConfig / DeidentifyConfig JSON (used unchanged)")
+    d.add_argument("--profile", default="basic",
+                   help="profile when no --config: basic (PS3.15 Basic Profile), keep-all, "
+                        "minimal-keep-list, deidentify-tag-contents, or Google's names")
+    d.add_argument("--option", action="append", default=[], metavar="NAME",
+                   help="PS3.15 option, repeatable: RetainSafePrivate, RetainUIDs, "
+                        "RetainDeviceIdentity, RetainInstitutionIdentity, "
+                        "RetainPatientCharacteristics, RetainLongitudinalFullDates, "
+                        "RetainLongitudinalModifiedDates, CleanDescriptors, "
+                        "CleanStructuredContent, CleanGraphics (Aspose names accepted)")
+    d.add_argument("--id-prefix", default="", help="organisation prefix for ID pseudonyms")
+    d.add_argument("--text-redaction", default=None, metavar="MODE",
+                   choices=[m.value for m in TextRedactionMode],
+                   help="burned-in text (Google cleanImage.textRedactionMode) when no --config: "
+                        "REDACT_ALL_TEXT, REDACT_SENSITIVE_TEXT, "
+                        "REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS, REDACT_NO_TEXT (default)")
+    d.add_argument("--pixel-rules", default=None, metavar="FILE",
+                   help="CTP DicomPixelAnonymizer script: known burned-in text regions to blank")
+    d.add_argument("--ocr-scope", default=None, choices=[s.value.lower() for s in OcrScope],
+                   help="images read by OCR: auto (US/SC/XA/... or BurnedInAnnotation YES; "
+                        "default) or all")
+    d.add_argument("--key-file", type=Path,
+                   help="HMAC key file (hex/base64/raw, >= 32 bytes); else $DICOM_DEID_KEY")
+    d.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    d.add_argument("--layout", choices=LAYOUTS, default="uid",
+                   help="uid: OUTPUT/<study>/<series>/<sop>.dcm with pseudonymous UIDs "
+                        "(default); relative: keep input paths (only if they carry no PHI)")
+    d.add_argument("--errors", type=Path, help="CSV listing every failed input with its reason")
+    d.add_argument("--mapping", type=Path,
+                   help="Parquet file of original<->pseudonym identifiers (restricted)")
+    d.add_argument("--run-id", default="", help="run id recorded in the mapping")
+    d.add_argument("--filter", type=Path, dest="filter_file",
+                   help="only the instances a filter file selects (/studies/UID[/series/UID"
+                        "[/instances/UID]] per line), resolved against dicom_metadata")
+    d.add_argument("--warehouse", default=None,
+                   help="warehouse URL for --filter: duckdb:///path.duckdb (default "
+                        "var/warehouse/dicom_deid.duckdb) or bigquery://project/dataset")
+    d.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+    s = sub.add_parser("synth", help="generate the synthetic corpus with planted PHI")
+    s.add_argument("output", type=Path)
+    s.add_argument("--patients", type=int, default=10)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--instances", type=int, default=8, help="instances per image series")
+    s.add_argument("--small", action="store_true", help="tiny images (fast tests)")
+    s.add_argument("--no-bad", action="store_true", help="no bad inputs in the corpus")
+
+    e = sub.add_parser("export-metadata",
+                       help="export DICOM metadata to Parquet and load it into the warehouse")
+    e.add_argument("source", type=Path, help="landing folder (files with or without .dcm)")
+    e.add_argument("--out", type=Path, default=None,
+                   help="Parquet folder (default var/metadata/<table>)")
+    e.add_argument("--table", default="dicom_metadata",
+                   choices=("dicom_metadata", "deid_metadata"), help="warehouse table")
+    e.add_argument("--warehouse", default=None, help="warehouse URL (see deidentify)")
+    e.add_argument("--no-load", action="store_true", help="write Parquet only")
+    e.add_argument("--run-id", default="", help="ingest run id (default: random)")
+    e.add_argument("--ingest-date", type=date.fromisoformat, default=None,
+                   help="partition date YYYY-MM-DD (default: today, UTC)")
+    e.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+
+    qy = sub.add_parser("query", help="run SQL on the warehouse and print the result")
+    qy.add_argument("sql", help="SQL in the warehouse's dialect (DuckDB by default)")
+    qy.add_argument("--warehouse", default=None, help="warehouse URL (see deidentify)")
+
+    c = sub.add_parser("cohort", help="run a cohort SQL file and write its filter file")
+    c.add_argument("sql", type=Path,
+                   help="cohort: a BigQuery Standard SQL file, or the name of one in "
+                        "--cohort-dir or among the shipped examples (chest_ct_adults, ...)")
+    c.add_argument("--cohort-dir", type=Path, default=None,
+                   help="your cohort folder, searched by name before the shipped examples "
+                        "(default $DICOM_DEID_COHORT_DIR)")
+    c.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="cohort parameter, repeatable (declared in the file's header)")
+    c.add_argument("--out", type=Path, required=True, help="filter file to write")
+    c.add_argument("--warehouse", default=None, help="warehouse URL (see deidentify)")
+
+    k = sub.add_parser("keygen", help="write a new random 32-byte key file (mode 0600)")
+    k.add_argument("output", type=Path)
+    k.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    return p
+
+
+def _load_deid_config(args: argparse.Namespace) -> DeidConfig:
+    if args.config:
+        if args.option or args.profile != "basic":
+            raise ConfigError("--config already holds the profile and options; "
+                              "drop --profile/--option")
+        config = load_config(args.config)
+        if args.id_prefix:
+            config = DeidConfig(**{**config.__dict__, "id_prefix": args.id_prefix})
+        if args.text_redaction:
+            raise ConfigError("--config already holds cleanImage; drop --text-redaction")
+        return _pixel_overrides(config, args)
+    config = config_from_options(args.profile, args.option, id_prefix=args.id_prefix)
+    if args.text_redaction:
+        image = ImageConfig(TextRedactionMode(args.text_redaction))
+        config = DeidConfig(**{**config.__dict__, "clean_image": image})
+    return _pixel_overrides(config, args)
+
+
+def _pixel_overrides(config: DeidConfig, args: argparse.Namespace) -> DeidConfig:
+    """--pixel-rules and --ocr-scope replace what the config says (checked up front)."""
+    changes: dict[str, object] = {}
+    if args.pixel_rules:
+        from dicom_deid.pixels.rules import load_rules
+
+        load_rules(args.pixel_rules)  # a bad rule file stops the run before any file
+        changes["pixel_rules"] = str(args.pixel_rules)
+    if args.ocr_scope:
+        changes["ocr_scope"] = OcrScope(args.ocr_scope.upper())
+    return DeidConfig(**{**config.__dict__, **changes}) if changes else config
+
+
+def _deidentify(args: argparse.Namespace) -> int:
+    try:
+        config = _load_deid_config(args)
+        key = load_key(args.key_file)
+    except (ConfigError, KeyConfigError, ValueError, OSError) as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.input.exists():
+        print(f"dicom-deid: input {args.input} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    run_id = args.run_id or uuid.uuid4().hex[:12]
+    sources = iter_sources(args.input)
+    if args.filter_file:
+        from dicom_deid.errors import WarehouseError
+
+        try:
+            sources = _filtered_sources(args.input, args.filter_file, args.warehouse)
+        except (FilterFileError, WarehouseError, ValueError) as exc:
+            print(f"dicom-deid: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        summary = run_batch(
+            sources, args.output, config, key,
+            workers=args.workers or None, layout=args.layout, errors_path=args.errors,
+            mapping_path=args.mapping, run_id=run_id,
+            progress=False if args.no_progress else None,
+        )
+    except (ConfigNotSupported, ValueError) as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(summary.line())
+    if summary.failed:
+        where = f"; see {args.errors}" if args.errors else " (use --errors FILE to list them)"
+        print(f"{summary.failed} input(s) failed{where}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def _filtered_sources(root: Path, filter_path: Path, warehouse_url: str | None) -> list[Source]:
+    """The input files a filter file selects, via dicom_metadata (exact instance URIs)."""
+    from dicom_deid.cohort.cohorts import resolve_filter
+    from dicom_deid.warehouse.factory import open_warehouse
+
+    filter_set = read_filter(filter_path)
+    with open_warehouse(warehouse_url) as warehouse:
+        resolution = resolve_filter(warehouse, filter_set)
+    if resolution.unmatched:
+        print(f"dicom-deid: {len(resolution.unmatched)} filter line(s) matched no exported "
+              "instance (export the landing zone first?)", file=sys.stderr)
+    root = root.resolve()
+    sources: list[Source] = []
+    outside = 0
+    for uri in resolution.uris:
+        path = Path(uri).resolve()
+        if root == path or root in path.parents:
+            sources.append(Source(path, path.relative_to(root).as_posix()))
+        else:
+            outside += 1
+    if outside:
+        print(f"dicom-deid: {outside} selected instance(s) are not under {root}; skipped",
+              file=sys.stderr)
+    return sources
+
+
+def _export_metadata(args: argparse.Namespace) -> int:
+    from dicom_deid.errors import WarehouseError
+    from dicom_deid.metadata.export import ExportState, export_metadata
+    from dicom_deid.warehouse.factory import open_warehouse
+
+    if not args.source.exists():
+        print(f"dicom-deid: source {args.source} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    out = args.out or Path("var/metadata") / args.table
+    summary = export_metadata(
+        (s.path for s in iter_sources(args.source)), out,
+        run_id=args.run_id or uuid.uuid4().hex[:12],
+        ingest_date=args.ingest_date or datetime.now(UTC).date(),
+        state=ExportState.for_export(out), workers=args.workers or None,
+    )
+    rate = summary.exported / summary.seconds if summary.seconds else 0.0
+    unchanged = summary.skipped_unchanged + summary.unchanged_content
+    print(f"exported {summary.exported}, unchanged {unchanged}, failed {len(summary.errors)} "
+          f"in {summary.seconds:.1f} s ({rate:.0f} files/s) to {out}")
+    for uri, reason in summary.errors:
+        print(f"  {uri}: {reason}", file=sys.stderr)
+    if summary.parts and not args.no_load:
+        try:
+            with open_warehouse(args.warehouse) as warehouse:
+                warehouse.ensure_schema()
+                rows = warehouse.load_parquet(
+                    args.table, [str(p) for p in summary.parts], mode="merge")
+        except (WarehouseError, OSError) as exc:
+            print(f"dicom-deid: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"loaded {rows} row(s) into {args.table}")
+    return EXIT_SOME_FAILED if summary.errors else EXIT_OK
+
+
+def _query(args: argparse.Namespace) -> int:
+    from dicom_deid.warehouse.factory import open_warehouse
+
+    try:
+        with open_warehouse(args.warehouse) as warehouse:
+            table = warehouse.query(args.sql)
+    except Exception as exc:  # the SQL is the user's; its error text names no PHI of ours
+        print(f"dicom-deid: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print_table(table)
+    return EXIT_OK
+
+
+def _cohort(args: argparse.Namespace) -> int:
+    from dicom_deid.cohort.cohorts import cohort_to_filter, load_cohort
+    from dicom_deid.errors import CohortError, WarehouseError
+    from dicom_deid.warehouse.factory import open_warehouse
+
+    try:
+        cohort = load_cohort(args.sql, args.cohort_dir)
+        params = cohort.bind(args.param)
+        with open_warehouse(args.warehouse) as warehouse:
+            table = warehouse.run_cohort(cohort.sql, params)
+        filter_set = cohort_to_filter(table)
+    except (CohortError, FilterFileError, WarehouseError, ValueError, OSError) as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    filter_set.write(args.out)
+    levels = {level: len(filter_set.by_level(level))
+              for level in ("study", "series", "instance")}
+    print(f"wrote {len(filter_set)} filter line(s) to {args.out} "
+          f"({', '.join(f'{k}: {v}' for k, v in levels.items())})")
+    return EXIT_OK
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from dicom_deid.synth import generate
+
+    key = generate(args.output, patients=args.patients, seed=args.seed,
+                   instances_per_series=args.instances, small=args.small,
+                   bad_inputs=not args.no_bad)
+    print(f"wrote {len(key.files)} DICOM files and {len(key.bad_inputs)} bad inputs "
+          f"under {args.output / 'dicom'}; answer key {args.output / 'answer_key.json'}")
+    return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        generate_key_file(args.output, overwrite=args.force)
+    except KeyConfigError as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote a new key to {args.output} (keep it secret; pseudonyms depend on it)")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dicom-deid`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handlers = {"deidentify": _deidentify, "synth": _synth, "keygen": _keygen,
+                "cohort": _cohort, "export-metadata": _export_metadata, "query": _query}
+    return handlers[args.command](args)
+
+
+def run() -> NoReturn:
+    """The ``dicom-deid`` console script: :func:`main`, then exit with the heap frozen, so
+    that shutdown's garbage collections skip it (about 30 ms after a 5,000-file run)."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

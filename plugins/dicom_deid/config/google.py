@@ -1,0 +1,746 @@
+"""Load a Google Cloud Healthcare API (v1beta1) de-identification config into a DeidConfig.
+
+Users paste the JSON they use with Google's ``deidentify`` method, unchanged. Accepted
+shapes:
+
+* a bare ``DicomTagConfig``: ``{"profileType": ..., "actions": [...], "options": {...}}``;
+* a ``DeidentifyConfig``: ``{"dicomTagConfig": {...}, "text": {...}, ...}``, optionally
+  with our extension block ``"dicomDeid": {"ps315Options": [...], "idPrefix": "HOSP",
+  "maxDateShiftDays": 365}``;
+* a request body: ``{"config": {...DeidentifyConfig...}, "destinationStore": ...}``
+  (the siblings of ``config`` describe Google resources and are ignored).
+
+Validation is complete and pure: any problem raises :class:`ConfigError` naming the JSON
+path (``config.dicomTagConfig.actions[2].queries[0]``) before any DICOM file is touched.
+Messages quote at most the short offending token, never a whole value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from pydicom.datadict import RepeatersDictionary, dictionary_VR, keyword_dict
+
+from dicom_deid.errors import ConfigError
+
+from .model import (
+    BASIC_PROFILE_ALIASES,
+    INFO_TYPES,
+    DeidConfig,
+    ImageConfig,
+    OcrScope,
+    Option,
+    PrimaryIds,
+    ProfileType,
+    QueryKind,
+    TagAction,
+    TagActionKind,
+    TagQuery,
+    TextConfig,
+    TextRedactionMode,
+    Transformation,
+    TransformationKind,
+    parse_options,
+    split_clean_pixel_data,
+)
+
+__all__ = ["VALUE_REPRESENTATIONS", "ConfigError", "config_from_options", "load_config"]
+
+
+
+
+VALUE_REPRESENTATIONS = frozenset(
+    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB", "OD", "OF"}
+    | {"OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN"}
+    | {"UR", "US", "UT", "UV"}
+)
+"""VRs a query may name (PS3.5 Table 6.2-1)."""
+
+PIXEL_DATA = 0x7FE00010
+
+# What Google documents each action kind to support (other kinds take any attribute).
+_ACTION_VRS: dict[TagActionKind, frozenset[str]] = {
+    TagActionKind.CLEAN_TEXT: frozenset(
+        ["AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "DA", "DT", "AS"]
+    ),
+    TagActionKind.REGEN_UID: frozenset({"UI"}),
+    TagActionKind.RECURSE: frozenset({"SQ"}),
+}
+_ANY_ATTRIBUTE = frozenset(
+    {TagActionKind.KEEP, TagActionKind.REMOVE, TagActionKind.DELETE, TagActionKind.RESET}
+)
+
+_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+_MAX_TOKEN = 40
+
+# --- JSON field names ----------------------------------------------------------------------
+
+_REQUEST_SIBLINGS = frozenset(
+    {
+        "destinationStore",
+        "destinationDataset",
+        "filterConfig",
+        "gcsConfigUri",
+        "resourceFilter",
+        "skipModifiedResources",
+    }
+)
+_DEIDENTIFY_KEYS = frozenset(
+    {
+        "dicomTagConfig",
+        "dicom",
+        "text",
+        "image",
+        "fhir",
+        "fhirFieldConfig",
+        "operationMetadata",
+        "useRegionalDataProcessing",
+        "annotation",
+        "dicomDeid",
+    }
+)
+_IGNORED_DEIDENTIFY_KEYS = frozenset({"fhir", "fhirFieldConfig", "operationMetadata"})
+_TAG_CONFIG_KEYS = frozenset({"profileType", "actions", "options"})
+_LEGACY_DICOM_KEYS = frozenset({"filterProfile", "keepList", "removeList", "skipIdRedaction"})
+_OPTIONS_KEYS = frozenset({"primaryIds", "cleanDescriptors", "cleanImage"})
+_IMAGE_KEYS = frozenset({"textRedactionMode", "additionalInfoTypes", "excludeInfoTypes"})
+_TEXT_KEYS = frozenset(
+    {"transformations", "additionalTransformations", "excludeInfoTypes", "profileType"}
+)
+_EXTENSION_KEYS = frozenset(
+    {"ps315Options", "idPrefix", "maxDateShiftDays", "pixelRules", "ocrScope"}
+)
+_KEY_FIELDS = ("cryptoKey", "kmsWrapped")
+
+_PROFILES: dict[str, ProfileType] = {
+    "PROFILE_TYPE_UNSPECIFIED": ProfileType.BASIC,
+    **{p.value: p for p in ProfileType},
+}
+_PRIMARY_IDS: dict[str, PrimaryIds] = {p.value: p for p in PrimaryIds}
+_REDACTION_MODES: dict[str, TextRedactionMode] = {
+    "TEXT_REDACTION_MODE_UNSPECIFIED": TextRedactionMode.REDACT_NO_TEXT,
+    **{m.value: m for m in TextRedactionMode},
+}
+_SENSITIVE_MODES = frozenset(
+    {
+        TextRedactionMode.REDACT_SENSITIVE_TEXT,
+        TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS,
+    }
+)
+_TEXT_PROFILES = frozenset({"PROFILE_TYPE_UNSPECIFIED", "BASIC", "EMPTY"})
+
+_REPEATER_KEYWORDS: dict[str, str] = {
+    entry[4]: mask for mask, entry in RepeatersDictionary.items() if entry[4]
+}
+
+E = TypeVar("E", bound=Enum)
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _tok(value: object) -> str:
+    """Quote a user token for a message: short strings only, other values by type."""
+    if isinstance(value, str):
+        short = value if len(value) <= _MAX_TOKEN else value[:_MAX_TOKEN] + "..."
+        return repr(short)
+    if isinstance(value, bool | int | float) or value is None:
+        return json.dumps(value)
+    return f"a JSON {'array' if isinstance(value, list | tuple) else 'object'}"
+
+
+def _key(path: str, key: str) -> str:
+    safe = key if len(key) <= _MAX_TOKEN and key.isprintable() else _tok(key)
+    return f"{path}.{safe}" if path else safe
+
+
+def _fail(path: str, message: str) -> NoReturn:
+    raise ConfigError(f"{path or '(top level)'}: {message}")
+
+
+def _camel(key: str) -> str:
+    """Proto3 JSON also accepts the original snake_case field names."""
+    return re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), key)
+
+
+def _object(value: object, path: str, allowed: Iterable[str]) -> dict[str, tuple[str, Any]]:
+    """Check a JSON object's keys; return ``{camelCaseKey: (path of the field, value)}``.
+
+    ``null`` fields count as absent (proto3 JSON semantics).
+    """
+    if not isinstance(value, Mapping):
+        _fail(path, f"must be a JSON object, not {_tok(value)}")
+    allowed = frozenset(allowed)
+    out: dict[str, tuple[str, Any]] = {}
+    for raw_key, item in value.items():
+        if not isinstance(raw_key, str):
+            _fail(path, "object keys must be strings")
+        key = _camel(raw_key)
+        field_path = _key(path, raw_key)
+        if key not in allowed:
+            expected = ", ".join(sorted(allowed))
+            _fail(
+                field_path,
+                f"unknown key; expected one of: {expected}"
+                if expected
+                else "unknown key; this object takes no fields ({})",
+            )
+        if key in out:
+            _fail(field_path, "given twice (camelCase and snake_case spellings)")
+        if item is not None:
+            out[key] = (field_path, item)
+    return out
+
+
+def _empty_message(value: object, path: str) -> None:
+    """Fields such as ``keepTag`` or ``redactConfig`` hold an empty object ``{}``."""
+    _object(value, path, ())
+
+
+def _list(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        _fail(path, f"must be a JSON array, not {_tok(value)}")
+    return value
+
+
+def _string(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        _fail(path, f"must be a string, not {_tok(value)}")
+    return value
+
+
+def _enum(value: object, path: str, choices: Mapping[str, E]) -> E:
+    text = _string(value, path)
+    if text not in choices:
+        _fail(path, f"{_tok(text)} is not one of: {', '.join(choices)}")
+    return choices[text]
+
+
+def _info_types(value: object, path: str) -> tuple[str, ...]:
+    names: list[str] = []
+    for i, item in enumerate(_list(value, path)):
+        name = _string(item, f"{path}[{i}]")
+        if name not in INFO_TYPES:
+            _fail(
+                f"{path}[{i}]",
+                f"{_tok(name)} is not a supported infoType; supported: "
+                + ", ".join(sorted(INFO_TYPES)),
+            )
+        names.append(name)
+    return tuple(names)
+
+
+# --- queries and actions ---------------------------------------------------------------------
+
+
+def _describe(query: str, vr: str | None) -> str:
+    return f"{query} (VR {vr})" if vr else f"{query} (VR unknown)"
+
+
+def _tag_vr(tag: int, path: str, query: str) -> str | None:
+    """Dictionary VR of a tag; None for a private or group-length tag; error if unknown."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if group & 1:
+        return None
+    if element == 0:
+        return "UL"
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        _fail(path, f"{_tok(query)} is not in the DICOM data dictionary (a typo?)")
+
+
+def _check_query(kind: TagActionKind, query: TagQuery, vr: str | None, path: str) -> None:
+    """Enforce what Google documents each action kind to support."""
+    text = query.keyword or (f"{query.tag:08X}" if query.tag is not None else query.vr or "")
+    if kind is TagActionKind.CLEAN_IMAGE:
+        if query.tag != PIXEL_DATA:
+            _fail(path, f"cleanImageTag supports PixelData (7FE00010) only, not {text}")
+        return
+    if kind in _ANY_ATTRIBUTE:
+        return
+    allowed = _ACTION_VRS[kind]
+    if query.kind is QueryKind.VR:
+        if query.vr not in allowed:
+            _fail(path, f"{kind.value} supports VR {', '.join(sorted(allowed))} only, not {text}")
+        return
+    if vr is None or not set(vr.split(" or ")) <= allowed:
+        _fail(
+            path,
+            f"{kind.value} supports VR {', '.join(sorted(allowed))} only; "
+            f"{_describe(text, vr)} is not one",
+        )
+
+
+def _suggest(query: str) -> str:
+    close = difflib.get_close_matches(query, [k for k in keyword_dict if k], n=1, cutoff=0.8)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _parse_query(raw: object, path: str, kind: TagActionKind) -> TagQuery:
+    query = _string(raw, path)
+    vr: str | None
+    if _HEX_TAG.fullmatch(query):
+        tag = int(query, 16)
+        vr = _tag_vr(tag, path, query)
+        parsed = TagQuery(QueryKind.TAG, tag=tag)
+    elif query and query in keyword_dict:
+        tag = keyword_dict[query]
+        vr = str(dictionary_VR(tag))
+        parsed = TagQuery(QueryKind.KEYWORD, tag=tag, keyword=query)
+    elif query in VALUE_REPRESENTATIONS:
+        vr = query
+        parsed = TagQuery(QueryKind.VR, vr=query)
+    elif query in _REPEATER_KEYWORDS:
+        _fail(
+            path,
+            f"{query} is a repeating-group keyword ({_REPEATER_KEYWORDS[query]}); "
+            "list its tag IDs instead, e.g. "
+            + repr(_REPEATER_KEYWORDS[query].upper().replace("X", "0")),
+        )
+    else:
+        _fail(path, f"{_tok(query)} is not a tag ID, keyword or VR{_suggest(query)}")
+    _check_query(kind, parsed, vr, path)
+    return parsed
+
+
+def _parse_action(raw: object, path: str) -> TagAction:
+    fields = _object(raw, path, {"queries", *(k.value for k in TagActionKind)})
+    kinds = [k for k in TagActionKind if k.value in fields]
+    if len(kinds) != 1:
+        names = ", ".join(k.value for k in kinds) or "none"
+        _fail(
+            path,
+            f"an action needs exactly one of {', '.join(k.value for k in TagActionKind)}; "
+            f"found {names}",
+        )
+    kind = kinds[0]
+    kind_path, body = fields[kind.value]
+    image: ImageConfig | None = None
+    if kind is TagActionKind.CLEAN_IMAGE:
+        image = _parse_image(body, kind_path)
+    else:
+        _empty_message(body, kind_path)
+    if "queries" not in fields:
+        _fail(_key(path, "queries"), "required: a non-empty list of tag IDs, keywords or VRs")
+    queries_path, queries_raw = fields["queries"]
+    items = _list(queries_raw, queries_path)
+    if not items:
+        _fail(queries_path, "must not be empty")
+    queries = tuple(
+        _parse_query(item, f"{queries_path}[{i}]", kind) for i, item in enumerate(items)
+    )
+    return TagAction(queries=queries, kind=kind, image=image)
+
+
+# --- options, images, text -------------------------------------------------------------------
+
+
+def _parse_image(raw: object, path: str) -> ImageConfig:
+    fields = _object(raw, path, _IMAGE_KEYS)
+    mode = TextRedactionMode.REDACT_NO_TEXT
+    unspecified = True
+    if "textRedactionMode" in fields:
+        mode_path, value = fields["textRedactionMode"]
+        mode = _enum(value, mode_path, _REDACTION_MODES)
+        unspecified = value == "TEXT_REDACTION_MODE_UNSPECIFIED"
+    additional: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    if "additionalInfoTypes" in fields:
+        sub, value = fields["additionalInfoTypes"]
+        additional = _info_types(value, sub)
+        if additional and mode not in _SENSITIVE_MODES and not unspecified:
+            _fail(sub, f"cannot be used with textRedactionMode {mode.value}")
+    if "excludeInfoTypes" in fields:
+        sub, value = fields["excludeInfoTypes"]
+        exclude = _info_types(value, sub)
+        if exclude and mode not in _SENSITIVE_MODES:
+            _fail(sub, f"cannot be used with textRedactionMode {mode.value}")
+    return ImageConfig(
+        text_redaction_mode=mode, additional_info_types=additional, exclude_info_types=exclude
+    )
+
+
+def _parse_options(raw: object, path: str) -> tuple[PrimaryIds, bool, ImageConfig | None]:
+    fields = _object(raw, path, _OPTIONS_KEYS)
+    primary = PrimaryIds.UNSPECIFIED
+    if "primaryIds" in fields:
+        primary = _enum(fields["primaryIds"][1], fields["primaryIds"][0], _PRIMARY_IDS)
+    clean_descriptors = "cleanDescriptors" in fields
+    if clean_descriptors:
+        _empty_message(fields["cleanDescriptors"][1], fields["cleanDescriptors"][0])
+    image = None
+    if "cleanImage" in fields:
+        image = _parse_image(fields["cleanImage"][1], fields["cleanImage"][0])
+    return primary, clean_descriptors, image
+
+
+def _parse_key_holder(raw: object, path: str) -> None:
+    """``cryptoHashConfig`` / ``dateShiftConfig``: accepted only without key material."""
+    if isinstance(raw, Mapping):
+        for name in raw:
+            if isinstance(name, str) and _camel(name) in _KEY_FIELDS:
+                _fail(
+                    _key(path, name),
+                    "keys never come from config files: remove it; the run's managed HMAC "
+                    "key (from the secrets backend or key file) is used instead",
+                )
+    _empty_message(raw, path)
+
+
+def _parse_transformation(raw: object, path: str) -> Transformation:
+    kinds_by_field = {k.value: k for k in TransformationKind}
+    fields = _object(raw, path, {"infoTypes", *kinds_by_field})
+    kinds = [k for name, k in kinds_by_field.items() if name in fields]
+    if len(kinds) != 1:
+        names = ", ".join(k.value for k in kinds) or "none"
+        _fail(path, f"needs exactly one of {', '.join(kinds_by_field)}; found {names}")
+    kind = kinds[0]
+    info_types: tuple[str, ...] = ()
+    if "infoTypes" in fields:
+        info_types = _info_types(fields["infoTypes"][1], fields["infoTypes"][0])
+    body_path, body = fields[kind.value]
+    mask = "*"
+    if kind is TransformationKind.CHARACTER_MASK:
+        mask_fields = _object(body, body_path, {"maskingCharacter"})
+        if "maskingCharacter" in mask_fields:
+            mask_path, value = mask_fields["maskingCharacter"]
+            mask = _string(value, mask_path) or "*"
+            if len(mask) != 1:
+                _fail(mask_path, f"must be one character, not {len(mask)}")
+    elif kind in (TransformationKind.CRYPTO_HASH, TransformationKind.DATE_SHIFT):
+        _parse_key_holder(body, body_path)
+    else:
+        _empty_message(body, body_path)
+    return Transformation(kind=kind, info_types=info_types, masking_character=mask)
+
+
+def _transformations(fields: dict[str, tuple[str, Any]], name: str) -> tuple[Transformation, ...]:
+    if name not in fields:
+        return ()
+    path, value = fields[name]
+    return tuple(
+        _parse_transformation(item, f"{path}[{i}]") for i, item in enumerate(_list(value, path))
+    )
+
+
+def _parse_text(raw: object, path: str) -> TextConfig:
+    fields = _object(raw, path, _TEXT_KEYS)
+    transformations = _transformations(fields, "transformations")
+    additional = _transformations(fields, "additionalTransformations")
+    exclude: tuple[str, ...] = ()
+    if "excludeInfoTypes" in fields:
+        exclude = _info_types(fields["excludeInfoTypes"][1], fields["excludeInfoTypes"][0])
+    profile = "BASIC"
+    if "profileType" in fields:
+        profile_path, value = fields["profileType"]
+        profile = _string(value, profile_path)
+        if profile not in _TEXT_PROFILES:
+            _fail(
+                profile_path, f"{_tok(profile)} is not one of: {', '.join(sorted(_TEXT_PROFILES))}"
+            )
+    if profile == "EMPTY" and not transformations:
+        # Only what is configured applies: nothing is the default for other spans.
+        if additional:
+            transformations, additional = additional, ()
+        else:
+            exclude = tuple(sorted(INFO_TYPES))
+    return TextConfig(
+        transformations=transformations,
+        additional_transformations=additional,
+        exclude_info_types=exclude,
+    )
+
+
+# --- the DicomTagConfig and its envelopes ----------------------------------------------------
+
+
+class _TagPart:
+    """What a DicomTagConfig contributes to the DeidConfig."""
+
+    def __init__(self) -> None:
+        self.profile = ProfileType.BASIC
+        self.actions: tuple[TagAction, ...] = ()
+        self.primary_ids = PrimaryIds.UNSPECIFIED
+        self.clean_descriptors = False
+        self.clean_image: ImageConfig | None = None
+        self.clean_image_path = ""
+
+
+def _legacy(path: str) -> NoReturn:
+    _fail(
+        path,
+        "the v1 DicomConfig (filterProfile/keepList/removeList/skipIdRedaction) is not "
+        "supported: use dicomTagConfig (filterProfile -> profileType, keepList/removeList -> "
+        "actions with keepTag/removeTag, skipIdRedaction -> options.primaryIds KEEP)",
+    )
+
+
+def _parse_tag_config(raw: object, path: str) -> _TagPart:
+    if isinstance(raw, Mapping):
+        keys = {_camel(k) for k in raw if isinstance(k, str)}
+        if keys & _LEGACY_DICOM_KEYS and not keys & _TAG_CONFIG_KEYS:
+            _legacy(path)
+        if "dicomDeid" in keys:
+            _fail(
+                _key(path, "dicomDeid"),
+                "the dicomDeid extension belongs at the DeidentifyConfig level: "
+                'write {"dicomTagConfig": {...}, "dicomDeid": {...}}',
+            )
+    fields = _object(raw, path, _TAG_CONFIG_KEYS)
+    part = _TagPart()
+    if "profileType" in fields:
+        part.profile = _enum(fields["profileType"][1], fields["profileType"][0], _PROFILES)
+    if "actions" in fields:
+        actions_path, value = fields["actions"]
+        part.actions = tuple(
+            _parse_action(item, f"{actions_path}[{i}]")
+            for i, item in enumerate(_list(value, actions_path))
+        )
+    if "options" in fields:
+        options_path, value = fields["options"]
+        part.primary_ids, part.clean_descriptors, part.clean_image = _parse_options(
+            value, options_path
+        )
+        part.clean_image_path = _key(options_path, "cleanImage")
+    return part
+
+
+class _Extension:
+    """Our ``dicomDeid`` block: PS3.15 options and pseudonym settings."""
+
+    def __init__(self) -> None:
+        self.options: frozenset[Option] = frozenset()
+        self.id_prefix = ""
+        self.max_date_shift_days = 365
+        self.clean_pixel_data = False
+        self.pixel_rules = ""
+        self.ocr_scope = OcrScope.AUTO
+        self.path = "dicomDeid"
+
+
+def _parse_extension(raw: object, path: str) -> _Extension:
+    fields = _object(raw, path, _EXTENSION_KEYS)
+    ext = _Extension()
+    ext.path = path
+    if "ps315Options" in fields:
+        opt_path, value = fields["ps315Options"]
+        names = [_string(item, f"{opt_path}[{i}]") for i, item in enumerate(_list(value, opt_path))]
+        ext.clean_pixel_data, names = split_clean_pixel_data(names)
+        for i, name in enumerate(names):
+            try:
+                parse_options([name])
+            except ValueError:
+                known = ", ".join(sorted(o.name for o in Option))
+                _fail(f"{opt_path}[{i}]", f"{_tok(name)} is not a PS3.15 option; known: {known}")
+        try:
+            ext.options = parse_options(names)
+        except ValueError as exc:
+            _fail(opt_path, str(exc))
+    if "idPrefix" in fields:
+        ext.id_prefix = _string(fields["idPrefix"][1], fields["idPrefix"][0])
+    if "maxDateShiftDays" in fields:
+        days_path, value = fields["maxDateShiftDays"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(days_path, f"must be a whole number of days, not {_tok(value)}")
+        ext.max_date_shift_days = value
+    if "pixelRules" in fields:
+        ext.pixel_rules = _string(fields["pixelRules"][1], fields["pixelRules"][0])
+    if "ocrScope" in fields:
+        ext.ocr_scope = _enum(
+            fields["ocrScope"][1], fields["ocrScope"][0], {s.value: s for s in OcrScope}
+        )
+    return ext
+
+
+def _build(
+    part: _TagPart, text: TextConfig, ext: _Extension, image: tuple[str, ImageConfig] | None
+) -> DeidConfig:
+    clean_image = part.clean_image
+    if image is not None:
+        image_path, top_image = image
+        if clean_image is not None and clean_image != top_image:
+            _fail(image_path, f"conflicts with {part.clean_image_path}: give one of them")
+        clean_image = top_image
+    options = set(ext.options)
+    if part.clean_descriptors:
+        options.add(Option.CLEAN_DESCRIPTORS)
+    try:
+        return DeidConfig(
+            profile=part.profile,
+            options=frozenset(options),
+            actions=part.actions,
+            primary_ids=part.primary_ids,
+            clean_image=clean_image,
+            text=text,
+            id_prefix=ext.id_prefix,
+            max_date_shift_days=ext.max_date_shift_days,
+            clean_pixel_data=ext.clean_pixel_data,
+            pixel_rules=ext.pixel_rules,
+            ocr_scope=ext.ocr_scope,
+        )
+    except ValueError as exc:
+        message = str(exc)
+        field_name, _, detail = message.partition(": ")
+        json_name = {"id_prefix": "idPrefix", "max_date_shift_days": "maxDateShiftDays"}
+        if field_name in json_name:
+            _fail(_key(ext.path, json_name[field_name]), detail)
+        _fail("", message)
+
+
+def _parse_deidentify(raw: object, path: str) -> DeidConfig:
+    fields = _object(raw, path, _DEIDENTIFY_KEYS)
+    if "dicom" in fields:
+        _legacy(fields["dicom"][0])
+    if "annotation" in fields:
+        _fail(fields["annotation"][0], "annotation stores are not supported: remove the block")
+    if "useRegionalDataProcessing" in fields:
+        flag_path, flag = fields["useRegionalDataProcessing"]
+        if not isinstance(flag, bool):
+            _fail(flag_path, f"must be true or false, not {_tok(flag)}")
+    part = _TagPart()
+    if "dicomTagConfig" in fields:
+        part = _parse_tag_config(fields["dicomTagConfig"][1], fields["dicomTagConfig"][0])
+    text = TextConfig()
+    if "text" in fields:
+        text = _parse_text(fields["text"][1], fields["text"][0])
+    image = None
+    if "image" in fields:
+        image = (fields["image"][0], _parse_image(fields["image"][1], fields["image"][0]))
+    ext = _Extension()
+    ext.path = _key(path, "dicomDeid")
+    if "dicomDeid" in fields:
+        ext = _parse_extension(fields["dicomDeid"][1], fields["dicomDeid"][0])
+    return _build(part, text, ext, image)
+
+
+def _parse_request(raw: Mapping[str, Any]) -> DeidConfig:
+    fields = _object(raw, "", {"config", *_REQUEST_SIBLINGS})
+    if "config" not in fields:
+        if "gcsConfigUri" in fields:
+            _fail("gcsConfigUri", "download that config file and pass it here instead")
+        _fail("config", "required: the DeidentifyConfig of the request")
+    return _parse_deidentify(fields["config"][1], fields["config"][0])
+
+
+def _parse_document(doc: object) -> DeidConfig:
+    if not isinstance(doc, Mapping):
+        _fail("", f"must be a JSON object, not {_tok(doc)}")
+    keys = {_camel(k) for k in doc if isinstance(k, str)}
+    if "config" in keys or keys & _REQUEST_SIBLINGS:
+        return _parse_request(doc)
+    if keys & _DEIDENTIFY_KEYS:
+        misplaced = sorted(keys & _TAG_CONFIG_KEYS)
+        if misplaced:
+            _fail(
+                misplaced[0],
+                "DicomTagConfig fields go inside dicomTagConfig when DeidentifyConfig fields "
+                f"({', '.join(sorted(keys & _DEIDENTIFY_KEYS))}) are present",
+            )
+        return _parse_deidentify(doc, "")
+    part = _parse_tag_config(doc, "")
+    return _build(part, TextConfig(), _Extension(), None)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(f"duplicate key {_tok(key)} in a JSON object")
+        out[key] = value
+    return out
+
+
+def _read_json(text: str, name: str) -> object:
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+
+
+def load_config(source: str | Path | Mapping[str, Any]) -> DeidConfig:
+    """Validate a Google de-identification config and turn it into a :class:`DeidConfig`.
+
+    Parameters
+    ----------
+    source
+        A parsed JSON object, a path to a JSON file, or JSON text (a string starting
+        with ``{``).
+
+    Raises
+    ------
+    ConfigError
+        On anything Google would reject or this tool cannot honour, naming the JSON path.
+    """
+    if isinstance(source, Mapping):
+        return _parse_document(source)
+    if isinstance(source, str) and source.lstrip("\ufeff \t\r\n").startswith("{"):
+        return _parse_document(_read_json(source.lstrip("\ufeff"), "config"))
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    return _parse_document(_read_json(text, str(path)))
+
+
+# --- command line ----------------------------------------------------------------------------
+
+_PROFILE_ALIASES: dict[str, ProfileType] = {
+    **dict.fromkeys(BASIC_PROFILE_ALIASES, ProfileType.BASIC),
+    "profiletypeunspecified": ProfileType.BASIC,
+    "minimal": ProfileType.MINIMAL_KEEP_LIST,
+    "minimalkeeplist": ProfileType.MINIMAL_KEEP_LIST,
+    "keepall": ProfileType.KEEP_ALL,
+    "tagcontents": ProfileType.DEIDENTIFY_TAG_CONTENTS,
+    "deidentifytagcontents": ProfileType.DEIDENTIFY_TAG_CONTENTS,
+}
+for _p in ProfileType:
+    _PROFILE_ALIASES["".join(c for c in _p.value.lower() if c.isalnum())] = _p
+    _PROFILE_ALIASES["".join(c for c in _p.name.lower() if c.isalnum())] = _p
+
+
+def _parse_profile(name: str) -> ProfileType:
+    key = "".join(c for c in name.lower() if c.isalnum())
+    if key not in _PROFILE_ALIASES:
+        choices = ", ".join(p.name.lower().replace("_", "-") for p in ProfileType)
+        _fail("--profile", f"{_tok(name)} is not a profile; choose from {choices}")
+    return _PROFILE_ALIASES[key]
+
+
+def config_from_options(profile: str, options: list[str], **kw: Any) -> DeidConfig:
+    """The :class:`DeidConfig` for the CLI's ``--profile`` and repeated ``--option`` flags.
+
+    ``profile`` takes the Google name (``KEEP_ALL_PROFILE``) or a short form (``basic``,
+    ``minimal-keep-list``, ``keep-all``, ``deidentify-tag-contents``); ``options`` any
+    spelling :meth:`Option.parse` accepts. Other :class:`DeidConfig` fields go in ``kw``.
+    """
+    chosen = _parse_profile(profile)
+    clean_pixel, options = split_clean_pixel_data(options)
+    if clean_pixel:
+        kw = {"clean_pixel_data": True, **kw}
+    for name in options:
+        try:
+            parse_options([name])
+        except ValueError:
+            known = ", ".join(sorted(o.name for o in Option))
+            _fail("--option", f"{_tok(name)} is not a PS3.15 option; known: {known}")
+    try:
+        parsed = parse_options(options)
+    except ValueError as exc:
+        _fail("--option", str(exc))
+    try:
+        return DeidConfig(profile=chosen, options=parsed, **kw)
+    except ValueError as exc:
+        field_name, _, detail = str(exc).partition(": ")
+        _fail(f"--{field_name.replace('_', '-')}", detail or str(exc))

@@ -1,0 +1,332 @@
+"""The de-identification configuration: one model for both vocabularies.
+
+A PS3.15 profile with options and a Google Cloud Healthcare API ``DicomTagConfig``
+both become a :class:`DeidConfig`. The engine only ever sees this model, so the
+two vocabularies cannot drift apart in behaviour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum, StrEnum
+
+
+class ProfileType(StrEnum):
+    """Base profile, named as Google's ``DicomTagConfig.profileType`` names it."""
+
+    BASIC = "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"
+    """PS3.15 Annex E Basic Application Level Confidentiality Profile (the default)."""
+    MINIMAL_KEEP_LIST = "MINIMAL_KEEP_LIST_PROFILE"
+    """Keep only the attributes needed for a valid, usable image (data/minimal_keep_list.csv)."""
+    KEEP_ALL = "KEEP_ALL_PROFILE"
+    """Keep every attribute; only the explicit actions change anything."""
+    DEIDENTIFY_TAG_CONTENTS = "DEIDENTIFY_TAG_CONTENTS"
+    """Inspect every text-like attribute and transform sensitive text (TextConfig)."""
+
+
+class Option(Enum):
+    """PS3.15 Annex E profile options; the value is the column in basic_profile.csv."""
+
+    RETAIN_SAFE_PRIVATE = "rtn_safe_priv"
+    RETAIN_UIDS = "rtn_uids"
+    RETAIN_DEVICE_IDENTITY = "rtn_dev_id"
+    RETAIN_INSTITUTION_IDENTITY = "rtn_inst_id"
+    RETAIN_PATIENT_CHARACTERISTICS = "rtn_pat_chars"
+    RETAIN_LONGITUDINAL_FULL_DATES = "rtn_long_full_dates"
+    RETAIN_LONGITUDINAL_MODIFIED_DATES = "rtn_long_modif_dates"
+    CLEAN_DESCRIPTORS = "clean_desc"
+    CLEAN_STRUCTURED_CONTENT = "clean_struct_cont"
+    CLEAN_GRAPHICS = "clean_graph"
+
+    @classmethod
+    def parse(cls, name: str) -> Option:
+        """Accept the enum name, the CSV column, the PS3.15 title or an Aspose-style alias."""
+        key = "".join(ch for ch in name.lower() if ch.isalnum())
+        try:
+            return _OPTION_ALIASES[key]
+        except KeyError:
+            known = ", ".join(sorted(o.name for o in cls))
+            raise ValueError(f"unknown PS3.15 option {name!r}; known options: {known}") from None
+
+
+# Every spelling reduces to lower-case alphanumerics before lookup.
+_OPTION_ALIASES: dict[str, Option] = {}
+for _opt in Option:
+    _OPTION_ALIASES["".join(c for c in _opt.name.lower() if c.isalnum())] = _opt
+    _OPTION_ALIASES["".join(c for c in _opt.value.lower() if c.isalnum())] = _opt
+_OPTION_ALIASES.update(
+    {
+        # PS3.15 titles and their short forms
+        "retainsafeprivateoption": Option.RETAIN_SAFE_PRIVATE,
+        "retainsafeprivate": Option.RETAIN_SAFE_PRIVATE,
+        "retainuidsoption": Option.RETAIN_UIDS,
+        "retainuids": Option.RETAIN_UIDS,
+        "retaindeviceidentityoption": Option.RETAIN_DEVICE_IDENTITY,
+        "retaindeviceidentity": Option.RETAIN_DEVICE_IDENTITY,
+        "retaininstitutionidentityoption": Option.RETAIN_INSTITUTION_IDENTITY,
+        "retaininstitutionidentity": Option.RETAIN_INSTITUTION_IDENTITY,
+        "retainpatientcharacteristicsoption": Option.RETAIN_PATIENT_CHARACTERISTICS,
+        "retainpatientcharacteristics": Option.RETAIN_PATIENT_CHARACTERISTICS,
+        "retainlongitudinaltemporalinformationwithfulldatesoption":
+            Option.RETAIN_LONGITUDINAL_FULL_DATES,
+        "retainlongitudinalfulldates": Option.RETAIN_LONGITUDINAL_FULL_DATES,
+        "retainlongfulldates": Option.RETAIN_LONGITUDINAL_FULL_DATES,
+        "retainlongitudinaltemporalinformationwithmodifieddatesoption":
+            Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+        "retainlongitudinalmodifieddates": Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+        "retainlongmodifdates": Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+        "retainlongmodifieddates": Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+        "cleandescriptorsoption": Option.CLEAN_DESCRIPTORS,
+        "cleandescriptors": Option.CLEAN_DESCRIPTORS,
+        "cleanstructuredcontentoption": Option.CLEAN_STRUCTURED_CONTENT,
+        "cleanstructuredcontent": Option.CLEAN_STRUCTURED_CONTENT,
+        "cleangraphicsoption": Option.CLEAN_GRAPHICS,
+        "cleangraphics": Option.CLEAN_GRAPHICS,
+        # Aspose.Medical ConfidentialityProfileOptions names
+        "cleangraph": Option.CLEAN_GRAPHICS,
+        "cleandescriptions": Option.CLEAN_DESCRIPTORS,
+        "cleanstructdescriptions": Option.CLEAN_STRUCTURED_CONTENT,
+        "retainlongfulldatesoption": Option.RETAIN_LONGITUDINAL_FULL_DATES,
+        "retainlongmodifdatesoption": Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+        "retainpatientchars": Option.RETAIN_PATIENT_CHARACTERISTICS,
+        "retaindeviceident": Option.RETAIN_DEVICE_IDENTITY,
+        "retaininstitutionident": Option.RETAIN_INSTITUTION_IDENTITY,
+    }
+)
+# "BasicProfile" is the Aspose name for "no option": parse_options() drops it.
+CLEAN_PIXEL_DATA_ALIASES = frozenset({"cleanpixeldata", "cleanpixeldataoption", "cleanpixel"})
+"""PS3.15 Clean Pixel Data Option (113101): not an :class:`Option`, because Table E.1-1 has no
+column for it; it is the :attr:`DeidConfig.clean_pixel_data` flag instead."""
+BASIC_PROFILE_ALIASES = frozenset({"basicprofile", "basic", "attributeconfidentialitybasicprofile"})
+
+
+def split_clean_pixel_data(names: list[str] | tuple[str, ...]) -> tuple[bool, list[str]]:
+    """Take the Clean Pixel Data option out of ``names``: (present, the other names)."""
+    rest = [n for n in names
+            if "".join(c for c in n.lower() if c.isalnum()) not in CLEAN_PIXEL_DATA_ALIASES]
+    return len(rest) != len(names), rest
+
+
+def parse_options(names: list[str] | tuple[str, ...]) -> frozenset[Option]:
+    """Parse option names (any accepted spelling); reject contradictory combinations."""
+    options: set[Option] = set()
+    for name in names:
+        if "".join(c for c in name.lower() if c.isalnum()) in BASIC_PROFILE_ALIASES:
+            continue
+        options.add(Option.parse(name))
+    if {
+        Option.RETAIN_LONGITUDINAL_FULL_DATES,
+        Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+    } <= options:
+        raise ValueError(
+            "options RETAIN_LONGITUDINAL_FULL_DATES and RETAIN_LONGITUDINAL_MODIFIED_DATES "
+            "exclude each other: choose one"
+        )
+    return frozenset(options)
+
+
+class TagActionKind(StrEnum):
+    """Google ``Action`` kinds; the value is the JSON field name."""
+
+    KEEP = "keepTag"
+    REMOVE = "removeTag"
+    DELETE = "deleteTag"
+    RESET = "resetTag"
+    CLEAN_TEXT = "cleanTextTag"
+    REGEN_UID = "regenUidTag"
+    RECURSE = "recurseTag"
+    CLEAN_IMAGE = "cleanImageTag"
+
+
+class QueryKind(StrEnum):
+    """How a query string selects attributes."""
+
+    TAG = "tag"
+    KEYWORD = "keyword"
+    VR = "vr"
+
+
+@dataclass(frozen=True)
+class TagQuery:
+    """One entry of ``Action.queries``: a tag ID ``"00100010"``, a keyword or a VR."""
+
+    kind: QueryKind
+    tag: int | None = None
+    keyword: str | None = None
+    vr: str | None = None
+
+
+CONTEXT = "CONTEXT"
+"""Info type of a context value that is identifying without being a more specific type."""
+
+INFO_TYPES: frozenset[str] = frozenset(
+    {
+        "PERSON_NAME",
+        "DATE",
+        "AGE",
+        "PHONE_NUMBER",
+        "EMAIL_ADDRESS",
+        "US_SOCIAL_SECURITY_NUMBER",
+        "MEDICAL_RECORD_NUMBER",
+        "STREET_ADDRESS",
+        "LOCATION",
+        "ORGANIZATION_NAME",
+        "URL",
+        "IP_ADDRESS",
+        CONTEXT,
+    }
+)
+"""Google infoType names the text cleaners detect (generic detectors or context values)."""
+
+
+class TransformationKind(StrEnum):
+    """Google ``InfoTypeTransformation`` kinds; the value is the JSON field name."""
+
+    REPLACE_WITH_INFO_TYPE = "replaceWithInfoTypeConfig"
+    REDACT = "redactConfig"
+    CHARACTER_MASK = "characterMaskConfig"
+    CRYPTO_HASH = "cryptoHashConfig"
+    DATE_SHIFT = "dateShiftConfig"
+
+
+@dataclass(frozen=True)
+class Transformation:
+    """Apply ``kind`` to text spans detected as any of ``info_types`` (empty = all)."""
+
+    kind: TransformationKind
+    info_types: tuple[str, ...] = ()
+    masking_character: str = "*"
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Google ``TextConfig``: how ``cleanTextTag`` and DEIDENTIFY_TAG_CONTENTS transform text."""
+
+    transformations: tuple[Transformation, ...] = ()
+    additional_transformations: tuple[Transformation, ...] = ()
+    exclude_info_types: tuple[str, ...] = ()
+
+
+class TextRedactionMode(StrEnum):
+    """Google ``ImageConfig.textRedactionMode``."""
+
+    REDACT_NO_TEXT = "REDACT_NO_TEXT"
+    REDACT_ALL_TEXT = "REDACT_ALL_TEXT"
+    REDACT_SENSITIVE_TEXT = "REDACT_SENSITIVE_TEXT"
+    REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS = "REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS"
+
+
+class OcrScope(StrEnum):
+    """Which images are read by OCR when burned-in text redaction is on (see pixels.py)."""
+
+    AUTO = "AUTO"
+    """BurnedInAnnotation YES, or an image kind that usually carries text (US, SC, XA...)."""
+    ALL = "ALL"
+    """Every image with pixel data."""
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """Google ``ImageConfig``: burned-in text redaction (see pixels.py)."""
+
+    text_redaction_mode: TextRedactionMode = TextRedactionMode.REDACT_NO_TEXT
+    additional_info_types: tuple[str, ...] = ()
+    exclude_info_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TagAction:
+    """Google ``Action``: apply ``kind`` to every attribute any of ``queries`` selects."""
+
+    queries: tuple[TagQuery, ...]
+    kind: TagActionKind
+    image: ImageConfig | None = None
+
+
+class PrimaryIds(StrEnum):
+    """Google ``Options.primaryIds`` for Study/Series/SOP/MediaStorageSOP Instance UIDs."""
+
+    UNSPECIFIED = "PRIMARY_IDS_OPTION_UNSPECIFIED"
+    KEEP = "KEEP"
+    REGEN = "REGEN"
+
+
+@dataclass(frozen=True)
+class DeidConfig:
+    """Everything the engine needs to know about what to change; hashed into the run record."""
+
+    profile: ProfileType = ProfileType.BASIC
+    options: frozenset[Option] = frozenset()
+    actions: tuple[TagAction, ...] = ()
+    primary_ids: PrimaryIds = PrimaryIds.UNSPECIFIED
+    clean_image: ImageConfig | None = None
+    text: TextConfig = field(default_factory=TextConfig)
+    id_prefix: str = ""
+    """Organisation prefix for PatientID / PatientName / AccessionNumber / StudyID pseudonyms."""
+    max_date_shift_days: int = 365
+    """Per-patient date shift lies in [-max, -1] ∪ [1, max] days."""
+    clean_pixel_data: bool = False
+    """PS3.15 Clean Pixel Data option: burned-in text matching removed values is redacted."""
+    pixel_rules: str = ""
+    """Path of a CTP DicomPixelAnonymizer rule file (known text regions); "" = none."""
+    ocr_scope: OcrScope = OcrScope.AUTO
+
+    def __post_init__(self) -> None:
+        if len(self.id_prefix) > 6 or not all(
+            c.isascii() and (c.isalnum() or c in "-_.") for c in self.id_prefix
+        ):
+            raise ValueError(
+                "id_prefix: at most 6 ASCII letters, digits, '-', '_' or '.' "
+                "(AccessionNumber and StudyID pseudonyms must fit in 16 characters)"
+            )
+        if not 1 <= self.max_date_shift_days <= 36500:
+            raise ValueError("max_date_shift_days: must be between 1 and 36500")
+
+    @property
+    def clean_descriptors(self) -> bool:
+        """True when descriptor text is cleaned (PS3.15 option or Google cleanDescriptors)."""
+        return Option.CLEAN_DESCRIPTORS in self.options
+
+    @property
+    def image(self) -> ImageConfig:
+        """The burned-in text settings in force: a cleanImageTag action wins over
+        options.cleanImage; the PS3.15 Clean Pixel Data option alone means removed
+        values (and generic identifiers) are redacted from the pixels."""
+        for action in self.actions:
+            if action.kind is TagActionKind.CLEAN_IMAGE and action.image is not None:
+                return action.image
+        if self.clean_image is not None and (
+            self.clean_image.text_redaction_mode is not TextRedactionMode.REDACT_NO_TEXT
+            or not self.clean_pixel_data
+        ):
+            return self.clean_image
+        if self.clean_pixel_data:
+            return ImageConfig(TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS)
+        return ImageConfig()
+
+    @property
+    def cleans_pixels(self) -> bool:
+        """True when pixel data may be changed: text redaction, or known-region rules."""
+        return (
+            self.image.text_redaction_mode is not TextRedactionMode.REDACT_NO_TEXT
+            or bool(self.pixel_rules)
+        )
+
+    def fingerprint(self) -> str:
+        """Stable SHA-256 of the configuration, recorded with every run."""
+
+        def norm(obj: object) -> object:
+            if isinstance(obj, dict):
+                return {k: norm(v) for k, v in sorted(obj.items())}
+            if isinstance(obj, frozenset | set):
+                return sorted(norm(v) for v in obj)  # type: ignore[type-var]
+            if isinstance(obj, list | tuple):
+                return [norm(v) for v in obj]
+            if isinstance(obj, Enum):
+                return obj.value
+            return obj
+
+        blob = json.dumps(norm(asdict(self)), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()

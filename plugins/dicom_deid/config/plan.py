@@ -1,0 +1,265 @@
+"""Resolve the configuration into one concrete action per attribute.
+
+Precedence, as Google documents it: explicit ``actions`` (first match wins), then
+``options`` (primaryIds), then the profile. The PS3.15 table decides the profile
+action; attributes it does not list are kept (standard) or removed (private).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from enum import IntEnum, auto
+from functools import cache
+from importlib import resources
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+from .model import DeidConfig, Option, PrimaryIds, ProfileType, QueryKind, TagAction, TagActionKind
+from .ps3_15 import ActionCode, load_safe_private, load_table, resolve_compound
+
+
+class Act(IntEnum):
+    """What the engine does to one element."""
+
+    KEEP = auto()
+    DELETE = auto()
+    EMPTY = auto()
+    DUMMY = auto()
+    CLEAN = auto()
+    """Clean free text (PS3.15 C): identifying phrases replaced, meaning kept."""
+    UID = auto()
+    PSEUDONYM = auto()
+    SHIFT = auto()
+    RESET = auto()
+    CLEAN_TEXT = auto()
+    """Google cleanTextTag: TextConfig transformations on detected info types."""
+    RECURSE = auto()
+    RECURSE_STRICT = auto()
+    """D on a sequence: recurse, and free text without its own rule becomes a dummy."""
+    RECURSE_CLEAN = auto()
+    """C on a sequence (Clean Structured Content / Graphics): recurse and clean free text."""
+    DELETE_GROUP = auto()
+    """Overlay data removed: the whole 60xx group goes, so no half overlay remains."""
+
+
+class Mode(IntEnum):
+    """How free text without a rule of its own is treated inside a sequence."""
+
+    NORMAL = auto()
+    STRICT = auto()
+    CLEAN = auto()
+
+
+FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+                      "UR", "UT"})
+CLEAN_TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "DA", "DT", "AS"})
+DATE_VRS = frozenset({"DA", "DT"})
+
+TAG_PATIENT_NAME = 0x00100010
+TAG_PATIENT_ID = 0x00100020
+TAG_ACCESSION = 0x00080050
+TAG_STUDY_ID = 0x00200010
+PSEUDONYM_TAGS = frozenset({TAG_PATIENT_NAME, TAG_PATIENT_ID, TAG_ACCESSION, TAG_STUDY_ID})
+PRIMARY_UID_TAGS = frozenset({0x0020000D, 0x0020000E, 0x00080018, 0x00020003})
+OVERLAY_DATA_MASK = (0xFF01FFFF, 0x60003000)
+
+
+@cache
+def minimal_keep_tags() -> frozenset[int]:
+    """Tags of data/minimal_keep_list.csv (MINIMAL_KEEP_LIST_PROFILE)."""
+    text = resources.files(__package__).joinpath("data/minimal_keep_list.csv").read_text()
+    tags = set()
+    for rec in csv.DictReader(text.splitlines()):
+        tag = tag_for_keyword(rec["keyword"])
+        if tag is None:
+            raise ValueError(f"minimal_keep_list.csv: unknown keyword {rec['keyword']!r}")
+        tags.add(tag)
+    return frozenset(tags)
+
+
+def dictionary_vr(tag: int) -> str:
+    """The dictionary VR of a standard tag ('UN' when unknown; first of 'US or SS' forms)."""
+    try:
+        return dictionary_VR(tag).split(" ")[0]
+    except KeyError:
+        return "UN"
+
+
+@dataclass(frozen=True)
+class _Query:
+    tags: frozenset[int]
+    vrs: frozenset[str]
+
+
+class Plan:
+    """Memoised attribute -> :class:`Act` resolution for one configuration."""
+
+    def __init__(self, config: DeidConfig) -> None:
+        self.config = config
+        self.options = config.options
+        self._table = load_table()
+        self._safe_private = load_safe_private()
+        self._actions = [(self._compile(a), a) for a in config.actions]
+        self._memo: dict[tuple[int, str, Mode], Act] = {}
+        cleaning_options = {
+            opt
+            for row in self._table.exact.values()
+            for opt, code in row.option_codes
+            if code is ActionCode.C
+        }
+        # Context (the instance's own identifying values) is only gathered when some
+        # rule may clean text, so the common case pays nothing for it.
+        self.needs_context = (
+            bool(self.options & cleaning_options)
+            or config.profile is ProfileType.DEIDENTIFY_TAG_CONTENTS
+            or any(a.kind is TagActionKind.CLEAN_TEXT for a in config.actions)
+        )
+
+    @staticmethod
+    def _compile(action: TagAction) -> _Query:
+        tags: set[int] = set()
+        vrs: set[str] = set()
+        for q in action.queries:
+            if q.kind is QueryKind.TAG and q.tag is not None:
+                tags.add(q.tag)
+            elif q.kind is QueryKind.KEYWORD and q.keyword:
+                tag = tag_for_keyword(q.keyword)
+                if tag is not None:
+                    tags.add(tag)
+            elif q.kind is QueryKind.VR and q.vr:
+                vrs.add(q.vr)
+        return _Query(frozenset(tags), frozenset(vrs))
+
+    def explicit_action(self, tag: int, vr: str) -> TagAction | None:
+        """The first configured action selecting this attribute, if any."""
+        for query, action in self._actions:
+            if tag in query.tags or vr in query.vrs:
+                return action
+        return None
+
+    def act(self, tag: int, vr: str, mode: Mode) -> Act:
+        """The action for a standard (even group) attribute."""
+        key = (tag, vr, mode)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._resolve(tag, vr, mode)
+            self._memo[key] = found
+        return found
+
+    def _resolve(self, tag: int, vr: str, mode: Mode) -> Act:
+        action = self.explicit_action(tag, vr)
+        if action is not None:
+            return _ACTION_ACTS[action.kind]
+        if tag in PRIMARY_UID_TAGS and self.config.primary_ids is not PrimaryIds.UNSPECIFIED:
+            return Act.KEEP if self.config.primary_ids is PrimaryIds.KEEP else Act.UID
+        profile = self.config.profile
+        if profile is ProfileType.KEEP_ALL:
+            return Act.RECURSE if vr == "SQ" else Act.KEEP
+        if profile is ProfileType.MINIMAL_KEEP_LIST:
+            if tag not in minimal_keep_tags():
+                return Act.DELETE
+            return Act.UID if vr == "UI" else Act.KEEP
+        if profile is ProfileType.DEIDENTIFY_TAG_CONTENTS:
+            if vr == "SQ":
+                return Act.RECURSE
+            return Act.CLEAN_TEXT if vr in CLEAN_TEXT_VRS else Act.KEEP
+        return self._basic(tag, vr, mode)
+
+    def _basic(self, tag: int, vr: str, mode: Mode) -> Act:
+        row = self._table.row_for(tag)
+        if row is None:
+            return self._unlisted(vr, mode)
+        code, option = row.code_for(self.options)
+        return self._code_act(resolve_compound(code), option, tag, vr)
+
+    def _unlisted(self, vr: str, mode: Mode) -> Act:
+        """Attributes Table E.1-1 does not list are kept; UIDs and free text in D/C sequences
+        still get treated, because a UID anywhere can re-identify and a dummied sequence
+        must not carry original text."""
+        if vr == "SQ":
+            return Act.RECURSE_STRICT if mode is Mode.STRICT else (
+                Act.RECURSE_CLEAN if mode is Mode.CLEAN else Act.RECURSE
+            )
+        if vr == "UI":
+            return Act.KEEP if Option.RETAIN_UIDS in self.options else Act.UID
+        if mode is Mode.STRICT and (vr in FREE_TEXT_VRS or vr == "PN"):
+            return Act.DUMMY
+        if mode is Mode.CLEAN:
+            if vr in FREE_TEXT_VRS:
+                return Act.CLEAN
+            if vr == "PN":
+                return Act.DUMMY
+        return Act.KEEP
+
+    def _code_act(self, code: ActionCode, option: Option | None, tag: int, vr: str) -> Act:
+        is_overlay_data = tag & OVERLAY_DATA_MASK[0] == OVERLAY_DATA_MASK[1]
+        if code is ActionCode.K:
+            if vr == "SQ":
+                return Act.RECURSE
+            return Act.KEEP
+        if code is ActionCode.X:
+            return Act.DELETE_GROUP if is_overlay_data else Act.DELETE
+        if code in (ActionCode.Z, ActionCode.D):
+            if tag in PSEUDONYM_TAGS:
+                return Act.PSEUDONYM
+            if vr == "SQ":
+                return Act.EMPTY if code is ActionCode.Z else Act.RECURSE_STRICT
+            return Act.EMPTY if code is ActionCode.Z else Act.DUMMY
+        if code is ActionCode.U:
+            return Act.RECURSE if vr == "SQ" else Act.UID
+        return self._clean_act(option, vr, is_overlay_data)
+
+    @staticmethod
+    def _clean_act(option: Option | None, vr: str, is_overlay_data: bool) -> Act:
+        """C: what "clean" means depends on the option that asked for it and the VR."""
+        if option is Option.RETAIN_LONGITUDINAL_MODIFIED_DATES:
+            if vr in DATE_VRS:
+                return Act.SHIFT
+            if vr == "TM":
+                return Act.KEEP  # whole-day shifts leave the time of day unchanged
+            return Act.RECURSE_CLEAN if vr == "SQ" else Act.CLEAN
+        if is_overlay_data:
+            # Clean Graphics: the overlay stays; pixels.py blanks text found in its bitmap
+            # before the attributes are processed.
+            return Act.KEEP
+        if vr == "SQ":
+            return Act.RECURSE_CLEAN
+        if vr == "PN":
+            return Act.DUMMY
+        if vr in DATE_VRS or vr == "TM":
+            return Act.EMPTY
+        if vr in TEXT_VRS:
+            return Act.CLEAN
+        return Act.DUMMY
+
+    def private_act(self, tag: int, creator: str, vr: str) -> Act:
+        """Action for a private data element given its block's creator."""
+        action = self.explicit_action(tag, vr)
+        if action is not None:
+            return _ACTION_ACTS[action.kind]
+        group, element_byte = tag >> 16, tag & 0xFF
+        profile = self.config.profile
+        if profile is ProfileType.KEEP_ALL:
+            return Act.RECURSE if vr == "SQ" else Act.KEEP
+        if (
+            profile is ProfileType.BASIC
+            and Option.RETAIN_SAFE_PRIVATE in self.options
+            and (group, creator, element_byte) in self._safe_private
+        ):
+            return Act.KEEP
+        return Act.DELETE
+
+
+
+_ACTION_ACTS: dict[TagActionKind, Act] = {
+    TagActionKind.KEEP: Act.KEEP,
+    TagActionKind.REMOVE: Act.EMPTY,
+    TagActionKind.DELETE: Act.DELETE,
+    TagActionKind.RESET: Act.RESET,
+    TagActionKind.CLEAN_TEXT: Act.CLEAN_TEXT,
+    TagActionKind.REGEN_UID: Act.UID,
+    TagActionKind.RECURSE: Act.RECURSE,
+    TagActionKind.CLEAN_IMAGE: Act.KEEP,  # pixels.py redacts the text inside PixelData
+}

@@ -1,0 +1,706 @@
+"""De-identify a little-endian file straight from its bytes: the fast path.
+
+Elements the plan keeps are copied as slices of the input (a run of kept elements is one
+slice); deleted ones are skipped; empty, dummy and UID values are written from bytes.
+Only the few elements whose text changes (pseudonyms, shifted dates, cleaned text) are
+decoded, by the same :class:`~.deidentify.Deidentifier` code the Dataset path uses.
+
+The Dataset path (:func:`.dicomio.parse_instance` + :meth:`Deidentifier.deidentify` +
+:func:`.dicomio.encode_instance_chunks`) is the reference: for every input this module
+either returns exactly the bytes that path writes or declines (``None``), and the caller
+then takes that path. It declines whatever it does not mirror exactly: bad or unusual
+input (the Dataset path then reports the precise reason), big-endian and deflated files,
+pixel cleaning, standard attributes written with VR UN, sequence items with their own
+character set, elements out of order. Tests compare both paths byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydicom.charset import convert_encodings, python_encoding
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
+
+from dicom_deid.config.plan import TAG_ACCESSION, TAG_PATIENT_ID, Act, Mode
+from dicom_deid.dicom.files import Chunk, FileRange
+from dicom_deid.dicom.reader import PYDICOM_ONLY_SYNTAXES, ascii_text
+from dicom_deid.dicom.walker import (
+    PIXEL_DATA_TAG,
+    SEQ_DELIM_ITEM,
+    UNDEFINED,
+    Element,
+    elements,
+    items,
+    locate_dataset,
+)
+from dicom_deid.dicom.writer import (
+    ITEM_DELIM_ITEM,
+    ITEM_START_UNDEFINED,
+    element_header,
+    encode_file_meta,
+    raw_header,
+)
+from dicom_deid.text.context import PhiContext
+
+from .deidentifier import (
+    BYTES_VRS,
+    CONTEXT_VRS,
+    IDENTITY_TAGS,
+    REMOVING_ACTS,
+    Deidentifier,
+    InstanceResult,
+    WalkState,
+    info_type,
+)
+
+_TAG_SOP_CLASS = 0x00080016
+_TAG_SOP_INSTANCE = 0x00080018
+_TAG_STUDY = 0x0020000D
+_TAG_SERIES = 0x0020000E
+_TAG_CHARSET = 0x00080005
+_RESULT_TAGS = frozenset({_TAG_SOP_CLASS, _TAG_SOP_INSTANCE, _TAG_STUDY, _TAG_SERIES,
+                          TAG_PATIENT_ID, TAG_ACCESSION})
+_HEAD_TAGS = _RESULT_TAGS | {_TAG_CHARSET, 0x00080060, 0x00100021}
+"""Read from the head by ``_deidentify``: never the element past it."""
+_RECURSE_MODES = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT,
+                  Act.RECURSE_CLEAN: Mode.CLEAN}
+_FIXED_ACTS = frozenset({Act.EMPTY, Act.DUMMY, Act.RESET})
+_TEXT_ACTS = frozenset({Act.PSEUDONYM, Act.SHIFT, Act.CLEAN, Act.CLEAN_TEXT})
+
+_Elem = Element  # tag, VR as read, header, value start, value end, undefined length
+Chunks = list[Chunk]
+
+
+class _Decline(Exception):
+    """This input is not mirrored exactly here: the Dataset path takes it."""
+
+
+class ByteDeidentifier:
+    """The fast path for one :class:`Deidentifier` (same configuration and key)."""
+
+    def __init__(self, deid: Deidentifier) -> None:
+        self.deid = deid
+        self.plan = deid.plan
+        # Pixel cleaning decodes pixels and needs the Dataset: such configurations always
+        # take the Dataset path.
+        self.enabled = deid.pixels is None
+        self._method = {
+            implicit: sorted((int(r.tag), raw_header(r, implicit) + r.value) for r in raws)
+            for implicit, raws in deid.method_raw.items()
+        }
+        self._acts: dict[tuple[int, str | None, Mode], tuple[str, Act | None]] = {}
+        self._fixed: dict[tuple[int, str, Act, bool], bytes] = {}
+        self._private_acts: dict[tuple[int, str | None, Mode, str], tuple[str, Act | None]] = {}
+        self._layouts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        # UID and ASCII pseudonym elements as written, per input value (a series repeats
+        # its study, series and frame-of-reference UIDs and its patient's identifiers).
+        self._outputs: dict[tuple[int, str, Act, bool, bytes], tuple[Chunk, bytes]] = {}
+        # Bounded memos of what repeats across a series' files: its character set, and
+        # non-ASCII names' pseudonyms (decoding and re-encoding them takes pydicom).
+        self._charsets: dict[tuple[bytes, bool], list[str]] = {}
+        self._names: dict[tuple[int, str, bool, bytes, tuple[str, ...]],
+                          tuple[bytes | memoryview, DataElement]] = {}
+
+    def deidentify(
+        self, data: bytes, size: int | None = None,
+    ) -> tuple[Chunks, InstanceResult] | None:
+        """Output chunks and result for ``data``, or ``None`` for the Dataset path.
+
+        With ``size`` larger than ``len(data)``, ``data`` is the head of a file of
+        ``size`` bytes: the last element's value may lie past it, and is then emitted as
+        a :class:`~.dicomio.FileRange` if kept. ``None`` then means: try the whole file.
+        """
+        if not self.enabled:
+            return None
+        try:
+            return self._deidentify(data, len(data) if size is None else size)
+        except Exception:  # _Decline, or bad input the Dataset path reports precisely
+            return None
+
+    # -- whole file ---------------------------------------------------------------------
+    def _deidentify(self, data: bytes, size: int) -> tuple[Chunks, InstanceResult]:
+        ts, implicit, pos, _meta, _preamble = locate_dataset(data)
+        if ts in PYDICOM_ONLY_SYNTAXES:
+            raise _Decline
+        view = memoryview(data)
+        top = _level_elements(data, pos, size, implicit, top=True)
+        if size > len(data):
+            _check_head(top, len(data))
+        by_tag = {e[0]: e for e in top}
+        if _TAG_SOP_INSTANCE not in by_tag or _TAG_SOP_CLASS not in by_tag:
+            raise _Decline
+        encodings = self._charset(data, by_tag.get(_TAG_CHARSET))
+        res = InstanceResult(
+            original_study_uid=_text(data, by_tag.get(_TAG_STUDY)),
+            original_series_uid=_text(data, by_tag.get(_TAG_SERIES)),
+            original_sop_uid=_text(data, by_tag.get(_TAG_SOP_INSTANCE)),
+            original_patient_id=_text(data, by_tag.get(TAG_PATIENT_ID)),
+            original_accession=_text(data, by_tag.get(TAG_ACCESSION)),
+            sop_class_uid=_text(data, by_tag.get(_TAG_SOP_CLASS)),
+            modality=_text(data, by_tag.get(0x00080060)),
+        )
+        issuer = _text(data, by_tag.get(0x00100021))
+        patient_key = (
+            f"pid:{issuer}|{res.original_patient_id}"
+            if res.original_patient_id
+            else f"study:{res.original_study_uid}"
+        )
+        state = WalkState(patient_key=patient_key)
+        if self.plan.needs_context:
+            state.context = PhiContext.from_values(
+                self._context(view, top, implicit, Mode.NORMAL, encodings))
+        final: dict[int, bytes | DataElement] = {}
+        body: Chunks = []
+        self._level(view, top, implicit, Mode.NORMAL, state, encodings, body,
+                    self._method[implicit], final)
+        res.study_uid = _final_text(final.get(_TAG_STUDY))
+        res.series_uid = _final_text(final.get(_TAG_SERIES))
+        res.sop_uid = _final_text(final.get(_TAG_SOP_INSTANCE))
+        res.patient_id = _final_text(final.get(TAG_PATIENT_ID))
+        res.accession = _final_text(final.get(TAG_ACCESSION))
+        if state.shift_used:
+            res.date_shift_days = self.deid.pseudo.date_shift_days(patient_key)
+        meta = encode_file_meta(_final_text(final.get(_TAG_SOP_CLASS)), res.sop_uid, ts)
+        return [meta, *body], res
+
+    def _charset(self, data: bytes, e: _Elem | None) -> list[str]:
+        """:func:`_encodings`, remembered per raw Specific Character Set value."""
+        if e is None:
+            return _encodings(data, None)
+        key = (data[e[3]:e[4]], e[1] is None)
+        found = self._charsets.get(key)
+        if found is None:
+            found = _encodings(data, e)
+            _remember(self._charsets, key, found)
+        return list(found)
+
+    # -- one dataset level --------------------------------------------------------------
+    def _acts_of(
+        self, view: memoryview, elems: list[_Elem], mode: Mode,
+    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int], Any]:
+        """Per element (VR, action) as ``Deidentifier._acts`` decides them, the private
+        blocks that keep something, and the groups deleted whole: the first half of
+        ``Deidentifier._process``.
+
+        The files of a series share their layout (the same tags with the same VRs), so
+        the standard elements' decisions are remembered per layout; the key holds every
+        tag and VR, so only an identical layout reuses them. Private elements, whose
+        action depends on their creator's value, are decided anew each time."""
+        tags = tuple([e[0] for e in elems])
+        key = (mode, tags, tuple([e[1] for e in elems]))
+        layout = self._layouts.get(key)
+        if layout is None:
+            return (*self._decide(view, elems, mode, key), key)
+        vrs, acts_seen, privates, deleted = layout
+        acts = list(zip(elems, vrs, acts_seen, strict=True))
+        kept_blocks: set[tuple[int, int]] = set()
+        deleted_groups = set(deleted)
+        if privates:
+            creators = _lazy_creators(view, [elems[i] for i in privates])
+            for i in privates:
+                e = elems[i]
+                vr, act = self._private_act(e[0], e[1], mode, creators)
+                if act is not Act.DELETE and act is not None:
+                    kept_blocks.add((e[0] >> 16, (e[0] >> 8) & 0xFF))
+                if act is Act.DELETE_GROUP:
+                    deleted_groups.add(e[0] >> 16)
+                acts[i] = (e, vr, act)
+        return acts, kept_blocks, deleted_groups, key
+
+    def _decide(
+        self, view: memoryview, elems: list[_Elem], mode: Mode, key: tuple[Any, ...],
+    ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
+        """:meth:`_acts_of` for a layout not seen before (remembered for the next)."""
+        element_act = self.deid.element_act
+        memo = self._acts
+        creators = _lazy_creators(view, elems)
+        acts: list[tuple[_Elem, str, Act | None]] = []
+        kept_blocks: set[tuple[int, int]] = set()
+        deleted_groups: set[int] = set()
+        standard_deleted: set[int] = set()
+        privates: list[int] = []
+        for i, e in enumerate(elems):
+            tag = e[0]
+            if tag >> 16 & 1:
+                privates.append(i)
+                vr, act = self._private_act(tag, e[1], mode, creators)
+                if act is not Act.DELETE and act is not None:
+                    kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
+            else:
+                mkey = (tag, e[1], mode)
+                found_act = memo.get(mkey)
+                if found_act is None:
+                    if e[1] == "UN":
+                        raise _Decline  # pydicom re-reads it with its dictionary VR
+                    found_act = memo[mkey] = element_act(tag, e[1], mode, creators)
+                vr, act = found_act
+                if act is Act.DELETE_GROUP:
+                    standard_deleted.add(tag >> 16)
+            if act is Act.DELETE_GROUP:
+                deleted_groups.add(tag >> 16)
+            acts.append((e, vr, act))
+        _remember(self._layouts, key, (
+            tuple(a[1] for a in acts), tuple(a[2] for a in acts), tuple(privates),
+            frozenset(standard_deleted)), size=_LAYOUTS_SIZE)
+        return acts, kept_blocks, deleted_groups
+
+    def _private_act(
+        self, tag: int, vr: str | None, mode: Mode,
+        creators: Callable[[], dict[tuple[int, int], str]],
+    ) -> tuple[str, Act | None]:
+        """(VR, action) of a private element; a data element's is remembered per creator."""
+        if not tag & 0xFF00:  # group length or private creator
+            return self.deid.element_act(tag, vr, mode, creators)
+        pkey = (tag, vr, mode, creators().get((tag >> 16, tag >> 8 & 0xFF), ""))
+        found = self._private_acts.get(pkey)
+        if found is None:
+            found = self.deid.element_act(tag, vr, mode, creators)
+            _remember(self._private_acts, pkey, found)
+        return found
+
+    def _context(
+        self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
+        encodings: list[str],
+    ) -> Iterator[tuple[str, str]]:
+        """The identifying values free text is checked against, in the order (and with the
+        decoding) of ``Deidentifier._context_values``."""
+        for e, vr, act in self._acts_of(view, elems, mode)[0]:
+            if act is None:
+                continue
+            if vr == "SQ":
+                if act in _RECURSE_MODES:
+                    sub = _RECURSE_MODES[act]
+                elif act is Act.DELETE or act is Act.EMPTY:
+                    sub = Mode.STRICT
+                else:
+                    continue
+                for start, end in _items(view, e, implicit):
+                    items = _level_elements(view.obj, start, end, implicit, top=False)  # type: ignore[arg-type]
+                    if any(i[0] == _TAG_CHARSET for i in items):
+                        raise _Decline  # an item with its own character set
+                    yield from self._context(view, items, implicit, sub, encodings)
+                continue
+            if vr not in CONTEXT_VRS or not (
+                act in REMOVING_ACTS or vr == "PN" or e[0] in IDENTITY_TAGS
+            ):
+                continue
+            if e[5] or e[4] > len(view):
+                raise _Decline
+            raw = bytes(view[e[3]:e[4]])
+            text = _plain_text(raw, vr)
+            if text is not None:
+                if text.strip():
+                    yield info_type(keyword_for_tag(e[0]), vr), text
+                continue
+            elem = convert_raw_data_element(
+                RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
+                encoding=encodings,
+            )
+            keyword = elem.keyword or ""
+            for v in Deidentifier.element_values(elem):
+                if v.strip():
+                    yield info_type(keyword, vr), v
+
+    def _level(
+        self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
+        state: WalkState, encodings: list[str], out: Chunks,
+        added: list[tuple[int, bytes]] | None, final: dict[int, bytes | DataElement] | None,
+    ) -> None:
+        """Emit one dataset (top level or item), mirroring ``Deidentifier._process`` and
+        the writer's ``_encode_dataset``; ``added`` are elements to insert (or replace).
+
+        What a layout's standard elements become is compiled once into a plan (see
+        :func:`_compile_plan`): runs of kept elements copied as one slice each, elements
+        to change, elements to add. Private elements are decided for each file."""
+        acts, kept_blocks, deleted_groups, key = self._acts_of(view, elems, mode)
+        pkey = (key, implicit, final is None, added is not None)
+        plan = self._plans.get(pkey)
+        if plan is None:
+            plan = _compile_plan(acts, added, final is None)
+            _remember(self._plans, pkey, plan, size=_LAYOUTS_SIZE)
+        ops, sq_checks, captures = plan
+        for i in sq_checks:
+            if elems[i][5]:
+                raise _Decline  # pydicom re-encodes nested undefined-length sequences
+        for op in ops:
+            kind = op[0]
+            if kind is _RUN:
+                last = elems[op[2] - 1]
+                _emit_run(view, elems[op[1]][2], last[4] + 8 if last[5] else last[4], out)
+            elif kind is _ADD:
+                out.append(op[1])
+            elif kind is _CHANGE:
+                self._emit_changed(view, elems[op[1]], op[2], op[3], implicit, state,
+                                   encodings, out, final)
+            else:  # _PRIVATE: decided for this file
+                e, vr, act = acts[op[1]]
+                if e[0] >> 16 in deleted_groups:
+                    continue
+                if act is None:  # private creator: kept if its block keeps something
+                    if (e[0] >> 16, e[0] & 0xFF) not in kept_blocks:
+                        continue
+                    act = Act.KEEP
+                self._emit_private(view, e, vr, act, implicit, state, encodings, out, final)
+        if final is not None:
+            for i in captures:
+                e = elems[i]
+                final[e[0]] = bytes(view[e[3]:e[4]])
+
+    def _emit_private(
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        state: WalkState, encodings: list[str], out: Chunks,
+        final: dict[int, bytes | DataElement] | None,
+    ) -> None:
+        """A private element (or a kept creator) as this file's creators decide it."""
+        if act is Act.KEEP:
+            if e[5] and e[1] == "SQ" and final is None:
+                raise _Decline  # pydicom re-encodes nested undefined-length sequences
+            _emit_run(view, e[2], e[4] + 8 if e[5] else e[4], out)
+        elif act is not Act.DELETE and act is not Act.DELETE_GROUP:
+            self._emit_changed(view, e, vr, act, implicit, state, encodings, out, final)
+
+    def _emit_changed(
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        state: WalkState, encodings: list[str], out: Chunks,
+        final: dict[int, bytes | DataElement] | None,
+    ) -> None:
+        """An element the plan changes: a fixed value written before, or :meth:`_changed`."""
+        tag = e[0]
+        whole = self._fixed.get((tag, vr, act, implicit))
+        if whole is not None:  # an empty, dummy or placeholder value seen before
+            out.append(whole)
+            if final is not None and tag in _RESULT_TAGS:
+                final[tag] = self.deid.fixed_value(vr, act)
+            return
+        new = self._changed(view, e, vr, act, implicit, state, encodings, out)
+        if final is not None and tag in _RESULT_TAGS and new is not None:
+            final[tag] = new
+
+    def _changed(
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        state: WalkState, encodings: list[str], out: Chunks,
+    ) -> bytes | DataElement | None:
+        """Emit one element the plan changes; return its new value (None if dropped)."""
+        if e[4] > len(view):
+            raise _Decline  # its value lies past the head that was read
+        tag = e[0]
+        if act in _RECURSE_MODES:
+            self._recurse(view, e, vr, act, implicit, state, encodings, out)
+            return None
+        if act in _FIXED_ACTS:
+            if vr == "SQ":
+                out.append(_seq_header(tag, implicit) + SEQ_DELIM_ITEM)
+                return None
+            value = self.deid.fixed_value(vr, act)  # _level reuses the element next time
+            whole = element_header(tag, vr, len(value), implicit) + value
+            self._fixed[(tag, vr, act, implicit)] = whole
+            out.append(whole)
+            return value
+        if vr in BYTES_VRS or vr == "SQ":
+            return None
+        raw = bytes(view[e[3]:e[4]])
+        if act is Act.UID:
+            return self._keyed(tag, vr, act, implicit, raw, out)
+        if act not in _TEXT_ACTS or e[5]:
+            raise _Decline
+        if act is Act.PSEUDONYM:
+            done = self._keyed(tag, vr, act, implicit, raw, out)
+            if done is not None:  # b"" too: an empty value stays empty
+                return done
+        text = _plain_text(raw, vr)
+        if text is not None:
+            elem = DataElement(tag, vr, text)
+            self.deid.change_text(elem, tag, vr, act, state)
+            new = elem.value
+            if new is None or (isinstance(new, str | PersonName) and str(new).isascii()):
+                value = str(new).encode("ascii") if new is not None else b""
+                return self._emit_text(tag, vr, value, implicit, out)
+            return self._encode(elem, implicit, encodings, out)
+        return self._recoded(e, vr, act, raw, implicit, state, encodings, out)
+
+    def _recurse(
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        state: WalkState, encodings: list[str], out: Chunks,
+    ) -> None:
+        """Emit a sequence with each item de-identified (as an undefined-length sequence,
+        as the writer's ``_encode_sequence`` writes it); a recursed non-sequence is dropped."""
+        if vr != "SQ":
+            if act is not Act.RECURSE or e[0] >> 16 & 1:
+                return
+            raise _Decline  # pydicom would convert and re-encode this value
+        out.append(_seq_header(e[0], implicit))
+        for start, end in _items(view, e, implicit):
+            items = _level_elements(view.obj, start, end, implicit, top=False)  # type: ignore[arg-type]
+            if any(i[0] == _TAG_CHARSET for i in items):
+                raise _Decline  # an item with its own character set
+            out.append(ITEM_START_UNDEFINED)
+            self._level(view, items, implicit, _RECURSE_MODES[act], state, encodings,
+                        out, None, None)
+            out.append(ITEM_DELIM_ITEM)
+        out.append(SEQ_DELIM_ITEM)
+
+    def _keyed(
+        self, tag: int, vr: str, act: Act, implicit: bool, raw: bytes, out: Chunks,
+    ) -> bytes | None:
+        """Emit a UID element or an ASCII pseudonym: they depend on the key and the value
+        only, so each is remembered as written. None for a pseudonym of non-ASCII text."""
+        okey = (tag, vr, act, implicit, raw)
+        known = self._outputs.get(okey)
+        if known is None:
+            if act is Act.UID:
+                values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
+                value = self.deid.uid_value(values)
+                known = (element_header(tag, vr, len(value), implicit) + value, value)
+            else:
+                text = _plain_text(raw, vr)
+                if text is None:
+                    return None
+                value = self.deid.pseudonym(tag, text).encode("ascii") if text else b""
+                known = _text_element(tag, vr, value, implicit)
+            _remember(self._outputs, okey, known)
+        out.append(known[0])
+        return known[1]
+
+    def _recoded(
+        self, e: _Elem, vr: str, act: Act, raw: bytes, implicit: bool, state: WalkState,
+        encodings: list[str], out: Chunks,
+    ) -> DataElement:
+        """Change a value only pydicom decodes (a character set, several values); a
+        pseudonym depends on the key and the value only, so it is remembered."""
+        key = (e[0], vr, implicit, raw, tuple(encodings))
+        if act is Act.PSEUDONYM and (known := self._names.get(key)) is not None:
+            out.append(known[0])
+            return known[1]
+        elem = convert_raw_data_element(
+            RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
+            encoding=encodings,
+        )
+        self.deid.change_text(elem, e[0], vr, act, state)
+        self._encode(elem, implicit, encodings, out)
+        if act is Act.PSEUDONYM:
+            _remember(self._names, key, (out[-1], elem))
+        return elem
+
+    @staticmethod
+    def _encode(elem: DataElement, implicit: bool, encodings: list[str], out: Chunks
+                ) -> DataElement:
+        """Emit ``elem`` as pydicom writes it."""
+        buf = DicomBytesIO()
+        buf.is_little_endian = True
+        buf.is_implicit_VR = implicit
+        write_data_element(buf, elem, encodings)
+        out.append(buf.getvalue())
+        return elem
+
+    @staticmethod
+    def _emit_text(tag: int, vr: str, value: bytes, implicit: bool, out: Chunks) -> bytes:
+        """One ASCII text value, padded with a space as pydicom pads text."""
+        whole, value = _text_element(tag, vr, value, implicit)
+        out.append(whole)
+        return value
+
+
+# VRs whose single ASCII value pydicom reads as the bytes less trailing NULs and spaces.
+_PLAIN_TEXT_VRS = frozenset({"LO", "SH", "PN", "LT", "ST", "UT", "UC", "DA", "DT"})
+
+
+def _plain_text(raw: bytes, vr: str) -> str | None:
+    """The value pydicom would read from ``raw`` when it is one plain ASCII value of a
+    text VR (the common case, read here without pydicom); None otherwise."""
+    if vr not in _PLAIN_TEXT_VRS or not raw.isascii() or b"\\" in raw or b"\x1b" in raw:
+        return None
+    return raw.decode("ascii").rstrip("\x00 ")
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def _level_elements(data: bytes, pos: int, end: int, implicit: bool, *, top: bool
+                    ) -> list[_Elem]:
+    """The walker's elements of one level, in tag order (else :class:`BadInput`: the
+    Dataset path then reads it). Inside items an undefined length is mirrored only for
+    sequences and pixel data (pydicom reads other such values its own way)."""
+    found = elements(data, pos, end, implicit, ordered=True)
+    if not top and not implicit:
+        for e in found:
+            if e[5] and e[1] != "SQ" and e[0] != PIXEL_DATA_TAG:
+                raise _Decline
+    return found
+
+
+_RUN, _ADD, _CHANGE, _PRIVATE = "run", "add", "change", "private"
+_Plan = tuple[list[tuple[Any, ...]], list[int], list[int]]
+
+
+def _compile_plan(
+    acts: list[tuple[_Elem, str, Act | None]], added: list[tuple[int, bytes]] | None,
+    nested: bool,
+) -> _Plan:
+    """What a level of this layout becomes, as ``Deidentifier._process`` decides it for
+    its standard elements: (ops, positions whose undefined length declines, positions of
+    kept result values). Ops: ``(_RUN, i, j)`` copy elements i..j-1 as one slice;
+    ``(_ADD, bytes)`` an added element; ``(_CHANGE, i, vr, act)``; ``(_PRIVATE, i)``
+    decided per file. Depends only on the tags, the VRs as read and the plan's actions."""
+    ops: list[tuple[Any, ...]] = []
+    sq_checks: list[int] = []
+    captures: list[int] = []
+    pending = list(added) if added else []
+    replaced = {t for t, _ in pending}
+    deleted_groups = {e[0] >> 16 for e, _vr, act in acts
+                      if act is Act.DELETE_GROUP and not e[0] >> 16 & 1}
+    run_start = -1
+
+    def close(i: int) -> None:
+        nonlocal run_start
+        if run_start >= 0:
+            ops.append((_RUN, run_start, i))
+            run_start = -1
+
+    for i, (e, vr, act) in enumerate(acts):
+        tag = e[0]
+        while pending and pending[0][0] <= tag:
+            close(i)
+            ops.append((_ADD, pending.pop(0)[1]))
+        if tag >> 16 & 1:
+            close(i)
+            ops.append((_PRIVATE, i))
+            continue
+        if tag in replaced or tag >> 16 in deleted_groups:
+            close(i)
+            continue
+        if act is Act.KEEP:
+            if nested and e[1] == "SQ":
+                sq_checks.append(i)
+            if not nested and tag in _RESULT_TAGS:
+                captures.append(i)
+            if run_start < 0:
+                run_start = i
+            continue
+        close(i)
+        if act is not Act.DELETE and act is not Act.DELETE_GROUP:
+            ops.append((_CHANGE, i, vr, act))
+    close(len(acts))
+    ops.extend((_ADD, chunk) for _, chunk in pending)
+    return ops, sq_checks, captures
+
+
+def _emit_run(view: memoryview, start: int, end: int, out: Chunks) -> None:
+    """Input bytes ``start``..``end`` as one chunk; the part past the head that was read
+    (a kept last value, see :func:`_check_head`) as a :class:`~.dicomio.FileRange`."""
+    if end <= len(view):
+        out.append(view[start:end])
+        return
+    head = max(start, len(view))
+    if start < head:
+        out.append(view[start:head])
+    out.append(FileRange(head, end - head))
+
+
+def _check_head(top: list[_Elem], head: int) -> None:
+    """Decline unless only the last top-level element reaches past the ``head`` bytes
+    read, with a defined length, its header inside the head, and no value read here."""
+    if not top or top[-1][3] > head or top[-1][5] or top[-1][0] in _HEAD_TAGS:
+        raise _Decline
+    if len(top) > 1 and top[-2][4] > head:
+        raise _Decline
+
+
+def _items(view: memoryview, e: _Elem, implicit: bool) -> list[tuple[int, int]]:
+    """(start, end) of each item's dataset in a sequence value."""
+    return items(view.obj, e[3], e[4], implicit, e[0])  # type: ignore[arg-type]
+
+
+def _creators(view: memoryview, elems: list[_Elem]) -> dict[tuple[int, int], str]:
+    """Private creator strings of one level, read as the Dataset path reads them."""
+    creators: dict[tuple[int, int], str] = {}
+    for tag, _vr, _h, start, stop, _u in elems:
+        group, element = tag >> 16, tag & 0xFFFF
+        if group & 1 and 0x0010 <= element <= 0x00FF:
+            if stop > len(view):
+                raise _Decline
+            raw = bytes(view[start:stop])
+            if not raw.isascii() or b"\\" in raw:
+                raise _Decline
+            creators[(group, element)] = raw.decode("ascii").rstrip("\x00 ").strip()
+    return creators
+
+
+_MEMO_SIZE = 4096
+
+
+_LAYOUTS_SIZE = 512  # a key holds every tag of a level: about 2 KB each
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any, size: int = _MEMO_SIZE) -> None:
+    """Store in a memo that is emptied when full: bounded memory over any corpus."""
+    if len(memo) >= size:
+        memo.clear()
+    memo[key] = value
+
+
+def _lazy_creators(view: memoryview, elems: list[_Elem]
+                   ) -> Callable[[], dict[tuple[int, int], str]]:
+    """:func:`_creators` of a level, read on first call only (most levels need none)."""
+    found: list[dict[tuple[int, int], str]] = []
+
+    def creators() -> dict[tuple[int, int], str]:
+        if not found:
+            found.append(_creators(view, elems))
+        return found[0]
+
+    return creators
+
+
+def _encodings(data: bytes, e: _Elem | None) -> list[str]:
+    """Python codecs of the dataset's character set, checked as ``parse_instance`` does."""
+    if e is None:
+        return convert_encodings("ISO_IR 6")
+    raw = data[e[3]:e[4]]
+    elem = convert_raw_data_element(
+        RawDataElement(BaseTag(_TAG_CHARSET), e[1], len(raw), raw, 0, e[1] is None, True),
+        encoding=None,
+    )
+    value = elem.value
+    terms = [value] if isinstance(value, str) else list(value or [])
+    for term in terms:
+        term = (term or "").strip()
+        if term and term not in python_encoding:
+            raise _Decline
+    return convert_encodings(value if value else "ISO_IR 6")
+
+
+def _text(data: bytes, e: _Elem | None) -> str:
+    """A single-valued ASCII attribute as ``dicomio.text_value`` reads it."""
+    if e is None:
+        return ""
+    raw = data[e[3]:e[4]]
+    if not raw.isascii():
+        raise _Decline
+    return ascii_text(raw)
+
+
+def _final_text(value: bytes | DataElement | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return ascii_text(value)
+    v = value.value
+    return "" if v is None else str(v).strip()
+
+
+def _text_element(tag: int, vr: str, value: bytes, implicit: bool) -> tuple[bytes, bytes]:
+    """(element, value) for one ASCII text value, padded with a space as pydicom pads."""
+    value = value + b" " if len(value) % 2 else value
+    return element_header(tag, vr, len(value), implicit) + value, value
+
+
+def _seq_header(tag: int, implicit: bool) -> bytes:
+    """An undefined-length sequence header, as the writer's ``_encode_sequence`` writes it."""
+    return element_header(tag, "SQ", UNDEFINED, implicit)

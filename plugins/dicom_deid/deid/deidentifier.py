@@ -1,0 +1,567 @@
+"""Apply a :class:`~dicom_deid.plan.Plan` to one pydicom dataset, in place.
+
+Untouched elements stay pydicom ``RawDataElement`` objects and are never decoded;
+only values the plan changes (or needs as context) are converted. Pixel data is
+decoded only when the configuration cleans pixels and this instance needs it
+(see :mod:`.pixels`); otherwise it stays the raw bytes that were read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
+
+from pydicom.charset import convert_encodings
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
+
+from dicom_deid import __version__
+from dicom_deid.config.model import DeidConfig, Option, ProfileType, TextRedactionMode
+from dicom_deid.config.plan import (
+    DATE_VRS,
+    TAG_ACCESSION,
+    TAG_PATIENT_ID,
+    TAG_PATIENT_NAME,
+    TAG_STUDY_ID,
+    Act,
+    Mode,
+    Plan,
+    dictionary_vr,
+)
+from dicom_deid.config.ps3_15 import TABLE_EDITION, method_codes
+from dicom_deid.dicom.dates import shift_da, shift_dt
+from dicom_deid.dicom.reader import text_value
+from dicom_deid.dicom.writer import encode_element_value
+from dicom_deid.text.chars import ascii_fold
+from dicom_deid.text.context import PhiContext
+from dicom_deid.text.find import clean_descriptor
+from dicom_deid.text.transform import apply_text_config, transform_whole_value
+
+from .pseudonyms import Pseudonymizer
+
+if TYPE_CHECKING:
+    from dicom_deid.pixels.clean import PixelCleaner
+
+DUMMY_TEXT = "ANONYMIZED"
+RESET_TEXT = "PLACEHOLDER"
+_DUMMIES: dict[str, object] = {
+    "AE": "DEID",
+    "AS": "000D",
+    "CS": DUMMY_TEXT,
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "DS": "0",
+    "IS": "0",
+    "LO": DUMMY_TEXT,
+    "LT": DUMMY_TEXT,
+    "SH": DUMMY_TEXT,
+    "ST": DUMMY_TEXT,
+    "UC": DUMMY_TEXT,
+    "UT": DUMMY_TEXT,
+    "PN": DUMMY_TEXT,
+    "UR": "urn:deid",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "UL": 0,
+    "US": 0,
+    "SV": 0,
+    "UV": 0,
+    "AT": 0,
+}
+BYTES_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+CONTEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "DA", "DT"})
+REMOVING_ACTS = frozenset(
+    {Act.DELETE, Act.EMPTY, Act.DUMMY, Act.PSEUDONYM, Act.RESET, Act.SHIFT, Act.DELETE_GROUP}
+)
+_STRUCTURAL_TAGS = frozenset({0x00080005})  # SpecificCharacterSet: decodes the rest
+# Values that identify the patient or visit whatever the profile does with them: free
+# text is checked against them even when the attribute itself is kept (KEEP_ALL etc.).
+_IDENTITY_KEYWORDS = (
+    "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientAddress",
+    "PatientTelephoneNumbers", "AccessionNumber", "StudyID", "InstitutionName",
+    "InstitutionAddress", "MedicalRecordLocator", "PatientMotherBirthName",
+)
+IDENTITY_TAGS = frozenset(tag_for_keyword(k) for k in _IDENTITY_KEYWORDS)
+# What burned-in text is compared with under REDACT_SENSITIVE_TEXT: the identity values
+# above, the people named in the header, and the dates of the visit.
+_PIXEL_IDENTITY_KEYWORDS = (
+    *_IDENTITY_KEYWORDS, "PatientName", "OtherPatientNames", "PatientBirthName",
+    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
+    "NameOfPhysiciansReadingStudy", "RequestingPhysician", "StudyDate", "SeriesDate",
+    "AcquisitionDate", "ContentDate", "StationName", "InstitutionalDepartmentName",
+)
+
+
+
+
+@dataclass
+class InstanceResult:
+    """What changed for one instance; feeds the mapping table (restricted) and the run report."""
+
+    original_study_uid: str = ""
+    original_series_uid: str = ""
+    original_sop_uid: str = ""
+    original_patient_id: str = ""
+    original_accession: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_uid: str = ""
+    patient_id: str = ""
+    accession: str = ""
+    sop_class_uid: str = ""
+    modality: str = ""
+    date_shift_days: int | None = None
+    redacted_boxes: int = 0
+    """Rectangles blanked in the pixel data and overlays (burned-in text, known regions)."""
+
+
+def info_type(keyword: str, vr: str) -> str:
+    """Which Google infoType a removed value stands for, when it is used as context."""
+    if vr == "PN":
+        return "PERSON_NAME"
+    if vr in DATE_VRS:
+        return "DATE"
+    if "Address" in keyword:
+        return "STREET_ADDRESS"
+    if "Telephone" in keyword:
+        return "PHONE_NUMBER"
+    if "Institution" in keyword or "Organization" in keyword:
+        return "ORGANIZATION_NAME"
+    if keyword.endswith(("ID", "IDs", "Number")):
+        return "MEDICAL_RECORD_NUMBER"
+    return "CONTEXT"
+
+
+def _private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
+    """(group, block) -> private creator text for every private block in ``ds``."""
+    creators: dict[tuple[int, int], str] = {}
+    for tag in ds.keys():
+        group, elem = tag >> 16, tag & 0xFFFF
+        if group & 1 and 0x0010 <= elem <= 0x00FF:
+            value = ds[tag].value
+            creators[(group, elem)] = str(value).strip() if value is not None else ""
+    return creators
+
+
+class Deidentifier:
+    """De-identifies datasets in place according to one configuration and one key."""
+
+    def __init__(self, config: DeidConfig, key: bytes) -> None:
+        self.config = config
+        self.plan = Plan(config)
+        self.pixels: PixelCleaner | None = None
+        if config.cleans_pixels or Option.CLEAN_GRAPHICS in config.options:
+            from dicom_deid.pixels.clean import PixelCleaner
+
+            self.pixels = PixelCleaner(config)
+        self.pseudo = Pseudonymizer(
+            key, prefix=config.id_prefix, max_shift_days=config.max_date_shift_days
+        )
+        self._fixed: dict[tuple[str, Act], bytes] = {}
+        self._method_elements = _method_elements(config)
+        self.method_raw = {
+            implicit: _pre_encode(self._method_elements, implicit) for implicit in (True, False)
+        }
+
+    # -- public -----------------------------------------------------------------------
+    def deidentify(self, ds: Dataset) -> InstanceResult:
+        """De-identify ``ds`` (and its file meta) in place; return what changed."""
+        res = InstanceResult(
+            original_study_uid=text_value(ds, 0x0020000D),
+            original_series_uid=text_value(ds, 0x0020000E),
+            original_sop_uid=text_value(ds, 0x00080018),
+            original_patient_id=text_value(ds, TAG_PATIENT_ID),
+            original_accession=text_value(ds, TAG_ACCESSION),
+            sop_class_uid=text_value(ds, 0x00080016),
+            modality=text_value(ds, 0x00080060),
+        )
+        issuer = text_value(ds, 0x00100021)
+        patient_key = (
+            f"pid:{issuer}|{res.original_patient_id}"
+            if res.original_patient_id
+            else f"study:{res.original_study_uid}"
+        )
+        state = WalkState(patient_key=patient_key)
+        if self.pixels is not None:  # before any attribute changes: rules and context read them
+            res.redacted_boxes = self.pixels.clean(ds, lambda: self._pixel_context(ds))
+        if self.plan.needs_context:
+            state.context = PhiContext.from_values(self._context_values(ds, Mode.NORMAL))
+        self._process(ds, Mode.NORMAL, state)
+        self._record_method(ds)
+        res.study_uid = text_value(ds, 0x0020000D)
+        res.series_uid = text_value(ds, 0x0020000E)
+        res.sop_uid = text_value(ds, 0x00080018)
+        res.patient_id = text_value(ds, TAG_PATIENT_ID)
+        res.accession = text_value(ds, TAG_ACCESSION)
+        if state.shift_used:
+            res.date_shift_days = self.pseudo.date_shift_days(patient_key)
+        return res
+
+    # -- traversal ----------------------------------------------------------------------
+    def _acts(self, ds: Dataset, mode: Mode) -> Iterator[tuple[BaseTag, str, Act]]:
+        """(tag, VR, action) for every element of ``ds`` (not recursing).
+
+        This is the hot loop: it reads pydicom's element dict directly (see
+        :func:`_elements`) and works on plain ints, not ``BaseTag`` objects.
+        """
+        found: dict[tuple[int, int], str] | None = None
+
+        def creators() -> dict[tuple[int, int], str]:
+            nonlocal found
+            if found is None:
+                found = _private_creators(ds)
+            return found
+
+        for key, elem in list(_elements(ds).items()):
+            vr, act = self.element_act(int(key), elem.VR, mode, creators)
+            if act is not None:
+                yield key, vr, act
+
+    def element_act(
+        self, tag: int, vr: str | None, mode: Mode,
+        creators: Callable[[], dict[tuple[int, int], str]],
+    ) -> tuple[str, Act | None]:
+        """(VR, action) for one element as read; ``None`` for a private creator, which is
+        kept only if its block keeps something (decided after the block)."""
+        group, element = tag >> 16, tag & 0xFFFF
+        if not vr or (vr == "UN" and not group & 1):
+            vr = "UN" if group & 1 else dictionary_vr(tag)
+        if group & 1:
+            if element < 0x0010:
+                return vr, Act.DELETE  # private group length / invalid
+            if element <= 0x00FF:
+                return vr, None
+            creator = creators().get((group, element >> 8), "")
+            return vr, self.plan.private_act(tag, creator, vr)
+        if element == 0x0000 or tag in _STRUCTURAL_TAGS:
+            return vr, (Act.DELETE if element == 0 else Act.KEEP)
+        return vr, self.plan.act(tag, vr, mode)
+
+    def _process(self, ds: Dataset, mode: Mode, state: WalkState) -> None:
+        kept_blocks: set[tuple[int, int]] = set()
+        private_creator_tags: list[int] = []
+        deleted_groups: set[int] = set()
+        elements = _elements(ds)
+        for tag, vr, act in list(self._acts(ds, mode)):
+            if tag >> 16 & 1 and act is not Act.DELETE:
+                kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
+            if act is Act.KEEP:
+                continue
+            if act is Act.DELETE_GROUP:
+                deleted_groups.add(tag >> 16)
+            elif act is Act.DELETE:
+                del elements[tag]
+            elif act in (Act.RECURSE, Act.RECURSE_STRICT, Act.RECURSE_CLEAN):
+                self._recurse(ds, tag, vr, act, state)
+            else:
+                self._replace(ds, tag, vr, act, state)
+        if not deleted_groups and not any(t >> 16 & 1 for t in elements):
+            return
+        for tag in list(elements):
+            group, element = tag >> 16, tag & 0xFFFF
+            if group in deleted_groups:
+                del elements[tag]
+            elif group & 1 and 0x0010 <= element <= 0x00FF:
+                private_creator_tags.append(tag)
+        for tag in private_creator_tags:
+            if (tag >> 16, tag & 0xFF) not in kept_blocks:
+                del elements[tag]
+
+    def _recurse(self, ds: Dataset, tag: int, vr: str, act: Act, state: WalkState) -> None:
+        elem = ds[tag]
+        if vr == "UN" or not isinstance(elem.value, Sequence):
+            # A sequence we cannot parse (e.g. private, implicit VR) cannot be cleaned.
+            if act is not Act.RECURSE or tag >> 16 & 1:
+                del ds[tag]
+            return
+        mode = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT}.get(act, Mode.CLEAN)
+        for item in elem.value:
+            self._process(item, mode, state)
+
+    # -- values -------------------------------------------------------------------------
+    def _replace(self, ds: Dataset, tag: int, vr: str, act: Act, state: WalkState) -> None:
+        if act is Act.EMPTY or act is Act.DUMMY or act is Act.RESET:
+            if vr == "SQ":
+                ds[tag] = DataElement(tag, vr, Sequence([]))
+            else:
+                _elements(ds)[tag] = _raw(tag, vr, self.fixed_value(vr, act))
+            return
+        if vr in BYTES_VRS or vr == "SQ":
+            del ds[tag]  # no text semantics to apply: privacy first
+            return
+        if act is Act.UID:
+            old = ds.get_item(tag)
+            raw = old.value if isinstance(old, RawDataElement) else None
+            if raw is None:
+                values = self.element_values(ds[tag])
+            else:
+                values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
+            _elements(ds)[tag] = _raw(tag, vr, self.uid_value(values))
+            return
+        self.change_text(ds[tag], tag, vr, act, state)
+
+    def uid_value(self, values: list[str]) -> bytes:
+        """Encoded pseudonymous UIDs for ``values`` (empty ones dropped)."""
+        new_uids = "\\".join(self.pseudo.uid(v) for v in values if v)
+        return _pad(new_uids.encode("ascii"), b"\x00")
+
+    def change_text(self, elem: DataElement, tag: int, vr: str, act: Act, state: WalkState) -> None:
+        """Pseudonymise, shift or clean the decoded text values of ``elem`` in place."""
+        values = self.element_values(elem)
+        if act is Act.PSEUDONYM:
+            new = [self.pseudonym(tag, v) for v in values]
+        elif act is Act.SHIFT:
+            shifted = [self._shift(v, vr, state) for v in values]
+            new = [] if any(s is None for s in shifted) else [s for s in shifted if s]
+        elif act is Act.CLEAN:
+            new = [_fit(vr, clean_descriptor(v, state.context)) for v in values]
+        elif act is Act.CLEAN_TEXT:
+            new = [_fit(vr, self._clean_text(v, vr, state)) for v in values]
+        else:  # pragma: no cover - every Act is handled above
+            raise AssertionError(act)
+        _set_values(elem, new)
+
+    def fixed_value(self, vr: str, act: Act) -> bytes:
+        """Encoded empty, dummy or placeholder value (memoised: the same for every file)."""
+        key = (vr, act)
+        found = self._fixed.get(key)
+        if found is None:
+            found = _encode_fixed(vr, act, self.pseudo.uid("dummy"))
+            self._fixed[key] = found
+        return found
+
+    @staticmethod
+    def element_values(elem: DataElement) -> list[str]:
+        value = elem.value
+        if value is None or value == "":
+            return []
+        if isinstance(value, MultiValue | list | tuple):
+            return [str(v) for v in value]
+        if isinstance(value, PersonName):
+            return [str(value)]
+        return [str(value)]
+
+    def pseudonym(self, tag: int, value: str) -> str:
+        """The keyed pseudonym of one PatientID, PatientName, AccessionNumber or StudyID."""
+        if not value.strip():
+            return value
+        if tag == TAG_PATIENT_ID:
+            return self.pseudo.patient_id(value)
+        if tag == TAG_PATIENT_NAME:
+            return self.pseudo.patient_name(value)
+        if tag == TAG_ACCESSION:
+            return self.pseudo.accession_number(value)
+        if tag == TAG_STUDY_ID:
+            return self.pseudo.study_id(value)
+        raise AssertionError(hex(tag))
+
+    def _shift(self, value: str, vr: str, state: WalkState) -> str | None:
+        if not value.strip():
+            return ""
+        days = self.pseudo.date_shift_days(state.patient_key)
+        state.shift_used = True
+        return shift_da(value, days) if vr == "DA" else shift_dt(value, days)
+
+    def _clean_text(self, value: str, vr: str, state: WalkState) -> str:
+        def shifter(day: date) -> date:
+            state.shift_used = True
+            return self.pseudo.shift_date(state.patient_key, day)
+
+        whole = {"PN": "PERSON_NAME", "DA": "DATE", "DT": "DATE", "AS": "AGE"}.get(vr)
+        if whole is not None:
+            return transform_whole_value(
+                value, whole, self.config.text, self.pseudo.text_hash, shifter
+            )
+        return apply_text_config(
+            value, state.context, self.config.text, hasher=self.pseudo.text_hash,
+            date_shifter=shifter,
+        )
+
+    # -- context ------------------------------------------------------------------------
+    def _context_values(self, ds: Dataset, mode: Mode) -> Iterator[tuple[str, str]]:
+        """Identifying values this plan removes, anywhere in ``ds``: what free text is
+        checked against (PS3.15 Clean Descriptors, Google cleanDescriptors)."""
+        for tag, vr, act in list(self._acts(ds, mode)):
+            if vr == "SQ" and act in (Act.RECURSE, Act.RECURSE_STRICT, Act.RECURSE_CLEAN):
+                value = ds[tag].value
+                if isinstance(value, Sequence):
+                    sub = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT}.get(
+                        act, Mode.CLEAN)
+                    for item in value:
+                        yield from self._context_values(item, sub)
+                continue
+            if vr == "SQ" and act in (Act.DELETE, Act.EMPTY):
+                value = ds[tag].value
+                if isinstance(value, Sequence):
+                    for item in value:
+                        yield from self._context_values(item, Mode.STRICT)
+                continue
+            if vr not in CONTEXT_VRS or not (
+                act in REMOVING_ACTS or vr == "PN" or tag in IDENTITY_TAGS
+            ):
+                continue
+            keyword = ds[tag].keyword or ""
+            for v in self.element_values(ds[tag]):
+                if v.strip():
+                    yield info_type(keyword, vr), v
+
+    def _pixel_context(self, ds: Dataset) -> PhiContext:
+        """What burned-in text is judged against: this instance's identifying values (and,
+        with ..._CLEAN_DESCRIPTORS or Clean Pixel Data, every value the plan removes)."""
+        pairs: list[tuple[str, str]] = []
+        for keyword in _PIXEL_IDENTITY_KEYWORDS:
+            tag = tag_for_keyword(keyword)
+            if tag is None or tag not in ds:
+                continue
+            vr = ds[tag].VR
+            for value in self.element_values(ds[tag]):
+                if value.strip():
+                    pairs.append((info_type(keyword, vr), value))
+        if self.config.image.text_redaction_mode is (
+            TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS
+        ):
+            pairs.extend(self._context_values(ds, Mode.NORMAL))
+        pairs.extend((t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v)
+        return PhiContext.from_values(pairs)
+
+    def _record_method(self, ds: Dataset) -> None:
+        implicit, little = ds.original_encoding
+        elements = self.method_raw[bool(implicit)] if little else self._method_elements
+        for elem in elements:
+            ds[elem.tag] = elem
+
+
+@dataclass
+class WalkState:
+    """Per-instance state threaded through the recursion."""
+
+    patient_key: str
+    context: PhiContext | None = None
+    shift_used: bool = False
+
+
+def _method_elements(config: DeidConfig) -> list[DataElement]:
+    """The PatientIdentityRemoved / DeidentificationMethod attributes PS3.15 asks for.
+
+    Built once per configuration: they are the same for every instance of a run.
+    """
+    ds = Dataset()
+    if config.profile in (ProfileType.BASIC, ProfileType.MINIMAL_KEEP_LIST):
+        codes = method_codes()
+        items = []
+        names = {o.name for o in config.options}
+        if config.cleans_pixels:
+            names.add("CLEAN_PIXEL_DATA")
+        for key in ["BASIC", *sorted(names)]:
+            code_value, meaning = codes[key]
+            item = Dataset()
+            item.CodeValue = code_value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            items.append(item)
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        if Option.RETAIN_LONGITUDINAL_FULL_DATES in config.options:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        elif Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in config.options:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+    ds.DeidentificationMethod = [
+        f"dicom-deid {__version__}",
+        f"{config.profile.value} (PS3.15 {TABLE_EDITION})"[:64],
+        f"config sha256 {config.fingerprint()[:16]}",
+    ]
+    return [ds[tag] for tag in ds.keys()]
+
+
+def _pre_encode(elements: list[DataElement], implicit: bool) -> list[RawDataElement]:
+    """Encode constant elements once, so every file just copies their bytes."""
+    return [
+        RawDataElement(e.tag, e.VR, len(v), v, 0, implicit, True, True, False)
+        for e in elements
+        for v in [encode_element_value(e, implicit)]
+    ]
+
+
+_FIXED_BINARY = {"FL": 4, "FD": 8, "SL": 4, "SS": 2, "UL": 4, "US": 2, "SV": 8, "UV": 8,
+                 "AT": 4}
+
+
+def _encode_fixed(vr: str, act: Act, dummy_uid: str) -> bytes:
+    """Bytes of an empty (Z), dummy (D) or placeholder (Google resetTag) value for ``vr``."""
+    if act is Act.EMPTY:
+        return b""
+    if vr in BYTES_VRS:
+        return b"\x00\x00"
+    if vr in _FIXED_BINARY:
+        return b"\x00" * _FIXED_BINARY[vr]
+    if vr == "UI":
+        return _pad(dummy_uid.encode("ascii"), b"\x00")
+    text = _DUMMIES.get(vr, DUMMY_TEXT)
+    if act is Act.RESET and text == DUMMY_TEXT:
+        text = RESET_TEXT
+    return _pad(str(text).encode("ascii"), b" ")
+
+
+def _pad(value: bytes, pad: bytes) -> bytes:
+    return value + pad if len(value) % 2 else value
+
+
+def _raw(tag: int, vr: str, value: bytes) -> RawDataElement:
+    """A raw element with an already encoded value: written as is, never re-encoded."""
+    return RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True, True, False)
+
+
+_MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "PN": 64}
+_FORMAT = {"DA": re.compile(r"\d{8}"), "DT": re.compile(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?"),
+           "AS": re.compile(r"\d{3}[DWMY]")}
+
+
+def _fit(vr: str, value: str) -> str:
+    """Keep a cleaned value valid for its VR: dates and ages that are no longer dates or
+    ages become empty; text is cut to the VR's maximum length."""
+    fmt = _FORMAT.get(vr)
+    if fmt is not None:
+        return value if fmt.fullmatch(value) else ""
+    limit = _MAX_LENGTH.get(vr)
+    if limit is not None and len(value) > limit:
+        return value[:limit].rstrip()
+    return value
+
+
+def _elements(ds: Dataset) -> dict[int, RawDataElement | DataElement]:
+    """pydicom's own tag -> element dict of ``ds``.
+
+    The public API (``get_item``, ``__setitem__``, ``__delitem__``) validates and
+    wraps every call, which costs more than the de-identification itself on a
+    typical file. Only raw elements are read or stored here; anything that needs a
+    decoded value still goes through ``ds[tag]``. pydicom is pinned below 4.
+    """
+    return ds._dict  # type: ignore[return-value]
+
+
+def _set_values(elem: DataElement, values: list[str]) -> None:
+    if not values:
+        elem.value = None
+    elif len(values) == 1:
+        elem.value = values[0]
+    else:
+        elem.value = values
+
+
+def dataset_encodings(ds: Dataset) -> list[str]:
+    """Python codecs for the dataset's SpecificCharacterSet (ASCII when absent)."""
+    value = ds.get("SpecificCharacterSet")
+    return convert_encodings(value if value else "ISO_IR 6")

@@ -1,0 +1,77 @@
+"""The HMAC secret behind every pseudonym: loaded from a key file or the environment.
+
+There is deliberately no default key: without one, pseudonyms could be recomputed by
+anyone who has the original identifiers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from pathlib import Path
+
+from dicom_deid.errors import KeyConfigError
+
+KEY_ENV = "DICOM_DEID_KEY"
+"""Environment variable holding the key (hex or base64), used when no key file is given."""
+MIN_KEY_BYTES = 32
+
+
+
+
+def parse_key(text_or_bytes: bytes) -> bytes:
+    """Decode a key given as hex, base64 or raw bytes; enforce the minimum length."""
+    stripped = text_or_bytes.strip()
+    key: bytes | None = None
+    try:
+        text = stripped.decode("ascii")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            try:
+                key = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                key = None
+    if key is None:
+        key = text_or_bytes
+    if len(key) < MIN_KEY_BYTES:
+        raise KeyConfigError(
+            f"the de-identification key must hold at least {MIN_KEY_BYTES} bytes "
+            f"(got {len(key)}); create one with `dicom-deid keygen KEYFILE`"
+        )
+    return key
+
+
+def load_key(key_file: Path | None = None, *, environ: dict[str, str] | None = None) -> bytes:
+    """The key from ``key_file`` if given, else from ``$DICOM_DEID_KEY``; never a default."""
+    if key_file is not None:
+        try:
+            data = Path(key_file).read_bytes()
+        except OSError as exc:
+            raise KeyConfigError(f"cannot read key file {key_file}: {exc.strerror}") from None
+        return parse_key(data)
+    env = os.environ if environ is None else environ
+    value = env.get(KEY_ENV)
+    if not value:
+        raise KeyConfigError(
+            f"no de-identification key: pass --key-file or set ${KEY_ENV} "
+            "(create a key with `dicom-deid keygen KEYFILE`)"
+        )
+    return parse_key(value.encode())
+
+
+def generate_key_file(path: Path, *, overwrite: bool = False) -> None:
+    """Write a fresh 32-byte random key as hex, readable by the owner only."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise KeyConfigError(
+            f"{path} exists; refusing to overwrite a key (pseudonyms depend on it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(MIN_KEY_BYTES) + "\n")

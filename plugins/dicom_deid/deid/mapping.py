@@ -1,0 +1,119 @@
+"""The original <-> pseudonym mapping, written as Parquet beside (never inside) the output.
+
+It holds original identifiers, so it is restricted data: the warehouse loads it into
+a restricted table; it must never be copied into the de-identified tree.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+MAPPING_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "string"),
+    ("source_path", "string"),
+    ("output_path", "string"),
+    ("sop_class_uid", "string"),
+    ("modality", "string"),
+    ("original_study_uid", "string"),
+    ("original_series_uid", "string"),
+    ("original_sop_uid", "string"),
+    ("original_patient_id", "string"),
+    ("original_accession", "string"),
+    ("study_uid", "string"),
+    ("series_uid", "string"),
+    ("sop_uid", "string"),
+    ("patient_id", "string"),
+    ("accession", "string"),
+    ("date_shift_days", "int32"),
+    ("redacted_boxes", "int32"),
+)
+
+
+@cache
+def mapping_schema() -> pa.Schema:
+    """The Arrow schema of the mapping file (pyarrow is imported on first use: a run
+    imports it while its workers are busy, not before they start)."""
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in MAPPING_COLUMNS])
+
+
+def __getattr__(name: str) -> Any:
+    """``MAPPING_SCHEMA``, built (and pyarrow imported) when first asked for."""
+    if name == "MAPPING_SCHEMA":
+        return mapping_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class MappingWriter:
+    """Streams mapping rows to one Parquet file in bounded batches (flat memory)."""
+
+    def __init__(self, path: Path, *, batch_rows: int = 2_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._writer: Any = None  # a ParquetWriter, opened at the first flush
+        # Column lists, built into Arrow from buffers (see arrow_build: no pandas import).
+        self._columns: dict[str, list[object]] = {name: [] for name, _ in MAPPING_COLUMNS}
+        self._pending = 0
+        self._batch_rows = batch_rows
+        self.count = 0
+
+    def add(self, row: dict[str, object]) -> None:
+        """Queue one row (missing fields are null); flushed every ``batch_rows``."""
+        for name, values in self._columns.items():
+            values.append(row.get(name))
+        self._pending += 1
+        self.count += 1
+        if self._pending >= self._batch_rows:
+            self._flush()
+
+    def open(self) -> None:
+        """Import pyarrow and open the file (done by the first flush if not before): a
+        batch calls it once its workers are busy."""
+        if self._writer is None:
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self._tmp, mapping_schema(), compression="zstd")
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        from dicom_deid.arrow_build import int32_array, string_array
+
+        self.open()
+        schema = mapping_schema()
+        if self._pending:
+            self._writer.write_table(pa.Table.from_arrays(
+                [int32_array(self._columns[f.name]) if f.type == pa.int32()  # type: ignore[arg-type]
+                 else string_array(self._columns[f.name])  # type: ignore[arg-type]
+                 for f in schema], schema=schema))
+            for values in self._columns.values():
+                values.clear()
+            self._pending = 0
+
+    def close(self) -> None:
+        """Flush and publish the file atomically (an empty run writes an empty file)."""
+        self._flush()
+        self._writer.close()
+        self._tmp.replace(self.path)
+
+    def __enter__(self) -> MappingWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            if self._writer is not None:
+                self._writer.close()
+            self._tmp.unlink(missing_ok=True)

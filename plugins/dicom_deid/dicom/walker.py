@@ -1,0 +1,294 @@
+"""The one little-endian element walker: where each element of DICOM bytes starts and ends.
+
+The reader, the metadata scanner and the byte path all find element boundaries here,
+without decoding any value, with one strictness: every header and length is checked
+against the bytes present, an explicit VR must be a known VR and a long VR's two
+reserved bytes must be zero, items and delimiters must be where PS3.5 puts them. Any
+violation is a :class:`~dicom_deid.errors.BadInput` with a PHI-free reason (it names at
+most a tag), never a ``struct.error`` or an ``IndexError``.
+
+An element is a plain tuple (:data:`Element`), not an object: the walk runs once per
+element of every file, and tuples are what CPython builds fastest.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from dicom_deid.errors import BadInput
+
+__all__ = [
+    "ALL_VRS",
+    "EXPLICIT_LE",
+    "IMPLICIT_LE",
+    "ITEM",
+    "ITEM_DELIMITER",
+    "LONG_VRS",
+    "PADDING_TAG",
+    "PIXEL_DATA_TAG",
+    "SEQUENCE_DELIMITER",
+    "SEQ_DELIM_ITEM",
+    "UNDEFINED",
+    "DatasetStart",
+    "Element",
+    "elements",
+    "fmt_tag",
+    "item_end",
+    "items",
+    "locate_dataset",
+    "undefined_end",
+]
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+PADDING_TAG = 0xFFFCFFFC
+"""Data Set Trailing Padding: skipped by the walk, so never carried into an output."""
+PIXEL_DATA_TAG = 0x7FE00010
+SEQ_DELIM_ITEM = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+"""A sequence delimitation item as written (its length is always zero)."""
+
+ALL_VRS: frozenset[str] = frozenset({
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB", "OD",
+    "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI",
+    "UL", "UN", "UR", "US", "UT", "UV"})
+LONG_VRS: frozenset[str] = frozenset({
+    "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+"""VRs whose explicit header has two reserved bytes and a 4-byte length (PS3.5 7.1.2)."""
+
+# The VR bytes as read -> the interned VR name: consumers compare VRs with ``is``.
+_VR_NAMES: dict[bytes, str] = {vr.encode("ascii"): vr for vr in ALL_VRS}
+_EXPLICIT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length (or reserved)
+_IMPLICIT = struct.Struct("<HHI").unpack_from  # tag, 4-byte length
+_U16 = struct.Struct("<H").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+_RAW_FIRST_GROUPS = frozenset({0x0002, 0x0008, 0x0010, 0x0018, 0x0020})
+_META_TEXT_VRS = frozenset({"UI", "SH", "AE"})
+
+Element = tuple[int, "str | None", int, int, int, bool]
+"""One element: (tag, VR as written or None when implicit, offset of its header, of its
+value, of the value's end, whether its length was undefined). For an undefined length
+the value ends at its sequence delimitation item (8 bytes, not part of the value)."""
+
+
+def fmt_tag(tag: int) -> str:
+    """``(GGGG,EEEE)``: how messages name an element (a tag is never PHI)."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _truncated_header() -> BadInput:
+    return BadInput("truncated", "truncated: the file ends inside an element header")
+
+
+def _header(data: bytes, pos: int, limit: int, implicit: bool) -> tuple[int, str | None, int, int]:
+    """(tag, VR, value start, value length) of the element header at ``pos``."""
+    if pos + 8 > limit:
+        raise _truncated_header()
+    if implicit:
+        group, elem, length = _IMPLICIT(data, pos)
+        return group << 16 | elem, None, pos + 8, length
+    group, elem, vr_bytes, length = _EXPLICIT(data, pos)
+    vr = _VR_NAMES.get(vr_bytes)
+    tag = group << 16 | elem
+    if vr is None:
+        if group == 0xFFFE:  # item tags carry no VR, in any encoding
+            return tag, None, pos + 8, _U32(data, pos + 4)[0]
+        raise BadInput("unreadable", f"invalid VR at element {fmt_tag(tag)}: not explicit VR")
+    if vr in LONG_VRS:
+        if pos + 12 > limit:
+            raise _truncated_header()
+        if length:
+            raise BadInput("unreadable",
+                           f"malformed header at element {fmt_tag(tag)}: reserved bytes not zero")
+        return tag, vr, pos + 12, _U32(data, pos + 8)[0]
+    return tag, vr, pos + 8, length
+
+
+def elements(data: bytes, pos: int, end: int, implicit: bool, *,  # noqa: C901 - hot loop
+             ordered: bool = False) -> list[Element]:
+    """The elements of one dataset level between ``pos`` and ``end``, in file order.
+
+    Item tags at this level are an error; Data Set Trailing Padding is skipped. With
+    ``ordered``, tags must ascend (duplicates and disorder are a :class:`BadInput` of
+    kind ``unordered``). ``end`` may lie past ``len(data)`` when ``data`` is the head of
+    a longer file: the last value may then reach past the head, a header never does.
+    """
+    out: list[Element] = []
+    append = out.append
+    limit = min(end, len(data))  # headers must be in the bytes present
+    explicit_unpack, implicit_unpack, u32 = _EXPLICIT, _IMPLICIT, _U32
+    vr_names, long_vrs = _VR_NAMES, LONG_VRS
+    last = -1
+    while pos < end:
+        head = pos
+        if pos + 8 > limit:
+            raise _truncated_header()
+        vr: str | None
+        if implicit:
+            group, elem, length = implicit_unpack(data, pos)
+            vr = None
+            start = pos + 8
+        else:
+            group, elem, vr_bytes, length = explicit_unpack(data, pos)
+            vr = vr_names.get(vr_bytes)
+            if vr is None:
+                if group != 0xFFFE:
+                    raise BadInput("unreadable", f"invalid VR at element "
+                                                 f"{fmt_tag(group << 16 | elem)}: not explicit VR")
+                start = pos + 8  # an item tag: refused below
+            elif vr in long_vrs:
+                if pos + 12 > limit:
+                    raise _truncated_header()
+                if length:
+                    raise BadInput("unreadable", f"malformed header at element "
+                                                 f"{fmt_tag(group << 16 | elem)}: reserved bytes "
+                                                 "not zero")
+                length = u32(data, pos + 8)[0]
+                start = pos + 12
+            else:
+                start = pos + 8
+        if group == 0xFFFE:
+            raise BadInput("unreadable", f"unexpected item tag {fmt_tag(group << 16 | elem)}")
+        tag = group << 16 | elem
+        if ordered:
+            if tag <= last:
+                raise BadInput("unordered", f"element {fmt_tag(tag)} out of tag order")
+            last = tag
+        if length == UNDEFINED:
+            stop = undefined_end(data, start, end, implicit or vr == "UN", tag)
+            pos = stop + 8
+            if tag != PADDING_TAG:
+                append((tag, vr, head, start, stop, True))
+        else:
+            pos = start + length
+            if pos > end:
+                raise BadInput("truncated", f"truncated: element {fmt_tag(tag)} declares "
+                                            f"{length} bytes, {max(end - start, 0)} present")
+            if tag != PADDING_TAG:
+                append((tag, vr, head, start, pos, False))
+    return out
+
+
+def undefined_end(data: bytes, pos: int, end: int, implicit: bool, tag: int) -> int:
+    """Offset of the sequence delimitation item that closes the undefined-length value of
+    ``tag`` starting at ``pos`` (its items walked to find it)."""
+    limit = min(end, len(data))
+    while pos + 8 <= limit:
+        group, elem, length = _IMPLICIT(data, pos)
+        item_tag = group << 16 | elem
+        if item_tag == SEQUENCE_DELIMITER:
+            if length:
+                raise BadInput("unreadable", f"malformed sequence in element {fmt_tag(tag)}")
+            return pos
+        if item_tag != ITEM:
+            raise BadInput("unreadable", f"malformed sequence in element {fmt_tag(tag)}")
+        pos += 8
+        if length == UNDEFINED:
+            pos = item_end(data, pos, end, implicit, tag)
+        else:
+            pos += length
+    raise BadInput("truncated", f"truncated: element {fmt_tag(tag)} has no end")
+
+
+def item_end(data: bytes, pos: int, end: int, implicit: bool, seq_tag: int) -> int:
+    """Offset just after the item delimitation item of an undefined-length item whose
+    dataset starts at ``pos``, inside the sequence ``seq_tag``."""
+    limit = min(end, len(data))
+    while pos + 8 <= limit:
+        tag, vr, start, length = _header(data, pos, limit, implicit)
+        if tag == ITEM_DELIMITER:
+            if length:
+                raise BadInput("unreadable",
+                               f"malformed sequence item in element {fmt_tag(seq_tag)}")
+            return pos + 8
+        if tag >> 16 == 0xFFFE:
+            raise BadInput("unreadable", f"malformed sequence item in element {fmt_tag(seq_tag)}")
+        if length == UNDEFINED:
+            pos = undefined_end(data, start, end, implicit or vr == "UN", tag) + 8
+        else:
+            pos = start + length
+            if pos > end:
+                raise BadInput("truncated", f"truncated: element {fmt_tag(tag)} declares "
+                                            f"{length} bytes, {max(end - start, 0)} present")
+    raise BadInput("truncated", f"truncated: element {fmt_tag(seq_tag)} has no end")
+
+
+def items(data: bytes, start: int, end: int, implicit: bool, seq_tag: int
+          ) -> list[tuple[int, int]]:
+    """(start, end) of each item's dataset in a sequence value ``data[start:end]``
+    (defined or undefined length; a delimitation item ends the list)."""
+    found: list[tuple[int, int]] = []
+    pos = start
+    limit = min(end, len(data))
+    while pos < end:
+        if pos + 8 > limit:
+            raise _truncated_header()
+        group, elem, length = _IMPLICIT(data, pos)
+        tag = group << 16 | elem
+        if tag == SEQUENCE_DELIMITER:
+            break
+        if tag != ITEM:
+            raise BadInput("unreadable", f"malformed sequence in element {fmt_tag(seq_tag)}")
+        item_start = pos + 8
+        if length == UNDEFINED:
+            pos = item_end(data, item_start, end, implicit, seq_tag)
+            found.append((item_start, pos - 8))
+        else:
+            pos = item_start + length
+            if pos > end:
+                raise BadInput("truncated", f"truncated: an item of element {fmt_tag(seq_tag)} "
+                                            "is longer than its sequence")
+            found.append((item_start, pos))
+    return found
+
+
+class DatasetStart(NamedTuple):
+    """Where a file's dataset starts and how it is encoded (see :func:`locate_dataset`)."""
+
+    transfer_syntax: str
+    implicit: bool
+    pos: int
+    meta: dict[int, str] | None
+    """Group 0002 text values (UI, SH, AE); None for a raw dataset without file meta."""
+    has_preamble: bool
+
+
+def locate_dataset(data: bytes) -> DatasetStart:
+    """Preamble, file meta and transfer syntax of DICOM bytes (Part 10, or a raw
+    little-endian dataset without preamble); :class:`BadInput` when there is none."""
+    if not data:
+        raise BadInput("zero-byte", "zero-byte file")
+    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    first_group = _U16(data, 0)[0] if len(data) >= 8 else -1
+    if has_preamble or first_group == 0x0002:  # a meta group, with or without preamble
+        meta, pos = _file_meta(data, 132 if has_preamble else 0)
+        ts = meta.get(0x00020010, "")
+        if not ts:
+            raise BadInput("unreadable", "file meta has no Transfer Syntax UID")
+        return DatasetStart(ts, ts == IMPLICIT_LE, pos, meta, has_preamble)
+    if first_group not in _RAW_FIRST_GROUPS:
+        raise BadInput("not-dicom", "not a DICOM file (no 'DICM' prefix, no dataset found)")
+    implicit = data[4:6] not in _VR_NAMES
+    return DatasetStart(IMPLICIT_LE if implicit else EXPLICIT_LE, implicit, 0, None, False)
+
+
+def _file_meta(data: bytes, pos: int) -> tuple[dict[int, str], int]:
+    """Group 0002 (always explicit VR little endian): its UI/SH/AE text values, and where
+    the dataset starts."""
+    values: dict[int, str] = {}
+    end = len(data)
+    while pos + 8 <= end and _U16(data, pos)[0] == 0x0002:
+        try:
+            tag, vr, start, length = _header(data, pos, end, False)
+        except BadInput as exc:
+            raise BadInput(exc.kind, f"{exc.reason} (file meta information)") from None
+        if length == UNDEFINED or start + length > end:
+            raise BadInput("truncated", "truncated inside the file meta information")
+        if vr in _META_TEXT_VRS:
+            values[tag] = data[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = start + length
+    return values, pos

@@ -1,0 +1,234 @@
+"""DuckDB warehouse: the embedded default (one file under the project's data folder).
+
+Loads are atomic and idempotent: Parquet is staged in a temporary table, rows with the
+same key are deleted and the staged rows inserted in one transaction. Tables in
+:data:`~dicom_deid.warehouse.EVOLVING_TABLES` take the columns of whatever Parquet
+arrives (``read_parquet(..., union_by_name=true)`` plus ``ALTER TABLE ADD COLUMN``), so
+a keyword first seen tonight does not break last night's rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from dicom_deid.errors import WarehouseError
+
+from .base import (
+    EVOLVING_TABLES,
+    TABLES,
+    LoadMode,
+    PathsOrGlob,
+    Warehouse,
+    check_identifier,
+    expand_paths,
+    resolve_keys,
+    unwrap,
+)
+from .ddl import schema_ddl
+from .sql import transpile_ddl
+
+__all__ = ["DuckDBWarehouse"]
+
+_STAGE = "__dicom_deid_stage"
+
+
+def _quote(name: str) -> str:
+    return '"' + check_identifier(name) + '"'
+
+
+def _connect(path: str, read_only: bool, wait_seconds: float = 120.0) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while another process holds its lock (DuckDB has one writer):
+    parallel Airflow tasks then take turns instead of failing."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class DuckDBWarehouse(Warehouse):
+    """The :class:`~dicom_deid.warehouse.Warehouse` on an embedded DuckDB database."""
+
+    dialect = "duckdb"
+
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.path = str(path)
+        if connection is not None:
+            self._con = connection
+        else:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._con = _connect(self.path, read_only)
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The underlying DuckDB connection (for tests and ad-hoc analysis)."""
+        return self._con
+
+    # -- schema ------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        """Create every table from ``sql/schema`` (BigQuery DDL transpiled) if missing."""
+        for table in TABLES:
+            for statement in transpile_ddl(schema_ddl(table)):
+                self._con.execute(statement)
+
+    def columns(self, table: str) -> dict[str, str]:
+        """Column name -> DuckDB type of ``table`` (empty if it does not exist)."""
+        rows = self._con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        return {name: dtype for name, dtype in rows}
+
+    def _stage_columns(self) -> dict[str, str]:
+        """Staged column -> type, without all-NULL columns of no type (nothing to load)."""
+        rows = self._con.execute(f"DESCRIBE {_STAGE}").fetchall()
+        return {row[0]: row[1] for row in rows if str(row[1]).strip('"') != "NULL"}
+
+    def _evolve(self, table: str, staged: Mapping[str, str]) -> None:
+        """Create ``table`` like the stage, or add the stage's new columns to it."""
+        existing = self.columns(table)
+        if not existing:
+            select = ", ".join(map(_quote, staged))
+            self._con.execute(
+                f"CREATE TABLE {_quote(table)} AS SELECT {select} FROM {_STAGE} LIMIT 0"
+            )
+            return
+        lowered = {name.lower() for name in existing}
+        for name, dtype in staged.items():
+            if name.lower() not in lowered:
+                self._con.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {dtype}")
+
+    # -- loads -------------------------------------------------------------------
+
+    def load_parquet(
+        self,
+        table: str,
+        paths_or_glob: PathsOrGlob,
+        *,
+        mode: LoadMode = "append",
+        key_columns: Sequence[str] | None = None,
+    ) -> int:
+        """Stage Parquet, then (delete same-key rows and) insert, in one transaction."""
+        check_identifier(table)
+        keys = resolve_keys(table, mode, key_columns)
+        files = expand_paths(paths_or_glob)
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            self._con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS "
+                "SELECT * FROM read_parquet(?, union_by_name = true)",
+                [files],
+            )
+            count = self._apply_stage(table, mode, keys)
+        except Exception:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+        return count
+
+    def _apply_stage(self, table: str, mode: str, keys: tuple[str, ...]) -> int:
+        """Move the staged rows into ``table`` (inside the caller's transaction)."""
+        staged = self._stage_columns()
+        missing = [k for k in keys if k not in staged]
+        if missing:
+            raise WarehouseError(f"key columns {missing} not in the rows loaded into {table}")
+        if keys:
+            null_key = " OR ".join(f"{_quote(k)} IS NULL" for k in keys)
+            nulls = self._con.execute(f"SELECT count(*) FROM {_STAGE} WHERE {null_key}").fetchone()
+            if nulls and nulls[0]:
+                raise WarehouseError(
+                    f"{nulls[0]} rows loaded into {table} have NULL key columns {list(keys)}"
+                )
+        if mode == "merge":  # one row per key, so a batch never duplicates itself
+            partition = ", ".join(map(_quote, keys))
+            self._con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_STAGE}_1 AS SELECT * FROM {_STAGE} "
+                f"QUALIFY row_number() OVER (PARTITION BY {partition}) = 1"
+            )
+            self._con.execute(f"DROP TABLE {_STAGE}")
+            self._con.execute(f"ALTER TABLE {_STAGE}_1 RENAME TO {_STAGE}")
+        if table in EVOLVING_TABLES or not self.columns(table):
+            self._evolve(table, staged)
+        if keys:
+            match = " AND ".join(f"t.{_quote(k)} IS NOT DISTINCT FROM s.{_quote(k)}" for k in keys)
+            self._con.execute(
+                f"DELETE FROM {_quote(table)} AS t "
+                f"WHERE EXISTS (SELECT 1 FROM {_STAGE} AS s WHERE {match})"
+            )
+        select = ", ".join(map(_quote, staged))
+        self._con.execute(f"INSERT INTO {_quote(table)} BY NAME SELECT {select} FROM {_STAGE}")
+        row = self._con.execute(f"SELECT count(*) FROM {_STAGE}").fetchone()
+        self._con.execute(f"DROP TABLE {_STAGE}")
+        return int(row[0]) if row else 0
+
+    def insert_rows(
+        self,
+        table: str,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        key_columns: Sequence[str] | None = None,
+    ) -> int:
+        """Insert rows (dicts) by column name; with ``key_columns`` replace same-key rows."""
+        check_identifier(table)
+        batch = [dict(r) for r in rows]
+        if not batch:
+            return 0
+        keys = tuple(check_identifier(k) for k in key_columns or ())
+        arrow = pa.Table.from_pylist(batch)
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            self._con.register("__dicom_deid_rows", arrow)
+            self._con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS SELECT * FROM __dicom_deid_rows"
+            )
+            count = self._apply_stage(table, "merge" if keys else "append", keys)
+        except Exception:
+            self._con.execute("ROLLBACK")
+            raise
+        finally:
+            self._con.unregister("__dicom_deid_rows")
+        self._con.execute("COMMIT")
+        return count
+
+    # -- queries -----------------------------------------------------------------
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run DuckDB SQL with ``$name`` parameters; an empty table for statements."""
+        values = {name: unwrap(value) for name, value in (params or {}).items()}
+        relation = self._con.sql(sql, params=values or None)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    def run_cohort(self, sql_text: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Transpile BigQuery SQL to DuckDB and run it with the parameters it uses."""
+        from .sql import to_duckdb_sql
+
+        sql, names = to_duckdb_sql(sql_text)
+        given = dict(params or {})
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise WarehouseError(f"missing query parameters: {', '.join(missing)}")
+        return self.query(sql, {n: given[n] for n in names})
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the file)."""
+        self._con.close()

@@ -1,0 +1,55 @@
+"""Open a warehouse from its URL: the one place that knows every backend.
+
+- ``duckdb:///abs/path/file.duckdb``, ``duckdb://relative/file.duckdb``,
+  ``duckdb://:memory:``, or ``duckdb://`` / ``None`` for the default file under the
+  project's data folder (``$DICOM_DEID_DATA_DIR``, else ``./var``);
+- ``bigquery://project/dataset`` (optional ``?location=EU``).
+
+Backends are imported only when opened: the BigQuery client is heavy, DuckDB not free.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from dicom_deid.errors import WarehouseError
+
+from .base import Warehouse
+
+__all__ = ["DATA_DIR_ENV", "default_duckdb_path", "open_warehouse"]
+
+DATA_DIR_ENV = "DICOM_DEID_DATA_DIR"
+
+
+def default_duckdb_path() -> Path:
+    """Where the default DuckDB file lives: under the project's data folder."""
+    return Path(os.environ.get(DATA_DIR_ENV, "var")) / "warehouse" / "dicom_deid.duckdb"
+
+
+def open_warehouse(url: str | None = None, **kwargs: Any) -> Warehouse:
+    """Open the warehouse named by ``url`` (see the module docstring); kwargs go to the class."""
+    if not url or url in ("duckdb://", "duckdb:///"):
+        from .duckdb_backend import DuckDBWarehouse
+
+        return DuckDBWarehouse(default_duckdb_path(), **kwargs)
+    if url.startswith("duckdb://"):
+        from .duckdb_backend import DuckDBWarehouse
+
+        rest = url[len("duckdb://") :]
+        path = ":memory:" if rest in (":memory:", "/:memory:") else rest
+        return DuckDBWarehouse(path, **kwargs)
+    if url.startswith("bigquery://"):
+        from .bigquery_backend import BigQueryWarehouse
+
+        parsed = urlparse(url)
+        dataset = parsed.path.strip("/")
+        if not parsed.netloc or not dataset or "/" in dataset:
+            raise WarehouseError("expected bigquery://PROJECT/DATASET")
+        location = parse_qs(parsed.query).get("location", [None])[0]
+        if location is not None:
+            kwargs.setdefault("location", location)
+        return BigQueryWarehouse(parsed.netloc, dataset, **kwargs)
+    raise WarehouseError("warehouse URL must start with duckdb:// or bigquery://")

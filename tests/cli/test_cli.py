@@ -1,0 +1,128 @@
+"""Command-line contract: exit codes, refusal to touch files on bad config, layouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dicom_deid.cli.main import main
+from instances import KEY, make_instance, to_bytes
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path]:
+    src = tmp_path / "in" / "patient-smith"
+    src.mkdir(parents=True)
+    (src / "img1").write_bytes(to_bytes(make_instance()))
+    key = tmp_path / "k"
+    key.write_text(KEY.hex())
+    return tmp_path, key
+
+
+def test_success_exit_code_and_summary(setup: tuple[Path, Path], capsys) -> None:
+    root, key = setup
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--workers", "1", "--no-progress"])
+    assert code == 0
+    line = capsys.readouterr().out
+    assert "processed 1, failed 0, skipped 0" in line
+    assert "1 by the byte path" in line
+    outputs = list((root / "out").rglob("*.dcm"))
+    assert len(outputs) == 1 and outputs[0].name.startswith("2.25.")
+    assert "smith" not in outputs[0].as_posix().lower()  # input path PHI not carried over
+
+
+def test_summary_counts_files_the_dataset_path_wrote(setup: tuple[Path, Path], capsys) -> None:
+    """Pixel cleaning takes the Dataset path: the summary says the byte path wrote none."""
+    root, key = setup
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--workers", "1", "--no-progress", "--option", "CleanGraphics"])
+    assert code == 0
+    assert "processed 1, failed 0, skipped 0 " in (line := capsys.readouterr().out)
+    assert "0 by the byte path" in line
+
+
+def test_relative_layout_keeps_paths(setup: tuple[Path, Path]) -> None:
+    root, key = setup
+    assert main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--layout", "relative", "--no-progress"]) == 0
+    assert (root / "out" / "patient-smith" / "img1").exists()
+
+
+def test_invalid_config_touches_nothing(setup: tuple[Path, Path], capsys) -> None:
+    root, key = setup
+    cfg = root / "bad.json"
+    cfg.write_text(json.dumps({"actions": [{"queries": ["PatientNme"], "keepTag": {}}]}))
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--config", str(cfg)])
+    assert code == 2
+    assert "queries[0]" in capsys.readouterr().err
+    assert not (root / "out").exists()
+
+
+def test_missing_key_is_a_usage_error(setup: tuple[Path, Path], monkeypatch, capsys) -> None:
+    root, _ = setup
+    monkeypatch.delenv("DICOM_DEID_KEY", raising=False)
+    assert main(["deidentify", str(root / "in"), str(root / "out")]) == 2
+    assert "key" in capsys.readouterr().err
+    assert not (root / "out").exists()
+
+
+def test_clean_image_config_is_accepted(setup: tuple[Path, Path]) -> None:
+    root, key = setup
+    cfg = root / "img.json"
+    cfg.write_text(json.dumps({"options": {"cleanImage": {"textRedactionMode":
+                                                          "REDACT_ALL_TEXT"}}}))
+    assert main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--config", str(cfg)]) == 0
+    assert list((root / "out").rglob("*.dcm"))
+
+
+def test_restricted_files_refused_inside_output(setup: tuple[Path, Path]) -> None:
+    root, key = setup
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--mapping", str(root / "out" / "mapping.parquet")])
+    assert code == 2
+
+
+def test_duplicate_instances_reported_once(setup: tuple[Path, Path], capsys) -> None:
+    root, key = setup
+    copy = root / "in" / "patient-smith" / "img1-copy"
+    copy.write_bytes((root / "in" / "patient-smith" / "img1").read_bytes())
+    errors = root / "restricted" / "errors.csv"  # a folder that does not exist yet
+    code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--errors", str(errors), "--workers", "1", "--no-progress"])
+    assert code == 3
+    assert len(list((root / "out").rglob("*.dcm"))) == 1
+    rows = errors.read_text().splitlines()
+    assert len(rows) == 2 and "duplicate" in rows[1] and "img1-copy" in rows[1]
+
+
+def test_mapping_round_trip_without_pandas(tmp_path: Path) -> None:
+    """The mapping is built from Arrow buffers: nulls and values survive, and the run does
+    not pay pyarrow's import of pandas (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    script = f"""
+import sys
+from pathlib import Path
+from dicom_deid.deid.mapping import MappingWriter
+with MappingWriter(Path({str(tmp_path / "m.parquet")!r}), batch_rows=2) as w:
+    for i in range(5):
+        w.add({{"run_id": "r", "source_path": f"ü/{{i}}", "date_shift_days": i or None,
+               "redacted_boxes": 3 if i == 4 else 0}})
+print("pandas" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+    table = pq.read_table(tmp_path / "m.parquet")
+    assert table.column("source_path").to_pylist() == [f"ü/{i}" for i in range(5)]
+    assert table.column("date_shift_days").to_pylist() == [None, 1, 2, 3, 4]
+    assert table.column("redacted_boxes").to_pylist() == [0, 0, 0, 0, 3]
+    assert table.column("patient_id").null_count == 5

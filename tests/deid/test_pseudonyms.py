@@ -1,0 +1,73 @@
+"""Keyed pseudonyms: deterministic per key, unrelated across keys, standard UIDs untouched."""
+
+import re
+from datetime import date
+
+import pytest
+
+from dicom_deid.deid.keys import generate_key_file, load_key, parse_key
+from dicom_deid.deid.pseudonyms import Pseudonymizer, is_well_known_uid
+from dicom_deid.dicom.dates import shift_da, shift_dt
+from dicom_deid.errors import KeyConfigError
+
+K1 = bytes(range(32))
+K2 = bytes(range(1, 33))
+
+
+def test_uids_are_keyed_2_25_and_stable() -> None:
+    a, b = Pseudonymizer(K1), Pseudonymizer(K2)
+    uid = "1.2.826.0.1.3680043.10.543.1.2.3"
+    new = a.uid(uid)
+    assert re.fullmatch(r"2\.25\.[1-9]\d*", new) and len(new) <= 64
+    assert Pseudonymizer(K1).uid(uid) == new
+    assert b.uid(uid) != new
+    assert a.uid(uid + ".4") != new
+
+
+def test_well_known_uids_never_change() -> None:
+    p = Pseudonymizer(K1)
+    for uid in ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.2.16.4",
+                "1.2.840.10008.5.1.4.1.1.88.99.12345"):
+        assert is_well_known_uid(uid)
+        assert p.uid(uid) == uid
+
+
+def test_identifier_pseudonyms_fit_their_vr_and_use_the_prefix() -> None:
+    p = Pseudonymizer(K1, prefix="HOSP")
+    assert p.patient_id("MRN1234567").startswith("HOSP")
+    assert len(p.accession_number("ACC99887766")) == 16
+    assert len(p.study_id("STUDY1")) == 16
+    assert p.patient_name("Smith^John") == p.patient_name("SMITH^JOHN ")
+    assert p.patient_id("MRN1") != p.accession_number("MRN1")
+
+
+def test_date_shift_is_per_patient_nonzero_and_bounded() -> None:
+    p = Pseudonymizer(K1, max_shift_days=30)
+    shifts = {p.date_shift_days(f"pid:|P{i}") for i in range(200)}
+    assert 0 not in shifts and max(abs(s) for s in shifts) <= 30 and len(shifts) > 20
+    d1, d2 = date(2023, 1, 1), date(2023, 3, 1)
+    assert p.shift_date("x", d2) - p.shift_date("x", d1) == d2 - d1
+
+
+def test_da_dt_shift_keeps_precision() -> None:
+    assert shift_da("20230514", 3) == "20230517"
+    assert shift_da("20231230", 5) == "20240104"
+    assert shift_da("2023.05.14", 1) == "20230515"
+    assert shift_da("garbage", 1) is None
+    assert shift_dt("20230514101530.123+0100", -14) == "20230430101530.123+0100"
+    assert shift_dt("202305", 40) == "202306"
+
+
+def test_keys_have_no_default_and_a_minimum_length(tmp_path) -> None:
+    with pytest.raises(KeyConfigError):
+        load_key(None, environ={})
+    with pytest.raises(KeyConfigError):
+        parse_key(b"00" * 16)
+    assert parse_key(("ab" * 32).encode()) == bytes([0xAB]) * 32
+    path = tmp_path / "k"
+    generate_key_file(path)
+    assert len(load_key(path)) == 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(KeyConfigError):
+        generate_key_file(path)
+    assert load_key(None, environ={"DICOM_DEID_KEY": "cd" * 32}) == bytes([0xCD]) * 32
