@@ -9,7 +9,6 @@ import itertools
 import pytest
 
 from dicom_deid.config.model import INFO_TYPES, TextConfig, Transformation, TransformationKind
-from dicom_deid.dicom.dates import parse_written
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.find import clean_descriptor, find_spans
 from dicom_deid.text.spans import CTX_MARKER, Span
@@ -401,33 +400,6 @@ def test_whole_value_exclusion_and_uncovered_types() -> None:
     )
     redact_dates = Transformation(TransformationKind.REDACT, ("DATE",))
     assert _whole("Yamada^Tarou", "PERSON_NAME", redact_dates) == "Yamada^Tarou"
-
-
-# --- dates -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("May 14, 2023", "Jan 2, 2024"),
-        ("14 MAY 2023", "2 JAN 2024"),
-        ("14th September 2023", "2nd January 2024"),
-        ("14 Sept. 2023", "2 Jan. 2024"),
-        ("2023-5-14", "2024-1-2"),
-        ("14/05/2023", "02/01/2024"),
-        ("05/14/2023", "01/02/2024"),
-        ("2023年5月14日", "2024年1月2日"),
-    ],
-)
-def test_parse_date_round_trips_the_format(text: str, expected: str) -> None:
-    parsed = parse_written(text)
-    assert parsed is not None
-    assert parsed[1](datetime.date(2024, 1, 2)) == expected
-
-
-@pytest.mark.parametrize("text", ["2023-13-01", "31/31/2023", "Smarch 3, 2023", "12345678"])
-def test_parse_date_rejects_non_dates(text: str) -> None:
-    assert parse_written(text) is None
 
 
 # --- scale -----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Airflow adapters: the hook for the key and the tasks the DAGs wire together.
 
-Everything here is a thin shell over the engine (:mod:`dicom_deid.deid_run`,
-:mod:`dicom_deid.interval_export`): it reads params and the run's context, calls one
-engine step, and returns the step's small summary as the task's XCom.
+Everything here is a thin shell over the engine (:mod:`dicom_deid.pipeline.deid_steps`,
+:mod:`dicom_deid.pipeline.interval_export`): it reads params and the run's context, calls
+one engine step, and returns the step's small summary as the task's XCom. The only place
+that imports Airflow; it may import :mod:`dicom_deid.pipeline`, :mod:`dicom_deid.deid`
+(the key) and the errors.
 """

@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import Asset, Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dicom_deid.errors import VerificationError
@@ -61,7 +61,7 @@ def load_metadata(export: dict[str, Any]) -> dict[str, Any]:
 # -- the de-identification DAG -----------------------------------------------------------
 
 
-def _run() -> tuple[dict[str, Any], RunWorkspace, PipelineSettings, RunRequest]:
+def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
     """This DAG run's context, workspace, settings (params override env) and request."""
     ctx = get_current_context()
     params = ctx["params"]
@@ -80,7 +80,7 @@ def _run() -> tuple[dict[str, Any], RunWorkspace, PipelineSettings, RunRequest]:
     return ctx, ws, settings, req
 
 
-def _when(ctx: dict[str, Any]) -> datetime:
+def _when(ctx: Context) -> datetime:
     """The run's date: its logical date, or when it was queued (asset/manual runs)."""
     dag_run = ctx.get("dag_run")
     moment = ctx.get("logical_date") or getattr(dag_run, "run_after", None)
@@ -125,7 +125,8 @@ def plan_shards() -> list[dict[str, int]]:
 def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
     """De-identify one shard into the staging area."""
     ctx, ws, settings, req = _run()
-    ctx["shard_label"] = f"shard {shard['shard']} ({shard['files']} files)"
+    # read by map_index_template (a key of our own in the context, as Airflow documents)
+    ctx["shard_label"] = f"shard {shard['shard']} ({shard['files']} files)"  # type: ignore[typeddict-unknown-key]
     key_conn_id = ctx["params"].get("key_conn_id") or DEFAULT_KEY_CONN_ID
     key = DeidKeyHook(key_conn_id).get_key()
     return deid_steps.deidentify_shard(ws, settings, req, shard["shard"], key)
@@ -135,7 +136,7 @@ def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
 def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
     """Fail the run if a staged output holds an original identifier or is not valid."""
     ctx, ws, settings, req = _run()
-    ctx["shard_label"] = f"shard {result['shard']}"
+    ctx["shard_label"] = f"shard {result['shard']}"  # type: ignore[typeddict-unknown-key]
     try:
         return deid_steps.verify_shard(ws, settings, req, result["shard"])
     except VerificationError as exc:

@@ -7,6 +7,7 @@ import gc
 import logging
 import sys
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -176,7 +177,7 @@ def _deidentify(args: argparse.Namespace) -> int:
         print(f"dicom-deid: input {args.input} does not exist", file=sys.stderr)
         return EXIT_USAGE
     run_id = args.run_id or uuid.uuid4().hex[:12]
-    sources = iter_sources(args.input)
+    sources: Iterable[Source] = iter_sources(args.input)
     if args.filter_file:
         from dicom_deid.errors import WarehouseError
 

@@ -16,13 +16,13 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dicom_deid.config.model import DeidConfig
-from dicom_deid.dicom.files import InputFile, open_input, write_atomic
+from dicom_deid.dicom.files import Chunk, InputFile, open_input, write_atomic
 from dicom_deid.dicom.reader import parse_instance
 from dicom_deid.dicom.writer import encode_instance_chunks
 from dicom_deid.errors import BadInput
@@ -182,6 +182,7 @@ def process_source(src: Source) -> FileOutcome:
             raw = source.whole()  # the head was not enough, or the byte path declines
         if fast is None:
             fast = fast_path.deidentify(raw)
+        data: Sequence[Chunk]
         if fast is not None:
             data, result = fast
             outcome.byte_path = True

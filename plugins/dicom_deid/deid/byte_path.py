@@ -36,8 +36,8 @@ from dicom_deid.dicom.walker import (
     UNDEFINED,
     Element,
     elements,
-    items,
     locate_dataset,
+    sequence_items,
 )
 from dicom_deid.dicom.writer import (
     ITEM_DELIM_ITEM,
@@ -91,7 +91,7 @@ class ByteDeidentifier:
         # take the Dataset path.
         self.enabled = deid.pixels is None
         self._method = {
-            implicit: sorted((int(r.tag), raw_header(r, implicit) + r.value) for r in raws)
+            implicit: sorted((int(r.tag), raw_header(r, implicit) + (r.value or b"")) for r in raws)
             for implicit, raws in deid.method_raw.items()
         }
         self._acts: dict[tuple[int, str | None, Mode], tuple[str, Act | None]] = {}
@@ -130,7 +130,7 @@ class ByteDeidentifier:
         if ts in PYDICOM_ONLY_SYNTAXES:
             raise _Decline
         view = memoryview(data)
-        top = _level_elements(data, pos, size, implicit, top=True)
+        top = _level_elements(data, pos, size, implicit)
         if size > len(data):
             _check_head(top, len(data))
         by_tag = {e[0]: e for e in top}
@@ -281,10 +281,7 @@ class ByteDeidentifier:
                     sub = Mode.STRICT
                 else:
                     continue
-                for start, end in _items(view, e, implicit):
-                    items = _level_elements(view.obj, start, end, implicit, top=False)  # type: ignore[arg-type]
-                    if any(i[0] == _TAG_CHARSET for i in items):
-                        raise _Decline  # an item with its own character set
+                for items in _items(view, e, implicit):
                     yield from self._context(view, items, implicit, sub, encodings)
                 continue
             if vr not in CONTEXT_VRS or not (
@@ -436,10 +433,7 @@ class ByteDeidentifier:
                 return
             raise _Decline  # pydicom would convert and re-encode this value
         out.append(_seq_header(e[0], implicit))
-        for start, end in _items(view, e, implicit):
-            items = _level_elements(view.obj, start, end, implicit, top=False)  # type: ignore[arg-type]
-            if any(i[0] == _TAG_CHARSET for i in items):
-                raise _Decline  # an item with its own character set
+        for items in _items(view, e, implicit):
             out.append(ITEM_START_UNDEFINED)
             self._level(view, items, implicit, _RECURSE_MODES[act], state, encodings,
                         out, None, None)
@@ -522,17 +516,10 @@ def _plain_text(raw: bytes, vr: str) -> str | None:
 # -- parsing ---------------------------------------------------------------------------
 
 
-def _level_elements(data: bytes, pos: int, end: int, implicit: bool, *, top: bool
-                    ) -> list[_Elem]:
-    """The walker's elements of one level, in tag order (else :class:`BadInput`: the
-    Dataset path then reads it). Inside items an undefined length is mirrored only for
-    sequences and pixel data (pydicom reads other such values its own way)."""
-    found = elements(data, pos, end, implicit, ordered=True)
-    if not top and not implicit:
-        for e in found:
-            if e[5] and e[1] != "SQ" and e[0] != PIXEL_DATA_TAG:
-                raise _Decline
-    return found
+def _level_elements(data: bytes, pos: int, end: int, implicit: bool) -> list[_Elem]:
+    """The walker's elements of the top level, in tag order (else :class:`BadInput`: the
+    Dataset path then reads the file)."""
+    return elements(data, pos, end, implicit, ordered=True)
 
 
 _RUN, _ADD, _CHANGE, _PRIVATE = "run", "add", "change", "private"
@@ -612,9 +599,17 @@ def _check_head(top: list[_Elem], head: int) -> None:
         raise _Decline
 
 
-def _items(view: memoryview, e: _Elem, implicit: bool) -> list[tuple[int, int]]:
-    """(start, end) of each item's dataset in a sequence value."""
-    return items(view.obj, e[3], e[4], implicit, e[0])  # type: ignore[arg-type]
+def _items(view: memoryview, e: _Elem, implicit: bool) -> list[list[_Elem]]:
+    """The elements of each item of a sequence, in tag order. Declined: an item with
+    its own character set, and (explicit VR) an undefined length other than a sequence's
+    or pixel data's (pydicom reads those its own way)."""
+    found = sequence_items(view.obj, e[3], e[4], implicit, e[0], ordered=True)  # type: ignore[arg-type]
+    for item in found:
+        for i in item:
+            if i[0] == _TAG_CHARSET or (
+                    i[5] and not implicit and i[1] != "SQ" and i[0] != PIXEL_DATA_TAG):
+                raise _Decline
+    return found
 
 
 def _creators(view: memoryview, elems: list[_Elem]) -> dict[tuple[int, int], str]:

@@ -209,7 +209,7 @@ class Deidentifier:
         return res
 
     # -- traversal ----------------------------------------------------------------------
-    def _acts(self, ds: Dataset, mode: Mode) -> Iterator[tuple[BaseTag, str, Act]]:
+    def _acts(self, ds: Dataset, mode: Mode) -> Iterator[tuple[int, str, Act]]:
         """(tag, VR, action) for every element of ``ds`` (not recursing).
 
         This is the hot loop: it reads pydicom's element dict directly (see
@@ -226,7 +226,7 @@ class Deidentifier:
         for key, elem in list(_elements(ds).items()):
             vr, act = self.element_act(int(key), elem.VR, mode, creators)
             if act is not None:
-                yield key, vr, act
+                yield int(key), vr, act
 
     def element_act(
         self, tag: int, vr: str | None, mode: Mode,

@@ -152,8 +152,8 @@ def shift_dt(value: str, days: int) -> str | None:
 # --- dates as people write them ----------------------------------------------------------
 
 # English names, not calendar.month_name: that one follows the process locale.
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August")
-MONTHS += ("September", "October", "November", "December")
+MONTHS: tuple[str, ...] = ("January", "February", "March", "April", "May", "June", "July",
+                          "August", "September", "October", "November", "December")
 _MONTH_BY_PREFIX = {name[:3].lower(): i for i, name in enumerate(MONTHS, start=1)}
 MONTH_RE = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import sys
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from dicom_deid.errors import BadInput
@@ -90,7 +91,7 @@ def _read_at(fd: int, offset: int, length: int) -> bytes:
 
 
 def write_atomic(
-    path: str | os.PathLike[str], data: bytes | list[Chunk], source_fd: int | None = None,
+    path: str | os.PathLike[str], data: bytes | Sequence[Chunk], source_fd: int | None = None,
 ) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename: no half files, ever.
 
@@ -123,7 +124,7 @@ def write_atomic(
         raise
 
 
-def _write_chunks(fd: int, chunks: list[Chunk], source_fd: int | None) -> None:
+def _write_chunks(fd: int, chunks: Sequence[Chunk], source_fd: int | None) -> None:
     """Buffers in one ``writev`` per run of them; file ranges copied between."""
     run: list[bytes | memoryview] = []
     for chunk in chunks:

@@ -14,6 +14,7 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import pydicom
 from pydicom.charset import python_encoding
@@ -71,7 +72,7 @@ def parse_instance(data: bytes) -> Instance:
     if ts in PYDICOM_ONLY_SYNTAXES:
         return _parse_with_pydicom(data, has_preamble, ts)
     found = raw_elements(data, pos, len(data), implicit)
-    ds = Dataset(found)
+    ds = Dataset(cast("dict[BaseTag, RawDataElement | DataElement]", found))
     ds.set_original_encoding(implicit, True)
     if meta is not None:
         ds.file_meta = _file_meta(meta)  # read by pixel rules; never written out
@@ -90,7 +91,8 @@ def raw_elements(data: bytes, pos: int, end: int, implicit: bool
     out: dict[BaseTag, RawDataElement] = {}
     view = memoryview(data)
     for tag, vr, _head, start, stop, undefined in elements(data, pos, end, implicit):
-        value = view[start:stop] if tag in _BULK_TAGS else data[start:stop]
+        # pixel data is a view (never copied; the writer emits it as it is)
+        value = cast("bytes", view[start:stop]) if tag in _BULK_TAGS else data[start:stop]
         length = UNDEFINED if undefined else stop - start
         key = BaseTag(tag)
         out[key] = RawDataElement(key, vr, length, value, start, implicit, True, True, False)

@@ -37,6 +37,7 @@ __all__ = [
     "item_end",
     "items",
     "locate_dataset",
+    "sequence_items",
     "undefined_end",
 ]
 
@@ -62,7 +63,11 @@ LONG_VRS: frozenset[str] = frozenset({
 
 # The VR bytes as read -> the interned VR name: consumers compare VRs with ``is``.
 _VR_NAMES: dict[bytes, str] = {vr.encode("ascii"): vr for vr in ALL_VRS}
-_EXPLICIT = struct.Struct("<HH2sH").unpack_from  # tag, VR, 2-byte length (or reserved)
+# The same, keyed by the two VR bytes read as a little-endian uint16 (no bytes object made).
+_VR_OF_CODE: dict[int, str] = {ord(vr[0]) | ord(vr[1]) << 8: vr for vr in ALL_VRS}
+_LONG_CODES = frozenset(code for code, vr in _VR_OF_CODE.items() if vr in LONG_VRS)
+_EXPLICIT = struct.Struct("<HHHH").unpack_from  # tag, VR code, 2-byte length (or reserved)
+_EXPLICIT_BYTES = struct.Struct("<HH2sH").unpack_from  # the same with the VR as bytes
 _IMPLICIT = struct.Struct("<HHI").unpack_from  # tag, 4-byte length
 _U16 = struct.Struct("<H").unpack_from
 _U32 = struct.Struct("<I").unpack_from
@@ -91,7 +96,7 @@ def _header(data: bytes, pos: int, limit: int, implicit: bool) -> tuple[int, str
     if implicit:
         group, elem, length = _IMPLICIT(data, pos)
         return group << 16 | elem, None, pos + 8, length
-    group, elem, vr_bytes, length = _EXPLICIT(data, pos)
+    group, elem, vr_bytes, length = _EXPLICIT_BYTES(data, pos)
     vr = _VR_NAMES.get(vr_bytes)
     tag = group << 16 | elem
     if vr is None:
@@ -108,7 +113,7 @@ def _header(data: bytes, pos: int, limit: int, implicit: bool) -> tuple[int, str
     return tag, vr, pos + 8, length
 
 
-def elements(data: bytes, pos: int, end: int, implicit: bool, *,  # noqa: C901 - hot loop
+def elements(data: bytes, pos: int, end: int, implicit: bool, *,
              ordered: bool = False) -> list[Element]:
     """The elements of one dataset level between ``pos`` and ``end``, in file order.
 
@@ -117,11 +122,47 @@ def elements(data: bytes, pos: int, end: int, implicit: bool, *,  # noqa: C901 -
     kind ``unordered``). ``end`` may lie past ``len(data)`` when ``data`` is the head of
     a longer file: the last value may then reach past the head, a header never does.
     """
+    return _walk(data, pos, end, implicit, ordered, False)[0]
+
+
+def sequence_items(data: bytes, start: int, end: int, implicit: bool, seq_tag: int, *,
+                   ordered: bool = False) -> list[list[Element]]:
+    """The elements of each item of the sequence value ``data[start:end]`` of ``seq_tag``,
+    each item walked once (an undefined-length item up to its delimitation item)."""
+    found: list[list[Element]] = []
+    pos = start
+    limit = min(end, len(data))
+    while pos < end:
+        if pos + 8 > limit:
+            raise _truncated_header()
+        group, elem, length = _IMPLICIT(data, pos)
+        tag = group << 16 | elem
+        if tag == SEQUENCE_DELIMITER:
+            break
+        if tag != ITEM:
+            raise BadInput("unreadable", f"malformed sequence in element {fmt_tag(seq_tag)}")
+        if length == UNDEFINED:
+            item, pos = _walk(data, pos + 8, end, implicit, ordered, True, seq_tag)
+        else:
+            item_end = pos + 8 + length
+            if item_end > end:
+                raise BadInput("truncated", f"truncated: an item of element {fmt_tag(seq_tag)} "
+                                            "is longer than its sequence")
+            item = _walk(data, pos + 8, item_end, implicit, ordered, False)[0]
+            pos = item_end
+        found.append(item)
+    return found
+
+
+def _walk(data: bytes, pos: int, end: int, implicit: bool,  # noqa: C901 - the hot loop
+          ordered: bool, delimited: bool, seq_tag: int = 0) -> tuple[list[Element], int]:
+    """The elements from ``pos`` to ``end`` (or, when ``delimited``, to an item
+    delimitation item), and the offset after them: :func:`elements` without its wrapper."""
     out: list[Element] = []
     append = out.append
     limit = min(end, len(data))  # headers must be in the bytes present
     explicit_unpack, implicit_unpack, u32 = _EXPLICIT, _IMPLICIT, _U32
-    vr_names, long_vrs = _VR_NAMES, LONG_VRS
+    vr_of_code, long_codes, undefined, padding = _VR_OF_CODE, _LONG_CODES, UNDEFINED, PADDING_TAG
     last = -1
     while pos < end:
         head = pos
@@ -133,14 +174,15 @@ def elements(data: bytes, pos: int, end: int, implicit: bool, *,  # noqa: C901 -
             vr = None
             start = pos + 8
         else:
-            group, elem, vr_bytes, length = explicit_unpack(data, pos)
-            vr = vr_names.get(vr_bytes)
+            group, elem, code, length = explicit_unpack(data, pos)
+            vr = vr_of_code.get(code)
             if vr is None:
                 if group != 0xFFFE:
                     raise BadInput("unreadable", f"invalid VR at element "
                                                  f"{fmt_tag(group << 16 | elem)}: not explicit VR")
-                start = pos + 8  # an item tag: refused below
-            elif vr in long_vrs:
+                length = length << 16 | code  # an item tag: its 4-byte length
+                start = pos + 8
+            elif code in long_codes:
                 if pos + 12 > limit:
                     raise _truncated_header()
                 if length:
@@ -151,26 +193,33 @@ def elements(data: bytes, pos: int, end: int, implicit: bool, *,  # noqa: C901 -
                 start = pos + 12
             else:
                 start = pos + 8
-        if group == 0xFFFE:
-            raise BadInput("unreadable", f"unexpected item tag {fmt_tag(group << 16 | elem)}")
         tag = group << 16 | elem
+        if group == 0xFFFE:
+            if delimited and tag == ITEM_DELIMITER:
+                if length:
+                    raise BadInput("unreadable",
+                                   f"malformed sequence item in element {fmt_tag(seq_tag)}")
+                return out, pos + 8
+            raise BadInput("unreadable", f"unexpected item tag {fmt_tag(tag)}")
         if ordered:
             if tag <= last:
                 raise BadInput("unordered", f"element {fmt_tag(tag)} out of tag order")
             last = tag
-        if length == UNDEFINED:
+        if length == undefined:
             stop = undefined_end(data, start, end, implicit or vr == "UN", tag)
             pos = stop + 8
-            if tag != PADDING_TAG:
+            if tag != padding:
                 append((tag, vr, head, start, stop, True))
         else:
             pos = start + length
             if pos > end:
                 raise BadInput("truncated", f"truncated: element {fmt_tag(tag)} declares "
                                             f"{length} bytes, {max(end - start, 0)} present")
-            if tag != PADDING_TAG:
+            if tag != padding:
                 append((tag, vr, head, start, pos, False))
-    return out
+    if delimited:
+        raise BadInput("truncated", f"truncated: element {fmt_tag(seq_tag)} has no end")
+    return out, pos
 
 
 def undefined_end(data: bytes, pos: int, end: int, implicit: bool, tag: int) -> int:

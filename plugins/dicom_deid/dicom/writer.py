@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from dicom_deid import __version__
 
@@ -38,10 +38,10 @@ _LONG_VR_BYTES = frozenset(vr.encode("ascii") for vr in LONG_VRS)
 def build_file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
     """A fresh file meta group: nothing of the original's (source AE titles etc.) survives."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.MediaStorageSOPClassUID = UID(ds.SOPClassUID)
+    meta.MediaStorageSOPInstanceUID = UID(ds.SOPInstanceUID)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
 
@@ -144,7 +144,7 @@ def _encode_sequence(elem: DataElement, implicit: bool, encodings: list[str],
 
 def encode_element_value(elem: DataElement, implicit: bool) -> bytes:
     """The value bytes (no header) of one ASCII-only element, sequences included."""
-    chunks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
     if elem.VR == "SQ":
         for item in elem.value:
             chunks.append(ITEM_START_UNDEFINED)

@@ -21,7 +21,6 @@ import math
 import multiprocessing
 import os
 import re
-import struct
 import sys
 import time
 from array import array
@@ -39,7 +38,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from dicom_deid.arrow_build import string_array
 from dicom_deid.dicom.reader import parse_instance, raw_elements
-from dicom_deid.dicom.walker import item_end
+from dicom_deid.dicom.walker import items
 from dicom_deid.errors import BadInput
 
 from . import schema as ms
@@ -801,25 +800,8 @@ def _sequence_items(elem: Any) -> list[Elements]:
         raise ValueError("not a sequence")
     raw = bytes(value)
     implicit = bool(elem.is_implicit_VR) or elem.VR == "UN"
-    items: list[Elements] = []
-    pos, end = 0, len(raw)
-    while pos + 8 <= end:
-        tag_hi, tag_lo, length = struct.unpack_from("<HHI", raw, pos)
-        tag = tag_hi << 16 | tag_lo
-        if tag == 0xFFFEE0DD:
-            break
-        if tag != 0xFFFEE000:
-            raise ValueError("malformed sequence")
-        start = pos + 8
-        if length == _UNDEFINED:
-            pos = item_end(raw, start, end, implicit, int(elem.tag))
-            stop = pos - 8
-        else:
-            stop = pos = start + length
-            if stop > end:
-                raise ValueError("truncated item")
-        items.append(dict(raw_elements(raw, start, stop, implicit)))
-    return items
+    return [dict(raw_elements(raw, start, stop, implicit))
+            for start, stop in items(raw, 0, len(raw), implicit, int(elem.tag))]
 
 
 def _elem_vr(elem: Any) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 from pydicom.datadict import DicomDictionary, private_dictionary_VR
 
 from dicom_deid.dicom.reader import PYDICOM_ONLY_SYNTAXES
-from dicom_deid.dicom.walker import elements, items, locate_dataset
+from dicom_deid.dicom.walker import Element, elements, locate_dataset, sequence_items
 from dicom_deid.errors import BadInput
 
 from . import schema as ms
@@ -117,7 +117,7 @@ class _Column:
 
     def dictionary_vr(self) -> str:
         """The VR to read the value with: the file's, else the dictionary's."""
-        return self.vr or self.spec.vr
+        return self.vr or _spec(self).vr
 
 
 # tag -> the column of the VR last seen with it (a VR is compared by identity: the walker
@@ -136,16 +136,22 @@ def _column(tag: int, vr: str | None) -> _Column:
     return col
 
 
+def _spec(col: _Column) -> ms.ColumnSpec:
+    """The column spec of a standard element's column (cache misses only)."""
+    assert col.spec is not None, "a standard element's column has a spec"
+    return col.spec
+
+
 def _text(col: _Column, raw: bytes, encodings: Encodings) -> tuple[Any, bool]:
     """Typed text value of a column (a cache miss): cached by bytes, or bytes+charset."""
     if raw.isascii() and b"\x1b" not in raw:
-        hit = text_column(col.spec, raw, encodings)[:2]
+        hit = text_column(_spec(col), raw, encodings)[:2]
         cache_text(col.cache, raw, hit)
         return hit
     key = (raw, encodings)
     found = col.encoded.get(key)
     if found is None:
-        found = text_column(col.spec, raw, encodings)[:2]
+        found = text_column(_spec(col), raw, encodings)[:2]
         if len(col.encoded) >= _ENCODED_MAX:
             col.encoded.clear()
         col.encoded[key] = found
@@ -155,7 +161,7 @@ def _text(col: _Column, raw: bytes, encodings: Encodings) -> tuple[Any, bool]:
 def _numbers(col: _Column, raw: bytes, encodings: Encodings) -> tuple[Any, bool]:
     """Typed binary numbers of a column (a cache miss), cached by bytes."""
     try:
-        values = raw_values(raw, col.spec.vr, encodings, col.kind, True)
+        values = raw_values(raw, _spec(col).vr, encodings, col.kind, True)
     except Exception:  # a bad binary length: kept raw, as malformed
         values = None
     hit = (None, True) if values is None else typed_column(col.kind, col.multi, values)
@@ -215,7 +221,8 @@ def scan_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
         raise Fallback
     scan = _Scan(data)
     try:
-        row, shape = scan.dataset(pos, len(data), implicit, ("iso8859",), "", True)
+        row, shape = scan.dataset(elements(data, pos, len(data), implicit, ordered=True),
+                                  implicit, ("iso8859",), "", True)
     except BadInput:
         raise Fallback from None
     if "SOPClassUID" not in row or "SOPInstanceUID" not in row:
@@ -240,9 +247,9 @@ class _Scan:
         self.malformed: dict[str, str] = {}
 
     def dataset(  # noqa: C901 - the per-element hot loop, inlined on purpose
-            self, pos: int, end: int, implicit: bool, encodings: Encodings, prefix: str,
+            self, found: list[Element], implicit: bool, encodings: Encodings, prefix: str,
             top: bool = False) -> tuple[dict[str, Any], ms.Shape]:
-        """Row (or item struct) and keyword shape of the elements from ``pos`` to ``end``."""
+        """Row (or item struct) and keyword shape of one level's elements (as walked)."""
         data = self.data
         by_tag = _BY_TAG
         malformed = self.malformed
@@ -251,8 +258,7 @@ class _Scan:
         creators: dict[tuple[int, int], str] = {}
         private_before = len(self.private)
         pixel_rep: bytes | None = None
-        for tag, vr, _head, start, stop, undefined in elements(data, pos, end, implicit,
-                                                               ordered=True):
+        for tag, vr, _head, start, stop, undefined in found:
             col = by_tag.get(tag)
             if col is None or col.read_vr is not vr:
                 col = _column(tag, vr)
@@ -271,7 +277,7 @@ class _Scan:
             if mode == _SKIP:
                 continue
             if mode == _PRIVATE:
-                creator = creators.get(col.block) if col.block else None  # type: ignore[arg-type]
+                creator = creators.get(col.block) if col.block else None
                 key = prefix + (col.name if creator is None
                                 else f"{col.name[:5]}{creator},{col.suffix}")
                 self._store_private(key, tag, col, start, stop, implicit, encodings, creator)
@@ -365,10 +371,10 @@ class _Scan:
         (private sequences), each by a new scan of its own with no prefix.
         """
         out: list[tuple[dict[str, Any], ms.Shape, _Scan]] = []
-        for item_start, item_stop in items(self.data, start, stop, implicit, tag):
+        for item in sequence_items(self.data, start, stop, implicit, tag, ordered=True):
             scan = _Scan(self.data) if fresh else self
             prefix = "" if fresh else f"{path}[{len(out)}]."
-            sub, sub_shape = scan.dataset(item_start, item_stop, implicit, encodings, prefix)
+            sub, sub_shape = scan.dataset(item, implicit, encodings, prefix)
             out.append((sub, sub_shape, scan))
         return out
 

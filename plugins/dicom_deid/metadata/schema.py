@@ -225,7 +225,7 @@ class ShapeMerger:
             if current is None:
                 current = into[key] = {}
             merge_shape(current, sub)
-            seen[id(sub)] = (key, sub)  # type: ignore[assignment]
+            seen[id(sub)] = (key, sub)
 
 
 def unify(schemas: Iterable[pa.Schema]) -> pa.Schema:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as dtime
 from typing import Any
@@ -72,7 +73,7 @@ def clear_text_caches() -> None:
     _text_cache_size = 0
 
 
-def text_column(spec: ms.ColumnSpec, raw: bytes, encodings: list[str]
+def text_column(spec: ms.ColumnSpec, raw: bytes, encodings: Sequence[str]
                 ) -> tuple[Any, bool, bool]:
     """A text-family value of the dictionary's VR: (column value, malformed?, cacheable?).
 
@@ -114,7 +115,7 @@ def text_column(spec: ms.ColumnSpec, raw: bytes, encodings: list[str]
     return result, bad, ascii_value
 
 
-def raw_values(raw: bytes, vr: str, encodings: list[str], kind: str, little_endian: bool
+def raw_values(raw: bytes, vr: str, encodings: Sequence[str], kind: str, little_endian: bool
                ) -> list[Any] | None:
     """A raw value's values: strings for text VRs, numbers for binary VRs (None: unusable).
 
@@ -148,7 +149,7 @@ def typed_column(kind: str, multi: bool, values: list[Any]) -> tuple[Any, bool]:
     return (typed[0] if typed else None), bad or len(typed) > 1
 
 
-def private_scalar(raw: bytes, vr: str | None, encodings: list[str], little_endian: bool
+def private_scalar(raw: bytes, vr: str | None, encodings: Sequence[str], little_endian: bool
                    ) -> str:
     """A private/unknown non-sequence value as JSON text: numbers, text, or base64.
 
@@ -195,7 +196,7 @@ def unpack_numbers(raw: bytes, vr: str, little_endian: bool) -> list[Any]:
     return list(struct.unpack(f"{order}{len(raw) // size}{code}", raw))
 
 
-def decode_text(raw: bytes, encodings: list[str], vr: str) -> str:
+def decode_text(raw: bytes, encodings: Sequence[str], vr: str) -> str:
     """Text of a raw value in the dataset's character set (ASCII without pydicom)."""
     if raw.isascii() and b"\x1b" not in raw:
         return raw.decode("ascii")

@@ -124,7 +124,8 @@ def _variants(text: str) -> set[bytes]:
     return out
 
 
-def _leak_pattern(row: Mapping[str, Any], keywords: Iterable[str]) -> list[tuple[str, re.Pattern]]:
+def _leak_pattern(row: Mapping[str, Any], keywords: Iterable[str]
+                  ) -> list[tuple[str, re.Pattern[bytes]]]:
     """One case-insensitive pattern per attribute with something worth searching for."""
     patterns = []
     for kw in keywords:

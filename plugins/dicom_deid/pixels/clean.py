@@ -246,7 +246,9 @@ class _Pixels:
             # dicomio slices pixel data without copying; pydicom's decoders want bytes.
             ds._dict[BaseTag(PIXEL_DATA)] = elem._replace(value=bytes(elem.value))
         try:
-            arr, self.meta = get_decoder(UID(ts)).as_array(ds, as_rgb=True)
+            # pydicom annotates **kwargs with its options TypedDict itself, not Unpack[...]
+            arr, self.meta = get_decoder(UID(ts)).as_array(
+                ds, as_rgb=True)  # type: ignore[arg-type]
         except Exception as exc:  # decoder errors name plugins and formats, never values
             raise BadInput(
                 "pixel-decode", f"pixel data cannot be decoded ({type(exc).__name__}, "
@@ -404,7 +406,8 @@ class _EncapsulatedPixels(_Pixels):
         if spp > 1:
             ds.PlanarConfiguration = 0
         if bits in (8, 16) and spp in (1, 3) and _rle_available():
-            frames = list(get_encoder(RLELossless).iter_encode(arr, **opts))
+            frames = list(get_encoder(RLELossless).iter_encode(
+                arr, **opts))  # type: ignore[arg-type]  # as above: pydicom's **kwargs type
             data = encapsulate(frames, has_bot=True)
             ds._dict[BaseTag(PIXEL_DATA)] = RawDataElement(
                 BaseTag(PIXEL_DATA), "OB", 0xFFFFFFFF, data, 0, False, True, True, False)

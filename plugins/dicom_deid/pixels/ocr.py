@@ -164,7 +164,7 @@ def _engine() -> Any:
     )
     load_rec = getattr(engine, "_load_rec_model", None)
     if callable(load_rec) and hasattr(engine, "text_rec"):  # rapidocr 3.x internals
-        engine.text_rec = _CachedRecognizer(load_rec())
+        setattr(engine, "text_rec", _CachedRecognizer(load_rec()))  # noqa: B010 - untyped
     return engine
 
 

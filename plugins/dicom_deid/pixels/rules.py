@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
@@ -89,7 +90,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _SPACE = re.compile(r"(?:\s|//[^\n]*)*")
-_Part = tuple  # ("tag", int) | ("private", group, creator, offset or -1)
+_Part = tuple[Any, ...]  # ("tag", int) | ("private", group, creator, offset or -1)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class _Test:
     argument: str
 
 
-_Node = tuple  # ("test", _Test) | ("not", node) | ("and", [nodes]) | ("or", [nodes])
+_Node = tuple[Any, ...]  # ("test", _Test) | ("not", node) | ("and", [nodes]) | ("or", [nodes])
 
 
 class _Parser:
