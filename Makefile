@@ -24,6 +24,7 @@ DD := $(BIN)/dicom-deid
 # Airflow lives inside the project: its own home (SQLite), our dags/ folder, no examples.
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/var/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False DICOM_DEID_DATA_DIR=$(CURDIR)/$(DEMO) \
+	DICOM_DEID_COHORT_DIR=$(CURDIR)/sql/cohorts \
 	DICOM_DEID_LANDING=$(CURDIR)/$(DEMO)/landing/dicom
 AIRFLOW := $(AIRFLOW_ENV) $(BIN)/airflow
 LOGS := $(DEMO)/airflow-logs
@@ -57,10 +58,12 @@ airflow-ui: $(STAMP)
 	$(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 $(BIN)/airflow standalone
 
 lint: $(STAMP)
-	$(BIN)/ruff check plugins tests benchmarks
+	$(BIN)/ruff check plugins tests benchmarks dags
+	$(BIN)/mypy
 
 test: $(STAMP)
-	$(BIN)/ruff check plugins tests benchmarks
+	$(BIN)/ruff check plugins tests benchmarks dags
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 -q -m "not airflow"
 	$(BIN)/python -m pytest -q -m airflow
 

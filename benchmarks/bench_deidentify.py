@@ -129,21 +129,23 @@ def describe(dicom_dir: Path, list_file: Path, **extra: Any) -> Corpus:
 def synth_corpus(patients: int, seed: int) -> Corpus:
     """The synthetic corpus for (patients, seed), generated once and cached under work/.
 
-    The cache is also keyed by a hash of ``synth.py``, so a changed generator is rerun.
+    The cache is also keyed by a hash of the generator's sources (``dicom_deid/synth/``), so
+    a changed generator is rerun.
     """
     import dicom_deid.synth
     from dicom_deid.synth import generate
 
     root = WORK / f"corpus-p{patients}-s{seed}"
     meta = root / "corpus.json"
-    generator = hashlib.sha256(Path(dicom_deid.synth.__file__).read_bytes()).hexdigest()[:16]
+    sources = sorted(Path(dicom_deid.synth.__file__).parent.glob("*.py"))
+    generator = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
     if meta.exists():
         data = json.loads(meta.read_text())
         if data.pop("generator", None) == generator:
             data["dicom_dir"] = Path(data["dicom_dir"])
             data["list_file"] = Path(data["list_file"])
             return Corpus(**data)
-        print(f"synth.py changed since {root.name} was generated: generating it again")
+        print(f"the generator changed since {root.name} was generated: generating it again")
 
     if root.exists():
         shutil.rmtree(root)  # an interrupted generation

@@ -28,7 +28,8 @@ from dicom_deid.airflow.tasks import (
 
 PARAMS = {
     "cohort": Param("patients_with_us", type="string",
-                    description="A file in sql/cohorts/ (name or path)."),
+                    description="A cohort name ($DICOM_DEID_COHORT_DIR, then the "
+                    "examples shipped with the package) or a path to a .sql file."),
     "cohort_params": Param({"start_date": "2000-01-01", "end_date": "2099-12-31"},
                            type="object", description="Values of the cohort's @params."),
     "config": Param(None, type=["null", "string"],

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import Asset, Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from dicom_deid.errors import VerificationError
+from dicom_deid.errors import ConfigError, VerificationError
 from dicom_deid.pipeline import deid_steps
 from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace, batch_id_for
 from dicom_deid.pipeline.interval_export import export_interval, export_parts, load_export
@@ -75,7 +75,7 @@ def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
             options=tuple(params.get("options") or ()),
             priority=params.get("priority") or "routine",
         )
-    except ValueError as exc:
+    except ConfigError as exc:
         raise AirflowFailException(f"invalid params: {exc}") from None
     return ctx, ws, settings, req
 

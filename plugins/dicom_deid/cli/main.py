@@ -26,12 +26,7 @@ from dicom_deid.deid.batch import (
     run_batch,
 )
 from dicom_deid.deid.keys import generate_key_file, load_key
-from dicom_deid.errors import (
-    ConfigError,
-    ConfigNotSupported,
-    FilterFileError,
-    KeyConfigError,
-)
+from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError
 
 from .table import print_table
 
@@ -170,7 +165,7 @@ def _deidentify(args: argparse.Namespace) -> int:
     try:
         config = _load_deid_config(args)
         key = load_key(args.key_file)
-    except (ConfigError, KeyConfigError, ValueError, OSError) as exc:
+    except (DicomDeidError, OSError) as exc:  # a bad config or key: nothing touched yet
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not args.input.exists():
@@ -179,11 +174,9 @@ def _deidentify(args: argparse.Namespace) -> int:
     run_id = args.run_id or uuid.uuid4().hex[:12]
     sources: Iterable[Source] = iter_sources(args.input)
     if args.filter_file:
-        from dicom_deid.errors import WarehouseError
-
         try:
             sources = _filtered_sources(args.input, args.filter_file, args.warehouse)
-        except (FilterFileError, WarehouseError, ValueError) as exc:
+        except (DicomDeidError, OSError) as exc:
             print(f"dicom-deid: {exc}", file=sys.stderr)
             return EXIT_USAGE
     try:
@@ -193,7 +186,7 @@ def _deidentify(args: argparse.Namespace) -> int:
             mapping_path=args.mapping, run_id=run_id,
             progress=False if args.no_progress else None,
         )
-    except (ConfigNotSupported, ValueError) as exc:
+    except ConfigError as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(summary.line())
@@ -279,7 +272,6 @@ def _query(args: argparse.Namespace) -> int:
 
 def _cohort(args: argparse.Namespace) -> int:
     from dicom_deid.cohort.cohorts import cohort_to_filter, load_cohort
-    from dicom_deid.errors import CohortError, WarehouseError
     from dicom_deid.warehouse.factory import open_warehouse
 
     try:
@@ -288,7 +280,7 @@ def _cohort(args: argparse.Namespace) -> int:
         with open_warehouse(args.warehouse) as warehouse:
             table = warehouse.run_cohort(cohort.sql, params)
         filter_set = cohort_to_filter(table)
-    except (CohortError, FilterFileError, WarehouseError, ValueError, OSError) as exc:
+    except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     filter_set.write(args.out)

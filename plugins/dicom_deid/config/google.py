@@ -536,12 +536,12 @@ def _parse_extension(raw: object, path: str) -> _Extension:
         for i, name in enumerate(names):
             try:
                 parse_options([name])
-            except ValueError:
+            except ConfigError:
                 known = ", ".join(sorted(o.name for o in Option))
                 _fail(f"{opt_path}[{i}]", f"{_tok(name)} is not a PS3.15 option; known: {known}")
         try:
             ext.options = parse_options(names)
-        except ValueError as exc:
+        except ConfigError as exc:
             _fail(opt_path, str(exc))
     if "idPrefix" in fields:
         ext.id_prefix = _string(fields["idPrefix"][1], fields["idPrefix"][0])
@@ -585,7 +585,7 @@ def _build(
             pixel_rules=ext.pixel_rules,
             ocr_scope=ext.ocr_scope,
         )
-    except ValueError as exc:
+    except ConfigError as exc:
         message = str(exc)
         field_name, _, detail = message.partition(": ")
         json_name = {"id_prefix": "idPrefix", "max_date_shift_days": "maxDateShiftDays"}
@@ -732,15 +732,15 @@ def config_from_options(profile: str, options: list[str], **kw: Any) -> DeidConf
     for name in options:
         try:
             parse_options([name])
-        except ValueError:
+        except ConfigError:
             known = ", ".join(sorted(o.name for o in Option))
             _fail("--option", f"{_tok(name)} is not a PS3.15 option; known: {known}")
     try:
         parsed = parse_options(options)
-    except ValueError as exc:
+    except ConfigError as exc:
         _fail("--option", str(exc))
     try:
         return DeidConfig(profile=chosen, options=parsed, **kw)
-    except ValueError as exc:
+    except ConfigError as exc:
         field_name, _, detail = str(exc).partition(": ")
         _fail(f"--{field_name.replace('_', '-')}", detail or str(exc))

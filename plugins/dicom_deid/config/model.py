@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 
+from dicom_deid.errors import ConfigError
+
 
 class ProfileType(StrEnum):
     """Base profile, named as Google's ``DicomTagConfig.profileType`` names it."""
@@ -48,7 +50,7 @@ class Option(Enum):
             return _OPTION_ALIASES[key]
         except KeyError:
             known = ", ".join(sorted(o.name for o in cls))
-            raise ValueError(f"unknown PS3.15 option {name!r}; known options: {known}") from None
+            raise ConfigError(f"unknown PS3.15 option {name!r}; known options: {known}") from None
 
 
 # Every spelling reduces to lower-case alphanumerics before lookup.
@@ -120,7 +122,7 @@ def parse_options(names: list[str] | tuple[str, ...]) -> frozenset[Option]:
         Option.RETAIN_LONGITUDINAL_FULL_DATES,
         Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
     } <= options:
-        raise ValueError(
+        raise ConfigError(
             "options RETAIN_LONGITUDINAL_FULL_DATES and RETAIN_LONGITUDINAL_MODIFIED_DATES "
             "exclude each other: choose one"
         )
@@ -219,7 +221,7 @@ class TextRedactionMode(StrEnum):
 
 
 class OcrScope(StrEnum):
-    """Which images are read by OCR when burned-in text redaction is on (see pixels.py)."""
+    """Which images are read by OCR when burned-in text redaction is on (see pixels/clean.py)."""
 
     AUTO = "AUTO"
     """BurnedInAnnotation YES, or an image kind that usually carries text (US, SC, XA...)."""
@@ -229,7 +231,7 @@ class OcrScope(StrEnum):
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """Google ``ImageConfig``: burned-in text redaction (see pixels.py)."""
+    """Google ``ImageConfig``: burned-in text redaction (see pixels/clean.py)."""
 
     text_redaction_mode: TextRedactionMode = TextRedactionMode.REDACT_NO_TEXT
     additional_info_types: tuple[str, ...] = ()
@@ -277,12 +279,12 @@ class DeidConfig:
         if len(self.id_prefix) > 6 or not all(
             c.isascii() and (c.isalnum() or c in "-_.") for c in self.id_prefix
         ):
-            raise ValueError(
+            raise ConfigError(
                 "id_prefix: at most 6 ASCII letters, digits, '-', '_' or '.' "
                 "(AccessionNumber and StudyID pseudonyms must fit in 16 characters)"
             )
         if not 1 <= self.max_date_shift_days <= 36500:
-            raise ValueError("max_date_shift_days: must be between 1 and 36500")
+            raise ConfigError("max_date_shift_days: must be between 1 and 36500")
 
     @property
     def clean_descriptors(self) -> bool:

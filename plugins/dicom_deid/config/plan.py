@@ -221,7 +221,7 @@ class Plan:
                 return Act.KEEP  # whole-day shifts leave the time of day unchanged
             return Act.RECURSE_CLEAN if vr == "SQ" else Act.CLEAN
         if is_overlay_data:
-            # Clean Graphics: the overlay stays; pixels.py blanks text found in its bitmap
+            # Clean Graphics: the overlay stays; pixels/clean.py blanks text found in its bitmap
             # before the attributes are processed.
             return Act.KEEP
         if vr == "SQ":
@@ -261,5 +261,5 @@ _ACTION_ACTS: dict[TagActionKind, Act] = {
     TagActionKind.CLEAN_TEXT: Act.CLEAN_TEXT,
     TagActionKind.REGEN_UID: Act.UID,
     TagActionKind.RECURSE: Act.RECURSE,
-    TagActionKind.CLEAN_IMAGE: Act.KEEP,  # pixels.py redacts the text inside PixelData
+    TagActionKind.CLEAN_IMAGE: Act.KEEP,  # pixels/clean.py redacts the text inside PixelData
 }

@@ -25,7 +25,7 @@ from dicom_deid.config.model import DeidConfig
 from dicom_deid.dicom.files import Chunk, InputFile, open_input, write_atomic
 from dicom_deid.dicom.reader import parse_instance
 from dicom_deid.dicom.writer import encode_instance_chunks
-from dicom_deid.errors import BadInput
+from dicom_deid.errors import BadInput, ConfigError
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
@@ -329,11 +329,11 @@ def run_batch(
     a process that runs threads (an Airflow task), where a fork can inherit a held lock.
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}")
+        raise ConfigError(f"layout must be one of {LAYOUTS}")
     out_root = Path(out_root)
     for p in (errors_path, mapping_path):
         if p is not None and out_root.resolve() in Path(p).resolve().parents:
-            raise ValueError(
+            raise ConfigError(
                 f"{p} is inside the output folder: errors and mapping hold original "
                 "identifiers and must stay out of the de-identified tree"
             )

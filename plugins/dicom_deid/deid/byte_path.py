@@ -3,11 +3,11 @@
 Elements the plan keeps are copied as slices of the input (a run of kept elements is one
 slice); deleted ones are skipped; empty, dummy and UID values are written from bytes.
 Only the few elements whose text changes (pseudonyms, shifted dates, cleaned text) are
-decoded, by the same :class:`~.deidentify.Deidentifier` code the Dataset path uses.
+decoded, by the same :class:`~.deidentifier.Deidentifier` code the Dataset path uses.
 
-The Dataset path (:func:`.dicomio.parse_instance` + :meth:`Deidentifier.deidentify` +
-:func:`.dicomio.encode_instance_chunks`) is the reference: for every input this module
-either returns exactly the bytes that path writes or declines (``None``), and the caller
+The Dataset path (the reader's ``parse_instance``, :meth:`Deidentifier.deidentify`, the
+writer's ``encode_instance_chunks``) is the reference: for every input this module either
+returns exactly the bytes that path writes or declines (``None``), and the caller
 then takes that path. It declines whatever it does not mirror exactly: bad or unusual
 input (the Dataset path then reports the precise reason), big-endian and deflated files,
 pixel cleaning, standard attributes written with VR UN, sequence items with their own
@@ -115,7 +115,8 @@ class ByteDeidentifier:
 
         With ``size`` larger than ``len(data)``, ``data`` is the head of a file of
         ``size`` bytes: the last element's value may lie past it, and is then emitted as
-        a :class:`~.dicomio.FileRange` if kept. ``None`` then means: try the whole file.
+        a :class:`~dicom_deid.dicom.files.FileRange` if kept. ``None`` then means: try the
+        whole file.
         """
         if not self.enabled:
             return None
@@ -580,7 +581,7 @@ def _compile_plan(
 
 def _emit_run(view: memoryview, start: int, end: int, out: Chunks) -> None:
     """Input bytes ``start``..``end`` as one chunk; the part past the head that was read
-    (a kept last value, see :func:`_check_head`) as a :class:`~.dicomio.FileRange`."""
+    (a kept last value, see :func:`_check_head`) as a :class:`~dicom_deid.dicom.files.FileRange`."""
     if end <= len(view):
         out.append(view[start:end])
         return
@@ -672,7 +673,7 @@ def _encodings(data: bytes, e: _Elem | None) -> list[str]:
 
 
 def _text(data: bytes, e: _Elem | None) -> str:
-    """A single-valued ASCII attribute as ``dicomio.text_value`` reads it."""
+    """A single-valued ASCII attribute as the reader's ``text_value`` reads it."""
     if e is None:
         return ""
     raw = data[e[3]:e[4]]

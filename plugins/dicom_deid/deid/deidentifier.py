@@ -1,9 +1,9 @@
-"""Apply a :class:`~dicom_deid.plan.Plan` to one pydicom dataset, in place.
+"""Apply a :class:`~dicom_deid.config.plan.Plan` to one pydicom dataset, in place.
 
 Untouched elements stay pydicom ``RawDataElement`` objects and are never decoded;
 only values the plan changes (or needs as context) are converted. Pixel data is
 decoded only when the configuration cleans pixels and this instance needs it
-(see :mod:`.pixels`); otherwise it stays the raw bytes that were read.
+(see :mod:`dicom_deid.pixels.clean`); otherwise it stays the raw bytes that were read.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from datetime import date, timedelta
 
 from pydicom.uid import UID_dictionary
 
+from dicom_deid.errors import KeyConfigError
+
 _WELL_KNOWN_ROOT = "1.2.840.10008."
 _B32 = str.maketrans("", "", "=")
 _UID_CACHE_SIZE = 10_000  # study/series UIDs repeat within a batch; instance UIDs never do
@@ -33,7 +35,7 @@ class Pseudonymizer:
 
     def __init__(self, key: bytes, *, prefix: str = "", max_shift_days: int = 365) -> None:
         if len(key) < 32:
-            raise ValueError("the pseudonym key must hold at least 32 bytes")
+            raise KeyConfigError("the pseudonym key must hold at least 32 bytes")
         self._key = key
         self._prefix = prefix
         self._max_shift = max_shift_days

@@ -63,9 +63,11 @@ LONG_VRS: frozenset[str] = frozenset({
 
 # The VR bytes as read -> the interned VR name: consumers compare VRs with ``is``.
 _VR_NAMES: dict[bytes, str] = {vr.encode("ascii"): vr for vr in ALL_VRS}
-# The same, keyed by the two VR bytes read as a little-endian uint16 (no bytes object made).
-_VR_OF_CODE: dict[int, str] = {ord(vr[0]) | ord(vr[1]) << 8: vr for vr in ALL_VRS}
-_LONG_CODES = frozenset(code for code, vr in _VR_OF_CODE.items() if vr in LONG_VRS)
+# The same, keyed by the two VR bytes read as a little-endian uint16 (no bytes object made),
+# one table for the VRs with a 2-byte length and one for those with a 4-byte length.
+_SHORT_VR_OF_CODE: dict[int, str] = {ord(vr[0]) | ord(vr[1]) << 8: vr
+                                     for vr in ALL_VRS - LONG_VRS}
+_LONG_VR_OF_CODE: dict[int, str] = {ord(vr[0]) | ord(vr[1]) << 8: vr for vr in LONG_VRS}
 _EXPLICIT = struct.Struct("<HHHH").unpack_from  # tag, VR code, 2-byte length (or reserved)
 _EXPLICIT_BYTES = struct.Struct("<HH2sH").unpack_from  # the same with the VR as bytes
 _IMPLICIT = struct.Struct("<HHI").unpack_from  # tag, 4-byte length
@@ -155,14 +157,17 @@ def sequence_items(data: bytes, start: int, end: int, implicit: bool, seq_tag: i
 
 
 def _walk(data: bytes, pos: int, end: int, implicit: bool,  # noqa: C901 - the hot loop
-          ordered: bool, delimited: bool, seq_tag: int = 0) -> tuple[list[Element], int]:
+          ordered: bool, delimited: bool, seq_tag: int = 0, collect: bool = True,
+          ) -> tuple[list[Element], int]:
     """The elements from ``pos`` to ``end`` (or, when ``delimited``, to an item
-    delimitation item), and the offset after them: :func:`elements` without its wrapper."""
+    delimitation item), and the offset after them: :func:`elements` without its wrapper.
+    Without ``collect`` nothing is listed (finding where an item ends)."""
     out: list[Element] = []
     append = out.append
     limit = min(end, len(data))  # headers must be in the bytes present
     explicit_unpack, implicit_unpack, u32 = _EXPLICIT, _IMPLICIT, _U32
-    vr_of_code, long_codes, undefined, padding = _VR_OF_CODE, _LONG_CODES, UNDEFINED, PADDING_TAG
+    short_vrs, long_vrs, undefined, padding = _SHORT_VR_OF_CODE, _LONG_VR_OF_CODE, UNDEFINED, \
+        PADDING_TAG
     last = -1
     while pos < end:
         head = pos
@@ -175,24 +180,26 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool,  # noqa: C901 - the h
             start = pos + 8
         else:
             group, elem, code, length = explicit_unpack(data, pos)
-            vr = vr_of_code.get(code)
-            if vr is None:
-                if group != 0xFFFE:
+            vr = short_vrs.get(code)
+            if vr is not None:
+                start = pos + 8
+            else:
+                vr = long_vrs.get(code)
+                if vr is not None:
+                    if pos + 12 > limit:
+                        raise _truncated_header()
+                    if length:
+                        raise BadInput("unreadable", f"malformed header at element "
+                                                     f"{fmt_tag(group << 16 | elem)}: reserved "
+                                                     "bytes not zero")
+                    length = u32(data, pos + 8)[0]
+                    start = pos + 12
+                elif group == 0xFFFE:
+                    length = length << 16 | code  # an item tag: its 4-byte length
+                    start = pos + 8
+                else:
                     raise BadInput("unreadable", f"invalid VR at element "
                                                  f"{fmt_tag(group << 16 | elem)}: not explicit VR")
-                length = length << 16 | code  # an item tag: its 4-byte length
-                start = pos + 8
-            elif code in long_codes:
-                if pos + 12 > limit:
-                    raise _truncated_header()
-                if length:
-                    raise BadInput("unreadable", f"malformed header at element "
-                                                 f"{fmt_tag(group << 16 | elem)}: reserved bytes "
-                                                 "not zero")
-                length = u32(data, pos + 8)[0]
-                start = pos + 12
-            else:
-                start = pos + 8
         tag = group << 16 | elem
         if group == 0xFFFE:
             if delimited and tag == ITEM_DELIMITER:
@@ -208,14 +215,14 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool,  # noqa: C901 - the h
         if length == undefined:
             stop = undefined_end(data, start, end, implicit or vr == "UN", tag)
             pos = stop + 8
-            if tag != padding:
+            if collect and tag != padding:
                 append((tag, vr, head, start, stop, True))
         else:
             pos = start + length
             if pos > end:
                 raise BadInput("truncated", f"truncated: element {fmt_tag(tag)} declares "
                                             f"{length} bytes, {max(end - start, 0)} present")
-            if tag != padding:
+            if collect and tag != padding:
                 append((tag, vr, head, start, pos, False))
     if delimited:
         raise BadInput("truncated", f"truncated: element {fmt_tag(seq_tag)} has no end")
@@ -245,25 +252,8 @@ def undefined_end(data: bytes, pos: int, end: int, implicit: bool, tag: int) -> 
 
 def item_end(data: bytes, pos: int, end: int, implicit: bool, seq_tag: int) -> int:
     """Offset just after the item delimitation item of an undefined-length item whose
-    dataset starts at ``pos``, inside the sequence ``seq_tag``."""
-    limit = min(end, len(data))
-    while pos + 8 <= limit:
-        tag, vr, start, length = _header(data, pos, limit, implicit)
-        if tag == ITEM_DELIMITER:
-            if length:
-                raise BadInput("unreadable",
-                               f"malformed sequence item in element {fmt_tag(seq_tag)}")
-            return pos + 8
-        if tag >> 16 == 0xFFFE:
-            raise BadInput("unreadable", f"malformed sequence item in element {fmt_tag(seq_tag)}")
-        if length == UNDEFINED:
-            pos = undefined_end(data, start, end, implicit or vr == "UN", tag) + 8
-        else:
-            pos = start + length
-            if pos > end:
-                raise BadInput("truncated", f"truncated: element {fmt_tag(tag)} declares "
-                                            f"{length} bytes, {max(end - start, 0)} present")
-    raise BadInput("truncated", f"truncated: element {fmt_tag(seq_tag)} has no end")
+    dataset starts at ``pos``, inside the sequence ``seq_tag`` (walked, not collected)."""
+    return _walk(data, pos, end, implicit, False, True, seq_tag, False)[1]
 
 
 def items(data: bytes, start: int, end: int, implicit: bool, seq_tag: int

@@ -2,14 +2,14 @@
 
 Each file is read once (its bytes are hashed and the header parsed; pixel data is skipped,
 never decoded), its elements converted to the typed columns of
-:mod:`dicom_deid.metadata_schema`, and rows written as zstd Parquet under
+:mod:`.schema`, and rows written as zstd Parquet under
 ``out_dir/ingest_date=YYYY-MM-DD/part-<run_id>-<n>.parquet``. A manifest of exported files
 (``out_dir/_state/exported.manifest``, Parquet) makes reruns idempotent.
 
 Two conversion paths give the same rows: the one-pass scanner of
-:mod:`dicom_deid.metadata_scan` for little-endian files (nearly all), and the general path
-here, over elements parsed by :mod:`dicom_deid.dicomio`/pydicom, for everything the
-scanner declines. Both type values with :mod:`dicom_deid.metadata_values`.
+:mod:`.scan` for little-endian files (nearly all), and the general path
+here, over elements parsed by :mod:`dicom_deid.dicom.reader`/pydicom, for everything the
+scanner declines. Both type values with :mod:`.values`.
 """
 
 from __future__ import annotations
@@ -584,9 +584,9 @@ def _write_parquet_atomic(table: pa.Table, path: Path, *, row_group_size: int) -
 def instance_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
     """Typed columns of one DICOM file's bytes: (row, keyword shape, malformed count).
 
-    Little-endian files go through the one-pass scanner of :mod:`.metadata_scan`; when it
-    declines (or fails), the general path below parses with :mod:`.dicomio`/pydicom and
-    gives the same row. Raises :class:`BadInput` (PHI-free reason) for files that are not
+    Little-endian files go through the one-pass scanner of :mod:`.scan`; when it
+    declines (or fails), the general path below parses with the reader (pydicom) and gives
+    the same row. Raises :class:`BadInput` (PHI-free reason) for files that are not
     usable DICOM.
     """
     try:

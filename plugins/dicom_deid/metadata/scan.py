@@ -10,7 +10,7 @@ It covers well-formed explicit and implicit VR little endian files, which are ne
 files in practice. Anything else raises :class:`Fallback` -- big endian or deflated
 encodings, truncation, elements out of tag order or duplicated, a Specific Character Set
 that is not the first element of its dataset, odd sequence encodings -- and the caller
-(:func:`dicom_deid.metadata_export.instance_row`) uses the general pydicom-backed path,
+(:func:`.export.instance_row`) uses the general pydicom-backed path,
 whose rows, errors and malformed-value records this path reproduces exactly (the tests
 compare both paths over the synthetic corpus).
 """

@@ -18,7 +18,7 @@ SQL carries over. The rules (also in the README):
   different nights unify (:func:`unify`, DuckDB ``union_by_name``, BigQuery
   ``ALLOW_FIELD_ADDITION``);
 * private and unknown elements go to one JSON string column ``private_json``; values the
-  typed column cannot hold go, raw, to ``malformed_json`` (see metadata_export).
+  typed column cannot hold go, raw, to ``malformed_json`` (see export.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Raw DICOM value bytes -> typed metadata-export values (shared by both export paths).
 
 The metadata export reads little-endian files with its own one-pass scanner
-(:mod:`dicom_deid.metadata_scan`) and everything else through pydicom
-(:mod:`dicom_deid.metadata_export`); both call these functions on a value's raw bytes and
+(:mod:`.scan`) and everything else through pydicom
+(:mod:`.export`); both call these functions on a value's raw bytes and
 VR, so a value is typed the same way whichever path read it. Nothing here raises on a bad
 value: it comes back as ``None`` plus a "malformed" flag, and the caller records the raw
 text in ``malformed_json``.

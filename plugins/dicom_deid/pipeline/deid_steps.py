@@ -30,7 +30,7 @@ from dicom_deid.config.google import config_from_options, load_config
 from dicom_deid.config.model import DeidConfig
 from dicom_deid.deid.batch import Source, run_batch
 from dicom_deid.dicom.files import write_atomic
-from dicom_deid.errors import LeakError, VerificationError
+from dicom_deid.errors import ConfigError, LeakError, VerificationError
 from dicom_deid.metadata.export import ExportState, export_metadata
 from dicom_deid.warehouse.factory import open_warehouse
 
@@ -136,9 +136,9 @@ class RunRequest:
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
-            raise ValueError(f"priority must be one of {PRIORITIES}")
+            raise ConfigError(f"priority must be one of {PRIORITIES}")
         if self.config and (self.options or self.profile != "basic"):
-            raise ValueError("a config file already holds the profile and options")
+            raise ConfigError("a config file already holds the profile and options")
 
     def deid_config(self) -> DeidConfig:
         if self.config:

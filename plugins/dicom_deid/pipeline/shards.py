@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dicom_deid.errors import ConfigError
+
 __all__ = ["ShardLimits", "ShardPlan", "plan_shards"]
 
 SERIES_KEYS = ("StudyInstanceUID", "SeriesInstanceUID")
@@ -31,7 +33,7 @@ class ShardLimits:
 
     def __post_init__(self) -> None:
         if min(self.max_files, self.max_bytes, self.max_shards) < 1:
-            raise ValueError("shard limits must be positive")
+            raise ConfigError("shard limits must be positive")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 Data and Clean Graphics, and known-region rules (CTP DicomPixelAnonymizer format).
 
 Per instance, decided from attributes only (no decoding): which known regions apply
-(:mod:`.pixel_rules`) and whether the image is read by OCR (:class:`~.config.OcrScope`).
+(:mod:`.rules`) and whether the image is read by OCR (:class:`~dicom_deid.config.model.OcrScope`).
 Only when one of them has something to do is the pixel data decoded. Every frame is
 read; the boxes found in any frame are blanked in all frames.
 
@@ -80,7 +80,7 @@ class PixelCleaner:
         self.mode = image.text_redaction_mode
         self.scope = config.ocr_scope
         self.include = DEFAULT_IMAGE_INFO_TYPES | frozenset(image.additional_info_types)
-        # Excluded types are dropped after overlaps resolve (text_scrub.find_spans), so an
+        # Excluded types are dropped after overlaps resolve (text/find.py find_spans), so an
         # excluded date such as "20230514" is not then taken for a record number.
         self.exclude = frozenset(image.exclude_info_types)
         self.rules: RuleSet | None = load_rules(config.pixel_rules) if config.pixel_rules else None
@@ -243,7 +243,7 @@ class _Pixels:
         ds.file_meta.TransferSyntaxUID = UID(ts)
         elem = ds.get_item(PIXEL_DATA)
         if isinstance(elem, RawDataElement) and isinstance(elem.value, memoryview):
-            # dicomio slices pixel data without copying; pydicom's decoders want bytes.
+            # the reader slices pixel data without copying; pydicom's decoders want bytes.
             ds._dict[BaseTag(PIXEL_DATA)] = elem._replace(value=bytes(elem.value))
         try:
             # pydicom annotates **kwargs with its options TypedDict itself, not Unpack[...]

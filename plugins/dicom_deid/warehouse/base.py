@@ -8,7 +8,7 @@ Callers (the CLI, the Airflow adapters, :mod:`dicom_deid.cohort`) only see
   project's data folder (``$DICOM_DEID_DATA_DIR``, else ``./var``);
 - ``bigquery://project/dataset`` (optional ``?location=EU``).
 
-Table DDL lives in ``sql/schema/<table>.sql`` as BigQuery Standard SQL (the source of
+Table DDL lives in ``ddl/<table>.sql`` (package data) as BigQuery Standard SQL (the source of
 truth); the DuckDB backend transpiles it with sqlglot. Query parameters are plain
 Python values (type inferred) or :class:`Typed` when the type cannot be inferred
 (NULLs, empty arrays).
@@ -168,7 +168,7 @@ class Warehouse(ABC):
 
     @abstractmethod
     def ensure_schema(self) -> None:
-        """Create the dataset/tables from ``sql/schema`` if missing (idempotent)."""
+        """Create the dataset/tables from ``ddl/`` if missing (idempotent)."""
 
     @abstractmethod
     def load_parquet(

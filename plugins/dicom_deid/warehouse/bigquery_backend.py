@@ -1,6 +1,6 @@
 """BigQuery warehouse (google-cloud-bigquery): the production backend.
 
-- Schema: the dataset and the tables of ``sql/schema`` (run as written, with the
+- Schema: the dataset and the tables of ``ddl/`` (run as written, with the
   dataset as default so DDL stays unqualified).
 - ``append`` loads Parquet straight into the table (``WRITE_APPEND`` with
   ``ALLOW_FIELD_ADDITION``, so new keywords become new columns).
@@ -123,7 +123,7 @@ def _nullable(field: bigquery.SchemaField) -> bigquery.SchemaField:
 
 
 class BigQueryWarehouse(Warehouse):
-    """The :class:`~dicom_deid.warehouse.Warehouse` on a BigQuery dataset."""
+    """The :class:`~.base.Warehouse` on a BigQuery dataset."""
 
     dialect = "bigquery"
 
@@ -154,7 +154,7 @@ class BigQueryWarehouse(Warehouse):
     # -- schema ------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the dataset and every table of ``sql/schema`` if missing."""
+        """Create the dataset and every table of ``ddl/`` if missing."""
         dataset = bigquery.Dataset(self.dataset_id)
         if self.location:
             dataset.location = self.location

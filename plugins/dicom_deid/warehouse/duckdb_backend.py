@@ -2,7 +2,7 @@
 
 Loads are atomic and idempotent: Parquet is staged in a temporary table, rows with the
 same key are deleted and the staged rows inserted in one transaction. Tables in
-:data:`~dicom_deid.warehouse.EVOLVING_TABLES` take the columns of whatever Parquet
+:data:`~.base.EVOLVING_TABLES` take the columns of whatever Parquet
 arrives (``read_parquet(..., union_by_name=true)`` plus ``ALTER TABLE ADD COLUMN``), so
 a keyword first seen tonight does not break last night's rows.
 """
@@ -58,7 +58,7 @@ def _connect(path: str, read_only: bool, wait_seconds: float = 120.0) -> duckdb.
 
 
 class DuckDBWarehouse(Warehouse):
-    """The :class:`~dicom_deid.warehouse.Warehouse` on an embedded DuckDB database."""
+    """The :class:`~.base.Warehouse` on an embedded DuckDB database."""
 
     dialect = "duckdb"
 
@@ -85,7 +85,7 @@ class DuckDBWarehouse(Warehouse):
     # -- schema ------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create every table from ``sql/schema`` (BigQuery DDL transpiled) if missing."""
+        """Create every table from ``ddl/`` (BigQuery DDL transpiled) if missing."""
         for table in TABLES:
             for statement in transpile_ddl(schema_ddl(table)):
                 self._con.execute(statement)
