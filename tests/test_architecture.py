@@ -159,3 +159,16 @@ def test_tests_mirror_the_package() -> None:
     subpackages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     test_folders = {p.name for p in TESTS.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
     assert subpackages == test_folders, subpackages ^ test_folders
+
+
+def test_dags_only_wire_the_airflow_adapters() -> None:
+    """DAG files read like the pipeline diagram: they import Airflow's SDK and the tasks of
+    ``dicom_deid.airflow``, and hold no engine code of their own."""
+    for path in sorted((PACKAGE.parents[1] / "dags").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module in {"__future__", "datetime", "airflow.sdk"} or \
+                    node.module.startswith("dicom_deid.airflow"), f"{path.name}: {node.module}"
+        functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert all(len(f.body) <= 5 for f in functions), path.name  # wiring, not logic

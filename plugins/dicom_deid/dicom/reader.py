@@ -68,7 +68,7 @@ def parse_instance(data: bytes) -> Instance:
     Little-endian encodings go through :func:`raw_elements`, which only finds element
     boundaries and leaves every value raw; the others use pydicom's reader.
     """
-    ts, implicit, pos, meta, has_preamble = locate_dataset(data)
+    ts, implicit, pos, meta, has_preamble = locate_dataset(data, meta_values=True)
     if ts in PYDICOM_ONLY_SYNTAXES:
         return _parse_with_pydicom(data, has_preamble, ts)
     found = raw_elements(data, pos, len(data), implicit)

@@ -161,72 +161,89 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool,  # noqa: C901 - the h
           ) -> tuple[list[Element], int]:
     """The elements from ``pos`` to ``end`` (or, when ``delimited``, to an item
     delimitation item), and the offset after them: :func:`elements` without its wrapper.
-    Without ``collect`` nothing is listed (finding where an item ends)."""
+    Without ``collect`` nothing is listed (finding where an item ends).
+
+    A header past the bytes present makes ``unpack_from`` fail (one check fewer per
+    element than testing first); one past ``end`` but inside ``data`` (a nested level)
+    is caught by the value's end check, which then names the header as cut."""
     out: list[Element] = []
     append = out.append
-    limit = min(end, len(data))  # headers must be in the bytes present
     explicit_unpack, implicit_unpack, u32 = _EXPLICIT, _IMPLICIT, _U32
-    short_vrs, long_vrs, undefined, padding = _SHORT_VR_OF_CODE, _LONG_VR_OF_CODE, UNDEFINED, \
-        PADDING_TAG
+    short_vrs, long_vrs, undefined = _SHORT_VR_OF_CODE, _LONG_VR_OF_CODE, UNDEFINED
     last = -1
-    while pos < end:
-        head = pos
-        if pos + 8 > limit:
-            raise _truncated_header()
-        vr: str | None
-        if implicit:
-            group, elem, length = implicit_unpack(data, pos)
-            vr = None
-            start = pos + 8
-        else:
-            group, elem, code, length = explicit_unpack(data, pos)
-            vr = short_vrs.get(code)
-            if vr is not None:
+    try:
+        while pos < end:
+            head = pos
+            vr: str | None
+            if implicit:
+                group, elem, length = implicit_unpack(data, pos)
+                vr = None
                 start = pos + 8
             else:
-                vr = long_vrs.get(code)
+                group, elem, code, length = explicit_unpack(data, pos)
+                vr = short_vrs.get(code)
                 if vr is not None:
-                    if pos + 12 > limit:
-                        raise _truncated_header()
-                    if length:
-                        raise BadInput("unreadable", f"malformed header at element "
-                                                     f"{fmt_tag(group << 16 | elem)}: reserved "
-                                                     "bytes not zero")
-                    length = u32(data, pos + 8)[0]
-                    start = pos + 12
-                elif group == 0xFFFE:
-                    length = length << 16 | code  # an item tag: its 4-byte length
                     start = pos + 8
                 else:
-                    raise BadInput("unreadable", f"invalid VR at element "
-                                                 f"{fmt_tag(group << 16 | elem)}: not explicit VR")
-        tag = group << 16 | elem
-        if group == 0xFFFE:
-            if delimited and tag == ITEM_DELIMITER:
-                if length:
-                    raise BadInput("unreadable",
-                                   f"malformed sequence item in element {fmt_tag(seq_tag)}")
-                return out, pos + 8
-            raise BadInput("unreadable", f"unexpected item tag {fmt_tag(tag)}")
-        if ordered:
-            if tag <= last:
+                    vr = long_vrs.get(code)
+                    if vr is not None:
+                        if length:
+                            raise BadInput("unreadable", f"malformed header at element "
+                                                         f"{fmt_tag(group << 16 | elem)}: "
+                                                         "reserved bytes not zero")
+                        length = u32(data, pos + 8)[0]
+                        start = pos + 12
+                    elif group == 0xFFFE:
+                        length = length << 16 | code  # an item tag: its 4-byte length
+                        start = pos + 8
+                    else:
+                        raise BadInput("unreadable", f"invalid VR at element "
+                                                     f"{fmt_tag(group << 16 | elem)}: not "
+                                                     "explicit VR")
+            tag = group << 16 | elem
+            if group == 0xFFFE:
+                if start > end:
+                    raise _truncated_header()
+                if delimited and tag == ITEM_DELIMITER:
+                    if length:
+                        raise BadInput("unreadable",
+                                       f"malformed sequence item in element {fmt_tag(seq_tag)}")
+                    return _without_padding(out, ordered), start
+                raise BadInput("unreadable", f"unexpected item tag {fmt_tag(tag)}")
+            if tag <= last and ordered:  # files in order (nearly all) pay one comparison
                 raise BadInput("unordered", f"element {fmt_tag(tag)} out of tag order")
             last = tag
-        if length == undefined:
-            stop = undefined_end(data, start, end, implicit or vr == "UN", tag)
-            pos = stop + 8
-            if collect and tag != padding:
-                append((tag, vr, head, start, stop, True))
-        else:
-            pos = start + length
-            if pos > end:
-                raise BadInput("truncated", f"truncated: element {fmt_tag(tag)} declares "
-                                            f"{length} bytes, {max(end - start, 0)} present")
-            if collect and tag != padding:
-                append((tag, vr, head, start, pos, False))
+            if length == undefined:
+                if start > end:
+                    raise _truncated_header()
+                stop = undefined_end(data, start, end, implicit or vr == "UN", tag)
+                pos = stop + 8
+                if collect:
+                    append((tag, vr, head, start, stop, True))
+            else:
+                pos = start + length
+                if pos > end:
+                    if start > end:
+                        raise _truncated_header()
+                    raise BadInput("truncated", f"truncated: element {fmt_tag(tag)} declares "
+                                                f"{length} bytes, {end - start} present")
+                if collect:
+                    append((tag, vr, head, start, pos, False))
+    except struct.error:  # a header, or a long VR's length, past the bytes present
+        raise _truncated_header() from None
     if delimited:
         raise BadInput("truncated", f"truncated: element {fmt_tag(seq_tag)} has no end")
-    return out, pos
+    return _without_padding(out, ordered), pos
+
+
+def _without_padding(found: list[Element], ordered: bool) -> list[Element]:
+    """Drop Data Set Trailing Padding: the last element when tags ascend (one test per
+    level, not per element), wherever it is otherwise."""
+    if ordered:
+        if found and found[-1][0] == PADDING_TAG:
+            found.pop()
+        return found
+    return [e for e in found if e[0] != PADDING_TAG]
 
 
 def undefined_end(data: bytes, pos: int, end: int, implicit: bool, tag: int) -> int:
@@ -292,42 +309,56 @@ class DatasetStart(NamedTuple):
     implicit: bool
     pos: int
     meta: dict[int, str] | None
-    """Group 0002 text values (UI, SH, AE); None for a raw dataset without file meta."""
+    """Group 0002 text values (UI, SH, AE); None when not asked for, or for a raw dataset
+    without file meta."""
     has_preamble: bool
 
 
-def locate_dataset(data: bytes) -> DatasetStart:
+def locate_dataset(data: bytes, *, meta_values: bool = False) -> DatasetStart:
     """Preamble, file meta and transfer syntax of DICOM bytes (Part 10, or a raw
-    little-endian dataset without preamble); :class:`BadInput` when there is none."""
+    little-endian dataset without preamble); :class:`BadInput` when there is none.
+    ``meta_values`` also decodes the file meta's text values (else only the transfer
+    syntax: the byte path and the scanner need nothing else)."""
     if not data:
         raise BadInput("zero-byte", "zero-byte file")
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
     first_group = _U16(data, 0)[0] if len(data) >= 8 else -1
     if has_preamble or first_group == 0x0002:  # a meta group, with or without preamble
-        meta, pos = _file_meta(data, 132 if has_preamble else 0)
+        meta, pos = _file_meta(data, 132 if has_preamble else 0, meta_values)
         ts = meta.get(0x00020010, "")
         if not ts:
             raise BadInput("unreadable", "file meta has no Transfer Syntax UID")
-        return DatasetStart(ts, ts == IMPLICIT_LE, pos, meta, has_preamble)
+        return DatasetStart(ts, ts == IMPLICIT_LE, pos, meta if meta_values else None,
+                            has_preamble)
     if first_group not in _RAW_FIRST_GROUPS:
         raise BadInput("not-dicom", "not a DICOM file (no 'DICM' prefix, no dataset found)")
     implicit = data[4:6] not in _VR_NAMES
     return DatasetStart(IMPLICIT_LE if implicit else EXPLICIT_LE, implicit, 0, None, False)
 
 
-def _file_meta(data: bytes, pos: int) -> tuple[dict[int, str], int]:
-    """Group 0002 (always explicit VR little endian): its UI/SH/AE text values, and where
-    the dataset starts."""
+def _file_meta(data: bytes, pos: int, all_values: bool) -> tuple[dict[int, str], int]:
+    """Group 0002 (always explicit VR little endian): its Transfer Syntax UID (with
+    ``all_values``, every UI/SH/AE text value), and where the dataset starts."""
     values: dict[int, str] = {}
     end = len(data)
-    while pos + 8 <= end and _U16(data, pos)[0] == 0x0002:
-        try:
-            tag, vr, start, length = _header(data, pos, end, False)
-        except BadInput as exc:
-            raise BadInput(exc.kind, f"{exc.reason} (file meta information)") from None
-        if length == UNDEFINED or start + length > end:
+    while pos + 8 <= end:
+        group, elem, code, length = _EXPLICIT(data, pos)
+        if group != 0x0002:
+            break
+        vr = _SHORT_VR_OF_CODE.get(code)
+        if vr is not None:
+            start = pos + 8
+        else:  # a long VR (or a malformed header: _header says which)
+            try:
+                _tag, vr, start, length = _header(data, pos, end, False)
+            except BadInput as exc:
+                raise BadInput(exc.kind, f"{exc.reason} (file meta information)") from None
+            if length == UNDEFINED:
+                raise BadInput("truncated", "truncated inside the file meta information")
+        if start + length > end:
             raise BadInput("truncated", "truncated inside the file meta information")
-        if vr in _META_TEXT_VRS:
-            values[tag] = data[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        if elem == 0x0010 or (all_values and vr in _META_TEXT_VRS):
+            values[0x00020000 | elem] = data[start:start + length].rstrip(b"\x00 ").decode(
+                "ascii", "replace")
         pos = start + length
     return values, pos

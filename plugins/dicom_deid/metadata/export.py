@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.abc
-import json
 import math
 import multiprocessing
 import os
@@ -611,8 +610,8 @@ def general_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
     row["transfer_syntax_uid"] = instance.transfer_syntax
     sop = row.get("SOPClassUID")
     row["sop_class_uid"] = sop
-    row[ms.PRIVATE_JSON] = json.dumps(conv.private, ensure_ascii=False) if conv.private else None
-    row[ms.MALFORMED_JSON] = (json.dumps(conv.malformed, ensure_ascii=False)
+    row[ms.PRIVATE_JSON] = mv.to_json(conv.private) if conv.private else None
+    row[ms.MALFORMED_JSON] = (mv.to_json(conv.malformed)
                               if conv.malformed else None)
     return row, shape, len(conv.malformed)
 

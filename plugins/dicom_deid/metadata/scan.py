@@ -17,7 +17,6 @@ compare both paths over the synthetic corpus).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydicom.datadict import DicomDictionary, private_dictionary_VR
@@ -41,6 +40,7 @@ from .values import (
     raw_values,
     text_cache,
     text_column,
+    to_json,
     typed_column,
 )
 
@@ -77,11 +77,12 @@ class _Column:
     ``vr`` is the VR the file gives (None when implicit or UN, as in the general path).
     """
 
-    __slots__ = ("block", "cache", "cached", "encoded", "keyword", "kind", "length_key", "miss",
-                 "mode", "multi", "name", "read_vr", "spec", "suffix", "un", "vr")
+    __slots__ = ("block", "cache", "cached", "encoded", "fast", "keyword", "kind", "length_key",
+                 "miss", "mode", "multi", "name", "read_vr", "spec", "suffix", "un", "vr")
 
     def __init__(self, tag: int, vr: str | None) -> None:
-        self.read_vr = vr
+        self.read_vr: object = vr
+        self.fast = False  # mode is _CACHED: the hot loop tests this one flag
         self.un = vr == "UN"
         self.vr = None if self.un else vr
         self.spec: ms.ColumnSpec | None = None
@@ -114,6 +115,7 @@ class _Column:
             else _SPECIAL if tag in _SPECIAL_TAGS or shared \
             else _CACHED if cached \
             else _BULK if spec.kind == "bulk" else _SEQ if spec.kind == "sq" else _OTHER
+        self.fast = self.mode == _CACHED
 
     def dictionary_vr(self) -> str:
         """The VR to read the value with: the file's, else the dictionary's."""
@@ -123,6 +125,8 @@ class _Column:
 # tag -> the column of the VR last seen with it (a VR is compared by identity: the walker
 # gives interned names, None when implicit); (tag, VR) -> column for the other VRs.
 _BY_TAG: dict[int, _Column] = {}
+_NO_COLUMN = _Column(0x00000000, None)  # a tag not seen yet: its read_vr matches no VR
+_NO_COLUMN.read_vr = object()
 _BY_TAG_VR: dict[tuple[int, str | None], _Column] = {}
 _ENCODED_MAX = 4_096  # per tag, non-ASCII text values (names, descriptions)
 
@@ -229,9 +233,9 @@ def scan_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
         raise Fallback  # the general path says why the file is not usable
     row["transfer_syntax_uid"] = ts
     row["sop_class_uid"] = row["SOPClassUID"]
-    row[ms.PRIVATE_JSON] = json.dumps(scan.private, ensure_ascii=False) if scan.private \
+    row[ms.PRIVATE_JSON] = to_json(scan.private) if scan.private \
         else None
-    row[ms.MALFORMED_JSON] = json.dumps(scan.malformed, ensure_ascii=False) \
+    row[ms.MALFORMED_JSON] = to_json(scan.malformed) \
         if scan.malformed else None
     return row, shape, len(scan.malformed)
 
@@ -251,7 +255,7 @@ class _Scan:
             top: bool = False) -> tuple[dict[str, Any], ms.Shape]:
         """Row (or item struct) and keyword shape of one level's elements (as walked)."""
         data = self.data
-        by_tag = _BY_TAG
+        by_tag, no_column = _BY_TAG, _NO_COLUMN
         malformed = self.malformed
         row: dict[str, Any] = {}
         sequences: ms.Shape = {}  # keyword -> item shape; other keywords: the row's keys
@@ -259,13 +263,12 @@ class _Scan:
         private_before = len(self.private)
         pixel_rep: bytes | None = None
         for tag, vr, _head, start, stop, undefined in found:
-            col = by_tag.get(tag)
-            if col is None or col.read_vr is not vr:
+            col = by_tag.get(tag, no_column)
+            if col.read_vr is not vr:
                 col = _column(tag, vr)
             if undefined and col.un and not top:
                 raise Fallback  # the general path walks these two ways
-            mode = col.mode
-            if mode == _CACHED:  # the common case, inline
+            if col.fast:  # the common case, inline
                 raw = data[start:stop]
                 hit = col.cache.get(raw)
                 if hit is None:
@@ -274,6 +277,7 @@ class _Scan:
                 if hit[1]:
                     malformed[prefix + col.keyword] = raw_text(raw)
                 continue
+            mode = col.mode
             if mode == _SKIP:
                 continue
             if mode == _PRIVATE:
