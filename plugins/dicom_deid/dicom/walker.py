@@ -63,11 +63,14 @@ LONG_VRS: frozenset[str] = frozenset({
 
 # The VR bytes as read -> the interned VR name: consumers compare VRs with ``is``.
 _VR_NAMES: dict[bytes, str] = {vr.encode("ascii"): vr for vr in ALL_VRS}
-# The same, keyed by the two VR bytes read as a little-endian uint16 (no bytes object made),
-# one table for the VRs with a 2-byte length and one for those with a 4-byte length.
-_SHORT_VR_OF_CODE: dict[int, str] = {ord(vr[0]) | ord(vr[1]) << 8: vr
-                                     for vr in ALL_VRS - LONG_VRS}
-_LONG_VR_OF_CODE: dict[int, str] = {ord(vr[0]) | ord(vr[1]) << 8: vr for vr in LONG_VRS}
+# The same, indexed by the two VR bytes read as a little-endian uint16 (no bytes object
+# made, a list index instead of a dict call): one table for the VRs with a 2-byte length,
+# one for those with a 4-byte length; None where the code is not that kind of VR.
+_SHORT_VR_OF_CODE: list[str | None] = [None] * 0x10000
+_LONG_VR_OF_CODE: list[str | None] = [None] * 0x10000
+for _vr in ALL_VRS:
+    (_LONG_VR_OF_CODE if _vr in LONG_VRS else _SHORT_VR_OF_CODE)[
+        ord(_vr[0]) | ord(_vr[1]) << 8] = _vr
 _EXPLICIT = struct.Struct("<HHHH").unpack_from  # tag, VR code, 2-byte length (or reserved)
 _EXPLICIT_BYTES = struct.Struct("<HH2sH").unpack_from  # the same with the VR as bytes
 _IMPLICIT = struct.Struct("<HHI").unpack_from  # tag, 4-byte length
@@ -181,11 +184,11 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool,  # noqa: C901 - the h
                 start = pos + 8
             else:
                 group, elem, code, length = explicit_unpack(data, pos)
-                vr = short_vrs.get(code)
+                vr = short_vrs[code]
                 if vr is not None:
                     start = pos + 8
                 else:
-                    vr = long_vrs.get(code)
+                    vr = long_vrs[code]
                     if vr is not None:
                         if length:
                             raise BadInput("unreadable", f"malformed header at element "
@@ -200,7 +203,7 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool,  # noqa: C901 - the h
                         raise BadInput("unreadable", f"invalid VR at element "
                                                      f"{fmt_tag(group << 16 | elem)}: not "
                                                      "explicit VR")
-            tag = group << 16 | elem
+            tag = group * 0x10000 + elem  # specialised int ops (<< and | are not, in 3.11)
             if group == 0xFFFE:
                 if start > end:
                     raise _truncated_header()
@@ -213,7 +216,7 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool,  # noqa: C901 - the h
             if tag <= last and ordered:  # files in order (nearly all) pay one comparison
                 raise BadInput("unordered", f"element {fmt_tag(tag)} out of tag order")
             last = tag
-            if length == undefined:
+            if length > 0x3FFFFFFF and length == undefined:  # (a one-digit int compare first)
                 if start > end:
                     raise _truncated_header()
                 stop = undefined_end(data, start, end, implicit or vr == "UN", tag)
@@ -345,7 +348,7 @@ def _file_meta(data: bytes, pos: int, all_values: bool) -> tuple[dict[int, str],
         group, elem, code, length = _EXPLICIT(data, pos)
         if group != 0x0002:
             break
-        vr = _SHORT_VR_OF_CODE.get(code)
+        vr = _SHORT_VR_OF_CODE[code]
         if vr is not None:
             start = pos + 8
         else:  # a long VR (or a malformed header: _header says which)

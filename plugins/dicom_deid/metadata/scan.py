@@ -123,8 +123,10 @@ class _Column:
 
 
 # tag -> the column of the VR last seen with it (a VR is compared by identity: the walker
-# gives interned names, None when implicit); (tag, VR) -> column for the other VRs.
-_BY_TAG: dict[int, _Column] = {}
+# gives interned names, None when implicit), one table for implicit VR files and one for
+# explicit (a corpus mixing both does not swap columns at each change); (tag, VR) -> column
+# for every VR seen.
+_BY_TAG: dict[bool, dict[int, _Column]] = {True: {}, False: {}}
 _NO_COLUMN = _Column(0x00000000, None)  # a tag not seen yet: its read_vr matches no VR
 _NO_COLUMN.read_vr = object()
 _BY_TAG_VR: dict[tuple[int, str | None], _Column] = {}
@@ -136,7 +138,7 @@ def _column(tag: int, vr: str | None) -> _Column:
     col = _BY_TAG_VR.get((tag, vr))
     if col is None:
         col = _BY_TAG_VR[(tag, vr)] = _Column(tag, vr)
-    _BY_TAG[tag] = col
+    _BY_TAG[vr is None][tag] = col
     return col
 
 
@@ -255,7 +257,7 @@ class _Scan:
             top: bool = False) -> tuple[dict[str, Any], ms.Shape]:
         """Row (or item struct) and keyword shape of one level's elements (as walked)."""
         data = self.data
-        by_tag, no_column = _BY_TAG, _NO_COLUMN
+        by_tag, no_column = _BY_TAG[implicit], _NO_COLUMN
         malformed = self.malformed
         row: dict[str, Any] = {}
         sequences: ms.Shape = {}  # keyword -> item shape; other keywords: the row's keys
@@ -263,7 +265,10 @@ class _Scan:
         private_before = len(self.private)
         pixel_rep: bytes | None = None
         for tag, vr, _head, start, stop, undefined in found:
-            col = by_tag.get(tag, no_column)
+            try:
+                col = by_tag[tag]  # a dict index: no call (a tag never seen: rare)
+            except KeyError:
+                col = no_column
             if col.read_vr is not vr:
                 col = _column(tag, vr)
             if undefined and col.un and not top:
