@@ -21,7 +21,6 @@ from dicom_deid.dicom.walker import (
     SEQUENCE_DELIMITER,
     UNDEFINED,
     elements,
-    items,
     locate_dataset,
     sequence_items,
 )
@@ -118,12 +117,10 @@ def test_undefined_length_sequences_and_their_items(defined: bool) -> None:
     assert [e[0] for e in found] == [0x00321064, 0x00400254]
     seq = found[0]
     assert seq[5] and data[seq[4]:seq[4] + 8] == struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-    spans = items(data, seq[3], seq[4], False, seq[0])
-    assert len(spans) == 2
-    for start, end in spans:
-        assert [e[0] for e in elements(data, start, end, False)] == [0x00080100, 0x00080104]
     walked = sequence_items(data, seq[3], seq[4], False, seq[0])  # each item walked once
-    assert walked == [elements(data, start, end, False) for start, end in spans]
+    assert [[e[0] for e in item] for item in walked] == [[0x00080100, 0x00080104]] * 2
+    for item in walked:  # offsets point into the file's bytes
+        assert data[item[1][3]:item[1][4]] == b"Pain"
 
 
 def test_delimiters_with_a_length_are_malformed() -> None:
@@ -185,8 +182,8 @@ def test_every_truncation_is_a_bad_input_for_every_user(name: str, data: bytes) 
 def test_items_refuse_what_is_not_an_item() -> None:
     data = _explicit(0x00081030, b"LO", b"CT")
     with pytest.raises(BadInput, match=r"malformed sequence in element \(0032,1064\)"):
-        items(data, 0, len(data), False, 0x00321064)
+        sequence_items(data, 0, len(data), False, 0x00321064)
     long_item = struct.pack("<HHI", 0xFFFE, 0xE000, 100) + b"\0" * 8
     with pytest.raises(BadInput, match="longer than its sequence"):
-        items(long_item, 0, len(long_item), False, 0x00321064)
+        sequence_items(long_item, 0, len(long_item), False, 0x00321064)
     assert ITEM == 0xFFFEE000 and SEQUENCE_DELIMITER == 0xFFFEE0DD

@@ -28,7 +28,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 from dicom_deid.errors import BadInput
 
 from .files import read_file
-from .walker import UNDEFINED, elements, fmt_tag, locate_dataset
+from .walker import UNDEFINED, Element, elements, fmt_tag, locate_dataset, sequence_items
 
 # Where the transfer syntax read from / to be written with travels on a parsed dataset: a
 # plain attribute (no file meta object per file on the fast path). Pixel cleaning reads
@@ -88,9 +88,20 @@ def raw_elements(data: bytes, pos: int, end: int, implicit: bool
                  ) -> dict[BaseTag, RawDataElement]:
     """The elements of one little-endian dataset level as pydicom raw elements (values
     undecoded; pixel data a view of ``data``, not a copy). A repeated tag keeps its last."""
+    return _as_raw(data, elements(data, pos, end, implicit), implicit)
+
+
+def raw_items(data: bytes, implicit: bool, seq_tag: int) -> list[dict[BaseTag, RawDataElement]]:
+    """The items of the sequence value ``data`` as raw element maps, like
+    :func:`raw_elements` (the metadata export's general path reads sequences this way)."""
+    return [_as_raw(data, found, implicit)
+            for found in sequence_items(data, 0, len(data), implicit, seq_tag)]
+
+
+def _as_raw(data: bytes, found: list[Element], implicit: bool) -> dict[BaseTag, RawDataElement]:
     out: dict[BaseTag, RawDataElement] = {}
     view = memoryview(data)
-    for tag, vr, _head, start, stop, undefined in elements(data, pos, end, implicit):
+    for tag, vr, _head, start, stop, undefined in found:
         # pixel data is a view (never copied; the writer emits it as it is)
         value = cast("bytes", view[start:stop]) if tag in _BULK_TAGS else data[start:stop]
         length = UNDEFINED if undefined else stop - start

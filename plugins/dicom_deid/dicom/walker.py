@@ -35,7 +35,6 @@ __all__ = [
     "elements",
     "fmt_tag",
     "item_end",
-    "items",
     "locate_dataset",
     "sequence_items",
     "undefined_end",
@@ -274,35 +273,6 @@ def item_end(data: bytes, pos: int, end: int, implicit: bool, seq_tag: int) -> i
     """Offset just after the item delimitation item of an undefined-length item whose
     dataset starts at ``pos``, inside the sequence ``seq_tag`` (walked, not collected)."""
     return _walk(data, pos, end, implicit, False, True, seq_tag, False)[1]
-
-
-def items(data: bytes, start: int, end: int, implicit: bool, seq_tag: int
-          ) -> list[tuple[int, int]]:
-    """(start, end) of each item's dataset in a sequence value ``data[start:end]``
-    (defined or undefined length; a delimitation item ends the list)."""
-    found: list[tuple[int, int]] = []
-    pos = start
-    limit = min(end, len(data))
-    while pos < end:
-        if pos + 8 > limit:
-            raise _truncated_header()
-        group, elem, length = _IMPLICIT(data, pos)
-        tag = group << 16 | elem
-        if tag == SEQUENCE_DELIMITER:
-            break
-        if tag != ITEM:
-            raise BadInput("unreadable", f"malformed sequence in element {fmt_tag(seq_tag)}")
-        item_start = pos + 8
-        if length == UNDEFINED:
-            pos = item_end(data, item_start, end, implicit, seq_tag)
-            found.append((item_start, pos - 8))
-        else:
-            pos = item_start + length
-            if pos > end:
-                raise BadInput("truncated", f"truncated: an item of element {fmt_tag(seq_tag)} "
-                                            "is longer than its sequence")
-            found.append((item_start, pos))
-    return found
 
 
 class DatasetStart(NamedTuple):

@@ -36,8 +36,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence as DicomSequence
 
 from dicom_deid.arrow_build import string_array
-from dicom_deid.dicom.reader import parse_instance, raw_elements
-from dicom_deid.dicom.walker import items
+from dicom_deid.dicom.reader import parse_instance, raw_items
 from dicom_deid.errors import BadInput
 
 from . import schema as ms
@@ -799,8 +798,7 @@ def _sequence_items(elem: Any) -> list[Elements]:
         raise ValueError("not a sequence")
     raw = bytes(value)
     implicit = bool(elem.is_implicit_VR) or elem.VR == "UN"
-    return [dict(raw_elements(raw, start, stop, implicit))
-            for start, stop in items(raw, 0, len(raw), implicit, int(elem.tag))]
+    return [dict(item) for item in raw_items(raw, implicit, int(elem.tag))]
 
 
 def _elem_vr(elem: Any) -> str | None:

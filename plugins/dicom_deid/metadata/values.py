@@ -15,11 +15,13 @@ import json
 import re
 import struct
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime
 from datetime import time as dtime
 from typing import Any
 
 from pydicom.charset import decode_bytes, python_encoding
+
+from dicom_deid.dicom.dates import parse_da, parse_dt, parse_tm
 
 from . import schema as ms
 
@@ -35,8 +37,6 @@ _PN_DELIMS = {0x5C, 0x3D, 0x5E}
 _INT_MAX = 2**63 - 1
 _IS_RE = re.compile(r"[+-]?\d+")
 _DS_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_TM_RE = re.compile(r"(\d\d)(\d\d)?(\d\d)?(?:\.(\d{1,6}))?")
-_DT_RE = re.compile(r"(\d{4})(\d\d)?(\d\d)?(\d\d)?(\d\d)?(\d\d)?(?:\.(\d{1,6}))?([+-]\d{4})?")
 
 to_json = json.JSONEncoder(ensure_ascii=False).encode
 """``json.dumps(value, ensure_ascii=False)`` without building an encoder per call (a few
@@ -268,50 +268,3 @@ def typed_value(kind: str, v: Any) -> Any:
     if kind == "dt":
         return parse_dt(str(v))
     return None
-
-
-def parse_da(s: str) -> date | None:
-    """DA ``YYYYMMDD`` (also the old ``YYYY.MM.DD``)."""
-    if len(s) == 10 and s[4] == "." and s[7] == ".":
-        s = s.replace(".", "")
-    if len(s) != 8 or not s.isdigit():
-        return None
-    try:
-        return date(int(s[:4]), int(s[4:6]), int(s[6:]))
-    except ValueError:
-        return None
-
-
-def parse_tm(s: str) -> dtime | None:
-    """TM ``HH[MM[SS[.FFFFFF]]]`` (also the old ``HH:MM:SS``); a leap second becomes :59."""
-    if ":" in s and len(s) >= 5:
-        s = s.replace(":", "")
-    m = _TM_RE.fullmatch(s)
-    if m is None:
-        return None
-    hh, mm, ss, frac = m.groups()
-    if frac and ss is None:
-        return None
-    try:
-        return dtime(int(hh), int(mm or 0), min(int(ss or 0), 59),
-                     int((frac or "0").ljust(6, "0")))
-    except ValueError:
-        return None
-
-
-def parse_dt(s: str) -> datetime | None:
-    """DT ``YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX]`` as UTC (no offset: taken as UTC)."""
-    m = _DT_RE.fullmatch(s)
-    if m is None:
-        return None
-    y, mo, d, hh, mi, ss, frac, off = m.groups()
-    try:
-        tz = UTC
-        if off:
-            sign = -1 if off[0] == "-" else 1
-            tz = timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:])))
-        value = datetime(int(y), int(mo or 1), int(d or 1), int(hh or 0), int(mi or 0),
-                         min(int(ss or 0), 59), int((frac or "0").ljust(6, "0")), tzinfo=tz)
-    except ValueError:
-        return None
-    return value.astimezone(UTC)
