@@ -10,6 +10,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from dicom_deid.config.model import DeidConfig
+from dicom_deid.deid.byte_path import ByteDeidentifier
 from dicom_deid.deid.deidentifier import Deidentifier, InstanceResult, dataset_encodings
 from dicom_deid.dicom.reader import parse_instance
 from dicom_deid.dicom.writer import encode_instance
@@ -108,11 +109,29 @@ def to_bytes(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
+BYTE_PATH_RUNS = {"taken": 0, "declined": 0}
+"""How often :func:`deidentify_bytes` found the byte path taking a file (a sanity count)."""
+
+
 def deidentify_bytes(data: bytes, config: DeidConfig | None = None,
                      key: bytes = KEY) -> tuple[Dataset, InstanceResult, bytes]:
-    """Parse, de-identify and encode like the batch does; re-read the output with pydicom."""
+    """De-identify ``data`` through both paths, as the batch would: the Dataset path
+    (parse, de-identify, encode) and the byte path (production's fast path). Where the
+    byte path takes the file it must write exactly the same bytes and result, so every
+    unit test of behaviour tests the path production runs too. Returns the output re-read
+    by pydicom, the result and the bytes."""
+    config = config or DeidConfig()
+    deid = Deidentifier(config, key)
+    fast = ByteDeidentifier(Deidentifier(config, key)).deidentify(data)
     inst = parse_instance(data)
     encodings = dataset_encodings(inst.dataset)
-    result = Deidentifier(config or DeidConfig(), key).deidentify(inst.dataset)
+    result = deid.deidentify(inst.dataset)
     out = encode_instance(inst.dataset, inst.transfer_syntax, encodings)
+    if fast is None:
+        BYTE_PATH_RUNS["declined"] += 1
+    else:
+        BYTE_PATH_RUNS["taken"] += 1
+        chunks, fast_result = fast
+        assert b"".join(bytes(c) for c in chunks) == out, "byte path and Dataset path differ"
+        assert fast_result == result, "byte path and Dataset path report differently"
     return pydicom.dcmread(io.BytesIO(out)), result, out

@@ -54,8 +54,21 @@ def test_z_empties_type2_attributes() -> None:
         assert kw in out and out[kw].value in ("", None), kw
 
 
-def test_d_replaces_with_dummy_and_compounds_choose_valid_codes() -> None:
+def test_compound_codes_follow_the_attribute_type_in_the_iod() -> None:
+    """CT Image IOD: the X/Z/D, X/D and Z/D attributes of this instance are Type 3 there
+    (removed) or Type 2 (emptied); D is written only where the IOD needs a value."""
     out = run()
+    for kw in ("InstitutionName", "StationName", "DeviceSerialNumber", "OperatorsName",
+               "AcquisitionDateTime", "SeriesDate"):  # X/Z/D, X/D; Type 3 in a CT
+        assert kw not in out, kw
+    assert out.ContentDate == ""  # Z/D; Type 2C in General Image: emptied, not dummied
+
+
+def test_compound_codes_without_a_known_iod_stay_conformant_for_any_type() -> None:
+    """An unknown SOP class: the choice that is valid whatever the Type (a dummy)."""
+    ds = make_instance()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.10.543.99.1"
+    out = run(ds)
     assert out.InstitutionName == "ANONYMIZED"  # X/Z/D -> D
     assert out.StationName == "ANONYMIZED"  # X/Z/D -> D
     assert out.DeviceSerialNumber == "ANONYMIZED"
@@ -63,6 +76,7 @@ def test_d_replaces_with_dummy_and_compounds_choose_valid_codes() -> None:
     assert out.ContentDate == "19000101"  # Z/D -> D
     assert out.AcquisitionDateTime == "19000101000000"  # X/Z/D -> D
     assert out.SeriesDate == "19000101"  # X/D -> D
+
 
 def test_u_replaces_uids_consistently_everywhere() -> None:
     out = run()
@@ -359,3 +373,66 @@ def test_output_is_deterministic() -> None:
     a = deidentify_bytes(to_bytes(make_instance()))[2]
     b = deidentify_bytes(to_bytes(make_instance()))[2]
     assert a == b
+
+
+# -- IOD-aware actions ----------------------------------------------------------------
+def test_a_type3_sequence_under_x_z_is_removed_not_left_empty() -> None:
+    """ReferencedStudySequence is X/Z and Type 3 in General Study: zero items would be
+    invalid ("1-n Required"), so it goes; in an unknown IOD it is emptied as before."""
+    ds = make_instance()
+    ds.ReferencedStudySequence = Sequence([Dataset()])
+    ds.ReferencedStudySequence[0].ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ds.ReferencedStudySequence[0].ReferencedSOPInstanceUID = ROOT + "9"
+    assert "ReferencedStudySequence" not in run(ds)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.10.543.99.1"
+    unknown = run(ds)
+    assert "ReferencedStudySequence" in unknown and len(unknown.ReferencedStudySequence) == 0
+
+
+def _dependent_rows() -> list[dict[str, str]]:
+    import csv
+    from importlib import resources
+
+    text = resources.files("dicom_deid.config").joinpath(
+        "data/iod/conditional_dependents.csv").read_text()
+    return list(csv.DictReader(text.splitlines()))
+
+
+@pytest.mark.parametrize("row", _dependent_rows(), ids=lambda r: r["dependent"])
+def test_each_conditional_dependent_goes_with_its_removed_condition(row: dict[str, str]) -> None:
+    """One test per row of conditional_dependents.csv: removing the attribute the condition
+    names removes the dependent (here through an explicit deleteTag, so every row's
+    condition attribute is removed whatever the profile says of it); keeping it keeps it."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    condition, dependent = row["condition_attribute"], row["dependent"]
+    ds = make_instance()
+    for keyword in (condition, dependent):
+        tag = tag_for_keyword(keyword)
+        vr = dictionary_VR(tag)
+        if vr == "SQ":
+            item = Dataset()
+            item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+            item.ReferencedSOPInstanceUID = ROOT + "7"
+            ds.add_new(tag, vr, Sequence([item]))
+        elif vr in ("OB", "OW"):
+            ds.add_new(tag, vr, b"\x01\x02")
+        else:
+            ds.add_new(tag, vr, "20230101120000" if vr in ("DT", "DA") else "VALUE1")
+
+    def action(kind: TagActionKind, keyword: str) -> TagAction:
+        return TagAction((TagQuery(QueryKind.KEYWORD, keyword=keyword),), kind)
+
+    keep_dependent = action(TagActionKind.KEEP, dependent)
+    removed = run(ds, actions=(action(TagActionKind.DELETE, condition), keep_dependent))
+    assert condition not in removed and dependent not in removed
+    kept = run(ds, actions=(action(TagActionKind.KEEP, condition), keep_dependent))
+    assert condition in kept and dependent in kept
+
+
+def test_responsible_person_role_goes_with_responsible_person_under_the_profile() -> None:
+    ds = make_instance()
+    ds.ResponsiblePerson = "Guardian^Gail"
+    ds.ResponsiblePersonRole = "PARENT"
+    out = run(ds)
+    assert "ResponsiblePerson" not in out and "ResponsiblePersonRole" not in out

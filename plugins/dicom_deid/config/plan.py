@@ -3,18 +3,25 @@
 Precedence, as Google documents it: explicit ``actions`` (first match wins), then
 ``options`` (primaryIds), then the profile. The PS3.15 table decides the profile
 action; attributes it does not list are kept (standard) or removed (private).
+
+An action depends on where the attribute is (a :data:`Scope`: the instance's IOD and the
+keyword of the sequence holding it): compound profile codes resolve by the attribute's Type
+there, a sequence is never left with zero items where the IOD needs one, and attributes
+whose condition names a removed attribute go with it (:func:`dependents_to_drop`).
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum, auto
 from functools import cache
 from importlib import resources
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from .iod import AttributeType, ConditionKind, dependents_of, iod_for, iod_named
 from .model import DeidConfig, Option, PrimaryIds, ProfileType, QueryKind, TagAction, TagActionKind
 from .ps3_15 import ActionCode, load_safe_private, load_table, resolve_compound
 
@@ -65,6 +72,23 @@ PSEUDONYM_TAGS = frozenset({TAG_PATIENT_NAME, TAG_PATIENT_ID, TAG_ACCESSION, TAG
 PRIMARY_UID_TAGS = frozenset({0x0020000D, 0x0020000E, 0x00080018, 0x00020003})
 OVERLAY_DATA_MASK = (0xFF01FFFF, 0x60003000)
 
+Scope = tuple[str, str]
+"""Where an attribute is: (the instance's IOD name, "" when unknown; the keyword of the
+sequence whose item holds it, "" at the top level)."""
+NO_SCOPE: Scope = ("", "")
+
+
+def iod_name(sop_class_uid: str) -> str:
+    """The IOD of a SOP class as a :data:`Scope` names it ("" when unknown)."""
+    found = iod_for(sop_class_uid)
+    return "" if found is None else found.name
+
+
+@cache
+def item_scope(scope: Scope, sequence_tag: int) -> Scope:
+    """The scope of the items of the sequence ``sequence_tag`` found at ``scope``."""
+    return (scope[0], "" if sequence_tag >> 16 & 1 else keyword_for_tag(sequence_tag) or "")
+
 
 @cache
 def minimal_keep_tags() -> frozenset[int]:
@@ -102,7 +126,7 @@ class Plan:
         self._table = load_table()
         self._safe_private = load_safe_private()
         self._actions = [(self._compile(a), a) for a in config.actions]
-        self._memo: dict[tuple[int, str, Mode], Act] = {}
+        self._memo: dict[tuple[int, str, Mode, Scope], Act] = {}
         cleaning_options = {
             opt
             for row in self._table.exact.values()
@@ -139,16 +163,18 @@ class Plan:
                 return action
         return None
 
-    def act(self, tag: int, vr: str, mode: Mode) -> Act:
-        """The action for a standard (even group) attribute."""
-        key = (tag, vr, mode)
+    def act(self, tag: int, vr: str, mode: Mode, scope: Scope = NO_SCOPE) -> Act:
+        """The action for a standard (even group) attribute at ``scope``."""
+        key = (tag, vr, mode, scope)
         found = self._memo.get(key)
         if found is None:
-            found = self._resolve(tag, vr, mode)
+            found = self._resolve(tag, vr, mode, scope)
+            if found is Act.EMPTY and vr == "SQ":
+                found = _empty_sequence_act(_attribute_type(tag, scope))
             self._memo[key] = found
         return found
 
-    def _resolve(self, tag: int, vr: str, mode: Mode) -> Act:
+    def _resolve(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
         action = self.explicit_action(tag, vr)
         if action is not None:
             return _ACTION_ACTS[action.kind]
@@ -165,14 +191,15 @@ class Plan:
             if vr == "SQ":
                 return Act.RECURSE
             return Act.CLEAN_TEXT if vr in CLEAN_TEXT_VRS else Act.KEEP
-        return self._basic(tag, vr, mode)
+        return self._basic(tag, vr, mode, scope)
 
-    def _basic(self, tag: int, vr: str, mode: Mode) -> Act:
+    def _basic(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
         row = self._table.row_for(tag)
         if row is None:
             return self._unlisted(vr, mode)
         code, option = row.code_for(self.options)
-        return self._code_act(resolve_compound(code), option, tag, vr)
+        return self._code_act(resolve_compound(code, _attribute_type(tag, scope)), option, tag,
+                              vr)
 
     def _unlisted(self, vr: str, mode: Mode) -> Act:
         """Attributes Table E.1-1 does not list are kept; UIDs and free text in D/C sequences
@@ -251,6 +278,38 @@ class Plan:
             return Act.KEEP
         return Act.DELETE
 
+
+
+def _attribute_type(tag: int, scope: Scope) -> AttributeType | None:
+    """The Type of a standard attribute at ``scope`` (None: unknown IOD or attribute)."""
+    if not scope[0]:
+        return None
+    keyword = keyword_for_tag(tag)
+    return iod_named(scope[0]).type_of(scope[1], keyword) if keyword else None
+
+
+def _empty_sequence_act(attribute_type: AttributeType | None) -> Act:
+    """Emptying a sequence is valid only where the IOD allows zero items (Type 2): a Type 3
+    sequence is removed instead, a Type 1 one keeps its items with their text dummied."""
+    if attribute_type is AttributeType.T3:
+        return Act.DELETE
+    if attribute_type is AttributeType.T1 or attribute_type is AttributeType.T1C:
+        return Act.RECURSE_STRICT
+    return Act.EMPTY
+
+
+def dependents_to_drop(acts: Iterable[tuple[int, Act | None]]) -> set[int]:
+    """Tags of one dataset level to remove because the attribute their condition names is
+    removed (or, for "has a value" conditions, emptied) at that level (see
+    ``data/iod/conditional_dependents.csv``). ``acts`` are the level's (tag, action)."""
+    drop: set[int] = set()
+    for tag, act in acts:
+        if act is not Act.DELETE and act is not Act.EMPTY:
+            continue
+        for dependent, kind in dependents_of(tag):
+            if act is Act.DELETE or kind is ConditionKind.HAS_VALUE:
+                drop.add(dependent)
+    return drop
 
 
 _ACTION_ACTS: dict[TagActionKind, Act] = {

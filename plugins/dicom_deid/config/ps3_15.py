@@ -14,6 +14,7 @@ from enum import StrEnum
 from functools import cache
 from importlib import resources
 
+from .iod import AttributeType
 from .model import Option
 
 TABLE_EDITION = "2026c"
@@ -41,21 +42,35 @@ class ActionCode(StrEnum):
     X_Z_U = "X/Z/U*"
 
 
-def resolve_compound(code: ActionCode) -> ActionCode:
-    """Pick the simple code for a compound one that is valid whatever the attribute's Type.
+def resolve_compound(code: ActionCode, attribute_type: AttributeType | None = None
+                     ) -> ActionCode:
+    """The simple code for a compound one, given the attribute's Type in this instance's
+    IOD at its place (None when the IOD or the attribute there is unknown).
 
-    Without the IOD's module tables we cannot know whether an attribute is Type 1, 2 or
-    3 in this instance, so we choose the option that is conformant for all of them and
-    still removes the value: X/Z -> Z (at most Type 2), X/D, X/Z/D, Z/D -> D (a dummy
-    satisfies Type 1), X/Z/U* -> U (new UIDs keep references intact).
+    As Table E.1-1a defines them: ``X/Z`` removes a Type 3 attribute and empties a Type 2
+    one; ``X/D`` removes a Type 3 attribute and writes a dummy otherwise; ``X/Z/D`` removes,
+    empties or dummies a Type 3, 2 or 1 attribute; ``Z/D`` dummies a Type 1 attribute and
+    empties others. Conditional Types count as their unconditional ones (the conditions are
+    prose). Unknown: the choice that is conformant whatever the Type and still removes the
+    value (``X/Z`` -> Z, ``X/D``, ``X/Z/D``, ``Z/D`` -> D). ``X/Z/U*`` -> U always: new UIDs
+    keep references intact.
     """
-    return {
-        ActionCode.X_Z: ActionCode.Z,
-        ActionCode.X_D: ActionCode.D,
-        ActionCode.X_Z_D: ActionCode.D,
-        ActionCode.Z_D: ActionCode.D,
-        ActionCode.X_Z_U: ActionCode.U,
-    }.get(code, code)
+    t = attribute_type
+    optional = t is AttributeType.T3
+    required = t is AttributeType.T1 or t is AttributeType.T1C
+    if code is ActionCode.X_Z:
+        return ActionCode.X if optional else ActionCode.Z
+    if code is ActionCode.X_D:
+        return ActionCode.X if optional else ActionCode.D
+    if code is ActionCode.X_Z_D:
+        if optional:
+            return ActionCode.X
+        return ActionCode.D if required or t is None else ActionCode.Z
+    if code is ActionCode.Z_D:
+        return ActionCode.D if required or t is None else ActionCode.Z
+    if code is ActionCode.X_Z_U:
+        return ActionCode.U
+    return code
 
 
 @dataclass(frozen=True)

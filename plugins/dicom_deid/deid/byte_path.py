@@ -27,7 +27,16 @@ from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
-from dicom_deid.config.plan import TAG_ACCESSION, TAG_PATIENT_ID, Act, Mode
+from dicom_deid.config.plan import (
+    TAG_ACCESSION,
+    TAG_PATIENT_ID,
+    Act,
+    Mode,
+    Scope,
+    dependents_to_drop,
+    iod_name,
+    item_scope,
+)
 from dicom_deid.dicom.files import Chunk, FileRange
 from dicom_deid.dicom.reader import PYDICOM_ONLY_SYNTAXES, ascii_text
 from dicom_deid.dicom.walker import (
@@ -94,7 +103,7 @@ class ByteDeidentifier:
             implicit: sorted((int(r.tag), raw_header(r, implicit) + (r.value or b"")) for r in raws)
             for implicit, raws in deid.method_raw.items()
         }
-        self._acts: dict[tuple[int, str | None, Mode], tuple[str, Act | None]] = {}
+        self._acts: dict[tuple[int, str | None, Mode, Scope], tuple[str, Act | None]] = {}
         self._fixed: dict[tuple[int, str, Act, bool], bytes] = {}
         self._private_acts: dict[tuple[int, str | None, Mode, str], tuple[str, Act | None]] = {}
         self._layouts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -153,13 +162,14 @@ class ByteDeidentifier:
             if res.original_patient_id
             else f"study:{res.original_study_uid}"
         )
-        state = WalkState(patient_key=patient_key)
+        state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid))
+        scope = (state.iod, "")
         if self.plan.needs_context:
             state.context = PhiContext.from_values(
-                self._context(view, top, implicit, Mode.NORMAL, encodings))
+                self._context(view, top, implicit, Mode.NORMAL, scope, encodings))
         final: dict[int, bytes | DataElement] = {}
         body: Chunks = []
-        self._level(view, top, implicit, Mode.NORMAL, state, encodings, body,
+        self._level(view, top, implicit, Mode.NORMAL, scope, state, encodings, body,
                     self._method[implicit], final)
         res.study_uid = _final_text(final.get(_TAG_STUDY))
         res.series_uid = _final_text(final.get(_TAG_SERIES))
@@ -184,7 +194,7 @@ class ByteDeidentifier:
 
     # -- one dataset level --------------------------------------------------------------
     def _acts_of(
-        self, view: memoryview, elems: list[_Elem], mode: Mode,
+        self, view: memoryview, elems: list[_Elem], mode: Mode, scope: Scope,
     ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int], Any]:
         """Per element (VR, action) as ``Deidentifier._acts`` decides them, the private
         blocks that keep something, and the groups deleted whole: the first half of
@@ -195,10 +205,10 @@ class ByteDeidentifier:
         tag and VR, so only an identical layout reuses them. Private elements, whose
         action depends on their creator's value, are decided anew each time."""
         tags = tuple([e[0] for e in elems])
-        key = (mode, tags, tuple([e[1] for e in elems]))
+        key = (mode, scope, tags, tuple([e[1] for e in elems]))
         layout = self._layouts.get(key)
         if layout is None:
-            return (*self._decide(view, elems, mode, key), key)
+            return (*self._decide(view, elems, mode, scope, key), key)
         vrs, acts_seen, privates, deleted = layout
         acts = list(zip(elems, vrs, acts_seen, strict=True))
         kept_blocks: set[tuple[int, int]] = set()
@@ -216,7 +226,8 @@ class ByteDeidentifier:
         return acts, kept_blocks, deleted_groups, key
 
     def _decide(
-        self, view: memoryview, elems: list[_Elem], mode: Mode, key: tuple[Any, ...],
+        self, view: memoryview, elems: list[_Elem], mode: Mode, scope: Scope,
+        key: tuple[Any, ...],
     ) -> tuple[list[tuple[_Elem, str, Act | None]], set[tuple[int, int]], set[int]]:
         """:meth:`_acts_of` for a layout not seen before (remembered for the next)."""
         element_act = self.deid.element_act
@@ -235,18 +246,21 @@ class ByteDeidentifier:
                 if act is not Act.DELETE and act is not None:
                     kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             else:
-                mkey = (tag, e[1], mode)
+                mkey = (tag, e[1], mode, scope)
                 found_act = memo.get(mkey)
                 if found_act is None:
                     if e[1] == "UN":
                         raise _Decline  # pydicom re-reads it with its dictionary VR
-                    found_act = memo[mkey] = element_act(tag, e[1], mode, creators)
+                    found_act = memo[mkey] = element_act(tag, e[1], mode, creators, scope)
                 vr, act = found_act
                 if act is Act.DELETE_GROUP:
                     standard_deleted.add(tag >> 16)
             if act is Act.DELETE_GROUP:
                 deleted_groups.add(tag >> 16)
             acts.append((e, vr, act))
+        drop = dependents_to_drop((a[0][0], a[2]) for a in acts if not a[0][0] >> 16 & 1)
+        if drop:
+            acts = [(e, vr, Act.DELETE if e[0] in drop else act) for e, vr, act in acts]
         _remember(self._layouts, key, (
             tuple(a[1] for a in acts), tuple(a[2] for a in acts), tuple(privates),
             frozenset(standard_deleted)), size=_LAYOUTS_SIZE)
@@ -267,12 +281,12 @@ class ByteDeidentifier:
         return found
 
     def _context(
-        self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
+        self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode, scope: Scope,
         encodings: list[str],
     ) -> Iterator[tuple[str, str]]:
         """The identifying values free text is checked against, in the order (and with the
         decoding) of ``Deidentifier._context_values``."""
-        for e, vr, act in self._acts_of(view, elems, mode)[0]:
+        for e, vr, act in self._acts_of(view, elems, mode, scope)[0]:
             if act is None:
                 continue
             if vr == "SQ":
@@ -282,8 +296,9 @@ class ByteDeidentifier:
                     sub = Mode.STRICT
                 else:
                     continue
+                inner = item_scope(scope, e[0])
                 for items in _items(view, e, implicit):
-                    yield from self._context(view, items, implicit, sub, encodings)
+                    yield from self._context(view, items, implicit, sub, inner, encodings)
                 continue
             if vr not in CONTEXT_VRS or not (
                 act in REMOVING_ACTS or vr == "PN" or e[0] in IDENTITY_TAGS
@@ -307,7 +322,7 @@ class ByteDeidentifier:
                     yield info_type(keyword, vr), v
 
     def _level(
-        self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode,
+        self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode, scope: Scope,
         state: WalkState, encodings: list[str], out: Chunks,
         added: list[tuple[int, bytes]] | None, final: dict[int, bytes | DataElement] | None,
     ) -> None:
@@ -317,7 +332,7 @@ class ByteDeidentifier:
         What a layout's standard elements become is compiled once into a plan (see
         :func:`_compile_plan`): runs of kept elements copied as one slice each, elements
         to change, elements to add. Private elements are decided for each file."""
-        acts, kept_blocks, deleted_groups, key = self._acts_of(view, elems, mode)
+        acts, kept_blocks, deleted_groups, key = self._acts_of(view, elems, mode, scope)
         pkey = (key, implicit, final is None, added is not None)
         plan = self._plans.get(pkey)
         if plan is None:
@@ -335,7 +350,7 @@ class ByteDeidentifier:
             elif kind is _ADD:
                 out.append(op[1])
             elif kind is _CHANGE:
-                self._emit_changed(view, elems[op[1]], op[2], op[3], implicit, state,
+                self._emit_changed(view, elems[op[1]], op[2], op[3], implicit, scope, state,
                                    encodings, out, final)
             else:  # _PRIVATE: decided for this file
                 e, vr, act = acts[op[1]]
@@ -345,14 +360,15 @@ class ByteDeidentifier:
                     if (e[0] >> 16, e[0] & 0xFF) not in kept_blocks:
                         continue
                     act = Act.KEEP
-                self._emit_private(view, e, vr, act, implicit, state, encodings, out, final)
+                self._emit_private(view, e, vr, act, implicit, scope, state, encodings, out,
+                                   final)
         if final is not None:
             for i in captures:
                 e = elems[i]
                 final[e[0]] = bytes(view[e[3]:e[4]])
 
     def _emit_private(
-        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool, scope: Scope,
         state: WalkState, encodings: list[str], out: Chunks,
         final: dict[int, bytes | DataElement] | None,
     ) -> None:
@@ -362,10 +378,10 @@ class ByteDeidentifier:
                 raise _Decline  # pydicom re-encodes nested undefined-length sequences
             _emit_run(view, e[2], e[4] + 8 if e[5] else e[4], out)
         elif act is not Act.DELETE and act is not Act.DELETE_GROUP:
-            self._emit_changed(view, e, vr, act, implicit, state, encodings, out, final)
+            self._emit_changed(view, e, vr, act, implicit, scope, state, encodings, out, final)
 
     def _emit_changed(
-        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool, scope: Scope,
         state: WalkState, encodings: list[str], out: Chunks,
         final: dict[int, bytes | DataElement] | None,
     ) -> None:
@@ -377,12 +393,12 @@ class ByteDeidentifier:
             if final is not None and tag in _RESULT_TAGS:
                 final[tag] = self.deid.fixed_value(vr, act)
             return
-        new = self._changed(view, e, vr, act, implicit, state, encodings, out)
+        new = self._changed(view, e, vr, act, implicit, scope, state, encodings, out)
         if final is not None and tag in _RESULT_TAGS and new is not None:
             final[tag] = new
 
     def _changed(
-        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool, scope: Scope,
         state: WalkState, encodings: list[str], out: Chunks,
     ) -> bytes | DataElement | None:
         """Emit one element the plan changes; return its new value (None if dropped)."""
@@ -390,7 +406,7 @@ class ByteDeidentifier:
             raise _Decline  # its value lies past the head that was read
         tag = e[0]
         if act in _RECURSE_MODES:
-            self._recurse(view, e, vr, act, implicit, state, encodings, out)
+            self._recurse(view, e, vr, act, implicit, scope, state, encodings, out)
             return None
         if act in _FIXED_ACTS:
             if vr == "SQ":
@@ -424,7 +440,7 @@ class ByteDeidentifier:
         return self._recoded(e, vr, act, raw, implicit, state, encodings, out)
 
     def _recurse(
-        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool,
+        self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool, scope: Scope,
         state: WalkState, encodings: list[str], out: Chunks,
     ) -> None:
         """Emit a sequence with each item de-identified (as an undefined-length sequence,
@@ -434,9 +450,10 @@ class ByteDeidentifier:
                 return
             raise _Decline  # pydicom would convert and re-encode this value
         out.append(_seq_header(e[0], implicit))
+        inner = item_scope(scope, e[0])
         for items in _items(view, e, implicit):
             out.append(ITEM_START_UNDEFINED)
-            self._level(view, items, implicit, _RECURSE_MODES[act], state, encodings,
+            self._level(view, items, implicit, _RECURSE_MODES[act], inner, state, encodings,
                         out, None, None)
             out.append(ITEM_DELIM_ITEM)
         out.append(SEQ_DELIM_ITEM)

@@ -27,6 +27,7 @@ from dicom_deid import __version__
 from dicom_deid.config.model import DeidConfig, Option, ProfileType, TextRedactionMode
 from dicom_deid.config.plan import (
     DATE_VRS,
+    NO_SCOPE,
     TAG_ACCESSION,
     TAG_PATIENT_ID,
     TAG_PATIENT_NAME,
@@ -34,7 +35,11 @@ from dicom_deid.config.plan import (
     Act,
     Mode,
     Plan,
+    Scope,
+    dependents_to_drop,
     dictionary_vr,
+    iod_name,
+    item_scope,
 )
 from dicom_deid.config.ps3_15 import TABLE_EDITION, method_codes
 from dicom_deid.dicom.dates import shift_da, shift_dt
@@ -192,12 +197,13 @@ class Deidentifier:
             if res.original_patient_id
             else f"study:{res.original_study_uid}"
         )
-        state = WalkState(patient_key=patient_key)
+        state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid))
         if self.pixels is not None:  # before any attribute changes: rules and context read them
             res.redacted_boxes = self.pixels.clean(ds, lambda: self._pixel_context(ds))
         if self.plan.needs_context:
-            state.context = PhiContext.from_values(self._context_values(ds, Mode.NORMAL))
-        self._process(ds, Mode.NORMAL, state)
+            state.context = PhiContext.from_values(
+                self._context_values(ds, Mode.NORMAL, (state.iod, "")))
+        self._process(ds, Mode.NORMAL, state, (state.iod, ""))
         self._record_method(ds)
         res.study_uid = text_value(ds, 0x0020000D)
         res.series_uid = text_value(ds, 0x0020000E)
@@ -209,8 +215,9 @@ class Deidentifier:
         return res
 
     # -- traversal ----------------------------------------------------------------------
-    def _acts(self, ds: Dataset, mode: Mode) -> Iterator[tuple[int, str, Act]]:
-        """(tag, VR, action) for every element of ``ds`` (not recursing).
+    def _acts(self, ds: Dataset, mode: Mode, scope: Scope) -> list[tuple[int, str, Act]]:
+        """(tag, VR, action) for every element of ``ds`` (not recursing), conditional
+        dependents of removed attributes included (see :func:`dependents_to_drop`).
 
         This is the hot loop: it reads pydicom's element dict directly (see
         :func:`_elements`) and works on plain ints, not ``BaseTag`` objects.
@@ -223,14 +230,19 @@ class Deidentifier:
                 found = _private_creators(ds)
             return found
 
+        acts: list[tuple[int, str, Act]] = []
         for key, elem in list(_elements(ds).items()):
-            vr, act = self.element_act(int(key), elem.VR, mode, creators)
+            vr, act = self.element_act(int(key), elem.VR, mode, creators, scope)
             if act is not None:
-                yield int(key), vr, act
+                acts.append((int(key), vr, act))
+        drop = dependents_to_drop((tag, act) for tag, _, act in acts if not tag >> 16 & 1)
+        if drop:
+            acts = [(tag, vr, Act.DELETE if tag in drop else act) for tag, vr, act in acts]
+        return acts
 
     def element_act(
         self, tag: int, vr: str | None, mode: Mode,
-        creators: Callable[[], dict[tuple[int, int], str]],
+        creators: Callable[[], dict[tuple[int, int], str]], scope: Scope = NO_SCOPE,
     ) -> tuple[str, Act | None]:
         """(VR, action) for one element as read; ``None`` for a private creator, which is
         kept only if its block keeps something (decided after the block)."""
@@ -246,14 +258,14 @@ class Deidentifier:
             return vr, self.plan.private_act(tag, creator, vr)
         if element == 0x0000 or tag in _STRUCTURAL_TAGS:
             return vr, (Act.DELETE if element == 0 else Act.KEEP)
-        return vr, self.plan.act(tag, vr, mode)
+        return vr, self.plan.act(tag, vr, mode, scope)
 
-    def _process(self, ds: Dataset, mode: Mode, state: WalkState) -> None:
+    def _process(self, ds: Dataset, mode: Mode, state: WalkState, scope: Scope) -> None:
         kept_blocks: set[tuple[int, int]] = set()
         private_creator_tags: list[int] = []
         deleted_groups: set[int] = set()
         elements = _elements(ds)
-        for tag, vr, act in list(self._acts(ds, mode)):
+        for tag, vr, act in self._acts(ds, mode, scope):
             if tag >> 16 & 1 and act is not Act.DELETE:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             if act is Act.KEEP:
@@ -263,7 +275,7 @@ class Deidentifier:
             elif act is Act.DELETE:
                 del elements[tag]
             elif act in (Act.RECURSE, Act.RECURSE_STRICT, Act.RECURSE_CLEAN):
-                self._recurse(ds, tag, vr, act, state)
+                self._recurse(ds, tag, vr, act, state, scope)
             else:
                 self._replace(ds, tag, vr, act, state)
         if not deleted_groups and not any(t >> 16 & 1 for t in elements):
@@ -278,7 +290,8 @@ class Deidentifier:
             if (tag >> 16, tag & 0xFF) not in kept_blocks:
                 del elements[tag]
 
-    def _recurse(self, ds: Dataset, tag: int, vr: str, act: Act, state: WalkState) -> None:
+    def _recurse(self, ds: Dataset, tag: int, vr: str, act: Act, state: WalkState,
+                 scope: Scope) -> None:
         elem = ds[tag]
         if vr == "UN" or not isinstance(elem.value, Sequence):
             # A sequence we cannot parse (e.g. private, implicit VR) cannot be cleaned.
@@ -286,8 +299,9 @@ class Deidentifier:
                 del ds[tag]
             return
         mode = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT}.get(act, Mode.CLEAN)
+        inner = item_scope(scope, tag)
         for item in elem.value:
-            self._process(item, mode, state)
+            self._process(item, mode, state, inner)
 
     # -- values -------------------------------------------------------------------------
     def _replace(self, ds: Dataset, tag: int, vr: str, act: Act, state: WalkState) -> None:
@@ -389,23 +403,25 @@ class Deidentifier:
         )
 
     # -- context ------------------------------------------------------------------------
-    def _context_values(self, ds: Dataset, mode: Mode) -> Iterator[tuple[str, str]]:
+    def _context_values(self, ds: Dataset, mode: Mode, scope: Scope
+                        ) -> Iterator[tuple[str, str]]:
         """Identifying values this plan removes, anywhere in ``ds``: what free text is
         checked against (PS3.15 Clean Descriptors, Google cleanDescriptors)."""
-        for tag, vr, act in list(self._acts(ds, mode)):
+        for tag, vr, act in self._acts(ds, mode, scope):
             if vr == "SQ" and act in (Act.RECURSE, Act.RECURSE_STRICT, Act.RECURSE_CLEAN):
                 value = ds[tag].value
                 if isinstance(value, Sequence):
                     sub = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT}.get(
                         act, Mode.CLEAN)
                     for item in value:
-                        yield from self._context_values(item, sub)
+                        yield from self._context_values(item, sub, item_scope(scope, tag))
                 continue
             if vr == "SQ" and act in (Act.DELETE, Act.EMPTY):
                 value = ds[tag].value
                 if isinstance(value, Sequence):
                     for item in value:
-                        yield from self._context_values(item, Mode.STRICT)
+                        yield from self._context_values(item, Mode.STRICT,
+                                                        item_scope(scope, tag))
                 continue
             if vr not in CONTEXT_VRS or not (
                 act in REMOVING_ACTS or vr == "PN" or tag in IDENTITY_TAGS
@@ -431,7 +447,8 @@ class Deidentifier:
         if self.config.image.text_redaction_mode is (
             TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS
         ):
-            pairs.extend(self._context_values(ds, Mode.NORMAL))
+            pairs.extend(self._context_values(
+                ds, Mode.NORMAL, (iod_name(text_value(ds, 0x00080016)), "")))
         pairs.extend((t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v)
         return PhiContext.from_values(pairs)
 
@@ -447,6 +464,8 @@ class WalkState:
     """Per-instance state threaded through the recursion."""
 
     patient_key: str
+    iod: str = ""
+    """The instance's IOD ("" when its SOP class is not in the standard's tables)."""
     context: PhiContext | None = None
     shift_used: bool = False
 
