@@ -21,7 +21,7 @@ from importlib import resources
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from .iod import AttributeType, ConditionKind, dependents_of, iod_for, iod_named
+from .iod import AttributeType, ConditionKind, dependents_of, iod_for, iod_named, load_tables
 from .model import DeidConfig, Option, PrimaryIds, ProfileType, QueryKind, TagAction, TagActionKind
 from .ps3_15 import ActionCode, load_safe_private, load_table, resolve_compound
 
@@ -126,6 +126,7 @@ class Plan:
         self._table = load_table()
         self._safe_private = load_safe_private()
         self._actions = [(self._compile(a), a) for a in config.actions]
+        load_tables()  # before a batch forks its workers: read once, shared
         self._memo: dict[tuple[int, str, Mode, Scope], Act] = {}
         cleaning_options = {
             opt
