@@ -39,7 +39,8 @@ HEAD = 1 << 16
 WARM_FILES = 150
 USERS = {"reader": "reader (parse_instance, whole file)",
          "scanner": "metadata scanner (scan_row, whole file)",
-         "byte": "byte path (Basic Profile, 64 KB head of large files)"}
+         "byte": "byte path (Basic Profile, 64 KB head of large files)",
+         "byte-nosweep": "byte path, residual sweep off (the sweep's cost is the difference)"}
 
 
 def corpus(patients: int, seed: int) -> list[Path]:
@@ -67,7 +68,9 @@ def user_function(name: str) -> Callable[[bytes], object]:
     from dicom_deid.deid.byte_path import ByteDeidentifier
     from dicom_deid.deid.deidentifier import Deidentifier
 
-    byte = ByteDeidentifier(Deidentifier(config_from_options("basic", []), b"k" * 32))
+    sweep = name != "byte-nosweep"
+    byte = ByteDeidentifier(Deidentifier(
+        config_from_options("basic", [], residual_sweep=sweep), b"k" * 32))
 
     def byte_path(data: bytes) -> object:
         head = data[:HEAD] if len(data) > 2 * HEAD else data
@@ -134,12 +137,14 @@ def main() -> None:
                    help="count instructions with valgrind instead of timing")
     p.add_argument("--warm", action="store_true",
                    help="with --instructions: the same files again (hot caches)")
+    p.add_argument("--only", choices=list(USERS), help="one user only")
     p.add_argument("--probe", nargs=2, metavar=("USER", "COUNT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     files = corpus(args.patients, args.seed)
     if args.probe:
         probe(files, args.probe[0], int(args.probe[1]), args.warm)
         return
+    users_run = {args.only: USERS[args.only]} if args.only else USERS
     if args.instructions:
         if not shutil.which("valgrind") or not shutil.which("setarch"):
             raise SystemExit("--instructions needs valgrind and setarch (apt-get install valgrind)")
@@ -147,14 +152,14 @@ def main() -> None:
         print(f"instructions per file ({kind}; valgrind callgrind)\n")
         print("| user | instructions per file |")
         print("|---|--:|")
-        for name, label in USERS.items():
+        for name, label in users_run.items():
             print(f"| {label} | {instructions(args, name):,} |", flush=True)
         return
     warm, timed = files[:args.files], files[args.files:2 * args.files]
     if len(timed) < args.files // 2:
         raise SystemExit(f"corpus too small: {len(files)} files")
     datas = [f.read_bytes() for f in timed]
-    users = {name: user_function(name) for name in USERS}
+    users = {name: user_function(name) for name in users_run}
     for f in warm:  # fill the memos and caches
         data = f.read_bytes()
         for fn in users.values():

@@ -168,10 +168,12 @@ def test_rerunning_changes_nothing(
 def test_a_leak_fails_the_run_before_anything_is_published(
     env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    # Keeping StudyDescription (which names the patient) while PatientName is removed.
+    # Keeping StudyDescription (which names the patient) while PatientName is removed, with
+    # the residual sweep (which would clean it) explicitly switched off.
     config = tmp_path / "leaky.json"
-    config.write_text(json.dumps({"actions": [
-        {"queries": ["StudyDescription"], "keepTag": {}}]}))
+    config.write_text(json.dumps({
+        "dicomTagConfig": {"actions": [{"queries": ["StudyDescription"], "keepTag": {}}]},
+        "dicomDeid": {"residualSweep": False}}))
     run = dags["dicom_deidentify"].test(logical_date=LEAK_RUN, run_conf={
         "config": str(config), "options": []})
     from dicom_deid.pipeline.deid_steps import batch_id_for

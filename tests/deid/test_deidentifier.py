@@ -333,7 +333,11 @@ def test_google_keep_all_profile_with_recurse_and_clean_text() -> None:
     assert out.PatientName == "[PERSON_NAME]"
     assert "John" not in out.StudyDescription
     assert "AccessionNumber" not in out.RequestAttributesSequence[0]  # action applied nested
-    assert out[0x00091011].value == "Smith^John private copy"  # KEEP_ALL keeps private tags
+    # KEEP_ALL keeps private tags; the residual sweep still takes the patient's name out
+    assert out[0x00091011].value == "[CTX]^[CTX] private copy"
+    unswept = run(profile=ProfileType.KEEP_ALL, residual_sweep=False, actions=(
+        act(TagActionKind.CLEAN_TEXT, "PatientName", "StudyDescription"),))
+    assert unswept[0x00091011].value == "Smith^John private copy"
 
 
 def test_google_clean_text_transformations() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import random
 
 import pytest
 
+import dicom_deid.text.context as context_module
 from dicom_deid.config.model import INFO_TYPES, TextConfig, Transformation, TransformationKind
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.find import clean_descriptor, find_spans
@@ -160,9 +162,46 @@ def test_repr_never_shows_values(ctx: PhiContext) -> None:
     assert "1234567" not in repr(ctx)
 
 
-def test_contexts_are_compiled_once_per_patient() -> None:
+def test_forms_are_made_once_per_patient_and_only_when_a_text_needs_them() -> None:
+    context_module._forms_of.cache_clear()
     first = PhiContext.from_values(VALUES)
-    assert PhiContext.from_values(list(VALUES)) is first
+    assert clean_descriptor("nothing to see", first) == "nothing to see"
+    assert context_module._forms_of.cache_info().misses == 0  # cleared by its anchors
+    assert clean_descriptor("Yamada", first) == "[CTX]"
+    assert clean_descriptor("Yamada", PhiContext.from_values(list(VALUES))) == "[CTX]"
+    info = context_module._forms_of.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+
+
+_ANCHOR_VALUES = [
+    ("PERSON_NAME", "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+    ("PERSON_NAME", "van der Berg^Jan-Willem^J.^Dr.^Jr."),
+    ("PERSON_NAME", "O'Brien, Mary^Ann,Jo"),
+    ("PERSON_NAME", "J. R.^Ng"),
+    ("PERSON_NAME", "Smith,Jr^St. John\\Doe^Jane"),
+    ("PERSON_NAME", "Großkopf^Sören"),
+    ("ORGANIZATION_NAME", "St. Mary's Hospital, Dept. of Radiology"),
+    ("ORGANIZATION_NAME", "Klinikum^Rechts der Isar\r\nMünchen"),
+    ("STREET_ADDRESS", "12 Main St.^Springfield, IL 62704"),
+    ("LOCATION", "東京都^千代田区"),
+    ("DATE", "19560312"),
+    ("DATE", "12031956"),
+    ("DATE", "20241301"),
+    ("DATE", "1956-03-12"),
+    ("MEDICAL_RECORD_NUMBER", "MRN-000123456"),
+    ("MEDICAL_RECORD_NUMBER", "AB12"),
+]
+
+
+@pytest.mark.parametrize(("info_type", "raw"), _ANCHOR_VALUES)
+def test_every_form_anchor_contains_one_of_the_values_anchors(info_type: str, raw: str) -> None:
+    """Texts are cleared by the value's anchors before any form is made: that is only
+    sound if every form's own anchor contains one of them."""
+    anchors = context_module._anchors_of(info_type, raw)
+    forms = context_module._variants_of(info_type, raw)
+    assert forms, raw
+    for form, _ in forms:
+        assert any(a in form.anchor for a in anchors), (raw, form.anchor)
 
 
 # --- generic detectors -----------------------------------------------------------------------
@@ -415,3 +454,17 @@ def test_many_values_and_long_texts_stay_linear(ctx: PhiContext) -> None:
     big = PhiContext.from_values(many)
     assert clean_descriptor("ref ID00000299 ok", big) == "ref [CTX] ok"
     assert len(INFO_TYPES) == 13
+
+
+@pytest.mark.parametrize(
+    "info_type", sorted(context_module._WORD_TYPES | {"MEDICAL_RECORD_NUMBER", "CONTEXT"}))
+def test_form_anchors_are_covered_on_random_values(info_type: str) -> None:
+    """The same containment on 600 random strings built from the characters the splits
+    care about (fixed seed: the same strings every run)."""
+    rng = random.Random(12)
+    alphabet = "abXY  ,,..^^=\\\r\n-:#'é山田000123"
+    for _ in range(600):
+        raw = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14)))
+        anchors = context_module._anchors_of(info_type, raw)
+        for form, _ in context_module._variants_of(info_type, raw):
+            assert any(a in form.anchor for a in anchors), (raw, form.anchor)

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                         "RetainLongitudinalModifiedDates, CleanDescriptors, "
                         "CleanStructuredContent, CleanGraphics (Aspose names accepted)")
     d.add_argument("--id-prefix", default="", help="organisation prefix for ID pseudonyms")
+    d.add_argument("--no-residual-sweep", action="store_true",
+                   help="do not search kept text for the instance's own identifiers (the "
+                        "sweep goes beyond PS3.15 and is on by default; see the README)")
     d.add_argument("--text-redaction", default=None, metavar="MODE",
                    choices=[m.value for m in TextRedactionMode],
                    help="burned-in text (Google cleanImage.textRedactionMode) when no --config: "
@@ -138,10 +141,13 @@ def _load_deid_config(args: argparse.Namespace) -> DeidConfig:
         config = load_config(args.config)
         if args.id_prefix:
             config = DeidConfig(**{**config.__dict__, "id_prefix": args.id_prefix})
+        if args.no_residual_sweep:
+            config = DeidConfig(**{**config.__dict__, "residual_sweep": False})
         if args.text_redaction:
             raise ConfigError("--config already holds cleanImage; drop --text-redaction")
         return _pixel_overrides(config, args)
-    config = config_from_options(args.profile, args.option, id_prefix=args.id_prefix)
+    config = config_from_options(args.profile, args.option, id_prefix=args.id_prefix,
+                                 residual_sweep=not args.no_residual_sweep)
     if args.text_redaction:
         image = ImageConfig(TextRedactionMode(args.text_redaction))
         config = DeidConfig(**{**config.__dict__, "clean_image": image})

@@ -114,7 +114,7 @@ _TEXT_KEYS = frozenset(
     {"transformations", "additionalTransformations", "excludeInfoTypes", "profileType"}
 )
 _EXTENSION_KEYS = frozenset(
-    {"ps315Options", "idPrefix", "maxDateShiftDays", "pixelRules", "ocrScope"}
+    {"ps315Options", "idPrefix", "maxDateShiftDays", "pixelRules", "ocrScope", "residualSweep"}
 )
 _KEY_FIELDS = ("cryptoKey", "kmsWrapped")
 
@@ -522,6 +522,7 @@ class _Extension:
         self.clean_pixel_data = False
         self.pixel_rules = ""
         self.ocr_scope = OcrScope.AUTO
+        self.residual_sweep = True
         self.path = "dicomDeid"
 
 
@@ -556,6 +557,11 @@ def _parse_extension(raw: object, path: str) -> _Extension:
         ext.ocr_scope = _enum(
             fields["ocrScope"][1], fields["ocrScope"][0], {s.value: s for s in OcrScope}
         )
+    if "residualSweep" in fields:
+        sweep_path, value = fields["residualSweep"]
+        if not isinstance(value, bool):
+            _fail(sweep_path, f"must be true or false, not {_tok(value)}")
+        ext.residual_sweep = value
     return ext
 
 
@@ -584,6 +590,7 @@ def _build(
             clean_pixel_data=ext.clean_pixel_data,
             pixel_rules=ext.pixel_rules,
             ocr_scope=ext.ocr_scope,
+            residual_sweep=ext.residual_sweep,
         )
     except ConfigError as exc:
         message = str(exc)

@@ -7,6 +7,7 @@ two vocabularies cannot drift apart in behaviour.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -183,6 +184,25 @@ INFO_TYPES: frozenset[str] = frozenset(
 """Google infoType names the text cleaners detect (generic detectors or context values)."""
 
 
+@functools.lru_cache(maxsize=1024)
+def info_type_of(keyword: str, vr: str) -> str:
+    """Which Google infoType a DICOM attribute's value stands for, when the value is used
+    as context (what free text and burned-in text are searched for)."""
+    if vr == "PN":
+        return "PERSON_NAME"
+    if vr in ("DA", "DT"):
+        return "DATE"
+    if "Address" in keyword:
+        return "STREET_ADDRESS"
+    if "Telephone" in keyword:
+        return "PHONE_NUMBER"
+    if "Institution" in keyword or "Organization" in keyword:
+        return "ORGANIZATION_NAME"
+    if keyword.endswith(("ID", "IDs", "Number")):
+        return "MEDICAL_RECORD_NUMBER"
+    return CONTEXT
+
+
 class TransformationKind(StrEnum):
     """Google ``InfoTypeTransformation`` kinds; the value is the JSON field name."""
 
@@ -274,6 +294,9 @@ class DeidConfig:
     pixel_rules: str = ""
     """Path of a CTP DicomPixelAnonymizer rule file (known text regions); "" = none."""
     ocr_scope: OcrScope = OcrScope.AUTO
+    residual_sweep: bool = True
+    """After the profile, kept text holding this instance's own identifying values is
+    cleaned (beyond PS3.15; see :mod:`dicom_deid.deid.sweep`). False: the profile only."""
 
     def __post_init__(self) -> None:
         if len(self.id_prefix) > 6 or not all(

@@ -27,6 +27,7 @@ from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
+from dicom_deid.config.model import info_type_of
 from dicom_deid.config.plan import (
     TAG_ACCESSION,
     TAG_PATIENT_ID,
@@ -65,8 +66,8 @@ from .deidentifier import (
     Deidentifier,
     InstanceResult,
     WalkState,
-    info_type,
 )
+from .sweep import SWEEP_TAGS, SWEEP_VRS, attribute_context, sweep_context
 
 _TAG_SOP_CLASS = 0x00080016
 _TAG_SOP_INSTANCE = 0x00080018
@@ -116,6 +117,13 @@ class ByteDeidentifier:
         self._charsets: dict[tuple[bytes, bool], list[str]] = {}
         self._names: dict[tuple[int, str, bool, bytes, tuple[str, ...]],
                           tuple[bytes | memoryview, DataElement]] = {}
+        # The residual sweep: its context per patient's raw identifying values, with the
+        # swept (or unchanged: None) kept values found under it, one memo per VR encoding;
+        # each attribute's part of a context; each level's kept text, case-folded (None:
+        # not all ASCII).
+        self._sweeps: dict[Any, tuple[PhiContext, tuple[dict[Any, Any], dict[Any, Any]]]] = {}
+        self._attributes: dict[Any, PhiContext] = {}
+        self._kept_texts: dict[Any, str | None] = {}
 
     def deidentify(
         self, data: bytes, size: int | None = None,
@@ -310,7 +318,7 @@ class ByteDeidentifier:
             text = _plain_text(raw, vr)
             if text is not None:
                 if text.strip():
-                    yield info_type(keyword_for_tag(e[0]), vr), text
+                    yield info_type_of(keyword_for_tag(e[0]), vr), text
                 continue
             elem = convert_raw_data_element(
                 RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
@@ -319,7 +327,7 @@ class ByteDeidentifier:
             keyword = elem.keyword or ""
             for v in Deidentifier.element_values(elem):
                 if v.strip():
-                    yield info_type(keyword, vr), v
+                    yield info_type_of(keyword, vr), v
 
     def _level(
         self, view: memoryview, elems: list[_Elem], implicit: bool, mode: Mode, scope: Scope,
@@ -336,15 +344,23 @@ class ByteDeidentifier:
         pkey = (key, implicit, final is None, added is not None)
         plan = self._plans.get(pkey)
         if plan is None:
-            plan = _compile_plan(acts, added, final is None)
+            plan = _compile_plan(acts, added, final is None, self.deid.config.residual_sweep)
             _remember(self._plans, pkey, plan, size=_LAYOUTS_SIZE)
-        ops, sq_checks, captures = plan
+        ops, sq_checks, captures, swept, sources = plan
+        if final is not None and self.deid.config.residual_sweep:
+            state.sweep, state.sweep_memo = self._sweep_context(
+                view, elems, sources, implicit, encodings)
+        changed = self._swept(view, elems, swept, implicit, state, encodings) \
+            if swept[0] and state.sweep is not None else None
         for i in sq_checks:
             if elems[i][5]:
                 raise _Decline  # pydicom re-encodes nested undefined-length sequences
         for op in ops:
             kind = op[0]
             if kind is _RUN:
+                if changed:
+                    _emit_runs_with(view, elems, op[1], op[2], changed, out)
+                    continue
                 last = elems[op[2] - 1]
                 _emit_run(view, elems[op[1]][2], last[4] + 8 if last[5] else last[4], out)
             elif kind is _ADD:
@@ -376,6 +392,11 @@ class ByteDeidentifier:
         if act is Act.KEEP:
             if e[5] and e[1] == "SQ" and final is None:
                 raise _Decline  # pydicom re-encodes nested undefined-length sequences
+            if state.sweep and vr in SWEEP_VRS and e[1] is not None:
+                swept = self._swept_element(view, e, vr, implicit, state, encodings)
+                if swept is not None:
+                    out.append(swept)
+                    return
             _emit_run(view, e[2], e[4] + 8 if e[5] else e[4], out)
         elif act is not Act.DELETE and act is not Act.DELETE_GROUP:
             self._emit_changed(view, e, vr, act, implicit, scope, state, encodings, out, final)
@@ -457,6 +478,116 @@ class ByteDeidentifier:
                         out, None, None)
             out.append(ITEM_DELIM_ITEM)
         out.append(SEQ_DELIM_ITEM)
+
+    def _sweep_context(
+        self, view: memoryview, elems: list[_Elem], sources: _Sites,
+        implicit: bool, encodings: list[str],
+    ) -> tuple[PhiContext, dict[Any, Chunk | None]]:
+        """The residual sweep's context from the top level's identifying values the plan
+        does not keep (``sources``: their positions and (tag, VR)s, as
+        ``Deidentifier._sweep_values`` reads them), and the memo of swept values for it
+        and this VR encoding: a patient's files share both, and an attribute's part of
+        the context recurs across patients."""
+        positions, signature, number = sources
+        raws = _raw_values(view, elems, positions)
+        key = (number, *encodings, *raws)  # values decode alike in either VR encoding
+        known = self._sweeps.get(key)
+        if known is None:
+            parts = []
+            for i, (tag, vr), raw in zip(positions, signature, raws, strict=True):
+                akey = (tag, vr, raw, *encodings)
+                part = self._attributes.get(akey)
+                if part is None:
+                    part = attribute_context(tag, vr, self._values(view, elems[i], vr,
+                                                                   implicit, encodings))
+                    _remember(self._attributes, akey, part)
+                parts.append(part)
+            known = (sweep_context(parts), ({}, {}))
+            _remember(self._sweeps, key, known, size=_SWEEP_CONTEXTS)
+        return known[0], known[1][implicit]
+
+    def _values(self, view: memoryview, e: _Elem, vr: str, implicit: bool,
+                encodings: list[str]) -> list[str]:
+        """An element's values as the Dataset path decodes them."""
+        raw = bytes(view[e[3]:e[4]])
+        text = _plain_text(raw, vr)
+        if text is not None:
+            return [text] if text else []
+        return Deidentifier.element_values(convert_raw_data_element(
+            RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
+            encoding=encodings))
+
+    def _swept(
+        self, view: memoryview, elems: list[_Elem], swept: _Sites, implicit: bool,
+        state: WalkState, encodings: list[str],
+    ) -> dict[int, Chunk] | None:
+        """The kept text elements of a level the residual sweep changes: position -> the
+        element as written; None when it changes none (the usual case). A level's kept
+        values, joined and case-folded, are remembered across contexts (the files of a
+        series, and of a scanner, repeat them), so most levels are cleared by one search
+        per anchor; the rest are remembered per level under the context."""
+        positions, signature, number = swept
+        raws = _raw_values(view, elems, positions)
+        key = (number, *raws)
+        folded = self._kept_texts.get(key, _MISSING)
+        if folded is _MISSING:
+            joined = b"\0".join(raws)  # an anchor holds no NUL: it cannot span two values
+            folded = joined.decode("ascii").lower() if joined.isascii() else None
+            _remember(self._kept_texts, key, folded)
+        anchors = state.sweep.anchors if state.sweep is not None else ()
+        if isinstance(folded, str) and not any(map(folded.__contains__, anchors)):
+            return None  # no kept value holds an anchor: the usual case, checked at once
+        memo = state.sweep_memo
+        assert memo is not None
+        known = memo.get(key, _MISSING)
+        if known is not _MISSING:
+            return known
+        changed: dict[int, Chunk] | None = None
+        for i, (_tag, vr) in zip(positions, signature, strict=True):
+            found = self._swept_element(view, elems[i], vr, implicit, state, encodings)
+            if found is not None:
+                if changed is None:
+                    changed = {}
+                changed[i] = found
+        _remember(memo, key, changed)
+        return changed
+
+    def _swept_element(
+        self, view: memoryview, e: _Elem, vr: str, implicit: bool, state: WalkState,
+        encodings: list[str],
+    ) -> Chunk | None:
+        """One kept text element after the residual sweep, as the Dataset path writes it;
+        None when the sweep leaves it as it is. Remembered per value and context."""
+        if e[4] > len(view) or e[5]:
+            raise _Decline  # a kept text value past the head that was read
+        raw = bytes(view[e[3]:e[4]])
+        memo = state.sweep_memo
+        assert memo is not None and state.sweep is not None
+        key = (e[0], vr, raw)
+        known = memo.get(key, _MISSING)
+        if known is not _MISSING:
+            return known
+        if raw.isascii() and not state.sweep.mentions(raw.decode("ascii")):
+            _remember(memo, key, None)
+            return None  # no value can hold an identifier (the usual case)
+        text = _plain_text(raw, vr)
+        if text is not None:
+            elem = DataElement(e[0], vr, text)
+        else:
+            elem = convert_raw_data_element(
+                RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
+                encoding=encodings)
+        chunk: Chunk | None = None
+        if self.deid.sweep_element(elem, vr, state.sweep):
+            new = elem.value
+            if isinstance(new, str | PersonName) and str(new).isascii():
+                chunk = _text_element(e[0], vr, str(new).encode("ascii"), implicit)[0]
+            else:
+                written: Chunks = []
+                self._encode(elem, implicit, encodings, written)
+                chunk = written[0]
+        _remember(memo, key, chunk)
+        return chunk
 
     def _keyed(
         self, tag: int, vr: str, act: Act, implicit: bool, raw: bytes, out: Chunks,
@@ -540,22 +671,38 @@ def _level_elements(data: bytes, pos: int, end: int, implicit: bool) -> list[_El
     return elements(data, pos, end, implicit, ordered=True)
 
 
+_MISSING = object()
 _RUN, _ADD, _CHANGE, _PRIVATE = "run", "add", "change", "private"
-_Plan = tuple[list[tuple[Any, ...]], list[int], list[int]]
+_Sites = tuple[tuple[int, ...], tuple[tuple[int, str], ...], int]
+"""Positions of some of a level's elements, their (tag, VR)s, and a number naming the two
+(a memo key holds it rather than hash two tuples for every file)."""
+_SITE_NUMBERS: dict[tuple[tuple[int, ...], tuple[tuple[int, str], ...]], int] = {}
+
+
+def _sites(positions: tuple[int, ...], signature: tuple[tuple[int, str], ...]) -> _Sites:
+    number = _SITE_NUMBERS.setdefault((positions, signature), len(_SITE_NUMBERS))
+    return positions, signature, number
+_Plan = tuple[list[tuple[Any, ...]], list[int], list[int], _Sites, _Sites]
 
 
 def _compile_plan(
     acts: list[tuple[_Elem, str, Act | None]], added: list[tuple[int, bytes]] | None,
-    nested: bool,
+    nested: bool, sweep: bool,
 ) -> _Plan:
     """What a level of this layout becomes, as ``Deidentifier._process`` decides it for
     its standard elements: (ops, positions whose undefined length declines, positions of
-    kept result values). Ops: ``(_RUN, i, j)`` copy elements i..j-1 as one slice;
-    ``(_ADD, bytes)`` an added element; ``(_CHANGE, i, vr, act)``; ``(_PRIVATE, i)``
-    decided per file. Depends only on the tags, the VRs as read and the plan's actions."""
+    kept result values, positions of kept text the residual sweep reads when ``sweep``,
+    positions and (tag, VR)s of the top level's identifying values it searches for).
+    Ops: ``(_RUN, i, j)`` copy elements i..j-1 as one slice; ``(_ADD, bytes)`` an added
+    element; ``(_CHANGE, i, vr, act)``; ``(_PRIVATE, i)`` decided per file. Depends only on
+    the tags, the VRs as read and the plan's actions."""
     ops: list[tuple[Any, ...]] = []
     sq_checks: list[int] = []
     captures: list[int] = []
+    swept: list[tuple[int, int, str]] = []
+    sources = [i for i, (e, _vr, act) in enumerate(acts)
+               if sweep and not nested and e[0] in SWEEP_TAGS and act is not Act.KEEP]
+    signature = tuple((acts[i][0][0], acts[i][1]) for i in sources)
     pending = list(added) if added else []
     replaced = {t for t, _ in pending}
     deleted_groups = {e[0] >> 16 for e, _vr, act in acts
@@ -585,6 +732,8 @@ def _compile_plan(
                 sq_checks.append(i)
             if not nested and tag in _RESULT_TAGS:
                 captures.append(i)
+            if sweep and vr in SWEEP_VRS:
+                swept.append((i, tag, vr))
             if run_start < 0:
                 run_start = i
             continue
@@ -593,7 +742,9 @@ def _compile_plan(
             ops.append((_CHANGE, i, vr, act))
     close(len(acts))
     ops.extend((_ADD, chunk) for _, chunk in pending)
-    return ops, sq_checks, captures
+    return (ops, sq_checks, captures,
+            _sites(tuple(i for i, _, _ in swept), tuple((t, vr) for _, t, vr in swept)),
+            _sites(tuple(sources), signature))
 
 
 def _emit_run(view: memoryview, start: int, end: int, out: Chunks) -> None:
@@ -606,6 +757,38 @@ def _emit_run(view: memoryview, start: int, end: int, out: Chunks) -> None:
     if start < head:
         out.append(view[start:head])
     out.append(FileRange(head, end - head))
+
+
+def _emit_runs_with(view: memoryview, elems: list[_Elem], start: int, stop: int,
+                    changed: dict[int, Chunk], out: Chunks) -> None:
+    """Elements ``start``..``stop``-1 as slices of the input, except those the residual
+    sweep changed (written as ``changed`` holds them)."""
+    run = start
+    for i in range(start, stop):
+        new = changed.get(i)
+        if new is None:
+            continue
+        if run < i:
+            last = elems[i - 1]
+            _emit_run(view, elems[run][2], last[4] + 8 if last[5] else last[4], out)
+        out.append(new)
+        run = i + 1
+    if run < stop:
+        last = elems[stop - 1]
+        _emit_run(view, elems[run][2], last[4] + 8 if last[5] else last[4], out)
+
+
+def _raw_values(view: memoryview, elems: list[_Elem], positions: tuple[int, ...]) -> list[bytes]:
+    """The raw values of the elements at ``positions`` (a text value read only in part,
+    or of undefined length, declines)."""
+    found = [elems[i] for i in positions]
+    if found[-1][4] > len(view):  # elements are in file order: the last one ends last
+        raise _Decline
+    for e in found:
+        if e[5]:
+            raise _Decline
+    data: bytes = view.obj  # type: ignore[assignment]
+    return [data[e[3]:e[4]] for e in found]
 
 
 def _check_head(top: list[_Elem], head: int) -> None:
@@ -649,6 +832,7 @@ _MEMO_SIZE = 4096
 
 
 _LAYOUTS_SIZE = 512  # a key holds every tag of a level: about 2 KB each
+_SWEEP_CONTEXTS = 256  # patients whose sweep context (and swept values) are remembered
 
 
 def _remember(memo: dict[Any, Any], key: Any, value: Any, size: int = _MEMO_SIZE) -> None:

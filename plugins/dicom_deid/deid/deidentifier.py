@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
@@ -24,9 +24,8 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from dicom_deid import __version__
-from dicom_deid.config.model import DeidConfig, Option, ProfileType, TextRedactionMode
+from dicom_deid.config.model import DeidConfig, Option, ProfileType, TextRedactionMode, info_type_of
 from dicom_deid.config.plan import (
-    DATE_VRS,
     NO_SCOPE,
     TAG_ACCESSION,
     TAG_PATIENT_ID,
@@ -51,6 +50,14 @@ from dicom_deid.text.find import clean_descriptor
 from dicom_deid.text.transform import apply_text_config, transform_whole_value
 
 from .pseudonyms import Pseudonymizer
+from .sweep import (
+    SWEEP_TAGS,
+    SWEEP_VRS,
+    attribute_context,
+    sweep_context,
+    sweep_name,
+    sweep_text,
+)
 
 if TYPE_CHECKING:
     from dicom_deid.pixels.clean import PixelCleaner
@@ -131,23 +138,6 @@ class InstanceResult:
     """Rectangles blanked in the pixel data and overlays (burned-in text, known regions)."""
 
 
-def info_type(keyword: str, vr: str) -> str:
-    """Which Google infoType a removed value stands for, when it is used as context."""
-    if vr == "PN":
-        return "PERSON_NAME"
-    if vr in DATE_VRS:
-        return "DATE"
-    if "Address" in keyword:
-        return "STREET_ADDRESS"
-    if "Telephone" in keyword:
-        return "PHONE_NUMBER"
-    if "Institution" in keyword or "Organization" in keyword:
-        return "ORGANIZATION_NAME"
-    if keyword.endswith(("ID", "IDs", "Number")):
-        return "MEDICAL_RECORD_NUMBER"
-    return "CONTEXT"
-
-
 def _private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
     """(group, block) -> private creator text for every private block in ``ds``."""
     creators: dict[tuple[int, int], str] = {}
@@ -203,6 +193,10 @@ class Deidentifier:
         if self.plan.needs_context:
             state.context = PhiContext.from_values(
                 self._context_values(ds, Mode.NORMAL, (state.iod, "")))
+        if self.config.residual_sweep:
+            state.sweep = sweep_context(
+                attribute_context(tag, vr, values)
+                for tag, vr, values in self._sweep_values(ds, (state.iod, "")))
         self._process(ds, Mode.NORMAL, state, (state.iod, ""))
         self._record_method(ds)
         res.study_uid = text_value(ds, 0x0020000D)
@@ -269,6 +263,8 @@ class Deidentifier:
             if tag >> 16 & 1 and act is not Act.DELETE:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             if act is Act.KEEP:
+                if state.sweep and vr in SWEEP_VRS:
+                    self.sweep_element(ds[tag], vr, state.sweep)
                 continue
             if act is Act.DELETE_GROUP:
                 deleted_groups.add(tag >> 16)
@@ -324,6 +320,30 @@ class Deidentifier:
             _elements(ds)[tag] = _raw(tag, vr, self.uid_value(values))
             return
         self.change_text(ds[tag], tag, vr, act, state)
+
+    def sweep_element(self, elem: DataElement, vr: str, ctx: PhiContext) -> bool:
+        """The residual sweep of one kept text element, in place: phrases holding the
+        instance's identifying values become ``[CTX]``, a person name holding one its
+        pseudonym. True when the value changed."""
+        values = self.element_values(elem)
+        if vr == "PN":
+            found = [sweep_name(v, ctx, self.pseudo.patient_name) for v in values]
+        else:
+            found = [sweep_text(v, ctx) for v in values]
+        if all(new is None for new in found):
+            return False
+        _set_values(elem, [v if new is None else _fit(vr, new)
+                           for v, new in zip(values, found, strict=True)])
+        return True
+
+    def _sweep_values(self, ds: Dataset, scope: Scope) -> Iterator[tuple[int, str, list[str]]]:
+        """(tag, VR, values) of the identifying attributes at the top of ``ds`` that the
+        plan does not keep: what the residual sweep searches kept text for."""
+        acts = {tag: (vr, act) for tag, vr, act in self._acts(ds, Mode.NORMAL, scope)}
+        for tag in sorted(SWEEP_TAGS):
+            found = acts.get(tag)
+            if found is not None and found[1] is not Act.KEEP:
+                yield tag, found[0], self.element_values(ds[tag])
 
     def uid_value(self, values: list[str]) -> bytes:
         """Encoded pseudonymous UIDs for ``values`` (empty ones dropped)."""
@@ -430,7 +450,7 @@ class Deidentifier:
             keyword = ds[tag].keyword or ""
             for v in self.element_values(ds[tag]):
                 if v.strip():
-                    yield info_type(keyword, vr), v
+                    yield info_type_of(keyword, vr), v
 
     def _pixel_context(self, ds: Dataset) -> PhiContext:
         """What burned-in text is judged against: this instance's identifying values (and,
@@ -443,7 +463,7 @@ class Deidentifier:
             vr = ds[tag].VR
             for value in self.element_values(ds[tag]):
                 if value.strip():
-                    pairs.append((info_type(keyword, vr), value))
+                    pairs.append((info_type_of(keyword, vr), value))
         if self.config.image.text_redaction_mode is (
             TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS
         ):
@@ -467,6 +487,10 @@ class WalkState:
     iod: str = ""
     """The instance's IOD ("" when its SOP class is not in the standard's tables)."""
     context: PhiContext | None = None
+    sweep: PhiContext | None = None
+    """The residual sweep's context (None: no sweep; empty: nothing to search for)."""
+    sweep_memo: dict[Any, Any] | None = None
+    """The byte path's swept values under this context (see ``ByteDeidentifier``)."""
     shift_used: bool = False
 
 

@@ -62,5 +62,7 @@ def ascii_fold(text: str) -> str:
     Burned-in annotations are often rendered in ASCII-only fonts, and OCR reads them
     back that way: matching the folded form of a context value catches them.
     """
+    if text.isascii():
+        return text
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD_EXTRA))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))

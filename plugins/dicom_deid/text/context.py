@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from dicom_deid.config.model import INFO_TYPES
@@ -25,6 +24,13 @@ _NAME_PARTICLES = frozenset(
     | {"le", "st", "jr", "sr", "mr", "mrs", "ms", "dr", "md", "phd"}
 )
 _ID_RE = lazy_pattern(r"(?P<prefix>[A-Za-z]*)(?P<sep>[\s:#\-]*)(?P<zeros>0*)(?P<core>\d+)")
+_WORD_TYPES = frozenset({"PERSON_NAME", "STREET_ADDRESS", "LOCATION", "ORGANIZATION_NAME"})
+_ID_TYPES = INFO_TYPES - _WORD_TYPES - {
+    "DATE", "AGE", "PHONE_NUMBER", "US_SOCIAL_SECURITY_NUMBER"}
+"""Info types whose values :func:`_variants` reads as IDs when they look like one."""
+_PIECES_RE = lazy_pattern(r"[\s,]+")
+_PARTS_RE = lazy_pattern(r"[\^\r\n]+")
+_DA_RE = lazy_pattern(r"\d{8}")
 
 
 class _Variant(NamedTuple):
@@ -51,29 +57,58 @@ def _variant(fragment: str, weight: int, anchor: str, sample: str) -> _Variant:
     )
 
 
+def _literal_words(raw: str) -> list[str] | None:
+    """The words a literal form of ``raw`` is made of; None when it is too short for one."""
+    words = [w for w in (w.strip(".,") for w in raw.split()) if w]
+    return words if len(" ".join(words)) >= 2 else None
+
+
+_COMMON_WORDS = frozenset({
+    "medical", "medicine", "center", "centre", "hospital", "clinic", "clinical", "health",
+    "healthcare", "university", "universitair", "department", "radiology", "imaging",
+    "institute", "systems", "diagnostic", "diagnostics", "general", "regional", "national",
+    "county", "street", "road", "avenue",
+})
+"""Words of institutions and addresses that kept text (a manufacturer, a description)
+often holds too: a literal's anchor is another of its words when it has one."""
+
+
+def _anchor_word(words: list[str]) -> str:
+    """The anchor of a literal form: its longest word, preferring one that kept text is
+    unlikely to hold by chance (every match holds every word, so any would do)."""
+    folded = [w.casefold() for w in words]
+    rare = [w for w in folded if w not in _COMMON_WORDS]
+    return max(rare or folded, key=len)
+
+
 def _literal(raw: str) -> _Variant | None:
-    words = [w.strip(".,") for w in raw.split()]
-    words = [w for w in words if w]
-    text = " ".join(words)
-    if len(text) < 2:
+    words = _literal_words(raw)
+    if words is None:
         return None
+    text = " ".join(words)
     fragment = r"[\s,.]+".join(re.escape(w) for w in words)
-    return _variant(fragment, len(text), max(words, key=len).casefold(), text)
+    return _variant(fragment, len(text), _anchor_word(words), text)
 
 
-def _name_variants(raw: str) -> Iterator[_Variant]:
+def _name_parts(raw: str) -> Iterator[str]:
+    """The texts a person name's forms are literals of: each of the family, given and
+    middle name components (not prefix and suffix) in every representation, and each word
+    of a component of several words, name particles aside."""
     for group in raw.split("="):
-        for component in group.split("^")[:3]:  # family, given, middle; not prefix/suffix
+        for component in group.split("^")[:3]:
             component = component.strip()
-            if len(component) >= 2 and (whole := _literal(component)):
-                yield whole
-            words = [w for w in re.split(r"[\s,]+", component) if w]
+            if len(component) >= 2:
+                yield component
+            words = [w for w in _PIECES_RE.split(component) if w]
             if len(words) > 1:
                 for word in words:
-                    if word.lower().strip(".") in _NAME_PARTICLES:
-                        continue
-                    if len(word) >= 2 and (variant := _literal(word)):
-                        yield variant
+                    if len(word) >= 2 and word.lower().strip(".") not in _NAME_PARTICLES:
+                        yield word
+
+
+def _literal_parts(info_type: str, raw: str) -> Iterable[str]:
+    """The texts the forms of a name, address, location or organisation are literals of."""
+    return _name_parts(raw) if info_type == "PERSON_NAME" else [raw, *_PARTS_RE.split(raw)]
 
 
 def _date_variants(raw: str) -> Iterator[_Variant]:
@@ -155,8 +190,10 @@ def _ssn_variants(raw: str) -> Iterator[_Variant]:
 
 def _variants(info_type: str, raw: str) -> Iterator[_Variant]:
     """The written forms of one context value."""
-    if info_type == "PERSON_NAME":
-        yield from _name_variants(raw)
+    if info_type in _WORD_TYPES:
+        for part in _literal_parts(info_type, raw):
+            if variant := _literal(part):
+                yield variant
     elif info_type == "DATE":
         yield from _date_variants(raw)
     elif info_type == "AGE":
@@ -165,39 +202,51 @@ def _variants(info_type: str, raw: str) -> Iterator[_Variant]:
         yield from _phone_variants(raw)
     elif info_type == "US_SOCIAL_SECURITY_NUMBER":
         yield from _ssn_variants(raw)
-    elif info_type in ("STREET_ADDRESS", "LOCATION", "ORGANIZATION_NAME"):
-        for part in [raw, *re.split(r"[\^\r\n]+", raw)]:
-            if variant := _literal(part):
-                yield variant
     elif _ID_RE.fullmatch(raw.strip()):
         yield from _id_variants(raw)
     elif variant := _literal(raw):
         yield variant
 
 
-@dataclass(frozen=True)
 class PhiContext:
     """The identifying values of one instance, compiled for matching inside free text.
 
-    Build it with :meth:`from_values`. Its ``repr`` shows counts only: the compiled
-    pattern holds PHI and must never reach a log.
+    Build it with :meth:`from_values`. Its ``repr`` shows counts only: the written forms
+    hold PHI and must never reach a log. A context is its values and their anchors
+    (substrings every match contains, see :func:`_anchors_of`); most texts contain none
+    and are cleared by a few substring tests. The written forms of a value are made only
+    for a text that holds one of its anchors, and each form's pattern is compiled once per
+    process and shared by every context that holds it (a patient's name, an institution,
+    a physician recur from file to file).
     """
 
-    pattern: re.Pattern[str] | None = field(default=None, repr=False)
-    group_types: tuple[str, ...] = field(default=(), repr=False)
-    anchors: frozenset[str] = field(default=frozenset(), repr=False)
-    sides: tuple[tuple[bool, bool], ...] = field(default=(), repr=False)
+    __slots__ = ("_pair_anchors", "_pairs", "anchors")
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...] = (),
+                 pair_anchors: tuple[tuple[str, ...], ...] | None = None) -> None:
+        self._pairs = pairs
+        self._pair_anchors = tuple(_anchors_of(info_type, raw) for info_type, raw in pairs) \
+            if pair_anchors is None else pair_anchors
+        self.anchors: frozenset[str] = frozenset().union(*self._pair_anchors)
+
+    @classmethod
+    def merge(cls, parts: Iterable[PhiContext]) -> PhiContext:
+        """One context of the values of ``parts`` (in order): as :meth:`from_values` of
+        their values together, without looking at each value again (an instance's context
+        is merged from those of its attributes, which recur from file to file)."""
+        parts = list(parts)
+        return cls(tuple(pair for part in parts for pair in part._pairs),
+                   tuple(a for part in parts for a in part._pair_anchors))
 
     @classmethod
     def from_values(cls, values: Iterable[tuple[str, str]]) -> PhiContext:
-        """Compile ``(info_type, raw value)`` pairs taken from the instance.
+        """The context of ``(info_type, raw value)`` pairs taken from the instance.
 
         Raw values are DICOM strings: multiple values separated by ``\\`` are split; person
         names are split into components (``^``) and representations (``=``); dates are
         expanded to the common written formats; IDs also match without their leading
         zeros or letter prefix when at least 4 digits remain. Values (or components) of
-        fewer than 2 characters are ignored. Instances of one patient share their values,
-        so the compiled result is cached.
+        fewer than 2 characters are ignored.
 
         Raises
         ------
@@ -208,61 +257,111 @@ class PhiContext:
         for info_type, _ in pairs:
             if info_type not in INFO_TYPES:
                 raise ValueError(f"unknown info type {info_type[:40]!r}")
-        return _compile_context(pairs)
+        return cls(pairs)
 
     def __repr__(self) -> str:
-        return f"PhiContext(<{len(self.group_types)} patterns>)"
+        return f"PhiContext(<{len(self._pairs)} values>)"
 
     def __bool__(self) -> bool:
-        return self.pattern is not None
+        return bool(self.anchors)
+
+    def mentions(self, text: str) -> bool:
+        """False when no form can match in ``text`` (none of the anchors is in it)."""
+        folded = text.casefold()
+        return any(map(folded.__contains__, self.anchors))
 
     def matches(self, text: str) -> Iterator[Span]:
-        """Non-overlapping context matches in ``text``, leftmost, longest variant first."""
-        if self.pattern is None:
-            return
+        """Non-overlapping context matches in ``text``, leftmost, strongest form first.
+
+        As one alternation of every form would find them: at each step the leftmost match
+        of any form, and of the forms matching there the first in order. A form whose
+        anchor (a substring of all its matches) is not in the text cannot match, so it is
+        not tried."""
         folded = text.casefold()
-        if not any(anchor in folded for anchor in self.anchors):
+        if not any(map(folded.__contains__, self.anchors)):
             return
+        # Only the values with an anchor in the text can match: their forms are made (or
+        # found made) and tried, in the order all forms would be tried in.
+        variants, group_types = _forms_of(tuple(
+            pair for pair, anchors in zip(self._pairs, self._pair_anchors, strict=True)
+            if any(map(folded.__contains__, anchors))))
+        live = [(i, _pattern(v.fragment)) for i, v in enumerate(variants)
+                if v.anchor in folded]
         pos, size = 0, len(text)
-        while pos < size and (m := self.pattern.search(text, pos)) is not None:
-            start, end = m.span()
-            index = int(m.lastgroup[1:]) if m.lastgroup else -1
-            left, right = self.sides[index] if index >= 0 else (True, True)
+        while pos < size:
+            best: re.Match[str] | None = None
+            index = -1
+            for i, pattern in live:
+                m = pattern.search(text, pos)
+                if m is not None and (best is None or m.start() < best.start()):
+                    best, index = m, i
+            if best is None:
+                return
+            start, end = best.span()
+            variant = variants[index]
             if (
                 end > start
-                and not (left and start > 0 and is_word(text[start - 1]))
-                and not (right and end < size and is_word(text[end]))
+                and not (variant.left and start > 0 and is_word(text[start - 1]))
+                and not (variant.right and end < size and is_word(text[end]))
             ):
-                yield Span(start, end, self.group_types[index], True)
+                yield Span(start, end, group_types[index], True)
                 pos = end
             else:
                 pos = start + 1
 
 
+@functools.lru_cache(maxsize=16384)
+def _pattern(fragment: str) -> re.Pattern[str]:
+    """One written form, compiled (case-insensitive) once per process."""
+    return re.compile(fragment, re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=8192)
+def _variants_of(info_type: str, raw: str) -> tuple[tuple[_Variant, str], ...]:
+    """The written forms of a raw value (its ``\\``-separated values), remembered: a
+    patient's name and a physician's recur from context to context."""
+    return tuple((variant, info_type) for one in raw.split("\\") if len(one.strip()) >= 2
+                 for variant in _variants(info_type, one))
+
+
+@functools.lru_cache(maxsize=8192)
+def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
+    """The anchors of a value's written forms, found without making the forms (a text
+    holding none of them cannot match the value, so most contexts never make them):
+    names, addresses, organisations and IDs, most of a context and the costliest forms
+    to make, by the forms' own rules; other values from their forms."""
+    if info_type not in _WORD_TYPES and info_type not in _ID_TYPES:
+        if info_type == "DATE" and _DA_RE.fullmatch(raw):
+            return (raw[:4],)  # a DA value: its forms' anchor is its year, else itself
+        return tuple(sorted({v.anchor for v, _ in _variants_of(info_type, raw)}))
+    anchors: set[str] = set()
+    for one in raw.split("\\"):
+        if len(one.strip()) < 2:
+            continue
+        m = _ID_RE.fullmatch(one.strip()) if info_type in _ID_TYPES else None
+        if m is not None and len(m["core"]) >= 4:
+            anchors.add(m["core"])
+            continue
+        for part in _literal_parts(info_type, one) if info_type in _WORD_TYPES else [one]:
+            if words := _literal_words(part):
+                anchors.add(_anchor_word(words))
+    return tuple(sorted(anchors))
+
+
 @functools.lru_cache(maxsize=64)
-def _compile_context(pairs: tuple[tuple[str, str], ...]) -> PhiContext:
+def _forms_of(
+    pairs: tuple[tuple[str, str], ...],
+) -> tuple[tuple[_Variant, ...], tuple[str, ...]]:
+    """The written forms of some values, strongest first (the order ties resolve in), and
+    the info type of each."""
     variants: dict[str, tuple[_Variant, str]] = {}
     for info_type, raw in pairs:
-        for one in raw.split("\\"):
-            if len(one.strip()) < 2:
-                continue
-            for variant in _variants(info_type, one):
-                known = variants.get(variant.fragment)
-                if known is None or known[0].weight < variant.weight:
-                    variants[variant.fragment] = (variant, info_type)
-    if not variants:
-        return PhiContext()
+        for found in _variants_of(info_type, raw):
+            known = variants.get(found[0].fragment)
+            if known is None or known[0].weight < found[0].weight:
+                variants[found[0].fragment] = found
     ordered = sorted(variants.values(), key=lambda vt: (-vt[0].weight, vt[0].fragment))
-    pattern = re.compile(
-        "|".join(f"(?P<g{i}>{v.fragment})" for i, (v, _) in enumerate(ordered)),
-        re.IGNORECASE,
-    )
-    return PhiContext(
-        pattern,
-        tuple(info_type for _, info_type in ordered),
-        frozenset(v.anchor for v, _ in ordered),
-        tuple((v.left, v.right) for v, _ in ordered),
-    )
+    return tuple(v for v, _ in ordered), tuple(info_type for _, info_type in ordered)
 
 
 EMPTY_CONTEXT = PhiContext()

@@ -1,0 +1,81 @@
+"""The residual-identifier sweep: the instance's own identifiers, wherever kept text holds them.
+
+PS3.15 keeps what its table does not list, and real sites write identifiers into exactly
+those places: a local procedure code whose meaning ends "for SMITH", a kept description, a
+kept private block, SR text, a name in a PN the profile keeps. After the profile has run,
+every kept text value (any depth, private elements included) is searched for this
+instance's own identifying values -- its patient's names (components in any order and case,
+diacritics folded), IDs (with or without leading zeros and prefixes), accession number,
+study ID, birth date in common written formats, institution and department, the people
+named in it -- the ones the configuration does not itself keep. A phrase that matches
+becomes ``[CTX]``, as Clean Descriptors writes it; a kept person name that matches becomes
+its keyed pseudonym. This goes beyond PS3.15 and is on by default
+(``DeidConfig.residual_sweep``; ``dicomDeid.residualSweep: false`` turns it off).
+
+Both paths call these functions on the same decoded values, so they write the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from pydicom.datadict import tag_for_keyword
+
+from dicom_deid.config.model import info_type_of
+from dicom_deid.text.chars import ascii_fold
+from dicom_deid.text.context import PhiContext
+from dicom_deid.text.spans import CTX_MARKER, splice
+
+__all__ = [
+    "SWEEP_TAGS", "SWEEP_VRS", "attribute_context", "sweep_context", "sweep_name", "sweep_text",
+]
+
+_SWEEP_KEYWORDS = (
+    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
+    "PatientID", "OtherPatientIDs", "MedicalRecordLocator",
+    "AccessionNumber", "StudyID", "AdmissionID", "RequestedProcedureID",
+    "PerformedProcedureStepID", "PatientBirthDate", "PatientAddress", "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName", "ReferringPhysicianName", "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
+    "OperatorsName", "ResponsiblePerson", "ResponsibleOrganization",
+)
+SWEEP_TAGS: dict[int, str] = {t: k for k in _SWEEP_KEYWORDS
+                              if (t := tag_for_keyword(k)) is not None}
+"""The top-level attributes whose values are searched for (when not kept by the plan)."""
+SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "PN"})
+"""Kept values of these VRs are swept (text a site can write a name or an ID into)."""
+
+
+def attribute_context(tag: int, vr: str, texts: list[str]) -> PhiContext:
+    """What one identifying attribute adds to the sweep's context: its decoded ``texts``
+    and the diacritic-folded spelling of each (banners and local codes often drop
+    diacritics)."""
+    kind = info_type_of(SWEEP_TAGS[tag], vr)
+    pairs = [(kind, text) for text in texts if text.strip()]
+    pairs.extend([(kind, folded) for _, text in pairs if (folded := ascii_fold(text)) != text])
+    return PhiContext(tuple(pairs))  # info types from info_type_of: valid
+
+
+def sweep_context(parts: Iterable[PhiContext]) -> PhiContext:
+    """The context of an instance's identifying values: the :func:`attribute_context` of
+    each of the :data:`SWEEP_TAGS` present at its top level that the plan does not keep,
+    in tag order."""
+    return PhiContext.merge(parts)
+
+
+def sweep_text(text: str, ctx: PhiContext) -> str | None:
+    """``text`` with each phrase matching the context replaced by ``[CTX]``; None when
+    nothing matches (the value stays as it is)."""
+    spans = list(ctx.matches(text))
+    if not spans:
+        return None
+    return splice(text, spans, lambda _: CTX_MARKER)
+
+
+def sweep_name(name: str, ctx: PhiContext, pseudonym: Callable[[str], str]) -> str | None:
+    """A kept person name that holds an identifying value becomes its keyed pseudonym;
+    None when it holds none."""
+    if not any(True for _ in ctx.matches(name)):
+        return None
+    return pseudonym(name)

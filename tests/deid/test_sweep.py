@@ -1,0 +1,162 @@
+"""The residual-identifier sweep: the instance's own identifiers where the profile keeps text.
+
+Every case runs through both paths (``instances.deidentify_bytes`` requires the byte path
+to write the same bytes where it takes the file) and checks the byte path took it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+import instances
+from dicom_deid.config.model import (
+    DeidConfig,
+    Option,
+    QueryKind,
+    TagAction,
+    TagActionKind,
+    TagQuery,
+)
+from dicom_deid.deid.pseudonyms import Pseudonymizer
+from instances import KEY, deidentify_bytes, make_instance, to_bytes
+
+
+def run(ds: Dataset, **config: object) -> Dataset:
+    taken = instances.BYTE_PATH_RUNS["taken"]
+    out, _, _ = deidentify_bytes(to_bytes(ds), DeidConfig(**config))  # type: ignore[arg-type]
+    assert instances.BYTE_PATH_RUNS["taken"] == taken + 1, "the byte path declined"
+    return out
+
+
+def _local_code(meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = "LOC123"
+    item.CodingSchemeDesignator = "99LOCAL"
+    item.CodeMeaning = meaning
+    return item
+
+
+def test_a_surname_in_a_local_code_meaning_is_swept() -> None:
+    """The profile keeps AnatomicRegionSequence and its code meaning (Table E.1-1 does
+    not list them); the site wrote the patient's surname into it."""
+    ds = make_instance()
+    ds.AnatomicRegionSequence = Sequence([_local_code("CT ABD PELVIS W/O for SMITH")])
+    out = run(ds)
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "CT ABD PELVIS W/O for [CTX]"
+    assert out.AnatomicRegionSequence[0].CodeValue == "LOC123"
+    kept = run(ds, residual_sweep=False)  # the switch: the profile alone keeps it
+    assert kept.AnatomicRegionSequence[0].CodeMeaning == "CT ABD PELVIS W/O for SMITH"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Protocol for john smith", "Protocol for [CTX] [CTX]"),  # any case
+    ("SMITH, JOHN follow-up", "[CTX], [CTX] follow-up"),  # any order
+    ("id 0001234567 recalled", "id [CTX] recalled"),  # leading zeros
+    ("MRN 1234567", "[CTX]"),  # prefix written apart
+    ("born 03/02/1970", "born [CTX]"),  # birth date in another format
+    ("acc ACC7766554", "acc [CTX]"),  # accession
+    ("Seen at St Elsewhere Hospital", "Seen at [CTX]"),  # institution
+    ("Tech Tina, Dr Ruth Doctor", "[CTX] [CTX], Dr [CTX] [CTX]"),  # operator, physician
+    ("Abdomen 5mm", "Abdomen 5mm"),  # nothing of the patient: unchanged
+])
+def test_what_a_kept_description_is_searched_for(text: str, expected: str) -> None:
+    ds = make_instance()
+    ds.AnatomicRegionSequence = Sequence([_local_code(text)])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == expected
+
+
+def test_diacritics_are_folded() -> None:
+    ds = make_instance(name="Großkopf^Sören")
+    ds.AnatomicRegionSequence = Sequence([_local_code("MR knee GROSSKOPF")])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "MR knee [CTX]"
+
+
+def test_kept_private_blocks_are_swept() -> None:
+    """RetainSafePrivate keeps GE's Internal Pulse Sequence Name (safe by Table E.3.10-1);
+    this site wrote the patient's name into it."""
+    ds = make_instance()
+    ds.add_new(0x00190010, "LO", "GEMS_ACQU_01")
+    ds.add_new(0x0019109E, "LO", "fgre for Smith")
+    out = run(ds, options=frozenset({Option.RETAIN_SAFE_PRIVATE}))
+    assert out[0x0019109E].value == "fgre for [CTX]"
+    assert run(ds, options=frozenset({Option.RETAIN_SAFE_PRIVATE}), residual_sweep=False
+               )[0x0019109E].value == "fgre for Smith"
+
+
+def test_a_kept_person_name_holding_an_identifier_gets_the_pseudonym() -> None:
+    ds = make_instance()
+    ds.PerformingPhysicianName = "Smith^John"  # the patient's own name, kept by the config
+    keep = TagAction((TagQuery(QueryKind.KEYWORD, keyword="PerformingPhysicianName"),),
+                     TagActionKind.KEEP)
+    out = run(ds, actions=(keep,))
+    assert out.PerformingPhysicianName == Pseudonymizer(KEY).patient_name("Smith^John")
+    ds.PerformingPhysicianName = "Jones^Ann"  # nobody this instance names: kept
+    assert run(ds, actions=(keep,)).PerformingPhysicianName == "Jones^Ann"
+
+
+def test_values_the_configuration_keeps_are_not_searched_for() -> None:
+    """A project that keeps institution identity keeps the institution in descriptions."""
+    ds = make_instance()
+    ds.AnatomicRegionSequence = Sequence([_local_code("Seen at St Elsewhere Hospital")])
+    out = run(ds, options=frozenset({Option.RETAIN_INSTITUTION_IDENTITY}))
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "Seen at St Elsewhere Hospital"
+
+
+def test_swept_text_still_fits_its_vr() -> None:
+    """[CTX] is longer than a short ID: a Short String is cut to its 16 characters."""
+    ds = make_instance()
+    ds.ConvolutionKernel = "K1 MRN1234567 X"  # SH, kept
+    out = run(ds)
+    assert out.ConvolutionKernel == "K1 [CTX] X" and len(out.ConvolutionKernel) <= 16
+
+
+def test_non_ascii_values_are_swept_in_their_character_set() -> None:
+    ds = make_instance(charset="ISO_IR 192", name="Müller^Jürgen")
+    ds.AnatomicRegionSequence = Sequence([_local_code("Kniegelenk Müller")])
+    out = run(ds)
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "Kniegelenk [CTX]"
+
+
+def test_one_byte_deidentifier_over_many_files_sweeps_each_as_the_dataset_path() -> None:
+    """Production keeps one byte deidentifier per worker, with memos of contexts and swept
+    values across files: an implicit and an explicit VR file of one patient, then another
+    patient whose description names the first, must each be written as the Dataset path
+    writes them alone."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from dicom_deid.deid.byte_path import ByteDeidentifier
+    from dicom_deid.deid.deidentifier import Deidentifier, dataset_encodings
+    from dicom_deid.dicom.reader import parse_instance
+    from dicom_deid.dicom.writer import encode_instance
+
+    def instance(name: str, meaning: str, implicit: bool) -> bytes:
+        ds = make_instance(name=name)
+        ds.AnatomicRegionSequence = Sequence([_local_code(meaning)])
+        ds.StudyDescription = meaning
+        if implicit:
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        return to_bytes(ds)
+
+    files = [instance("Smith^John", "CT for SMITH", False),
+             instance("Smith^John", "CT for SMITH", True),
+             instance("Jones^Ann", "CT for SMITH", False),  # Smith is not this patient
+             instance("Jones^Ann", "CT for Jones", True),
+             instance("Smith^John", "CT for SMITH", False)]  # memo hit
+    config = DeidConfig(actions=(TagAction(
+        (TagQuery(QueryKind.KEYWORD, keyword="StudyDescription"),), TagActionKind.KEEP),))
+    fast = ByteDeidentifier(Deidentifier(config, KEY))
+    meanings = []
+    for data in files:
+        done = fast.deidentify(data)
+        assert done is not None, "the byte path declined"
+        inst = parse_instance(data)
+        encodings = dataset_encodings(inst.dataset)
+        Deidentifier(config, KEY).deidentify(inst.dataset)
+        expected = encode_instance(inst.dataset, inst.transfer_syntax, encodings)
+        assert b"".join(bytes(c) for c in done[0]) == expected
+        meanings.append((inst.dataset.StudyDescription,
+                         inst.dataset.AnatomicRegionSequence[0].CodeMeaning))
+    assert meanings == [("CT for [CTX]",) * 2] * 2 + [("CT for SMITH",) * 2] + [
+        ("CT for [CTX]",) * 2] * 2
