@@ -108,6 +108,20 @@ def test_shard_count_is_capped_by_growing_shards() -> None:
     assert again == plans  # deterministic
 
 
+def test_series_sharing_a_sop_instance_uid_meet_in_one_shard() -> None:
+    """A re-send of an instance under another study lands in the shard of the first, so
+    the batch's duplicate rule sees both (in two shards both would be published)."""
+    table = _instances([2, 2, 2, 2])
+    rows = table.to_pylist()
+    rows[7]["SOPInstanceUID"] = rows[0]["SOPInstanceUID"]  # series 3 re-sends one of series 0
+    plans, tables = plan_shards(pa.Table.from_pylist(rows), ShardLimits(max_files=2))
+    assert [p.files for p in plans] == [4, 2, 2]
+    assert [p.series for p in plans] == [2, 1, 1]
+    first = tables[0].column("SeriesInstanceUID").to_pylist()
+    assert set(first) == {"1.0.0", "1.1.3"}
+    assert sum(t.num_rows for t in tables) == 8
+
+
 # -- verify -----------------------------------------------------------------------------
 
 

@@ -2,11 +2,22 @@
 
 Workers are forked processes, each holding one :class:`Deidentifier`; results come
 back in input order, so error and mapping files are deterministic. Nothing here logs
-a value from inside a file: paths, counts and PHI-free reasons only.
+a value from inside a file: counts and PHI-free reasons only (paths stay in the
+restricted errors file).
+
+Duplicates: inputs that hold one SOP Instance UID (a re-send, a compressed and an
+uncompressed copy) give one output, that of the **newest input** (latest modification
+time; equal times: the path first in sort order). Workers stage each output under a name
+of its own; only the driver, which sees every outcome in input order, renames the
+winner's into place (replacing an earlier loser's), so no two workers ever write one
+output path and the output file, its mapping row and its errors-file entry always
+describe the same input, whatever the order or the number of workers. The others are
+listed as ``duplicate`` naming the winner.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import logging
@@ -16,13 +27,13 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dicom_deid.config.model import DeidConfig
-from dicom_deid.dicom.files import Chunk, InputFile, open_input, write_atomic
+from dicom_deid.dicom.files import Chunk, InputFile, open_input, staged_name, write_staged
 from dicom_deid.dicom.reader import parse_instance
 from dicom_deid.dicom.writer import encode_instance_chunks
 from dicom_deid.errors import BadInput, ConfigError
@@ -64,6 +75,10 @@ class FileOutcome:
     size: int = 0
     byte_path: bool = False
     """Written by the byte path (False: the Dataset path, see byte_deid)."""
+    mtime_ns: int = 0
+    """The input's modification time (the duplicate rule)."""
+    tag: str = ""
+    """The output is staged under ``staged_name(output, tag)`` until the driver takes it."""
 
 
 @dataclass
@@ -78,6 +93,14 @@ class BatchSummary:
     seconds: float = 0.0
     bytes_in: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def uncount(self, size: int, byte_path: bool) -> None:
+        """An input counted as processed turned out to be an older duplicate."""
+        self.processed -= 1
+        self.byte_path -= byte_path
+        self.bytes_in -= size
+        self.failed += 1
+        self.failures_by_kind["duplicate"] = self.failures_by_kind.get("duplicate", 0) + 1
 
     def count(self, o: FileOutcome) -> None:
         """Add one file's outcome to the counts."""
@@ -128,7 +151,8 @@ def _walk(folder: str, prefix: str) -> Iterator[Source]:
 
 
 # -- worker side ------------------------------------------------------------------------
-_WORKER: tuple[Deidentifier, ByteDeidentifier, Path, str] | None = None
+_WORKER: tuple[Deidentifier, ByteDeidentifier, Path, str, str] | None = None
+_STAGED = [0]  # outputs this worker has staged (part of each staged name)
 
 
 def _install_warning_filters() -> None:
@@ -138,12 +162,14 @@ def _install_warning_filters() -> None:
     warnings.filterwarnings("error", message="Incorrect value for Specific Character Set")
 
 
-def _init_worker(config: DeidConfig, key: bytes, out_root: Path, layout: str) -> None:
+def _init_worker(
+    config: DeidConfig, key: bytes, out_root: Path, layout: str, token: str,
+) -> None:
     global _WORKER
     _install_warning_filters()
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     deid = Deidentifier(config, key)
-    _WORKER = (deid, ByteDeidentifier(deid), out_root, layout)
+    _WORKER = (deid, ByteDeidentifier(deid), out_root, layout, f"{token}-{os.getpid()}-")
 
 
 def _safe_reason(stage: str, exc: BaseException) -> str:
@@ -163,9 +189,10 @@ def output_rel_for(result: InstanceResult, source_rel: str, layout: str) -> str:
 
 
 def process_source(src: Source) -> FileOutcome:
-    """Read, de-identify and write one file (runs in a worker)."""
+    """Read, de-identify and stage one file's output (runs in a worker; the driver
+    publishes it, see the duplicate rule)."""
     assert _WORKER is not None, "worker not initialised"
-    deid, fast_path, out_root, layout = _WORKER
+    deid, fast_path, out_root, layout, tag_prefix = _WORKER
     outcome = FileOutcome(rel=src.rel)
     if os.path.basename(src.path).upper() in _SKIP_NAMES:
         outcome.kind, outcome.stage = "skipped", "read"
@@ -175,7 +202,7 @@ def process_source(src: Source) -> FileOutcome:
     source: InputFile | None = None
     try:
         source = open_input(src.path)
-        outcome.size = source.size
+        outcome.size, outcome.mtime_ns = source.size, source.mtime_ns
         raw = source.head
         fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None
         if fast is None and len(raw) < source.size:
@@ -195,7 +222,9 @@ def process_source(src: Source) -> FileOutcome:
             data = encode_instance_chunks(inst.dataset, inst.transfer_syntax, encodings)
         stage = "write"
         rel = output_rel_for(result, src.rel, layout)
-        write_atomic(os.path.join(out_root, rel), data, source.fd)
+        _STAGED[0] += 1
+        outcome.tag = f"{tag_prefix}{_STAGED[0]}"
+        write_staged(os.path.join(out_root, rel), data, source.fd, outcome.tag)
     except BadInput as exc:
         outcome.kind, outcome.stage, outcome.reason = exc.kind, stage, exc.reason
         return outcome
@@ -237,10 +266,10 @@ def _mapping_row(run_id: str, o: FileOutcome) -> dict[str, object]:
 
 def _outcomes(
     sources: list[Source], config: DeidConfig, key: bytes, out_root: Path, layout: str,
-    workers: int, start_method: str,
-) -> Iterator[FileOutcome]:
+    token: str, workers: int, start_method: str,
+) -> Generator[FileOutcome, None, None]:
     if workers <= 1 or len(sources) < 2:
-        _init_worker(config, key, out_root, layout)
+        _init_worker(config, key, out_root, layout, token)
         for src in sources:
             yield process_source(src)
         return
@@ -252,10 +281,87 @@ def _outcomes(
     gc.freeze()
     try:
         with ctx.Pool(workers, initializer=_init_worker,
-                      initargs=(config, key, out_root, layout)) as pool:
+                      initargs=(config, key, out_root, layout, token)) as pool:
             yield from pool.imap(process_source, sources, chunksize=chunk)
     finally:
         gc.unfreeze()
+
+
+DUPLICATE_RULE = "the newest input is kept (latest modification time; equal: first path)"
+
+
+class _Publisher:
+    """Applies the duplicate rule as outcomes arrive (in input order) and publishes each
+    winner's staged output: renamed into place, counted, its mapping row added. Holds,
+    per SOP Instance UID seen, the input that holds it now (a few hundred bytes each)."""
+
+    def __init__(self, out_root: Path, sources: list[Source], summary: BatchSummary,
+                 mapping: MappingWriter | None, run_id: str) -> None:
+        self.out_root = os.fspath(out_root)
+        self.sources, self.summary, self.mapping, self.run_id = sources, summary, mapping, run_id
+        # SOP Instance UID -> (source index, mtime, output path, size, by the byte path)
+        self.holders: dict[str, tuple[int, int, str, int, bool]] = {}
+
+    def take(self, index: int, o: FileOutcome) -> list[tuple[str, FileOutcome]]:
+        """Publish ``o`` unless an input holding its SOP Instance UID wins over it; return
+        the inputs that lost (``o`` itself, or the earlier holder), as errors-file rows."""
+        assert o.result is not None and o.output_rel is not None
+        final = os.path.join(self.out_root, o.output_rel)
+        staged = staged_name(final, o.tag)
+        uid = o.result.sop_uid
+        held = self.holders.get(uid)
+        if held is not None:
+            h_index, h_mtime, h_output, h_size, h_byte_path = held
+            h_rel = self.sources[h_index].rel
+            # The holder stays if it is newer, or as new and first by path.
+            if (o.mtime_ns, h_rel) <= (h_mtime, o.rel):
+                os.unlink(staged)
+                lost = _duplicate(o.rel, h_rel)
+                self.summary.count(lost)
+                return [(o.rel, lost)]
+        os.replace(staged, final)
+        self.holders[uid] = (index, o.mtime_ns, o.output_rel, o.size, o.byte_path)
+        self.summary.count(o)
+        if self.mapping:
+            self.mapping.add(_mapping_row(self.run_id, o))
+        if held is None:
+            return []
+        # The newcomer won: the holder's output (if elsewhere), row and count go.
+        if h_output != o.output_rel:
+            _unlink_with_empty_parents(os.path.join(self.out_root, h_output), self.out_root)
+        if self.mapping:
+            self.mapping.drop(h_rel)
+        self.summary.uncount(h_size, h_byte_path)
+        return [(h_rel, _duplicate(h_rel, o.rel))]
+
+
+def _duplicate(rel: str, winner: str) -> FileOutcome:
+    """The errors-file entry of an input that lost to ``winner`` (the reason's first part,
+    before ``: ``, is PHI-free and is what gets logged)."""
+    return FileOutcome(rel=rel, kind="duplicate", stage="write", reason=(
+        f"same SOP Instance UID as another input of this run: {winner} ({DUPLICATE_RULE})"))
+
+
+def _unlink_with_empty_parents(path: str, root: str) -> None:
+    """Remove a file, then the folders it leaves empty, up to (not including) ``root``."""
+    os.unlink(path)
+    folder = os.path.dirname(path)
+    while folder != root and folder.startswith(root):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
+        folder = os.path.dirname(folder)
+
+
+def _remove_staged(out_root: Path, token: str) -> None:
+    """After a failed run, the outputs workers staged and nobody published."""
+    marker = f".{token}-"
+    for folder, _, names in os.walk(out_root):
+        for name in names:
+            if marker in name and name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
 
 
 class _NoBar:
@@ -350,34 +456,36 @@ def run_batch(
     err_csv = csv.writer(err_fh) if err_fh else None
     if err_csv:
         err_csv.writerow(["path", "kind", "stage", "reason"])
-    # hash() of each output path: a few dozen bytes per file instead of two path strings.
-    seen_outputs: set[int] = set()
+    token = os.urandom(6).hex()  # this run's staged names (a crash's leftovers: _remove_staged)
+    publisher = _Publisher(out_root, src_list, summary, mapping, run_id)
+    outcomes = _outcomes(src_list, config, key, out_root, layout, token, workers, start_method)
     try:
         bar = _progress_bar(len(src_list), show)
         ticker = _ProgressLog(label, len(src_list), log_every)
-        for o in _outcomes(src_list, config, key, out_root, layout, workers, start_method):
+        for index, o in enumerate(outcomes):
             if mapping and ticker.done_count == 0:
                 mapping.open()  # pyarrow's import overlaps the workers, not the start
             bar.update(1)
             ticker.tick()
-            if o.kind == "ok" and hash(o.output_rel) in seen_outputs:
-                o.kind, o.stage = "duplicate", "write"
-                o.reason = "same SOP Instance UID as an earlier input of this run"
-            summary.count(o)
-            if o.kind == "ok":
-                seen_outputs.add(hash(o.output_rel))
-                if mapping:
-                    mapping.add(_mapping_row(run_id, o))
-                continue
-            if err_csv:
-                err_csv.writerow([o.rel, o.kind, o.stage, o.reason])
-            # The path stays in the (restricted) errors file: landing names may carry PHI.
-            log.warning("%s: an input failed at %s: %s (%s)", label, o.stage, o.reason, o.kind)
+            losers = publisher.take(index, o) if o.kind == "ok" else [(o.rel, o)]
+            for rel, lost in losers:
+                if err_csv:
+                    err_csv.writerow([rel, lost.kind, lost.stage, lost.reason])
+                # The path stays in the (restricted) errors file: landing names may carry PHI.
+                log.warning("%s: an input failed at %s: %s (%s)", label, lost.stage,
+                            lost.reason.split(": ", 1)[0] if lost.kind == "duplicate"
+                            else lost.reason, lost.kind)
+            if o.kind != "ok":
+                summary.count(o)
         bar.close()
         ticker.done()
         if mapping:
             mapping.close()
             mapping = None
+    except BaseException:
+        outcomes.close()  # stops the workers (the pool terminates) before the clean-up
+        _remove_staged(out_root, token)
+        raise
     finally:
         if err_fh:
             err_fh.close()

@@ -63,6 +63,7 @@ class MappingWriter:
         self._columns: dict[str, list[object]] = {name: [] for name, _ in MAPPING_COLUMNS}
         self._pending = 0
         self._batch_rows = batch_rows
+        self._dropped: set[str] = set()
         self.count = 0
 
     def add(self, row: dict[str, object]) -> None:
@@ -73,6 +74,12 @@ class MappingWriter:
         self.count += 1
         if self._pending >= self._batch_rows:
             self._flush()
+
+    def drop(self, source_path: str) -> None:
+        """Take back the row added for ``source_path`` (an input that lost to a newer
+        duplicate); the file is rewritten without it at :meth:`close` (rare)."""
+        self._dropped.add(source_path)
+        self.count -= 1
 
     def open(self) -> None:
         """Import pyarrow and open the file (done by the first flush if not before): a
@@ -102,6 +109,15 @@ class MappingWriter:
         """Flush and publish the file atomically (an empty run writes an empty file)."""
         self._flush()
         self._writer.close()
+        if self._dropped:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(self._tmp, schema=mapping_schema())
+            keep = pc.invert(pc.is_in(table["source_path"],
+                                      value_set=pa.array(sorted(self._dropped), pa.string())))
+            pq.write_table(table.filter(keep), self._tmp, compression="zstd")
         self._tmp.replace(self.path)
 
     def __enter__(self) -> MappingWriter:

@@ -42,6 +42,8 @@ class InputFile(NamedTuple):
     fd: int
     size: int
     head: bytes
+    mtime_ns: int = 0
+    """Modification time (the batch's duplicate rule: the newest copy of an instance wins)."""
 
     def whole(self) -> bytes:
         """Every byte of the file (the head plus the rest, read now)."""
@@ -63,14 +65,15 @@ def open_input(
         raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
     try:
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
         except OSError as exc:
             raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+        size = st.st_size
         want = size if size <= whole_up_to else head_bytes
         head = _read_at(fd, 0, want)
         if len(head) < want:
             size = len(head)  # shrank while read: what is there (the parser says why)
-        return InputFile(fd, size, head)
+        return InputFile(fd, size, head, st.st_mtime_ns)
     except BaseException:
         os.close(fd)
         raise
@@ -96,12 +99,36 @@ def write_atomic(
     """Write ``data`` to ``path`` via a temporary file and rename: no half files, ever.
 
     The chunks go out with ``writev`` on a raw descriptor (no buffered writer copying the
-    small ones); :class:`FileRange` chunks are copied from ``source_fd``. The folder is
-    made only when the first open fails.
+    small ones); :class:`FileRange` chunks are copied from ``source_fd``.
     """
     path = os.fspath(path)
+    tmp = write_staged(path, data, source_fd, str(os.getpid()))
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def staged_name(path: str, tag: str) -> str:
+    """The hidden temporary name :func:`write_staged` writes ``path`` under."""
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    return os.path.join(folder, f".{name}.{tag}.tmp")
+
+
+def write_staged(
+    path: str | os.PathLike[str], data: bytes | Sequence[Chunk], source_fd: int | None,
+    tag: str,
+) -> str:
+    """Write ``data`` completely to a hidden file beside ``path`` (its name ends with
+    ``.{tag}.tmp``) and return that name; renaming it to ``path`` publishes it. A caller
+    that decides later which of several writers of one path wins (the batch's duplicate
+    rule) stages each under its own ``tag``. The folder is made only when the first open
+    fails."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    tmp = staged_name(path, tag)
     try:
         fd = os.open(tmp, _NEW_FILE, 0o666)
     except FileNotFoundError:  # first file of its folder (most files skip this)
@@ -117,11 +144,11 @@ def write_atomic(
             _write_chunks(fd, [data] if isinstance(data, bytes) else data, source_fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return tmp
 
 
 def _write_chunks(fd: int, chunks: Sequence[Chunk], source_fd: int | None) -> None:

@@ -59,10 +59,17 @@ class _Series:
     rows: list[int]
     files: int
     bytes: int
+    series: int = 1
+    """Series in the group (more than one when they share a SOP Instance UID)."""
 
 
 def _series_groups(instances: pa.Table) -> list[_Series]:
-    """Row indices per series, series in (study, series) order, rows in URI order."""
+    """Row indices per series, series in (study, series) order, rows in URI order.
+
+    Series that share a SOP Instance UID (a re-send under another study or series) are
+    one group, so their inputs meet in one shard, where the batch's duplicate rule picks
+    one of them; in two shards both would be published.
+    """
     sizes = (
         instances.column("size_bytes").to_pylist()
         if "size_bytes" in instances.column_names
@@ -73,19 +80,28 @@ def _series_groups(instances: pa.Table) -> list[_Series]:
     ).to_pylist()
     studies = instances.column(SERIES_KEYS[0]).to_pylist()
     series = instances.column(SERIES_KEYS[1]).to_pylist()
-    groups: list[_Series] = []
-    current: tuple[str, str] | None = None
-    rows: list[int] = []
+    sops = instances.column("SOPInstanceUID").to_pylist() \
+        if "SOPInstanceUID" in instances.column_names else [None] * instances.num_rows
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def root(key: tuple[str, str]) -> tuple[str, str]:
+        while parent.setdefault(key, key) != key:
+            key = parent[key] = parent[parent[key]]
+        return key
+
+    first_series: dict[str, tuple[str, str]] = {}
     for i in order:
-        key = (studies[i], series[i])
-        if key != current and rows:
-            groups.append(_Series(rows, len(rows), sum(sizes[r] or 0 for r in rows)))
-            rows = []
-        current = key
-        rows.append(i)
-    if rows:
-        groups.append(_Series(rows, len(rows), sum(sizes[r] or 0 for r in rows)))
-    return groups
+        key = root((studies[i], series[i]))
+        if sops[i] is not None:
+            other = root(first_series.setdefault(sops[i], key))
+            if other != key:  # joined under the one that sorts first
+                parent[max(key, other)] = min(key, other)
+    members: dict[tuple[str, str], list[int]] = {}
+    for i in order:  # groups in the order of their first series; rows in series order
+        members.setdefault(root((studies[i], series[i])), []).append(i)
+    return [_Series(rows, len(rows), sum(sizes[r] or 0 for r in rows),
+                    len({(studies[r], series[r]) for r in rows}))
+            for rows in members.values()]
 
 
 def _pack(groups: Sequence[_Series], max_files: int, max_bytes: int) -> list[list[_Series]]:
@@ -126,6 +142,7 @@ def plan_shards(
     tables: list[pa.Table] = []
     for n, shard in enumerate(packed):
         rows = [r for g in shard for r in g.rows]
-        plans.append(ShardPlan(n, len(rows), sum(g.bytes for g in shard), len(shard)))
+        plans.append(ShardPlan(n, len(rows), sum(g.bytes for g in shard),
+                               sum(g.series for g in shard)))
         tables.append(instances.take(pa.array(rows, pa.int64())))
     return plans, tables
