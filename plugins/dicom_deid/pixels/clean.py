@@ -14,6 +14,11 @@ Encapsulated input is decoded (colour to RGB), blanked and re-encoded losslessly
 Lossless (or written as Explicit VR Little Endian when RLE cannot hold it), with the
 Image Pixel attributes rewritten to describe the new data; a lossy original keeps its
 LossyImageCompression "01". Nothing of the recognised text is kept or logged.
+
+Under the sensitive modes a line is blanked when :func:`~dicom_deid.text.banner.line_spans`
+finds anything in it: the instance's values written exactly or as banners spell them
+(cut, misread, romanised, abbreviated), generic dates, phones and IDs, and facility,
+address and person-name layouts whatever they name.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ from pydicom.uid import (
 from dicom_deid.config.model import INFO_TYPES, DeidConfig, OcrScope, Option, TextRedactionMode
 from dicom_deid.dicom.reader import input_transfer_syntax, set_output_transfer_syntax, text_value
 from dicom_deid.errors import BadInput
+from dicom_deid.text.banner import line_spans
 from dicom_deid.text.context import PhiContext
-from dicom_deid.text.find import find_spans
 
 from .ocr import Box, TextLine, find_text, line_cache, to_detection_image
 from .rules import RuleSet, load_rules
@@ -80,8 +85,8 @@ class PixelCleaner:
         self.mode = image.text_redaction_mode
         self.scope = config.ocr_scope
         self.include = DEFAULT_IMAGE_INFO_TYPES | frozenset(image.additional_info_types)
-        # Excluded types are dropped after overlaps resolve (text/find.py find_spans), so an
-        # excluded date such as "20230514" is not then taken for a record number.
+        # Excluded types are dropped after overlaps resolve (text/banner.py line_spans), so
+        # an excluded date such as "20230514" is not then taken for a record number.
         self.exclude = frozenset(image.exclude_info_types)
         self.rules: RuleSet | None = load_rules(config.pixel_rules) if config.pixel_rules else None
         self.clean_graphics = Option.CLEAN_GRAPHICS in config.options
@@ -130,7 +135,7 @@ class PixelCleaner:
                 return False
             if not ctx_cache:
                 ctx_cache.append(context())
-            return not find_spans(line.text, ctx_cache[0], include=self.include,
+            return not line_spans(line.text, ctx_cache[0], include=self.include,
                                   exclude=self.exclude)
 
         count = self._clean_overlays(ds) if self.clean_graphics else 0

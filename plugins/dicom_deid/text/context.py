@@ -365,3 +365,9 @@ def _forms_of(
 
 
 EMPTY_CONTEXT = PhiContext()
+
+
+def context_values(ctx: PhiContext) -> tuple[tuple[str, str], ...]:
+    """The ``(info_type, raw value)`` pairs ``ctx`` was made of (PHI: never log them), for
+    matchers of other written forms (burned-in text, :mod:`.fuzzy`)."""
+    return ctx._pairs

@@ -3,6 +3,10 @@
 Dates, phone numbers, e-mail addresses, ages, record numbers, URLs, IP addresses, US
 social security numbers, each a regular expression with a cheap gate that skips it on
 texts that cannot match.
+
+Organisations, places, street addresses and person names have generic detectors for
+burned-in text only (:data:`.banner.LINE_DETECTORS`, used by the sensitive
+``textRedactionMode``s): in header free text their words are ordinary text.
 """
 
 from __future__ import annotations
