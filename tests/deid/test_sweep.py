@@ -160,3 +160,55 @@ def test_one_byte_deidentifier_over_many_files_sweeps_each_as_the_dataset_path()
                          inst.dataset.AnatomicRegionSequence[0].CodeMeaning))
     assert meanings == [("CT for [CTX]",) * 2] * 2 + [("CT for SMITH",) * 2] + [
         ("CT for [CTX]",) * 2] * 2
+
+
+def test_kanji_in_kept_text_is_swept_in_iso_2022() -> None:
+    """ISO 2022 IR 87 writes kanji in 7-bit bytes after an escape: ASCII bytes are not
+    ASCII text, and the byte path must not take them for it."""
+    ds = make_instance(charset=["", "ISO 2022 IR 87"], name="Yamada^Tarou=山田^太郎")
+    ds.AnatomicRegionSequence = Sequence([_local_code("US ABDOMEN for 山田太郎")])
+    out = run(ds)
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "US ABDOMEN for [CTX][CTX]"
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_a_safe_private_text_read_without_its_vr_is_swept(implicit: bool) -> None:
+    """NeuroQuant's Return Message (0099,xx05) is LT in Table E.3.10-1, but pydicom has no
+    dictionary entry for it: read from implicit VR (or written as UN) it has no VR. The
+    table's VR says it is text, so the sweep searches it."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    ds = make_instance()
+    ds.add_new(0x00990010, "LO", "NQHeader")
+    ds.add_new(0x00991005, "LT" if implicit else "UN",
+               "Report for Smith" if implicit else b"Report for Smith")
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    options = frozenset({Option.RETAIN_SAFE_PRIVATE})
+    out = run(ds, options=options)
+    value = out[0x00991005].value
+    assert (value if isinstance(value, str) else value.decode()) == "Report for [CTX]"
+    kept = run(ds, options=options, residual_sweep=False)[0x00991005].value
+    assert b"Smith" in (kept if isinstance(kept, bytes) else kept.encode())
+
+
+def test_cleaned_text_is_swept_too() -> None:
+    """A cleanTextTag whose TextConfig transforms only dates leaves the patient ID and the
+    operator's name in the text; the sweep (every identifying value of the instance)
+    takes them after the cleaner."""
+    from dicom_deid.config.google import load_config
+
+    ds = make_instance()
+    ds.SeriesDescription = "Axial 5mm MRN1234567 Tina 2023-05-14"
+
+    def config(sweep: bool) -> DeidConfig:
+        return load_config({
+            "dicomTagConfig": {"actions": [
+                {"queries": ["SeriesDescription"], "cleanTextTag": {}}]},
+            "text": {"transformations": [{"infoTypes": ["DATE"], "redactConfig": {}}]},
+            "dicomDeid": {"residualSweep": sweep}})
+
+    assert deidentify_bytes(to_bytes(ds), config(True))[0].SeriesDescription == \
+        "Axial 5mm [CTX] [CTX]"
+    assert deidentify_bytes(to_bytes(ds), config(False))[0].SeriesDescription == \
+        "Axial 5mm MRN1234567 Tina"  # the cleaner alone keeps them

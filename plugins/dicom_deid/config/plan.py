@@ -23,7 +23,13 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from .iod import AttributeType, ConditionKind, dependents_of, iod_for, iod_named, load_tables
 from .model import DeidConfig, Option, PrimaryIds, ProfileType, QueryKind, TagAction, TagActionKind
-from .ps3_15 import ActionCode, load_safe_private, load_table, resolve_compound
+from .ps3_15 import (
+    ActionCode,
+    load_safe_private,
+    load_table,
+    resolve_compound,
+    safe_private_vrs,
+)
 
 
 class Act(IntEnum):
@@ -261,6 +267,10 @@ class Plan:
         if vr in TEXT_VRS:
             return Act.CLEAN
         return Act.DUMMY
+
+    def private_vr(self, tag: int, creator: str) -> str | None:
+        """The VR Table E.3.10-1 gives a private attribute (None: not listed)."""
+        return safe_private_vrs().get((tag >> 16, creator, tag & 0xFF))
 
     def private_act(self, tag: int, creator: str, vr: str) -> Act:
         """Action for a private data element given its block's creator."""

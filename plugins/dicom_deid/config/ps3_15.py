@@ -196,6 +196,22 @@ def load_safe_private() -> frozenset[tuple[int, str, int]]:
 
 
 @cache
+def safe_private_vrs() -> dict[tuple[int, str, int], str]:
+    """Table E.3.10-1's VR of each safe private attribute, by (group, creator, element
+    byte): what a kept private value read without its VR (implicit VR, or UN) holds."""
+    text = resources.files(__package__).joinpath("data/ps3_15/safe_private.csv").read_text(
+        encoding="utf-8"
+    )
+    vrs: dict[tuple[int, str, int], str] = {}
+    for rec in csv.DictReader(text.splitlines()):
+        m = re.match(r"^\(([0-9A-Fa-f]{4}),xx([0-9A-Fa-f]{2})\)$", rec["tag"].strip())
+        if m and rec["vr"].strip():
+            vrs[(int(m.group(1), 16), rec["private_creator"].strip(), int(m.group(2), 16))] = \
+                rec["vr"].strip()
+    return vrs
+
+
+@cache
 def method_codes() -> dict[str, tuple[str, str]]:
     """CID 7050 De-identification Method codes by option name: (code value, meaning)."""
     text = resources.files(__package__).joinpath("data/deidentification_methods.csv").read_text(

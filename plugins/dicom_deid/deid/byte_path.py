@@ -119,11 +119,14 @@ class ByteDeidentifier:
                           tuple[bytes | memoryview, DataElement]] = {}
         # The residual sweep: its context per patient's raw identifying values, with the
         # swept (or unchanged: None) kept values found under it, one memo per VR encoding;
-        # each attribute's part of a context; each level's kept text, case-folded (None:
-        # not all ASCII).
-        self._sweeps: dict[Any, tuple[PhiContext, tuple[dict[Any, Any], dict[Any, Any]]]] = {}
+        # each attribute's part of a context; each level's kept text, case-folded, with
+        # its 2- and 3-letter pieces (None: not all ASCII); the pieces that start the
+        # anchors of the context of the file at hand.
+        self._sweeps: dict[Any, tuple[PhiContext, tuple[dict[Any, Any], dict[Any, Any]],
+                                      frozenset[str]]] = {}
         self._attributes: dict[Any, PhiContext] = {}
-        self._kept_texts: dict[Any, str | None] = {}
+        self._kept_texts: dict[Any, tuple[str, frozenset[str]] | None] = {}
+        self._anchor_heads: frozenset[str] = frozenset()
 
     def deidentify(
         self, data: bytes, size: int | None = None,
@@ -348,7 +351,7 @@ class ByteDeidentifier:
             _remember(self._plans, pkey, plan, size=_LAYOUTS_SIZE)
         ops, sq_checks, captures, swept, sources = plan
         if final is not None and self.deid.config.residual_sweep:
-            state.sweep, state.sweep_memo = self._sweep_context(
+            state.sweep, state.sweep_memo, self._anchor_heads = self._sweep_context(
                 view, elems, sources, implicit, encodings)
         changed = self._swept(view, elems, swept, implicit, state, encodings) \
             if swept[0] and state.sweep is not None else None
@@ -392,7 +395,7 @@ class ByteDeidentifier:
         if act is Act.KEEP:
             if e[5] and e[1] == "SQ" and final is None:
                 raise _Decline  # pydicom re-encodes nested undefined-length sequences
-            if state.sweep and vr in SWEEP_VRS and e[1] is not None:
+            if state.sweep and vr in SWEEP_VRS:
                 swept = self._swept_element(view, e, vr, implicit, state, encodings)
                 if swept is not None:
                     out.append(swept)
@@ -482,12 +485,12 @@ class ByteDeidentifier:
     def _sweep_context(
         self, view: memoryview, elems: list[_Elem], sources: _Sites,
         implicit: bool, encodings: list[str],
-    ) -> tuple[PhiContext, dict[Any, Chunk | None]]:
+    ) -> tuple[PhiContext, dict[Any, Chunk | None], frozenset[str]]:
         """The residual sweep's context from the top level's identifying values the plan
         does not keep (``sources``: their positions and (tag, VR)s, as
-        ``Deidentifier._sweep_values`` reads them), and the memo of swept values for it
-        and this VR encoding: a patient's files share both, and an attribute's part of
-        the context recurs across patients."""
+        ``Deidentifier._sweep_values`` reads them), the memo of swept values for it and
+        this VR encoding, and its anchors' heads (see :meth:`_swept`): a patient's files
+        share them, and an attribute's part of the context recurs across patients."""
         positions, signature, number = sources
         raws = _raw_values(view, elems, positions)
         key = (number, *encodings, *raws)  # values decode alike in either VR encoding
@@ -502,9 +505,10 @@ class ByteDeidentifier:
                                                                    implicit, encodings))
                     _remember(self._attributes, akey, part)
                 parts.append(part)
-            known = (sweep_context(parts), ({}, {}))
+            ctx = sweep_context(parts)
+            known = (ctx, ({}, {}), frozenset(a[:3] for a in ctx.anchors))
             _remember(self._sweeps, key, known, size=_SWEEP_CONTEXTS)
-        return known[0], known[1][implicit]
+        return known[0], known[1][implicit], known[2]
 
     def _values(self, view: memoryview, e: _Elem, vr: str, implicit: bool,
                 encodings: list[str]) -> list[str]:
@@ -523,20 +527,22 @@ class ByteDeidentifier:
     ) -> dict[int, Chunk] | None:
         """The kept text elements of a level the residual sweep changes: position -> the
         element as written; None when it changes none (the usual case). A level's kept
-        values, joined and case-folded, are remembered across contexts (the files of a
-        series, and of a scanner, repeat them), so most levels are cleared by one search
-        per anchor; the rest are remembered per level under the context."""
+        values, joined and case-folded, are remembered across contexts with their 2- and
+        3-letter pieces (the files of a series, and of a scanner, repeat them): a level
+        holding no anchor's first three letters (one set operation) or, failing that, no
+        anchor (one search per anchor) is cleared at once; the rest are remembered per
+        level under the context."""
         positions, signature, number = swept
         raws = _raw_values(view, elems, positions)
         key = (number, *raws)
-        folded = self._kept_texts.get(key, _MISSING)
-        if folded is _MISSING:
+        kept = self._kept_texts.get(key, _MISSING)
+        if kept is _MISSING:
             joined = b"\0".join(raws)  # an anchor holds no NUL: it cannot span two values
-            folded = joined.decode("ascii").lower() if joined.isascii() else None
-            _remember(self._kept_texts, key, folded)
-        anchors = state.sweep.anchors if state.sweep is not None else ()
-        if isinstance(folded, str) and not any(map(folded.__contains__, anchors)):
-            return None  # no kept value holds an anchor: the usual case, checked at once
+            kept = _pieces(joined.decode("ascii").lower()) if _is_ascii_text(joined) else None
+            _remember(self._kept_texts, key, kept, size=_KEPT_TEXTS)
+        if kept is not None and (self._anchor_heads.isdisjoint(kept[1]) or not any(
+                map(kept[0].__contains__, state.sweep.anchors if state.sweep else ()))):
+            return None  # no kept value holds an anchor: the usual case
         memo = state.sweep_memo
         assert memo is not None
         known = memo.get(key, _MISSING)
@@ -567,15 +573,16 @@ class ByteDeidentifier:
         known = memo.get(key, _MISSING)
         if known is not _MISSING:
             return known
-        if raw.isascii() and not state.sweep.mentions(raw.decode("ascii")):
+        if _is_ascii_text(raw) and not state.sweep.mentions(raw.decode("ascii")):
             _remember(memo, key, None)
             return None  # no value can hold an identifier (the usual case)
         text = _plain_text(raw, vr)
         if text is not None:
             elem = DataElement(e[0], vr, text)
-        else:
+        else:  # as read, or (read without one) as element_act resolved it
             elem = convert_raw_data_element(
-                RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
+                RawDataElement(BaseTag(e[0]), vr if e[1] in (None, "UN") else e[1], len(raw),
+                               raw, 0, implicit, True),
                 encoding=encodings)
         chunk: Chunk | None = None
         if self.deid.sweep_element(elem, vr, state.sweep):
@@ -671,7 +678,7 @@ def _level_elements(data: bytes, pos: int, end: int, implicit: bool) -> list[_El
     return elements(data, pos, end, implicit, ordered=True)
 
 
-_MISSING = object()
+_MISSING: Any = object()
 _RUN, _ADD, _CHANGE, _PRIVATE = "run", "add", "change", "private"
 _Sites = tuple[tuple[int, ...], tuple[tuple[int, str], ...], int]
 """Positions of some of a level's elements, their (tag, VR)s, and a number naming the two
@@ -791,6 +798,20 @@ def _raw_values(view: memoryview, elems: list[_Elem], positions: tuple[int, ...]
     return [data[e[3]:e[4]] for e in found]
 
 
+def _is_ascii_text(raw: bytes) -> bool:
+    """Whether ``raw`` decodes to the same ASCII text in any character set: ISO 2022 sets
+    (Japanese, Korean) write their characters in 7-bit bytes after an escape."""
+    return raw.isascii() and b"\x1b" not in raw
+
+
+def _pieces(folded: str) -> tuple[str, frozenset[str]]:
+    """A text with its 2- and 3-letter pieces: an anchor (2 letters or more) occurs in it
+    only if its first three letters (or both) are among them."""
+    return folded, frozenset(
+        [folded[i:i + 3] for i in range(len(folded) - 2)]
+        + [folded[i:i + 2] for i in range(len(folded) - 1)])
+
+
 def _check_head(top: list[_Elem], head: int) -> None:
     """Decline unless only the last top-level element reaches past the ``head`` bytes
     read, with a defined length, its header inside the head, and no value read here."""
@@ -822,7 +843,7 @@ def _creators(view: memoryview, elems: list[_Elem]) -> dict[tuple[int, int], str
             if stop > len(view):
                 raise _Decline
             raw = bytes(view[start:stop])
-            if not raw.isascii() or b"\\" in raw:
+            if not _is_ascii_text(raw) or b"\\" in raw:
                 raise _Decline
             creators[(group, element)] = raw.decode("ascii").rstrip("\x00 ").strip()
     return creators
@@ -833,6 +854,7 @@ _MEMO_SIZE = 4096
 
 _LAYOUTS_SIZE = 512  # a key holds every tag of a level: about 2 KB each
 _SWEEP_CONTEXTS = 256  # patients whose sweep context (and swept values) are remembered
+_KEPT_TEXTS = 1024  # levels' kept text with its pieces (a few KB each)
 
 
 def _remember(memo: dict[Any, Any], key: Any, value: Any, size: int = _MEMO_SIZE) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -249,7 +249,14 @@ class Deidentifier:
             if element <= 0x00FF:
                 return vr, None
             creator = creators().get((group, element >> 8), "")
-            return vr, self.plan.private_act(tag, creator, vr)
+            act = self.plan.private_act(tag, creator, vr)
+            if vr == "UN" and act is Act.KEEP and self.config.residual_sweep:
+                # Kept without a VR as read (implicit VR, or UN): the safe private table's
+                # VR says whether it holds text the residual sweep must search.
+                listed = self.plan.private_vr(tag, creator)
+                if listed in SWEEP_VRS:
+                    vr = listed
+            return vr, act
         if element == 0x0000 or tag in _STRUCTURAL_TAGS:
             return vr, (Act.DELETE if element == 0 else Act.KEEP)
         return vr, self.plan.act(tag, vr, mode, scope)
@@ -264,7 +271,7 @@ class Deidentifier:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             if act is Act.KEEP:
                 if state.sweep and vr in SWEEP_VRS:
-                    self.sweep_element(ds[tag], vr, state.sweep)
+                    self._sweep_kept(ds, tag, vr, state.sweep)
                 continue
             if act is Act.DELETE_GROUP:
                 deleted_groups.add(tag >> 16)
@@ -285,6 +292,17 @@ class Deidentifier:
         for tag in private_creator_tags:
             if (tag >> 16, tag & 0xFF) not in kept_blocks:
                 del elements[tag]
+
+    def _sweep_kept(self, ds: Dataset, tag: int, vr: str, ctx: PhiContext) -> None:
+        """The residual sweep of a kept element; one read without its VR is searched as
+        the text ``vr`` says it holds (see :meth:`element_act`) and replaced if swept."""
+        elem = ds[tag]
+        if elem.VR == "UN" and isinstance(elem.value, bytes):
+            text = _as_text(elem.value, tag, vr, ds)
+            if self.sweep_element(text, vr, ctx):
+                ds[tag] = text
+        else:
+            self.sweep_element(elem, vr, ctx)
 
     def _recurse(self, ds: Dataset, tag: int, vr: str, act: Act, state: WalkState,
                  scope: Scope) -> None:
@@ -359,9 +377,10 @@ class Deidentifier:
             shifted = [self._shift(v, vr, state) for v in values]
             new = [] if any(s is None for s in shifted) else [s for s in shifted if s]
         elif act is Act.CLEAN:
-            new = [_fit(vr, clean_descriptor(v, state.context)) for v in values]
+            new = [_fit(vr, _swept(clean_descriptor(v, state.context), state))
+                   for v in values]
         elif act is Act.CLEAN_TEXT:
-            new = [_fit(vr, self._clean_text(v, vr, state)) for v in values]
+            new = [_fit(vr, _swept(self._clean_text(v, vr, state), state)) for v in values]
         else:  # pragma: no cover - every Act is handled above
             raise AssertionError(act)
         _set_values(elem, new)
@@ -608,3 +627,20 @@ def dataset_encodings(ds: Dataset) -> list[str]:
     """Python codecs for the dataset's SpecificCharacterSet (ASCII when absent)."""
     value = ds.get("SpecificCharacterSet")
     return convert_encodings(value if value else "ISO_IR 6")
+
+
+def _swept(text: str, state: WalkState) -> str:
+    """Cleaned text after the residual sweep too: a cleaner searches for what the profile
+    removes, the sweep for every identifying value of the instance (physicians, operators,
+    the institution...); what either finds goes."""
+    if not state.sweep:
+        return text
+    swept = sweep_text(text, state.sweep)
+    return text if swept is None else swept
+
+
+def _as_text(raw: bytes, tag: int, vr: str, ds: Dataset) -> DataElement:
+    """A value read without its VR, decoded as ``vr`` in the dataset's character set."""
+    return convert_raw_data_element(
+        RawDataElement(BaseTag(tag), vr, len(raw), raw, 0, True, True),
+        encoding=ds._character_set)
