@@ -57,11 +57,20 @@ def test_cohort_filter_and_deidentify_only_the_selection(
     studies = {e.study_uid for e in read_filter(filt)}
     assert studies
     quoted = ", ".join(f"'{s}'" for s in sorted(studies))
-    expected = _count(wh, f"SELECT COUNT(*) FROM dicom_metadata "
+    files = _count(wh, f"SELECT COUNT(*) FROM dicom_metadata "
+                       f"WHERE StudyInstanceUID IN ({quoted})")
+    # The corpus re-sends some instances (same SOP Instance UID, another file): one output
+    # each, the others listed as duplicates, so the run reports failures (exit 3).
+    expected = _count(wh, f"SELECT COUNT(DISTINCT SOPInstanceUID) FROM dicom_metadata "
                           f"WHERE StudyInstanceUID IN ({quoted})")
+    assert expected < files
     out = root / "deid"
+    errors = root / "restricted" / "errors.csv"
     assert main(["deidentify", str(root / "landing" / "dicom"), str(out), "--filter", str(filt),
-                 "--warehouse", wh, "--key-file", str(key), "--no-progress"]) == 0
+                 "--warehouse", wh, "--key-file", str(key), "--no-progress",
+                 "--errors", str(errors)]) == 3
+    assert [line.split(",")[1] for line in errors.read_text().splitlines()[1:]] == [
+        "duplicate"] * (files - expected)
     outputs = list(out.rglob("*.dcm"))
     assert len(outputs) == expected
     assert len({pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID

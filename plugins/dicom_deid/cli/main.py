@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--instances", type=int, default=8, help="instances per image series")
     s.add_argument("--small", action="store_true", help="tiny images (fast tests)")
     s.add_argument("--no-bad", action="store_true", help="no bad inputs in the corpus")
+    s.add_argument("--no-duplicates", action="store_true",
+                   help="no re-sent copies of instances (same SOP Instance UID)")
 
     e = sub.add_parser("export-metadata",
                        help="export DICOM metadata to Parquet and load it into the warehouse")
@@ -302,7 +304,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     key = generate(args.output, patients=args.patients, seed=args.seed,
                    instances_per_series=args.instances, small=args.small,
-                   bad_inputs=not args.no_bad)
+                   bad_inputs=not args.no_bad, duplicates=not args.no_duplicates)
     print(f"wrote {len(key.files)} DICOM files and {len(key.bad_inputs)} bad inputs "
           f"under {args.output / 'dicom'}; answer key {args.output / 'answer_key.json'}")
     return EXIT_OK

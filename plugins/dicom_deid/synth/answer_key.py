@@ -1,7 +1,10 @@
 """The answer key: what the generator planted in which file, and the byte forms to search for.
 
 Written next to (never inside) the corpus, so tests and benchmarks can check a
-de-identifier's output against every planted value.
+de-identifier's output against every planted value. Two kinds of planted identifier are
+kept apart: ``phi`` sits where the PS3.15 Basic Profile removes or replaces it, and
+``kept_planted`` sits where the profile keeps the attribute (a local code meaning, a kept
+description, a safe private element), which only a residual sweep can clean.
 """
 
 from __future__ import annotations
@@ -17,6 +20,42 @@ from pydicom.valuerep import PersonName
 ANSWER_KEY_NAME = "answer_key.json"
 BAD_REASONS = ("zero-byte", "truncated", "not-dicom", "bad-charset")
 """Every :attr:`PlantedBadInput.reason` the generator plants."""
+KEPT_KINDS = (
+    "name-upper", "name-reordered", "name-folded", "name-native", "id-bare",
+    "birth-date-written", "institution", "staff-name",
+)  # fmt: skip
+"""Every :attr:`KeptPlant.kind`: how the planted form differs from the header's value."""
+KEPT_PLACES = ("local-code", "kept-description", "safe-private")
+"""Every :attr:`KeptPlant.place`."""
+
+
+@dataclass(frozen=True)
+class KeptPlant:
+    """An identifier written into an attribute the Basic Profile keeps.
+
+    Real sites write identifiers there (a local procedure code "CT ABD PELVIS W/O for
+    SMITH", a window preset named after a technologist, a vendor's free-text private
+    element); only a search for the instance's own identifying values finds them.
+    """
+
+    path: str
+    """Where: 8-hex-digit tags and item indices alternating, ``/``-separated, from the top
+    level (``00081032/0/00080104`` is CodeMeaning in the first ProcedureCodeSequence item).
+    A private tag is written as found in the file; :attr:`private_creator` names its block."""
+    vr: str
+    """The attribute's VR (a private element's from Table E.3.10-1: a reader without a
+    dictionary for it sees UN in an implicit VR file, as does a re-sent copy written
+    explicit from such a file)."""
+    value: str
+    """The identifying text as written: a substring of the element's value."""
+    kind: str
+    """One of :data:`KEPT_KINDS`."""
+    source: str
+    """Keyword of the top-level attribute of the same file whose value this repeats
+    (PatientName, PatientID, PatientBirthDate, InstitutionName, OperatorsName...)."""
+    place: str
+    """One of :data:`KEPT_PLACES`; ``safe-private`` is kept only with Retain Safe Private."""
+    private_creator: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +84,25 @@ class FileRecord:
     burned_in_other: tuple[str, ...] = ()
     """Non-identifying text drawn into the pixels (dose tables), to test selective redaction."""
     number_of_frames: int = 1
+    kept_planted: tuple[KeptPlant, ...] = ()
+    """Identifiers planted where the Basic Profile keeps the attribute (not in ``phi``)."""
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """One SOP Instance UID written to several paths (a re-send), with set modification times.
+
+    The rule a batch must apply: the input with the latest modification time wins; equal
+    times, the path first in sort order; the others are reported as duplicates.
+    """
+
+    sop_uid: str
+    paths: tuple[str, ...]
+    """Every path holding the instance (relative to ``out/dicom``), sorted."""
+    mtimes_ns: tuple[int, ...]
+    """Modification time of each of :attr:`paths` (``os.utime``), in nanoseconds."""
+    winner: str
+    """The path whose content the output must hold, by the rule above."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +133,8 @@ class AnswerKey:
     """PHI values a PS3.15 option legitimately keeps, mapped to that option's column in
     basic_profile.csv (``rtn_long_full_dates``, ``rtn_dev_id``, ``rtn_inst_id``); exclude
     them from a leak search when that option is on."""
+    duplicates: tuple[Duplicate, ...] = ()
+    """Instances written more than once; each path is also one of :attr:`files`."""
 
     def to_json(self) -> str:
         """Stable JSON text (sorted keys, indent 1) so the key is byte-identical per seed."""
@@ -83,17 +143,26 @@ class AnswerKey:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnswerKey:
         """Inverse of ``asdict``: lists back to tuples, nested records back to dataclasses."""
-        files = tuple(FileRecord(**_lists_to_tuples(f)) for f in data["files"])
+        files = tuple(_file_record(f) for f in data["files"])
         bad = tuple(PlantedBadInput(**b) for b in data["bad_inputs"])
-        rest = {k: v for k, v in data.items() if k not in ("files", "bad_inputs")}
+        dups = tuple(Duplicate(**_lists_to_tuples(d)) for d in data.get("duplicates", ()))
+        skip = ("files", "bad_inputs", "duplicates")
+        rest = {k: v for k, v in data.items() if k not in skip}
         rest["phi"] = tuple(rest["phi"])
         rest["uids"] = tuple(rest["uids"])
-        return cls(files=files, bad_inputs=bad, **rest)
+        return cls(files=files, bad_inputs=bad, duplicates=dups, **rest)
 
 
 def _lists_to_tuples(record: dict[str, Any]) -> dict[str, Any]:
     """A JSON record's lists back to tuples (a record's sequence fields are tuples)."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+
+
+def _file_record(record: dict[str, Any]) -> FileRecord:
+    """A JSON file record back to a :class:`FileRecord`, its kept plants included."""
+    fields = _lists_to_tuples(record)
+    fields["kept_planted"] = tuple(KeptPlant(**k) for k in record.get("kept_planted", ()))
+    return FileRecord(**fields)
 
 
 def load_answer_key(out: Path) -> AnswerKey:
@@ -120,9 +189,22 @@ def value_patterns(value: str, charset: str) -> set[bytes]:
 
 
 def planted_byte_patterns(key: AnswerKey) -> set[bytes]:
-    """Every planted PHI value in every encoding it was written in (search outputs for these)."""
+    """Every planted PHI value in every encoding it was written in (search outputs for these).
+
+    Only the values planted where the Basic Profile removes them: see
+    :func:`kept_byte_patterns` for those planted where it keeps them.
+    """
     patterns: set[bytes] = set()
     for record in key.files:
         for value in record.phi:
             patterns |= value_patterns(value, record.charset)
     return patterns
+
+
+def kept_byte_patterns(record: FileRecord) -> dict[KeptPlant, set[bytes]]:
+    """Each kept-place plant of one file with the byte forms of its value in that file.
+
+    Per file, not per corpus: a bare ID of six digits is specific to its own file, while a
+    search of every output for every file's digits would find some inside new UIDs.
+    """
+    return {k: value_patterns(k.value, record.charset) for k in record.kept_planted}

@@ -14,6 +14,8 @@ from .planning import Patient, Series, Study, format_da
 
 # Retired Detached Patient Management SOP Class: what ReferencedPatientSequence points at.
 _PATIENT_SOP_CLASS = "1.2.840.10008.3.1.2.1.1"
+# Retired Detached Study Management SOP Class: what ReferencedStudySequence points at.
+_STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 
 
 def code_item(value: str, scheme: str, meaning: str) -> Dataset:
@@ -83,6 +85,27 @@ def patient_module(ds: Dataset, p: Patient, st: Study, phi: set[str]) -> None:
     ds.PatientComments = comments
     phi.update({p.pn, p.patient_id, format_da(p.birth), p.address, p.phone, p.mother, p.other_id})
     phi.update({f"{p.family}, {p.given}", dob_iso, p.name_upper, p.phone_alt})
+    if p.responsible:
+        # Type 2C / 1C: the role must go wherever the profile removes the person.
+        ds.ResponsiblePerson = p.responsible
+        ds.ResponsiblePersonRole = p.responsible_role
+        phi.add(p.responsible)
+    if p.trial_subject:
+        clinical_trial_subject(ds, st, p.trial_subject, phi)
+
+
+def clinical_trial_subject(ds: Dataset, st: Study, subject: str, phi: set[str]) -> None:
+    """Clinical Trial Subject module: Type 1 and 2 attributes the profile dummies or empties,
+    and a Type 1C committee name whose condition (the approval number) the profile removes."""
+    ds.ClinicalTrialSponsorName = "Synthetica Outcomes Consortium"
+    ds.ClinicalTrialProtocolID = "SYN-OUT-101"
+    ds.ClinicalTrialProtocolName = "Synthetic Imaging Outcomes"
+    ds.ClinicalTrialSiteID = f"{st.site.code}-01"
+    ds.ClinicalTrialSiteName = st.site.name
+    ds.ClinicalTrialSubjectID = subject
+    ds.ClinicalTrialProtocolEthicsCommitteeName = f"{st.site.code} Research Ethics Board"
+    ds.ClinicalTrialProtocolEthicsCommitteeApprovalNumber = f"REB-{st.site.code}-2021-117"
+    phi.update({subject, st.site.name})
 
 
 def request_item(p: Patient, st: Study, phi: set[str]) -> Dataset:
@@ -130,6 +153,8 @@ def study_module(ds: Dataset, p: Patient, st: Study, phi: set[str]) -> None:
     ds.InstitutionalDepartmentName = "Radiology"
     ds.Manufacturer = "Synthetica Medical"
     ds.SoftwareVersions = "4.2.1"
+    if st.prior_uid:  # Type 3 with items: removed, never left with zero items
+        ds.ReferencedStudySequence = [sop_ref(_STUDY_SOP_CLASS, st.prior_uid)]
     phi.update({st.da, st.referring, st.study_id, st.accession, st.reading, st.requesting})
     phi.update({p.name_lower, st.performed_step_id, p.name_upper, site.name, site.address})
 

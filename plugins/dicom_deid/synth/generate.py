@@ -12,8 +12,8 @@ import numpy as np
 
 from .answer_key import ANSWER_KEY_NAME, AnswerKey
 from .attributes import modality_of, station_name
-from .bad_inputs import write_bad_inputs
 from .images import WrittenImage, image_study_layer, series_layer, study_layer, write_image
+from .odd_inputs import write_bad_inputs, write_duplicates
 from .pixels import base_pixels
 from .planning import (
     GenerationContext,
@@ -34,7 +34,7 @@ DICOM_DIR_NAME = "dicom"
 def _write_study(ctx: GenerationContext, p: Patient, st: Study) -> None:
     """Plan and write all series of one study; the SR (if any) comes last."""
     series = [plan_series(ctx, st, i, kind) for i, kind in enumerate(series_kinds(ctx, st))]
-    study = study_layer(p, st)
+    study = study_layer(ctx, p, st)
     ctx.retained.update({st.da: "rtn_long_full_dates", st.site.name: "rtn_inst_id"})
     ctx.retained[st.site.address] = "rtn_inst_id"
     for se in series:
@@ -70,6 +70,7 @@ def generate(
     small: bool = False,
     bad_inputs: bool = True,
     burned_in_fraction: float = 0.25,
+    duplicates: bool = True,
 ) -> AnswerKey:
     """Write a synthetic corpus to ``out/dicom`` and its answer key to ``out/answer_key.json``.
 
@@ -78,14 +79,23 @@ def generate(
     Capture dose screens, several transfer syntaxes and character sets, a few broken files);
     the answer key lies outside it.
 
-    Every PHI string is planted only in attributes that the PS3.15 Basic Profile removes or
-    replaces (or in private tags), so after a correct de-identification a byte search for
-    :func:`~.answer_key.planted_byte_patterns` finds nothing. Pixel text drawn for OCR tests
-    is listed separately (``burned_in``): a byte search cannot see it.
+    Identifiers are planted in two kinds of place, listed apart in each file's record:
+    ``phi``, in attributes that the PS3.15 Basic Profile removes or replaces (or in private
+    tags), so that the profile alone leaves no byte of :func:`~.answer_key.planted_byte_patterns`;
+    and ``kept_planted``, where the profile keeps the attribute, as real sites write them
+    (local code meanings, a window preset, a safe private text element), each repeating a
+    header value spelled differently, so that only a residual search for the instance's own
+    values removes them (:func:`~.answer_key.kept_byte_patterns`). Pixel text drawn for OCR
+    tests is listed separately (``burned_in``): a byte search cannot see it. The corpus also
+    carries Type 3 sequences with items and conditional (1C/2C) attributes whose condition
+    the profile removes, so validity regressions show, and (unless ``duplicates`` is False)
+    a few instances written twice, in different transfer syntaxes and with set modification
+    times, whose winner under the newest-input rule is in ``duplicates``.
 
-    Same arguments give byte-identical output: all randomness comes from
-    ``random.Random(seed)`` and a seeded numpy ``Generator``, and all dates derive from fixed
-    base dates. Refuses to write into a non-empty ``out/dicom`` so stale files cannot mix in.
+    Same arguments give byte-identical output (and the same modification times for the
+    duplicates): all randomness comes from ``random.Random(seed)`` and a seeded numpy
+    ``Generator``, and all dates derive from fixed base dates. Refuses to write into a
+    non-empty ``out/dicom`` so stale files cannot mix in.
     """
     _check_args(patients, instances_per_series, burned_in_fraction)
     out = Path(out)
@@ -97,6 +107,7 @@ def generate(
     ctx = GenerationContext(
         rng=rng,
         nprng=np.random.default_rng(seed),
+        plants=random.Random(f"plants-{seed}"),
         root=root,
         small=small,
         instances_per_series=instances_per_series,
@@ -106,9 +117,13 @@ def generate(
     ctx.sites = make_sites(rng)
     for index in range(patients):
         patient = make_patient(ctx, index)
+        first = ""
         for s in range(rng.randint(1, 3)):
-            _write_study(ctx, patient, plan_study(ctx, s))
+            study = plan_study(ctx, s, first)
+            first = first or study.uid
+            _write_study(ctx, patient, study)
     bad = write_bad_inputs(ctx) if bad_inputs else []
+    dups = write_duplicates(ctx) if duplicates else []
     key = AnswerKey(
         seed=seed,
         patients=patients,
@@ -120,6 +135,7 @@ def generate(
         small=small,
         burned_in_fraction=burned_in_fraction,
         retained_by=dict(sorted(ctx.retained.items())),
+        duplicates=tuple(dups),
     )
     (out / ANSWER_KEY_NAME).write_text(key.to_json(), encoding="utf-8")
     return key
@@ -137,6 +153,8 @@ def main_args(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="tiny images, for tests")
     parser.add_argument("--no-bad-inputs", action="store_true")
     parser.add_argument("--burned-in-fraction", type=float, default=0.25)
+    parser.add_argument("--no-duplicates", action="store_true",
+                        help="no re-sent instances (one file per SOP Instance UID)")
     args = parser.parse_args(argv)
     key = generate(
         args.out,
@@ -146,9 +164,12 @@ def main_args(argv: Sequence[str] | None = None) -> int:
         small=args.small,
         bad_inputs=not args.no_bad_inputs,
         burned_in_fraction=args.burned_in_fraction,
+        duplicates=not args.no_duplicates,
     )
     print(
-        f"{len(key.files)} DICOM files, {len(key.bad_inputs)} bad inputs, "
-        f"{len(key.phi)} PHI strings -> {args.out / ANSWER_KEY_NAME}"
+        f"{len(key.files)} DICOM files ({len(key.duplicates)} re-sent), "
+        f"{len(key.bad_inputs)} bad inputs, {len(key.phi)} PHI strings, "
+        f"{sum(bool(f.kept_planted) for f in key.files)} files with kept-place plants "
+        f"-> {args.out / ANSWER_KEY_NAME}"
     )
     return 0

@@ -31,6 +31,7 @@ from .attributes import (
     sop_ref,
     study_module,
 )
+from .kept import KeptPlanter
 from .pixels import UNCOMPRESSED, image_pixels, image_size, set_pixel_data
 from .planning import GenerationContext, Patient, Series, Study, is_cine
 from .writing import InstanceFacts, Template, charset_arg, emit
@@ -54,7 +55,7 @@ class WrittenImage:
     sop_uid: str
 
 
-def study_layer(p: Patient, st: Study) -> Template:
+def study_layer(ctx: GenerationContext, p: Patient, st: Study) -> Template:
     """Patient and study attributes every instance of the study shares (SR included)."""
     phi: set[str] = set()
     ds = Dataset()
@@ -64,7 +65,10 @@ def study_layer(p: Patient, st: Study) -> Template:
     patient_module(ds, p, st, phi)
     study_module(ds, p, st, phi)
     private_blocks(ds, p, phi)
-    return Template(ds, phi, charset_arg(p))
+    tmpl = Template(ds, phi, charset_arg(p))
+    planter = KeptPlanter(ctx.plants, tmpl.kept, ctx.name_turns)
+    planter.study(ds, p, st, force=st.index == 0)  # each patient's first study has one
+    return tmpl
 
 
 def image_study_layer(p: Patient, st: Study, base: Template) -> Template:
@@ -95,7 +99,11 @@ def series_layer(
     modality_module(ds, se)
     if se.kind == "CT":
         safe_private_block(ds, ctx.rng)
-    return Template(ds, phi, base.charset, base)
+    tmpl = Template(ds, phi, base.charset, base)
+    # Every place of a series kind is planted in its first series of each transfer syntax.
+    first = ctx.next_of(ctx.kind_counter, f"kept-{se.kind}-{se.ts}") == 0
+    KeptPlanter(ctx.plants, tmpl.kept, ctx.name_turns).series(ds, p, st, se, force=first)
+    return tmpl
 
 
 def _is_raw(ctx: GenerationContext, se: Series, frames: int) -> bool:
@@ -150,6 +158,7 @@ def write_image(
         burned_in_other=tuple(other),
         references=references,
         frames=int(frames.shape[0]),
+        kept=tmpl.all_kept(),
     )
     emit(ctx, (p, st, se, se.names[k]), tmpl, dyn, inst)
     return WrittenImage(se.uid, sop_class, se.sop_uids[k])

@@ -160,18 +160,32 @@ def _burn(ctx: GenerationContext, kind: str) -> bool:
     return int((k + 1) * f + 1 - f) > int(k * f + 1 - f)
 
 
+_BANNER_INSTITUTION_WIDTH = 30
+"""Characters an ultrasound banner has for the institution: longer names are cut."""
+
+
+def banner_name(ctx: GenerationContext, p: Patient) -> str:
+    """The patient's name as an ultrasound banner spells it, unlike the header: ASCII
+    "FAMILY, GIVEN" or "FAMILY^G" (romaji where the header has kanji, folded Latin)."""
+    family, given = p.roman.split(", ", 1)
+    forms = (p.roman, f"{family}^{given[0]}")
+    return forms[ctx.next_of(ctx.burn_counter, "US-name") % len(forms)]  # each in turn
+
+
 def _us_pixels(
     ctx: GenerationContext, p: Patient, st: Study, base: np.ndarray, k: int, multiframe: bool
 ) -> tuple[np.ndarray, list[str]]:
-    """US frames, with a top banner naming the patient on a fraction of them."""
+    """US frames, with a top banner naming the patient and the (cut) institution on a
+    fraction of them."""
     frames = _us_frames(base, _US_FRAMES if multiframe else 1, k)
     if not _burn(ctx, "US"):
         return frames, []
-    text = [p.roman, p.patient_id, st.dmy]
+    text = [banner_name(ctx, p), p.patient_id, st.dmy]
+    institution = st.site.name[:_BANNER_INSTITUTION_WIDTH].rstrip()
     font = ctx.font(9 if ctx.small else 16)
-    line = "   ".join(text)
-    frames = np.stack([_draw_lines(f, [line], font, 2, banner=True) for f in frames])
-    return frames, text
+    lines = ["   ".join(text), institution]
+    frames = np.stack([_draw_lines(f, lines, font, 2, banner=True) for f in frames])
+    return frames, [*text, institution]
 
 
 def _sc_pixels(
@@ -259,7 +273,7 @@ def _packbits_rows(plane: np.ndarray) -> bytes:
     return data + b"\x00" if len(data) % 2 else data
 
 
-def _rle_frame(frame: np.ndarray) -> bytes:
+def rle_frame(frame: np.ndarray) -> bytes:
     """One RLE Lossless frame: 64-byte header, then one segment per byte plane (MSB first)."""
     if frame.dtype.itemsize == 2:
         word = np.ascontiguousarray(frame).view(np.uint16)
@@ -281,7 +295,7 @@ def set_pixel_data(dyn: Dataset, frames: np.ndarray, ts: str) -> None:
         dyn.add_new(0x7FE00010, vr, frames.tobytes())
         return
     if ts == RLELossless:
-        encoded = [_rle_frame(f) for f in frames]
+        encoded = [rle_frame(f) for f in frames]
     else:
         encoded = _jpeg_frames(frames)
         dyn.LossyImageCompressionRatio = f"{frames.nbytes / sum(map(len, encoded)):.2f}"

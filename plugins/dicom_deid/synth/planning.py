@@ -43,6 +43,8 @@ UID_ROOT = "1.2.826.0.1.3680043.10.543."
 # Every date is an offset from these, so the output never depends on today's date.
 _BASE_STUDY_DATE = date(2022, 1, 3)
 _BASE_BIRTH_DATE = date(1935, 1, 1)
+_MINOR_BORN_FROM = 2006
+"""Patients born this year or later are minors at every study date (2022-2023)."""
 
 # Transfer syntaxes of a series kind, weighted (the first series of a kind try each in turn).
 _TS_OPTIONS: dict[str, tuple[tuple[str, float], ...]] = {
@@ -100,6 +102,12 @@ class Patient:
     ethnic: str
     mother: str
     uid: str
+    responsible: str = ""
+    """ResponsiblePerson (PN), "" when the patient has none recorded."""
+    responsible_role: str = ""
+    """ResponsiblePersonRole (a defined term), set with :attr:`responsible`."""
+    trial_subject: str = ""
+    """ClinicalTrialSubjectID when the patient is enrolled in a trial, else ""."""
 
     @property
     def folder(self) -> str:
@@ -146,6 +154,9 @@ class Study:
     procedure_id: str
     step_id: str
     performed_step_id: str
+    prior_uid: str = ""
+    """Study Instance UID of an earlier study this one references (ReferencedStudySequence),
+    "" for none."""
 
     @property
     def folder(self) -> str:
@@ -193,6 +204,9 @@ class GenerationContext:
 
     rng: random.Random
     nprng: np.random.Generator
+    plants: random.Random
+    """The kept-place, validity and duplicate plants' own stream: drawing from it leaves
+    ``rng``'s sequence, hence the corpus' patients, studies, series and files, unchanged."""
     root: Path
     """``out/dicom``: file paths in the answer key are relative to it."""
     small: bool
@@ -202,6 +216,7 @@ class GenerationContext:
     """Seeded UID component after :data:`UID_ROOT`, so corpora of different seeds differ."""
     sites: tuple[Institution, ...] = ()
     uid_counter: int = 0
+    extra_uid_counter: int = 0
     file_counter: int = 0
     study_counter: int = 0
     sr_counter: int = 0
@@ -221,6 +236,8 @@ class GenerationContext:
     """PHI value -> the PS3.15 retain option that keeps it (:attr:`AnswerKey.retained_by`)."""
     folders: set[Path] = field(default_factory=set)
     """Folders already created, so each is made once."""
+    name_turns: dict[str, int] = field(default_factory=dict)
+    """Kept-place name plants so far, per patient (which name form comes next)."""
     fonts: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] = field(default_factory=dict)
 
     def uid(self) -> str:
@@ -230,10 +247,20 @@ class GenerationContext:
         self.uids.add(value)
         return value
 
-    def unique(self, prefix: str, digits: int) -> str:
-        """A fresh identifier like ``MRN0123456``, distinct across the corpus."""
+    def extra_uid(self) -> str:
+        """Next UID of the plants (an outside study referenced, say): under :data:`UID_ROOT`,
+        apart from :meth:`uid`'s, whose sequence it leaves unchanged."""
+        self.extra_uid_counter += 1
+        value = f"{UID_ROOT}{self.uid_stem}.0.{self.extra_uid_counter}"
+        self.uids.add(value)
+        return value
+
+    def unique(self, prefix: str, digits: int, rng: random.Random | None = None) -> str:
+        """A fresh identifier like ``MRN0123456``, distinct across the corpus (drawn from
+        ``rng``, by default the main stream)."""
+        rng = self.rng if rng is None else rng
         while True:
-            value = f"{prefix}{self.rng.randrange(10**digits):0{digits}d}"
+            value = f"{prefix}{rng.randrange(10**digits):0{digits}d}"
             if value not in self.used:
                 self.used.add(value)
                 return value
@@ -268,9 +295,14 @@ def _weighted(rng: random.Random, options: Sequence[tuple[str, float]]) -> str:
     return rng.choices(values, weights=weights, k=1)[0]
 
 
-def _fold(text: str) -> str:
-    """ASCII transliteration of Latin text for burned-in pixels (the font has no CJK)."""
-    text = text.replace("ß", "ss").replace("ø", "o").replace("Ø", "O").replace("Å", "A")
+_FOLD_EXTRA = str.maketrans({"ß": "ss", "ø": "o", "Ø": "O", "Å": "A", "æ": "ae", "Æ": "AE",
+                             "ł": "l", "Ł": "L", "đ": "d", "Đ": "D"})
+
+
+def fold(text: str) -> str:
+    """ASCII transliteration of Latin text, as burned-in pixels (the font has no CJK) and
+    systems without diacritics write a name; non-Latin letters are dropped."""
+    text = text.translate(_FOLD_EXTRA)
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
@@ -296,9 +328,19 @@ def _make_name(rng: random.Random, charset: tuple[str, ...]) -> tuple[str, str, 
         return f"{fam}^{giv}", fam, giv, f"{rf}, {rg}".upper(), ""
     if term == "ISO_IR 100":
         fam, giv = rng.choice(LATIN1_FAMILY), rng.choice(LATIN1_GIVEN)
-        return f"{fam}^{giv}", fam, giv, _fold(f"{fam}, {giv}").upper(), ""
+        return f"{fam}^{giv}", fam, giv, fold(f"{fam}, {giv}").upper(), ""
     fam, giv, mid = rng.choice(ASCII_FAMILY), rng.choice(ASCII_GIVEN), rng.choice(ASCII_GIVEN)
     return f"{fam}^{giv}^{mid}", fam, giv, f"{fam}, {giv}".upper(), ""
+
+
+def _responsible(rng: random.Random, family: str, birth: date, index: int) -> tuple[str, str]:
+    """(ResponsiblePerson, ResponsiblePersonRole): a parent for every minor, someone for a
+    few adults (patient 1 always, so small corpora hold one); ("", "") for the others."""
+    minor = birth.year >= _MINOR_BORN_FROM
+    if not (minor or index == 1 or rng.random() < 0.15):
+        return "", ""
+    role = "PARENT" if minor else rng.choice(("SPOUSE", "CHILD", "GUARDIAN"))
+    return f"{family}^{rng.choice(ASCII_GIVEN)}", role
 
 
 def make_patient(ctx: GenerationContext, index: int) -> Patient:
@@ -312,6 +354,10 @@ def make_patient(ctx: GenerationContext, index: int) -> Patient:
         f"{rng.choice('ABCDEFGH')}{rng.choice('KLMNPRST')}{rng.randrange(1, 10)} "
         f"{rng.randrange(1, 10)}{rng.choice('QRTUVWX')}{rng.choice('ABDEFGHJ')}"
     )
+    patient_id, other_id = ctx.unique("MRN", 7), ctx.unique("HX-", 6)
+    birth = _BASE_BIRTH_DATE + timedelta(days=rng.randrange(80 * 365))
+    responsible, role = _responsible(ctx.plants, family, birth, index)
+    in_trial = index == 2 or ctx.plants.random() < 0.25
     return Patient(
         index=index,
         charset=charset,
@@ -320,9 +366,9 @@ def make_patient(ctx: GenerationContext, index: int) -> Patient:
         given=given,
         roman=roman,
         native=native,
-        patient_id=ctx.unique("MRN", 7),
-        other_id=ctx.unique("HX-", 6),
-        birth=_BASE_BIRTH_DATE + timedelta(days=rng.randrange(80 * 365)),
+        patient_id=patient_id,
+        other_id=other_id,
+        birth=birth,
         sex=rng.choice("MF"),
         weight=f"{rng.uniform(45, 110):.1f}",
         size=f"{rng.uniform(1.5, 1.95):.2f}",
@@ -332,16 +378,27 @@ def make_patient(ctx: GenerationContext, index: int) -> Patient:
         ethnic=rng.choice(ETHNIC_GROUPS),
         mother=f"{rng.choice(ASCII_FAMILY)}^{rng.choice(ASCII_GIVEN)}",
         uid=ctx.uid(),
+        responsible=responsible,
+        responsible_role=role,
+        trial_subject=ctx.unique("SUBJ-", 4, ctx.plants) if in_trial else "",
     )
 
 
-def plan_study(ctx: GenerationContext, index: int) -> Study:
-    """Pick modality, site, people and identifiers for one study."""
+def plan_study(ctx: GenerationContext, index: int, first_uid: str = "") -> Study:
+    """Pick modality, site, people and identifiers for one study.
+
+    A later study references the patient's first (``first_uid``); a first study sometimes
+    references a prior from elsewhere (a UID of no corpus study).
+    """
     rng = ctx.rng
     g = ctx.study_counter
     ctx.study_counter += 1
     modality = ("CT", "MR", "US", "CR")[g] if g < 4 else _weighted(rng, _STUDY_MODALITIES)
-    site = rng.choice(ctx.sites)
+    # The first studies take the sites in turn: the first US study (burned-in banner) is
+    # at the site whose name is too long for the banner. (Drawn all the same, so the rest
+    # of the sequence is as it was before the rotation.)
+    drawn = rng.choice(ctx.sites)
+    site = ctx.sites[g % len(ctx.sites)] if g < 4 else drawn
     people = rng.sample(site.staff, 3)
     return Study(
         index=index,
@@ -359,6 +416,7 @@ def plan_study(ctx: GenerationContext, index: int) -> Study:
         procedure_id=ctx.unique("RP", 7),
         step_id=ctx.unique("SPS", 6),
         performed_step_id=ctx.unique("PPS", 6),
+        prior_uid=first_uid or (ctx.extra_uid() if ctx.plants.random() < 0.3 else ""),
     )
 
 

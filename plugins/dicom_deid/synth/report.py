@@ -146,5 +146,6 @@ def write_sr(
         raw=False,
         phi=tmpl.all_phi(),
         references=tuple(w.sop_uid for w in written),
+        kept=tmpl.all_kept(),
     )
     emit(ctx, (p, st, se, se.names[0]), tmpl, Dataset(), inst)

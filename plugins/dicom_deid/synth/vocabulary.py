@@ -50,7 +50,7 @@ STAFF = (  # PN values, shared out among the sites' staff
 INSTITUTIONS = (  # (name, address, code)
     ("Westbrook Regional Hospital", "14 Quarry Lane, Westbrook WB4 7QT", "WBR"),
     ("St. Aldric Medical Centre", "220 Fenwick Road, Harlow Cross HC2 9LD", "SAM"),
-    ("Kessington University Clinic", "7 Observatory Way, Kessington KS1 3RA", "KUC"),
+    ("Kessington Royal University Hospital", "7 Observatory Way, Kessington KS1 3RA", "KUC"),
 )
 STREETS = ("Linden Crescent", "Mortlake Street", "Saffron Row", "Heron Close", "Gallows Hill")
 TOWNS = ("Westbrook", "Harlow Cross", "Kessington", "Bramford Vale", "Ottery Mead")

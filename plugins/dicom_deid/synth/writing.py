@@ -11,7 +11,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.uid import ImplicitVRLittleEndian
 
-from .answer_key import FileRecord
+from .answer_key import FileRecord, KeptPlant
 from .planning import UID_ROOT, GenerationContext, Patient, Series, Study
 
 IMPLEMENTATION_CLASS_UID = UID_ROOT + "1"
@@ -73,6 +73,8 @@ class Template:
     charset: str | list[str]
     base: Template | None = None
     """The layer below (the study layer under a series layer), or None."""
+    kept: list[KeptPlant] = field(default_factory=list)
+    """Identifiers planted in this layer where the Basic Profile keeps the attribute."""
     encoded: dict[bool, dict[int, bytes]] = field(default_factory=dict)
     """Cache for :meth:`parts`, keyed by implicit VR."""
 
@@ -87,6 +89,10 @@ class Template:
     def all_phi(self) -> set[str]:
         """PHI planted in this layer and the layers below."""
         return self.phi | (self.base.all_phi() if self.base else set())
+
+    def all_kept(self) -> tuple[KeptPlant, ...]:
+        """Kept-place plants of the layers below and this one, in that order."""
+        return (self.base.all_kept() if self.base else ()) + tuple(self.kept)
 
 
 def charset_arg(p: Patient) -> str | list[str]:
@@ -122,6 +128,7 @@ class InstanceFacts:
     burned_in_other: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     frames: int = 1
+    kept: tuple[KeptPlant, ...] = ()
 
 
 def emit(
@@ -156,5 +163,6 @@ def emit(
             references=inst.references,
             burned_in_other=inst.burned_in_other,
             number_of_frames=inst.frames,
+            kept_planted=inst.kept,
         )
     )
