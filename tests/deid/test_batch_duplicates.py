@@ -172,3 +172,38 @@ def test_a_failed_run_leaves_no_staged_outputs(tmp_path: Path, monkeypatch) -> N
         _run(src, tmp_path / "out", tmp_path / "restricted", 2)
     left = [p.name for p in _files(tmp_path / "out")]
     assert len(left) == 3 and not [n for n in left if n.startswith(".")]
+
+
+def test_every_loser_names_the_final_winner(tmp_path: Path) -> None:
+    """y loses to x, then z displaces x: y's entry must name z, not x."""
+    src = tmp_path / "in"
+    _write(src / "x.dcm", _uncompressed(), OLD + 2)
+    _write(src / "y.dcm", _uncompressed(), OLD + 1)
+    _write(src / "z.dcm", _compressed(), OLD + 3)
+    _, rows, errors = _run(src, tmp_path / "out", tmp_path / "restricted", 1)
+    assert [r["source_path"] for r in rows] == ["z.dcm"]
+    named = {e["path"]: e["reason"] for e in errors}
+    assert set(named) == {"x.dcm", "y.dcm"}
+    assert all("z.dcm" in reason and "x.dcm" not in reason.split(":", 1)[1]
+               for reason in named.values())
+
+
+def test_nothing_is_written_outside_the_output_folder(tmp_path: Path) -> None:
+    """An instance without Study or Series UID goes to a named folder of its own (an
+    empty UID once made the path absolute); an input path that would leave the output
+    folder in the relative layout is refused."""
+    src = tmp_path / "in"
+    ds = make_instance()
+    del ds.StudyInstanceUID, ds.SeriesInstanceUID
+    _write(src / "a.dcm", to_bytes(ds), OLD)
+    summary, rows, _ = _run(src, tmp_path / "out", tmp_path / "restricted", 1)
+    assert summary.processed == 1
+    assert rows[0]["output_path"].startswith("no-study-uid/no-series-uid/")
+    assert (tmp_path / "out" / rows[0]["output_path"]).is_file()
+
+    outside = [Source(str(src / "a.dcm"), "../escaped.dcm")]
+    summary = run_batch(outside, tmp_path / "rel" / "out", DeidConfig(), KEY, workers=1,
+                        layout="relative", errors_path=tmp_path / "rel" / "errors.csv",
+                        progress=False)
+    assert (summary.processed, summary.failures_by_kind) == (0, {"bad-path": 1})
+    assert not (tmp_path / "rel" / "escaped.dcm").exists()

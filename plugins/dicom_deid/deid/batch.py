@@ -181,11 +181,31 @@ def _safe_reason(stage: str, exc: BaseException) -> str:
     return f"{stage} failed: {type(exc).__name__}{where}"
 
 
+_UID_NAME = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_NO_UID = {"study": "no-study-uid", "series": "no-series-uid"}
+
+
 def output_rel_for(result: InstanceResult, source_rel: str, layout: str) -> str:
-    """Where a de-identified instance goes: pseudonymous UIDs, or the input's relative path."""
+    """Where a de-identified instance goes: ``<study>/<series>/<sop>.dcm`` of its
+    (pseudonymous) UIDs, or the input's relative path. A missing Study or Series UID
+    gives a named folder of its own; a path that would not stay inside the output folder
+    (a retained UID that is not one, an absolute or ``..`` input path) is a
+    :class:`BadInput`: nothing is ever written outside it."""
     if layout == "relative":
+        parts = source_rel.split("/")
+        if source_rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise BadInput("bad-path", "its relative path would leave the output folder")
         return source_rel
-    return f"{result.study_uid}/{result.series_uid}/{result.sop_uid}.dcm"
+    names = []
+    for kind, uid in (("study", result.study_uid), ("series", result.series_uid),
+                      ("sop", result.sop_uid)):
+        if not uid and kind in _NO_UID:
+            names.append(_NO_UID[kind])
+        elif _UID_NAME.fullmatch(uid) and len(uid) <= 64:
+            names.append(uid)
+        else:
+            raise BadInput("bad-uid", f"its {kind} UID cannot name an output file")
+    return f"{names[0]}/{names[1]}/{names[2]}.dcm"
 
 
 def process_source(src: Source) -> FileOutcome:
@@ -301,6 +321,14 @@ class _Publisher:
         self.sources, self.summary, self.mapping, self.run_id = sources, summary, mapping, run_id
         # SOP Instance UID -> (source index, mtime, output path, size, by the byte path)
         self.holders: dict[str, tuple[int, int, str, int, bool]] = {}
+        # Inputs that lost, with their SOP Instance UID: listed at the end, naming the
+        # final winner (a holder that loses later is not the one to name).
+        self.losers: list[tuple[str, str]] = []
+
+    def loser_rows(self) -> Iterator[tuple[str, FileOutcome]]:
+        """Errors-file entries of the inputs that lost, each naming its final winner."""
+        for rel, uid in self.losers:
+            yield rel, _duplicate(rel, self.sources[self.holders[uid][0]].rel)
 
     def take(self, index: int, o: FileOutcome) -> list[tuple[str, FileOutcome]]:
         """Publish ``o`` unless an input holding its SOP Instance UID wins over it; return
@@ -318,6 +346,7 @@ class _Publisher:
                 os.unlink(staged)
                 lost = _duplicate(o.rel, h_rel)
                 self.summary.count(lost)
+                self.losers.append((o.rel, uid))
                 return [(o.rel, lost)]
         os.replace(staged, final)
         self.holders[uid] = (index, o.mtime_ns, o.output_rel, o.size, o.byte_path)
@@ -332,6 +361,7 @@ class _Publisher:
         if self.mapping:
             self.mapping.drop(h_rel)
         self.summary.uncount(h_size, h_byte_path)
+        self.losers.append((h_rel, uid))
         return [(h_rel, _duplicate(h_rel, o.rel))]
 
 
@@ -411,6 +441,33 @@ class _ProgressLog:
                  self.total, pct, rate)
 
 
+class _ErrorsFile:
+    """The run's errors CSV (restricted: landing paths may carry PHI); nothing if no path."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._fh = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(path, "w", newline="")  # noqa: SIM115
+            self._csv = csv.writer(self._fh)
+            self._csv.writerow(["path", "kind", "stage", "reason"])
+
+    def write(self, rel: str, o: FileOutcome) -> None:
+        if self._fh is not None:
+            self._csv.writerow([rel, o.kind, o.stage, o.reason])
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+def _log_failure(label: str, o: FileOutcome) -> None:
+    """One log line per failed input: no path (it stays in the errors file) and, for a
+    duplicate, not the winner's either."""
+    reason = o.reason.split(": ", 1)[0] if o.kind == "duplicate" else o.reason
+    log.warning("%s: an input failed at %s: %s (%s)", label, o.stage, reason, o.kind)
+
+
 def run_batch(
     sources: Iterable[Source],
     out_root: Path,
@@ -450,12 +507,7 @@ def run_batch(
     show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
     mapping = MappingWriter(mapping_path) if mapping_path else None
-    if errors_path:
-        Path(errors_path).parent.mkdir(parents=True, exist_ok=True)
-    err_fh = open(errors_path, "w", newline="") if errors_path else None  # noqa: SIM115
-    err_csv = csv.writer(err_fh) if err_fh else None
-    if err_csv:
-        err_csv.writerow(["path", "kind", "stage", "reason"])
+    errors = _ErrorsFile(errors_path)
     token = os.urandom(6).hex()  # this run's staged names (a crash's leftovers: _remove_staged)
     publisher = _Publisher(out_root, src_list, summary, mapping, run_id)
     outcomes = _outcomes(src_list, config, key, out_root, layout, token, workers, start_method)
@@ -469,14 +521,13 @@ def run_batch(
             ticker.tick()
             losers = publisher.take(index, o) if o.kind == "ok" else [(o.rel, o)]
             for rel, lost in losers:
-                if err_csv:
-                    err_csv.writerow([rel, lost.kind, lost.stage, lost.reason])
-                # The path stays in the (restricted) errors file: landing names may carry PHI.
-                log.warning("%s: an input failed at %s: %s (%s)", label, lost.stage,
-                            lost.reason.split(": ", 1)[0] if lost.kind == "duplicate"
-                            else lost.reason, lost.kind)
+                if lost.kind != "duplicate":  # those are listed at the end (loser_rows)
+                    errors.write(rel, lost)
+                _log_failure(label, lost)
             if o.kind != "ok":
                 summary.count(o)
+        for rel, lost in publisher.loser_rows():
+            errors.write(rel, lost)
         bar.close()
         ticker.done()
         if mapping:
@@ -487,8 +538,7 @@ def run_batch(
         _remove_staged(out_root, token)
         raise
     finally:
-        if err_fh:
-            err_fh.close()
+        errors.close()
         if mapping:
             mapping.__exit__(RuntimeError, None, None)
     summary.seconds = time.perf_counter() - started
