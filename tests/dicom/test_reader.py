@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
-from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 
 from dicom_deid.dicom.files import Chunk, FileRange, open_input, read_file, write_atomic
 from dicom_deid.dicom.reader import parse_instance
@@ -59,6 +59,23 @@ def test_raw_implicit_dataset_without_preamble_becomes_part10() -> None:
     assert out_bytes[128:132] == b"DICM"
     assert out.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
     assert out.Modality == "CT" and out.PixelData == ds.PixelData
+
+
+def test_raw_big_endian_dataset_without_preamble_becomes_part10() -> None:
+    """Read like its little-endian twin (pydicom's ExplVR_BigEndNoMeta.dcm was refused as
+    'not a DICOM file' while ExplVR_LitEndNoMeta.dcm was accepted)."""
+    ds = make_instance()
+    del ds.file_meta
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=False)
+    raw = buf.getvalue()
+    assert raw[:4] == b"\x00\x08\x00\x16" and raw[4:6] == b"UI"  # (0008,0016) big endian
+    out, result, out_bytes = deidentify_bytes(raw)
+    assert out_bytes[128:132] == b"DICM"
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    assert out.PixelData == ds.PixelData and out.Modality == "CT"
+    assert out.PatientID and out.PatientID != ds.PatientID
+    assert result.original_sop_uid == ds.SOPInstanceUID != result.sop_uid
 
 
 @pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, RLELossless, JPEGBaseline8Bit])

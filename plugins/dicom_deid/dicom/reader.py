@@ -141,7 +141,8 @@ def _parse_with_pydicom(data: bytes, has_preamble: bool, ts: str) -> Instance:
         raise BadInput("not-dicom", "not a DICOM composite instance (no SOP Class/Instance UID)")
     _check_charset(ds)
     object.__setattr__(ds, _INPUT_TS_ATTR, ts)
-    return Instance(dataset=ds, transfer_syntax=ts, had_file_meta=True, size=len(data))
+    return Instance(dataset=ds, transfer_syntax=ts, size=len(data),
+                    had_file_meta="TransferSyntaxUID" in getattr(ds, "file_meta", ()))
 
 
 def _check_complete(ds: Dataset, size: int) -> None:

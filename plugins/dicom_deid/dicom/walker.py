@@ -20,6 +20,7 @@ from dicom_deid.errors import BadInput
 
 __all__ = [
     "ALL_VRS",
+    "EXPLICIT_BE",
     "EXPLICIT_LE",
     "IMPLICIT_LE",
     "ITEM",
@@ -42,6 +43,7 @@ __all__ = [
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
 UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
 ITEM_DELIMITER = 0xFFFEE00D
@@ -74,6 +76,7 @@ _EXPLICIT = struct.Struct("<HHHH").unpack_from  # tag, VR code, 2-byte length (o
 _EXPLICIT_BYTES = struct.Struct("<HH2sH").unpack_from  # the same with the VR as bytes
 _IMPLICIT = struct.Struct("<HHI").unpack_from  # tag, 4-byte length
 _U16 = struct.Struct("<H").unpack_from
+_U16_BE = struct.Struct(">H").unpack_from
 _U32 = struct.Struct("<I").unpack_from
 _RAW_FIRST_GROUPS = frozenset({0x0002, 0x0008, 0x0010, 0x0018, 0x0020})
 _META_TEXT_VRS = frozenset({"UI", "SH", "AE"})
@@ -288,8 +291,9 @@ class DatasetStart(NamedTuple):
 
 
 def locate_dataset(data: bytes, *, meta_values: bool = False) -> DatasetStart:
-    """Preamble, file meta and transfer syntax of DICOM bytes (Part 10, or a raw
-    little-endian dataset without preamble); :class:`BadInput` when there is none.
+    """Preamble, file meta and transfer syntax of DICOM bytes (Part 10, or a raw dataset
+    without preamble: little endian, or explicit VR big endian); :class:`BadInput` when
+    there is none.
     ``meta_values`` also decodes the file meta's text values (else only the transfer
     syntax: the byte path and the scanner need nothing else)."""
     if not data:
@@ -304,6 +308,11 @@ def locate_dataset(data: bytes, *, meta_values: bool = False) -> DatasetStart:
         return DatasetStart(ts, ts == IMPLICIT_LE, pos, meta if meta_values else None,
                             has_preamble)
     if first_group not in _RAW_FIRST_GROUPS:
+        if first_group != -1 and _U16_BE(data, 0)[0] in _RAW_FIRST_GROUPS \
+                and data[4:6] in _VR_NAMES:
+            # A raw dataset in the retired explicit VR big endian encoding: read big
+            # endian, its first group is a dataset's and a VR follows. pydicom reads it.
+            return DatasetStart(EXPLICIT_BE, False, 0, None, False)
         raise BadInput("not-dicom", "not a DICOM file (no 'DICM' prefix, no dataset found)")
     implicit = data[4:6] not in _VR_NAMES
     return DatasetStart(IMPLICIT_LE if implicit else EXPLICIT_LE, implicit, 0, None, False)
