@@ -212,3 +212,14 @@ def test_cleaned_text_is_swept_too() -> None:
         "Axial 5mm [CTX] [CTX]"
     assert deidentify_bytes(to_bytes(ds), config(False))[0].SeriesDescription == \
         "Axial 5mm MRN1234567 Tina"  # the cleaner alone keeps them
+
+
+def test_coding_scheme_designators_are_codes_not_text() -> None:
+    """A patient named like a coding scheme ("Test") must not break every code: the
+    scheme designator stays, the code meaning naming the patient is still swept."""
+    ds = make_instance(name="Test^Anna")
+    item = _local_code("CT for TEST")
+    item.CodingSchemeDesignator = "TEST"
+    ds.AnatomicRegionSequence = Sequence([item])
+    out = run(ds).AnatomicRegionSequence[0]
+    assert (out.CodingSchemeDesignator, out.CodeMeaning) == ("TEST", "CT for [CTX]")

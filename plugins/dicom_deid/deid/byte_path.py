@@ -67,7 +67,7 @@ from .deidentifier import (
     InstanceResult,
     WalkState,
 )
-from .sweep import SWEEP_TAGS, SWEEP_VRS, attribute_context, sweep_context
+from .sweep import SWEEP_EXEMPT, SWEEP_TAGS, SWEEP_VRS, attribute_context, sweep_context
 
 _TAG_SOP_CLASS = 0x00080016
 _TAG_SOP_INSTANCE = 0x00080018
@@ -739,7 +739,7 @@ def _compile_plan(
                 sq_checks.append(i)
             if not nested and tag in _RESULT_TAGS:
                 captures.append(i)
-            if sweep and vr in SWEEP_VRS:
+            if sweep and vr in SWEEP_VRS and tag not in SWEEP_EXEMPT:
                 swept.append((i, tag, vr))
             if run_start < 0:
                 run_start = i

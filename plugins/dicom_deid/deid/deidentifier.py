@@ -51,6 +51,7 @@ from dicom_deid.text.transform import apply_text_config, transform_whole_value
 
 from .pseudonyms import Pseudonymizer
 from .sweep import (
+    SWEEP_EXEMPT,
     SWEEP_TAGS,
     SWEEP_VRS,
     attribute_context,
@@ -270,7 +271,7 @@ class Deidentifier:
             if tag >> 16 & 1 and act is not Act.DELETE:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             if act is Act.KEEP:
-                if state.sweep and vr in SWEEP_VRS:
+                if state.sweep and vr in SWEEP_VRS and tag not in SWEEP_EXEMPT:
                     self._sweep_kept(ds, tag, vr, state.sweep)
                 continue
             if act is Act.DELETE_GROUP:

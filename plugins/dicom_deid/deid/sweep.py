@@ -27,7 +27,8 @@ from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER, splice
 
 __all__ = [
-    "SWEEP_TAGS", "SWEEP_VRS", "attribute_context", "sweep_context", "sweep_name", "sweep_text",
+    "SWEEP_EXEMPT", "SWEEP_TAGS", "SWEEP_VRS", "attribute_context", "sweep_context",
+    "sweep_name", "sweep_text",
 ]
 
 _SWEEP_KEYWORDS = (
@@ -45,6 +46,10 @@ SWEEP_TAGS: dict[int, str] = {t: k for k in _SWEEP_KEYWORDS
 """The top-level attributes whose values are searched for (when not kept by the plan)."""
 SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "PN"})
 """Kept values of these VRs are swept (text a site can write a name or an ID into)."""
+SWEEP_EXEMPT = frozenset({0x00080102, 0x00080103})
+"""Coding Scheme Designator and Version name a code's scheme ("DCM", "SCT", "99LOCAL"),
+never a person: a patient whose name is a scheme's ("Test", "Ln") must not break every
+code of the instance. The code's value and meaning are still swept."""
 
 
 def attribute_context(tag: int, vr: str, texts: list[str]) -> PhiContext:
