@@ -127,6 +127,8 @@ class ByteDeidentifier:
         self._attributes: dict[Any, PhiContext] = {}
         self._kept_texts: dict[Any, tuple[str, frozenset[str]] | None] = {}
         self._anchor_heads: frozenset[str] = frozenset()
+        # Swept ASCII values by (tag, VR, raw, VR encoding, the context's live values).
+        self._swept_values: dict[tuple[Any, ...], Chunk | None] = {}
 
     def deidentify(
         self, data: bytes, size: int | None = None,
@@ -573,9 +575,19 @@ class ByteDeidentifier:
         known = memo.get(key, _MISSING)
         if known is not _MISSING:
             return known
-        if _is_ascii_text(raw) and not state.sweep.mentions(raw.decode("ascii")):
-            _remember(memo, key, None)
-            return None  # no value can hold an identifier (the usual case)
+        shared: tuple[Any, ...] | None = None
+        if _is_ascii_text(raw):
+            folded = raw.decode("ascii").casefold()
+            if not any(map(folded.__contains__, state.sweep.anchors)):
+                _remember(memo, key, None)
+                return None  # no value can hold an identifier (the usual case)
+            # What the sweep makes of it depends on the values with an anchor in it alone
+            # (PhiContext.live_pairs): the other series of the patient share the result.
+            shared = (e[0], vr, raw, implicit, state.sweep.live_pairs(folded))
+            found = self._swept_values.get(shared, _MISSING)
+            if found is not _MISSING:
+                _remember(memo, key, found)
+                return found
         text = _plain_text(raw, vr)
         if text is not None:
             elem = DataElement(e[0], vr, text)
@@ -594,6 +606,8 @@ class ByteDeidentifier:
                 self._encode(elem, implicit, encodings, written)
                 chunk = written[0]
         _remember(memo, key, chunk)
+        if shared is not None:
+            _remember(self._swept_values, shared, chunk)
         return chunk
 
     def _keyed(

@@ -270,6 +270,13 @@ class PhiContext:
         folded = text.casefold()
         return any(map(folded.__contains__, self.anchors))
 
+    def live_pairs(self, folded: str) -> tuple[tuple[str, str], ...]:
+        """The values with an anchor in ``folded`` (a case-folded text): the only ones
+        that can match in it, so what :meth:`matches` finds in a text depends on the text
+        and these alone (the byte path remembers swept values by them, across contexts)."""
+        return tuple(pair for pair, anchors in zip(self._pairs, self._pair_anchors, strict=True)
+                     if any(map(folded.__contains__, anchors)))
+
     def matches(self, text: str) -> Iterator[Span]:
         """Non-overlapping context matches in ``text``, leftmost, strongest form first.
 
@@ -282,21 +289,15 @@ class PhiContext:
             return
         # Only the values with an anchor in the text can match: their forms are made (or
         # found made) and tried, in the order all forms would be tried in.
-        variants, group_types = _forms_of(tuple(
-            pair for pair, anchors in zip(self._pairs, self._pair_anchors, strict=True)
-            if any(map(folded.__contains__, anchors))))
-        live = [(i, _pattern(v.fragment)) for i, v in enumerate(variants)
-                if v.anchor in folded]
+        variants, group_types = _forms_of(self.live_pairs(folded))
+        live = tuple(i for i, v in enumerate(variants) if v.anchor in folded)
+        pattern = _alternation(tuple(variants[i].fragment for i in live))
         pos, size = 0, len(text)
         while pos < size:
-            best: re.Match[str] | None = None
-            index = -1
-            for i, pattern in live:
-                m = pattern.search(text, pos)
-                if m is not None and (best is None or m.start() < best.start()):
-                    best, index = m, i
+            best = pattern.search(text, pos)
             if best is None:
                 return
+            index = live[int(best.lastgroup[1:])]  # type: ignore[index]
             start, end = best.span()
             variant = variants[index]
             if (
@@ -310,10 +311,14 @@ class PhiContext:
                 pos = start + 1
 
 
-@functools.lru_cache(maxsize=16384)
-def _pattern(fragment: str) -> re.Pattern[str]:
-    """One written form, compiled (case-insensitive) once per process."""
-    return re.compile(fragment, re.IGNORECASE)
+@functools.lru_cache(maxsize=4096)
+def _alternation(fragments: tuple[str, ...]) -> re.Pattern[str]:
+    """The forms that can match a text, as one case-insensitive alternation (group
+    ``g<k>`` for the k-th): its leftmost match, of the forms matching there the first,
+    is what trying each form in turn would choose, at one compile and one search per
+    step instead of one per form."""
+    return re.compile("|".join(f"(?P<g{k}>{f})" for k, f in enumerate(fragments)),
+                      re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=8192)
