@@ -99,7 +99,7 @@ def test_k_keeps_attributes_not_in_the_table() -> None:
 
 def test_keyed_pseudonyms_for_identifiers() -> None:
     out = run()
-    assert out.PatientID == P.patient_id("MRN1234567")
+    assert out.PatientID == P.patient_id("MRN1234567", "SPRINGFIELD")  # with its issuer
     assert out.PatientName == P.patient_name("Smith^John")
     assert out.AccessionNumber == P.accession_number("ACC7766554")
     assert out.StudyID == P.study_id("STUDY42")
@@ -110,6 +110,35 @@ def test_keyed_pseudonyms_for_identifiers() -> None:
     assert nested.ReasonForRequestedProcedureCodeSequence[0].CodeMeaning == "Chest pain"
     other = deidentify_bytes(to_bytes(make_instance()), DeidConfig(), key=bytes(32 * [7]))[0]
     assert other.PatientID != out.PatientID
+
+
+def test_the_patient_id_pseudonym_takes_its_issuer() -> None:
+    """A PatientID is unique only within its issuer: two sites' patient "MRN1234567" are
+    two patients. Without an issuer the ID alone is keyed (the pseudonym of before)."""
+    ds = make_instance()
+    springfield = run(ds).PatientID
+    ds.IssuerOfPatientID = "SHELBYVILLE"
+    shelbyville = run(ds).PatientID
+    del ds.IssuerOfPatientID
+    no_issuer = run(ds).PatientID
+    assert len({springfield, shelbyville, no_issuer}) == 3
+    assert no_issuer == P.patient_id("MRN1234567")
+    assert shelbyville == P.patient_id("MRN1234567", "SHELBYVILLE")
+
+
+def test_a_nested_patient_id_takes_the_issuer_of_its_own_item() -> None:
+    """Other Patient IDs kept (recursed): each item's PatientID is keyed with that item's
+    IssuerOfPatientID, not the top level's, on both paths (the byte path's plans and memos
+    must not carry one level's issuer into another)."""
+    ds = make_instance()
+    keep = TagAction((TagQuery(QueryKind.KEYWORD, keyword="OtherPatientIDsSequence"),),
+                     TagActionKind.RECURSE)
+    keep_issuer = TagAction((TagQuery(QueryKind.KEYWORD, keyword="IssuerOfPatientID"),),
+                            TagActionKind.KEEP)
+    ds.OtherPatientIDsSequence[0].PatientID = "MRN1234567"  # the same ID, another issuer
+    out = run(ds, actions=(keep, keep_issuer))
+    assert out.PatientID == P.patient_id("MRN1234567", "SPRINGFIELD")
+    assert out.OtherPatientIDsSequence[0].PatientID == P.patient_id("MRN1234567", "X")
 
 
 def test_private_tags_removed_and_overlays_removed_whole() -> None:

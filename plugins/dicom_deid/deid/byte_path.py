@@ -30,6 +30,7 @@ from pydicom.valuerep import PersonName
 from dicom_deid.config.model import info_type_of
 from dicom_deid.config.plan import (
     TAG_ACCESSION,
+    TAG_ISSUER_OF_PATIENT_ID,
     TAG_PATIENT_ID,
     Act,
     Mode,
@@ -111,11 +112,11 @@ class ByteDeidentifier:
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         # UID and ASCII pseudonym elements as written, per input value (a series repeats
         # its study, series and frame-of-reference UIDs and its patient's identifiers).
-        self._outputs: dict[tuple[int, str, Act, bool, bytes], tuple[Chunk, bytes]] = {}
+        self._outputs: dict[tuple[int, str, Act, bool, bytes, str], tuple[Chunk, bytes]] = {}
         # Bounded memos of what repeats across a series' files: its character set, and
         # non-ASCII names' pseudonyms (decoding and re-encoding them takes pydicom).
         self._charsets: dict[tuple[bytes, bool], list[str]] = {}
-        self._names: dict[tuple[int, str, bool, bytes, tuple[str, ...]],
+        self._names: dict[tuple[int, str, bool, bytes, tuple[str, ...], str],
                           tuple[bytes | memoryview, DataElement]] = {}
         # The residual sweep: its context per patient's raw identifying values, with the
         # swept (or unchanged: None) kept values found under it, one memo per VR encoding;
@@ -351,15 +352,16 @@ class ByteDeidentifier:
         if plan is None:
             plan = _compile_plan(acts, added, final is None, self.deid.config.residual_sweep)
             _remember(self._plans, pkey, plan, size=_LAYOUTS_SIZE)
-        ops, sq_checks, captures, swept, sources = plan
+        ops, sq_checks, captures, swept, sources, issuer_at = plan
+        if issuer_at is not None:  # this level pseudonymises a PatientID: with its issuer
+            outer, state.issuer = state.issuer, _level_issuer(view, elems, issuer_at)
         if final is not None and self.deid.config.residual_sweep:
             state.sweep, state.sweep_memo, self._anchor_heads = self._sweep_context(
                 view, elems, sources, implicit, encodings)
         changed = self._swept(view, elems, swept, implicit, state, encodings) \
             if swept[0] and state.sweep is not None else None
-        for i in sq_checks:
-            if elems[i][5]:
-                raise _Decline  # pydicom re-encodes nested undefined-length sequences
+        if any(elems[i][5] for i in sq_checks):
+            raise _Decline  # pydicom re-encodes nested undefined-length sequences
         for op in ops:
             kind = op[0]
             if kind is _RUN:
@@ -384,9 +386,9 @@ class ByteDeidentifier:
                 self._emit_private(view, e, vr, act, implicit, scope, state, encodings, out,
                                    final)
         if final is not None:
-            for i in captures:
-                e = elems[i]
-                final[e[0]] = bytes(view[e[3]:e[4]])
+            final.update((elems[i][0], bytes(view[elems[i][3]:elems[i][4]])) for i in captures)
+        if issuer_at is not None:
+            state.issuer = outer
 
     def _emit_private(
         self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool, scope: Scope,
@@ -447,11 +449,12 @@ class ByteDeidentifier:
             return None
         raw = bytes(view[e[3]:e[4]])
         if act is Act.UID:
-            return self._keyed(tag, vr, act, implicit, raw, out)
+            return self._keyed(tag, vr, act, implicit, raw, out, "")
         if act not in _TEXT_ACTS or e[5]:
             raise _Decline
         if act is Act.PSEUDONYM:
-            done = self._keyed(tag, vr, act, implicit, raw, out)
+            done = self._keyed(tag, vr, act, implicit, raw, out,
+                               state.issuer if tag == TAG_PATIENT_ID else "")
             if done is not None:  # b"" too: an empty value stays empty
                 return done
         text = _plain_text(raw, vr)
@@ -612,10 +615,12 @@ class ByteDeidentifier:
 
     def _keyed(
         self, tag: int, vr: str, act: Act, implicit: bool, raw: bytes, out: Chunks,
+        issuer: str,
     ) -> bytes | None:
-        """Emit a UID element or an ASCII pseudonym: they depend on the key and the value
-        only, so each is remembered as written. None for a pseudonym of non-ASCII text."""
-        okey = (tag, vr, act, implicit, raw)
+        """Emit a UID element or an ASCII pseudonym: they depend on the key, the value
+        and (a PatientID) its ``issuer`` only, so each is remembered as written. None for
+        a pseudonym of non-ASCII text."""
+        okey = (tag, vr, act, implicit, raw, issuer)
         known = self._outputs.get(okey)
         if known is None:
             if act is Act.UID:
@@ -626,7 +631,7 @@ class ByteDeidentifier:
                 text = _plain_text(raw, vr)
                 if text is None:
                     return None
-                value = self.deid.pseudonym(tag, text).encode("ascii") if text else b""
+                value = self.deid.pseudonym(tag, text, issuer).encode("ascii") if text else b""
                 known = _text_element(tag, vr, value, implicit)
             _remember(self._outputs, okey, known)
         out.append(known[0])
@@ -638,7 +643,7 @@ class ByteDeidentifier:
     ) -> DataElement:
         """Change a value only pydicom decodes (a character set, several values); a
         pseudonym depends on the key and the value only, so it is remembered."""
-        key = (e[0], vr, implicit, raw, tuple(encodings))
+        key = (e[0], vr, implicit, raw, tuple(encodings), state.issuer)
         if act is Act.PSEUDONYM and (known := self._names.get(key)) is not None:
             out.append(known[0])
             return known[1]
@@ -703,7 +708,7 @@ _SITE_NUMBERS: dict[tuple[tuple[int, ...], tuple[tuple[int, str], ...]], int] = 
 def _sites(positions: tuple[int, ...], signature: tuple[tuple[int, str], ...]) -> _Sites:
     number = _SITE_NUMBERS.setdefault((positions, signature), len(_SITE_NUMBERS))
     return positions, signature, number
-_Plan = tuple[list[tuple[Any, ...]], list[int], list[int], _Sites, _Sites]
+_Plan = tuple[list[tuple[Any, ...]], list[int], list[int], _Sites, _Sites, int | None]
 
 
 def _compile_plan(
@@ -763,9 +768,14 @@ def _compile_plan(
             ops.append((_CHANGE, i, vr, act))
     close(len(acts))
     ops.extend((_ADD, chunk) for _, chunk in pending)
+    # A level that pseudonymises its PatientID needs its IssuerOfPatientID (-1: none).
+    issuer_at = None
+    if any(op[0] is _CHANGE and acts[op[1]][0][0] == TAG_PATIENT_ID for op in ops):
+        issuer_at = next((i for i, (e, _vr, _act) in enumerate(acts)
+                          if e[0] == TAG_ISSUER_OF_PATIENT_ID), -1)
     return (ops, sq_checks, captures,
             _sites(tuple(i for i, _, _ in swept), tuple((t, vr) for _, t, vr in swept)),
-            _sites(tuple(sources), signature))
+            _sites(tuple(sources), signature), issuer_at)
 
 
 def _emit_run(view: memoryview, start: int, end: int, out: Chunks) -> None:
@@ -810,6 +820,19 @@ def _raw_values(view: memoryview, elems: list[_Elem], positions: tuple[int, ...]
             raise _Decline
     data: bytes = view.obj  # type: ignore[assignment]
     return [data[e[3]:e[4]] for e in found]
+
+
+def _level_issuer(view: memoryview, elems: list[_Elem], at: int) -> str:
+    """A level's IssuerOfPatientID as ``text_value`` reads it ("" when ``at`` is -1)."""
+    if at < 0:
+        return ""
+    e = elems[at]
+    if e[4] > len(view) or e[5]:
+        raise _Decline
+    raw = bytes(view[e[3]:e[4]])
+    if not _is_ascii_text(raw):
+        raise _Decline  # the Dataset path decodes it in the dataset's character set
+    return ascii_text(raw)
 
 
 def _is_ascii_text(raw: bytes) -> bool:

@@ -28,6 +28,7 @@ from dicom_deid.config.model import DeidConfig, Option, ProfileType, TextRedacti
 from dicom_deid.config.plan import (
     NO_SCOPE,
     TAG_ACCESSION,
+    TAG_ISSUER_OF_PATIENT_ID,
     TAG_PATIENT_ID,
     TAG_PATIENT_NAME,
     TAG_STUDY_ID,
@@ -182,7 +183,7 @@ class Deidentifier:
             sop_class_uid=text_value(ds, 0x00080016),
             modality=text_value(ds, 0x00080060),
         )
-        issuer = text_value(ds, 0x00100021)
+        issuer = text_value(ds, TAG_ISSUER_OF_PATIENT_ID)
         patient_key = (
             f"pid:{issuer}|{res.original_patient_id}"
             if res.original_patient_id
@@ -263,6 +264,12 @@ class Deidentifier:
         return vr, self.plan.act(tag, vr, mode, scope)
 
     def _process(self, ds: Dataset, mode: Mode, state: WalkState, scope: Scope) -> None:
+        """One dataset level, with its own IssuerOfPatientID for the PatientID pseudonym."""
+        outer, state.issuer = state.issuer, text_value(ds, TAG_ISSUER_OF_PATIENT_ID)
+        self._process_level(ds, mode, state, scope)
+        state.issuer = outer
+
+    def _process_level(self, ds: Dataset, mode: Mode, state: WalkState, scope: Scope) -> None:
         kept_blocks: set[tuple[int, int]] = set()
         private_creator_tags: list[int] = []
         deleted_groups: set[int] = set()
@@ -373,7 +380,7 @@ class Deidentifier:
         """Pseudonymise, shift or clean the decoded text values of ``elem`` in place."""
         values = self.element_values(elem)
         if act is Act.PSEUDONYM:
-            new = [self.pseudonym(tag, v) for v in values]
+            new = [self.pseudonym(tag, v, state.issuer) for v in values]
         elif act is Act.SHIFT:
             shifted = [self._shift(v, vr, state) for v in values]
             new = [] if any(s is None for s in shifted) else [s for s in shifted if s]
@@ -406,12 +413,13 @@ class Deidentifier:
             return [str(value)]
         return [str(value)]
 
-    def pseudonym(self, tag: int, value: str) -> str:
-        """The keyed pseudonym of one PatientID, PatientName, AccessionNumber or StudyID."""
+    def pseudonym(self, tag: int, value: str, issuer: str = "") -> str:
+        """The keyed pseudonym of one PatientID (with the IssuerOfPatientID of its
+        dataset), PatientName, AccessionNumber or StudyID."""
         if not value.strip():
             return value
         if tag == TAG_PATIENT_ID:
-            return self.pseudo.patient_id(value)
+            return self.pseudo.patient_id(value, issuer)
         if tag == TAG_PATIENT_NAME:
             return self.pseudo.patient_name(value)
         if tag == TAG_ACCESSION:
@@ -511,6 +519,8 @@ class WalkState:
     """The residual sweep's context (None: no sweep; empty: nothing to search for)."""
     sweep_memo: dict[Any, Any] | None = None
     """The byte path's swept values under this context (see ``ByteDeidentifier``)."""
+    issuer: str = ""
+    """IssuerOfPatientID of the dataset level at hand (the PatientID pseudonym takes it)."""
     shift_used: bool = False
 
 

@@ -75,9 +75,16 @@ class Pseudonymizer:
         self._uid_cache[value] = new
         return new
 
-    def patient_id(self, value: str) -> str:
-        """PatientID pseudonym: organisation prefix + 16 base32 characters (LO, <= 64)."""
-        return self._prefix + self._code(b"patient-id", value.strip(), 16)
+    def patient_id(self, value: str, issuer: str = "") -> str:
+        """PatientID pseudonym: organisation prefix + 16 base32 characters (LO, <= 64).
+
+        A PatientID is unique only within its issuer: with an IssuerOfPatientID the pair
+        is keyed (two sites' patient "12345" get different pseudonyms); without one, the
+        ID alone, as before issuers took part."""
+        issuer = issuer.strip()
+        if not issuer:
+            return self._prefix + self._code(b"patient-id", value.strip(), 16)
+        return self._prefix + self._code(b"patient-id@issuer", f"{issuer}\0{value.strip()}", 16)
 
     def patient_name(self, value: str) -> str:
         """PatientName pseudonym, one family-name component; case and spaces ignored."""
