@@ -117,7 +117,6 @@ def test_byte_path_writes_what_the_dataset_path_writes(corpus: list[bytes], name
     config = CONFIGS[name]
     fast = ByteDeidentifier(Deidentifier(config, KEY))
     reference = Deidentifier(config, KEY)
-    assert fast.enabled
     taken = good = 0
     for data in corpus:
         expected = _reference(reference, data)
@@ -134,12 +133,23 @@ def test_byte_path_writes_what_the_dataset_path_writes(corpus: list[bytes], name
     assert taken >= 0.9 * good, f"{taken} of {good} good files took the byte path"
 
 
-def test_pixel_cleaning_takes_the_dataset_path() -> None:
-    """Pixels are decoded and re-encoded through pydicom: no byte path for them."""
-    graphics = config_from_options("basic", ["CleanGraphics"])
-    assert not ByteDeidentifier(Deidentifier(graphics, KEY)).enabled
-    image = load_config({"options": {"cleanImage": {"textRedactionMode": "REDACT_ALL_TEXT"}}})
-    assert not ByteDeidentifier(Deidentifier(image, KEY)).enabled
+def test_files_whose_pixels_may_change_take_the_dataset_path() -> None:
+    """Pixels are decoded and re-encoded through pydicom: a file whose overlays Clean
+    Graphics reads, or whose pixels OCR reads, is declined; the same CT without overlays
+    is not at risk under ocrScope AUTO and stays on the byte path."""
+    graphics = ByteDeidentifier(Deidentifier(config_from_options("basic", ["CleanGraphics"]),
+                                             KEY))
+    assert graphics.deidentify(_encoded(make_instance())) is None  # it has an overlay
+    image = ByteDeidentifier(Deidentifier(load_config(
+        {"options": {"cleanImage": {"textRedactionMode": "REDACT_ALL_TEXT"}}}), KEY))
+    ct = make_instance()
+    for tag in [t for t in ct.keys() if t.group == 0x6000]:
+        del ct[tag]
+    assert image.deidentify(_encoded(ct)) is not None
+    ct.Modality = "US"
+    assert image.deidentify(_encoded(ct)) is None
+    ct.Modality, ct.BurnedInAnnotation = "CT", "YES"
+    assert image.deidentify(_encoded(ct)) is None
 
 
 def _encoded(ds: pydicom.Dataset, **kw: Any) -> bytes:
@@ -225,6 +235,48 @@ def test_corpus_has_what_the_byte_path_must_mirror(corpus: list[bytes]) -> None:
         private += any(e.tag.is_private for e in ds)
     assert raw_datasets and implicit and private
     assert any("IR 87" in c for c in charsets) and any("IR 100" in c for c in charsets)
+
+
+PIXEL_CONFIGS: dict[str, Any] = {
+    "sensitive text, AUTO scope": load_config({"dicomTagConfig": {"options": {
+        "cleanDescriptors": {},
+        "cleanImage": {"textRedactionMode": "REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS"}}}}),
+    "all text, AUTO scope": load_config({"dicomTagConfig": {"options": {
+        "cleanImage": {"textRedactionMode": "REDACT_ALL_TEXT"}}}}),
+}
+
+
+@pytest.mark.parametrize("name", list(PIXEL_CONFIGS))
+def test_files_without_pixel_work_stay_on_the_byte_path(corpus: list[bytes], name: str) -> None:
+    """With pixel cleaning configured, a file whose pixels the configuration leaves alone
+    (not at risk under ocrScope AUTO, no overlay to clean, no region rule) is written by
+    the byte path, byte for byte as the Dataset path writes it; a file at risk is not."""
+    config = PIXEL_CONFIGS[name]
+    fast = ByteDeidentifier(Deidentifier(config, KEY))
+    reference = Deidentifier(config, KEY)
+    taken = at_risk = 0
+    for data in corpus:
+        expected = _reference(reference, data)
+        got = _fast(fast, data)
+        if expected is None:
+            continue
+        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        risky = reference.pixels is not None and reference.pixels.wants_ocr(
+            _with_pixels_flag(ds, data))
+        at_risk += risky
+        if got is None:
+            continue
+        assert not risky, "the byte path wrote a file whose pixels are to be read by OCR"
+        taken += 1
+        assert got == expected
+    assert at_risk >= 5 and taken >= 50, (at_risk, taken)
+
+
+def _with_pixels_flag(ds: pydicom.Dataset, data: bytes) -> pydicom.Dataset:
+    """``ds`` read without its pixels, with an empty PixelData standing for them."""
+    if b"\xe0\x7f\x10\x00" in data:
+        ds.add_new(0x7FE00010, "OB", b"")
+    return ds
 
 
 @pytest.mark.parametrize("name", ["basic", "option CleanDescriptors", "google actions",

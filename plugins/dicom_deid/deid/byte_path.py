@@ -10,8 +10,11 @@ writer's ``encode_instance_chunks``) is the reference: for every input this modu
 returns exactly the bytes that path writes or declines (``None``), and the caller
 then takes that path. It declines whatever it does not mirror exactly: bad or unusual
 input (the Dataset path then reports the precise reason), big-endian and deflated files,
-pixel cleaning, standard attributes written with VR UN, sequence items with their own
-character set, elements out of order. Tests compare both paths byte for byte.
+files whose pixels or overlays the configuration may change (images at risk under the
+OCR scope, overlays under Clean Graphics, any image when region rules are set: the
+decision reads the same four attributes as ``PixelCleaner.wants_ocr``), standard
+attributes written with VR UN, sequence items with their own character set, elements out
+of order. Tests compare both paths byte for byte.
 """
 
 from __future__ import annotations
@@ -98,9 +101,6 @@ class ByteDeidentifier:
     def __init__(self, deid: Deidentifier) -> None:
         self.deid = deid
         self.plan = deid.plan
-        # Pixel cleaning decodes pixels and needs the Dataset: such configurations always
-        # take the Dataset path.
-        self.enabled = deid.pixels is None
         self._method = {
             implicit: sorted((int(r.tag), raw_header(r, implicit) + (r.value or b"")) for r in raws)
             for implicit, raws in deid.method_raw.items()
@@ -141,8 +141,6 @@ class ByteDeidentifier:
         a :class:`~dicom_deid.dicom.files.FileRange` if kept. ``None`` then means: try the
         whole file.
         """
-        if not self.enabled:
-            return None
         try:
             return self._deidentify(data, len(data) if size is None else size)
         except Exception:  # _Decline, or bad input the Dataset path reports precisely
@@ -160,6 +158,11 @@ class ByteDeidentifier:
         by_tag = {e[0]: e for e in top}
         if _TAG_SOP_INSTANCE not in by_tag or _TAG_SOP_CLASS not in by_tag:
             raise _Decline
+        if self.deid.pixels is not None and self.deid.pixels.may_change_by_header(
+            0x7FE00010 in by_tag, any(e[0] & 0xFF01FFFF == 0x60003000 for e in top),
+            *(_text(data, by_tag.get(t)) for t in _PIXEL_DECISION_TAGS),
+        ):
+            raise _Decline  # its pixels (or overlays) may change: the Dataset path
         encodings = self._charset(data, by_tag.get(_TAG_CHARSET))
         res = InstanceResult(
             original_study_uid=_text(data, by_tag.get(_TAG_STUDY)),
@@ -698,6 +701,8 @@ def _level_elements(data: bytes, pos: int, end: int, implicit: bool) -> list[_El
 
 
 _MISSING: Any = object()
+_PIXEL_DECISION_TAGS = (0x00280301, 0x00080060, 0x00080016, 0x00080008)
+"""BurnedInAnnotation, Modality, SOPClassUID, ImageType: what PixelCleaner.wants_ocr reads."""
 _RUN, _ADD, _CHANGE, _PRIVATE = "run", "add", "change", "private"
 _Sites = tuple[tuple[int, ...], tuple[tuple[int, str], ...], int]
 """Positions of some of a level's elements, their (tag, VR)s, and a number naming the two

@@ -100,17 +100,35 @@ class PixelCleaner:
     # -- deciding (attributes only) ---------------------------------------------------
     def wants_ocr(self, ds: Dataset) -> bool:
         """Whether this instance's pixels are read by OCR (no pixel is decoded here)."""
-        if self.mode is TextRedactionMode.REDACT_NO_TEXT or PIXEL_DATA not in ds:
+        return PIXEL_DATA in ds and self.ocr_by_header(
+            text_value(ds, _BURNED_IN), text_value(ds, 0x00080060),
+            text_value(ds, 0x00080016), text_value(ds, 0x00080008))
+
+    def ocr_by_header(self, burned_in: str, modality: str, sop_class: str,
+                      image_type: str) -> bool:
+        """:meth:`wants_ocr` from the four attributes it reads (an image with pixel data):
+        the byte path asks it without a Dataset."""
+        if self.mode is TextRedactionMode.REDACT_NO_TEXT:
             return False
         if self.scope is OcrScope.ALL:
             return True
-        if text_value(ds, _BURNED_IN).upper() == "YES":
+        if burned_in.upper() == "YES":
             return True
-        if text_value(ds, 0x00080060).upper() in TEXT_PRONE_MODALITIES:
+        if modality.upper() in TEXT_PRONE_MODALITIES:
             return True
-        if text_value(ds, 0x00080016).startswith(_SECONDARY_CAPTURE):
+        if sop_class.startswith(_SECONDARY_CAPTURE):
             return True
-        return "SCREEN SAVE" in text_value(ds, 0x00080008).upper()
+        return "SCREEN SAVE" in image_type.upper()
+
+    def may_change_by_header(self, has_pixels: bool, has_overlay_data: bool,
+                             burned_in: str, modality: str, sop_class: str,
+                             image_type: str) -> bool:
+        """Whether :meth:`clean` could change an instance with these attributes: False
+        means it returns 0 and leaves every byte as it is (the file may take the byte
+        path). Region rules match on the Dataset, so with rules this is always True."""
+        if self.rules is not None or (self.clean_graphics and has_overlay_data):
+            return True
+        return has_pixels and self.ocr_by_header(burned_in, modality, sop_class, image_type)
 
     def _job(self, ds: Dataset) -> _Job:
         boxes = []
