@@ -2,7 +2,9 @@
 
 Runs when ``dicom_metadata`` gets new instances, or on demand with params (Trigger DAG
 w/ config, or ``airflow dags trigger dicom_deidentify --conf '{...}'``). Nothing is
-published unless every shard passes verification.
+published unless every shard passes verification. Whatever happens, the ``finish_run``
+teardown records the run in ``deid_runs`` (success, failed or leak) and cleans up; a
+failed task is reported by ``notify_failure`` (log, and ``$DICOM_DEID_NOTIFY_CONN_ID``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from airflow.sdk import Param, dag
 from dicom_deid.airflow.tasks import (
     DICOM_METADATA,
     deidentify_shard,
+    finish_run,
     load_deid_metadata,
     load_mapping,
+    notify_failure,
     plan_shards,
     publish,
-    record_run,
     resolve_instances,
     run_cohort,
     verify_shard,
@@ -54,15 +57,21 @@ PARAMS = {
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2),
+                  "on_failure_callback": notify_failure},
     tags=["dicom", "deid"],
     doc_md=__doc__,
 )
 def dicom_deidentify() -> None:
     shards = run_cohort() >> write_filter_file() >> resolve_instances() >> plan_shards()
-    verified = verify_shard.expand(result=deidentify_shard.expand(shard=shards))
-    loaded = [load_deid_metadata(), load_mapping()]
-    verified >> publish() >> loaded >> write_manifest() >> record_run()
+    deidentified = deidentify_shard.expand(shard=shards)
+    verified, loaded = verify_shard.expand(result=deidentified), [load_deid_metadata(),
+                                                                  load_mapping()]
+    manifest = verified >> publish() >> loaded >> write_manifest()
+    # Then, whatever happened, the teardown records the run. It waits for every task that
+    # can still run when another fails (each shard, each load), so none races the clean-up.
+    [shards, deidentified, verified, *loaded, manifest] >> finish_run().as_teardown(
+        on_failure_fail_dagrun=True)
 
 
 dicom_deidentify()

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, dag
 
-from dicom_deid.airflow.tasks import export_landing, load_metadata
+from dicom_deid.airflow.tasks import export_landing, load_metadata, notify_failure
 
 
 @dag(
@@ -20,7 +20,8 @@ from dicom_deid.airflow.tasks import export_landing, load_metadata
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,  # one writer of the export state and the DuckDB file at a time
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5),
+                  "on_failure_callback": notify_failure},
     tags=["dicom", "metadata"],
     doc_md=__doc__,
 )

@@ -11,16 +11,21 @@ import hashlib
 import itertools
 import json
 import os
+import re
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import pyarrow.parquet as pq
+import pydicom
 import pytest
 
+from dicom_deid.pipeline.run_record import key_id
 from dicom_deid.synth import generate, planted_byte_patterns
 
 # Run apart from the other tests (see the Makefile): Airflow leaves threads behind,
@@ -32,6 +37,7 @@ ARRIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # landing files' mtime
 EXPORT_RUN = datetime(2026, 3, 11, 1, 0, tzinfo=UTC)  # its data interval: Mar 10
 DEID_RUN = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
 LEAK_RUN = datetime(2026, 3, 13, 9, 0, tzinfo=UTC)
+BAD_COHORT_RUN = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +78,25 @@ def dags(env: dict[str, Any]) -> dict[str, Any]:
     return bag.dags
 
 
-def _warehouse_count(data: Path, sql: str) -> int:
+def _warehouse_rows(data: Path, sql: str) -> list[dict[str, Any]]:
     from dicom_deid.warehouse.factory import open_warehouse
 
     with open_warehouse(f"duckdb://{data / 'warehouse' / 'dicom_deid.duckdb'}") as wh:
-        return wh.query(sql).column(0)[0].as_py()
+        return wh.query(sql).to_pylist()
+
+
+def _warehouse_count(data: Path, sql: str) -> int:
+    return next(iter(_warehouse_rows(data, sql)[0].values()))
+
+
+def _run_row(data: Path, batch: str) -> dict[str, Any]:
+    rows = _warehouse_rows(data, f"SELECT * FROM deid_runs WHERE run_id = '{batch}'")
+    assert len(rows) == 1, rows  # exactly one row per run
+    return rows[0]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
@@ -96,6 +116,8 @@ def first_run(env: dict[str, Any], dags: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
+    from dicom_deid.airflow.tasks import notify_failure
+
     export, deid = dags["dicom_metadata_export"], dags["dicom_deidentify"]
     assert set(export.task_ids) == {"export_landing", "load_metadata"}
     assert export.get_task("load_metadata").upstream_task_ids == {"export_landing"}
@@ -107,8 +129,19 @@ def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
         assert deid.get_task(down).upstream_task_ids == {up}, down
     assert deid.get_task("write_manifest").upstream_task_ids == {
         "load_deid_metadata", "load_mapping"}
-    assert deid.get_task("record_run").upstream_task_ids == {"write_manifest"}
+    # One task records every run, after every other task, whatever happened.
+    finish = deid.get_task("finish_run")
+    assert finish.is_teardown and finish.on_failure_fail_dagrun
+    assert finish.get_flat_relative_ids(upstream=True) == set(deid.task_ids) - {"finish_run"}
+    assert {"deidentify_shard", "verify_shard", "load_deid_metadata", "load_mapping",
+            "write_manifest"} <= finish.upstream_task_ids  # what may run in parallel
+    assert "record_run" not in deid.task_ids
     assert deid.get_task("deidentify_shard").is_mapped  # type: ignore[attr-defined]
+    for dag in (export, deid):
+        for t in dag.tasks:
+            callbacks = t.on_failure_callback  # a list on operators, as given on mapped ones
+            assert (callbacks if isinstance(callbacks, list) else [callbacks]) == [
+                notify_failure], t.task_id
     assert type(deid.timetable).__name__ == "AssetTriggeredTimetable"
     assert "dicom_metadata" in repr(deid.timetable.asset_condition)
 
@@ -124,9 +157,10 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
     assert _warehouse_count(data, "SELECT COUNT(*) FROM dicom_metadata") == landed
     # The default cohort selects every patient with an ultrasound study.
     ws = data / "runs" / batch.name
-    selected = pq.read_table(ws / "instances.parquet").num_rows
+    plan = json.loads((ws / "shards" / "plan.json").read_text())
+    selected = sum(s["files"] for s in plan)
     assert 0 < selected <= landed
-    assert len(list((ws / "shards").glob("shard-*.parquet"))) >= 2  # really mapped
+    assert len(plan) >= 2  # really mapped
     files = sorted(batch.rglob("*.dcm"))
     assert len(files) == selected
     patterns = planted_byte_patterns(key)
@@ -152,12 +186,42 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
     assert sum(int(r[2]) for r in rows) >= 0.9 * selected
 
 
+def test_a_successful_run_is_recorded_once_and_leaves_no_identified_files(
+    env: dict[str, Any], first_run: dict[str, Any]
+) -> None:
+    data, batch = env["data"], first_run["batch"]
+    row = _run_row(data, batch.name)
+    assert (row["status"], row["reason"], row["user"]) == ("success", None, "dag_test")
+    assert row["key_id"] == key_id(bytes.fromhex(KEY_HEX)) and KEY_HEX[:16] != row["key_id"]
+    # The fingerprint an auditor joins on: the outputs name its first 16 hex digits.
+    methods = {v for f in sorted(batch.rglob("*.dcm"))[:5]
+               for v in pydicom.dcmread(f, stop_before_pixels=True).DeidentificationMethod}
+    named = {m.split()[-1] for m in methods if m.startswith("config sha256 ")}
+    assert named == {row["config_sha256"][:16]} and len(row["config_sha256"]) == 64
+    manifest = json.loads((batch / "manifest.json").read_text())
+    assert manifest["deidentification"]["config_sha256"] == row["config_sha256"]
+    # Identified intermediates are gone; what is left holds counts only, privately.
+    ws = data / "runs" / batch.name
+    left = sorted(p.relative_to(ws).as_posix() for p in ws.rglob("*") if p.is_file())
+    assert "report.md" in left and "shards/plan.json" in left
+    assert all(re.fullmatch(r"(report\.md|shards/plan\.json|(deidentified|verified)/"
+                            r"shard-\d+\.json)", name) for name in left), left
+    assert _mode(ws) == 0o700 and _mode(data / "runs") == 0o700
+    assert {_mode(p) for p in ws.rglob("*") if p.is_file()} == {0o600}
+    assert _mode(data / "warehouse") == 0o700
+    assert _mode(data / "warehouse" / "dicom_deid.duckdb") == 0o600
+    exported = data / "metadata" / "dicom_metadata"
+    assert _mode(exported) == 0o700
+    assert {_mode(p) for p in exported.rglob("*") if p.is_file()} == {0o600}
+    assert _mode(env["dest"] / ".staging") == 0o700
+
+
 def test_rerunning_changes_nothing(
     env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any]
 ) -> None:
     data = env["data"]
     counts = {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in (
-        "dicom_metadata", "deid_metadata", "deid_mapping", "deid_runs")}
+        "dicom_metadata", "deid_metadata", "deid_mapping", "deid_runs", "deid_errors")}
     assert dags["dicom_metadata_export"].test(logical_date=EXPORT_RUN).state == "success"
     again = dags["dicom_deidentify"].test(logical_date=DEID_RUN, run_conf={"shard_max_files": 4})
     assert again.state == "success"
@@ -165,8 +229,40 @@ def test_rerunning_changes_nothing(
     assert {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in counts} == counts
 
 
+class _Webhook(BaseHTTPRequestHandler):
+    """Collects the JSON bodies posted to it (the failure notices)."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """A local webhook, named by the notification connection the callback posts to."""
+    _Webhook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DICOM_DEID_NOTIFY_CONN_ID", "dicom_deid_notify")
+    monkeypatch.setenv("AIRFLOW_CONN_DICOM_DEID_NOTIFY", json.dumps({
+        "conn_type": "http", "host": "127.0.0.1", "port": server.server_port,
+        "schema": "hooks/deid"}))
+    yield _Webhook.received
+    server.shutdown()
+    server.server_close()
+
+
 def test_a_leak_fails_the_run_before_anything_is_published(
-    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path,
+    webhook: list[dict[str, Any]],
 ) -> None:
     # Keeping StudyDescription (which names the patient) while PatientName is removed, with
     # the residual sweep (which would clean it) explicitly switched off.
@@ -176,13 +272,47 @@ def test_a_leak_fails_the_run_before_anything_is_published(
         "dicomDeid": {"residualSweep": False}}))
     run = dags["dicom_deidentify"].test(logical_date=LEAK_RUN, run_conf={
         "config": str(config), "options": []})
-    from dicom_deid.pipeline.deid_steps import batch_id_for
+    from dicom_deid.pipeline.deid_steps import RunRequest, batch_id_for
 
     assert run.state == "failed"
     batch = batch_id_for(LEAK_RUN)
     assert not (env["dest"] / batch).exists()
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["publish"] == "upstream_failed"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert states[("publish", -1)] == "upstream_failed"
+    assert states[("finish_run", -1)] == "failed"  # it recorded the run, then failed it
+    leaked = sorted(i for (t, i), state in states.items()
+                    if t == "verify_shard" and state == "failed")
+    assert leaked
     verified = [json.loads(p.read_text())
                  for p in (env["data"] / "runs" / batch / "verified").glob("*.json")]
-    assert any(not v["ok"] and v["findings"] > 0 for v in verified)
+    assert any(not v["ok"] and v["leaks"] > 0 for v in verified)
+    # Nothing of the run stays staged on the destination.
+    assert not (env["dest"] / ".staging" / batch).exists()
+    row = _run_row(env["data"], batch)
+    assert (row["status"], row["user"]) == ("leak", "dag_test")
+    assert row["reason"] == "; ".join(f"LeakError in verify_shard[{i}]" for i in leaked)
+    fingerprint = RunRequest(cohort="x", cohort_params={}, config=str(config))
+    assert row["config_sha256"] == fingerprint.config_fingerprint()
+    # One notice per failed task, naming run, task and exception type, and nothing else.
+    texts = sorted(m["text"] for m in webhook)
+    assert texts == sorted(
+        f"dicom-deid: dicom_deidentify run {run.run_id} failed at task verify_shard[{i}]: "
+        "LeakError" for i in leaked)
+    patterns = planted_byte_patterns(env["answer_key"])
+    assert not [p for p in patterns for t in texts if p in t.encode()]
+
+
+def test_a_run_failing_early_is_recorded_as_failed(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any]
+) -> None:
+    # A config file and options together: the params are refused before any work.
+    run = dags["dicom_deidentify"].test(logical_date=BAD_COHORT_RUN, run_conf={
+        "cohort": "no_such_cohort", "config": "/nowhere/config.json",
+        "options": ["CleanDescriptors"]})
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    assert run.state == "failed"
+    row = _run_row(env["data"], batch_id_for(BAD_COHORT_RUN))
+    assert (row["status"], row["reason"]) == ("failed", "ConfigError in run_cohort")
+    assert (row["processed"], row["cohort"], row["user"]) == (0, "no_such_cohort", "dag_test")
+    assert (row["config_sha256"], row["key_id"]) == (None, None)

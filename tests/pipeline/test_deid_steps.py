@@ -1,23 +1,44 @@
-"""The engine steps under the DAGs, without Airflow: storage, shards, verify, intervals."""
+"""The engine steps under the DAGs, without Airflow: storage, shards, verify, intervals,
+settings, whole runs (restricted files, reruns, run records) and failure notices."""
 
 from __future__ import annotations
 
+import json
 import os
+import stat
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pyarrow as pa
+import pydicom
 import pytest
 
+from dicom_deid.config.google import config_from_options
 from dicom_deid.config.model import DeidConfig, Option
-from dicom_deid.errors import StorageError
+from dicom_deid.errors import ConfigError, LeakError, StorageError, VerificationError
+from dicom_deid.pipeline import deid_steps
+from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace
 from dicom_deid.pipeline.interval_export import export_interval, load_export
+from dicom_deid.pipeline.notify import failure_reason, failure_text, post_webhook, webhook_url
+from dicom_deid.pipeline.run_record import (
+    decide_outcome,
+    key_id,
+    note_failure,
+    read_failures,
+    triggering_user,
+)
 from dicom_deid.pipeline.settings import PipelineSettings
 from dicom_deid.pipeline.shards import ShardLimits, plan_shards
 from dicom_deid.pipeline.storage import LocalStore, open_store
 from dicom_deid.pipeline.verify import checked_keywords, verify_outputs
+from dicom_deid.synth import generate
+from dicom_deid.warehouse.bigquery_backend import BigQueryWarehouse
 from dicom_deid.warehouse.factory import open_warehouse
-from instances import deidentify_bytes, make_instance, to_bytes
+from instances import KEY, deidentify_bytes, make_instance, to_bytes
 
 DAY1 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -194,3 +215,394 @@ def test_intervals_export_each_file_once_and_reruns_change_nothing(tmp_path: Pat
     assert [r["SOPInstanceUID"] for r in rows] == ["1.2.3.0", "1.2.3.1", "1.2.3.2"]
     assert [str(r["ingest_date"]) for r in rows] == ["2026-05-01", "2026-05-01", "2026-05-02"]
 
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+def test_the_data_folder_must_be_set_and_absolute(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\$DICOM_DEID_DATA_DIR is not set"):
+        PipelineSettings.from_env({})
+    with pytest.raises(ConfigError, match=r"\$DICOM_DEID_DATA_DIR must be an absolute path"):
+        PipelineSettings.from_env({"DICOM_DEID_DATA_DIR": "var"})
+    with pytest.raises(ConfigError, match=r"work_dir \(\$DICOM_DEID_WORK_DIR\)"):
+        PipelineSettings.from_env({"DICOM_DEID_DATA_DIR": str(tmp_path),
+                                   "DICOM_DEID_WORK_DIR": "runs"})
+    with pytest.raises(ConfigError, match=r"warehouse \(\$DICOM_DEID_WAREHOUSE\)"):
+        PipelineSettings.from_env({"DICOM_DEID_DATA_DIR": str(tmp_path),
+                                   "DICOM_DEID_WAREHOUSE": "duckdb://wh.duckdb"})
+    settings = PipelineSettings.from_env({"DICOM_DEID_DATA_DIR": str(tmp_path)})
+    assert settings.work_dir == tmp_path / "runs"
+    with pytest.raises(ConfigError, match=r"destination \(\$DICOM_DEID_DESTINATION\)"):
+        settings.override(destination="file:out")
+    # Every location given on its own: no data folder needed; URLs are not paths.
+    explicit = {"DICOM_DEID_LANDING": "file:///l", "DICOM_DEID_DESTINATION": "gs://b/deid",
+                "DICOM_DEID_WAREHOUSE": "bigquery://p/d", "DICOM_DEID_METADATA_DIR": "/m",
+                "DICOM_DEID_WORK_DIR": "/w"}
+    assert PipelineSettings.from_env(explicit).destination == "gs://b/deid"
+
+
+# -- a whole run, without Airflow -------------------------------------------------------
+
+COHORT_SQL = """-- Every series of one modality ('ALL': every series).
+-- param modality STRING
+SELECT DISTINCT StudyInstanceUID, SeriesInstanceUID
+FROM dicom_metadata
+WHERE @modality = 'ALL' OR Modality = @modality
+"""
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A small synthetic landing zone, exported to dicom_metadata; one input is truncated
+    after its export (so de-identifying it fails: an error row)."""
+    base = tmp_path_factory.mktemp("landed")
+    previous = os.umask(0)  # what the pipeline does not restrict itself would show as 0666
+    try:
+        answer = generate(base / "data" / "landing", patients=2, seed=5,
+                          instances_per_series=2, small=True, duplicates=False)
+        for path in (base / "data" / "landing" / "dicom").rglob("*"):
+            os.utime(path, (DAY1.timestamp() + 3600, DAY1.timestamp() + 3600))
+        settings = PipelineSettings.from_env({
+            "DICOM_DEID_DATA_DIR": str(base / "data"),
+            "DICOM_DEID_LANDING": str(base / "data" / "landing" / "dicom"),
+            "DICOM_DEID_WORKERS": "1"})
+        day = export_interval(settings, DAY1, DAY1 + timedelta(days=1))
+        load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata",
+                    day.run_id, "dicom_metadata")
+    finally:
+        os.umask(previous)
+    with open_warehouse(settings.warehouse) as wh:
+        rows = wh.query("SELECT source_uri, Modality FROM dicom_metadata "
+                        "ORDER BY source_uri").to_pylist()
+    modalities = sorted({r["Modality"] for r in rows})
+    broken = next(r for r in rows if r["Modality"] == modalities[0])
+    data = Path(broken["source_uri"]).read_bytes()
+    Path(broken["source_uri"]).write_bytes(data[: len(data) // 3])
+    cohort = base / "by_modality.sql"
+    cohort.write_text(COHORT_SQL)
+    return {"settings": settings, "answer": answer, "rows": rows, "cohort": str(cohort),
+            "broken_modality": modalities[0], "other_modality": modalities[-1]}
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """Run with umask 0: a file the pipeline leaves unrestricted would be world-readable."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+def _req(landed: dict[str, Any], modality: str, config: str | None = None) -> RunRequest:
+    return RunRequest(cohort=landed["cohort"], cohort_params={"modality": modality},
+                      config=config, options=() if config else ("CleanDescriptors",))
+
+
+def _run_steps(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
+               *, until_verified: bool = False) -> list[dict[str, int]]:
+    """The DAG's work steps in order, as its tasks call them (no Airflow)."""
+    deid_steps.run_cohort(ws, settings, req)
+    deid_steps.write_filter_file(ws)
+    deid_steps.resolve_instances(ws, settings)
+    plans = deid_steps.plan_run_shards(ws, ShardLimits(max_files=3), settings)
+    for plan in plans:
+        deid_steps.deidentify_shard(ws, settings, req, plan["shard"], KEY)
+        deid_steps.verify_shard(ws, settings, req, plan["shard"])
+    if until_verified:
+        return plans
+    deid_steps.publish(ws, settings)
+    deid_steps.load_deid_metadata(ws, settings, DAY1.date())
+    deid_steps.load_mapping(ws, settings)
+    deid_steps.write_manifest(ws, settings, req, DAY1)
+    return plans
+
+
+def _finish(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None,
+            failed: list[str], completed: bool) -> dict[str, Any]:
+    return deid_steps.finish_run(ws, settings, req, failed_tasks=failed, completed=completed,
+                                 started_at=DAY1, user="alice")
+
+
+def _query(settings: PipelineSettings, sql: str) -> list[dict[str, Any]]:
+    with open_warehouse(settings.warehouse) as wh:
+        return wh.query(sql).to_pylist()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_a_run_writes_restricted_files_privately_and_a_success_removes_them(
+    landed: dict[str, Any], open_umask: None
+) -> None:
+    settings = landed["settings"]
+    ws = RunWorkspace(settings.work_dir, "batch-modes")
+    req = _req(landed, "ALL")
+    plans = _run_steps(ws, settings, req, until_verified=True)
+    dest = Path(settings.destination)
+    # Mid-run, with umask 0: the run folder and the unverified staged outputs are private.
+    for folder in (settings.work_dir, ws.root, dest / ".staging",
+                   dest / ".staging" / ws.batch_id):
+        assert _mode(folder) == 0o700, folder
+    restricted = [p for p in ws.root.rglob("*")]
+    assert {"cohort.parquet", "cohort.filter", "instances.parquet"} <= {
+        p.name for p in restricted}
+    assert {_mode(p) for p in restricted if p.is_file()} == {0o600}
+    assert {_mode(p) for p in restricted if p.is_dir()} == {0o700}
+    exported = settings.metadata_dir / "dicom_metadata"
+    assert _mode(exported) == 0o700
+    assert {_mode(p) for p in exported.rglob("*") if p.is_file()} == {0o600}
+    wh_file = Path(settings.warehouse.removeprefix("duckdb://"))
+    assert (_mode(wh_file.parent), _mode(wh_file)) == (0o700, 0o600)
+    # What is published is not restricted (it is meant to be shared).
+    deid_steps.publish(ws, settings)
+    published = [p for p in (dest / ws.batch_id).rglob("*.dcm")]
+    assert published and {_mode(p) for p in published} == {0o666}
+    deid_steps.load_deid_metadata(ws, settings, DAY1.date())
+    deid_steps.load_mapping(ws, settings)
+    deid_steps.write_manifest(ws, settings, req, DAY1)
+    result = _finish(ws, settings, req, [], completed=True)
+    assert result["status"] == "success" and result["removed"] >= 5
+    # The identified intermediates are gone; the counts and the report stay, privately.
+    left = _tree(ws.root)
+    assert left == sorted(["report.md", "shards/plan.json",
+                           *(f"deidentified/shard-{p['shard']:05d}.json" for p in plans),
+                           *(f"verified/shard-{p['shard']:05d}.json" for p in plans)])
+    assert {_mode(ws.root / name) for name in left} == {0o600}
+    text = "\n".join((ws.root / name).read_text() for name in left)
+    for row in _query(settings, "SELECT PatientID, StudyInstanceUID FROM dicom_metadata"):
+        assert row["PatientID"] not in text and row["StudyInstanceUID"] not in text
+    assert not (dest / ".staging" / ws.batch_id).exists()
+
+
+def test_the_run_row_names_the_effective_config_and_the_key_by_fingerprints(
+    landed: dict[str, Any]
+) -> None:
+    settings = landed["settings"]
+    ws = RunWorkspace(settings.work_dir, "batch-row")
+    req = _req(landed, "ALL")
+    _run_steps(ws, settings, req)
+    _finish(ws, settings, req, [], completed=True)
+    _finish(ws, settings, req, [], completed=True)  # repeated: still one row
+    rows = _query(settings, "SELECT * FROM deid_runs WHERE run_id = 'batch-row'")
+    assert len(rows) == 1
+    row = rows[0]
+    published = sorted((Path(settings.destination) / ws.batch_id).rglob("*.dcm"))
+    errors = _query(settings, "SELECT count(*) AS n FROM deid_errors "
+                              "WHERE run_id = 'batch-row'")[0]["n"]
+    assert errors >= 1  # the truncated input
+    assert (row["status"], row["reason"], row["user"]) == ("success", None, "alice")
+    assert (row["processed"], row["failed"]) == (len(published), errors)
+    assert row["cohort"] == "by_modality.sql" and row["engine"]
+    fingerprint = config_from_options("basic", ["CleanDescriptors"]).fingerprint()
+    assert row["config_sha256"] == fingerprint
+    method = pydicom.dcmread(published[0], stop_before_pixels=True).DeidentificationMethod
+    assert f"config sha256 {row['config_sha256'][:16]}" in list(method)
+    manifest = json.loads((Path(settings.destination) / ws.batch_id / "manifest.json")
+                          .read_text())
+    assert manifest["deidentification"]["config_sha256"] == fingerprint
+    assert row["key_id"] == key_id(KEY) and len(key_id(KEY)) == 16
+    assert key_id(KEY) != key_id(bytes(reversed(KEY))) and key_id(KEY) not in KEY.hex()
+    # The finished run removed its mapping files: reloading one task alone must not
+    # replace the batch's mapping rows by nothing.
+    mapped = "SELECT count(*) AS n FROM deid_mapping WHERE run_id = 'batch-row'"
+    before = _query(settings, mapped)[0]["n"]
+    with pytest.raises(VerificationError, match="rerun the whole batch"):
+        deid_steps.load_mapping(ws, settings)
+    assert _query(settings, mapped)[0]["n"] == before == len(published)
+
+
+def test_a_rerun_with_a_smaller_cohort_leaves_exactly_the_new_artifacts(
+    landed: dict[str, Any]
+) -> None:
+    settings = landed["settings"]
+    ws = RunWorkspace(settings.work_dir, "batch-rerun")
+    dest = Path(settings.destination)
+    first = _run_steps(ws, settings, _req(landed, "ALL"))
+    run = "run_id = 'batch-rerun'"
+    assert _query(settings, f"SELECT count(*) AS n FROM deid_errors WHERE {run}")[0]["n"] >= 1
+    # The same batch again, for a smaller cohort that holds no failing input.
+    smaller = _req(landed, landed["other_modality"])
+    second = _run_steps(ws, settings, smaller)
+    assert 0 < len(second) < len(first)
+    names = {f"shard-{p['shard']:05d}" for p in second}
+    for folder, suffix in (("mapping", ".parquet"), ("errors", ".csv"),
+                           ("deidentified", ".json"), ("verified", ".json"),
+                           ("shards", ".parquet")):
+        assert {p.name for p in (ws.root / folder).glob(f"shard-*{suffix}")} == {
+            n + suffix for n in names}, folder
+    selected = sum(p["files"] for p in second)
+    published = sorted(str(p) for p in (dest / ws.batch_id).rglob("*.dcm"))
+    assert len(published) == selected
+    assert _query(settings, f"SELECT count(*) AS n FROM deid_mapping WHERE {run}")[0]["n"] \
+        == selected
+    assert _query(settings, f"SELECT count(*) AS n FROM deid_errors WHERE {run}")[0]["n"] == 0
+    loaded = _query(settings, "SELECT source_uri FROM deid_metadata "
+                              "WHERE ingest_run_id = 'batch-rerun' ORDER BY 1")
+    assert [r["source_uri"] for r in loaded] == published
+    manifest = json.loads((dest / ws.batch_id / "manifest.json").read_text())
+    assert manifest["image_count"] == selected
+    assert not (dest / ".staging" / ws.batch_id).exists()
+
+
+def test_a_leaking_run_is_recorded_as_a_leak_and_its_staged_outputs_go(
+    landed: dict[str, Any], tmp_path: Path
+) -> None:
+    settings = landed["settings"]
+    ws = RunWorkspace(settings.work_dir, "batch-leak")
+    config = tmp_path / "leaky.json"
+    config.write_text(json.dumps({
+        "dicomTagConfig": {"actions": [{"queries": ["StudyDescription"], "keepTag": {}}]},
+        "dicomDeid": {"residualSweep": False}}))
+    req = _req(landed, "ALL", config=str(config))
+    deid_steps.run_cohort(ws, settings, req)
+    deid_steps.write_filter_file(ws)
+    deid_steps.resolve_instances(ws, settings)
+    plans = deid_steps.plan_run_shards(ws, ShardLimits(max_files=3), settings)
+    failed = []
+    for plan in plans:
+        deid_steps.deidentify_shard(ws, settings, req, plan["shard"], KEY)
+        try:
+            deid_steps.verify_shard(ws, settings, req, plan["shard"])
+        except LeakError as exc:  # what the task adapter does with a failure
+            failed.append(f"verify_shard[{plan['shard']}]")
+            note_failure(ws.root, failed[-1], exc)
+    assert failed
+    staged = Path(settings.destination) / ".staging" / ws.batch_id
+    assert staged.exists()
+    result = _finish(ws, settings, req, failed, completed=False)
+    assert result["status"] == "leak"
+    named = [f"LeakError in {t}" for t in failed]
+    assert result["reason"] == "; ".join(named[:5] + [f"+{len(named) - 5} more"] * (
+        len(named) > 5))
+    assert not staged.exists() and not (Path(settings.destination) / ws.batch_id).exists()
+    row = _query(settings, "SELECT * FROM deid_runs WHERE run_id = 'batch-leak'")
+    assert [(r["status"], r["user"]) for r in row] == [("leak", "alice")]
+    assert row[0]["config_sha256"] == req.config_fingerprint()
+    # A failed run keeps its (private) workspace for a rerun; the notes say what failed.
+    assert (ws.root / "instances.parquet").exists()
+    assert read_failures(ws.root) == dict.fromkeys(failed, "LeakError")
+    # A rerun of the batch starts afresh and replaces the row.
+    _run_steps(ws, settings, _req(landed, "ALL"))
+    assert read_failures(ws.root) == {}
+    _finish(ws, settings, _req(landed, "ALL"), [], completed=True)
+    row = _query(settings, "SELECT status FROM deid_runs WHERE run_id = 'batch-leak'")
+    assert row == [{"status": "success"}]
+
+
+def test_outcomes_tell_success_failure_and_leak_apart() -> None:
+    ok = decide_outcome([], True, {}, [{"leaks": 0}])
+    assert (ok.status, ok.reason) == ("success", None)
+    notes = {"deidentify_shard[2]": "KeyConfigError", "verify_shard[10]": "LeakError"}
+    failed = decide_outcome(["deidentify_shard[2]"], False, notes, [])
+    assert (failed.status, failed.reason) == ("failed", "KeyConfigError in deidentify_shard[2]")
+    leak = decide_outcome(["verify_shard[10]", "verify_shard[9]"], False, notes, [])
+    assert leak.status == "leak"
+    assert leak.reason == "unknown error in verify_shard[9]; LeakError in verify_shard[10]"
+    # A leak count in a verification result is a leak even with no task marked failed.
+    assert decide_outcome([], True, {}, [{"leaks": 2}]).status == "leak"
+    assert decide_outcome([], False, {}, []).reason == "the run stopped before its last step"
+    many = decide_outcome([f"t{i}" for i in range(8)], False, {}, [])
+    assert many.reason is not None and many.reason.endswith("+3 more")
+    assert (triggering_user(None), triggering_user("bob")) == ("scheduler", "bob")
+
+
+# -- failure notices --------------------------------------------------------------------
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, dict[str, Any]]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).received.append((self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_failure_notice_is_one_phi_free_line_posted_as_json() -> None:
+    class Wrapper(Exception):
+        pass
+
+    Wrapper.__name__ = "AirflowFailException"  # how Airflow wraps a no-retry failure
+    try:
+        try:
+            raise LeakError("shard-00001: 1 problem(s)")
+        except LeakError as exc:
+            raise Wrapper("x") from exc
+    except Wrapper as wrapped:
+        reason = failure_reason(wrapped)
+    assert reason == "LeakError"
+    assert failure_reason(OSError("/landing/Smith^John/1.dcm")) == "OSError"
+    text = failure_text("dicom_deidentify", "manual__1", "verify_shard[1]", reason)
+    assert text == "dicom-deid: dicom_deidentify run manual__1 failed at task " \
+                   "verify_shard[1]: LeakError"
+    assert webhook_url("http", "127.0.0.1", 8080, "hooks/x") == "http://127.0.0.1:8080/hooks/x"
+    assert webhook_url("https", "chat.example", None, None) == "https://chat.example"
+    assert webhook_url(None, "https://chat.example/h/1", 9, "x") == "https://chat.example/h/1"
+    with pytest.raises(ValueError, match="http or https"):
+        post_webhook("file:///etc/passwd", text)
+    _Hook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = webhook_url("http", "127.0.0.1", server.server_port, "/hooks/deid")
+        assert post_webhook(url, text, timeout=5) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Hook.received == [("/hooks/deid", {"text": text})]
+
+
+# -- warehouse: the run tables ----------------------------------------------------------
+
+
+def test_an_older_deid_runs_table_gains_the_new_columns(tmp_path: Path) -> None:
+    url = f"duckdb://{tmp_path / 'old.duckdb'}"
+    with open_warehouse(url) as wh:
+        wh.query("CREATE TABLE deid_runs (run_id VARCHAR, status VARCHAR)")
+        wh.query("INSERT INTO deid_runs VALUES ('r0', 'success')")
+        wh.ensure_schema()
+        wh.insert_rows("deid_runs", [{"run_id": "r1", "status": "leak", "key_id": "ab",
+                                      "reason": "LeakError in verify_shard[0]"}],
+                       key_columns=("run_id",))
+        rows = wh.query("SELECT run_id, status, key_id FROM deid_runs ORDER BY 1").to_pylist()
+        wh.delete_partition("deid_runs", {"run_id": "r0"})
+        left = wh.query("SELECT run_id FROM deid_runs").to_pylist()
+    assert rows == [{"run_id": "r0", "status": "success", "key_id": None},
+                    {"run_id": "r1", "status": "leak", "key_id": "ab"}]
+    assert left == [{"run_id": "r1"}]
+    with open_warehouse(f"duckdb://{tmp_path / 'new.duckdb'}") as wh:
+        wh.ensure_schema()  # a batch's rows can be removed before any load created them
+        wh.delete_partition("deid_metadata", {"ingest_run_id": "batch-x"})
+        assert wh.query("SELECT count(*) AS n FROM deid_metadata").to_pylist() == [{"n": 0}]
+
+
+def test_bigquery_deletes_a_partition_with_typed_parameters() -> None:
+    class Job:
+        def result(self) -> None:
+            return None
+
+    class Client:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, Any]] = []
+
+        def query(self, sql: str, job_config: Any, location: Any) -> Job:
+            self.calls.append((sql, job_config))
+            return Job()
+
+    client = Client()
+    BigQueryWarehouse("proj", "ds", client=client).delete_partition(
+        "deid_errors", {"run_id": "batch-1"})
+    [(sql, config)] = client.calls
+    assert sql == "DELETE FROM `proj.ds.deid_errors` WHERE `run_id` = @p0"
+    [param] = config.query_parameters
+    assert (param.name, param.type_, param.value) == ("p0", "STRING", "batch-1")

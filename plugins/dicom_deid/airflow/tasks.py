@@ -2,30 +2,55 @@
 
 XCom carries only what the steps return: counts, shard numbers, paths of the run's
 own files. The key is fetched inside the de-identification task and never returned.
+A failing step leaves a note (task and exception type) in the run folder; the
+``finish_run`` teardown reads the notes and the task states, and records the run.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from airflow.sdk import Asset, Context, get_current_context, task
+from airflow.sdk import Asset, BaseHook, Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from dicom_deid.errors import ConfigError, VerificationError
-from dicom_deid.pipeline import deid_steps
+from dicom_deid.errors import ConfigError
+from dicom_deid.pipeline import deid_steps, notify, run_record
 from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace, batch_id_for
 from dicom_deid.pipeline.interval_export import export_interval, export_parts, load_export
-from dicom_deid.pipeline.settings import PipelineSettings
+from dicom_deid.pipeline.settings import PipelineSettings, notify_conn_id
 from dicom_deid.pipeline.shards import ShardLimits
 
 from .hooks import DEFAULT_KEY_CONN_ID, DeidKeyHook
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Updated whenever new instances land in ``dicom_metadata``; schedules de-identification.
 DICOM_METADATA = Asset(name="dicom_metadata", uri="dicom-deid://warehouse/dicom_metadata")
+#: The de-identification DAG's last work step: the run succeeded if it did.
+LAST_STEP = "write_manifest"
+
+
+class RunNotSuccessful(AirflowFailException):
+    """The teardown recorded a run that failed or leaked; raised so the DAG run is marked
+    failed. The task that failed was reported already (see :func:`notify_failure`)."""
+
+
+def _settings() -> PipelineSettings:
+    """Settings from the workers' environment, then this run's params; a bad setting
+    fails the task without retries (retrying cannot fix it)."""
+    try:
+        settings = PipelineSettings.from_env()
+        params = get_current_context().get("params") or {}
+        return settings.override(destination=params.get("destination"))
+    except ConfigError as exc:
+        raise AirflowFailException(f"invalid settings: {exc}") from exc
+
 
 # -- the metadata export DAG -------------------------------------------------------------
 
@@ -42,14 +67,14 @@ def _interval() -> tuple[datetime, datetime]:
 def export_landing() -> dict[str, Any]:
     """Export the metadata of the landing files that arrived in this data interval."""
     start, end = _interval()
-    return export_interval(PipelineSettings.from_env(), start, end).as_dict()
+    return export_interval(_settings(), start, end).as_dict()
 
 
 @task(outlets=[DICOM_METADATA])
 def load_metadata(export: dict[str, Any]) -> dict[str, Any]:
     """Merge the interval's Parquet into ``dicom_metadata``; skipped (no Asset event)
     when the interval brought nothing."""
-    settings = PipelineSettings.from_env()
+    settings = _settings()
     out = settings.metadata_dir / "dicom_metadata"
     if not export_parts(out, export["run_id"]):
         raise AirflowSkipException("no new instances in this interval")
@@ -61,14 +86,19 @@ def load_metadata(export: dict[str, Any]) -> dict[str, Any]:
 # -- the de-identification DAG -----------------------------------------------------------
 
 
-def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
-    """This DAG run's context, workspace, settings (params override env) and request."""
-    ctx = get_current_context()
-    params = ctx["params"]
-    settings = PipelineSettings.from_env().override(destination=params.get("destination"))
-    ws = RunWorkspace(settings.work_dir, batch_id_for(_when(ctx)))
+def _label(ti: Any) -> str:
+    """A task instance as reports name it: ``task_id`` or ``task_id[map_index]``."""
+    index = getattr(ti, "map_index", None)
+    return f"{ti.task_id}[{index}]" if index is not None and index >= 0 else str(ti.task_id)
+
+
+def _workspace(ctx: Context, settings: PipelineSettings) -> RunWorkspace:
+    return RunWorkspace(settings.work_dir, batch_id_for(_when(ctx)))
+
+
+def _request(params: Mapping[str, Any]) -> RunRequest:
     try:
-        req = RunRequest(
+        return RunRequest(
             cohort=params["cohort"],
             cohort_params=dict(params.get("cohort_params") or {}),
             config=params.get("config") or None,
@@ -76,8 +106,14 @@ def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
             priority=params.get("priority") or "routine",
         )
     except ConfigError as exc:
-        raise AirflowFailException(f"invalid params: {exc}") from None
-    return ctx, ws, settings, req
+        raise AirflowFailException(f"invalid params: {exc}") from exc
+
+
+def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
+    """This DAG run's context, workspace, settings (params override env) and request."""
+    ctx = get_current_context()
+    settings = _settings()
+    return ctx, _workspace(ctx, settings), settings, _request(ctx["params"])
 
 
 def _when(ctx: Context) -> datetime:
@@ -87,14 +123,54 @@ def _when(ctx: Context) -> datetime:
     return moment or datetime.now(UTC)
 
 
+def _noted(step: Callable[P, R]) -> Callable[P, R]:
+    """Leave a note in the run folder when the task fails (its id and the exception's
+    type, for the run record), and take it back when a later try succeeds."""
+
+    @functools.wraps(step)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = get_current_context()
+        label = _label(ctx["ti"])
+        try:
+            result = step(*args, **kwargs)
+        except AirflowSkipException:
+            raise
+        except BaseException as exc:
+            _note(ctx, label, exc)
+            raise
+        root = _workspace(ctx, _settings()).root
+        run_record.clear_failure(root, label)
+        return result
+
+    return wrapper
+
+
+def _note(ctx: Context, label: str, exc: BaseException) -> None:
+    try:
+        ws = _workspace(ctx, _settings())
+        ws.prepare()  # a failure before the run folder existed is noted too
+        run_record.note_failure(ws.root, label, _cause(exc))
+    except Exception as err:  # the task's own failure is what matters; say why no note
+        log.warning("could not note the failure of %s: %s", label, type(err).__name__)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The engine's error behind Airflow's fail-without-retry wrapper."""
+    if isinstance(exc, AirflowFailException) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
 @task
+@_noted
 def run_cohort() -> dict[str, Any]:
-    """Run the cohort SQL on the warehouse."""
+    """Start the run: run the cohort SQL on the warehouse."""
     _, ws, settings, req = _run()
     return deid_steps.run_cohort(ws, settings, req)
 
 
 @task
+@_noted
 def write_filter_file() -> dict[str, Any]:
     """Write the cohort as a filter file, kept with the run."""
     _, ws, _, _ = _run()
@@ -102,6 +178,7 @@ def write_filter_file() -> dict[str, Any]:
 
 
 @task
+@_noted
 def resolve_instances() -> dict[str, Any]:
     """Resolve the filter file to exact instances in ``dicom_metadata``."""
     _, ws, settings, _ = _run()
@@ -109,19 +186,21 @@ def resolve_instances() -> dict[str, Any]:
 
 
 @task
+@_noted
 def plan_shards() -> list[dict[str, int]]:
     """Cut the instances into shards of whole series; each becomes one mapped task."""
-    ctx, ws, _, _ = _run()
+    ctx, ws, settings, _ = _run()
     params = ctx["params"]
     limits = ShardLimits(
         max_files=int(params.get("shard_max_files") or ShardLimits.max_files),
         max_bytes=int(params.get("shard_max_bytes") or ShardLimits.max_bytes),
         max_shards=int(params.get("max_shards") or ShardLimits.max_shards),
     )
-    return deid_steps.plan_run_shards(ws, limits)
+    return deid_steps.plan_run_shards(ws, limits, settings)
 
 
 @task(retries=2, map_index_template="{{ shard_label }}")
+@_noted
 def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
     """De-identify one shard into the staging area."""
     ctx, ws, settings, req = _run()
@@ -133,29 +212,27 @@ def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
 
 
 @task(retries=0, map_index_template="{{ shard_label }}")
+@_noted
 def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
-    """Fail the run if a staged output holds an original identifier or is not valid."""
+    """Fail the run if a staged output holds an original identifier (LeakError) or is
+    not valid (VerificationError). No retries: the same outputs would fail again."""
     ctx, ws, settings, req = _run()
     ctx["shard_label"] = f"shard {result['shard']}"  # type: ignore[typeddict-unknown-key]
-    try:
-        return deid_steps.verify_shard(ws, settings, req, result["shard"])
-    except VerificationError as exc:
-        raise AirflowFailException(str(exc)) from None
+    return deid_steps.verify_shard(ws, settings, req, result["shard"])
 
 
 # From here on, "none_failed": an empty cohort (no shards, mapped tasks skipped) still
 # publishes an empty batch and records the run; a failed verify stops everything.
 @task(retries=0, trigger_rule="none_failed")
+@_noted
 def publish() -> dict[str, Any]:
     """Publish the verified batch to the destination in one swap."""
     _, ws, settings, _ = _run()
-    try:
-        return deid_steps.publish(ws, settings)
-    except VerificationError as exc:
-        raise AirflowFailException(str(exc)) from None
+    return deid_steps.publish(ws, settings)
 
 
 @task(trigger_rule="none_failed")
+@_noted
 def load_deid_metadata() -> dict[str, Any]:
     """Export the published files' metadata and load ``deid_metadata``."""
     ctx, ws, settings, _ = _run()
@@ -163,6 +240,7 @@ def load_deid_metadata() -> dict[str, Any]:
 
 
 @task(trigger_rule="none_failed")
+@_noted
 def load_mapping() -> dict[str, Any]:
     """Load the original<->pseudonym mapping (restricted) and the error list."""
     _, ws, settings, _ = _run()
@@ -170,17 +248,92 @@ def load_mapping() -> dict[str, Any]:
 
 
 @task(trigger_rule="none_failed")
+@_noted
 def write_manifest() -> dict[str, Any]:
     """Write the batch's manifest.json next to its files."""
     ctx, ws, settings, req = _run()
     return deid_steps.write_manifest(ws, settings, req, _when(ctx))
 
 
-@task(trigger_rule="none_failed")
-def record_run() -> dict[str, Any]:
-    """Record the run in ``deid_runs`` and write its report."""
-    ctx, ws, settings, req = _run()
-    dag_run = ctx.get("dag_run")
-    started = getattr(dag_run, "start_date", None) or datetime.now(UTC)
-    return deid_steps.record_run(ws, settings, req, started_at=started,
-                               user=f"airflow:{ctx['dag'].dag_id}")
+def _task_states(ctx: Context) -> dict[str, str]:
+    """Label -> state of every task instance of this DAG run (as the API reports them:
+    ``task_id`` or ``task_id_<map_index>``, relabelled ``task_id[map_index]``)."""
+    dag_run = ctx["dag_run"]
+    states = ctx["ti"].get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id])
+    task_ids = sorted(ctx["dag"].task_ids, key=len, reverse=True)
+    labelled = {}
+    for key, state in (states.get(dag_run.run_id) or {}).items():
+        label = key
+        for task_id in task_ids:
+            rest = key[len(task_id) + 1:]
+            if key.startswith(f"{task_id}_") and rest.isdigit():
+                label = f"{task_id}[{rest}]"
+                break
+        labelled[label] = str(getattr(state, "value", state))
+    return labelled
+
+
+@task
+def finish_run() -> dict[str, Any]:
+    """Whatever happened: record the run in ``deid_runs`` (success, failed or leak, the
+    effective config fingerprint, the key id, the triggering user), remove the staged
+    outputs of a failed run or the identified intermediates of a successful one. The
+    only task that writes ``deid_runs``. Fails if the run did.
+
+    The DAG makes it a teardown (``.as_teardown(on_failure_fail_dagrun=True)``: run
+    whatever the other tasks' states, and decide the DAG run's state). Not with the
+    ``@teardown`` decorator: that one can be called once per process, and a DAG file
+    is parsed again in the same process by ``dag.test()``."""
+    ctx = get_current_context()
+    settings = _settings()
+    ws = _workspace(ctx, settings)
+    params = ctx["params"]
+    try:
+        req: RunRequest | None = _request(params)
+    except AirflowFailException:
+        req = None  # recorded with the failure the params caused
+    states = _task_states(ctx)
+    own = _label(ctx["ti"])
+    failed = sorted(label for label, state in states.items()
+                    if state == "failed" and label != own)
+    dag_run = ctx["dag_run"]
+    result = deid_steps.finish_run(
+        ws, settings, req, failed_tasks=failed,
+        completed=states.get(LAST_STEP) == "success",
+        started_at=dag_run.start_date or datetime.now(UTC),
+        user=run_record.triggering_user(dag_run.triggering_user_name),
+        cohort=str(params.get("cohort") or ""),
+    )
+    if result["status"] != run_record.SUCCESS:
+        raise RunNotSuccessful(f"run {ws.batch_id} recorded as {result['status']}: "
+                               f"{result['reason']}")
+    return result
+
+
+# -- failure notices ---------------------------------------------------------------------
+
+
+def notify_failure(context: Context) -> None:
+    """``on_failure_callback``: log one PHI-free line (run, task, exception type) and,
+    when ``$DICOM_DEID_NOTIFY_CONN_ID`` names a connection, post it to the connection's
+    host as ``{"text": ...}``. Never raises: a notice must not hide the failure."""
+    error = context.get("exception")
+    if isinstance(error, RunNotSuccessful):
+        return  # the teardown repeating a failure its task already reported
+    ti = context["ti"]
+    dag_run = context.get("dag_run")
+    text = notify.failure_text(str(ti.dag_id), str(getattr(dag_run, "run_id", ti.run_id)),
+                               _label(ti), notify.failure_reason(error))
+    log.error("%s", text)
+    conn_id = notify_conn_id()
+    if not conn_id:
+        return
+    try:
+        conn = BaseHook.get_connection(conn_id)
+        url = notify.webhook_url(conn.conn_type, conn.host, conn.port, conn.schema)
+        status = notify.post_webhook(url, text)
+    except Exception as exc:
+        log.warning("failure notice not posted to connection %r: %s", conn_id,
+                    type(exc).__name__)
+        return
+    log.info("failure notice posted to connection %r (HTTP %d)", conn_id, status)

@@ -2,19 +2,23 @@
 
 A run (one batch) goes: cohort SQL -> filter file -> instances -> shards -> de-identify
 each shard into a staging area -> verify each shard -> publish the batch -> load the
-de-identified metadata and the mapping -> manifest and run record. Every step reads and
-writes files under the run's :class:`RunWorkspace` (restricted: it holds original
-identifiers) and returns only counts and paths, so the orchestrator passes nothing
-sensitive between steps. Every step can be rerun: it replaces what it wrote before.
+de-identified metadata and the mapping -> manifest; then, whatever happened,
+:func:`finish_run` records the run and cleans up. Every step reads and writes files
+under the run's :class:`RunWorkspace` (restricted: 0700 folders, 0600 files, since it
+holds original identifiers) and returns only counts and paths, so the orchestrator
+passes nothing sensitive between steps. Every step can be rerun: it replaces what it
+wrote before, and a rerun of a whole batch leaves exactly the new run's artifacts.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
+import shutil
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -32,15 +36,17 @@ from dicom_deid.deid.batch import Source, run_batch
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
 from dicom_deid.metadata.export import ExportState, export_metadata
-from dicom_deid.warehouse.factory import open_warehouse
 
-from .interval_export import load_export
+from . import run_record
+from .interval_export import export_parts
+from .restricted import open_private_warehouse, private_dir, restrict, restrict_tree
+from .run_record import SUCCESS, RunOutcome
 from .settings import PipelineSettings
 from .shards import ShardLimits, ShardPlan, plan_shards
 from .storage import Store, open_store
 from .verify import LEAK_KEYWORDS, checked_keywords, verify_outputs
 
-__all__ = ["RunWorkspace", "batch_id_for"]
+__all__ = ["RunOutcome", "RunRequest", "RunWorkspace", "batch_id_for"]
 
 log = logging.getLogger(__name__)
 STAGING = ".staging"
@@ -48,8 +54,12 @@ MANIFEST = "manifest.json"
 PRIORITIES = ("stat", "urgent", "routine", "low")
 _ERRORS_SCHEMA = pa.schema([(c, pa.string()) for c in ("run_id", "path", "stage", "kind",
                                                         "reason")])
-
-
+#: Per-shard artifacts: a new shard plan makes every one of them stale.
+_SHARD_FOLDERS = ("mapping", "errors", "deidentified", "verified")
+#: What holds original identifiers and is no longer needed once a run has succeeded
+#: (the mapping and the error list are in the warehouse's restricted tables by then).
+_IDENTIFIED = ("cohort.parquet", "cohort.filter", "instances.parquet", "shards/*.parquet",
+               "mapping", "errors", "errors.parquet", "deid_metadata", run_record.FAILURES)
 
 
 def batch_id_for(moment: datetime) -> str:
@@ -106,9 +116,20 @@ class RunWorkspace:
         """The store-relative staging folder of one shard's outputs."""
         return f"{STAGING}/{self.batch_id}/{shard.name}"
 
+    def prepare(self) -> None:
+        """Create the work folder and this run's folder, both private (0700)."""
+        private_dir(self.work_dir)
+        private_dir(self.root)
+
+    def folder(self, name: str) -> Path:
+        """A private sub-folder of the run, created if missing."""
+        return private_dir(self.root / name)
+
     def write_json(self, path: Path, value: Any) -> None:
         text = json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
+        private_dir(path.parent)
         write_atomic(path, text.encode())
+        restrict(path)
 
     def read_json(self, path: Path) -> Any:
         return json.loads(path.read_text())
@@ -145,23 +166,42 @@ class RunRequest:
             return load_config(Path(self.config))
         return config_from_options(self.profile, list(self.options))
 
-    def config_sha256(self) -> str:
-        body = Path(self.config).read_bytes() if self.config else json.dumps(
-            {"profile": self.profile, "options": sorted(self.options)}).encode()
-        return hashlib.sha256(body).hexdigest()
+    def config_fingerprint(self) -> str:
+        """The effective configuration's fingerprint (:meth:`DeidConfig.fingerprint`):
+        the value whose first 16 hex digits every output names in DeidentificationMethod,
+        so manifests, ``deid_runs`` and files can be joined."""
+        return self.deid_config().fingerprint()
+
+
+@contextmanager
+def _in_workspace(ws: RunWorkspace) -> Iterator[None]:
+    """Run a step with the run's folder private before it writes and every file in it
+    0600 afterwards (also when the step fails: its leftovers hold identifiers too)."""
+    ws.prepare()
+    try:
+        yield
+    finally:
+        restrict_tree(ws.root)
 
 
 # --------------------------------------------------------------------------- steps
 
 
 def run_cohort(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest) -> dict[str, Any]:
-    """Run the cohort SQL on the warehouse; keep its result with the run."""
+    """Start the run: empty its folder (a rerun of a batch starts afresh), then run the
+    cohort SQL on the warehouse and keep its result with the run."""
+    with _in_workspace(ws):
+        for entry in list(ws.root.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     cohort = load_cohort(req.cohort, settings.cohort_dir)
-    with open_warehouse(settings.warehouse) as warehouse:
+    with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
         table = cohort.run(warehouse, req.cohort_params)
-    ws.root.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, ws.cohort_result)
+    with _in_workspace(ws):
+        pq.write_table(table, ws.cohort_result)
     log.info("cohort %s: %d row(s)", cohort.name, table.num_rows)
     return {"cohort": cohort.name, "rows": table.num_rows}
 
@@ -169,7 +209,8 @@ def run_cohort(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest) ->
 def write_filter_file(ws: RunWorkspace) -> dict[str, Any]:
     """Turn the cohort result into a filter file (Google DicomFilterConfig format)."""
     filter_set = cohort_to_filter(pq.read_table(ws.cohort_result))
-    filter_set.write(ws.filter_path)
+    with _in_workspace(ws):
+        filter_set.write(ws.filter_path)
     log.info("filter file: %d line(s)", len(filter_set))
     return {"filter_file": str(ws.filter_path), "lines": len(filter_set)}
 
@@ -177,13 +218,14 @@ def write_filter_file(ws: RunWorkspace) -> dict[str, Any]:
 def resolve_instances(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
     """The instances the filter selects, with the identifying values verify looks for."""
     filter_set = read_filter(ws.filter_path)
-    with open_warehouse(settings.warehouse) as warehouse:
+    with open_private_warehouse(settings.warehouse) as warehouse:
         present = set(warehouse.run_cohort("SELECT * FROM dicom_metadata LIMIT 0").column_names)
         extra = ["size_bytes", *(k for k in LEAK_KEYWORDS if k in present and k not in (
             "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))]
         resolution = resolve_filter(warehouse, filter_set, columns=extra)
     table = _one_row_per_uri(resolution.instances)
-    pq.write_table(table, ws.instances)
+    with _in_workspace(ws):
+        pq.write_table(table, ws.instances)
     if resolution.unmatched:
         log.warning("%d filter line(s) matched no exported instance", len(resolution.unmatched))
     log.info("resolved %d instance(s)", table.num_rows)
@@ -201,15 +243,28 @@ def _one_row_per_uri(table: pa.Table) -> pa.Table:
     return table.take(pa.array(keep, pa.int64())) if len(keep) < table.num_rows else table
 
 
-def plan_run_shards(ws: RunWorkspace, limits: ShardLimits | None = None) -> list[dict[str, int]]:
-    """Cut the instances into shards of whole series; one mapped task each."""
+def plan_run_shards(
+    ws: RunWorkspace, limits: ShardLimits | None = None, settings: PipelineSettings | None = None
+) -> list[dict[str, int]]:
+    """Cut the instances into shards of whole series; one mapped task each.
+
+    A new plan makes every per-shard artifact of an earlier plan stale (a rerun with a
+    smaller cohort has fewer shards): they are removed here, with the earlier staged
+    outputs when ``settings`` names the destination.
+    """
     plans, tables = plan_shards(pq.read_table(ws.instances), limits)
-    (ws.root / "shards").mkdir(parents=True, exist_ok=True)
-    for stale in (ws.root / "shards").glob("shard-*.parquet"):
-        stale.unlink()
-    for plan, table in zip(plans, tables, strict=True):
-        pq.write_table(table, ws.shard_list(plan))
-    ws.write_json(ws.shard_plan, [p.descriptor() for p in plans])
+    with _in_workspace(ws):
+        shards_dir = ws.folder("shards")
+        for stale in shards_dir.glob("shard-*.parquet"):
+            stale.unlink()
+        for name in _SHARD_FOLDERS:
+            shutil.rmtree(ws.root / name, ignore_errors=True)
+        (ws.root / "errors.parquet").unlink(missing_ok=True)
+        if settings is not None:
+            discard_staged(ws, settings)
+        for plan, table in zip(plans, tables, strict=True):
+            pq.write_table(table, ws.shard_list(plan))
+        ws.write_json(ws.shard_plan, [p.descriptor() for p in plans])
     total = sum(p.files for p in plans)
     log.info("%d shard(s) for %d instance(s) (largest %d files)", len(plans), total,
              max((p.files for p in plans), default=0))
@@ -235,19 +290,28 @@ def deidentify_shard(
     plan = ws.shard(shard)
     dest = open_store(settings.destination)
     sources = [src for src, _ in _shard_inputs(ws, plan, open_store(settings.landing))]
-    scratch = dest.scratch_dir(ws.staged(plan))
-    summary = run_batch(
-        sources, scratch, req.deid_config(), key, workers=settings.workers or None,
-        errors_path=ws.errors(plan), mapping_path=ws.mapping(plan), run_id=ws.batch_id,
-        progress=False, log_every=10.0, label=plan.name, start_method="forkserver",
-    )
-    dest.put_tree(scratch, ws.staged(plan))
-    result = {
-        "shard": plan.shard, "processed": summary.processed, "failed": summary.failed,
-        "skipped": summary.skipped, "byte_path": summary.byte_path, "bytes_in": summary.bytes_in,
-        "seconds": round(summary.seconds, 3), "failures_by_kind": summary.failures_by_kind,
-    }
-    ws.write_json(ws.result("deidentified", plan), result)
+    dest.make_private(STAGING)  # unverified outputs: nobody else may read them
+    dest.make_private(f"{STAGING}/{ws.batch_id}")
+    with _in_workspace(ws):
+        for stale in (ws.mapping(plan), ws.errors(plan), ws.result("deidentified", plan),
+                      ws.result("verified", plan)):
+            stale.unlink(missing_ok=True)  # a failed try must not leave the last one's
+        ws.folder("mapping")
+        ws.folder("errors")
+        scratch = dest.scratch_dir(ws.staged(plan))
+        summary = run_batch(
+            sources, scratch, req.deid_config(), key, workers=settings.workers or None,
+            errors_path=ws.errors(plan), mapping_path=ws.mapping(plan), run_id=ws.batch_id,
+            progress=False, log_every=10.0, label=plan.name, start_method="forkserver",
+        )
+        dest.put_tree(scratch, ws.staged(plan))
+        result = {
+            "shard": plan.shard, "processed": summary.processed, "failed": summary.failed,
+            "skipped": summary.skipped, "byte_path": summary.byte_path,
+            "bytes_in": summary.bytes_in, "seconds": round(summary.seconds, 3),
+            "failures_by_kind": summary.failures_by_kind, "key_id": run_record.key_id(key),
+        }
+        ws.write_json(ws.result("deidentified", plan), result)
     log.info("%s: %s", plan.name, summary.line())
     return result
 
@@ -277,8 +341,9 @@ def verify_shard(
     accounted = len(outputs) + failed
     result = {"shard": plan.shard, "files": report.files, "values_checked":
               report.values_checked, "findings": len(report.findings), "ok": report.ok,
-              "inputs": plan.files, "accounted": accounted}
-    ws.write_json(ws.result("verified", plan), result)
+              "leaks": report.leaks, "inputs": plan.files, "accounted": accounted}
+    with _in_workspace(ws):
+        ws.write_json(ws.result("verified", plan), result)
     if report.leaks:
         raise LeakError(f"{plan.name}: {report.summary()}")
     if not report.ok:
@@ -321,39 +386,108 @@ def publish(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
 def load_deid_metadata(
     ws: RunWorkspace, settings: PipelineSettings, logical_date: date
 ) -> dict[str, Any]:
-    """Export the published outputs' metadata and merge it into ``deid_metadata``."""
+    """Export the published outputs' metadata; make them the batch's ``deid_metadata`` rows.
+
+    The batch's rows are replaced as a whole (keyed on ``ingest_run_id``), with exactly
+    one row per file published now: the export is incremental, so rows of files an
+    earlier try published and this one did not are left out (:func:`_current_rows`).
+    """
     dest = open_store(settings.destination)
     files = [f for f in dest.list_files(ws.batch_id) if f.rel.endswith(".dcm")]
     out = settings.metadata_dir / "deid_metadata"
+    uris = [str(dest.local_path(f.rel)) for f in files]
+    state = ExportState.for_export(out)
     summary = export_metadata(
-        (dest.local_path(f.rel) for f in files), out, run_id=ws.batch_id,
-        ingest_date=logical_date, state=ExportState.for_export(out),
+        uris, out, run_id=ws.batch_id, ingest_date=logical_date, state=state,
         workers=settings.workers or None, start_method="forkserver",
     )
     if summary.errors:
         raise VerificationError(f"{len(summary.errors)} published file(s) could not be read "
                                 "back")
-    rows = load_export(settings.warehouse, out, ws.batch_id, "deid_metadata")
+    with _in_workspace(ws):
+        parts = _current_rows(ws, out, state, set(uris))  # the state export updated
+    with open_private_warehouse(settings.warehouse) as warehouse:
+        warehouse.ensure_schema()
+        if parts:
+            rows = warehouse.load_parquet("deid_metadata", parts, mode="replace_partition",
+                                          key_columns=("ingest_run_id",))
+        else:
+            warehouse.delete_partition("deid_metadata", {"ingest_run_id": ws.batch_id})
+            rows = 0
     log.info("deid_metadata: %d file(s) exported, %d row(s) loaded", summary.exported, rows)
     return {"files": len(files), "exported": summary.exported, "rows_loaded": rows}
 
 
+def _current_rows(ws: RunWorkspace, out: Path, state: ExportState, uris: set[str]
+                  ) -> list[str]:
+    """The Parquet parts holding exactly the rows of ``uris`` as the export state has them.
+
+    A part whose rows are all current is used as it is; one that also holds rows of
+    files no longer published (or of an older content) is filtered into the run folder.
+    """
+    keep_dir = ws.root / "deid_metadata"
+    shutil.rmtree(keep_dir, ignore_errors=True)
+    parts: list[str] = []
+    for part in export_parts(out, ws.batch_id):
+        rel = Path(part).relative_to(out).as_posix()
+        column = pq.read_table(part, columns=["source_uri"]).column("source_uri").to_pylist()
+        mask = [u in uris and (e := state.get(u)) is not None and e.part == rel
+                for u in column]
+        if all(mask):
+            parts.append(part)
+        elif any(mask):
+            private_dir(keep_dir)
+            kept = keep_dir / Path(part).name
+            pq.write_table(pq.read_table(part).filter(pa.array(mask)), kept)
+            parts.append(str(kept))
+    return parts
+
+
+def _shard_files(ws: RunWorkspace, kind: str) -> list[Path]:
+    """The planned shards' mapping (``kind="mapping"``) or error files.
+
+    A shard that de-identified files must have its mapping: when the run folder was
+    emptied (a finished run removes its identified files), loading nothing would erase
+    the batch's rows, so this refuses and asks for a rerun of the whole batch instead.
+    """
+    found = []
+    for plan in ws.shards():
+        path = ws.mapping(plan) if kind == "mapping" else ws.errors(plan)
+        done = ws.result("deidentified", plan)
+        processed = ws.read_json(done)["processed"] if done.exists() else None
+        if kind == "mapping" and not path.exists() and processed != 0:
+            raise VerificationError(
+                f"{plan.name}: no mapping in the run folder (a finished run removes it): "
+                "rerun the whole batch, not this task alone")
+        if path.exists():
+            found.append(path)
+    return found
+
+
 def load_mapping(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
     """Load the shard mappings into restricted ``deid_mapping``, errors into ``deid_errors``."""
-    mappings = sorted(str(p) for p in (ws.root / "mapping").glob("shard-*.parquet"))
+    mappings = [str(p) for p in _shard_files(ws, "mapping")]
     errors: list[dict[str, str]] = []
-    for path in sorted((ws.root / "errors").glob("shard-*.csv")):
+    for path in _shard_files(ws, "errors"):
         with open(path, newline="") as fh:
             errors += [{"run_id": ws.batch_id, "path": r["path"], "stage": r["stage"],
                         "kind": r["kind"], "reason": r["reason"]} for r in csv.DictReader(fh)]
     errors_file = ws.root / "errors.parquet"
-    pq.write_table(pa.Table.from_pylist(errors, schema=_ERRORS_SCHEMA), errors_file)
-    with open_warehouse(settings.warehouse) as warehouse:
+    with _in_workspace(ws):
+        pq.write_table(pa.Table.from_pylist(errors, schema=_ERRORS_SCHEMA), errors_file)
+    # The batch's rows are replaced as a whole, and removed when there is nothing new.
+    with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
-        rows = warehouse.load_parquet("deid_mapping", mappings, mode="replace_partition") \
-            if mappings else 0
+        run = {"run_id": ws.batch_id}
+        rows = 0
+        if mappings:
+            rows = warehouse.load_parquet("deid_mapping", mappings, mode="replace_partition")
+        else:
+            warehouse.delete_partition("deid_mapping", run)
         if errors:
             warehouse.load_parquet("deid_errors", str(errors_file), mode="replace_partition")
+        else:
+            warehouse.delete_partition("deid_errors", run)
     log.info("deid_mapping: %d row(s); deid_errors: %d row(s)", rows, len(errors))
     return {"mapping_rows": rows, "error_rows": len(errors)}
 
@@ -362,8 +496,7 @@ def write_manifest(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, logical_date: datetime
 ) -> dict[str, Any]:
     """Write ``manifest.json`` into the published batch: what a receiving site reads."""
-    mapping = pq.read_table(ws.root / "mapping").to_pylist() \
-        if any((ws.root / "mapping").glob("shard-*.parquet")) else []
+    mapping = [row for p in _shard_files(ws, "mapping") for row in pq.read_table(p).to_pylist()]
     studies: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"images": 0, "series": set(), "modalities": set()})
     for m in mapping:
@@ -382,7 +515,8 @@ def write_manifest(
              "modalities": sorted(m for m in s["modalities"] if m)}
             for uid, s in sorted(studies.items())
         ],
-        "deidentification": {"config_sha256": req.config_sha256(), "engine": __version__},
+        "deidentification": {"config_sha256": req.config_fingerprint(),
+                             "engine": __version__},
     }
     dest = open_store(settings.destination)
     dest.write_bytes(f"{ws.batch_id}/{MANIFEST}",
@@ -393,29 +527,96 @@ def write_manifest(
             "study_count": manifest["study_count"], "image_count": manifest["image_count"]}
 
 
-def record_run(
-    ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, *, started_at: datetime,
-    user: str, status: str = "success",
+def discard_staged(ws: RunWorkspace, settings: PipelineSettings) -> None:
+    """Remove the batch's staged (unpublished, maybe unverified) outputs."""
+    open_store(settings.destination).delete_tree(f"{STAGING}/{ws.batch_id}")
+
+
+def remove_identified(ws: RunWorkspace) -> list[str]:
+    """Remove the run's files that hold original identifiers (cohort result, filter
+    file, instance and shard lists, mapping and error files); what is left (plan,
+    per-shard counts, report) holds none. Names removed, relative to the run folder."""
+    removed = []
+    for pattern in _IDENTIFIED:
+        for path in sorted(ws.root.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path.relative_to(ws.root).as_posix())
+    return removed
+
+
+def finish_run(
+    ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None, *,
+    failed_tasks: Sequence[str], completed: bool, started_at: datetime, user: str,
+    cohort: str = "",
 ) -> dict[str, Any]:
-    """Upsert the run's ``deid_runs`` row and write a PHI-free report next to the run."""
+    """End a run, whatever happened: decide its outcome, clean up, record it.
+
+    ``failed_tasks``: the tasks the orchestrator marked failed; ``completed``: the last
+    work step succeeded. A run that did not succeed loses its staged outputs (a leak
+    must not stay on the destination's disk); a run that did loses its identified
+    intermediates. Either way its one ``deid_runs`` row is written (:func:`record_run`).
+    ``req`` is None when the run's params were invalid (``cohort`` names it then).
+    """
+    with _in_workspace(ws):
+        verified = [ws.read_json(p) for p in sorted((ws.root / "verified").glob("*.json"))]
+        outcome = run_record.decide_outcome(
+            failed_tasks, completed, run_record.read_failures(ws.root), verified)
+        if outcome.status != SUCCESS:
+            discard_staged(ws, settings)
+        result = record_run(ws, settings, req, outcome=outcome, started_at=started_at,
+                            user=user, cohort=cohort)
+        if outcome.status == SUCCESS:
+            discard_staged(ws, settings)  # publish removed it; an interrupted publish may not
+            result["removed"] = len(remove_identified(ws))
+    log.log(logging.INFO if outcome.status == SUCCESS else logging.ERROR,
+            "run %s: %s%s", ws.batch_id, outcome.status,
+            f" ({outcome.reason})" if outcome.reason else "")
+    return result
+
+
+def _effective_fingerprint(req: RunRequest | None) -> str | None:
+    """The config fingerprint, or None when the config itself is what failed."""
+    if req is None:
+        return None
+    try:
+        return req.config_fingerprint()
+    except (ConfigError, OSError) as exc:
+        log.warning("no config fingerprint for the run record: %s", type(exc).__name__)
+        return None
+
+
+def record_run(
+    ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None, *,
+    outcome: RunOutcome, started_at: datetime, user: str, cohort: str = "",
+) -> dict[str, Any]:
+    """Upsert the run's one ``deid_runs`` row and write a PHI-free report next to the run."""
     results = [ws.read_json(p) for p in sorted((ws.root / "deidentified").glob("shard-*.json"))]
     totals = {k: sum(r[k] for r in results) for k in ("processed", "failed", "skipped")}
+    key_ids = sorted({r["key_id"] for r in results if r.get("key_id")})
     row = {
         "run_id": ws.batch_id, "started_at": started_at, "finished_at": datetime.now(UTC),
-        "user": user, "config_sha256": req.config_sha256(),
-        "cohort": Path(req.cohort).name, "status": status, **totals,
+        "user": user, "config_sha256": _effective_fingerprint(req),
+        "cohort": Path(req.cohort if req else cohort).name, "status": outcome.status,
+        **totals, "reason": outcome.reason, "key_id": ",".join(key_ids) or None,
+        "engine": __version__,
     }
-    with open_warehouse(settings.warehouse) as warehouse:
+    with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
         warehouse.insert_rows("deid_runs", [row], key_columns=("run_id",))
-    _write_report(ws, results, totals)
+    _write_report(ws, results, totals, outcome)
     log.info("run %s: %s", ws.batch_id, ", ".join(f"{k} {v}" for k, v in totals.items()))
-    return {"run_id": ws.batch_id, **totals, "report": str(ws.root / "report.md")}
+    return {"run_id": ws.batch_id, "status": outcome.status, "reason": outcome.reason,
+            **totals, "report": str(ws.root / "report.md")}
 
 
-def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[str, int]
-                  ) -> None:
+def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[str, int],
+                  outcome: RunOutcome) -> None:
     lines = [f"# De-identification run {ws.batch_id}", "",
+             f"Status: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""),
+             "",
              "| shard | processed | by the byte path | failed | skipped | seconds | files/s |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
@@ -430,6 +631,6 @@ def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[
               f"{totals['skipped']} skipped."]
     if kinds:
         lines.append("Failures by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(
-            kinds.items())) + " (paths in errors/, restricted).")
-    (ws.root / "report.md").write_text("\n".join(lines) + "\n")
-
+            kinds.items())) + " (paths in the deid_errors table, restricted).")
+    write_atomic(ws.root / "report.md", ("\n".join(lines) + "\n").encode())
+    restrict(ws.root / "report.md")

@@ -4,6 +4,7 @@
 interval, so nightly runs and backfills over past intervals never export a file twice.
 Within an interval the export is incremental (:class:`ExportState`), and the load
 merges on (source_uri, content_sha256), so rerunning an interval changes nothing.
+The export holds the identified metadata: its folder is private (0700, files 0600).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 
 from dicom_deid.errors import StorageError
 from dicom_deid.metadata.export import ExportState, export_metadata
-from dicom_deid.warehouse.factory import open_warehouse
 
+from .restricted import open_private_warehouse, private_dir, restrict_tree
 from .settings import PipelineSettings
 from .storage import LocalStore, open_store
 
@@ -60,7 +61,7 @@ def export_interval(
         raise StorageError("metadata export reads a local landing folder")
     arrived = store.list_files(modified_from=start, modified_to=end)
     run_id = interval_run_id(start, end)
-    out = settings.metadata_dir / table
+    out = private_dir(settings.metadata_dir / table)
     log.info("interval %s: %d file(s) arrived in %s", run_id, len(arrived), store.url)
     summary = export_metadata(
         (store.local_path(f.rel) for f in arrived), out, run_id=run_id,
@@ -69,8 +70,7 @@ def export_interval(
     )
     errors_file = None
     if summary.errors:
-        errors_path = out / ERRORS_DIR / f"{run_id}.csv"
-        errors_path.parent.mkdir(parents=True, exist_ok=True)
+        errors_path = private_dir(out / ERRORS_DIR) / f"{run_id}.csv"
         with open(errors_path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["uri", "reason"])
@@ -78,6 +78,7 @@ def export_interval(
         errors_file = str(errors_path)
         log.warning("interval %s: %d file(s) could not be exported; listed in %s",
                     run_id, len(summary.errors), errors_path)
+    restrict_tree(out)
     result = IntervalExport(
         run_id=run_id, arrived=len(arrived), exported=summary.exported,
         unchanged=summary.skipped_unchanged + summary.unchanged_content,
@@ -99,6 +100,6 @@ def load_export(warehouse_url: str, out: Path, run_id: str, table: str) -> int:
     parts = export_parts(out, run_id)
     if not parts:
         return 0
-    with open_warehouse(warehouse_url) as warehouse:
+    with open_private_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_schema()
         return warehouse.load_parquet(table, parts, mode="merge")

@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import StorageError
 
+from .restricted import private_dir
+
 __all__ = ["LocalStore", "StorageError", "Store", "StoredFile", "open_store"]
 
 _HIDDEN = (".", "_")  # staging areas, temporary files and state folders are not data
@@ -86,6 +88,11 @@ class Store(ABC):
     @abstractmethod
     def delete_tree(self, rel: str) -> None:
         """Remove ``rel`` and everything under it; missing is fine."""
+
+    @abstractmethod
+    def make_private(self, rel: str) -> None:
+        """Make folder ``rel`` readable by the pipeline only (unverified outputs live
+        there); an object store relies on its bucket's permissions and does nothing."""
 
     def uri(self, rel: str) -> str:
         """A full URI/path of ``rel``, for manifests and warehouse rows."""
@@ -174,6 +181,9 @@ class LocalStore(Store):
 
     def exists(self, rel: str) -> bool:
         return self._path(rel).exists()
+
+    def make_private(self, rel: str) -> None:
+        private_dir(self._path(rel))
 
     def read_bytes(self, rel: str) -> bytes:
         return self._path(rel).read_bytes()

@@ -207,6 +207,11 @@ class Warehouse(ABC):
         """Insert small row batches (run records, errors); with ``key_columns``, upsert."""
 
     @abstractmethod
+    def delete_partition(self, table: str, values: Mapping[str, Any]) -> None:
+        """Delete every row of ``table`` whose columns equal ``values`` (e.g. one run's
+        rows, when its rerun has none to load in their place)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection/client."""
 

@@ -310,6 +310,15 @@ class BigQueryWarehouse(Warehouse):
                 self.client.delete_table(destination, not_found_ok=True)
         return len(batch)
 
+    def delete_partition(self, table: str, values: Mapping[str, Any]) -> None:
+        """One DML ``DELETE`` with typed parameters."""
+        if not values:
+            raise WarehouseError("delete_partition needs at least one column")
+        names = {f"p{i}": (column, value) for i, (column, value) in enumerate(values.items())}
+        where = " AND ".join(f"{_q(column)} = @{p}" for p, (column, _) in names.items())
+        self._run(f"DELETE FROM `{self.table_id(table)}` WHERE {where}",
+                  {p: value for p, (_, value) in names.items()})
+
     def close(self) -> None:
         """Close the client's HTTP session."""
         close = getattr(self.client, "close", None)

@@ -85,10 +85,24 @@ class DuckDBWarehouse(Warehouse):
     # -- schema ------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create every table from ``ddl/`` (BigQuery DDL transpiled) if missing."""
-        for table in TABLES:
-            for statement in transpile_ddl(schema_ddl(table)):
-                self._con.execute(statement)
+        """Create every table from ``ddl/`` (BigQuery DDL transpiled) if missing, and add
+        the declared columns an older version's table lacks (nullable, at the end)."""
+        declared = duckdb.connect(":memory:")
+        try:
+            for table in TABLES:
+                for statement in transpile_ddl(schema_ddl(table)):
+                    self._con.execute(statement)
+                    declared.execute(statement)
+                have = {name.lower() for name in self.columns(table)}
+                for name, dtype in declared.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = ? ORDER BY ordinal_position", [table]
+                ).fetchall():
+                    if name.lower() not in have:
+                        self._con.execute(
+                            f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {dtype}")
+        finally:
+            declared.close()
 
     def columns(self, table: str) -> dict[str, str]:
         """Column name -> DuckDB type of ``table`` (empty if it does not exist)."""
@@ -209,6 +223,14 @@ class DuckDBWarehouse(Warehouse):
             self._con.unregister("__dicom_deid_rows")
         self._con.execute("COMMIT")
         return count
+
+    def delete_partition(self, table: str, values: Mapping[str, Any]) -> None:
+        """``DELETE FROM table WHERE col = value AND ...`` (at least one column)."""
+        if not values:
+            raise WarehouseError("delete_partition needs at least one column")
+        where = " AND ".join(f"{_quote(c)} = ?" for c in values)
+        self._con.execute(f"DELETE FROM {_quote(table)} WHERE {where}",
+                          [unwrap(v) for v in values.values()])
 
     # -- queries -----------------------------------------------------------------
 

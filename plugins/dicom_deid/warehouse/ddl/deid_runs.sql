@@ -1,5 +1,15 @@
--- deid_runs: one row per de-identification run (who, when, which config, counts).
--- Idempotent key: run_id (a run's row is rewritten when it finishes).
+-- deid_runs: one row per de-identification run, whatever its outcome (who, when, which
+-- config and key, counts, status). Written once, by the run's last task (a teardown that
+-- runs whether the run succeeded or not); a rerun of the same batch replaces the row.
+-- Idempotent key: run_id (the batch id).
+--   status        'success', 'failed' or 'leak' (a verification found an original value)
+--   reason        why it did not succeed: exception type(s) and task id(s), never values
+--   config_sha256 the effective configuration's fingerprint (DeidConfig.fingerprint());
+--                 outputs name its first 16 hex digits in DeidentificationMethod
+--   key_id        fingerprint of the pseudonymisation key (HMAC-derived; never the key)
+--   user          who triggered the run ('scheduler' for scheduled and asset runs)
+-- New columns are appended: an older DuckDB table gains them at ensure_schema; on
+-- BigQuery, ALTER TABLE deid_runs ADD COLUMN IF NOT EXISTS ... for each.
 -- BigQuery Standard SQL; DuckDB gets it through sqlglot.
 CREATE TABLE IF NOT EXISTS deid_runs (
   run_id STRING,
@@ -11,5 +21,8 @@ CREATE TABLE IF NOT EXISTS deid_runs (
   processed INT64,
   failed INT64,
   skipped INT64,
-  status STRING
+  status STRING,
+  reason STRING,
+  key_id STRING,
+  engine STRING
 )

@@ -1,0 +1,133 @@
+"""What a run leaves for auditors: its outcome, its ``deid_runs`` row, its failure notes.
+
+A run's outcome is decided once, at its end, from what the orchestrator says failed and
+from the notes the failing steps left in the run workspace (``failures/<task>.json``:
+the task and the exception *type*, never its message, which may quote a path). Leaks are
+told apart from other failures: a verification that found an original value writes its
+leak count before raising :class:`~dicom_deid.errors.LeakError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicom_deid.dicom.files import write_atomic
+
+from .restricted import private_dir, restrict
+
+__all__ = [
+    "FAILED",
+    "LEAK",
+    "STATUSES",
+    "SUCCESS",
+    "RunOutcome",
+    "clear_failure",
+    "decide_outcome",
+    "key_id",
+    "note_failure",
+    "read_failures",
+    "triggering_user",
+]
+
+SUCCESS, FAILED, LEAK = "success", "failed", "leak"
+STATUSES = (SUCCESS, FAILED, LEAK)
+FAILURES = "failures"
+_KEY_ID_DOMAIN = b"dicom-deid/key-id/v1"
+_MAX_REASONS = 5
+_LEAK_ERRORS = frozenset({"LeakError"})
+
+
+def key_id(key: bytes) -> str:
+    """A public fingerprint of the pseudonymisation key: 16 hex digits of SHA-256 over an
+    HMAC of a fixed label under the key. It tells two keys apart in audits and cannot be
+    turned back into the key (nor used to compute a pseudonym: a different domain)."""
+    tag = hmac.new(key, _KEY_ID_DOMAIN, hashlib.sha256).digest()
+    return hashlib.sha256(tag).hexdigest()[:16]
+
+
+def triggering_user(user_name: str | None) -> str:
+    """Who started the run: the user the orchestrator names, else the scheduler (a
+    scheduled, asset-triggered or backfill run has no user)."""
+    return user_name or "scheduler"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: ``success``, ``failed`` or ``leak``, and a PHI-free reason."""
+
+    status: str
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+
+
+def _natural(label: str) -> list[Any]:
+    """Sort key: ``verify_shard[2]`` before ``verify_shard[10]``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", label)]
+
+
+def _note_path(root: Path, task: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", task).strip("-")
+    return root / FAILURES / f"{safe}.json"
+
+
+def note_failure(root: Path, task: str, error: BaseException) -> None:
+    """Remember that ``task`` failed with ``error``'s type (not its message)."""
+    private_dir(root / FAILURES)
+    path = _note_path(root, task)
+    write_atomic(path, json.dumps({"task": task, "error": type(error).__name__}).encode())
+    restrict(path)
+
+
+def clear_failure(root: Path, task: str) -> None:
+    """Forget an earlier failure of ``task`` (a later try succeeded)."""
+    _note_path(root, task).unlink(missing_ok=True)
+
+
+def read_failures(root: Path) -> dict[str, str]:
+    """Task -> exception type name, for every failure noted in this run workspace."""
+    notes: dict[str, str] = {}
+    for path in sorted((root / FAILURES).glob("*.json")):
+        try:
+            note = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        notes[str(note.get("task"))] = str(note.get("error"))
+    return notes
+
+
+def decide_outcome(
+    failed_tasks: Sequence[str],
+    completed: bool,
+    notes: dict[str, str],
+    verified: Iterable[dict[str, Any]],
+) -> RunOutcome:
+    """The run's status and reason.
+
+    ``failed_tasks``: the tasks the orchestrator marked failed; ``completed``: its last
+    work step succeeded; ``notes``: :func:`read_failures`; ``verified``: the shards'
+    verification results (a leak count above zero means a leak, even if the task that
+    found it could not leave a note).
+    """
+    leaked = any(int(v.get("leaks", 0) or 0) > 0 for v in verified)
+    if completed and not failed_tasks and not leaked:
+        return RunOutcome(SUCCESS)
+    reasons = [f"{notes.get(t, 'unknown error')} in {t}"
+               for t in sorted(failed_tasks, key=_natural)]
+    if not reasons:
+        reasons = ["the run stopped before its last step" if not completed
+                   else "a verification found an original value"]
+    if len(reasons) > _MAX_REASONS:
+        reasons = [*reasons[:_MAX_REASONS], f"+{len(reasons) - _MAX_REASONS} more"]
+    leaked = leaked or any(notes.get(t) in _LEAK_ERRORS for t in failed_tasks)
+    return RunOutcome(LEAK if leaked else FAILED, "; ".join(reasons))
