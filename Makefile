@@ -31,7 +31,7 @@ LOGS := $(DEMO)/airflow-logs
 TODAY := $(shell date -u +%Y-%m-%d)
 YESTERDAY := $(shell date -u -d yesterday +%Y-%m-%d)
 DEID_CONF := {"cohort": "patients_with_us", "cohort_params": {"start_date": "2022-01-01", \
-	"end_date": "2023-12-31"}, "options": ["CleanDescriptors"], "priority": "routine"}
+	"end_date": "2023-12-31"}, "priority": "routine"}
 
 demo: $(STAMP)
 	rm -rf $(DEMO) var/airflow

@@ -38,7 +38,10 @@ PARAMS = {
     "config": Param(None, type=["null", "string"],
                     description="Path to a Google DicomTagConfig JSON file; default: "
                     "the PS3.15 basic profile plus `options`."),
-    "options": Param(["CleanDescriptors"], type="array",
+    # The privacy-first default, as the command line's: Clean Descriptors, the residual
+    # sweep (on unless a config file turns it off) and Clean Pixel Data (burned-in text
+    # of images at risk redacted, REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS).
+    "options": Param(["CleanDescriptors", "CleanPixelData"], type="array",
                      description="PS3.15 options, when no config file is given."),
     "priority": Param("routine", enum=["stat", "urgent", "routine", "low"]),
     "destination": Param(None, type=["null", "string"],

@@ -179,11 +179,15 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
     assert manifest["study_count"] == len(studies)
     assert {s["study_uid"] for s in manifest["studies"]} == studies
     assert not (env["dest"] / ".staging" / batch.name).exists()
-    # The run report counts, per shard, the files the (fast) byte path wrote.
+    # The run report counts, per shard, the files the (fast) byte path wrote: under the
+    # privacy-first default every file but the images at risk (whose pixels OCR reads).
     rows = [line.split("|")[1:-1] for line in (ws / "report.md").read_text().splitlines()
             if line.startswith("| ") and line[2].isdigit()]
     assert sum(int(r[1]) for r in rows) == selected
-    assert sum(int(r[2]) for r in rows) >= 0.9 * selected
+    at_risk = sum(pydicom.dcmread(f, stop_before_pixels=True).Modality in ("US", "OT")
+                  for f in files)
+    assert 0 < at_risk < selected
+    assert sum(int(r[2]) for r in rows) == selected - at_risk
 
 
 def test_a_successful_run_is_recorded_once_and_leaves_no_identified_files(

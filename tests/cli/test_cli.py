@@ -126,3 +126,32 @@ print("pandas" in sys.modules)
     assert table.column("date_shift_days").to_pylist() == [None, 1, 2, 3, 4]
     assert table.column("redacted_boxes").to_pylist() == [0, 0, 0, 0, 3]
     assert table.column("patient_id").null_count == 5
+
+
+def test_the_default_policy_is_privacy_first_and_the_dags_is_the_same() -> None:
+    """No --config, --profile or --option: Basic Profile + Clean Descriptors + the
+    residual sweep + burned-in text of images at risk redacted; the deidentify DAG's
+    default options give the very same configuration (one fingerprint)."""
+    import ast
+
+    from dicom_deid.cli.main import _load_deid_config, _parser
+    from dicom_deid.config.google import config_from_options
+    from dicom_deid.config.model import OcrScope, Option, TextRedactionMode, privacy_first
+
+    args = _parser().parse_args(["deidentify", "in", "out"])
+    config = _load_deid_config(args)
+    assert config == privacy_first()
+    assert config.options == frozenset({Option.CLEAN_DESCRIPTORS}) and config.residual_sweep
+    assert config.image.text_redaction_mode is \
+        TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS
+    assert config.ocr_scope is OcrScope.AUTO
+    dag_file = Path(__file__).parents[2] / "dags" / "dicom_deidentify.py"
+    tree = ast.parse(dag_file.read_text())
+    defaults = [ast.literal_eval(kw.args[0]) for kw in ast.walk(tree)
+                if isinstance(kw, ast.Call) and getattr(kw.func, "id", "") == "Param"
+                and kw.args and isinstance(kw.args[0], ast.List)]
+    assert defaults, "the DAG's options param"
+    assert config_from_options("basic", defaults[0]).fingerprint() == config.fingerprint()
+    explicit = _load_deid_config(_parser().parse_args(
+        ["deidentify", "in", "out", "--profile", "basic"]))
+    assert explicit.image.text_redaction_mode is TextRedactionMode.REDACT_NO_TEXT

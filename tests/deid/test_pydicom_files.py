@@ -5,8 +5,11 @@ our generator: vendor private blocks, big endian, deflate, every compressed synt
 broken and truncated files, one instance in several syntaxes, twenty character sets.
 They are copied (relative paths kept, so modification times are ours to set) and
 de-identified by the real batch under the two policies a user gets without choosing:
-the CLI's default (``dicom-deid deidentify IN OUT --key-file K``: the PS3.15 Basic
-Profile) and the pipeline's (the deidentify DAG's default options, ``CleanDescriptors``).
+the CLI's default (``dicom-deid deidentify IN OUT --key-file K``: the privacy-first
+policy, Basic Profile + Clean Descriptors + the residual sweep + burned-in text of images
+at risk redacted) and the pipeline's (the deidentify DAG's default options,
+``CleanDescriptors`` and ``CleanPixelData``: the same policy, reached through the DAG's
+params).
 
 For every input: nothing is lost (one output, or one listed error with a reason;
 duplicates follow the batch's newest-input rule); an output holds its own input's pixel
@@ -64,7 +67,7 @@ FOLDERS = ("test_files", "charset_files", "palettes")
 """pydicom.data's folders (get_testdata_files, get_charset_files, get_palette_files):
 every file the wheel holds, its READMEs and JSON too (they must be listed, not lost)."""
 POLICIES = ("cli-default", "pipeline-default")
-PIPELINE_OPTIONS = ("CleanDescriptors",)
+PIPELINE_OPTIONS = ("CleanDescriptors", "CleanPixelData")
 """The dicom_deidentify DAG's default ``options`` param (dags/dicom_deidentify.py)."""
 BASE_MTIME_NS = 1_700_000_000_000_000_000
 PIXEL_DATA = 0x7FE00010
@@ -388,17 +391,28 @@ def test_duplicates_keep_the_newest_input(corpus: Corpus, run: Run) -> None:
 
 # -- 2. each output is its own input's ----------------------------------------------------
 def test_each_output_holds_its_own_inputs_pixels_and_syntax(corpus: Corpus, run: Run) -> None:
+    """Stored pixel bytes and transfer syntax are the input's; an image whose burned-in
+    text was blacked out (``redacted_boxes``) is re-encoded, and must still be its own
+    input's image: same geometry, most pixels unchanged."""
     wrong: dict[str, str] = {}
+    redacted = 0
     for row in run.mapping:
         facts = corpus.facts[str(row["source_path"])]
         assert facts is not None, row["source_path"]
         out = pydicom.dcmread(run.out / str(row["output_path"]))
         stored = out[PIXEL_DATA].value if PIXEL_DATA in out else None
-        if str(out.file_meta.TransferSyntaxUID) != facts.transfer_syntax:
+        if int(row["redacted_boxes"] or 0) > 0:
+            redacted += 1
+            before = pydicom.dcmread(corpus.root / str(row["source_path"])).pixel_array
+            after = out.pixel_array
+            if before.shape != after.shape or (before == after).mean() < 0.5:
+                wrong[str(row["source_path"])] = "redacted pixels are not the input's image"
+        elif str(out.file_meta.TransferSyntaxUID) != facts.transfer_syntax:
             wrong[str(row["source_path"])] = "transfer syntax"
         elif stored != facts.pixel_data:
             wrong[str(row["source_path"])] = "pixel data"
     assert not wrong, wrong
+    assert redacted > 0, "no image had burned-in text redacted under the default policy"
 
 
 # -- 3. pydicom reads every element of every output ---------------------------------------

@@ -15,7 +15,13 @@ from typing import NoReturn
 from dicom_deid import __version__
 from dicom_deid.cohort.filter_file import read_filter
 from dicom_deid.config.google import config_from_options, load_config
-from dicom_deid.config.model import DeidConfig, ImageConfig, OcrScope, TextRedactionMode
+from dicom_deid.config.model import (
+    DeidConfig,
+    ImageConfig,
+    OcrScope,
+    TextRedactionMode,
+    privacy_first,
+)
 from dicom_deid.deid.batch import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -48,9 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("output", type=Path, help="output folder for de-identified files")
     d.add_argument("--config", type=Path,
                    help="Google DicomTagConfig / DeidentifyConfig JSON (used unchanged)")
-    d.add_argument("--profile", default="basic",
+    d.add_argument("--profile", default=None,
                    help="profile when no --config: basic (PS3.15 Basic Profile), keep-all, "
-                        "minimal-keep-list, deidentify-tag-contents, or Google's names")
+                        "minimal-keep-list, deidentify-tag-contents, or Google's names. "
+                        "Without --config, --profile, --option and --text-redaction the "
+                        "privacy-first default applies: basic + CleanDescriptors + the "
+                        "residual sweep + burned-in text of images at risk redacted")
     d.add_argument("--option", action="append", default=[], metavar="NAME",
                    help="PS3.15 option, repeatable: RetainSafePrivate, RetainUIDs, "
                         "RetainDeviceIdentity, RetainInstitutionIdentity, "
@@ -137,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load_deid_config(args: argparse.Namespace) -> DeidConfig:
     if args.config:
-        if args.option or args.profile != "basic":
+        if args.option or args.profile is not None:
             raise ConfigError("--config already holds the profile and options; "
                               "drop --profile/--option")
         config = load_config(args.config)
@@ -148,7 +157,11 @@ def _load_deid_config(args: argparse.Namespace) -> DeidConfig:
         if args.text_redaction:
             raise ConfigError("--config already holds cleanImage; drop --text-redaction")
         return _pixel_overrides(config, args)
-    config = config_from_options(args.profile, args.option, id_prefix=args.id_prefix,
+    if args.profile is None and not args.option and not args.text_redaction:
+        return _pixel_overrides(privacy_first(
+            id_prefix=args.id_prefix, residual_sweep=not args.no_residual_sweep), args)
+    config = config_from_options(args.profile or "basic", args.option,
+                                 id_prefix=args.id_prefix,
                                  residual_sweep=not args.no_residual_sweep)
     if args.text_redaction:
         image = ImageConfig(TextRedactionMode(args.text_redaction))

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
+from typing import Any
 
 from dicom_deid.errors import ConfigError
 
@@ -355,3 +356,23 @@ class DeidConfig:
 
         blob = json.dumps(norm(asdict(self)), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def privacy_first(**fields: Any) -> DeidConfig:
+    """The default policy of the command line and of every project that does not choose
+    another: the PS3.15 Basic Profile with Clean Descriptors, the residual-identifier
+    sweep, and burned-in text of images at risk (``ocrScope`` AUTO: US, secondary
+    captures, BurnedInAnnotation YES...) redacted where it matches this instance's
+    identifying values or a sensitive pattern (``REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS``).
+    Safe on a hospital's data without tuning; anything weaker is an explicit choice.
+    ``fields`` set other :class:`DeidConfig` fields (a prefix, the sweep switch)."""
+    return DeidConfig(**{
+        "profile": ProfileType.BASIC,
+        "options": frozenset({Option.CLEAN_DESCRIPTORS}),
+        # PS3.15 Clean Pixel Data: REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS (see image);
+        # the same DeidConfig as the options CleanDescriptors + CleanPixelData.
+        "clean_pixel_data": True,
+        "ocr_scope": OcrScope.AUTO,
+        "residual_sweep": True,
+        **fields,
+    })
