@@ -8,8 +8,10 @@ corpus (its program files cached), and a full read of the input (its page cache 
 
 ``dicom-deid``
     the real command line as a subprocess:
-    ``dicom-deid deidentify IN OUT --key-file K --workers W --no-progress --errors E
-    --mapping M`` (its own walk of IN, Basic Profile, mapping written).
+    ``dicom-deid deidentify IN OUT --profile basic --key-file K --workers W --no-progress
+    --errors E --mapping M`` (its own walk of IN, Basic Profile and the residual sweep,
+    mapping written; the peers do no pixel work, so neither does this run: the CLI's
+    privacy-first default also cleans burned-in text, measured by bench_pixels.py).
 ``pydicom``, ``dicognito``, ``dcmanon``
     ``benchmarks/peer_runner.py`` in the separate virtualenv ``benchmarks/.venv-peers``
     (made by ``setup_peers.sh`` when missing), a ``multiprocessing`` pool of W workers over
@@ -418,7 +420,7 @@ def prepare_out(name: str) -> tuple[Path, bool]:
 def command(name: str, corpus: Corpus, out: Path, workers: int) -> list[str]:
     if name == DEID:
         return [
-            str(deid_bin()), "deidentify", str(corpus.dicom_dir), str(out),
+            str(deid_bin()), "deidentify", str(corpus.dicom_dir), str(out), "--profile", "basic",
             "--key-file", str(key_file()), "--workers", str(workers), "--no-progress",
             "--errors", str(WORK / "deid-errors.csv"),
             "--mapping", str(WORK / "deid-mapping.parquet"),

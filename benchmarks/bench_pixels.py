@@ -209,6 +209,8 @@ def _run(name: str, spec: dict[str, object] | None, corpus: Path, workers: int,
     cmd = [str(Path(sys.executable).parent / "dicom-deid"), "deidentify", str(corpus / "dicom"),
            str(out), "--key-file", str(key_file), "--workers", str(workers), "--no-progress",
            "--mapping", str(mapping), "--errors", str(WORK / f"pixels-errors-{slug}.csv")]
+    if spec is None:
+        cmd += ["--profile", "basic"]  # the baseline: no pixel work (not the CLI default)
     if spec is not None:
         cmd += ["--text-redaction", str(spec["mode"]), "--ocr-scope", str(spec["scope"]).lower()]
     started = time.perf_counter()
