@@ -39,8 +39,9 @@ def main(root: Path) -> int:
     print(f"\nde-identified batch : {batch}/<study>/<series>/<sop>.dcm ({len(files)} files)")
     print(f"manifest            : {batch / 'manifest.json'} (priority {manifest['priority']}, "
           f"{manifest['study_count']} studies, {manifest['image_count']} images)")
-    print(f"run folder          : {run}/ (filter file cohort.filter, shards/, mapping/, "
-          "errors/: restricted)")
+    print(f"run folder          : {run}/ (restricted, 0700: the plan, per-shard counts "
+          "and the report; the identified intermediates went when the run succeeded, "
+          "mapping and errors are in the restricted tables)")
     print(f"run report          : {run / 'report.md'}")
     print(f"metadata (Parquet)  : {root / 'metadata'}/{{dicom_metadata,deid_metadata}}/"
           "ingest_date=*/")
