@@ -54,6 +54,14 @@ def test_keys_have_no_default_and_a_minimum_length(tmp_path) -> None:
     with pytest.raises(KeyConfigError):
         parse_key(b"00" * 16)
     assert parse_key(("ab" * 32).encode()) == bytes([0xAB]) * 32
+    assert parse_key(bytes(range(200, 232))) == bytes(range(200, 232))  # raw binary
+    with pytest.raises(KeyConfigError, match="passphrase"):
+        parse_key(b"correct horse battery staple, and then some more!")  # 32+ characters
+    import base64
+    b64 = base64.b64encode(bytes(32))
+    assert parse_key(b64) == bytes(32)
+    with pytest.raises(KeyConfigError, match="hex"):
+        parse_key(b64, hex_only=True)  # an Airflow connection: the keygen format only
     path = tmp_path / "k"
     generate_key_file(path)
     assert len(load_key(path)) == 32

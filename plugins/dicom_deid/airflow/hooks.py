@@ -13,8 +13,9 @@ DEFAULT_KEY_CONN_ID = "dicom_deid_key"
 class DeidKeyHook(BaseHook):
     """Reads the pseudonymisation key from a connection's password field.
 
-    The key is hex or base64 text of at least 32 bytes (``dicom-deid keygen`` makes
-    one). Because it is a connection, it can live in the metadata DB, in an
+    The key is the hex text ``dicom-deid keygen`` writes (at least 32 bytes); nothing
+    else is accepted, so no password typed into a connection form becomes a key.
+    Because it is a connection, it can live in the metadata DB, in an
     ``AIRFLOW_CONN_DICOM_DEID_KEY`` variable or in a secrets backend (Vault, Google
     Secret Manager...), and Airflow masks it in task logs.
     """
@@ -34,6 +35,6 @@ class DeidKeyHook(BaseHook):
         if not conn.password:
             raise KeyConfigError(
                 f"connection {self.key_conn_id!r} has no password: put the key "
-                "(hex or base64, from `dicom-deid keygen`) there"
+                "(the hex text `dicom-deid keygen` writes) there"
             )
-        return parse_key(conn.password.encode())
+        return parse_key(conn.password.encode(), hex_only=True)

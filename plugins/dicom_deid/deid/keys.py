@@ -21,24 +21,35 @@ MIN_KEY_BYTES = 32
 
 
 
-def parse_key(text_or_bytes: bytes) -> bytes:
-    """Decode a key given as hex, base64 or raw bytes; enforce the minimum length."""
+def parse_key(text_or_bytes: bytes, *, hex_only: bool = False) -> bytes:
+    """Decode a key given as hex (what ``dicom-deid keygen`` writes), base64, or raw
+    binary bytes; enforce the minimum length. Readable text that is neither hex nor
+    base64 is a passphrase, not a key, and is refused: a password of 32 characters has
+    far less than 32 bytes of entropy. ``hex_only`` (an Airflow connection's password)
+    accepts the keygen format alone."""
     stripped = text_or_bytes.strip()
     key: bytes | None = None
     try:
-        text = stripped.decode("ascii")
+        text: str | None = stripped.decode("ascii")
     except UnicodeDecodeError:
         text = None
     if text is not None:
         try:
             key = bytes.fromhex(text)
         except ValueError:
+            if hex_only:
+                raise KeyConfigError(
+                    "the key must be the hex text `dicom-deid keygen` writes") from None
             try:
                 key = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
-                key = None
+                raise KeyConfigError(
+                    "the key is readable text but neither hex nor base64: a passphrase "
+                    "is not a key; create one with `dicom-deid keygen KEYFILE`") from None
+    elif hex_only:
+        raise KeyConfigError("the key must be the hex text `dicom-deid keygen` writes")
     if key is None:
-        key = text_or_bytes
+        key = text_or_bytes  # binary: raw key bytes
     if len(key) < MIN_KEY_BYTES:
         raise KeyConfigError(
             f"the de-identification key must hold at least {MIN_KEY_BYTES} bytes "
