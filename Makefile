@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO := var/demo
 PATIENTS ?= 12
 
-.PHONY: install demo airflow-ui test lint bench clean
+.PHONY: install demo airflow-ui test lint bench bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_deidentify.py
 	$(BIN)/python benchmarks/bench_export.py
 	$(BIN)/python benchmarks/bench_pixels.py
+
+# The two DAGs (airflow dags test) against the same steps on the command line (a few minutes).
+bench-pipeline: $(STAMP)
+	$(BIN)/python benchmarks/bench_pipeline.py --write
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
