@@ -752,12 +752,13 @@ def report(ctx: dict[str, Any], rows: list[Row], small: Row | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(section: str) -> None:
+def write_markdown(section: str, start_mark: str = START_MARK, end_mark: str = END_MARK) -> None:
+    """Replace the section between the markers in BENCHMARKS.md (appended when absent)."""
     if BENCHMARKS_MD.exists():
         text = BENCHMARKS_MD.read_text()
-        start, end = text.find(START_MARK), text.find(END_MARK)
+        start, end = text.find(start_mark), text.find(end_mark)
         if start != -1 and end > start:
-            rest = text[end + len(END_MARK):].lstrip("\n")
+            rest = text[end + len(end_mark):].lstrip("\n")
             text = text[:start] + section + ("\n" + rest if rest else "")
         else:
             text = text.rstrip("\n") + "\n\n" + section

@@ -78,6 +78,7 @@ from bench_deidentify import (
     measure,
     wait_for_quiet,
     warm,
+    write_markdown,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -848,21 +849,6 @@ def report(ctx: dict[str, Any], dags: list[RoundRun], clis: list[RoundRun],
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(section: str) -> None:
-    """Replace the marked section of BENCHMARKS.md (appended when absent)."""
-    if BENCHMARKS_MD.exists():
-        text = BENCHMARKS_MD.read_text()
-        start, end = text.find(START_MARK), text.find(END_MARK)
-        if start != -1 and end > start:
-            rest = text[end + len(END_MARK):].lstrip("\n")
-            text = text[:start] + section + ("\n" + rest if rest else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-    else:
-        text = "# Benchmarks\n\n" + section
-    BENCHMARKS_MD.write_text(text)
-
-
 # -- driver -------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -999,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     (WORK / f"pipeline-results-{stamp}.json").write_text(
         json.dumps(raw, indent=1, default=str) + "\n")
     if args.write:
-        write_markdown(section)
+        write_markdown(section, START_MARK, END_MARK)
         print(f"wrote {BENCHMARKS_MD.relative_to(ROOT)}")
     for fh in locks:
         fh.close()
