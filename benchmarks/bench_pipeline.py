@@ -17,14 +17,15 @@ Contenders; every command is one subprocess timed from outside (wall clock, spaw
     the key as the ``dicom_deid_key`` connection are set-up, not timed; then
     ``airflow dags test dicom_metadata_export <today>T01:00Z`` (yesterday's interval) and
     ``airflow dags test dicom_deidentify <today>T02:00Z --conf {...}``: a cohort file that
-    selects every study (``cohort_params`` covering all dates), ``options``
-    ``["CleanDescriptors"]``, ``max_shards``/``shard_max_files`` for ``--shards`` shards, and
+    selects every study (``cohort_params`` covering all dates), the policy file
+    (``$DICOM_DEID_POLICY``: the Basic Profile with ``CleanDescriptors``),
+    ``max_shards``/``shard_max_files`` for ``--shards`` shards, and
     ``DICOM_DEID_WORKERS`` worker processes per shard. Per-task start and end times come
     from the run's metadata DB (``task_instance``).
 ``cli``
     ``dicom-deid export-metadata`` into a fresh DuckDB; ``dicom-deid cohort`` (the same file
     and params) writing a filter file; ``dicom-deid deidentify --filter --warehouse``
-    (``--option CleanDescriptors``, mapping and errors written). ``export-metadata`` of the
+    (``--config`` the same policy file, mapping and errors written). ``export-metadata`` of the
     outputs into ``deid_metadata`` (what the DAG's ``load_deid_metadata`` does) is timed too,
     but left out of the ratio: the tester's two steps did not include it.
 
@@ -102,6 +103,17 @@ DEFAULT_SEED = 2026
 WARMUP_PATIENTS = 1
 ALL_DATES = {"start_date": "1900-01-01", "end_date": "2099-12-31"}
 OPTIONS = ["CleanDescriptors"]
+POLICY = {"dicomDeid": {"ps315Options": OPTIONS}}
+"""Both contenders' policy, one file: the DAG's $DICOM_DEID_POLICY, the CLI's --config."""
+
+
+def policy_file(base: Path) -> Path:
+    """The policy file both contenders read (one file: one config fingerprint); outside
+    the rounds' folders, which each round makes and removes whole."""
+    path = WORK / "pipeline-policy.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(POLICY))
+    return path
 COHORT_SQL = """\
 -- Every study in dicom_metadata whose StudyDate is in [start_date, end_date] or missing:
 -- with 1900-01-01..2099-12-31, the whole landing zone (written by bench_pipeline.py).
@@ -218,15 +230,16 @@ def dag_env(base: Path, landing: Path, workers: int, src: Path) -> dict[str, str
         "DICOM_DEID_DATA_DIR": str(base / "data"),
         "DICOM_DEID_LANDING": str(landing),
         "DICOM_DEID_WORKERS": str(workers),
+        "DICOM_DEID_POLICY": str(policy_file(base)),
     }
 
 
 def deid_conf(cohort: Path, files: int, shards: int) -> dict[str, Any]:
-    """The de-identification DAG's params: everything, CleanDescriptors, ``shards`` shards."""
+    """The de-identification DAG's params: everything, ``shards`` shards (the policy is
+    the deployment's: $DICOM_DEID_POLICY)."""
     return {
         "cohort": str(cohort),
         "cohort_params": ALL_DATES,
-        "options": OPTIONS,
         "priority": "routine",
         "shard_max_files": max(1, math.ceil(files / shards)),
         "max_shards": shards,
@@ -256,7 +269,7 @@ def cli_plan(base: Path, corpus: Corpus, key: Path, cohort: Path, workers: int,
     warehouse = f"duckdb://{base / 'warehouse' / 'dicom_deid.duckdb'}"
     w = ["--workers", str(workers)]
     params = [a for k, v in ALL_DATES.items() for a in ("--param", f"{k}={v}")]
-    options = [a for o in OPTIONS for a in ("--option", o)]
+    options = ["--config", str(policy_file(base))]
     steps = [
         ("export", [dd, "export-metadata", str(corpus.dicom_dir), "--out",
                     str(base / "metadata" / "dicom_metadata"), "--warehouse", warehouse, *w]),
@@ -703,8 +716,8 @@ def cli_table(clis: list[RoundRun]) -> list[str]:
     labels = {
         "export": "`export-metadata LANDING --warehouse W`",
         "cohort": "`cohort all_studies.sql --param ... --out F --warehouse W`",
-        "deidentify": "`deidentify LANDING OUT --filter F --warehouse W --option "
-                      "CleanDescriptors --mapping --errors`",
+        "deidentify": "`deidentify LANDING OUT --filter F --warehouse W --config "
+                      "policy.json --mapping --errors`",
         "load-back": "`export-metadata OUT --table deid_metadata` (the DAG's "
                      "`load_deid_metadata`; not in the ratio)",
     }
@@ -804,14 +817,15 @@ def report(ctx: dict[str, Any], dags: list[RoundRun], clis: list[RoundRun],
         f"the `{KEY_CONN}` connection not timed); `airflow dags test {EXPORT_DAG} "
         f"{ctx['today']}T01:00:00+00:00`, then `airflow dags test {DEID_DAG} "
         f"{ctx['today']}T02:00:00+00:00 --conf` with a cohort file selecting every study "
-        f"(`cohort_params` {json.dumps(ALL_DATES)}), `options` {json.dumps(OPTIONS)}, "
+        f"(`cohort_params` {json.dumps(ALL_DATES)}), the policy file {json.dumps(POLICY)} "
+        "as `$DICOM_DEID_POLICY`, "
         f"`max_shards` {ctx['shards']} and `shard_max_files` "
         f"{math.ceil(corpus.files / ctx['shards'])} ({dags[0].shards} shards planned), "
         f"`DICOM_DEID_WORKERS={ctx['workers']}` (per shard; `dags test` runs tasks one at a "
         "time). Per-task times: `task_instance` start and end in the run's metadata DB.",
         f"- CLI: `export-metadata` into a fresh DuckDB, then **with a filter file**: `cohort` "
         f"(the same cohort file and params) and `deidentify --filter --warehouse` "
-        f"(`--workers {ctx['workers']}`, `--option CleanDescriptors`, mapping and errors "
+        f"(`--workers {ctx['workers']}`, `--config` the same policy file, mapping and errors "
         "written); the de-identification step is the sum of the two commands.",
         f"- Each command is one subprocess timed from outside (spawn to exit); figures are "
         f"medians of {ctx['repeat']} round(s), contenders alternating (order flipped each "

@@ -1,8 +1,11 @@
 """De-identify a SQL cohort: cohort -> filter file -> shards -> verify -> publish -> load.
 
 Runs when ``dicom_metadata`` gets new instances, or on demand with params (Trigger DAG
-w/ config, or ``airflow dags trigger dicom_deidentify --conf '{...}'``). Nothing is
-published unless every shard passes verification. Whatever happens, the ``finish_run``
+w/ config, or ``airflow dags trigger dicom_deidentify --conf '{...}'``). Params choose
+what to de-identify (a cohort, its window, a priority), never how: the policy, key and
+destination are the deployment's ($DICOM_DEID_POLICY, $DICOM_DEID_KEY_CONN_ID,
+$DICOM_DEID_DESTINATION), and a trigger naming them fails. Nothing is published unless
+every shard passes verification. Whatever happens, the ``finish_run``
 teardown records the run in ``deid_runs`` (success, failed or leak) and cleans up; a
 failed task is reported by ``notify_failure`` (log, and ``$DICOM_DEID_NOTIFY_CONN_ID``).
 """
@@ -35,19 +38,7 @@ PARAMS = {
                     "examples shipped with the package) or a path to a .sql file."),
     "cohort_params": Param({"start_date": "2000-01-01", "end_date": "2099-12-31"},
                            type="object", description="Values of the cohort's @params."),
-    "config": Param(None, type=["null", "string"],
-                    description="Path to a Google DicomTagConfig JSON file; default: "
-                    "the PS3.15 basic profile plus `options`."),
-    # The privacy-first default, as the command line's: Clean Descriptors, the residual
-    # sweep (on unless a config file turns it off) and Clean Pixel Data (burned-in text
-    # of images at risk redacted, REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS).
-    "options": Param(["CleanDescriptors", "CleanPixelData"], type="array",
-                     description="PS3.15 options, when no config file is given."),
     "priority": Param("routine", enum=["stat", "urgent", "routine", "low"]),
-    "destination": Param(None, type=["null", "string"],
-                         description="Where to publish; default $DICOM_DEID_DESTINATION."),
-    "key_conn_id": Param("dicom_deid_key", type="string",
-                         description="Connection whose password holds the HMAC key."),
     "shard_max_files": Param(2000, type="integer", minimum=1),
     "max_shards": Param(256, type="integer", minimum=1, maximum=1000),
 }

@@ -266,16 +266,17 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
 
 def test_a_leak_fails_the_run_before_anything_is_published(
     env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path,
-    webhook: list[dict[str, Any]],
+    webhook: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Keeping StudyDescription (which names the patient) while PatientName is removed, with
-    # the residual sweep (which would clean it) explicitly switched off.
+    # A deployment policy (its version-controlled file) that keeps StudyDescription (which
+    # names the patient) while PatientName is removed, with the residual sweep (which
+    # would clean it) explicitly switched off.
     config = tmp_path / "leaky.json"
     config.write_text(json.dumps({
         "dicomTagConfig": {"actions": [{"queries": ["StudyDescription"], "keepTag": {}}]},
         "dicomDeid": {"residualSweep": False}}))
-    run = dags["dicom_deidentify"].test(logical_date=LEAK_RUN, run_conf={
-        "config": str(config), "options": []})
+    monkeypatch.setenv("DICOM_DEID_POLICY", str(config))
+    run = dags["dicom_deidentify"].test(logical_date=LEAK_RUN)
     from dicom_deid.pipeline.deid_steps import RunRequest, batch_id_for
 
     assert run.state == "failed"
@@ -306,16 +307,21 @@ def test_a_leak_fails_the_run_before_anything_is_published(
     assert not [p for p in patterns for t in texts if p in t.encode()]
 
 
-def test_a_run_failing_early_is_recorded_as_failed(
-    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any]
+def test_a_trigger_cannot_weaken_the_policy_and_the_refusal_is_recorded(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path,
 ) -> None:
-    # A config file and options together: the params are refused before any work.
+    # Whoever triggers a run may narrow it (cohort, window, priority), never change how it
+    # de-identifies: options, a config, a destination or a key connection in the trigger's
+    # conf fail the run before any work, and the run is recorded as failed.
     run = dags["dicom_deidentify"].test(logical_date=BAD_COHORT_RUN, run_conf={
         "cohort": "no_such_cohort", "config": "/nowhere/config.json",
-        "options": ["CleanDescriptors"]})
+        "options": ["RetainUIDs", "RetainLongitudinalFullDates"],
+        "destination": str(tmp_path / "elsewhere"), "key_conn_id": "weak_key"})
     from dicom_deid.pipeline.deid_steps import batch_id_for
 
     assert run.state == "failed"
+    assert not list((env["dest"]).glob(f"{batch_id_for(BAD_COHORT_RUN)}*"))
+    assert not (tmp_path / "elsewhere").exists()
     row = _run_row(env["data"], batch_id_for(BAD_COHORT_RUN))
     assert (row["status"], row["reason"]) == ("failed", "ConfigError in run_cohort")
     assert (row["processed"], row["cohort"], row["user"]) == (0, "no_such_cohort", "dag_test")

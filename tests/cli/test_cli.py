@@ -128,30 +128,22 @@ print("pandas" in sys.modules)
     assert table.column("patient_id").null_count == 5
 
 
-def test_the_default_policy_is_privacy_first_and_the_dags_is_the_same() -> None:
+def test_the_default_policy_is_privacy_first_and_the_pipelines_is_the_same() -> None:
     """No --config, --profile or --option: Basic Profile + Clean Descriptors + the
-    residual sweep + burned-in text of images at risk redacted; the deidentify DAG's
-    default options give the very same configuration (one fingerprint)."""
-    import ast
-
+    residual sweep + burned-in text of images at risk redacted; a pipeline deployment
+    without a policy file gets the very same configuration (one fingerprint)."""
     from dicom_deid.cli.main import _load_deid_config, _parser
-    from dicom_deid.config.google import config_from_options
     from dicom_deid.config.model import OcrScope, Option, TextRedactionMode, privacy_first
+    from dicom_deid.pipeline.deid_steps import RunRequest
 
-    args = _parser().parse_args(["deidentify", "in", "out"])
-    config = _load_deid_config(args)
+    config = _load_deid_config(_parser().parse_args(["deidentify", "in", "out"]))
     assert config == privacy_first()
     assert config.options == frozenset({Option.CLEAN_DESCRIPTORS}) and config.residual_sweep
     assert config.image.text_redaction_mode is \
         TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS
     assert config.ocr_scope is OcrScope.AUTO
-    dag_file = Path(__file__).parents[2] / "dags" / "dicom_deidentify.py"
-    tree = ast.parse(dag_file.read_text())
-    defaults = [ast.literal_eval(kw.args[0]) for kw in ast.walk(tree)
-                if isinstance(kw, ast.Call) and getattr(kw.func, "id", "") == "Param"
-                and kw.args and isinstance(kw.args[0], ast.List)]
-    assert defaults, "the DAG's options param"
-    assert config_from_options("basic", defaults[0]).fingerprint() == config.fingerprint()
+    pipeline = RunRequest(cohort="x", cohort_params={}).deid_config()
+    assert pipeline.fingerprint() == config.fingerprint()
     explicit = _load_deid_config(_parser().parse_args(
         ["deidentify", "in", "out", "--profile", "basic"]))
     assert explicit.image.text_redaction_mode is TextRedactionMode.REDACT_NO_TEXT

@@ -7,9 +7,8 @@ They are copied (relative paths kept, so modification times are ours to set) and
 de-identified by the real batch under the two policies a user gets without choosing:
 the CLI's default (``dicom-deid deidentify IN OUT --key-file K``: the privacy-first
 policy, Basic Profile + Clean Descriptors + the residual sweep + burned-in text of images
-at risk redacted) and the pipeline's (the deidentify DAG's default options,
-``CleanDescriptors`` and ``CleanPixelData``: the same policy, reached through the DAG's
-params).
+at risk redacted) and the pipeline's (a deployment without a policy file: the same
+policy, reached through the pipeline's run request and run_batch).
 
 For every input: nothing is lost (one output, or one listed error with a reason;
 duplicates follow the batch's newest-input rule); an output holds its own input's pixel
@@ -67,8 +66,6 @@ FOLDERS = ("test_files", "charset_files", "palettes")
 """pydicom.data's folders (get_testdata_files, get_charset_files, get_palette_files):
 every file the wheel holds, its READMEs and JSON too (they must be listed, not lost)."""
 POLICIES = ("cli-default", "pipeline-default")
-PIPELINE_OPTIONS = ("CleanDescriptors", "CleanPixelData")
-"""The dicom_deidentify DAG's default ``options`` param (dags/dicom_deidentify.py)."""
 BASE_MTIME_NS = 1_700_000_000_000_000_000
 PIXEL_DATA = 0x7FE00010
 
@@ -324,8 +321,8 @@ def deidentify(policy: str, corpus: Corpus, work: Path) -> Run:
                      "--no-progress"])
         assert code == 3  # documented: some inputs failed (pydicom ships broken files)
     else:
-        config = RunRequest(cohort="all", cohort_params={},
-                            options=PIPELINE_OPTIONS).deid_config()
+        # A pipeline run with no policy file ($DICOM_DEID_POLICY unset): the default.
+        config = RunRequest(cohort="all", cohort_params={}).deid_config()
         run_batch(iter_sources(corpus.root), out, config, KEY, workers=2,
                   errors_path=errors, mapping_path=mapping, progress=False,
                   start_method="forkserver")

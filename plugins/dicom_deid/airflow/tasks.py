@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -24,7 +24,7 @@ from dicom_deid.pipeline.interval_export import export_interval, export_parts, l
 from dicom_deid.pipeline.settings import PipelineSettings, notify_conn_id
 from dicom_deid.pipeline.shards import ShardLimits
 
-from .hooks import DEFAULT_KEY_CONN_ID, DeidKeyHook
+from .hooks import DeidKeyHook
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -45,9 +45,7 @@ def _settings() -> PipelineSettings:
     """Settings from the workers' environment, then this run's params; a bad setting
     fails the task without retries (retrying cannot fix it)."""
     try:
-        settings = PipelineSettings.from_env()
-        params = get_current_context().get("params") or {}
-        return settings.override(destination=params.get("destination"))
+        return PipelineSettings.from_env()
     except ConfigError as exc:
         raise AirflowFailException(f"invalid settings: {exc}") from exc
 
@@ -96,13 +94,27 @@ def _workspace(ctx: Context, settings: PipelineSettings) -> RunWorkspace:
     return RunWorkspace(settings.work_dir, batch_id_for(_when(ctx)))
 
 
-def _request(params: Mapping[str, Any]) -> RunRequest:
+def _request(ctx: Context, settings: PipelineSettings) -> RunRequest:
+    """What this run de-identifies (its params: a cohort, its window, a priority) and how
+    (the deployment's policy file, never a param). A trigger ``conf`` naming anything
+    else -- ``options``, ``config``, ``destination``, ``key_conn_id`` used to be params --
+    fails the run: a trigger may narrow a run, never weaken it."""
+    params = ctx["params"]
+    dag_run = ctx.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    declared = getattr(ctx.get("dag"), "params", None) or {}  # the run's params hold conf too
+    foreign = sorted(set(conf) - set(declared))
+    if foreign:
+        refused = ConfigError(
+            f"{', '.join(foreign)} cannot be set when a run is triggered: the policy, key "
+            "and destination are the deployment's ($DICOM_DEID_POLICY, "
+            "$DICOM_DEID_KEY_CONN_ID, $DICOM_DEID_DESTINATION, under version control)")
+        raise AirflowFailException(f"invalid params: {refused}") from refused
     try:
         return RunRequest(
             cohort=params["cohort"],
             cohort_params=dict(params.get("cohort_params") or {}),
-            config=params.get("config") or None,
-            options=tuple(params.get("options") or ()),
+            config=str(settings.policy) if settings.policy else None,
             priority=params.get("priority") or "routine",
         )
     except ConfigError as exc:
@@ -110,10 +122,10 @@ def _request(params: Mapping[str, Any]) -> RunRequest:
 
 
 def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
-    """This DAG run's context, workspace, settings (params override env) and request."""
+    """This DAG run's context, workspace, settings (the deployment's) and request."""
     ctx = get_current_context()
     settings = _settings()
-    return ctx, _workspace(ctx, settings), settings, _request(ctx["params"])
+    return ctx, _workspace(ctx, settings), settings, _request(ctx, settings)
 
 
 def _when(ctx: Context) -> datetime:
@@ -206,8 +218,7 @@ def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
     ctx, ws, settings, req = _run()
     # read by map_index_template (a key of our own in the context, as Airflow documents)
     ctx["shard_label"] = f"shard {shard['shard']} ({shard['files']} files)"  # type: ignore[typeddict-unknown-key]
-    key_conn_id = ctx["params"].get("key_conn_id") or DEFAULT_KEY_CONN_ID
-    key = DeidKeyHook(key_conn_id).get_key()
+    key = DeidKeyHook(settings.key_conn_id).get_key()
     return deid_steps.deidentify_shard(ws, settings, req, shard["shard"], key)
 
 
@@ -289,7 +300,7 @@ def finish_run() -> dict[str, Any]:
     ws = _workspace(ctx, settings)
     params = ctx["params"]
     try:
-        req: RunRequest | None = _request(params)
+        req: RunRequest | None = _request(ctx, settings)
     except AirflowFailException:
         req = None  # recorded with the failure the params caused
     states = _task_states(ctx)

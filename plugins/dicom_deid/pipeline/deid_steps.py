@@ -31,7 +31,7 @@ from dicom_deid import __version__
 from dicom_deid.cohort.cohorts import URI_COLUMN, cohort_to_filter, load_cohort, resolve_filter
 from dicom_deid.cohort.filter_file import read_filter
 from dicom_deid.config.google import config_from_options, load_config
-from dicom_deid.config.model import DeidConfig
+from dicom_deid.config.model import DeidConfig, privacy_first
 from dicom_deid.deid.batch import Source, run_batch
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
@@ -162,8 +162,12 @@ class RunRequest:
             raise ConfigError("a config file already holds the profile and options")
 
     def deid_config(self) -> DeidConfig:
+        """The config file's, else the profile with the options; with neither, the
+        privacy-first default (never the bare profile by omission)."""
         if self.config:
             return load_config(Path(self.config))
+        if not self.options and self.profile == "basic":
+            return privacy_first()
         return config_from_options(self.profile, list(self.options))
 
     def config_fingerprint(self) -> str:
