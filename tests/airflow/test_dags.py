@@ -38,6 +38,7 @@ EXPORT_RUN = datetime(2026, 3, 11, 1, 0, tzinfo=UTC)  # its data interval: Mar 1
 DEID_RUN = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
 LEAK_RUN = datetime(2026, 3, 13, 9, 0, tzinfo=UTC)
 BAD_COHORT_RUN = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
+EMPTY_RUN = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +117,11 @@ def first_run(env: dict[str, Any], dags: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
-    from dicom_deid.airflow.tasks import notify_failure
+    from dicom_deid.airflow.tasks import RUN_PARAMS, notify_failure
 
     export, deid = dags["dicom_metadata_export"], dags["dicom_deidentify"]
+    # The DAG declares only params that narrow a run (the engine refuses any other).
+    assert {"cohort", "cohort_params", "priority"} <= set(deid.params) <= RUN_PARAMS
     assert set(export.task_ids) == {"export_landing", "load_metadata"}
     assert export.get_task("load_metadata").upstream_task_ids == {"export_landing"}
     assert [o.name for o in export.get_task("load_metadata").outlets] == ["dicom_metadata"]
@@ -326,3 +329,25 @@ def test_a_trigger_cannot_weaken_the_policy_and_the_refusal_is_recorded(
     assert (row["status"], row["reason"]) == ("failed", "ConfigError in run_cohort")
     assert (row["processed"], row["cohort"], row["user"]) == (0, "no_such_cohort", "dag_test")
     assert (row["config_sha256"], row["key_id"]) == (None, None)
+
+
+def test_a_cohort_that_selects_nothing_is_a_successful_empty_run(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any]
+) -> None:
+    """A night with nothing new: no shard is planned, an empty batch is published (its
+    manifest says 0 images), and the run is recorded as a success with nothing processed
+    (not as a failure)."""
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    run = dags["dicom_deidentify"].test(logical_date=EMPTY_RUN, run_conf={
+        "cohort": "patients_with_us",
+        "cohort_params": {"start_date": "1800-01-01", "end_date": "1800-12-31"}})
+    assert run.state == "success"
+    batch = batch_id_for(EMPTY_RUN)
+    assert not list((env["dest"] / batch).rglob("*.dcm"))
+    manifest = json.loads((env["dest"] / batch / "manifest.json").read_text())
+    assert (manifest["image_count"], manifest["study_count"]) == (0, 0)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["plan_shards"] == "success" and states["finish_run"] == "success"
+    row = _run_row(env["data"], batch)
+    assert (row["status"], row["processed"], row["failed"]) == ("success", 0, 0)

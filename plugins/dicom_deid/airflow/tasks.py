@@ -94,6 +94,11 @@ def _workspace(ctx: Context, settings: PipelineSettings) -> RunWorkspace:
     return RunWorkspace(settings.work_dir, batch_id_for(_when(ctx)))
 
 
+RUN_PARAMS = frozenset({"cohort", "cohort_params", "priority", "shard_max_files",
+                        "shard_max_bytes", "max_shards"})
+"""What a trigger may set: what a run de-identifies, never how (the DAG declares these)."""
+
+
 def _request(ctx: Context, settings: PipelineSettings) -> RunRequest:
     """What this run de-identifies (its params: a cohort, its window, a priority) and how
     (the deployment's policy file, never a param). A trigger ``conf`` naming anything
@@ -102,8 +107,7 @@ def _request(ctx: Context, settings: PipelineSettings) -> RunRequest:
     params = ctx["params"]
     dag_run = ctx.get("dag_run")
     conf = getattr(dag_run, "conf", None) or {}
-    declared = getattr(ctx.get("dag"), "params", None) or {}  # the run's params hold conf too
-    foreign = sorted(set(conf) - set(declared))
+    foreign = sorted(set(conf) - RUN_PARAMS)
     if foreign:
         refused = ConfigError(
             f"{', '.join(foreign)} cannot be set when a run is triggered: the policy, key "
@@ -308,9 +312,13 @@ def finish_run() -> dict[str, Any]:
     failed = sorted(label for label, state in states.items()
                     if state == "failed" and label != own)
     dag_run = ctx["dag_run"]
+    # A cohort that selects nothing plans no shard: the mapped tasks and all after them
+    # are skipped, and the run is done (a night with nothing new is not a failure).
+    nothing_to_do = (states.get("plan_shards") == "success" and ws.shard_plan.exists()
+                     and not ws.shards())
     result = deid_steps.finish_run(
         ws, settings, req, failed_tasks=failed,
-        completed=states.get(LAST_STEP) == "success",
+        completed=states.get(LAST_STEP) == "success" or nothing_to_do,
         started_at=dag_run.start_date or datetime.now(UTC),
         user=run_record.triggering_user(dag_run.triggering_user_name),
         cohort=str(params.get("cohort") or ""),

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from dicom_deid import __version__
 from dicom_deid.cohort.cohorts import URI_COLUMN, cohort_to_filter, load_cohort, resolve_filter
-from dicom_deid.cohort.filter_file import read_filter
+from dicom_deid.cohort.filter_file import FilterSet, read_filter
 from dicom_deid.config.google import config_from_options, load_config
 from dicom_deid.config.model import DeidConfig, privacy_first
 from dicom_deid.deid.batch import Source, run_batch
@@ -220,8 +220,10 @@ def write_filter_file(ws: RunWorkspace) -> dict[str, Any]:
 
 
 def resolve_instances(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
-    """The instances the filter selects, with the identifying values verify looks for."""
-    filter_set = read_filter(ws.filter_path)
+    """The instances the filter selects, with the identifying values verify looks for (a
+    cohort that selected nothing wrote an empty filter file: no instances, no shards)."""
+    empty = not ws.filter_path.read_text(encoding="ascii").strip()
+    filter_set = FilterSet.of([]) if empty else read_filter(ws.filter_path)
     with open_private_warehouse(settings.warehouse) as warehouse:
         present = set(warehouse.run_cohort("SELECT * FROM dicom_metadata LIMIT 0").column_names)
         extra = ["size_bytes", *(k for k in LEAK_KEYWORDS if k in present and k not in (
