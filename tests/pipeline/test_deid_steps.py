@@ -3,6 +3,7 @@ settings, whole runs (restricted files, reruns, run records) and failure notices
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -234,7 +235,7 @@ def test_the_data_folder_must_be_set_and_absolute(tmp_path: Path) -> None:
     settings = PipelineSettings.from_env({"DICOM_DEID_DATA_DIR": str(tmp_path)})
     assert settings.work_dir == tmp_path / "runs"
     with pytest.raises(ConfigError, match=r"destination \(\$DICOM_DEID_DESTINATION\)"):
-        settings.override(destination="file:out")
+        dataclasses.replace(settings, destination="file:out")
     # Every location given on its own: no data folder needed; URLs are not paths.
     explicit = {"DICOM_DEID_LANDING": "file:///l", "DICOM_DEID_DESTINATION": "gs://b/deid",
                 "DICOM_DEID_WAREHOUSE": "bigquery://p/d", "DICOM_DEID_METADATA_DIR": "/m",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -136,16 +136,6 @@ class PipelineSettings:
             key_conn_id=env.get(ENV["key_conn_id"]) or DEFAULT_KEY_CONN_ID,
         )
 
-    def override(self, **values: object) -> PipelineSettings:
-        """A copy with the non-empty ``values`` replacing the defaults (DAG params)."""
-        given = {k: v for k, v in values.items() if v not in (None, "")}
-        unknown = set(given) - {f.name for f in fields(self)}
-        if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        for name in ("metadata_dir", "work_dir", "cohort_dir"):
-            if name in given:
-                given[name] = Path(str(given[name]))
-        return replace(self, **given)  # type: ignore[arg-type]
 
 
 def _relative(name: str) -> ConfigError:

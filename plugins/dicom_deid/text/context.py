@@ -265,11 +265,6 @@ class PhiContext:
     def __bool__(self) -> bool:
         return bool(self.anchors)
 
-    def mentions(self, text: str) -> bool:
-        """False when no form can match in ``text`` (none of the anchors is in it)."""
-        folded = text.casefold()
-        return any(map(folded.__contains__, self.anchors))
-
     def live_pairs(self, folded: str) -> tuple[tuple[str, str], ...]:
         """The values with an anchor in ``folded`` (a case-folded text): the only ones
         that can match in it, so what :meth:`matches` finds in a text depends on the text
