@@ -121,13 +121,11 @@ class ByteDeidentifier:
         # The residual sweep: its context per patient's raw identifying values, with the
         # swept (or unchanged: None) kept values found under it, one memo per VR encoding;
         # each attribute's part of a context; each level's kept text, case-folded, with
-        # its 2- and 3-letter pieces (None: not all ASCII); the pieces that start the
-        # anchors of the context of the file at hand.
+        # its 2- and 3-letter pieces (None: not all ASCII).
         self._sweeps: dict[Any, tuple[PhiContext, tuple[dict[Any, Any], dict[Any, Any]],
                                       frozenset[str]]] = {}
         self._attributes: dict[Any, PhiContext] = {}
         self._kept_texts: dict[Any, tuple[str, frozenset[str]] | None] = {}
-        self._anchor_heads: frozenset[str] = frozenset()
         # Swept ASCII values by (tag, VR, raw, VR encoding, the context's live values).
         self._swept_values: dict[tuple[Any, ...], Chunk | None] = {}
 
@@ -359,7 +357,7 @@ class ByteDeidentifier:
         if issuer_at is not None:  # this level pseudonymises a PatientID: with its issuer
             outer, state.issuer = state.issuer, _level_issuer(view, elems, issuer_at)
         if final is not None and self.deid.config.residual_sweep:
-            state.sweep, state.sweep_memo, self._anchor_heads = self._sweep_context(
+            state.sweep, state.sweep_memo, state.sweep_heads = self._sweep_context(
                 view, elems, sources, implicit, encodings)
         changed = self._swept(view, elems, swept, implicit, state, encodings) \
             if swept[0] and state.sweep is not None else None
@@ -548,7 +546,7 @@ class ByteDeidentifier:
             joined = b"\0".join(raws)  # an anchor holds no NUL: it cannot span two values
             kept = _pieces(joined.decode("ascii").lower()) if _is_ascii_text(joined) else None
             _remember(self._kept_texts, key, kept, size=_KEPT_TEXTS)
-        if kept is not None and (self._anchor_heads.isdisjoint(kept[1]) or not any(
+        if kept is not None and (state.sweep_heads.isdisjoint(kept[1]) or not any(
                 map(kept[0].__contains__, state.sweep.anchors if state.sweep else ()))):
             return None  # no kept value holds an anchor: the usual case
         memo = state.sweep_memo

@@ -519,6 +519,8 @@ class WalkState:
     """The residual sweep's context (None: no sweep; empty: nothing to search for)."""
     sweep_memo: dict[Any, Any] | None = None
     """The byte path's swept values under this context (see ``ByteDeidentifier``)."""
+    sweep_heads: frozenset[str] = frozenset()
+    """The first three letters of the context's anchors (the byte path's level filter)."""
     issuer: str = ""
     """IssuerOfPatientID of the dataset level at hand (the PatientID pseudonym takes it)."""
     shift_used: bool = False
