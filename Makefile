@@ -30,8 +30,8 @@ AIRFLOW := $(AIRFLOW_ENV) $(BIN)/airflow
 LOGS := $(DEMO)/airflow-logs
 TODAY := $(shell date -u +%Y-%m-%d)
 YESTERDAY := $(shell date -u -d yesterday +%Y-%m-%d)
-DEID_CONF := {"cohort": "patients_with_us", "cohort_params": {"start_date": "2022-01-01", \
-	"end_date": "2023-12-31"}, "priority": "routine"}
+# The demo's project file (policy, cohort, window, key connection) is projects/demo_ultrasound.yaml.
+DEMO_DAG := dicom_deid__demo_ultrasound
 
 demo: $(STAMP)
 	rm -rf $(DEMO) var/airflow
@@ -47,9 +47,9 @@ demo: $(STAMP)
 	@echo "== 2. dicom_metadata_export for yesterday's interval (log: $(LOGS)/export.log)"
 	$(AIRFLOW) dags test dicom_metadata_export $(TODAY)T01:00:00+00:00 > $(LOGS)/export.log 2>&1 \
 		|| (tail -40 $(LOGS)/export.log; exit 1)
-	@echo "== 3. dicom_deidentify: cohort -> filter -> shards -> verify -> publish -> load"
-	@echo "      (log: $(LOGS)/deidentify.log)"
-	$(AIRFLOW) dags test dicom_deidentify $(TODAY)T02:00:00+00:00 --conf '$(DEID_CONF)' \
+	@echo "== 3. $(DEMO_DAG) (projects/demo_ultrasound.yaml): cohort -> filter -> shards"
+	@echo "      -> de-identify -> verify -> publish -> load (log: $(LOGS)/deidentify.log)"
+	$(AIRFLOW) dags test $(DEMO_DAG) $(TODAY)T02:00:00+00:00 \
 		> $(LOGS)/deidentify.log 2>&1 || (tail -40 $(LOGS)/deidentify.log; exit 1)
 	$(BIN)/python -m dicom_deid.cli.demo_report $(DEMO)
 	@echo "\nOpen the Airflow UI on the same folder: make airflow-ui (then http://127.0.0.1:8080)"

@@ -16,10 +16,11 @@ Contenders; every command is one subprocess timed from outside (wall clock, spaw
     a fresh ``AIRFLOW_HOME`` (SQLite) and data folder each round; ``airflow db migrate`` and
     the key as the ``dicom_deid_key`` connection are set-up, not timed; then
     ``airflow dags test dicom_metadata_export <today>T01:00Z`` (yesterday's interval) and
-    ``airflow dags test dicom_deidentify <today>T02:00Z --conf {...}``: a cohort file that
-    selects every study (``cohort_params`` covering all dates), the policy file
-    (``$DICOM_DEID_POLICY``: the Basic Profile with ``CleanDescriptors``),
-    ``max_shards``/``shard_max_files`` for ``--shards`` shards, and
+    ``airflow dags test dicom_deid__bench <today>T02:00Z --conf {...}``: the project file
+    ``bench.yaml`` (written to ``$DICOM_DEID_PROJECTS_DIR``) names a cohort file that
+    selects every study (``cohort_params`` covering all dates) and the policy file (the
+    Basic Profile with ``CleanDescriptors``); the conf sets only
+    ``max_shards``/``shard_max_files`` for ``--shards`` shards; and
     ``DICOM_DEID_WORKERS`` worker processes per shard. Per-task start and end times come
     from the run's metadata DB (``task_instance``).
 ``cli``
@@ -39,7 +40,8 @@ paths and the output bytes are compared every round.
 Usage: ``.venv/bin/python benchmarks/bench_pipeline.py [--patients N] [--seed S]
 [--repeat R] [--workers W] [--shards K] [--rev COMMIT] [--write] [--keep]``. ``--rev``
 measures a commit (``git archive`` of its ``plugins/`` and ``dags/``, put first on
-``PYTHONPATH``) rather than the working tree: a before/after pair for a change.
+``PYTHONPATH``) rather than the working tree: a before/after pair for a change (a commit
+with project DAGs, ``dags/dicom_deid_projects.py``).
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ END_MARK = "<!-- bench:pipeline:end -->"
 
 DAG, CLI = "dag", "cli"
 CONTENDERS = (DAG, CLI)
-EXPORT_DAG, DEID_DAG = "dicom_metadata_export", "dicom_deidentify"
+PROJECT = "bench"
+EXPORT_DAG, DEID_DAG = "dicom_metadata_export", f"dicom_deid__{PROJECT}"
 KEY_CONN = "dicom_deid_key"
 TARGET_RATIO = 2.0
 MIN_FILES = 5000
@@ -104,7 +107,8 @@ WARMUP_PATIENTS = 1
 ALL_DATES = {"start_date": "1900-01-01", "end_date": "2099-12-31"}
 OPTIONS = ["CleanDescriptors"]
 POLICY = {"dicomDeid": {"ps315Options": OPTIONS}}
-"""Both contenders' policy, one file: the DAG's $DICOM_DEID_POLICY, the CLI's --config."""
+"""Both contenders' policy, one file: the DAG's project's ``policy.config``, the CLI's
+--config (one file: one config fingerprint)."""
 
 
 def policy_file(base: Path) -> Path:
@@ -220,8 +224,10 @@ def code_env(src: Path) -> dict[str, str]:
     return {} if src == ROOT else {"PYTHONPATH": str(src / "plugins")}
 
 
-def dag_env(base: Path, landing: Path, workers: int, src: Path) -> dict[str, str]:
-    """What ``make demo`` sets (AIRFLOW_ENV), with a fresh home and data folder."""
+def dag_env(base: Path, landing: Path, workers: int, src: Path, cohort: Path
+            ) -> dict[str, str]:
+    """What ``make demo`` sets (AIRFLOW_ENV), with a fresh home and data folder, and the
+    benchmark's own project folder."""
     return {
         **code_env(src),
         "AIRFLOW_HOME": str(base / "airflow"),
@@ -230,16 +236,27 @@ def dag_env(base: Path, landing: Path, workers: int, src: Path) -> dict[str, str
         "DICOM_DEID_DATA_DIR": str(base / "data"),
         "DICOM_DEID_LANDING": str(landing),
         "DICOM_DEID_WORKERS": str(workers),
-        "DICOM_DEID_POLICY": str(policy_file(base)),
+        "DICOM_DEID_PROJECTS_DIR": str(projects_dir(base, cohort)),
     }
 
 
-def deid_conf(cohort: Path, files: int, shards: int) -> dict[str, Any]:
-    """The de-identification DAG's params: everything, ``shards`` shards (the policy is
-    the deployment's: $DICOM_DEID_POLICY)."""
+def projects_dir(base: Path, cohort: Path) -> Path:
+    """A project folder holding ``bench.yaml``: the cohort file over all dates, the policy
+    file both contenders read, the key connection; triggered by hand (no schedule)."""
+    folder = WORK / "pipeline-projects"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{PROJECT}.yaml").write_text(json.dumps({  # JSON is YAML
+        "name": PROJECT, "description": "bench_pipeline.py: every study of the corpus",
+        "cohort": str(cohort), "cohort_params": ALL_DATES,
+        "policy": {"config": str(policy_file(base))}, "key_conn_id": KEY_CONN,
+        "schedule": None}, indent=2) + "\n")
+    return folder
+
+
+def deid_conf(files: int, shards: int) -> dict[str, Any]:
+    """The de-identification DAG's trigger params: ``shards`` shards (the cohort, its
+    window and the policy are the project's: ``bench.yaml``)."""
     return {
-        "cohort": str(cohort),
-        "cohort_params": ALL_DATES,
         "priority": "routine",
         "shard_max_files": max(1, math.ceil(files / shards)),
         "max_shards": shards,
@@ -248,9 +265,12 @@ def deid_conf(cohort: Path, files: int, shards: int) -> dict[str, Any]:
 
 def dag_plan(base: Path, corpus: Corpus, today: dt.date, key: Path, cohort: Path,
              workers: int, shards: int, src: Path) -> Plan:
-    env = dag_env(base, corpus.dicom_dir, workers, src)
+    if not (src / "dags" / "dicom_deid_projects.py").exists():
+        raise SystemExit(f"{src}: no project DAGs (dags/dicom_deid_projects.py): --rev "
+                         "needs a commit with projects")
+    env = dag_env(base, corpus.dicom_dir, workers, src, cohort)
     airflow = str(airflow_bin())
-    conf = json.dumps(deid_conf(cohort, corpus.files, shards))
+    conf = json.dumps(deid_conf(corpus.files, shards))
     return Plan(DAG, base, setup=[
         _with_env(env, [airflow, "db", "migrate"]),
         _with_env(env, [airflow, "connections", "add", KEY_CONN, "--conn-type", "generic",
@@ -528,7 +548,7 @@ def collect_dag(plan: Plan, rnd: int, measured: list[Measurement]) -> RoundRun:
                        if s.step == "deidentify"), 0)
     _shard_results(run, data, next((m.stdout for step, m, _, _ in measured
                                     if m and step == "deidentify"), ""))
-    published = [p for p in (data / "deid").glob("batch-*") if p.is_dir()]
+    published = [p for p in (data / "deid" / PROJECT).glob("batch-*") if p.is_dir()]
     if len(published) == 1:
         run.outputs = digests(published[0])
     else:
@@ -816,9 +836,9 @@ def report(ctx: dict[str, Any], dags: list[RoundRun], clis: list[RoundRun],
         f"- DAG: a fresh `AIRFLOW_HOME` (SQLite) and data folder each round (`db migrate` and "
         f"the `{KEY_CONN}` connection not timed); `airflow dags test {EXPORT_DAG} "
         f"{ctx['today']}T01:00:00+00:00`, then `airflow dags test {DEID_DAG} "
-        f"{ctx['today']}T02:00:00+00:00 --conf` with a cohort file selecting every study "
-        f"(`cohort_params` {json.dumps(ALL_DATES)}), the policy file {json.dumps(POLICY)} "
-        "as `$DICOM_DEID_POLICY`, "
+        f"{ctx['today']}T02:00:00+00:00 --conf`; its project file `{PROJECT}.yaml` names a "
+        f"cohort file selecting every study (`cohort_params` {json.dumps(ALL_DATES)}) and "
+        f"the policy file {json.dumps(POLICY)} (`policy.config`); the conf sets "
         f"`max_shards` {ctx['shards']} and `shard_max_files` "
         f"{math.ceil(corpus.files / ctx['shards'])} ({dags[0].shards} shards planned), "
         f"`DICOM_DEID_WORKERS={ctx['workers']}` (per shard; `dags test` runs tasks one at a "

@@ -2,7 +2,8 @@
 
 Each run covers one day [data_interval_start, data_interval_end) in UTC; backfill past
 days with ``airflow backfill create --dag-id dicom_metadata_export --from-date ...
---to-date ...``. A new ``dicom_metadata`` Asset event schedules ``dicom_deidentify``.
+--to-date ...``. A new ``dicom_metadata`` Asset event schedules the projects' DAGs
+(``dicom_deid__<project>``, those whose schedule is ``dicom_metadata``).
 """
 
 from __future__ import annotations

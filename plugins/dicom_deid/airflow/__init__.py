@@ -1,4 +1,5 @@
-"""Airflow adapters: the hook for the key and the tasks the DAGs wire together.
+"""Airflow adapters: the hook for the key, the tasks the DAGs wire together, and the
+DAG arguments of each project (:mod:`.dag_factory`).
 
 Everything here is a thin shell over the engine (:mod:`dicom_deid.pipeline.deid_steps`,
 :mod:`dicom_deid.pipeline.interval_export`): it reads params and the run's context, calls

@@ -1,4 +1,8 @@
-"""The tasks of the two DAGs: each reads its run's context and calls one engine step.
+"""The tasks of the DAGs: each reads its run's context and calls one engine step.
+
+A de-identification task finds its project by its DAG's id (``dicom_deid__<name>``) and
+reads the project file again (the version-controlled file is the source of truth, not
+what the DAG was parsed from); the trigger's params only narrow the run.
 
 XCom carries only what the steps return: counts, shard numbers, paths of the run's
 own files. The key is fetched inside the de-identification task and never returned.
@@ -8,10 +12,12 @@ A failing step leaves a note (task and exception type) in the run folder; the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from airflow.sdk import Asset, BaseHook, Context, get_current_context, task
@@ -21,6 +27,13 @@ from dicom_deid.errors import ConfigError
 from dicom_deid.pipeline import deid_steps, notify, run_record
 from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace, batch_id_for
 from dicom_deid.pipeline.interval_export import export_interval, export_parts, load_export
+from dicom_deid.pipeline.projects import (
+    Project,
+    default_destination,
+    load_project,
+    project_name,
+    projects_dir,
+)
 from dicom_deid.pipeline.settings import PipelineSettings, notify_conn_id
 from dicom_deid.pipeline.shards import ShardLimits
 
@@ -90,46 +103,90 @@ def _label(ti: Any) -> str:
     return f"{ti.task_id}[{index}]" if index is not None and index >= 0 else str(ti.task_id)
 
 
-def _workspace(ctx: Context, settings: PipelineSettings) -> RunWorkspace:
-    return RunWorkspace(settings.work_dir, batch_id_for(_when(ctx)))
-
-
-RUN_PARAMS = frozenset({"cohort", "cohort_params", "priority", "shard_max_files",
-                        "shard_max_bytes", "max_shards"})
-"""What a trigger may set: what a run de-identifies, never how (the DAG declares these)."""
-
-
-def _request(ctx: Context, settings: PipelineSettings) -> RunRequest:
-    """What this run de-identifies (its params: a cohort, its window, a priority) and how
-    (the deployment's policy file, never a param). A trigger ``conf`` naming anything
-    else -- ``options``, ``config``, ``destination``, ``key_conn_id`` used to be params --
-    fails the run: a trigger may narrow a run, never weaken it."""
-    params = ctx["params"]
-    dag_run = ctx.get("dag_run")
-    conf = getattr(dag_run, "conf", None) or {}
-    foreign = sorted(set(conf) - RUN_PARAMS)
-    if foreign:
-        refused = ConfigError(
-            f"{', '.join(foreign)} cannot be set when a run is triggered: the policy, key "
-            "and destination are the deployment's ($DICOM_DEID_POLICY, "
-            "$DICOM_DEID_KEY_CONN_ID, $DICOM_DEID_DESTINATION, under version control)")
-        raise AirflowFailException(f"invalid params: {refused}") from refused
+def _project_name(ctx: Context) -> str:
+    """The project this DAG runs, from its id (which no trigger can change)."""
     try:
-        return RunRequest(
-            cohort=params["cohort"],
-            cohort_params=dict(params.get("cohort_params") or {}),
-            config=str(settings.policy) if settings.policy else None,
-            priority=params.get("priority") or "routine",
-        )
+        return project_name(ctx["dag"].dag_id)
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def _workspace(ctx: Context, settings: PipelineSettings) -> RunWorkspace:
+    return RunWorkspace(settings.work_dir, batch_id_for(_when(ctx), _project_name(ctx)))
+
+
+def _project(ctx: Context) -> Project:
+    """The project file of this DAG, read now: ``$DICOM_DEID_PROJECTS_DIR``, else
+    ``projects/`` beside the DAG file's folder (as the factory found it)."""
+    try:
+        folder = projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
+        return load_project(folder / f"{_project_name(ctx)}.yaml")
+    except ConfigError as exc:
+        raise AirflowFailException(f"invalid project: {exc}") from exc
+
+
+def _project_settings(settings: PipelineSettings, project: Project) -> PipelineSettings:
+    """The deployment's settings with the project's destination."""
+    return dataclasses.replace(settings,
+                               destination=project.destination_for(settings.destination))
+
+
+TRIGGER_DEFAULTS: dict[str, Any] = {
+    "start_date": None, "end_date": None, "dry_run": False, "priority": "routine",
+    "shard_max_files": ShardLimits.max_files, "shard_max_bytes": ShardLimits.max_bytes,
+    "max_shards": ShardLimits.max_shards,
+}
+"""What a trigger may set, and its value when the trigger does not: all of it narrows a
+run (the DAGs declare these as params, see :mod:`.dag_factory`)."""
+RUN_PARAMS = frozenset(TRIGGER_DEFAULTS)
+
+
+def _trigger(ctx: Context) -> dict[str, Any]:
+    """This run's narrowing params: the trigger's ``conf`` (Airflow validated it against
+    the DAG's params), else :data:`TRIGGER_DEFAULTS`. Read from the run itself, not from
+    the merged ``params``: Airflow's merge updates the DAG's Param objects in place, so
+    in one process (``dag.test()``) a run would inherit the previous run's values."""
+    conf = getattr(ctx.get("dag_run"), "conf", None) or {}
+    return {key: conf.get(key, default) for key, default in TRIGGER_DEFAULTS.items()}
+
+
+def _request(ctx: Context, project: Project) -> RunRequest:
+    """The project's run request narrowed by this run's params (a date window inside the
+    project's, a dry run, a priority). A trigger ``conf`` naming anything else -- the
+    cohort, options, a config, a destination, a key connection -- fails the run, as does
+    a window wider than the project's: a trigger may narrow a run, never weaken it."""
+    conf = getattr(ctx.get("dag_run"), "conf", None) or {}
+    foreign = sorted(set(conf) - RUN_PARAMS)
+    params = _trigger(ctx)
+    try:
+        if foreign:
+            raise ConfigError(
+                f"{', '.join(foreign)} cannot be set when a run is triggered: the cohort, "
+                f"policy, key and destination are project {project.name}'s (its file, "
+                "under version control); a trigger may set only "
+                f"{', '.join(sorted(RUN_PARAMS))}")
+        return project.request(start_date=params.get("start_date"),
+                               end_date=params.get("end_date"),
+                               dry_run=bool(params.get("dry_run")),
+                               priority=params.get("priority") or "routine")
     except ConfigError as exc:
         raise AirflowFailException(f"invalid params: {exc}") from exc
 
 
 def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
-    """This DAG run's context, workspace, settings (the deployment's) and request."""
+    """This DAG run's context, workspace, settings (the deployment's, with the project's
+    destination) and request (the project's, narrowed by the trigger)."""
     ctx = get_current_context()
     settings = _settings()
-    return ctx, _workspace(ctx, settings), settings, _request(ctx, settings)
+    project = _project(ctx)
+    return (ctx, _workspace(ctx, settings), _project_settings(settings, project),
+            _request(ctx, project))
+
+
+def _skip_if_dry_run(req: RunRequest) -> None:
+    """A dry run de-identifies and verifies only: the publishing and loading tasks skip."""
+    if req.dry_run:
+        raise AirflowSkipException("dry run: nothing is published or loaded")
 
 
 def _when(ctx: Context) -> datetime:
@@ -206,7 +263,7 @@ def resolve_instances() -> dict[str, Any]:
 def plan_shards() -> list[dict[str, int]]:
     """Cut the instances into shards of whole series; each becomes one mapped task."""
     ctx, ws, settings, _ = _run()
-    params = ctx["params"]
+    params = _trigger(ctx)
     limits = ShardLimits(
         max_files=int(params.get("shard_max_files") or ShardLimits.max_files),
         max_bytes=int(params.get("shard_max_bytes") or ShardLimits.max_bytes),
@@ -222,7 +279,7 @@ def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
     ctx, ws, settings, req = _run()
     # read by map_index_template (a key of our own in the context, as Airflow documents)
     ctx["shard_label"] = f"shard {shard['shard']} ({shard['files']} files)"  # type: ignore[typeddict-unknown-key]
-    key = DeidKeyHook(settings.key_conn_id).get_key()
+    key = DeidKeyHook(_project(ctx).key_conn_id).get_key()
     return deid_steps.deidentify_shard(ws, settings, req, shard["shard"], key)
 
 
@@ -241,8 +298,9 @@ def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
 @task(retries=0, trigger_rule="none_failed")
 @_noted
 def publish() -> dict[str, Any]:
-    """Publish the verified batch to the destination in one swap."""
-    _, ws, settings, _ = _run()
+    """Publish the verified batch to the destination in one swap (skipped: dry run)."""
+    _, ws, settings, req = _run()
+    _skip_if_dry_run(req)
     return deid_steps.publish(ws, settings)
 
 
@@ -250,7 +308,8 @@ def publish() -> dict[str, Any]:
 @_noted
 def load_deid_metadata() -> dict[str, Any]:
     """Export the published files' metadata and load ``deid_metadata``."""
-    ctx, ws, settings, _ = _run()
+    ctx, ws, settings, req = _run()
+    _skip_if_dry_run(req)
     return deid_steps.load_deid_metadata(ws, settings, _when(ctx).date())
 
 
@@ -258,7 +317,8 @@ def load_deid_metadata() -> dict[str, Any]:
 @_noted
 def load_mapping() -> dict[str, Any]:
     """Load the original<->pseudonym mapping (restricted) and the error list."""
-    _, ws, settings, _ = _run()
+    _, ws, settings, req = _run()
+    _skip_if_dry_run(req)
     return deid_steps.load_mapping(ws, settings)
 
 
@@ -267,6 +327,7 @@ def load_mapping() -> dict[str, Any]:
 def write_manifest() -> dict[str, Any]:
     """Write the batch's manifest.json next to its files."""
     ctx, ws, settings, req = _run()
+    _skip_if_dry_run(req)
     return deid_steps.write_manifest(ws, settings, req, _when(ctx))
 
 
@@ -290,23 +351,30 @@ def _task_states(ctx: Context) -> dict[str, str]:
 
 @task
 def finish_run() -> dict[str, Any]:
-    """Whatever happened: record the run in ``deid_runs`` (success, failed or leak, the
-    effective config fingerprint, the key id, the triggering user), remove the staged
-    outputs of a failed run or the identified intermediates of a successful one. The
-    only task that writes ``deid_runs``. Fails if the run did.
+    """Whatever happened: record the run in ``deid_runs`` (success, failed, leak or
+    dry_run, the project, the effective config fingerprint, the key id, the triggering
+    user), remove the staged outputs of a failed run or a dry run and the identified
+    intermediates of a successful one. The only task that writes ``deid_runs``. Fails if
+    the run did.
 
     The DAG makes it a teardown (``.as_teardown(on_failure_fail_dagrun=True)``: run
     whatever the other tasks' states, and decide the DAG run's state). Not with the
     ``@teardown`` decorator: that one can be called once per process, and a DAG file
     is parsed again in the same process by ``dag.test()``."""
     ctx = get_current_context()
-    settings = _settings()
-    ws = _workspace(ctx, settings)
-    params = ctx["params"]
-    try:
-        req: RunRequest | None = _request(ctx, settings)
+    deployment = _settings()
+    ws = _workspace(ctx, deployment)
+    name = _project_name(ctx)
+    project: Project | None = None
+    req: RunRequest | None = None
+    try:  # recorded with the failure a bad project file or bad params caused, if any
+        project = _project(ctx)
+        req = _request(ctx, project)
     except AirflowFailException:
-        req = None  # recorded with the failure the params caused
+        pass
+    settings = dataclasses.replace(deployment, destination=(
+        project.destination_for(deployment.destination) if project
+        else default_destination(deployment.destination, name)))
     states = _task_states(ctx)
     own = _label(ctx["ti"])
     failed = sorted(label for label, state in states.items()
@@ -316,17 +384,26 @@ def finish_run() -> dict[str, Any]:
     # are skipped, and the run is done (a night with nothing new is not a failure).
     nothing_to_do = (states.get("plan_shards") == "success" and ws.shard_plan.exists()
                      and not ws.shards())
+    completed = (_all_verified(states, ws) if req is not None and req.dry_run
+                 else states.get(LAST_STEP) == "success")
     result = deid_steps.finish_run(
-        ws, settings, req, failed_tasks=failed,
-        completed=states.get(LAST_STEP) == "success" or nothing_to_do,
+        ws, settings, req, failed_tasks=failed, completed=completed or nothing_to_do,
         started_at=dag_run.start_date or datetime.now(UTC),
         user=run_record.triggering_user(dag_run.triggering_user_name),
-        cohort=str(params.get("cohort") or ""),
+        cohort=project.cohort if project else "", project=name,
     )
-    if result["status"] != run_record.SUCCESS:
+    if result["status"] not in (run_record.SUCCESS, run_record.DRY_RUN):
         raise RunNotSuccessful(f"run {ws.batch_id} recorded as {result['status']}: "
                                f"{result['reason']}")
     return result
+
+
+def _all_verified(states: dict[str, str], ws: RunWorkspace) -> bool:
+    """A dry run's last step: every planned shard's verification succeeded."""
+    if not ws.shard_plan.exists():
+        return False
+    verified = [s for label, s in states.items() if label.startswith("verify_shard[")]
+    return len(verified) == len(ws.shards()) and all(s == "success" for s in verified)
 
 
 # -- failure notices ---------------------------------------------------------------------

@@ -27,7 +27,9 @@ def main(root: Path) -> int:
     """Summarise the demo folder ``root`` (the pipeline's data folder)."""
     from .table import print_table
 
-    batches = sorted(p for p in (root / "deid").glob("batch-*") if p.is_dir())
+    # Each project publishes under deid/<project>/ (batch ids sort by time).
+    batches = sorted((p for p in (root / "deid").glob("*/batch-*") if p.is_dir()),
+                     key=lambda p: p.name)
     if not batches:
         print(f"no published batch under {root / 'deid'}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from dicom_deid.dicom.files import write_atomic
 from .restricted import private_dir, restrict
 
 __all__ = [
+    "DRY_RUN",
     "FAILED",
     "LEAK",
     "STATUSES",
@@ -37,7 +38,9 @@ __all__ = [
 ]
 
 SUCCESS, FAILED, LEAK = "success", "failed", "leak"
-STATUSES = (SUCCESS, FAILED, LEAK)
+#: A dry run that de-identified and verified everything (and published nothing).
+DRY_RUN = "dry_run"
+STATUSES = (SUCCESS, FAILED, LEAK, DRY_RUN)
 FAILURES = "failures"
 _KEY_ID_DOMAIN = b"dicom-deid/key-id/v1"
 _MAX_REASONS = 5
@@ -60,7 +63,8 @@ def triggering_user(user_name: str | None) -> str:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a run ended: ``success``, ``failed`` or ``leak``, and a PHI-free reason."""
+    """How a run ended: ``success``, ``failed``, ``leak`` or ``dry_run``, and a PHI-free
+    reason."""
 
     status: str
     reason: str | None = None

@@ -3,9 +3,8 @@
 The DAGs read these at task run time (never at parse time), so the same DAG files run
 on a laptop (everything under ``$DICOM_DEID_DATA_DIR``) and in production (``gs://``
 stores, ``bigquery://`` warehouse) by changing the environment of the workers only.
-The de-identification policy (``$DICOM_DEID_POLICY``: a version-controlled config file;
-unset, the privacy-first default) and the key's connection belong to the deployment too:
-a DAG run's params may narrow what it de-identifies, never change how.
+How to de-identify (policy, key connection, cohort, schedule) is not a setting: each
+research project says it in its version-controlled file (:mod:`.projects`).
 
 Local folders must be absolute paths: a relative one would put identified data wherever
 a worker happens to start (``/var/runs`` for a worker started in ``/``). There is no
@@ -26,7 +25,7 @@ from dicom_deid.warehouse.factory import DATA_DIR_ENV
 
 from .restricted import duckdb_file
 
-__all__ = ["DEFAULT_KEY_CONN_ID", "ENV", "NOTIFY_CONN_ENV", "PipelineSettings", "notify_conn_id"]
+__all__ = ["ENV", "NOTIFY_CONN_ENV", "PipelineSettings", "notify_conn_id"]
 
 ENV = {
     "landing": "DICOM_DEID_LANDING",
@@ -36,10 +35,7 @@ ENV = {
     "work_dir": "DICOM_DEID_WORK_DIR",
     "workers": "DICOM_DEID_WORKERS",
     "cohort_dir": COHORT_DIR_ENV,
-    "policy": "DICOM_DEID_POLICY",
-    "key_conn_id": "DICOM_DEID_KEY_CONN_ID",
 }
-DEFAULT_KEY_CONN_ID = "dicom_deid_key"
 #: The Airflow connection a failed task's one-line notice is posted to (unset: log only).
 NOTIFY_CONN_ENV = "DICOM_DEID_NOTIFY_CONN_ID"
 _DERIVED = ("landing", "destination", "warehouse", "metadata_dir", "work_dir")
@@ -71,11 +67,9 @@ class PipelineSettings:
     and error files); it holds original identifiers, so it is restricted like the
     mapping table. ``workers``: processes per de-identification task (0: all cores).
     ``cohort_dir``: the deployment's cohort folder, searched by name before the
-    examples shipped with the package (None: the examples only). ``policy``: the
-    de-identification config file (a Google DicomTagConfig JSON, kept under version
-    control; None: :func:`~dicom_deid.config.model.privacy_first`). ``key_conn_id``: the
-    Airflow connection holding the key. Local paths must be absolute
-    (:class:`ConfigError` naming the setting otherwise).
+    examples shipped with the package (None: the examples only). A project publishes
+    under ``destination/<project>`` unless its file names another destination. Local
+    paths must be absolute (:class:`ConfigError` naming the setting otherwise).
     """
 
     landing: str
@@ -85,8 +79,6 @@ class PipelineSettings:
     work_dir: Path
     workers: int = 0
     cohort_dir: Path | None = None
-    policy: Path | None = None
-    key_conn_id: str = DEFAULT_KEY_CONN_ID
 
     def __post_init__(self) -> None:
         for name in ("landing", "destination"):
@@ -99,8 +91,6 @@ class PipelineSettings:
         for name in ("metadata_dir", "work_dir"):
             if not Path(getattr(self, name)).is_absolute():
                 raise _relative(name)
-        if self.policy is not None and not self.policy.is_absolute():
-            raise _relative("policy")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -132,8 +122,6 @@ class PipelineSettings:
             work_dir=Path(env.get(ENV["work_dir"]) or data / "runs"),
             workers=int(env.get(ENV["workers"]) or "0"),
             cohort_dir=Path(env[ENV["cohort_dir"]]) if env.get(ENV["cohort_dir"]) else None,
-            policy=Path(env[ENV["policy"]]) if env.get(ENV["policy"]) else None,
-            key_conn_id=env.get(ENV["key_conn_id"]) or DEFAULT_KEY_CONN_ID,
         )
 
 

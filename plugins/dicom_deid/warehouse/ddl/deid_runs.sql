@@ -2,12 +2,14 @@
 -- config and key, counts, status). Written once, by the run's last task (a teardown that
 -- runs whether the run succeeded or not); a rerun of the same batch replaces the row.
 -- Idempotent key: run_id (the batch id).
---   status        'success', 'failed' or 'leak' (a verification found an original value)
+--   status        'success', 'failed', 'leak' (a verification found an original value)
+--                 or 'dry_run' (de-identified and verified; nothing published or loaded)
 --   reason        why it did not succeed: exception type(s) and task id(s), never values
 --   config_sha256 the effective configuration's fingerprint (DeidConfig.fingerprint());
 --                 outputs name its first 16 hex digits in DeidentificationMethod
 --   key_id        fingerprint of the pseudonymisation key (HMAC-derived; never the key)
 --   user          who triggered the run ('scheduler' for scheduled and asset runs)
+--   project       the project whose file set the policy (projects/<project>.yaml)
 -- New columns are appended: an older DuckDB table gains them at ensure_schema; on
 -- BigQuery, ALTER TABLE deid_runs ADD COLUMN IF NOT EXISTS ... for each.
 -- BigQuery Standard SQL; DuckDB gets it through sqlglot.
@@ -24,5 +26,6 @@ CREATE TABLE IF NOT EXISTS deid_runs (
   status STRING,
   reason STRING,
   key_id STRING,
-  engine STRING
+  engine STRING,
+  project STRING
 )
