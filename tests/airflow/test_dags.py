@@ -1,8 +1,9 @@
 """The Airflow DAGs, run for real with ``dag.test()`` on a tiny synthetic landing zone.
 
 Airflow gets its own home (SQLite) in a temporary folder; it is imported only inside
-the fixtures, after the environment points at that home. Each ``dag.test()`` costs a
-few seconds, so one module-scoped run feeds several assertions.
+the fixtures, after the environment points at that home. The de-identification DAGs come
+from project files written to a temporary ``$DICOM_DEID_PROJECTS_DIR``. Each
+``dag.test()`` costs a few seconds, so one module-scoped run feeds several assertions.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pyarrow.parquet as pq
 import pydicom
 import pytest
 
@@ -39,6 +41,29 @@ DEID_RUN = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
 LEAK_RUN = datetime(2026, 3, 13, 9, 0, tzinfo=UTC)
 BAD_COHORT_RUN = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 EMPTY_RUN = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
+WIDE_RUN = datetime(2026, 3, 16, 9, 0, tzinfo=UTC)
+DRY_RUN = datetime(2026, 3, 17, 9, 0, tzinfo=UTC)
+STUDY = "us_research"  # the project most tests run: privacy-first, a wide cohort window
+LEAKY = "leaky"  # a project whose own policy file keeps a text that names the patient
+STUDY_YAML = """
+name: us_research
+description: Every patient with an ultrasound.
+cohort: patients_with_us
+cohort_params: {start_date: 2000-01-01, end_date: 2099-12-31}
+"""
+# A project policy (its version-controlled file) that keeps StudyDescription (which names
+# the patient) while PatientName is removed, with the residual sweep (which would clean
+# it) explicitly switched off.
+LEAKY_CONFIG = {"dicomTagConfig": {"actions": [{"queries": ["StudyDescription"],
+                                                "keepTag": {}}]},
+                "dicomDeid": {"residualSweep": False}}
+LEAKY_YAML = """
+name: leaky
+cohort: patients_with_us
+cohort_params: {start_date: 2000-01-01, end_date: 2099-12-31}
+policy: {config: leaky.json}
+schedule: null
+"""
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +74,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     key = generate(data / "landing", patients=3, seed=11, instances_per_series=3, small=True)
     for path in (data / "landing" / "dicom").rglob("*"):
         os.utime(path, (ARRIVED.timestamp(), ARRIVED.timestamp()))
+    projects = base / "projects"
+    projects.mkdir()
+    (projects / f"{STUDY}.yaml").write_text(STUDY_YAML)
+    (projects / f"{LEAKY}.yaml").write_text(LEAKY_YAML)
+    (projects / "leaky.json").write_text(json.dumps(LEAKY_CONFIG))
     values = {
         "AIRFLOW_HOME": str(base / "airflow"),
+        "DICOM_DEID_PROJECTS_DIR": str(projects),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "DICOM_DEID_DATA_DIR": str(data),
@@ -64,7 +95,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
             mp.setenv(k, v)
         airflow = Path(sys.executable).parent / "airflow"
         subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
-        yield {"data": data, "dest": data / "deid", "answer_key": key}  # type: ignore[dict-item]
+        yield {"data": data, "dest": data / "deid" / STUDY,  # type: ignore[dict-item]
+               "answer_key": key, "projects": projects}
 
 
 @pytest.fixture(scope="module")
@@ -108,20 +140,23 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def first_run(env: dict[str, Any], dags: dict[str, Any]) -> dict[str, Any]:
     export = dags["dicom_metadata_export"].test(logical_date=EXPORT_RUN)
-    deid = dags["dicom_deidentify"].test(
+    deid = dags[f"dicom_deid__{STUDY}"].test(
         logical_date=DEID_RUN, run_conf={"shard_max_files": 4})
     from dicom_deid.pipeline.deid_steps import batch_id_for
 
-    batch = env["dest"] / batch_id_for(DEID_RUN)
+    batch = env["dest"] / batch_id_for(DEID_RUN, STUDY)
     return {"export": export, "deid": deid, "batch": batch, "digest": _tree_digest(batch)}
 
 
 def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
     from dicom_deid.airflow.tasks import RUN_PARAMS, notify_failure
 
-    export, deid = dags["dicom_metadata_export"], dags["dicom_deidentify"]
+    # One DAG per project file, and nothing else.
+    assert set(dags) == {"dicom_metadata_export", f"dicom_deid__{STUDY}", f"dicom_deid__{LEAKY}"}
+    export, deid = dags["dicom_metadata_export"], dags[f"dicom_deid__{STUDY}"]
     # The DAG declares only params that narrow a run (the engine refuses any other).
-    assert {"cohort", "cohort_params", "priority"} <= set(deid.params) <= RUN_PARAMS
+    assert {"start_date", "end_date", "dry_run", "priority"} <= set(deid.params) <= RUN_PARAMS
+    assert not {"cohort", "cohort_params", "options", "config"} & set(deid.params)
     assert set(export.task_ids) == {"export_landing", "load_metadata"}
     assert export.get_task("load_metadata").upstream_task_ids == {"export_landing"}
     assert [o.name for o in export.get_task("load_metadata").outlets] == ["dicom_metadata"]
@@ -147,6 +182,8 @@ def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
                 notify_failure], t.task_id
     assert type(deid.timetable).__name__ == "AssetTriggeredTimetable"
     assert "dicom_metadata" in repr(deid.timetable.asset_condition)
+    # A project file with ``schedule: null`` runs when triggered only.
+    assert type(dags[f"dicom_deid__{LEAKY}"].timetable).__name__ == "NullTimetable"
 
 
 def test_end_to_end_publishes_clean_files_and_loads_tables(
@@ -207,12 +244,21 @@ def test_a_successful_run_is_recorded_once_and_leaves_no_identified_files(
     assert named == {row["config_sha256"][:16]} and len(row["config_sha256"]) == 64
     manifest = json.loads((batch / "manifest.json").read_text())
     assert manifest["deidentification"]["config_sha256"] == row["config_sha256"]
-    # Identified intermediates are gone; what is left holds counts only, privately.
+    # Identified intermediates are gone; what is left holds counts and the gate's verdicts
+    # (pseudonymous paths, hashes), privately.
     ws = data / "runs" / batch.name
     left = sorted(p.relative_to(ws).as_posix() for p in ws.rglob("*") if p.is_file())
     assert "report.md" in left and "shards/plan.json" in left
     assert all(re.fullmatch(r"(report\.md|shards/plan\.json|(deidentified|verified)/"
-                            r"shard-\d+\.json)", name) for name in left), left
+                            r"shard-\d+\.json|verdicts/shard-\d+\.parquet)", name)
+               for name in left), left
+    verdicts = [v for p in sorted(ws.glob("verdicts/*.parquet"))
+                for v in pq.read_table(p).to_pylist()]
+    published = {f.relative_to(batch).as_posix(): f for f in batch.rglob("*.dcm")}
+    assert sorted(v["output_path"] for v in verdicts) == sorted(published)
+    for v in verdicts:
+        assert v["ok"] and v["sha256"] == hashlib.sha256(
+            published[v["output_path"]].read_bytes()).hexdigest()
     assert _mode(ws) == 0o700 and _mode(data / "runs") == 0o700
     assert {_mode(p) for p in ws.rglob("*") if p.is_file()} == {0o600}
     assert _mode(data / "warehouse") == 0o700
@@ -230,7 +276,8 @@ def test_rerunning_changes_nothing(
     counts = {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in (
         "dicom_metadata", "deid_metadata", "deid_mapping", "deid_runs", "deid_errors")}
     assert dags["dicom_metadata_export"].test(logical_date=EXPORT_RUN).state == "success"
-    again = dags["dicom_deidentify"].test(logical_date=DEID_RUN, run_conf={"shard_max_files": 4})
+    again = dags[f"dicom_deid__{STUDY}"].test(logical_date=DEID_RUN,
+                                              run_conf={"shard_max_files": 4})
     assert again.state == "success"
     assert _tree_digest(first_run["batch"]) == first_run["digest"]
     assert {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in counts} == counts
@@ -268,23 +315,17 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
 
 
 def test_a_leak_fails_the_run_before_anything_is_published(
-    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path,
-    webhook: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any],
+    webhook: list[dict[str, Any]],
 ) -> None:
-    # A deployment policy (its version-controlled file) that keeps StudyDescription (which
-    # names the patient) while PatientName is removed, with the residual sweep (which
-    # would clean it) explicitly switched off.
-    config = tmp_path / "leaky.json"
-    config.write_text(json.dumps({
-        "dicomTagConfig": {"actions": [{"queries": ["StudyDescription"], "keepTag": {}}]},
-        "dicomDeid": {"residualSweep": False}}))
-    monkeypatch.setenv("DICOM_DEID_POLICY", str(config))
-    run = dags["dicom_deidentify"].test(logical_date=LEAK_RUN)
-    from dicom_deid.pipeline.deid_steps import RunRequest, batch_id_for
+    run = dags[f"dicom_deid__{LEAKY}"].test(logical_date=LEAK_RUN)
+    from dicom_deid.config.google import load_config
+    from dicom_deid.pipeline.deid_steps import batch_id_for
 
     assert run.state == "failed"
-    batch = batch_id_for(LEAK_RUN)
-    assert not (env["dest"] / batch).exists()
+    batch = batch_id_for(LEAK_RUN, LEAKY)
+    dest = env["data"] / "deid" / LEAKY
+    assert not (dest / batch).exists()
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
     assert states[("publish", -1)] == "upstream_failed"
     assert states[("finish_run", -1)] == "failed"  # it recorded the run, then failed it
@@ -295,17 +336,16 @@ def test_a_leak_fails_the_run_before_anything_is_published(
                  for p in (env["data"] / "runs" / batch / "verified").glob("*.json")]
     assert any(not v["ok"] and v["leaks"] > 0 for v in verified)
     # Nothing of the run stays staged on the destination.
-    assert not (env["dest"] / ".staging" / batch).exists()
+    assert not (dest / ".staging" / batch).exists()
     row = _run_row(env["data"], batch)
-    assert (row["status"], row["user"]) == ("leak", "dag_test")
+    assert (row["status"], row["user"], row["project"]) == ("leak", "dag_test", LEAKY)
     assert row["reason"] == "; ".join(f"LeakError in verify_shard[{i}]" for i in leaked)
-    fingerprint = RunRequest(cohort="x", cohort_params={}, config=str(config))
-    assert row["config_sha256"] == fingerprint.config_fingerprint()
+    assert row["config_sha256"] == load_config(LEAKY_CONFIG).fingerprint()
     # One notice per failed task, naming run, task and exception type, and nothing else.
     texts = sorted(m["text"] for m in webhook)
     assert texts == sorted(
-        f"dicom-deid: dicom_deidentify run {run.run_id} failed at task verify_shard[{i}]: "
-        "LeakError" for i in leaked)
+        f"dicom-deid: dicom_deid__{LEAKY} run {run.run_id} failed at task "
+        f"verify_shard[{i}]: LeakError" for i in leaked)
     patterns = planted_byte_patterns(env["answer_key"])
     assert not [p for p in patterns for t in texts if p in t.encode()]
 
@@ -313,22 +353,99 @@ def test_a_leak_fails_the_run_before_anything_is_published(
 def test_a_trigger_cannot_weaken_the_policy_and_the_refusal_is_recorded(
     env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path,
 ) -> None:
-    # Whoever triggers a run may narrow it (cohort, window, priority), never change how it
-    # de-identifies: options, a config, a destination or a key connection in the trigger's
-    # conf fail the run before any work, and the run is recorded as failed.
-    run = dags["dicom_deidentify"].test(logical_date=BAD_COHORT_RUN, run_conf={
+    # Whoever triggers a run may narrow it (a window, a dry run, a priority), never change
+    # what or how it de-identifies: a cohort, options, a config, a destination or a key
+    # connection in the trigger's conf fail the run before any work, and the run is
+    # recorded as failed.
+    run = dags[f"dicom_deid__{STUDY}"].test(logical_date=BAD_COHORT_RUN, run_conf={
         "cohort": "no_such_cohort", "config": "/nowhere/config.json",
         "options": ["RetainUIDs", "RetainLongitudinalFullDates"],
         "destination": str(tmp_path / "elsewhere"), "key_conn_id": "weak_key"})
     from dicom_deid.pipeline.deid_steps import batch_id_for
 
+    batch = batch_id_for(BAD_COHORT_RUN, STUDY)
     assert run.state == "failed"
-    assert not list((env["dest"]).glob(f"{batch_id_for(BAD_COHORT_RUN)}*"))
+    assert not list(env["dest"].glob(f"{batch}*"))
     assert not (tmp_path / "elsewhere").exists()
-    row = _run_row(env["data"], batch_id_for(BAD_COHORT_RUN))
+    row = _run_row(env["data"], batch)
     assert (row["status"], row["reason"]) == ("failed", "ConfigError in run_cohort")
-    assert (row["processed"], row["cohort"], row["user"]) == (0, "no_such_cohort", "dag_test")
-    assert (row["config_sha256"], row["key_id"]) == (None, None)
+    assert (row["processed"], row["cohort"], row["user"]) == (0, "patients_with_us", "dag_test")
+    assert (row["config_sha256"], row["key_id"], row["project"]) == (None, None, STUDY)
+
+
+def test_a_trigger_window_wider_than_the_projects_is_refused(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any],
+) -> None:
+    # The project's cohort window is 2000-01-01..2099-12-31: a run may look at less, never
+    # at more (a trigger starting in 1999 is refused before the cohort runs).
+    run = dags[f"dicom_deid__{STUDY}"].test(logical_date=WIDE_RUN, run_conf={
+        "start_date": "1999-06-01", "end_date": "2022-12-31"})
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    batch = batch_id_for(WIDE_RUN, STUDY)
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["run_cohort"] == "failed" and states["plan_shards"] == "upstream_failed"
+    assert not (env["dest"] / batch).exists()
+    assert not (env["data"] / "runs" / batch / "cohort.parquet").exists()
+    row = _run_row(env["data"], batch)
+    assert (row["status"], row["reason"], row["processed"]) == (
+        "failed", "ConfigError in run_cohort", 0)
+
+
+def test_a_dry_run_verifies_publishes_nothing_and_is_recorded(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any],
+) -> None:
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    data = env["data"]
+    before = {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}")
+              for t in ("deid_metadata", "deid_mapping")}
+    run = dags[f"dicom_deid__{STUDY}"].test(logical_date=DRY_RUN, run_conf={
+        "dry_run": True, "shard_max_files": 4})
+    batch = batch_id_for(DRY_RUN, STUDY)
+    assert run.state == "success"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    verified = [i for (t, i), state in states.items()
+                if t == "verify_shard" and state == "success"]
+    assert len(verified) >= 2  # every shard was de-identified and verified
+    for task in ("publish", "load_deid_metadata", "load_mapping", "write_manifest"):
+        assert states[(task, -1)] == "skipped", task
+    # Nothing published, nothing left staged, nothing loaded.
+    assert not (env["dest"] / batch).exists()
+    assert not (env["dest"] / ".staging" / batch).exists()
+    assert {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in before} == before
+    assert _warehouse_count(
+        data, f"SELECT COUNT(*) FROM deid_mapping WHERE run_id = '{batch}'") == 0
+    row = _run_row(data, batch)
+    assert (row["status"], row["project"]) == ("dry_run", STUDY)
+    assert row["processed"] == sum(
+        1 for _ in first_run["batch"].rglob("*.dcm"))  # the same cohort as the real run
+    # Its identified intermediates went as a successful run's do.
+    ws = data / "runs" / batch
+    assert not (ws / "instances.parquet").exists() and not (ws / "mapping").exists()
+
+
+def test_a_bad_project_file_is_an_import_error_naming_the_field(
+    env: dict[str, Any], dags: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = tmp_path / "projects"
+    folder.mkdir()
+    (folder / f"{STUDY}.yaml").write_text(STUDY_YAML)
+    (folder / "typo.yaml").write_text(
+        "name: typo\ncohort: patients_with_us\n"
+        "policy: {options: [CleanDescriptors, RetainUIDz]}\n")
+    monkeypatch.setenv("DICOM_DEID_PROJECTS_DIR", str(folder))
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    errors = {Path(k).name: v for k, v in bag.import_errors.items()}
+    assert list(errors) == ["dicom_deid_projects.py"]
+    assert "typo.yaml: policy.options[1]: unknown option 'RetainUIDz'" in errors[
+        "dicom_deid_projects.py"]
+    # The good project is not published as a DAG alongside a broken one: the whole file
+    # fails, so nobody mistakes a half-loaded set of projects for the real one.
+    assert not any(d.startswith("dicom_deid__") for d in bag.dags)
 
 
 def test_a_cohort_that_selects_nothing_is_a_successful_empty_run(
@@ -339,11 +456,10 @@ def test_a_cohort_that_selects_nothing_is_a_successful_empty_run(
     (not as a failure)."""
     from dicom_deid.pipeline.deid_steps import batch_id_for
 
-    run = dags["dicom_deidentify"].test(logical_date=EMPTY_RUN, run_conf={
-        "cohort": "patients_with_us",
-        "cohort_params": {"start_date": "1800-01-01", "end_date": "1800-12-31"}})
+    run = dags[f"dicom_deid__{STUDY}"].test(logical_date=EMPTY_RUN, run_conf={
+        "start_date": "2001-01-01", "end_date": "2001-12-31"})  # inside the project's window
     assert run.state == "success"
-    batch = batch_id_for(EMPTY_RUN)
+    batch = batch_id_for(EMPTY_RUN, STUDY)
     assert not list((env["dest"] / batch).rglob("*.dcm"))
     manifest = json.loads((env["dest"] / batch / "manifest.json").read_text())
     assert (manifest["image_count"], manifest["study_count"]) == (0, 0)

@@ -20,6 +20,7 @@ and none of the input's identifying values is in its bytes outside the bulk data
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
@@ -307,6 +308,8 @@ class Run:
     out: Path
     errors: list[dict[str, str]]
     mapping: list[dict[str, object]]
+    verdicts: list[dict[str, object]] | None = None
+    """The verification gate's verdicts (the pipeline runs it; the CLI does not)."""
 
 
 def deidentify(policy: str, corpus: Corpus, work: Path) -> Run:
@@ -321,14 +324,16 @@ def deidentify(policy: str, corpus: Corpus, work: Path) -> Run:
                      "--no-progress"])
         assert code == 3  # documented: some inputs failed (pydicom ships broken files)
     else:
-        # A pipeline run with no policy file ($DICOM_DEID_POLICY unset): the default.
+        # A pipeline run of a project that chooses no policy: the default.
         config = RunRequest(cohort="all", cohort_params={}).deid_config()
         run_batch(iter_sources(corpus.root), out, config, KEY, workers=2,
                   errors_path=errors, mapping_path=mapping, progress=False,
-                  start_method="forkserver")
+                  start_method="forkserver", gate=(), verdicts_path=work / "verdicts.parquet")
     with open(errors, newline="") as fh:
         error_rows = list(csv.DictReader(fh))
-    return Run(out, error_rows, pq.read_table(mapping).to_pylist())
+    verdicts = work / "verdicts.parquet"
+    return Run(out, error_rows, pq.read_table(mapping).to_pylist(),
+               pq.read_table(verdicts).to_pylist() if verdicts.exists() else None)
 
 
 @pytest.fixture(scope="module", params=POLICIES)
@@ -342,6 +347,22 @@ def run(request: pytest.FixtureRequest, corpus: Corpus,
 
 
 # -- 1. nothing lost ----------------------------------------------------------------------
+def test_the_gate_passes_every_output_and_binds_it_by_its_bytes(run: Run) -> None:
+    """The pipeline's gate, on files written by other tools (big endian and deflated
+    ones included), passes every output of the default policy: no false alarm that would
+    fail a run closed for nothing; and each verdict names its output's exact bytes."""
+    if run.verdicts is None:
+        assert run.mapping  # the CLI run: no gate, nothing to check here
+        return
+    assert {v["output_path"] for v in run.verdicts} == {m["output_path"] for m in run.mapping}
+    bad = [(v["output_path"], v["problems"]) for v in run.verdicts if not v["ok"]]
+    assert not bad, "\n".join(map(str, bad))
+    assert sum(v["values_checked"] > 0 for v in run.verdicts) >= len(run.verdicts) * 0.9
+    for v in run.verdicts:
+        data = (run.out / str(v["output_path"])).read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (v["sha256"], v["size"])
+
+
 def test_every_input_has_one_output_or_one_listed_error(corpus: Corpus, run: Run) -> None:
     written = Counter(str(row["source_path"]) for row in run.mapping)
     failed = Counter(row["path"] for row in run.errors)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
+import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -29,6 +30,7 @@ import time
 import warnings
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,11 @@ from dicom_deid.dicom.files import Chunk, InputFile, open_input, staged_name, wr
 from dicom_deid.dicom.reader import parse_instance
 from dicom_deid.dicom.writer import encode_instance_chunks
 from dicom_deid.errors import BadInput, ConfigError
+from dicom_deid.metadata.export import instance_row
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
+from .gate import Gate, Verdict, output_bytes
 from .mapping import MappingWriter
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,10 @@ class FileOutcome:
     """The input's modification time (the duplicate rule)."""
     tag: str = ""
     """The output is staged under ``staged_name(output, tag)`` until the driver takes it."""
+    verdict: Verdict | None = None
+    """The verification gate's verdict on the output (None: no gate in this run)."""
+    metadata: tuple[dict[str, Any], Any] | None = None
+    """The output's de-identified metadata row and its keyword shape (when asked for)."""
 
 
 @dataclass
@@ -93,6 +101,10 @@ class BatchSummary:
     seconds: float = 0.0
     bytes_in: int = 0
     failures_by_kind: dict[str, int] = field(default_factory=dict)
+    verified: int = 0
+    """Outputs the verification gate checked (0: no gate in this run)."""
+    rejected: int = 0
+    """Of ``verified``, outputs whose verdict failed (a leak or an unusable file)."""
 
     def uncount(self, size: int, byte_path: bool) -> None:
         """An input counted as processed turned out to be an older duplicate."""
@@ -120,10 +132,12 @@ class BatchSummary:
 
     def line(self) -> str:
         """The one-line summary the CLI ends with."""
+        gate = (f"; gate: {self.verified} checked, {self.rejected} rejected"
+                if self.verified else "")
         return (
             f"processed {self.processed}, failed {self.failed}, skipped {self.skipped} "
             f"in {self.seconds:.1f} s ({self.files_per_second:.0f} files/s; "
-            f"{self.byte_path} by the byte path)"
+            f"{self.byte_path} by the byte path{gate})"
         )
 
 
@@ -151,7 +165,7 @@ def _walk(folder: str, prefix: str) -> Iterator[Source]:
 
 
 # -- worker side ------------------------------------------------------------------------
-_WORKER: tuple[Deidentifier, ByteDeidentifier, Path, str, str] | None = None
+_WORKER: tuple[Deidentifier, ByteDeidentifier, Path, str, str, Gate | None, bool] | None = None
 _STAGED = [0]  # outputs this worker has staged (part of each staged name)
 
 
@@ -164,12 +178,14 @@ def _install_warning_filters() -> None:
 
 def _init_worker(
     config: DeidConfig, key: bytes, out_root: Path, layout: str, token: str,
+    gate: frozenset[str] | None, metadata: bool,
 ) -> None:
     global _WORKER
     _install_warning_filters()
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     deid = Deidentifier(config, key)
-    _WORKER = (deid, ByteDeidentifier(deid), out_root, layout, f"{token}-{os.getpid()}-")
+    _WORKER = (deid, ByteDeidentifier(deid), out_root, layout, f"{token}-{os.getpid()}-",
+               None if gate is None else Gate(gate), metadata)
 
 
 def _safe_reason(stage: str, exc: BaseException) -> str:
@@ -212,7 +228,7 @@ def process_source(src: Source) -> FileOutcome:
     """Read, de-identify and stage one file's output (runs in a worker; the driver
     publishes it, see the duplicate rule)."""
     assert _WORKER is not None, "worker not initialised"
-    deid, fast_path, out_root, layout, tag_prefix = _WORKER
+    deid, fast_path, out_root, layout, tag_prefix, gate, metadata = _WORKER
     outcome = FileOutcome(rel=src.rel)
     if os.path.basename(src.path).upper() in _SKIP_NAMES:
         outcome.kind, outcome.stage = "skipped", "read"
@@ -244,7 +260,21 @@ def process_source(src: Source) -> FileOutcome:
         rel = output_rel_for(result, src.rel, layout)
         _STAGED[0] += 1
         outcome.tag = f"{tag_prefix}{_STAGED[0]}"
-        write_staged(os.path.join(out_root, rel), data, source.fd, outcome.tag)
+        staged = write_staged(os.path.join(out_root, rel), data, source.fd, outcome.tag)
+        try:
+            if gate is not None or metadata:
+                output = output_bytes(data, source.fd)
+            if gate is not None:
+                stage = "verify"
+                outcome.verdict = _verdict(gate, rel, raw, source, output, result)
+            if metadata:
+                stage = "metadata"
+                outcome.metadata = _metadata_row(output, staged, outcome.verdict)
+        except BaseException:
+            os.unlink(staged)  # nobody will publish it: it must not stay behind
+            raise
+        finally:
+            result.ocr = None  # burned-in text read by OCR never leaves the worker
     except BadInput as exc:
         outcome.kind, outcome.stage, outcome.reason = exc.kind, stage, exc.reason
         return outcome
@@ -257,6 +287,36 @@ def process_source(src: Source) -> FileOutcome:
     outcome.output_rel = rel
     outcome.result = result
     return outcome
+
+
+def _metadata_row(output: bytes, staged: str, verdict: Verdict | None
+                  ) -> tuple[dict[str, Any], Any]:
+    """The de-identified metadata row of one output, from the bytes just written (the
+    pipeline's load step then needs no second read of the published files)."""
+    row, shape, _malformed = instance_row(output)
+    row.update(size_bytes=len(output), mtime=datetime.fromtimestamp(
+        os.stat(staged).st_mtime_ns / 1e9, UTC),
+        content_sha256=verdict.sha256 if verdict and verdict.sha256 else hashlib.sha256(
+            output).hexdigest())
+    return row, shape
+
+
+def _verdict(gate: Gate, rel: str, raw: bytes, source: InputFile, output: bytes,
+             result: InstanceResult) -> Verdict:
+    """The gate's verdict on one output, against its source's own bytes (the head the
+    byte path read, or the whole file when the head does not reach the pixel data)."""
+    try:
+        try:
+            facts = gate.source_facts(raw, source.size)
+        except BadInput:
+            if len(raw) >= source.size:
+                raise
+            facts = gate.source_facts(source.whole(), source.size)
+    except BadInput as exc:
+        return Verdict(rel, "", 0, (f"source not readable by the gate ({exc.kind})",))
+    uids = {0x0020000D: result.study_uid, 0x0020000E: result.series_uid,
+            0x00080018: result.sop_uid}
+    return gate.check(rel, output, facts, uids, result.ocr)
 
 
 # -- driver side ------------------------------------------------------------------------
@@ -286,10 +346,10 @@ def _mapping_row(run_id: str, o: FileOutcome) -> dict[str, object]:
 
 def _outcomes(
     sources: list[Source], config: DeidConfig, key: bytes, out_root: Path, layout: str,
-    token: str, workers: int, start_method: str,
+    token: str, workers: int, start_method: str, gate: frozenset[str] | None, metadata: bool,
 ) -> Generator[FileOutcome, None, None]:
     if workers <= 1 or len(sources) < 2:
-        _init_worker(config, key, out_root, layout, token)
+        _init_worker(config, key, out_root, layout, token, gate, metadata)
         for src in sources:
             yield process_source(src)
         return
@@ -301,7 +361,7 @@ def _outcomes(
     gc.freeze()
     try:
         with ctx.Pool(workers, initializer=_init_worker,
-                      initargs=(config, key, out_root, layout, token)) as pool:
+                      initargs=(config, key, out_root, layout, token, gate, metadata)) as pool:
             yield from pool.imap(process_source, sources, chunksize=chunk)
     finally:
         gc.unfreeze()
@@ -324,6 +384,10 @@ class _Publisher:
         # Inputs that lost, with their SOP Instance UID: listed at the end, naming the
         # final winner (a holder that loses later is not the one to name).
         self.losers: list[tuple[str, str]] = []
+        # The gate's verdict and the metadata row of each published output (a winner's
+        # replace a loser's).
+        self.verdicts: dict[str, Verdict] = {}
+        self.metadata: dict[str, tuple[dict[str, Any], Any]] = {}
 
     def loser_rows(self) -> Iterator[tuple[str, FileOutcome]]:
         """Errors-file entries of the inputs that lost, each naming its final winner."""
@@ -349,6 +413,10 @@ class _Publisher:
                 self.losers.append((o.rel, uid))
                 return [(o.rel, lost)]
         os.replace(staged, final)
+        if o.verdict is not None:
+            self.verdicts[o.output_rel] = o.verdict
+        if o.metadata is not None:
+            self.metadata[o.output_rel] = o.metadata
         self.holders[uid] = (index, o.mtime_ns, o.output_rel, o.size, o.byte_path)
         self.summary.count(o)
         if self.mapping:
@@ -358,11 +426,60 @@ class _Publisher:
         # The newcomer won: the holder's output (if elsewhere), row and count go.
         if h_output != o.output_rel:
             _unlink_with_empty_parents(os.path.join(self.out_root, h_output), self.out_root)
+            self.verdicts.pop(h_output, None)
+            self.metadata.pop(h_output, None)
         if self.mapping:
             self.mapping.drop(h_rel)
         self.summary.uncount(h_size, h_byte_path)
         self.losers.append((h_rel, uid))
         return [(h_rel, _duplicate(h_rel, o.rel))]
+
+
+def write_verdicts(path: Path, verdicts: Iterable[Verdict]) -> None:
+    """The gate's verdicts as Parquet, sorted by output path (deterministic bytes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [v.as_row() for v in sorted(verdicts, key=lambda v: v.output)]
+    table = pa.Table.from_pylist(rows, schema=verdict_schema())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_metadata(path: Path, rows: dict[str, tuple[dict[str, Any], Any]], run_id: str
+                   ) -> None:
+    """Metadata rows (output path -> row, shape) as one Parquet file in the export's
+    schema, sorted by output path (``source_uri``: the output path; ingested today, by
+    ``run_id``: a pipeline's load step sets its own URIs and date)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dicom_deid.metadata import schema as ms
+
+    shapes = ms.ShapeMerger()
+    today = datetime.now(UTC).date()
+    table_rows = []
+    for rel in sorted(rows):
+        row, shape = rows[rel]
+        shapes.add(shape)
+        table_rows.append({**row, "source_uri": rel, "ingest_run_id": run_id,
+                           "ingest_date": today})
+    table = pa.Table.from_pylist(table_rows, schema=ms.schema_for_shape(shapes.shape))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def verdict_schema() -> Any:
+    """The Arrow schema of a verdicts file (pyarrow imported on first use)."""
+    import pyarrow as pa
+
+    return pa.schema([("output_path", pa.string()), ("sha256", pa.string()),
+                      ("size", pa.int64()), ("ok", pa.bool_()), ("leaks", pa.int32()),
+                      ("values_checked", pa.int32()), ("problems", pa.string())])
 
 
 def _duplicate(rel: str, winner: str) -> FileOutcome:
@@ -483,8 +600,18 @@ def run_batch(
     log_every: float | None = None,
     label: str = "batch",
     start_method: str = "fork",
+    gate: Iterable[str] | None = None,
+    verdicts_path: Path | None = None,
+    metadata_path: Path | None = None,
 ) -> BatchSummary:
     """De-identify ``sources`` into ``out_root``; list failures; write the mapping.
+
+    ``gate``: run the verification gate (:mod:`.gate`) on every output in the worker
+    that wrote it, with these keywords as the declared exceptions (None: no gate); the
+    verdicts of the published outputs go to ``verdicts_path`` (Parquet, PHI-free) and
+    the summary counts those that failed (``rejected``). ``metadata_path``: each
+    published output's de-identified metadata row (the export's columns; ``source_uri``
+    its path relative to ``out_root``), read from the bytes the worker wrote, as Parquet.
 
     ``progress`` shows a bar (default: on a terminal); ``log_every`` seconds, a progress
     line is logged instead (for task logs): ``label: done/total files, rate``.
@@ -510,7 +637,9 @@ def run_batch(
     errors = _ErrorsFile(errors_path)
     token = os.urandom(6).hex()  # this run's staged names (a crash's leftovers: _remove_staged)
     publisher = _Publisher(out_root, src_list, summary, mapping, run_id)
-    outcomes = _outcomes(src_list, config, key, out_root, layout, token, workers, start_method)
+    exceptions = None if gate is None else frozenset(gate)
+    outcomes = _outcomes(src_list, config, key, out_root, layout, token, workers, start_method,
+                         exceptions, metadata_path is not None)
     try:
         bar = _progress_bar(len(src_list), show)
         ticker = _ProgressLog(label, len(src_list), log_every)
@@ -530,6 +659,12 @@ def run_batch(
             errors.write(rel, lost)
         bar.close()
         ticker.done()
+        summary.verified = len(publisher.verdicts)
+        summary.rejected = sum(not v.ok for v in publisher.verdicts.values())
+        if verdicts_path is not None:
+            write_verdicts(verdicts_path, publisher.verdicts.values())
+        if metadata_path is not None:
+            write_metadata(metadata_path, publisher.metadata, run_id)
         if mapping:
             mapping.close()
             mapping = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +62,7 @@ from .sweep import (
 )
 
 if TYPE_CHECKING:
-    from dicom_deid.pixels.clean import PixelCleaner
+    from dicom_deid.pixels.clean import OcrReadout, PixelCleaner
 
 DUMMY_TEXT = "ANONYMIZED"
 RESET_TEXT = "PLACEHOLDER"
@@ -138,6 +138,9 @@ class InstanceResult:
     date_shift_days: int | None = None
     redacted_boxes: int = 0
     """Rectangles blanked in the pixel data and overlays (burned-in text, known regions)."""
+    ocr: OcrReadout | None = field(default=None, compare=False, repr=False)
+    """What OCR read and kept in the pixels (None: not read). PHI until the verification
+    gate has judged it; the worker drops it before the result leaves the process."""
 
 
 def _private_creators(ds: Dataset) -> dict[tuple[int, int], str]:
@@ -191,7 +194,13 @@ class Deidentifier:
         )
         state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid))
         if self.pixels is not None:  # before any attribute changes: rules and context read them
-            res.redacted_boxes = self.pixels.clean(ds, lambda: self._pixel_context(ds))
+            from dicom_deid.pixels.clean import OcrReadout
+
+            res.ocr = OcrReadout()
+            res.redacted_boxes = self.pixels.clean(ds, lambda: self._pixel_context(ds),
+                                                   res.ocr)
+            if not res.ocr.read:
+                res.ocr = None
         if self.plan.needs_context:
             state.context = PhiContext.from_values(
                 self._context_values(ds, Mode.NORMAL, (state.iod, "")))

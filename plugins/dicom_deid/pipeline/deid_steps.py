@@ -13,13 +13,16 @@ wrote before, and a rerun of a whole batch leaves exactly the new run's artifact
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import os
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -30,21 +33,17 @@ import pyarrow.parquet as pq
 from dicom_deid import __version__
 from dicom_deid.cohort.cohorts import URI_COLUMN, cohort_to_filter, load_cohort, resolve_filter
 from dicom_deid.cohort.filter_file import FilterSet, read_filter
-from dicom_deid.config.google import config_from_options, load_config
 from dicom_deid.config.model import DeidConfig, privacy_first
 from dicom_deid.deid.batch import Source, run_batch
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
-from dicom_deid.metadata.export import ExportState, export_metadata
 
 from . import run_record
-from .interval_export import export_parts
 from .restricted import open_private_warehouse, private_dir, restrict, restrict_tree
-from .run_record import SUCCESS, RunOutcome
+from .run_record import DRY_RUN, SUCCESS, RunOutcome
 from .settings import PipelineSettings
 from .shards import ShardLimits, ShardPlan, plan_shards
 from .storage import Store, open_store
-from .verify import LEAK_KEYWORDS, checked_keywords, verify_outputs
 
 __all__ = ["RunOutcome", "RunRequest", "RunWorkspace", "batch_id_for"]
 
@@ -55,22 +54,24 @@ PRIORITIES = ("stat", "urgent", "routine", "low")
 _ERRORS_SCHEMA = pa.schema([(c, pa.string()) for c in ("run_id", "path", "stage", "kind",
                                                         "reason")])
 #: Per-shard artifacts: a new shard plan makes every one of them stale.
-_SHARD_FOLDERS = ("mapping", "errors", "deidentified", "verified")
+_SHARD_FOLDERS = ("mapping", "errors", "verdicts", "deid_metadata", "deidentified", "verified")
 #: What holds original identifiers and is no longer needed once a run has succeeded
 #: (the mapping and the error list are in the warehouse's restricted tables by then).
 _IDENTIFIED = ("cohort.parquet", "cohort.filter", "instances.parquet", "shards/*.parquet",
                "mapping", "errors", "errors.parquet", "deid_metadata", run_record.FAILURES)
 
 
-def batch_id_for(moment: datetime) -> str:
-    """The batch id of the run for ``moment`` (its logical date, or when it was queued).
+def batch_id_for(moment: datetime, project: str = "") -> str:
+    """The batch id of ``project``'s run for ``moment`` (its logical date, or when it was
+    queued): ``batch-<UTC time>Z-<project>``.
 
     A rerun of the same DAG run, or a test run for the same logical date, gets the same
-    id, hence the same folders and warehouse partition.
+    id, hence the same folders and warehouse partition. Projects scheduled by the same
+    event get different ids: their runs never share a folder or a warehouse partition.
     """
     utc = moment.astimezone(UTC)
     micro = f".{utc.microsecond:06d}" if utc.microsecond else ""
-    return f"batch-{utc:%Y%m%dT%H%M%S}{micro}Z"
+    return f"batch-{utc:%Y%m%dT%H%M%S}{micro}Z" + (f"-{project}" if project else "")
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,14 @@ class RunWorkspace:
     def errors(self, shard: ShardPlan) -> Path:
         return self.root / "errors" / f"{shard.name}.csv"
 
+    def metadata(self, shard: ShardPlan) -> Path:
+        """The de-identified metadata rows of the shard's outputs, from its workers."""
+        return self.root / "deid_metadata" / f"{shard.name}.parquet"
+
+    def verdicts(self, shard: ShardPlan) -> Path:
+        """The gate's verdicts on the shard's outputs (PHI-free; kept with the run)."""
+        return self.root / "verdicts" / f"{shard.name}.parquet"
+
     def result(self, step: str, shard: ShardPlan) -> Path:
         return self.root / step / f"{shard.name}.json"
 
@@ -146,35 +155,38 @@ class RunWorkspace:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What to de-identify and how: the DAG's params, validated."""
+    """What to de-identify and how: a project's standing policy, narrowed by a trigger.
+
+    ``policy``: the effective de-identification config (a project's,
+    :meth:`~dicom_deid.pipeline.projects.Project.deid_config`; by default the privacy-first
+    one, never the bare profile by omission). ``exceptions``: DICOM keywords the project
+    deliberately keeps (the verification gate does not flag their values). ``dry_run``:
+    de-identify and verify, never publish or load. ``project``: the project's name (for
+    the run record).
+    """
 
     cohort: str
     cohort_params: dict[str, Any]
-    config: str | None = None
-    options: tuple[str, ...] = ()
-    profile: str = "basic"
+    policy: DeidConfig = field(default_factory=privacy_first)
     priority: str = "routine"
+    exceptions: frozenset[str] = frozenset()
+    dry_run: bool = False
+    project: str = ""
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
             raise ConfigError(f"priority must be one of {PRIORITIES}")
-        if self.config and (self.options or self.profile != "basic"):
-            raise ConfigError("a config file already holds the profile and options")
+        object.__setattr__(self, "exceptions", frozenset(self.exceptions))
 
     def deid_config(self) -> DeidConfig:
-        """The config file's, else the profile with the options; with neither, the
-        privacy-first default (never the bare profile by omission)."""
-        if self.config:
-            return load_config(Path(self.config))
-        if not self.options and self.profile == "basic":
-            return privacy_first()
-        return config_from_options(self.profile, list(self.options))
+        """The effective configuration this run applies."""
+        return self.policy
 
     def config_fingerprint(self) -> str:
         """The effective configuration's fingerprint (:meth:`DeidConfig.fingerprint`):
         the value whose first 16 hex digits every output names in DeidentificationMethod,
         so manifests, ``deid_runs`` and files can be joined."""
-        return self.deid_config().fingerprint()
+        return self.policy.fingerprint()
 
 
 @contextmanager
@@ -220,15 +232,13 @@ def write_filter_file(ws: RunWorkspace) -> dict[str, Any]:
 
 
 def resolve_instances(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
-    """The instances the filter selects, with the identifying values verify looks for (a
-    cohort that selected nothing wrote an empty filter file: no instances, no shards)."""
+    """The instances the filter selects: their landing paths and sizes, nothing more (the
+    gate reads identifying values from each source file itself). A cohort that selected
+    nothing wrote an empty filter file: no instances, no shards."""
     empty = not ws.filter_path.read_text(encoding="ascii").strip()
     filter_set = FilterSet.of([]) if empty else read_filter(ws.filter_path)
     with open_private_warehouse(settings.warehouse) as warehouse:
-        present = set(warehouse.run_cohort("SELECT * FROM dicom_metadata LIMIT 0").column_names)
-        extra = ["size_bytes", *(k for k in LEAK_KEYWORDS if k in present and k not in (
-            "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))]
-        resolution = resolve_filter(warehouse, filter_set, columns=extra)
+        resolution = resolve_filter(warehouse, filter_set, columns=["size_bytes"])
     table = _one_row_per_uri(resolution.instances)
     with _in_workspace(ws):
         pq.write_table(table, ws.instances)
@@ -299,8 +309,8 @@ def deidentify_shard(
     dest.make_private(STAGING)  # unverified outputs: nobody else may read them
     dest.make_private(f"{STAGING}/{ws.batch_id}")
     with _in_workspace(ws):
-        for stale in (ws.mapping(plan), ws.errors(plan), ws.result("deidentified", plan),
-                      ws.result("verified", plan)):
+        for stale in (ws.mapping(plan), ws.errors(plan), ws.verdicts(plan), ws.metadata(plan),
+                      ws.result("deidentified", plan), ws.result("verified", plan)):
             stale.unlink(missing_ok=True)  # a failed try must not leave the last one's
         ws.folder("mapping")
         ws.folder("errors")
@@ -309,6 +319,8 @@ def deidentify_shard(
             sources, scratch, req.deid_config(), key, workers=settings.workers or None,
             errors_path=ws.errors(plan), mapping_path=ws.mapping(plan), run_id=ws.batch_id,
             progress=False, log_every=10.0, label=plan.name, start_method="forkserver",
+            gate=req.exceptions, verdicts_path=ws.verdicts(plan),
+            metadata_path=ws.metadata(plan),
         )
         dest.put_tree(scratch, ws.staged(plan))
         result = {
@@ -316,6 +328,7 @@ def deidentify_shard(
             "skipped": summary.skipped, "byte_path": summary.byte_path,
             "bytes_in": summary.bytes_in, "seconds": round(summary.seconds, 3),
             "failures_by_kind": summary.failures_by_kind, "key_id": run_record.key_id(key),
+            "gate_checked": summary.verified, "gate_rejected": summary.rejected,
         }
         ws.write_json(ws.result("deidentified", plan), result)
     log.info("%s: %s", plan.name, summary.line())
@@ -325,40 +338,74 @@ def deidentify_shard(
 def verify_shard(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, shard: int
 ) -> dict[str, Any]:
-    """Scan the shard's staged outputs for original PHI and check they are valid DICOM.
+    """Trust the shard's staged outputs only as the gate judged them in the worker.
 
-    Raises :class:`LeakError` (a PHI-free message) when an original value is found,
-    :class:`VerificationError` for an unusable output or an input with neither an
-    output nor an error record.
+    Every staged file must have a passing verdict (:mod:`dicom_deid.deid.gate`: no
+    identifying value of its source, structurally sound) naming its exact bytes (SHA-256
+    of the staged file, computed again here), every mapping row a staged file, and every
+    input an output or an error record. Raises :class:`LeakError` (PHI-free: output
+    paths and attribute names) when a verdict found a source value, otherwise
+    :class:`VerificationError` for anything else: an unusable output, a file without
+    a verdict or with different bytes, an input unaccounted for.
     """
+    del req  # the gate used the project's exceptions in the worker
     plan = ws.shard(shard)
     dest = open_store(settings.destination)
-    mapping = pq.read_table(ws.mapping(plan)).to_pylist() if ws.mapping(plan).exists() else []
-    by_rel = {m["source_path"]: m for m in mapping}
     staged = ws.staged(plan)
-    outputs = []
-    for src, row in _shard_inputs(ws, plan, open_store(settings.landing)):
-        m = by_rel.get(src.rel)
-        if m is not None:
-            outputs.append((m["output_path"], dest.local_path(f"{staged}/{m['output_path']}"),
-                            row, m["sop_uid"]))
-    report = verify_outputs(outputs, checked_keywords(req.deid_config()))
+    verdicts = {v["output_path"]: v for v in (
+        pq.read_table(ws.verdicts(plan)).to_pylist() if ws.verdicts(plan).exists() else [])}
+    mapped = ({m["output_path"] for m in pq.read_table(
+        ws.mapping(plan), columns=["output_path"]).to_pylist()}
+        if ws.mapping(plan).exists() else set())
+    files = {f.rel[len(staged) + 1:]: f for f in dest.list_files(staged)} \
+        if dest.exists(staged) else {}
+    digests = _digests({rel: dest.local_path(f"{staged}/{rel}") for rel in files},
+                       settings.workers)
+    findings: list[str] = []
+    leaks = values = 0
+    for rel in sorted(files):
+        verdict = verdicts.get(rel)
+        if verdict is None:
+            findings.append(f"{rel}: no verdict from the gate")
+        elif verdict["sha256"] != digests[rel]:
+            findings.append(f"{rel}: not the bytes the gate checked")
+        elif not verdict["ok"]:
+            findings.append(f"{rel}: {verdict['problems']}")
+            leaks += verdict["leaks"] > 0
+        if verdict is not None:
+            values += verdict["values_checked"]
+    findings += [f"{rel}: in the mapping but not staged" for rel in sorted(mapped - set(files))]
     failed = _error_count(ws.errors(plan))
-    accounted = len(outputs) + failed
-    result = {"shard": plan.shard, "files": report.files, "values_checked":
-              report.values_checked, "findings": len(report.findings), "ok": report.ok,
-              "leaks": report.leaks, "inputs": plan.files, "accounted": accounted}
+    accounted = len(mapped & set(files)) + failed
+    ok = not findings and accounted == plan.files
+    result = {"shard": plan.shard, "files": len(files), "values_checked": values,
+              "findings": len(findings), "ok": ok, "leaks": leaks, "inputs": plan.files,
+              "accounted": accounted}
     with _in_workspace(ws):
         ws.write_json(ws.result("verified", plan), result)
-    if report.leaks:
-        raise LeakError(f"{plan.name}: {report.summary()}")
-    if not report.ok:
-        raise VerificationError(f"{plan.name}: {report.summary()}")
+    summary = (f"{len(files)} file(s), {values} value(s) checked: "
+               + ("; ".join(findings[:10]) + (f" (+{len(findings) - 10} more)"
+                                                if len(findings) > 10 else "")
+                  if findings else "no leaks, all valid"))
+    if leaks:
+        raise LeakError(f"{plan.name}: {leaks} output(s) hold an original value: {summary}")
+    if findings:
+        raise VerificationError(f"{plan.name}: {summary}")
     if accounted != plan.files:
         raise VerificationError(f"{plan.name}: {plan.files - accounted} input(s) have neither an "
-                        "output nor an error record")
-    log.info("%s verified: %s", plan.name, report.summary())
+                                "output nor an error record")
+    log.info("%s verified: %s", plan.name, summary)
     return result
+
+
+def _digests(paths: dict[str, Path], workers: int) -> dict[str, str]:
+    """SHA-256 of each file, read and hashed on threads (both release the GIL)."""
+    def digest(path: Path) -> str:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+
+    with ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1)) as pool:
+        return dict(zip(paths, pool.map(digest, paths.values()), strict=True))
 
 
 def _error_count(path: Path) -> int:
@@ -392,61 +439,51 @@ def publish(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
 def load_deid_metadata(
     ws: RunWorkspace, settings: PipelineSettings, logical_date: date
 ) -> dict[str, Any]:
-    """Export the published outputs' metadata; make them the batch's ``deid_metadata`` rows.
+    """Make the published outputs' metadata the batch's ``deid_metadata`` rows.
 
-    The batch's rows are replaced as a whole (keyed on ``ingest_run_id``), with exactly
-    one row per file published now: the export is incremental, so rows of files an
-    earlier try published and this one did not are left out (:func:`_current_rows`).
+    The rows come from the workers, read from the bytes each one wrote (no second read of
+    the published files); here they get their published URIs and the run's ingest
+    columns. The batch's rows are replaced as a whole (keyed on ``ingest_run_id``).
     """
     dest = open_store(settings.destination)
-    files = [f for f in dest.list_files(ws.batch_id) if f.rel.endswith(".dcm")]
-    out = settings.metadata_dir / "deid_metadata"
-    uris = [str(dest.local_path(f.rel)) for f in files]
-    state = ExportState.for_export(out)
-    summary = export_metadata(
-        uris, out, run_id=ws.batch_id, ingest_date=logical_date, state=state,
-        workers=settings.workers or None, start_method="forkserver",
-    )
-    if summary.errors:
-        raise VerificationError(f"{len(summary.errors)} published file(s) could not be read "
-                                "back")
+    published = {f.rel[len(ws.batch_id) + 1:] for f in dest.list_files(ws.batch_id)
+                 if f.rel.endswith(".dcm")}
+    parts: list[str] = []
+    rows = 0
+    found: set[str] = set()
     with _in_workspace(ws):
-        parts = _current_rows(ws, out, state, set(uris))  # the state export updated
+        for plan in ws.shards():
+            source = ws.metadata(plan)
+            if not source.exists():
+                continue
+            table = pq.read_table(source)
+            rels = table.column("source_uri").to_pylist()
+            found.update(rels)
+            n = table.num_rows
+            uris = pa.array([dest.uri(f"{ws.batch_id}/{rel}") for rel in rels], pa.string())
+            run = pa.array([ws.batch_id] * n, pa.string())
+            day = pa.array([logical_date] * n, pa.date32())
+            for name, column in (("source_uri", uris), ("ingest_run_id", run),
+                                 ("ingest_date", day)):
+                table = table.set_column(table.schema.get_field_index(name), name, column)
+            part = ws.folder("deid_metadata") / f"{plan.name}.load.parquet"
+            pq.write_table(table, part)
+            parts.append(str(part))
+            rows += n
+    missing = published - found
+    if missing:
+        raise VerificationError(f"{len(missing)} published file(s) have no metadata row from "
+                                "their worker: rerun the batch")
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
         if parts:
-            rows = warehouse.load_parquet("deid_metadata", parts, mode="replace_partition",
-                                          key_columns=("ingest_run_id",))
+            loaded = warehouse.load_parquet("deid_metadata", parts, mode="replace_partition",
+                                            key_columns=("ingest_run_id",))
         else:
             warehouse.delete_partition("deid_metadata", {"ingest_run_id": ws.batch_id})
-            rows = 0
-    log.info("deid_metadata: %d file(s) exported, %d row(s) loaded", summary.exported, rows)
-    return {"files": len(files), "exported": summary.exported, "rows_loaded": rows}
-
-
-def _current_rows(ws: RunWorkspace, out: Path, state: ExportState, uris: set[str]
-                  ) -> list[str]:
-    """The Parquet parts holding exactly the rows of ``uris`` as the export state has them.
-
-    A part whose rows are all current is used as it is; one that also holds rows of
-    files no longer published (or of an older content) is filtered into the run folder.
-    """
-    keep_dir = ws.root / "deid_metadata"
-    shutil.rmtree(keep_dir, ignore_errors=True)
-    parts: list[str] = []
-    for part in export_parts(out, ws.batch_id):
-        rel = Path(part).relative_to(out).as_posix()
-        column = pq.read_table(part, columns=["source_uri"]).column("source_uri").to_pylist()
-        mask = [u in uris and (e := state.get(u)) is not None and e.part == rel
-                for u in column]
-        if all(mask):
-            parts.append(part)
-        elif any(mask):
-            private_dir(keep_dir)
-            kept = keep_dir / Path(part).name
-            pq.write_table(pq.read_table(part).filter(pa.array(mask)), kept)
-            parts.append(str(kept))
-    return parts
+            loaded = 0
+    log.info("deid_metadata: %d row(s) from the workers, %d loaded", rows, loaded)
+    return {"files": len(published), "rows_loaded": loaded}
 
 
 def _shard_files(ws: RunWorkspace, kind: str) -> list[Path]:
@@ -556,28 +593,33 @@ def remove_identified(ws: RunWorkspace) -> list[str]:
 def finish_run(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None, *,
     failed_tasks: Sequence[str], completed: bool, started_at: datetime, user: str,
-    cohort: str = "",
+    cohort: str = "", project: str = "",
 ) -> dict[str, Any]:
     """End a run, whatever happened: decide its outcome, clean up, record it.
 
     ``failed_tasks``: the tasks the orchestrator marked failed; ``completed``: the last
-    work step succeeded. A run that did not succeed loses its staged outputs (a leak
-    must not stay on the destination's disk); a run that did loses its identified
-    intermediates. Either way its one ``deid_runs`` row is written (:func:`record_run`).
-    ``req`` is None when the run's params were invalid (``cohort`` names it then).
+    work step succeeded (for a dry run: the last verification). A run that did not
+    succeed loses its staged outputs (a leak must not stay on the destination's disk); a
+    run that did loses its identified intermediates, and a dry run that did is recorded
+    as ``dry_run`` and loses its staged outputs too (they are never published). Either
+    way its one ``deid_runs`` row is written (:func:`record_run`). ``req`` is None when
+    the run's params or project file were invalid (``cohort``, ``project`` name it then).
     """
     with _in_workspace(ws):
         verified = [ws.read_json(p) for p in sorted((ws.root / "verified").glob("*.json"))]
         outcome = run_record.decide_outcome(
             failed_tasks, completed, run_record.read_failures(ws.root), verified)
-        if outcome.status != SUCCESS:
+        if outcome.status == SUCCESS and req is not None and req.dry_run:
+            outcome = RunOutcome(DRY_RUN, "dry run: nothing published or loaded")
+        done = outcome.status in (SUCCESS, DRY_RUN)
+        if not done:
             discard_staged(ws, settings)
         result = record_run(ws, settings, req, outcome=outcome, started_at=started_at,
-                            user=user, cohort=cohort)
-        if outcome.status == SUCCESS:
+                            user=user, cohort=cohort, project=project)
+        if done:
             discard_staged(ws, settings)  # publish removed it; an interrupted publish may not
             result["removed"] = len(remove_identified(ws))
-    log.log(logging.INFO if outcome.status == SUCCESS else logging.ERROR,
+    log.log(logging.INFO if done else logging.ERROR,
             "run %s: %s%s", ws.batch_id, outcome.status,
             f" ({outcome.reason})" if outcome.reason else "")
     return result
@@ -596,7 +638,7 @@ def _effective_fingerprint(req: RunRequest | None) -> str | None:
 
 def record_run(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None, *,
-    outcome: RunOutcome, started_at: datetime, user: str, cohort: str = "",
+    outcome: RunOutcome, started_at: datetime, user: str, cohort: str = "", project: str = "",
 ) -> dict[str, Any]:
     """Upsert the run's one ``deid_runs`` row and write a PHI-free report next to the run."""
     results = [ws.read_json(p) for p in sorted((ws.root / "deidentified").glob("shard-*.json"))]
@@ -607,7 +649,7 @@ def record_run(
         "user": user, "config_sha256": _effective_fingerprint(req),
         "cohort": Path(req.cohort if req else cohort).name, "status": outcome.status,
         **totals, "reason": outcome.reason, "key_id": ",".join(key_ids) or None,
-        "engine": __version__,
+        "engine": __version__, "project": (req.project if req else project) or None,
     }
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydicom.dataelem import DataElement, RawDataElement
@@ -50,7 +50,8 @@ from dicom_deid.text.context import PhiContext
 from .ocr import Box, TextLine, find_text, line_cache, to_detection_image
 from .rules import RuleSet, load_rules
 
-__all__ = ["DEFAULT_IMAGE_INFO_TYPES", "TEXT_PRONE_MODALITIES", "PixelCleaner"]
+__all__ = ["DEFAULT_IMAGE_INFO_TYPES", "TEXT_PRONE_MODALITIES", "OcrReadout", "PixelCleaner",
+           "read_text_lines"]
 
 PIXEL_DATA = 0x7FE00010
 _BURNED_IN = 0x00280301
@@ -75,6 +76,17 @@ class _Job:
 
     rule_boxes: list[Box]
     ocr: bool
+
+
+@dataclass
+class OcrReadout:
+    """What OCR read in one image and left in place: the verification gate judges these
+    lines again instead of reading the image twice (pixels outside the blanked boxes are
+    unchanged). PHI until judged: kept in the worker's memory only, never logged."""
+
+    read: bool = False
+    """OCR read every distinct frame of the image."""
+    kept: list[str] = field(default_factory=list)
 
 
 class PixelCleaner:
@@ -139,12 +151,14 @@ class PixelCleaner:
         return _Job(boxes, self.wants_ocr(ds))
 
     # -- doing --------------------------------------------------------------------------
-    def clean(self, ds: Dataset, context: Callable[[], PhiContext]) -> int:
+    def clean(self, ds: Dataset, context: Callable[[], PhiContext],
+              readout: OcrReadout | None = None) -> int:
         """Redact ``ds``'s pixel data and overlays in place; return the number of boxes.
 
         ``context`` builds the instance's identifying values; it is called at most once,
-        and only when OCR found text to judge. Raises :class:`BadInput` when pixel data
-        that must be cleaned cannot be decoded.
+        and only when OCR found text to judge. ``readout`` receives the lines OCR read and
+        kept. Raises :class:`BadInput` when pixel data that must be cleaned cannot be
+        decoded.
         """
         ctx_cache: list[PhiContext] = []
 
@@ -163,7 +177,7 @@ class PixelCleaner:
         pixels = _open_pixels(ds)
         boxes = set(job.rule_boxes)
         if job.ocr:
-            boxes.update(self._ocr_boxes(pixels, keep_line))
+            boxes.update(self._ocr_boxes(pixels, keep_line, readout))
         if boxes:
             pixels.fill(sorted(boxes))
             pixels.store(ds)
@@ -173,24 +187,25 @@ class PixelCleaner:
         return count + len(boxes)
 
     @staticmethod
-    def _ocr_boxes(pixels: _Pixels, keep_line: Callable[[TextLine], bool]) -> set[Box]:
+    def _ocr_boxes(pixels: _Pixels, keep_line: Callable[[TextLine], bool],
+                   readout: OcrReadout | None = None) -> set[Box]:
         """Boxes of the text lines to blank, read from every distinct frame.
 
         A frame identical to one already read adds nothing and is skipped; within one
         image a line whose pixels were already recognised is not recognised again.
         """
         boxes: set[Box] = set()
-        seen: set[bytes] = set()
-        with line_cache():
-            for frame in pixels.detection_frames():
-                digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
-                if digest in seen:
-                    continue
-                seen.add(digest)
-                for line in find_text(frame):
-                    box = _padded(line.box).clip(pixels.rows, pixels.cols)
-                    if box is not None and not keep_line(line):
-                        boxes.add(box)
+        for line in _distinct_lines(pixels):
+            box = _padded(line.box).clip(pixels.rows, pixels.cols)
+            if box is None:
+                continue
+            if keep_line(line):
+                if readout is not None:
+                    readout.kept.append(line.text)
+            else:
+                boxes.add(box)
+        if readout is not None:
+            readout.read = True
         return boxes
 
     def _clean_overlays(self, ds: Dataset) -> int:
@@ -444,6 +459,25 @@ class _EncapsulatedPixels(_Pixels):
             out_ts = ExplicitVRLittleEndian
         ds.file_meta.TransferSyntaxUID = UID(out_ts)
         set_output_transfer_syntax(ds, out_ts)
+
+
+def _distinct_lines(pixels: _Pixels) -> Iterable[TextLine]:
+    """The text lines of every distinct frame (an identical frame is read once; within
+    one image a line whose pixels were already recognised is not recognised again)."""
+    seen: set[bytes] = set()
+    with line_cache():
+        for frame in pixels.detection_frames():
+            digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            yield from find_text(frame)
+
+
+def read_text_lines(ds: Dataset) -> list[str]:
+    """The text OCR reads in ``ds``'s pixel data, every distinct frame (the verification
+    gate's read-back of an image at risk that the policy did not clean)."""
+    return [line.text for line in _distinct_lines(_open_pixels(ds))]
 
 
 def _open_pixels(ds: Dataset) -> _Pixels:

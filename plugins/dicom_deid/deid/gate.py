@@ -1,0 +1,534 @@
+"""The verification gate: one output checked against its own source, in the worker.
+
+Right after a worker has de-identified a file it holds both the source bytes and the
+output bytes; :class:`Gate` checks the output there, independently of the configuration
+that produced it:
+
+- **No identifying value of the source survives.** Every person name (VR PN, whole and
+  by component), ID, accession number, birth date, institution, station and device
+  identifier, and every UID the Basic Profile replaces, read from the source file itself
+  at any depth (not from possibly stale metadata), is searched for in every byte of the
+  output outside the pixel data, case-insensitively, as a whole token. Only the
+  project's declared exceptions (keywords it deliberately keeps) are not searched.
+- **The output is structurally sound.** File meta present and naming the instance, the
+  Study/Series/SOP Instance UIDs those of the mapping, and every Type 1 attribute of the
+  IOD that the source had with a value still there with one.
+
+The result is a :class:`Verdict` bound to the output by its SHA-256: the verify step
+trusts a staged file only when a passing verdict names its exact bytes. Verdicts name
+attributes and reasons, never a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
+
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+
+from dicom_deid.config.iod import AttributeType, iod_for
+from dicom_deid.config.model import Option, info_type_of, privacy_first
+from dicom_deid.config.ps3_15 import ActionCode, load_table
+from dicom_deid.dicom.files import Chunk, FileRange
+from dicom_deid.dicom.reader import PYDICOM_ONLY_SYNTAXES, parse_instance
+from dicom_deid.dicom.walker import (
+    EXPLICIT_BE,
+    PIXEL_DATA_TAG,
+    Element,
+    elements,
+    locate_dataset,
+    sequence_items,
+)
+from dicom_deid.errors import BadInput
+from dicom_deid.text.chars import ascii_fold
+from dicom_deid.text.context import PhiContext
+
+from .sweep import SWEEP_EXEMPT
+
+if TYPE_CHECKING:  # the pixel modules (numpy, the OCR engine) load on first use
+    from dicom_deid.pixels.clean import OcrReadout, PixelCleaner
+
+__all__ = ["IDENTIFYING_KEYWORDS", "Gate", "Verdict", "expand_exceptions", "output_bytes"]
+
+#: Attributes whose values identify a patient, a person or a place, searched for in the
+#: output whatever the configuration did with them (with every PN and every UID the Basic
+#: Profile replaces, see :func:`_gathered_tags`).
+IDENTIFYING_KEYWORDS: frozenset[str] = frozenset({
+    "PatientID", "IssuerOfPatientID", "OtherPatientIDs", "PatientBirthDate",
+    "PatientAddress", "PatientTelephoneNumbers", "MedicalRecordLocator", "AccessionNumber",
+    "StudyID", "AdmissionID", "RequestedProcedureID", "ScheduledProcedureStepID",
+    "PerformedProcedureStepID", "FillerOrderNumberImagingServiceRequest",
+    "PlacerOrderNumberImagingServiceRequest", "InstitutionName", "InstitutionAddress",
+    "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber",
+    "PatientInsurancePlanCodeSequence", "MilitaryRank", "BranchOfService",
+    "RegionOfResidence", "CountryOfResidence", "PatientState",
+})
+_MIN_TEXT = 4
+"""Shorter values ("M", "12", an initial) match by chance in any file; non-ASCII values
+of two bytes or more are searched (two CJK characters are a name)."""
+_PIXEL_TAGS = frozenset({PIXEL_DATA_TAG, 0x7FE00008, 0x7FE00009})
+_TEXT_SPLIT = re.compile(rb"[\\]")
+_NAME_SPLIT = re.compile(rb"[\\=^]")
+_READ_BLOCK = 1 << 22
+_SEQUENCE_MEMO = 4096
+_UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
+_RISK_TAGS = frozenset({0x00280301, 0x00080060, 0x00080016, 0x00080008})
+"""BurnedInAnnotation, Modality, SOPClassUID, ImageType: what decides an image at risk."""
+_UID_NAMES = {0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
+              0x00080018: "SOPInstanceUID"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the gate found for one output (PHI-free: attributes and reasons only)."""
+
+    output: str
+    sha256: str
+    size: int
+    problems: tuple[str, ...] = ()
+    leaks: int = 0
+    """How many of ``problems`` are an identifying value of the source found in the output."""
+    values_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_row(self) -> dict[str, object]:
+        return {"output_path": self.output, "sha256": self.sha256, "size": self.size,
+                "ok": self.ok, "leaks": self.leaks, "values_checked": self.values_checked,
+                "problems": "; ".join(self.problems)}
+
+
+@cache
+def _gathered_tags() -> dict[int, str]:
+    """Tag -> keyword of the attributes whose values are gathered (PN comes by its VR)."""
+    out: dict[int, str] = {}
+    for kw in IDENTIFYING_KEYWORDS:
+        tag = tag_for_keyword(kw)
+        assert tag is not None, kw
+        out[tag] = kw
+    for tag, row in load_table().exact.items():
+        if row.basic is ActionCode.U:
+            out[tag] = row.keyword
+    return out
+
+
+def expand_exceptions(entries: Iterable[str]) -> frozenset[str]:
+    """Declared exceptions as keywords: a DICOM keyword stands for itself; a PS3.15
+    option name (``RetainUIDs``, ``RetainDeviceIdentity``...) for every attribute that
+    option keeps (``K`` in its column of Table E.1-1). Anything else: :class:`ConfigError`."""
+    out: set[str] = set()
+    for entry in entries:
+        if tag_for_keyword(entry) is not None or entry == "PersonName":
+            out.add(entry)
+            continue
+        option = Option.parse(entry)  # ConfigError naming the known options
+        out.update(row.keyword for row in load_table().exact.values()
+                   if row.keyword and dict(row.option_codes).get(option) is ActionCode.K)
+    return frozenset(out)
+
+
+@cache
+def _vr_of(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+@cache
+def _type1_tags(sop_class_uid: str) -> tuple[int, ...]:
+    """The top-level Type 1 attributes of the SOP class's IOD (none for an unknown class)."""
+    iod = iod_for(sop_class_uid)
+    if iod is None:
+        return ()
+    tags = []
+    for (parent, keyword), kind in iod.types.items():
+        if parent == "" and kind is AttributeType.T1:
+            tag = tag_for_keyword(keyword)
+            if tag is not None:
+                tags.append(tag)
+    return tuple(sorted(tags))
+
+
+@dataclass
+class SourceFacts:
+    """What the gate reads from a source file: identifying values and top-level tags."""
+
+    values: dict[bytes, set[str]] = field(default_factory=dict)
+    """Each searchable byte form of a text value -> the keywords it came from."""
+    uids: dict[bytes, set[str]] = field(default_factory=dict)
+    """The same for UIDs (searched as digits-and-dots tokens, no pattern compiled)."""
+    filled: set[int] = field(default_factory=set)
+    """Top-level tags with a non-empty value."""
+    sop_class_uid: str = ""
+    header: dict[int, str] = field(default_factory=dict)
+    """The top-level attributes that put an image at risk of burned-in text."""
+    whole: list[tuple[str, str, bytes]] = field(default_factory=list)
+    """Each gathered text value as written (keyword, VR, bytes): the context burned-in
+    text is judged against."""
+    encodings: str = "latin-1"
+
+
+_REGISTERED = frozenset(uid.encode("ascii") for uid in UID_dictionary)
+"""UIDs the standard registers (PS3.6 Annex A: SOP classes, the well-known palette SOP
+instances...): they name no patient, and a profile keeps them."""
+_MAY_HOLD = frozenset({None, "PN", "SQ", "UN"})
+"""Written VRs of elements that may hold a gathered value without a gathered tag."""
+
+
+@lru_cache(maxsize=4096)
+def _forms(raw: bytes, name: bool) -> tuple[bytes, ...]:
+    """The byte forms of one value worth searching for: the whole value and its parts
+    (values of a multi-valued element; a name's groups and components). A series'
+    files repeat most values: remembered."""
+    out = set()
+    for part in {raw, *(_NAME_SPLIT if name else _TEXT_SPLIT).split(raw)}:
+        part = part.strip(b" \x00^=")  # an empty name is "^^^^": no form of anything
+        if len(part) >= _MIN_TEXT or (len(part) >= 2 and not part.isascii()):
+            out.add(part)
+    return tuple(sorted(out))
+
+
+class Gate:
+    """Checks outputs against their sources; one per worker (caches per SOP class)."""
+
+    def __init__(self, exceptions: Iterable[str] = ()) -> None:
+        self.exceptions = expand_exceptions(exceptions)
+        self._risk: PixelCleaner | None = None
+        self._sequences: dict[tuple[bytes, bool], SourceFacts] = {}
+        self._tags = {t: k for t, k in _gathered_tags().items() if k not in self.exceptions}
+        self._pn = "PersonName" not in self.exceptions
+
+    # -- the source ------------------------------------------------------------------
+
+    def source_facts(self, data: bytes, size: int | None = None) -> SourceFacts:
+        """Identifying values at any depth and filled top-level tags of DICOM bytes (the
+        whole file, or its head when it holds everything before the pixel data).
+        :class:`BadInput` when the bytes cannot be walked (the caller reads the whole
+        file, or fails the output)."""
+        start = locate_dataset(data)
+        if start.transfer_syntax in _WALKER_CANNOT:
+            data = _as_explicit_le(data)  # raises BadInput if pydicom cannot read it either
+            start, size = locate_dataset(data), None
+        facts = SourceFacts()
+        end = max(len(data), size or 0)
+        top = _until_pixels(data, start.pos, end, start.implicit)
+        for tag, _vr, _h, vs, ve, undefined in top:
+            if undefined or ve > vs:
+                facts.filled.add(tag)
+            if tag in _RISK_TAGS:
+                facts.header[tag] = data[vs:ve].rstrip(b" \x00").decode("ascii", "replace")
+            elif tag == 0x00080005 and b"192" in data[vs:ve]:
+                facts.encodings = "utf-8"
+        facts.sop_class_uid = facts.header.get(0x00080016, "")
+        self._gather(data, top, start.implicit, facts, 0)
+        return facts
+
+    def _gather(self, data: bytes, elems: Sequence[Element], implicit: bool,
+                facts: SourceFacts, depth: int) -> None:
+        tags, names = self._tags, self._pn
+        for tag, written, _h, vs, ve, undefined in elems:
+            keyword = tags.get(tag)
+            if keyword is None and written not in _MAY_HOLD:  # most elements: one lookup
+                continue
+            if tag in _PIXEL_TAGS or tag >> 16 == 0x0002:
+                continue
+            vr = written
+            if vr is None or vr == "UN":  # implicit VR, or unknown to the writer
+                vr = _vr_of(tag) if not tag >> 16 & 1 else ("SQ" if undefined else "UN")
+            if vr == "SQ":
+                if depth < 32:  # items of an implicit or UN sequence are implicit VR
+                    self._sequence(data[vs:ve], tag, implicit or written == "UN", facts,
+                                   depth)
+                continue
+            if keyword is None:
+                if vr != "PN" or not names:
+                    continue
+                keyword = keyword_for_tag(tag) or "PersonName"
+            if vr == "UI":
+                out = facts.uids
+                forms = tuple(u for u in _forms(data[vs:ve], False) if u not in _REGISTERED)
+            else:
+                out, forms = facts.values, _forms(data[vs:ve], vr == "PN")
+                if forms:
+                    facts.whole.append((keyword, vr, data[vs:ve]))
+            for form in forms:
+                kws = out.get(form)
+                if kws is None:
+                    out[form] = {keyword}
+                else:
+                    kws.add(keyword)
+
+    def _sequence(self, value: bytes, tag: int, implicit: bool, facts: SourceFacts,
+                  depth: int) -> None:
+        """Gather from a sequence's items; a series' files repeat most sequences byte for
+        byte, so what one holds is remembered by its bytes."""
+        key = (value, implicit)
+        found = self._sequences.get(key)
+        if found is None:
+            found = SourceFacts()
+            for item in sequence_items(value, 0, len(value), implicit, tag):
+                self._gather(value, item, implicit, found, depth + 1)
+            if len(self._sequences) >= _SEQUENCE_MEMO:
+                self._sequences.clear()
+            self._sequences[key] = found
+        for mine, theirs in ((facts.values, found.values), (facts.uids, found.uids)):
+            for form, kws in theirs.items():
+                known = mine.get(form)
+                if known is None:
+                    mine[form] = set(kws)
+                else:
+                    known |= kws
+        facts.whole += found.whole
+
+    # -- the output ------------------------------------------------------------------
+
+    def check(
+        self, name: str, data: bytes, facts: SourceFacts, uids: dict[int, str],
+        ocr: OcrReadout | None = None,
+    ) -> Verdict:
+        """The verdict on one output's bytes (see :func:`output_bytes`). ``uids``: the
+        Study/Series/SOP Instance UIDs the mapping records for it. ``ocr``: what the pixel
+        cleaner's OCR read and kept in this image (None: it did not read it; an image at
+        risk is then read here)."""
+        digest = hashlib.sha256(data).hexdigest()
+        problems: list[str] = []
+        try:
+            start = locate_dataset(data, meta_values=True)
+        except BadInput as exc:
+            return Verdict(name, digest, len(data), (f"not readable DICOM ({exc.kind})",))
+        if start.meta is None:
+            problems.append("no file meta information")
+        size = len(data)
+        try:
+            if start.transfer_syntax in _WALKER_CANNOT:
+                # Deflated or big endian: checked as pydicom reads it, re-encoded as
+                # explicit VR little endian (text values keep their bytes); the file
+                # meta is always explicit VR little endian, read as it is.
+                data = _as_explicit_le(data)
+                start = locate_dataset(data)._replace(meta=start.meta)
+            top = _until_pixels(data, start.pos, len(data), start.implicit)
+        except BadInput as exc:
+            return Verdict(name, digest, size, (f"not readable DICOM ({exc.kind})",))
+        self._structure(data, top, start.meta, facts, uids, problems)
+        leaks = self._leaks(data, top, start.implicit, facts, problems)
+        if self.at_risk(facts):
+            lines = ocr.kept if ocr is not None and ocr.read else self._read_pixels(
+                data, problems)
+            found = self._burned_in(lines, facts)
+            if found:
+                problems.append(f"burned-in text: {found} line(s) read back hold an "
+                                "identifying value or a sensitive pattern")
+                leaks += 1
+        return Verdict(name, digest, size, tuple(problems), leaks,
+                       len(facts.values) + len(facts.uids))
+
+    def at_risk(self, facts: SourceFacts) -> bool:
+        """Whether the image may carry burned-in text, by the privacy-first policy's rule
+        (``ocrScope`` AUTO: BurnedInAnnotation YES, US and other text-prone modalities,
+        secondary captures, screen saves), whatever the project's policy chose."""
+        if PIXEL_DATA_TAG not in facts.filled:
+            return False
+        if self._risk is None:
+            from dicom_deid.pixels.clean import PixelCleaner
+
+            self._risk = PixelCleaner(privacy_first())
+        h = facts.header
+        return self._risk.ocr_by_header(
+            h.get(0x00280301, ""), h.get(0x00080060, ""), h.get(0x00080016, ""),
+            h.get(0x00080008, ""))
+
+    @staticmethod
+    def _read_pixels(data: bytes, problems: list[str]) -> list[str]:
+        """OCR of the output's own pixels (the policy did not read this image)."""
+        from dicom_deid.pixels.clean import read_text_lines
+
+        try:
+            return read_text_lines(parse_instance(data).dataset)
+        except BadInput as exc:
+            problems.append(f"pixel data of an image at risk cannot be read back ({exc.kind})")
+            return []
+
+    def _burned_in(self, lines: Sequence[str], facts: SourceFacts) -> int:
+        """How many ``lines`` hold one of the source's values (any spelling the pixel
+        cleaner recognises) or a sensitive pattern (a date, an ID, a name...)."""
+        if not lines:
+            return 0
+        from dicom_deid.pixels.clean import DEFAULT_IMAGE_INFO_TYPES
+        from dicom_deid.text.banner import line_spans
+
+        pairs = []
+        for keyword, vr, raw in facts.whole:
+            text = raw.decode(facts.encodings, "replace").strip(" \x00")
+            for value in text.split("\\"):
+                if value.strip():
+                    pairs.append((info_type_of(keyword, vr), value))
+        pairs += [(t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v]
+        ctx = PhiContext.from_values(pairs)
+        return sum(bool(line_spans(line, ctx, include=DEFAULT_IMAGE_INFO_TYPES))
+                   for line in lines)
+
+    def _structure(self, data: bytes, top: Sequence[Element], meta: dict[int, str] | None,
+                   facts: SourceFacts, uids: dict[int, str], problems: list[str]) -> None:
+        values = {tag: (vs, ve) for tag, _vr, _h, vs, ve, _u in top}
+        filled = {tag for tag, _vr, _h, vs, ve, u in top if u or ve > vs}
+
+        def text(tag: int) -> str:
+            vs, ve = values.get(tag, (0, 0))
+            return data[vs:ve].rstrip(b" \x00").decode("ascii", "replace")
+
+        for tag in _UID_TAGS:
+            expected = uids.get(tag)
+            if expected is not None and text(tag) != expected:
+                problems.append(f"{_UID_NAMES[tag]} differs from the mapping")
+        if meta is not None:
+            if meta.get(0x00020003, "") != text(0x00080018):
+                problems.append("MediaStorageSOPInstanceUID differs from SOPInstanceUID")
+            if meta.get(0x00020002, "") != text(0x00080016):
+                problems.append("MediaStorageSOPClassUID differs from SOPClassUID")
+        for tag in _type1_tags(facts.sop_class_uid):
+            if tag in facts.filled and tag not in filled:
+                problems.append(f"Type 1 attribute {keyword_for_tag(tag)} lost its value")
+
+    def _leaks(self, data: bytes, top: Sequence[Element], implicit: bool,
+               facts: SourceFacts, problems: list[str]) -> int:
+        found: set[str] = set()
+        exempt: list[tuple[int, int]] | None = None
+        for lo, hi in _outside_pixels(top, len(data)):
+            # Case-folded once; each form is then a plain substring search (C speed),
+            # whole tokens only (a name inside a longer word is not that name).
+            region = data[lo:hi]
+            for haystack, forms, token in ((region.lower(), facts.values, _WORD_CHARS),
+                                           (region, facts.uids, _UID_CHARS)):
+                for form, kws in forms.items():
+                    if kws <= found:
+                        continue
+                    needle, border = form, token
+                    if token is _WORD_CHARS:
+                        needle = form.lower()
+                        if needle.isdigit():  # "10008" in a kept UID is not an ID
+                            border = _NUMBER_CHARS
+                    for at in _tokens(haystack, needle, border):
+                        if exempt is None:  # walked only when something matched (rarely)
+                            exempt = _exempt_values(data, top, implicit)
+                        if not any(x <= lo + at and lo + at + len(needle) <= y
+                                   for x, y in exempt):
+                            found |= kws
+                            break
+        for kw in sorted(found):
+            problems.append(f"original {kw} value found")
+        return len(found)
+
+
+_UID_CHARS = frozenset(b"0123456789.")
+_WORD_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_NUMBER_CHARS = _WORD_CHARS | _UID_CHARS
+
+
+def _tokens(haystack: bytes, needle: bytes, token: frozenset[int]) -> Iterable[int]:
+    """Where ``needle`` occurs in ``haystack`` not touching a ``token`` byte on either
+    side (an alphanumeric name inside a longer word, a UID inside a longer UID, is not
+    it); a side of the needle that is itself no token byte needs no such border."""
+    check_left = needle[0] in token
+    check_right = needle[-1] in token
+    end = len(haystack)
+    at = haystack.find(needle)
+    while at >= 0:
+        after = at + len(needle)
+        if (not check_left or at == 0 or haystack[at - 1] not in token) and (
+                not check_right or after >= end or haystack[after] not in token):
+            yield at
+        at = haystack.find(needle, at + 1)
+
+
+_WALKER_CANNOT = frozenset({EXPLICIT_BE, *PYDICOM_ONLY_SYNTAXES})
+"""Encodings the little-endian walker cannot read (big endian, deflated)."""
+
+
+def _as_explicit_le(data: bytes) -> bytes:
+    """The dataset of DICOM bytes pydicom reads, re-encoded explicit VR little endian,
+    without file meta and pixel data (:class:`BadInput` when pydicom cannot read it)."""
+    from io import BytesIO
+
+    from pydicom import dcmwrite
+
+    ds = parse_instance(data).dataset
+    for tag in _PIXEL_TAGS:
+        if tag in ds:
+            del ds[tag]
+    if hasattr(ds, "file_meta"):
+        del ds.file_meta
+    ds.preamble = None
+    buf = BytesIO()
+    try:
+        dcmwrite(buf, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    except Exception as exc:  # pydicom's own errors can quote values: the type only
+        raise BadInput("unreadable", f"cannot re-encode for checking ({type(exc).__name__})"
+                       ) from None
+    return buf.getvalue()
+
+
+def _exempt_values(data: bytes, elems: Sequence[Element], implicit: bool,
+                   depth: int = 0) -> list[tuple[int, int]]:
+    """Value ranges of the elements the search skips at any depth: a code's scheme
+    designator and version ("TEST", "99LOCAL") name a scheme, never a person."""
+    out: list[tuple[int, int]] = []
+    for tag, vr, _h, vs, ve, undefined in elems:
+        if tag in SWEEP_EXEMPT:
+            out.append((vs, ve))
+        elif (vr == "SQ" or (vr in (None, "UN") and (undefined or _vr_of(tag) == "SQ"))
+              ) and tag not in _PIXEL_TAGS and depth < 32:
+            for item in sequence_items(data, vs, ve, implicit or vr == "UN", tag):
+                out += _exempt_values(data, item, implicit or vr == "UN", depth + 1)
+    return out
+
+
+def _until_pixels(data: bytes, pos: int, end: int, implicit: bool) -> list[Element]:
+    """The top-level elements up to and including the pixel data (which may reach past
+    a head; nothing after it is identifying: trailing padding at most)."""
+    try:
+        return elements(data, pos, end, implicit)
+    except BadInput:
+        found = data.find(b"\xe0\x7f\x10\x00", pos)
+        if found < 0 or found >= len(data):
+            raise
+        top = elements(data, pos, found, implicit)
+        return top
+
+
+def output_bytes(chunks: Sequence[Chunk], source_fd: int | None) -> bytes:
+    """An output's bytes as written: :class:`FileRange` chunks (pixel data copied in the
+    kernel) read back from the source's descriptor."""
+    parts: list[bytes | memoryview] = []
+    for chunk in chunks:
+        if isinstance(chunk, FileRange):
+            if source_fd is None:
+                raise ValueError("a FileRange chunk needs the source file's descriptor")
+            offset, left = chunk.offset, chunk.length
+            while left:
+                block = os.pread(source_fd, min(left, _READ_BLOCK), offset)
+                if not block:
+                    raise BadInput("truncated", "the source changed while it was read")
+                parts.append(block)
+                offset += len(block)
+                left -= len(block)
+        else:
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+def _outside_pixels(top: Sequence[Element], size: int) -> list[tuple[int, int]]:
+    """The output's byte ranges outside the pixel data value (burned-in text is not
+    bytes, and compressed pixels would match short values by chance)."""
+    for tag, _vr, _h, vs, ve, undefined in top:
+        if tag in _PIXEL_TAGS:
+            return [(0, vs), (ve + (8 if undefined else 0), size)]
+    return [(0, size)]

@@ -1,0 +1,244 @@
+"""The verification gate: identifying values read from the source at any depth, searched
+for in the output whatever the configuration kept; structure; verdicts bound by hash."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pydicom
+import pydicom.data
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from dicom_deid.config.google import load_config
+from dicom_deid.config.model import DeidConfig, Option, privacy_first
+from dicom_deid.deid.batch import iter_sources, run_batch
+from dicom_deid.deid.gate import Gate, Verdict, expand_exceptions, output_bytes
+from dicom_deid.dicom.files import FileRange
+from dicom_deid.errors import ConfigError
+from instances import KEY, deidentify_bytes, make_instance, to_bytes
+
+UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
+
+
+def _verdict(source: bytes, output: bytes, gate: Gate | None = None,
+             uids: dict[int, str] | None = None) -> Verdict:
+    gate = gate or Gate()
+    facts = gate.source_facts(source, len(source))
+    if uids is None:
+        ds = pydicom.dcmread(io.BytesIO(output))
+        uids = {t: str(ds[t].value) for t in UID_TAGS if t in ds}
+    return gate.check("out.dcm", output, facts, uids)
+
+
+def _keeping(*keywords: str, sweep: bool = False) -> DeidConfig:
+    """A config that keeps ``keywords`` as they are (a project's explicit choice)."""
+    return load_config({"dicomTagConfig": {"actions": [
+        {"queries": list(keywords), "keepTag": {}}]}, "dicomDeid": {"residualSweep": sweep}})
+
+
+def test_a_clean_output_passes_and_its_verdict_names_its_bytes() -> None:
+    source = to_bytes(make_instance())
+    _, _, output = deidentify_bytes(source, privacy_first())
+    verdict = _verdict(source, output)
+    assert verdict.ok, verdict.problems
+    assert (verdict.sha256, verdict.size) == (hashlib.sha256(output).hexdigest(), len(output))
+    assert verdict.values_checked >= 10  # names, IDs, institution, station, UIDs
+
+
+def test_a_value_kept_where_the_config_keeps_it_is_a_leak_named_without_the_value() -> None:
+    source = make_instance()
+    source.StudyDescription = "follow-up for smith, john"  # the name, spelled otherwise
+    source.ImageComments = "ID MRN1234567"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("StudyDescription", "ImageComments"))
+    verdict = _verdict(data, output)
+    assert not verdict.ok and verdict.leaks == 2
+    assert set(verdict.problems) == {"original PatientName value found",
+                                     "original PatientID value found"}
+    text = " ".join(verdict.problems).lower()
+    assert "smith" not in text and "mrn" not in text
+
+
+def test_values_are_read_at_any_depth_of_the_source() -> None:
+    # A person named only three sequence levels deep, whose name the output keeps in a
+    # comment: the gate reads the source file itself, not a metadata row.
+    source = make_instance()
+    inner = Dataset()
+    inner.PersonName = "Okonkwo^Adaeze"
+    middle = Dataset()
+    middle.ContentSequence = Sequence([inner])
+    outer = Dataset()
+    outer.ContentSequence = Sequence([middle])
+    source.ContentSequence = Sequence([outer])
+    source.ImageComments = "reviewed with Adaeze Okonkwo"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+    verdict = _verdict(data, output)
+    assert verdict.problems == ("original PersonName value found",)
+
+
+def test_declared_exceptions_are_not_searched_and_nothing_else_is_spared() -> None:
+    data = to_bytes(make_instance())
+    _, _, output = deidentify_bytes(data, DeidConfig(options=frozenset({Option.RETAIN_UIDS})))
+    flagged = _verdict(data, output)
+    assert {"original SOPInstanceUID value found", "original StudyInstanceUID value found",
+            } <= set(flagged.problems)
+    # Named one by one, a UID the project forgot to declare is still flagged ...
+    uids = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+    assert _verdict(data, output, Gate(uids)).problems == (
+        "original ReferencedSOPInstanceUID value found",)
+    # ... and the option's name declares every attribute the option keeps.
+    assert _verdict(data, output, Gate(["RetainUIDs"])).ok
+    assert {"SOPInstanceUID", "ReferencedSOPInstanceUID"} <= expand_exceptions(["RetainUIDs"])
+    assert "PatientName" not in expand_exceptions(["RetainUIDs"])
+    # An exception for the UIDs is not one for the patient's name.
+    _, _, kept_name = deidentify_bytes(data, _keeping("PatientName"))
+    assert _verdict(data, kept_name, Gate(uids)).problems == (
+        "original PatientName value found",)
+    with pytest.raises(ConfigError, match=r"unknown PS3\.15 option 'RetainEverything'"):
+        Gate(["RetainEverything"])
+
+
+def test_scheme_designators_and_uid_digits_are_not_taken_for_identifiers() -> None:
+    # A patient called "Test" whose codes come from scheme "TEST", and a numeric patient
+    # ID that is also a component of a kept standard UID: no false alarm that would fail
+    # a run closed for nothing. The same name in free text still is one.
+    source = make_instance(name="Test^Phantom")
+    source.PatientID = "10008"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "1111", "TEST", "Chest"
+    source.AnatomicRegionSequence = Sequence([code])
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, privacy_first())
+    assert b"TEST" in output and b"1.2.840.10008." in output
+    assert _verdict(data, output).ok
+    source.ImageComments = "phantom named test"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+    assert "original PatientName value found" in _verdict(data, output).problems
+
+
+def test_structure_problems_are_named() -> None:
+    data = to_bytes(make_instance())
+    ds, result, output = deidentify_bytes(data, privacy_first())
+    wrong = {0x0020000D: result.study_uid, 0x0020000E: result.series_uid, 0x00080018: "2.25.1"}
+    assert _verdict(data, output, uids=wrong).problems == (
+        "SOPInstanceUID differs from the mapping",)
+    ds.Modality = ""  # Type 1 in the CT Image IOD, present in the source
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert "Type 1 attribute Modality lost its value" in _verdict(data, buf.getvalue()).problems
+    assert _verdict(data, b"no dicom here" * 20, uids={}).problems == (
+        "not readable DICOM (not-dicom)",)
+
+
+def test_file_ranges_are_read_from_the_source_descriptor(tmp_path: Path) -> None:
+    source = to_bytes(make_instance())
+    _, _, output = deidentify_bytes(source, privacy_first())
+    (tmp_path / "src").write_bytes(b"xx" + output[-8:])  # the pixel bytes, at offset 2
+    gate = Gate()
+    facts = gate.source_facts(source, len(source))
+    import os
+
+    fd = os.open(tmp_path / "src", os.O_RDONLY)
+    try:
+        ds = pydicom.dcmread(io.BytesIO(output))
+        uids = {t: str(ds[t].value) for t in UID_TAGS}
+        data = output_bytes([output[:-8], FileRange(2, 8)], fd)
+    finally:
+        os.close(fd)
+    assert data == output
+    assert gate.check("out.dcm", data, facts, uids) == _verdict(source, output)
+
+
+@pytest.mark.parametrize("name", ["ExplVR_BigEnd.dcm", "image_dfl.dcm", "MR_small.dcm"])
+def test_files_of_other_tools_in_any_encoding_are_read(name: str) -> None:
+    data = Path(pydicom.data.get_testdata_file(name)).read_bytes()  # type: ignore[arg-type]
+    facts = Gate().source_facts(data, len(data))
+    ds = pydicom.dcmread(io.BytesIO(data))
+    family = str(ds.PatientName).split("^")[0].encode()
+    assert family in facts.values if family else not facts.values  # "^^^^" is no name
+    assert str(ds.SOPInstanceUID).encode() in facts.uids
+    # The untouched input, checked as an output, leaks its own values.
+    verdict = _verdict(data, data, uids={})
+    assert "original SOPInstanceUID value found" in verdict.problems
+
+
+def test_the_batch_records_a_verdict_per_published_output(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    leaky = make_instance()
+    leaky.StudyDescription = "John Smith"
+    (src / "a.dcm").write_bytes(to_bytes(leaky))
+    clean = make_instance()
+    clean.SOPInstanceUID = clean.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    clean.StudyDescription = "Chest, axial"
+    (src / "b.dcm").write_bytes(to_bytes(clean))
+    import pyarrow.parquet as pq
+
+    summary = run_batch(iter_sources(src), tmp_path / "out",
+                        _keeping("StudyDescription"), KEY, workers=1, progress=False,
+                        gate=(), verdicts_path=tmp_path / "v.parquet")
+    assert (summary.verified, summary.rejected) == (2, 1)
+    rows = pq.read_table(tmp_path / "v.parquet").to_pylist()
+    assert [r["ok"] for r in rows].count(False) == 1
+    assert "gate: 2 checked, 1 rejected" in summary.line()
+
+
+@pytest.fixture(scope="module")
+def burned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
+    """A small corpus whose text-prone images have names and IDs drawn into the pixels."""
+    import json
+
+    from dicom_deid.synth import generate
+
+    root = tmp_path_factory.mktemp("burned")
+    generate(root, patients=4, seed=3, small=True, instances_per_series=2,
+             burned_in_fraction=1.0, bad_inputs=False, duplicates=False)
+    key = json.loads((root / "answer_key.json").read_text())
+    return root / "dicom", {f["path"] for f in key["files"] if f["burned_in"]}
+
+
+def _rejected(src: Path, out: Path, config: DeidConfig) -> set[str]:
+    import pyarrow.parquet as pq
+
+    summary = run_batch(iter_sources(src), out / "o", config, KEY, workers=2, progress=False,
+                        gate=(), verdicts_path=out / "v.parquet",
+                        mapping_path=out / "m.parquet", start_method="forkserver")
+    assert summary.verified == summary.processed
+    by_output = {m["output_path"]: m["source_path"]
+                 for m in pq.read_table(out / "m.parquet").to_pylist()}
+    return {by_output[v["output_path"]] for v in pq.read_table(out / "v.parquet").to_pylist()
+            if not v["ok"]}
+
+
+def test_burned_in_text_is_read_back_whatever_the_policy(
+    burned: tuple[Path, set[str]], tmp_path: Path
+) -> None:
+    """A policy that does not clean pixels (an explicit, weaker choice) has every image
+    at risk read by the gate's own OCR: exactly the images with text drawn in fail. The
+    privacy-first policy's OCR already read them: its kept lines are judged again (no
+    second OCR) and every output passes."""
+    src, with_text = burned
+    assert len(with_text) >= 5
+    assert _rejected(src, tmp_path / "no-pixels", _keeping("StudyDescription", sweep=True)
+                     ) == with_text
+    assert _rejected(src, tmp_path / "default", privacy_first()) == set()
+
+
+def test_kept_lines_are_judged_against_values_from_any_depth() -> None:
+    gate = Gate()
+    source = make_instance()
+    source.Modality = "US"
+    item = Dataset()
+    item.PersonName = "Okonkwo^Adaeze"
+    source.ContentSequence = Sequence([item])
+    data = to_bytes(source)
+    facts = gate.source_facts(data, len(data))
+    assert gate.at_risk(facts)
+    assert gate._burned_in(["GAIN 45 DR 60", "PROBE C5-1"], facts) == 0
+    assert gate._burned_in(["OKONKWO A", "MRN 1234567", "14/05/2023"], facts) == 3
