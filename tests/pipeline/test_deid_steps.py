@@ -19,7 +19,7 @@ import pyarrow as pa
 import pydicom
 import pytest
 
-from dicom_deid.config.google import load_config
+from dicom_deid.config.google import config_from_options, load_config
 from dicom_deid.config.model import privacy_first
 from dicom_deid.errors import ConfigError, LeakError, StorageError, VerificationError
 from dicom_deid.pipeline import deid_steps
@@ -632,3 +632,24 @@ def test_deid_metadata_comes_from_the_workers_as_a_reread_would_give_it(
         for column in ("SOPInstanceUID", "StudyInstanceUID", "PatientID", "PatientName",
                        "Modality", "StudyDate", "DeidentificationMethod", "Rows"):
             assert got.get(column) == expected.get(column), column
+
+
+def test_a_policy_changed_mid_run_stops_the_run(landed: dict[str, Any]) -> None:
+    """A project file edited while its run is going (another config, other exceptions):
+    the next shard refuses to start, so one batch never mixes two policies."""
+    import dataclasses
+
+    settings = landed["settings"]
+    ws = RunWorkspace(settings.work_dir, "batch-pinned")
+    req = _req(landed, "ALL")
+    deid_steps.run_cohort(ws, settings, req)
+    deid_steps.write_filter_file(ws)
+    deid_steps.resolve_instances(ws, settings)
+    plan = deid_steps.plan_run_shards(ws, ShardLimits(max_files=100), settings)[0]
+    deid_steps.check_pinned(ws, req, settings)  # unchanged: goes on
+    for changed in (dataclasses.replace(req, exceptions=frozenset({"InstitutionName"})),
+                    dataclasses.replace(req, policy=config_from_options("basic", []))):
+        with pytest.raises(ConfigError, match="changed since this run started"):
+            deid_steps.deidentify_shard(ws, settings, changed, plan["shard"], KEY)
+    with pytest.raises(ConfigError, match="changed since this run started"):
+        deid_steps.check_pinned(ws, req, dataclasses.replace(settings, destination="/x"))

@@ -301,6 +301,7 @@ def publish() -> dict[str, Any]:
     """Publish the verified batch to the destination in one swap (skipped: dry run)."""
     _, ws, settings, req = _run()
     _skip_if_dry_run(req)
+    deid_steps.check_pinned(ws, req, settings)  # the policy every shard was made under
     return deid_steps.publish(ws, settings)
 
 

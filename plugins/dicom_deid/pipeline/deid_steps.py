@@ -98,6 +98,11 @@ class RunWorkspace:
         return self.root / "instances.parquet"
 
     @property
+    def pinned(self) -> Path:
+        """The policy the run started with (see :func:`check_pinned`)."""
+        return self.root / "policy.json"
+
+    @property
     def shard_plan(self) -> Path:
         return self.root / "shards" / "plan.json"
 
@@ -212,6 +217,7 @@ def run_cohort(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest) ->
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+        ws.write_json(ws.pinned, _policy_pin(req, settings))
     cohort = load_cohort(req.cohort, settings.cohort_dir)
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
@@ -220,6 +226,23 @@ def run_cohort(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest) ->
         pq.write_table(table, ws.cohort_result)
     log.info("cohort %s: %d row(s)", cohort.name, table.num_rows)
     return {"cohort": cohort.name, "rows": table.num_rows}
+
+
+def _policy_pin(req: RunRequest, settings: PipelineSettings) -> dict[str, Any]:
+    """What must not change during a run: the effective config, the declared exceptions,
+    the destination."""
+    return {"config_sha256": req.config_fingerprint(), "exceptions": sorted(req.exceptions),
+            "destination": settings.destination}
+
+
+def check_pinned(ws: RunWorkspace, req: RunRequest, settings: PipelineSettings) -> None:
+    """Refuse to go on when the project's policy differs from what the run started with
+    (its file was edited mid-run): one batch is de-identified under one policy."""
+    pinned = ws.read_json(ws.pinned) if ws.pinned.exists() else None
+    if pinned != _policy_pin(req, settings):
+        raise ConfigError("the project's policy, exceptions or destination changed since "
+                          "this run started (or it did not start here): rerun the whole "
+                          "batch")
 
 
 def write_filter_file(ws: RunWorkspace) -> dict[str, Any]:
@@ -303,6 +326,7 @@ def deidentify_shard(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, shard: int, key: bytes
 ) -> dict[str, Any]:
     """De-identify one shard into its staging folder (replaced as a whole on rerun)."""
+    check_pinned(ws, req, settings)
     plan = ws.shard(shard)
     dest = open_store(settings.destination)
     sources = [src for src, _ in _shard_inputs(ws, plan, open_store(settings.landing))]
