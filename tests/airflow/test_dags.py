@@ -249,7 +249,7 @@ def test_a_successful_run_is_recorded_once_and_leaves_no_identified_files(
     ws = data / "runs" / batch.name
     left = sorted(p.relative_to(ws).as_posix() for p in ws.rglob("*") if p.is_file())
     assert "report.md" in left and "shards/plan.json" in left
-    assert all(re.fullmatch(r"(report\.md|shards/plan\.json|(deidentified|verified)/"
+    assert all(re.fullmatch(r"(report\.md|policy\.json|shards/plan\.json|(deidentified|verified)/"
                             r"shard-\d+\.json|verdicts/shard-\d+\.parquet)", name)
                for name in left), left
     verdicts = [v for p in sorted(ws.glob("verdicts/*.parquet"))

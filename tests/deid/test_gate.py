@@ -16,8 +16,8 @@ from pydicom.sequence import Sequence
 from dicom_deid.config.google import load_config
 from dicom_deid.config.model import DeidConfig, Option, privacy_first
 from dicom_deid.deid.batch import iter_sources, run_batch
-from dicom_deid.deid.gate import Gate, Verdict, expand_exceptions, output_bytes
-from dicom_deid.dicom.files import FileRange
+from dicom_deid.deid.gate import Gate, Verdict, expand_exceptions
+from dicom_deid.dicom.files import FileRange, write_atomic, written_view
 from dicom_deid.errors import ConfigError
 from instances import KEY, deidentify_bytes, make_instance, to_bytes
 
@@ -136,23 +136,30 @@ def test_structure_problems_are_named() -> None:
         "not readable DICOM (not-dicom)",)
 
 
-def test_file_ranges_are_read_from_the_source_descriptor(tmp_path: Path) -> None:
+def test_the_gate_reads_the_file_as_written(tmp_path: Path) -> None:
+    """An output whose pixel data the kernel copied (a FileRange of the source) is read
+    back from the written file itself (a map of it), and judged the same as in memory."""
+    import os
+
     source = to_bytes(make_instance())
     _, _, output = deidentify_bytes(source, privacy_first())
     (tmp_path / "src").write_bytes(b"xx" + output[-8:])  # the pixel bytes, at offset 2
-    gate = Gate()
-    facts = gate.source_facts(source, len(source))
-    import os
-
+    chunks = [output[:-8], FileRange(2, 8)]
     fd = os.open(tmp_path / "src", os.O_RDONLY)
     try:
-        ds = pydicom.dcmread(io.BytesIO(output))
-        uids = {t: str(ds[t].value) for t in UID_TAGS}
-        data = output_bytes([output[:-8], FileRange(2, 8)], fd)
+        write_atomic(tmp_path / "out.dcm", chunks, fd)
     finally:
         os.close(fd)
-    assert data == output
-    assert gate.check("out.dcm", data, facts, uids) == _verdict(source, output)
+    gate = Gate()
+    facts = gate.source_facts(source, len(source))
+    ds = pydicom.dcmread(io.BytesIO(output))
+    uids = {t: str(ds[t].value) for t in UID_TAGS}
+    with written_view(str(tmp_path / "out.dcm"), chunks) as data:
+        assert data[:] == output
+        mapped = gate.check("out.dcm", data, facts, uids)
+    with written_view(str(tmp_path / "out.dcm"), [output]) as data:
+        assert data == output  # all in memory: no map
+    assert mapped == _verdict(source, output) and mapped.ok
 
 
 @pytest.mark.parametrize("name", ["ExplVR_BigEnd.dcm", "image_dfl.dcm", "MR_small.dcm"])

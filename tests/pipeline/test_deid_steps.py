@@ -335,7 +335,7 @@ def test_a_run_writes_restricted_files_privately_and_a_success_removes_them(
     # The identified intermediates are gone; the counts, the gate's verdicts (pseudonymous
     # paths, hashes) and the report stay, privately.
     left = _tree(ws.root)
-    assert left == sorted(["report.md", "shards/plan.json",
+    assert left == sorted(["report.md", "shards/plan.json", "policy.json",
                            *(f"deidentified/shard-{p['shard']:05d}.json" for p in plans),
                            *(f"verdicts/shard-{p['shard']:05d}.parquet" for p in plans),
                            *(f"verified/shard-{p['shard']:05d}.json" for p in plans)])

@@ -35,15 +35,23 @@ from pathlib import Path
 from typing import Any
 
 from dicom_deid.config.model import DeidConfig
-from dicom_deid.dicom.files import Chunk, InputFile, open_input, staged_name, write_staged
+from dicom_deid.dicom.files import (
+    Chunk,
+    InputFile,
+    open_input,
+    staged_name,
+    write_staged,
+    written_view,
+)
 from dicom_deid.dicom.reader import parse_instance
 from dicom_deid.dicom.writer import encode_instance_chunks
 from dicom_deid.errors import BadInput, ConfigError
 from dicom_deid.metadata.export import instance_row
+from dicom_deid.metadata.scan import scan_row
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
-from .gate import Gate, Verdict, output_bytes
+from .gate import Gate, Verdict
 from .mapping import MappingWriter
 
 log = logging.getLogger(__name__)
@@ -263,13 +271,13 @@ def process_source(src: Source) -> FileOutcome:
         staged = write_staged(os.path.join(out_root, rel), data, source.fd, outcome.tag)
         try:
             if gate is not None or metadata:
-                output = output_bytes(data, source.fd)
-            if gate is not None:
-                stage = "verify"
-                outcome.verdict = _verdict(gate, rel, raw, source, output, result)
-            if metadata:
-                stage = "metadata"
-                outcome.metadata = _metadata_row(output, staged, outcome.verdict)
+                with written_view(staged, data) as output:
+                    if gate is not None:
+                        stage = "verify"
+                        outcome.verdict = _verdict(gate, rel, raw, source, output, result)
+                    if metadata:
+                        stage = "metadata"
+                        outcome.metadata = _metadata_row(output, staged, outcome.verdict)
         except BaseException:
             os.unlink(staged)  # nobody will publish it: it must not stay behind
             raise
@@ -293,7 +301,10 @@ def _metadata_row(output: bytes, staged: str, verdict: Verdict | None
                   ) -> tuple[dict[str, Any], Any]:
     """The de-identified metadata row of one output, from the bytes just written (the
     pipeline's load step then needs no second read of the published files)."""
-    row, shape, _malformed = instance_row(output)
+    try:
+        row, shape, _malformed = scan_row(output)
+    except Exception:  # the general path (pydicom) keeps views: it reads a copy
+        row, shape, _malformed = instance_row(bytes(output))
     row.update(size_bytes=len(output), mtime=datetime.fromtimestamp(
         os.stat(staged).st_mtime_ns / 1e9, UTC),
         content_sha256=verdict.sha256 if verdict and verdict.sha256 else hashlib.sha256(
@@ -303,8 +314,9 @@ def _metadata_row(output: bytes, staged: str, verdict: Verdict | None
 
 def _verdict(gate: Gate, rel: str, raw: bytes, source: InputFile, output: bytes,
              result: InstanceResult) -> Verdict:
-    """The gate's verdict on one output, against its source's own bytes (the head the
-    byte path read, or the whole file when the head does not reach the pixel data)."""
+    """The gate's verdict on one output as written, against its source's own bytes (the
+    head the byte path read, or the whole file when the head does not reach the pixel
+    data)."""
     try:
         try:
             facts = gate.source_facts(raw, source.size)
@@ -313,7 +325,8 @@ def _verdict(gate: Gate, rel: str, raw: bytes, source: InputFile, output: bytes,
                 raise
             facts = gate.source_facts(source.whole(), source.size)
     except BadInput as exc:
-        return Verdict(rel, "", 0, (f"source not readable by the gate ({exc.kind})",))
+        return Verdict(rel, hashlib.sha256(output).hexdigest(), len(output),
+                       (f"source not readable by the gate ({exc.kind})",))
     uids = {0x0020000D: result.study_uid, 0x0020000E: result.series_uid,
             0x00080018: result.sop_uid}
     return gate.check(rel, output, facts, uids, result.ocr)

@@ -22,7 +22,6 @@ attributes and reasons, never a value.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from dicom_deid.config.iod import AttributeType, iod_for
 from dicom_deid.config.model import Option, info_type_of, privacy_first
 from dicom_deid.config.ps3_15 import ActionCode, load_table
-from dicom_deid.dicom.files import Chunk, FileRange
 from dicom_deid.dicom.reader import PYDICOM_ONLY_SYNTAXES, parse_instance
 from dicom_deid.dicom.walker import (
     EXPLICIT_BE,
@@ -54,7 +52,7 @@ from .sweep import SWEEP_EXEMPT
 if TYPE_CHECKING:  # the pixel modules (numpy, the OCR engine) load on first use
     from dicom_deid.pixels.clean import OcrReadout, PixelCleaner
 
-__all__ = ["IDENTIFYING_KEYWORDS", "Gate", "Verdict", "expand_exceptions", "output_bytes"]
+__all__ = ["IDENTIFYING_KEYWORDS", "Gate", "Verdict", "expand_exceptions"]
 
 #: Attributes whose values identify a patient, a person or a place, searched for in the
 #: output whatever the configuration did with them (with every PN and every UID the Basic
@@ -75,7 +73,6 @@ of two bytes or more are searched (two CJK characters are a name)."""
 _PIXEL_TAGS = frozenset({PIXEL_DATA_TAG, 0x7FE00008, 0x7FE00009})
 _TEXT_SPLIT = re.compile(rb"[\\]")
 _NAME_SPLIT = re.compile(rb"[\\=^]")
-_READ_BLOCK = 1 << 22
 _SEQUENCE_MEMO = 4096
 _UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
 _RISK_TAGS = frozenset({0x00280301, 0x00080060, 0x00080016, 0x00080008})
@@ -295,10 +292,11 @@ class Gate:
         self, name: str, data: bytes, facts: SourceFacts, uids: dict[int, str],
         ocr: OcrReadout | None = None,
     ) -> Verdict:
-        """The verdict on one output's bytes (see :func:`output_bytes`). ``uids``: the
-        Study/Series/SOP Instance UIDs the mapping records for it. ``ocr``: what the pixel
-        cleaner's OCR read and kept in this image (None: it did not read it; an image at
-        risk is then read here)."""
+        """The verdict on one output's bytes as written (e.g.
+        :func:`~dicom_deid.dicom.files.written_view`). ``uids``: the Study/Series/SOP
+        Instance UIDs the mapping records for it. ``ocr``: what the pixel cleaner's OCR
+        read and kept in this image (None: it did not read it; an image at risk is then
+        read here)."""
         digest = hashlib.sha256(data).hexdigest()
         problems: list[str] = []
         try:
@@ -313,7 +311,7 @@ class Gate:
                 # Deflated or big endian: checked as pydicom reads it, re-encoded as
                 # explicit VR little endian (text values keep their bytes); the file
                 # meta is always explicit VR little endian, read as it is.
-                data = _as_explicit_le(data)
+                data = _as_explicit_le(bytes(data))  # a map: copied, pydicom keeps views
                 start = locate_dataset(data)._replace(meta=start.meta)
             top = _until_pixels(data, start.pos, len(data), start.implicit)
         except BadInput as exc:
@@ -352,7 +350,7 @@ class Gate:
         from dicom_deid.pixels.clean import read_text_lines
 
         try:
-            return read_text_lines(parse_instance(data).dataset)
+            return read_text_lines(parse_instance(bytes(data)).dataset)
         except BadInput as exc:
             problems.append(f"pixel data of an image at risk cannot be read back ({exc.kind})")
             return []
@@ -502,27 +500,6 @@ def _until_pixels(data: bytes, pos: int, end: int, implicit: bool) -> list[Eleme
             raise
         top = elements(data, pos, found, implicit)
         return top
-
-
-def output_bytes(chunks: Sequence[Chunk], source_fd: int | None) -> bytes:
-    """An output's bytes as written: :class:`FileRange` chunks (pixel data copied in the
-    kernel) read back from the source's descriptor."""
-    parts: list[bytes | memoryview] = []
-    for chunk in chunks:
-        if isinstance(chunk, FileRange):
-            if source_fd is None:
-                raise ValueError("a FileRange chunk needs the source file's descriptor")
-            offset, left = chunk.offset, chunk.length
-            while left:
-                block = os.pread(source_fd, min(left, _READ_BLOCK), offset)
-                if not block:
-                    raise BadInput("truncated", "the source changed while it was read")
-                parts.append(block)
-                offset += len(block)
-                left -= len(block)
-        else:
-            parts.append(chunk)
-    return b"".join(parts)
 
 
 def _outside_pixels(top: Sequence[Element], size: int) -> list[tuple[int, int]]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import sys
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, cast
 
 from dicom_deid.errors import BadInput
 
@@ -219,3 +220,24 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
     source = open_input(path, head_bytes=0, whole_up_to=sys.maxsize)
     os.close(source.fd)
     return source.head
+
+
+@contextlib.contextmanager
+def written_view(path: str, chunks: Sequence[Chunk]) -> Iterator[bytes]:
+    """The bytes of a file just written from ``chunks``, to read again (the verification
+    gate, the metadata row): the buffers joined when they are all in memory, else a
+    read-only map of the file itself (what was written, from the page cache, no copy).
+    The map is closed on exit: slices of it are bytes, but nothing may keep a view."""
+    if not any(isinstance(c, FileRange) for c in chunks):
+        yield b"".join(chunks)  # type: ignore[arg-type]  # buffers only
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mapped = mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    try:
+        yield cast(bytes, mapped)  # reads alike: slices, find, struct, the buffer protocol
+    finally:
+        mapped.close()
