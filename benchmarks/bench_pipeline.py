@@ -707,7 +707,7 @@ def step_table(dags: list[RoundRun], clis: list[RoundRun]) -> list[str]:
         ("metadata export", ("export",), ("export",),
          "`dicom_metadata_export` / `export-metadata`"),
         ("de-identification", ("deidentify",), ("cohort", "deidentify"),
-         "`dicom_deidentify` / `cohort` + `deidentify --filter`"),
+         "`dicom_deid__bench` / `cohort` + `deidentify --filter`"),
         ("total", ("export", "deidentify"), ("export", "cohort", "deidentify"), "both steps"),
     ]
     lines = ["| step | what runs (DAG / CLI) | DAG wall s (median; min–max) "

@@ -367,6 +367,10 @@ def _outcomes(
             yield process_source(src)
         return
     ctx = mp.get_context(start_method)
+    if start_method == "forkserver":
+        # The server would import the parent's __main__ first: under Airflow that is the
+        # airflow command, all of Airflow (seconds). Its workers need this module only.
+        ctx.set_forkserver_preload([__name__])
     chunk = max(1, min(32, len(sources) // (workers * 8) or 1))
     # Objects alive now (modules, config) outlive the pool: frozen, a forked worker's
     # collections do not touch them, so their pages stay shared (Python's gc.freeze

@@ -63,9 +63,8 @@ IDENTIFYING_KEYWORDS: frozenset[str] = frozenset({
     "StudyID", "AdmissionID", "RequestedProcedureID", "ScheduledProcedureStepID",
     "PerformedProcedureStepID", "FillerOrderNumberImagingServiceRequest",
     "PlacerOrderNumberImagingServiceRequest", "InstitutionName", "InstitutionAddress",
-    "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber",
-    "PatientInsurancePlanCodeSequence", "MilitaryRank", "BranchOfService",
-    "RegionOfResidence", "CountryOfResidence", "PatientState",
+    "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber", "MilitaryRank",
+    "BranchOfService", "RegionOfResidence", "CountryOfResidence",
 })
 _MIN_TEXT = 4
 """Shorter values ("M", "12", an initial) match by chance in any file; non-ASCII values

@@ -434,6 +434,8 @@ class _Runner:
     def __enter__(self) -> _Runner:
         if self.workers > 1:
             ctx = multiprocessing.get_context(self.start_method)
+            if self.start_method == "forkserver":  # not the parent's __main__ (Airflow)
+                ctx.set_forkserver_preload([__name__])
             self.pool = ctx.Pool(self.workers, initializer=_worker_init)
         return self
 
