@@ -57,6 +57,19 @@ cohort_params: {start_date: 2000-01-01, end_date: 2099-12-31}
 LEAKY_CONFIG = {"dicomTagConfig": {"actions": [{"queries": ["StudyDescription"],
                                                 "keepTag": {}}]},
                 "dicomDeid": {"residualSweep": False}}
+BY_DATE = "by_date"  # every study in a date window: a narrower window, a smaller cohort
+BY_DATE_YAML = """
+name: by_date
+cohort: studies_in_window.sql
+cohort_params: {start_date: 2000-01-01, end_date: 2099-12-31}
+schedule: null
+"""
+BY_DATE_SQL = """\
+-- param start_date DATE
+-- param end_date DATE
+SELECT DISTINCT StudyInstanceUID FROM dicom_metadata
+WHERE StudyDate BETWEEN @start_date AND @end_date
+"""
 LEAKY_YAML = """
 name: leaky
 cohort: patients_with_us
@@ -79,6 +92,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     (projects / f"{STUDY}.yaml").write_text(STUDY_YAML)
     (projects / f"{LEAKY}.yaml").write_text(LEAKY_YAML)
     (projects / "leaky.json").write_text(json.dumps(LEAKY_CONFIG))
+    (projects / f"{BY_DATE}.yaml").write_text(BY_DATE_YAML)
+    (projects / "studies_in_window.sql").write_text(BY_DATE_SQL)
     values = {
         "AIRFLOW_HOME": str(base / "airflow"),
         "DICOM_DEID_PROJECTS_DIR": str(projects),
@@ -152,7 +167,8 @@ def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
     from dicom_deid.airflow.tasks import RUN_PARAMS, notify_failure
 
     # One DAG per project file, and nothing else.
-    assert set(dags) == {"dicom_metadata_export", f"dicom_deid__{STUDY}", f"dicom_deid__{LEAKY}"}
+    assert set(dags) == {"dicom_metadata_export", f"dicom_deid__{STUDY}", f"dicom_deid__{LEAKY}",
+                         f"dicom_deid__{BY_DATE}"}
     export, deid = dags["dicom_metadata_export"], dags[f"dicom_deid__{STUDY}"]
     # The DAG declares only params that narrow a run (the engine refuses any other).
     assert {"start_date", "end_date", "dry_run", "priority"} <= set(deid.params) <= RUN_PARAMS
@@ -467,3 +483,42 @@ def test_a_cohort_that_selects_nothing_is_a_successful_empty_run(
     assert states["plan_shards"] == "success" and states["finish_run"] == "success"
     row = _run_row(env["data"], batch)
     assert (row["status"], row["processed"], row["failed"]) == ("success", 0, 0)
+
+
+SHRINK_RUN = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
+
+
+def test_a_rerun_with_a_smaller_cohort_leaves_exactly_the_new_batch(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any]
+) -> None:
+    """The same DAG run again (same logical date: same batch) with a narrower window:
+    the published tree, the manifest, the batch's warehouse rows and its run folder hold
+    the smaller cohort's instances and nothing of the larger one."""
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    data, project = env["data"], dags[f"dicom_deid__{BY_DATE}"]
+    dates = sorted({r["d"] for r in _warehouse_rows(
+        data, "SELECT StudyDate AS d FROM dicom_metadata WHERE StudyDate IS NOT NULL")})
+    assert len(dates) >= 2  # a window of the first date is a strict subset
+    assert project.test(logical_date=SHRINK_RUN).state == "success"
+    batch = batch_id_for(SHRINK_RUN, BY_DATE)
+    dest = data / "deid" / BY_DATE / batch
+    before = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.dcm"))
+    day = dates[0].isoformat()
+    again = project.test(logical_date=SHRINK_RUN,
+                         run_conf={"start_date": day, "end_date": day})
+    assert again.state == "success"
+    after = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.dcm"))
+    assert 0 < len(after) < len(before) and set(after) < set(before)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["image_count"] == len(after)
+    for table, column in (("deid_mapping", "run_id"), ("deid_metadata", "ingest_run_id")):
+        assert _warehouse_count(data, f"SELECT COUNT(*) FROM {table} "
+                                      f"WHERE {column} = '{batch}'") == len(after), table
+    mapped = {r["output_path"] for r in _warehouse_rows(
+        data, f"SELECT output_path FROM deid_mapping WHERE run_id = '{batch}'")}
+    assert mapped == set(after)
+    verdicts = [v for p in sorted((data / "runs" / batch).glob("verdicts/*.parquet"))
+                for v in pq.read_table(p).to_pylist()]
+    assert sorted(v["output_path"] for v in verdicts) == after
+    assert _run_row(data, batch)["processed"] == len(after)
