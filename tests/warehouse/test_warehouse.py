@@ -236,7 +236,12 @@ class FakeClient:
 
 
 def test_bigquery_ensure_schema_runs_ddl_in_dataset() -> None:
-    client = FakeClient()
+    from dicom_deid.warehouse.ddl import schema_ddl
+    from dicom_deid.warehouse.sql import ddl_columns
+
+    # Every table exists with its declared columns: nothing to add, one DDL per table.
+    client = FakeClient({f"proj.ds.{t}": [bigquery.SchemaField(n, k) for n, k in ddl_columns(
+        schema_ddl(t))] for t in TABLES})
     BigQueryWarehouse("proj", "ds", client=client).ensure_schema()
     assert client._named("create_dataset") == [("ds", "proj", True)]
     queries = client._named("query")
@@ -246,6 +251,24 @@ def test_bigquery_ensure_schema_runs_ddl_in_dataset() -> None:
         assert config.default_dataset.dataset_id == "ds"
         assert config.default_dataset.project == "proj"
     assert "CLUSTER BY run_id" in queries[2][0]  # BigQuery options kept as written
+
+
+def test_bigquery_ensure_schema_adds_the_columns_an_older_table_lacks() -> None:
+    """A deid_runs table made by an older version (no key_id, engine, project) gains the
+    declared columns, nullable, in one ALTER; tables that have them get none."""
+    from dicom_deid.warehouse.ddl import schema_ddl
+    from dicom_deid.warehouse.sql import ddl_columns
+
+    schemas = {f"proj.ds.{t}": [bigquery.SchemaField(n, k) for n, k in ddl_columns(
+        schema_ddl(t))] for t in TABLES}
+    schemas["proj.ds.deid_runs"] = [f for f in schemas["proj.ds.deid_runs"]
+                                    if f.name not in ("key_id", "engine", "project")]
+    client = FakeClient(schemas)
+    BigQueryWarehouse("proj", "ds", client=client).ensure_schema()
+    alters = [sql for sql, _ in client._named("query") if sql.startswith("ALTER")]
+    assert alters == ["ALTER TABLE deid_runs ADD COLUMN IF NOT EXISTS key_id STRING, "
+                      "ADD COLUMN IF NOT EXISTS engine STRING, "
+                      "ADD COLUMN IF NOT EXISTS project STRING"]
 
 
 def test_bigquery_query_parameters_are_typed() -> None:

@@ -41,6 +41,7 @@ from .base import (
     unwrap,
 )
 from .ddl import schema_ddl
+from .sql import ddl_columns
 
 __all__ = ["BigQueryWarehouse", "merge_sql", "replace_sql", "to_query_parameter"]
 
@@ -154,13 +155,21 @@ class BigQueryWarehouse(Warehouse):
     # -- schema ------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the dataset and every table of ``ddl/`` if missing."""
+        """Create the dataset and every table of ``ddl/`` if missing, and add the declared
+        columns an older version's table lacks (nullable, at the end; one ``ALTER`` only
+        when something is missing)."""
         dataset = bigquery.Dataset(self.dataset_id)
         if self.location:
             dataset.location = self.location
         self.client.create_dataset(dataset, exists_ok=True)
         for table in TABLES:
-            self._run(schema_ddl(table))
+            ddl = schema_ddl(table)
+            self._run(ddl)
+            have = {f.name.lower() for f in self.client.get_table(self.table_id(table)).schema}
+            missing = [(n, t) for n, t in ddl_columns(ddl) if n.lower() not in have]
+            if missing:
+                self._run(f"ALTER TABLE {table} " + ", ".join(
+                    f"ADD COLUMN IF NOT EXISTS {n} {t}" for n, t in missing))
 
     # -- queries -----------------------------------------------------------------
 

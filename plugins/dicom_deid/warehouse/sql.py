@@ -53,3 +53,14 @@ def transpile_ddl(bigquery_ddl: str) -> list[str]:
         )
         if sql.strip()
     ]
+
+
+def ddl_columns(bigquery_ddl: str) -> list[tuple[str, str]]:
+    """(name, BigQuery type) of each column a ``CREATE TABLE`` statement declares, in
+    order: what an existing table must have (see the backends' ``ensure_schema``)."""
+    create = sqlglot.parse_one(bigquery_ddl, read="bigquery")
+    schema = create.this if isinstance(create, exp.Create) else None
+    if not isinstance(schema, exp.Schema):
+        return []
+    return [(col.name, col.args["kind"].sql("bigquery")) for col in schema.expressions
+            if isinstance(col, exp.ColumnDef) and col.args.get("kind") is not None]

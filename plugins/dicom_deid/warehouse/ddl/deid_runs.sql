@@ -10,8 +10,8 @@
 --   key_id        fingerprint of the pseudonymisation key (HMAC-derived; never the key)
 --   user          who triggered the run ('scheduler' for scheduled and asset runs)
 --   project       the project whose file set the policy (projects/<project>.yaml)
--- New columns are appended: an older DuckDB table gains them at ensure_schema; on
--- BigQuery, ALTER TABLE deid_runs ADD COLUMN IF NOT EXISTS ... for each.
+-- New columns are appended: an older table (DuckDB or BigQuery) gains them at
+-- ensure_schema (nullable, at the end).
 -- BigQuery Standard SQL; DuckDB gets it through sqlglot.
 CREATE TABLE IF NOT EXISTS deid_runs (
   run_id STRING,
