@@ -147,3 +147,43 @@ def test_the_default_policy_is_privacy_first_and_the_pipelines_is_the_same() -> 
     explicit = _load_deid_config(_parser().parse_args(
         ["deidentify", "in", "out", "--profile", "basic"]))
     assert explicit.image.text_redaction_mode is TextRedactionMode.REDACT_NO_TEXT
+
+
+def test_verify_removes_what_the_gate_rejects_and_lists_it(
+    setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--verify: the gate runs on every output; one that keeps an identifying value (a
+    policy keeping the description that names the patient, sweep off) is not written but
+    listed (kind leak, attribute named, no value); a clean one is written; a declared
+    exception spares what the run keeps on purpose."""
+    import csv
+
+    root, key = setup
+    clean = make_instance()
+    clean.SOPInstanceUID = clean.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    clean.StudyDescription = "Chest"
+    (root / "in" / "patient-smith" / "img2").write_bytes(to_bytes(clean))
+    config = root / "keep.json"
+    config.write_text(json.dumps({
+        "dicomTagConfig": {"actions": [{"queries": ["StudyDescription"], "keepTag": {}}]},
+        "dicomDeid": {"residualSweep": False}}))
+    errors = root / "errors.csv"
+    args = ["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+            "--workers", "1", "--no-progress", "--config", str(config), "--errors",
+            str(errors), "--verify"]
+    assert main(args) == 3
+    out = capsys.readouterr()
+    assert "gate: 2 checked, 1 rejected" in out.out
+    assert len(list((root / "out").rglob("*.dcm"))) == 1
+    with open(errors, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["kind"], r["stage"]) for r in rows] == [("leak", "verify")]
+    assert "original PatientName value found" in rows[0]["reason"]
+    assert "smith" not in rows[0]["reason"].lower()
+    assert not list((root / "out").rglob("*.tmp"))  # nothing left staged
+    # The same run declaring what it keeps: both written.
+    assert main([*args[:2], str(root / "out2"), *args[3:], "--exception", "PatientName",
+                 "--exception", "PatientID"]) == 0
+    assert len(list((root / "out2").rglob("*.dcm"))) == 2
+    assert main([*args, "--exception", "NoSuchThing"]) == 2
+    assert main([*args[:-1], "--exception", "PatientName"]) == 2  # needs --verify

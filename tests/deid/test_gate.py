@@ -99,6 +99,7 @@ def test_declared_exceptions_are_not_searched_and_nothing_else_is_spared() -> No
     _, _, kept_name = deidentify_bytes(data, _keeping("PatientName"))
     assert _verdict(data, kept_name, Gate(uids)).problems == (
         "original PatientName value found",)
+    assert _verdict(data, kept_name, Gate(["PatientName"])).ok  # a PN the run declares
     with pytest.raises(ConfigError, match=r"unknown PS3\.15 option 'RetainEverything'"):
         Gate(["RetainEverything"])
 

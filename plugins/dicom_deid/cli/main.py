@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="warehouse URL for --filter: duckdb:///path.duckdb (default "
                         "var/warehouse/dicom_deid.duckdb) or bigquery://project/dataset")
     d.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    d.add_argument("--verify", action="store_true",
+                   help="check every output with the verification gate (the pipeline's): an "
+                        "output holding one of its source's identifying values, or unsound, "
+                        "is removed and its input listed as failed (kind leak/unverified)")
+    d.add_argument("--exception", action="append", default=[], metavar="NAME",
+                   help="with --verify: a DICOM keyword (or a PS3.15 option name, for all "
+                        "it keeps) whose original values this run keeps on purpose "
+                        "(repeatable)")
 
     s = sub.add_parser("synth", help="generate the synthetic corpus with planted PHI")
     s.add_argument("output", type=Path)
@@ -200,12 +208,16 @@ def _deidentify(args: argparse.Namespace) -> int:
         except (DicomDeidError, OSError) as exc:
             print(f"dicom-deid: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.exception and not args.verify:
+        print("dicom-deid: --exception needs --verify", file=sys.stderr)
+        return EXIT_USAGE
     try:
         summary = run_batch(
             sources, args.output, config, key,
             workers=args.workers or None, layout=args.layout, errors_path=args.errors,
             mapping_path=args.mapping, run_id=run_id,
             progress=False if args.no_progress else None,
+            gate=args.exception if args.verify else None, drop_rejected=args.verify,
         )
     except ConfigError as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)

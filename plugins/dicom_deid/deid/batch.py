@@ -51,7 +51,7 @@ from dicom_deid.metadata.scan import scan_row
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
-from .gate import Gate, Verdict
+from .gate import Gate, Verdict, expand_exceptions
 from .mapping import MappingWriter
 
 log = logging.getLogger(__name__)
@@ -406,6 +406,15 @@ class _Publisher:
         self.verdicts: dict[str, Verdict] = {}
         self.metadata: dict[str, tuple[dict[str, Any], Any]] = {}
 
+    def write_checks(self, verdicts_path: Path | None, metadata_path: Path | None) -> None:
+        """Count the published outputs' verdicts; write them and the metadata rows."""
+        self.summary.verified += len(self.verdicts)
+        self.summary.rejected += sum(not v.ok for v in self.verdicts.values())
+        if verdicts_path is not None:
+            write_verdicts(verdicts_path, self.verdicts.values())
+        if metadata_path is not None:
+            write_metadata(metadata_path, self.metadata, self.run_id)
+
     def loser_rows(self) -> Iterator[tuple[str, FileOutcome]]:
         """Errors-file entries of the inputs that lost, each naming its final winner."""
         for rel, uid in self.losers:
@@ -497,6 +506,19 @@ def verdict_schema() -> Any:
     return pa.schema([("output_path", pa.string()), ("sha256", pa.string()),
                       ("size", pa.int64()), ("ok", pa.bool_()), ("leaks", pa.int32()),
                       ("values_checked", pa.int32()), ("problems", pa.string())])
+
+
+def _unless_rejected(out_root: Path, o: FileOutcome, summary: BatchSummary) -> FileOutcome:
+    """``o``, or, when the gate rejected its output, the output removed before anyone saw
+    it and its input's error row."""
+    if o.kind != "ok" or o.verdict is None or o.verdict.ok or o.output_rel is None:
+        return o
+    summary.verified += 1
+    summary.rejected += 1
+    os.unlink(staged_name(os.path.join(out_root, o.output_rel), o.tag))
+    kind = "leak" if o.verdict.leaks else "unverified"
+    return FileOutcome(rel=o.rel, kind=kind, stage="verify", reason=(
+        "the verification gate rejected the output: " + "; ".join(o.verdict.problems)))
 
 
 def _duplicate(rel: str, winner: str) -> FileOutcome:
@@ -602,6 +624,22 @@ def _log_failure(label: str, o: FileOutcome) -> None:
     log.warning("%s: an input failed at %s: %s (%s)", label, o.stage, reason, o.kind)
 
 
+def _validate(out_root: Path, config: DeidConfig, key: bytes, layout: str,
+              restricted: Iterable[Path | None], gate: Iterable[str] | None) -> None:
+    """Refuse a run that cannot go right before any file is touched (:class:`ConfigError`)."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {LAYOUTS}")
+    for p in restricted:
+        if p is not None and out_root.resolve() in Path(p).resolve().parents:
+            raise ConfigError(
+                f"{p} is inside the output folder: errors and mapping hold original "
+                "identifiers and must stay out of the de-identified tree"
+            )
+    Deidentifier(config, key)
+    if gate is not None:
+        expand_exceptions(gate)
+
+
 def run_batch(
     sources: Iterable[Source],
     out_root: Path,
@@ -620,13 +658,18 @@ def run_batch(
     gate: Iterable[str] | None = None,
     verdicts_path: Path | None = None,
     metadata_path: Path | None = None,
+    drop_rejected: bool = False,
 ) -> BatchSummary:
     """De-identify ``sources`` into ``out_root``; list failures; write the mapping.
 
     ``gate``: run the verification gate (:mod:`.gate`) on every output in the worker
     that wrote it, with these keywords as the declared exceptions (None: no gate); the
     verdicts of the published outputs go to ``verdicts_path`` (Parquet, PHI-free) and
-    the summary counts those that failed (``rejected``). ``metadata_path``: each
+    the summary counts those that failed (``rejected``). ``drop_rejected``: an output the
+    gate rejects is not published but removed, and its input listed as failed (kind
+    ``leak`` or ``unverified``, the verdict's PHI-free problems as the reason): the command
+    line's fail-closed mode; the pipeline keeps them staged and fails the shard instead.
+    ``metadata_path``: each
     published output's de-identified metadata row (the export's columns; ``source_uri``
     its path relative to ``out_root``), read from the bytes the worker wrote, as Parquet.
 
@@ -635,16 +678,8 @@ def run_batch(
     ``start_method`` of the worker pool: "fork" starts fastest; "forkserver" is safe in
     a process that runs threads (an Airflow task), where a fork can inherit a held lock.
     """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"layout must be one of {LAYOUTS}")
     out_root = Path(out_root)
-    for p in (errors_path, mapping_path):
-        if p is not None and out_root.resolve() in Path(p).resolve().parents:
-            raise ConfigError(
-                f"{p} is inside the output folder: errors and mapping hold original "
-                "identifiers and must stay out of the de-identified tree"
-            )
-    Deidentifier(config, key)  # validate before any file is touched
+    _validate(out_root, config, key, layout, (errors_path, mapping_path), gate)
     src_list = list(sources)
     workers = workers or os.cpu_count() or 1
     summary = BatchSummary()
@@ -665,6 +700,8 @@ def run_batch(
                 mapping.open()  # pyarrow's import overlaps the workers, not the start
             bar.update(1)
             ticker.tick()
+            if drop_rejected:
+                o = _unless_rejected(out_root, o, summary)
             losers = publisher.take(index, o) if o.kind == "ok" else [(o.rel, o)]
             for rel, lost in losers:
                 if lost.kind != "duplicate":  # those are listed at the end (loser_rows)
@@ -676,12 +713,7 @@ def run_batch(
             errors.write(rel, lost)
         bar.close()
         ticker.done()
-        summary.verified = len(publisher.verdicts)
-        summary.rejected = sum(not v.ok for v in publisher.verdicts.values())
-        if verdicts_path is not None:
-            write_verdicts(verdicts_path, publisher.verdicts.values())
-        if metadata_path is not None:
-            write_metadata(metadata_path, publisher.metadata, run_id)
+        publisher.write_checks(verdicts_path, metadata_path)
         if mapping:
             mapping.close()
             mapping = None

@@ -249,6 +249,8 @@ class Gate:
                 if vr != "PN" or not names:
                     continue
                 keyword = keyword_for_tag(tag) or "PersonName"
+                if keyword in self.exceptions:  # a person name the project keeps
+                    continue
             if vr == "UI":
                 out = facts.uids
                 forms = tuple(u for u in _forms(data[vs:ve], False) if u not in _REGISTERED)
