@@ -576,6 +576,18 @@ def test_bigquery_deletes_a_partition_with_typed_parameters() -> None:
     assert (param.name, param.type_, param.value) == ("p0", "STRING", "batch-1")
 
 
+def _one_shard(landed: dict[str, Any], batch: str
+               ) -> tuple[RunWorkspace, RunRequest, dict[str, int]]:
+    """A run of every instance started and planned as one shard, not yet de-identified."""
+    settings = landed["settings"]
+    ws = RunWorkspace(settings.work_dir, batch)
+    req = _req(landed, "ALL")
+    deid_steps.run_cohort(ws, settings, req)
+    deid_steps.write_filter_file(ws)
+    deid_steps.resolve_instances(ws, settings)
+    return ws, req, deid_steps.plan_run_shards(ws, ShardLimits(max_files=100), settings)[0]
+
+
 def test_verify_trusts_only_the_bytes_the_gate_passed(
     landed: dict[str, Any]
 ) -> None:
@@ -583,12 +595,7 @@ def test_verify_trusts_only_the_bytes_the_gate_passed(
     judged it, or one the gate never saw, fails the shard (VerificationError, naming the
     pseudonymous output only); the untouched shard passes."""
     settings = landed["settings"]
-    ws = RunWorkspace(settings.work_dir, "batch-tamper")
-    req = _req(landed, "ALL")
-    deid_steps.run_cohort(ws, settings, req)
-    deid_steps.write_filter_file(ws)
-    deid_steps.resolve_instances(ws, settings)
-    plan = deid_steps.plan_run_shards(ws, ShardLimits(max_files=100), settings)[0]
+    ws, req, plan = _one_shard(landed, "batch-tamper")
     deid_steps.deidentify_shard(ws, settings, req, plan["shard"], KEY)
     assert deid_steps.verify_shard(ws, settings, req, plan["shard"])["ok"]
     staged = Path(settings.destination) / ws.staged(ws.shard(plan["shard"]))
@@ -640,12 +647,7 @@ def test_a_policy_changed_mid_run_stops_the_run(landed: dict[str, Any]) -> None:
     import dataclasses
 
     settings = landed["settings"]
-    ws = RunWorkspace(settings.work_dir, "batch-pinned")
-    req = _req(landed, "ALL")
-    deid_steps.run_cohort(ws, settings, req)
-    deid_steps.write_filter_file(ws)
-    deid_steps.resolve_instances(ws, settings)
-    plan = deid_steps.plan_run_shards(ws, ShardLimits(max_files=100), settings)[0]
+    ws, req, plan = _one_shard(landed, "batch-pinned")
     deid_steps.check_pinned(ws, req, settings)  # unchanged: goes on
     for changed in (dataclasses.replace(req, exceptions=frozenset({"InstitutionName"})),
                     dataclasses.replace(req, policy=config_from_options("basic", []))):
