@@ -250,3 +250,21 @@ def test_kept_lines_are_judged_against_values_from_any_depth() -> None:
     assert gate.at_risk(facts)
     assert gate._burned_in(["GAIN 45 DR 60", "PROBE C5-1"], facts) == 0
     assert gate._burned_in(["OKONKWO A", "MRN 1234567", "14/05/2023"], facts) == 3
+
+
+def test_a_big_endian_image_at_risk_is_read_back_from_its_own_pixels() -> None:
+    """The gate checks a big-endian output through a re-encoded copy without pixel data;
+    the read-back of an image at risk still reads the pixels as written."""
+    source = make_instance()
+    source.Modality = "US"
+    source.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, source, implicit_vr=False, little_endian=False,
+                     enforce_file_format=True)
+    data = buf.getvalue()
+    gate = Gate()
+    facts = gate.source_facts(data, len(data))
+    assert gate.at_risk(facts)
+    verdict = gate.check("out.dcm", data, facts, {})
+    assert not [p for p in verdict.problems if "pixel" in p or "burned-in" in p]
+    assert "original PatientName value found" in verdict.problems  # the input, unchanged

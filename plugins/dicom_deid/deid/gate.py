@@ -211,10 +211,13 @@ class Gate:
         :class:`BadInput` when the bytes cannot be walked (the caller reads the whole
         file, or fails the output)."""
         start = locate_dataset(data)
-        if start.transfer_syntax in _WALKER_CANNOT:
-            data = _as_explicit_le(data)  # raises BadInput if pydicom cannot read it either
-            start, size = locate_dataset(data), None
         facts = SourceFacts()
+        if start.transfer_syntax in _WALKER_CANNOT:
+            # raises BadInput if pydicom cannot read it either; the copy has no pixel data
+            data, had_pixels = _as_explicit_le(data)
+            start, size = locate_dataset(data), None
+            if had_pixels:
+                facts.filled.add(PIXEL_DATA_TAG)  # an image at risk is still one
         end = max(len(data), size or 0)
         top = _until_pixels(data, start.pos, end, start.implicit)
         for tag, _vr, _h, vs, ve, undefined in top:
@@ -306,13 +309,13 @@ class Gate:
             return Verdict(name, digest, len(data), (f"not readable DICOM ({exc.kind})",))
         if start.meta is None:
             problems.append("no file meta information")
-        size = len(data)
+        size, written = len(data), data
         try:
             if start.transfer_syntax in _WALKER_CANNOT:
                 # Deflated or big endian: checked as pydicom reads it, re-encoded as
                 # explicit VR little endian (text values keep their bytes); the file
                 # meta is always explicit VR little endian, read as it is.
-                data = _as_explicit_le(bytes(data))  # a map: copied, pydicom keeps views
+                data = _as_explicit_le(bytes(data))[0]  # a map: copied, pydicom keeps views
                 start = locate_dataset(data)._replace(meta=start.meta)
             top = _until_pixels(data, start.pos, len(data), start.implicit)
         except BadInput as exc:
@@ -321,7 +324,7 @@ class Gate:
         leaks = self._leaks(data, top, start.implicit, facts, problems)
         if self.at_risk(facts):
             lines = ocr.kept if ocr is not None and ocr.read else self._read_pixels(
-                data, problems)
+                written, problems)  # the bytes as written: the re-encoded copy has no pixels
             found = self._burned_in(lines, facts)
             if found:
                 problems.append(f"burned-in text: {found} line(s) read back hold an "
@@ -452,14 +455,16 @@ _WALKER_CANNOT = frozenset({EXPLICIT_BE, *PYDICOM_ONLY_SYNTAXES})
 """Encodings the little-endian walker cannot read (big endian, deflated)."""
 
 
-def _as_explicit_le(data: bytes) -> bytes:
+def _as_explicit_le(data: bytes) -> tuple[bytes, bool]:
     """The dataset of DICOM bytes pydicom reads, re-encoded explicit VR little endian,
-    without file meta and pixel data (:class:`BadInput` when pydicom cannot read it)."""
+    without file meta and pixel data, and whether it had pixel data (:class:`BadInput`
+    when pydicom cannot read it)."""
     from io import BytesIO
 
     from pydicom import dcmwrite
 
     ds = parse_instance(data).dataset
+    had_pixels = PIXEL_DATA_TAG in ds
     for tag in _PIXEL_TAGS:
         if tag in ds:
             del ds[tag]
@@ -472,7 +477,7 @@ def _as_explicit_le(data: bytes) -> bytes:
     except Exception as exc:  # pydicom's own errors can quote values: the type only
         raise BadInput("unreadable", f"cannot re-encode for checking ({type(exc).__name__})"
                        ) from None
-    return buf.getvalue()
+    return buf.getvalue(), had_pixels
 
 
 def _exempt_values(data: bytes, elems: Sequence[Element], implicit: bool,
