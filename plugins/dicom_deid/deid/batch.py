@@ -464,14 +464,9 @@ class _Publisher:
 def write_verdicts(path: Path, verdicts: Iterable[Verdict]) -> None:
     """The gate's verdicts as Parquet, sorted by output path (deterministic bytes)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     rows = [v.as_row() for v in sorted(verdicts, key=lambda v: v.output)]
-    table = pa.Table.from_pylist(rows, schema=verdict_schema())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    _write_parquet(pa.Table.from_pylist(rows, schema=verdict_schema()), path)
 
 
 def write_metadata(path: Path, rows: dict[str, tuple[dict[str, Any], Any]], run_id: str
@@ -480,7 +475,6 @@ def write_metadata(path: Path, rows: dict[str, tuple[dict[str, Any], Any]], run_
     schema, sorted by output path (``source_uri``: the output path; ingested today, by
     ``run_id``: a pipeline's load step sets its own URIs and date)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from dicom_deid.metadata import schema as ms
 
@@ -492,7 +486,14 @@ def write_metadata(path: Path, rows: dict[str, tuple[dict[str, Any], Any]], run_
         shapes.add(shape)
         table_rows.append({**row, "source_uri": rel, "ingest_run_id": run_id,
                            "ingest_date": today})
-    table = pa.Table.from_pylist(table_rows, schema=ms.schema_for_shape(shapes.shape))
+    _write_parquet(pa.Table.from_pylist(table_rows, schema=ms.schema_for_shape(shapes.shape)),
+                   path)
+
+
+def _write_parquet(table: Any, path: Path) -> None:
+    """Parquet under a hidden temporary name beside ``path``, then renamed into place."""
+    import pyarrow.parquet as pq
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)

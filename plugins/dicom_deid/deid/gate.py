@@ -164,13 +164,16 @@ class SourceFacts:
     """The same for UIDs (searched as digits-and-dots tokens, no pattern compiled)."""
     filled: set[int] = field(default_factory=set)
     """Top-level tags with a non-empty value."""
-    sop_class_uid: str = ""
     header: dict[int, str] = field(default_factory=dict)
     """The top-level attributes that put an image at risk of burned-in text."""
     whole: list[tuple[str, str, bytes]] = field(default_factory=list)
     """Each gathered text value as written (keyword, VR, bytes): the context burned-in
     text is judged against."""
     encodings: str = "latin-1"
+
+    @property
+    def sop_class_uid(self) -> str:
+        return self.header.get(0x00080016, "")
 
 
 _REGISTERED = frozenset(uid.encode("ascii") for uid in UID_dictionary)
@@ -227,7 +230,6 @@ class Gate:
                 facts.header[tag] = data[vs:ve].rstrip(b" \x00").decode("ascii", "replace")
             elif tag == 0x00080005 and b"192" in data[vs:ve]:
                 facts.encodings = "utf-8"
-        facts.sop_class_uid = facts.header.get(0x00080016, "")
         self._gather(data, top, start.implicit, facts, 0)
         return facts
 

@@ -310,15 +310,14 @@ def plan_run_shards(
     return [p.descriptor() for p in plans]
 
 
-def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store
-                  ) -> list[tuple[Source, dict[str, Any]]]:
-    """The shard's inputs (named relative to the landing root) with their metadata rows."""
+def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Source]:
+    """The shard's input files, named relative to the landing root."""
     root = landing.local_path("")
     out = []
-    for row in pq.read_table(ws.shard_list(plan)).to_pylist():
-        path = Path(row[URI_COLUMN])
+    for uri in pq.read_table(ws.shard_list(plan), columns=[URI_COLUMN]).column(0).to_pylist():
+        path = Path(uri)
         rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
-        out.append((Source(path, rel), row))
+        out.append(Source(path, rel))
     return out
 
 
@@ -329,7 +328,7 @@ def deidentify_shard(
     check_pinned(ws, req, settings)
     plan = ws.shard(shard)
     dest = open_store(settings.destination)
-    sources = [src for src, _ in _shard_inputs(ws, plan, open_store(settings.landing))]
+    sources = _shard_inputs(ws, plan, open_store(settings.landing))
     dest.make_private(STAGING)  # unverified outputs: nobody else may read them
     dest.make_private(f"{STAGING}/{ws.batch_id}")
     with _in_workspace(ws):
