@@ -22,7 +22,6 @@ import csv
 import gc
 import hashlib
 import logging
-import multiprocessing as mp
 import os
 import re
 import sys
@@ -48,6 +47,7 @@ from dicom_deid.dicom.writer import encode_instance_chunks
 from dicom_deid.errors import BadInput, ConfigError
 from dicom_deid.metadata.export import instance_row
 from dicom_deid.metadata.scan import scan_row
+from dicom_deid.pools import start_pool
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
@@ -366,19 +366,14 @@ def _outcomes(
         for src in sources:
             yield process_source(src)
         return
-    ctx = mp.get_context(start_method)
-    if start_method == "forkserver":
-        # The server would import the parent's __main__ first: under Airflow that is the
-        # airflow command, all of Airflow (seconds). Its workers need this module only.
-        ctx.set_forkserver_preload([__name__])
     chunk = max(1, min(32, len(sources) // (workers * 8) or 1))
     # Objects alive now (modules, config) outlive the pool: frozen, a forked worker's
     # collections do not touch them, so their pages stay shared (Python's gc.freeze
     # advice for fork); thawed once the pool is gone.
     gc.freeze()
     try:
-        with ctx.Pool(workers, initializer=_init_worker,
-                      initargs=(config, key, out_root, layout, token, gate, metadata)) as pool:
+        with start_pool(workers, start_method, __name__, _init_worker,
+                        (config, key, out_root, layout, token, gate, metadata)) as pool:
             yield from pool.imap(process_source, sources, chunksize=chunk)
     finally:
         gc.unfreeze()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib.abc
 import math
-import multiprocessing
 import os
 import re
 import sys
@@ -38,6 +37,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from dicom_deid.arrow_build import string_array
 from dicom_deid.dicom.reader import parse_instance, raw_items
 from dicom_deid.errors import BadInput
+from dicom_deid.pools import start_pool
 
 from . import schema as ms
 from . import values as mv
@@ -433,10 +433,7 @@ class _Runner:
 
     def __enter__(self) -> _Runner:
         if self.workers > 1:
-            ctx = multiprocessing.get_context(self.start_method)
-            if self.start_method == "forkserver":  # not the parent's __main__ (Airflow)
-                ctx.set_forkserver_preload([__name__])
-            self.pool = ctx.Pool(self.workers, initializer=_worker_init)
+            self.pool = start_pool(self.workers, self.start_method, __name__, _worker_init)
         return self
 
     def __exit__(self, *exc: object) -> None:
