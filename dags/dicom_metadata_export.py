@@ -1,6 +1,9 @@
-"""Nightly: export the metadata of DICOM files that landed in the interval, then load it.
+"""Nightly: export the metadata of DICOM files not exported yet, then load it.
 
-Each run covers one day [data_interval_start, data_interval_end) in UTC; backfill past
+Each run covers one day [data_interval_start, data_interval_end) in UTC: it exports every
+landing file modified before the interval's end that was not exported yet or changed since
+(late arrivals and copies that kept an old mtime included), as the interval's run and
+``ingest_date`` partition; files modified later wait for their own night. Backfill past
 days with ``airflow backfill create --dag-id dicom_metadata_export --from-date ...
 --to-date ...``. A new ``dicom_metadata`` Asset event schedules the projects' DAGs
 (``dicom_deid__<project>``, those whose schedule is ``dicom_metadata``).

@@ -148,6 +148,12 @@ class ExportState:
         self._size[row], self._mtime[row], self._part[row] = size, mtime_ns, pid
         self._sha[32 * row:32 * row + 32] = digest
 
+    def is_current(self, uri: str, size: int, mtime_ns: int) -> bool:
+        """True if ``uri`` was exported with this size and mtime: it is skipped on a stat
+        alone, never opened (a changed size or mtime sends it to be hashed again)."""
+        row = self._rows.get(uri)
+        return row is not None and self._size[row] == size and self._mtime[row] == mtime_ns
+
     @property
     def entries(self) -> Mapping[str, StateEntry]:
         """Read-only view uri -> :class:`StateEntry` (entries made on access)."""
@@ -405,10 +411,10 @@ def _plan(sources: Iterable[Path | str], state: ExportState, summary: ExportSumm
         except OSError as exc:
             summary.errors.append((uri, f"cannot read file: {exc.strerror}"))
             continue
-        prev = state.get(uri)
-        if prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
+        if state.is_current(uri, st.st_size, st.st_mtime_ns):
             summary.skipped_unchanged += 1
             continue
+        prev = state.get(uri)
         if prev is not None:
             plan.prev[len(plan.uris)] = prev
         plan.uris.append(uri)
