@@ -2,7 +2,8 @@
 
 Every ``projects/<name>.yaml`` (the folder ``$DICOM_DEID_PROJECTS_DIR`` names, else
 ``projects/`` beside ``dags/``) becomes a DAG ``dicom_deid__<name>``: cohort -> filter
-file -> shards -> de-identify -> verify -> publish -> load -> manifest. The project file
+file -> what the project has not released yet (the ledger) -> shards -> de-identify ->
+verify -> publish one release of the project's growing tree -> load. The project file
 says how (policy, key connection, destination, cohort, schedule, exceptions); a trigger
 may only narrow a run (``start_date``/``end_date`` inside the project's window,
 ``dry_run``, ``priority``, shard limits), and naming anything else fails it. Nothing is
@@ -28,19 +29,17 @@ from dicom_deid.airflow.tasks import (
     run_cohort,
     verify_shard,
     write_filter_file,
-    write_manifest,
 )
 
 
 def deidentify_project() -> None:
     shards = run_cohort() >> write_filter_file() >> resolve_instances() >> plan_shards()
     deidentified = deidentify_shard.expand(shard=shards)
-    verified, loaded = verify_shard.expand(result=deidentified), [load_deid_metadata(),
-                                                                  load_mapping()]
-    manifest = verified >> publish() >> loaded >> write_manifest()
+    verified, released = verify_shard.expand(result=deidentified), publish()
+    loaded = verified >> released >> load_mapping() >> load_deid_metadata()
     # Then, whatever happened, the teardown records the run. It waits for every task that
-    # can still run when another fails (each shard, each load), so none races the clean-up.
-    [shards, deidentified, verified, *loaded, manifest] >> finish_run().as_teardown(
+    # can still run when another fails, so none races the clean-up.
+    [shards, deidentified, verified, released, loaded] >> finish_run().as_teardown(
         on_failure_fail_dagrun=True)
 
 

@@ -13,12 +13,13 @@ import itertools
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +44,8 @@ BAD_COHORT_RUN = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 EMPTY_RUN = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
 WIDE_RUN = datetime(2026, 3, 16, 9, 0, tzinfo=UTC)
 DRY_RUN = datetime(2026, 3, 17, 9, 0, tzinfo=UTC)
+DRY = "dry_us"  # the same cohort as STUDY's, released by nobody: a dry run has work to do
+NIGHTLY = "nightly"  # the same cohort again, scheduled: what a backfill runs
 STUDY = "us_research"  # the project most tests run: privacy-first, a wide cohort window
 LEAKY = "leaky"  # a project whose own policy file keeps a text that names the patient
 STUDY_YAML = """
@@ -90,6 +93,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     projects = base / "projects"
     projects.mkdir()
     (projects / f"{STUDY}.yaml").write_text(STUDY_YAML)
+    (projects / f"{DRY}.yaml").write_text(STUDY_YAML.replace(f"name: {STUDY}", f"name: {DRY}"))
+    (projects / f"{NIGHTLY}.yaml").write_text(STUDY_YAML.replace(
+        f"name: {STUDY}", f"name: {NIGHTLY}") + "schedule: '0 3 * * *'\n")
     (projects / f"{LEAKY}.yaml").write_text(LEAKY_YAML)
     (projects / "leaky.json").write_text(json.dumps(LEAKY_CONFIG))
     (projects / f"{BY_DATE}.yaml").write_text(BY_DATE_YAML)
@@ -159,8 +165,18 @@ def first_run(env: dict[str, Any], dags: dict[str, Any]) -> dict[str, Any]:
         logical_date=DEID_RUN, run_conf={"shard_max_files": 4})
     from dicom_deid.pipeline.deid_steps import batch_id_for
 
-    batch = env["dest"] / batch_id_for(DEID_RUN, STUDY)
-    return {"export": export, "deid": deid, "batch": batch, "digest": _tree_digest(batch)}
+    tree = env["dest"]
+    return {"export": export, "deid": deid, "batch": batch_id_for(DEID_RUN, STUDY),
+            "tree": tree, "digest": _tree_digest(tree)}
+
+
+def _staging(env: dict[str, Any], project: str) -> Path:
+    return env["data"] / "deid" / f".staging-{project}"
+
+
+def _shows(tree: Path, batch: str) -> bool:
+    """Whether the project's tree is ``batch``'s release now."""
+    return tree.is_symlink() and Path(os.readlink(tree)).name == batch
 
 
 def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
@@ -168,7 +184,8 @@ def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
 
     # One DAG per project file, and nothing else.
     assert set(dags) == {"dicom_metadata_export", f"dicom_deid__{STUDY}", f"dicom_deid__{LEAKY}",
-                         f"dicom_deid__{BY_DATE}"}
+                         f"dicom_deid__{BY_DATE}", f"dicom_deid__{DRY}",
+                         f"dicom_deid__{NIGHTLY}"}
     export, deid = dags["dicom_metadata_export"], dags[f"dicom_deid__{STUDY}"]
     # The DAG declares only params that narrow a run (the engine refuses any other).
     assert {"start_date", "end_date", "dry_run", "priority"} <= set(deid.params) <= RUN_PARAMS
@@ -178,17 +195,15 @@ def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
     assert [o.name for o in export.get_task("load_metadata").outlets] == ["dicom_metadata"]
     assert type(export.timetable).__name__ == "CronDataIntervalTimetable"
     chain = ["run_cohort", "write_filter_file", "resolve_instances", "plan_shards",
-             "deidentify_shard", "verify_shard", "publish"]
+             "deidentify_shard", "verify_shard", "publish", "load_mapping", "load_deid_metadata"]
     for up, down in itertools.pairwise(chain):
         assert deid.get_task(down).upstream_task_ids == {up}, down
-    assert deid.get_task("write_manifest").upstream_task_ids == {
-        "load_deid_metadata", "load_mapping"}
     # One task records every run, after every other task, whatever happened.
     finish = deid.get_task("finish_run")
     assert finish.is_teardown and finish.on_failure_fail_dagrun
     assert finish.get_flat_relative_ids(upstream=True) == set(deid.task_ids) - {"finish_run"}
-    assert {"deidentify_shard", "verify_shard", "load_deid_metadata", "load_mapping",
-            "write_manifest"} <= finish.upstream_task_ids  # what may run in parallel
+    assert {"deidentify_shard", "verify_shard", "publish", "load_deid_metadata"
+            } <= finish.upstream_task_ids  # whatever stops where, it runs last
     assert "record_run" not in deid.task_ids
     assert deid.get_task("deidentify_shard").is_mapped  # type: ignore[attr-defined]
     for dag in (export, deid):
@@ -207,17 +222,18 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
 ) -> None:
     assert first_run["export"].state == "success"
     assert first_run["deid"].state == "success"
-    data, batch = env["data"], first_run["batch"]
+    data, batch, tree = env["data"], first_run["batch"], first_run["tree"]
     key = env["answer_key"]
     landed = len(key.files)
     assert _warehouse_count(data, "SELECT COUNT(*) FROM dicom_metadata") == landed
     # The default cohort selects every patient with an ultrasound study.
-    ws = data / "runs" / batch.name
+    ws = data / "runs" / batch
     plan = json.loads((ws / "shards" / "plan.json").read_text())
     selected = sum(s["files"] for s in plan)
     assert 0 < selected <= landed
     assert len(plan) >= 2  # really mapped
-    files = sorted(batch.rglob("*.dcm"))
+    assert _shows(tree, batch)
+    files = sorted(tree.rglob("*.dcm"))
     assert len(files) == selected
     patterns = planted_byte_patterns(key)
     for f in files:
@@ -227,14 +243,20 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
     assert _warehouse_count(data, "SELECT COUNT(*) FROM deid_mapping") == selected
     assert _warehouse_count(data, "SELECT COUNT(*) FROM deid_runs WHERE processed = "
                                   f"{selected} AND status = 'success'") == 1
-    manifest = json.loads((batch / "manifest.json").read_text())
-    assert manifest["batch_id"] == batch.name
+    manifest = json.loads((tree / "manifests" / f"{batch}.json").read_text())
+    assert manifest["batch_id"] == batch
     assert manifest["priority"] == "routine"
     assert manifest["image_count"] == selected
+    assert manifest["added"] == sorted(f.relative_to(tree).as_posix() for f in files)
+    assert (manifest["replaced"], manifest["removed"], manifest["withdrawn"]) == ([], [], [])
     studies = {p.parent.parent.name for p in files}
     assert manifest["study_count"] == len(studies)
     assert {s["study_uid"] for s in manifest["studies"]} == studies
-    assert not (env["dest"] / ".staging" / batch.name).exists()
+    ledger = _warehouse_rows(data, "SELECT output_path, status, batch_id FROM deid_ledger "
+                                   f"WHERE project = '{STUDY}' ORDER BY output_path")
+    assert ledger == [{"output_path": p, "status": "released", "batch_id": batch}
+                      for p in manifest["added"]]
+    assert not (_staging(env, STUDY) / batch).exists()
     # The run report counts, per shard, the files the (fast) byte path wrote: under the
     # privacy-first default every file but the images at risk (whose pixels OCR reads).
     rows = [line.split("|")[1:-1] for line in (ws / "report.md").read_text().splitlines()
@@ -249,20 +271,20 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
 def test_a_successful_run_is_recorded_once_and_leaves_no_identified_files(
     env: dict[str, Any], first_run: dict[str, Any]
 ) -> None:
-    data, batch = env["data"], first_run["batch"]
-    row = _run_row(data, batch.name)
+    data, batch, tree = env["data"], first_run["batch"], first_run["tree"]
+    row = _run_row(data, batch)
     assert (row["status"], row["reason"], row["user"]) == ("success", None, "dag_test")
     assert row["key_id"] == key_id(bytes.fromhex(KEY_HEX)) and KEY_HEX[:16] != row["key_id"]
     # The fingerprint an auditor joins on: the outputs name its first 16 hex digits.
-    methods = {v for f in sorted(batch.rglob("*.dcm"))[:5]
+    methods = {v for f in sorted(tree.rglob("*.dcm"))[:5]
                for v in pydicom.dcmread(f, stop_before_pixels=True).DeidentificationMethod}
     named = {m.split()[-1] for m in methods if m.startswith("config sha256 ")}
     assert named == {row["config_sha256"][:16]} and len(row["config_sha256"]) == 64
-    manifest = json.loads((batch / "manifest.json").read_text())
+    manifest = json.loads((tree / "manifests" / f"{batch}.json").read_text())
     assert manifest["deidentification"]["config_sha256"] == row["config_sha256"]
     # Identified intermediates are gone; what is left holds counts and the gate's verdicts
     # (pseudonymous paths, hashes), privately.
-    ws = data / "runs" / batch.name
+    ws = data / "runs" / batch
     left = sorted(p.relative_to(ws).as_posix() for p in ws.rglob("*") if p.is_file())
     assert "report.md" in left and "shards/plan.json" in left
     assert all(re.fullmatch(r"(report\.md|policy\.json|shards/plan\.json|(deidentified|verified)/"
@@ -270,7 +292,7 @@ def test_a_successful_run_is_recorded_once_and_leaves_no_identified_files(
                for name in left), left
     verdicts = [v for p in sorted(ws.glob("verdicts/*.parquet"))
                 for v in pq.read_table(p).to_pylist()]
-    published = {f.relative_to(batch).as_posix(): f for f in batch.rglob("*.dcm")}
+    published = {f.relative_to(tree).as_posix(): f for f in tree.rglob("*.dcm")}
     assert sorted(v["output_path"] for v in verdicts) == sorted(published)
     for v in verdicts:
         assert v["ok"] and v["sha256"] == hashlib.sha256(
@@ -282,7 +304,10 @@ def test_a_successful_run_is_recorded_once_and_leaves_no_identified_files(
     exported = data / "metadata" / "dicom_metadata"
     assert _mode(exported) == 0o700
     assert {_mode(p) for p in exported.rglob("*") if p.is_file()} == {0o600}
-    assert _mode(env["dest"] / ".staging") == 0o700
+    assert _mode(_staging(env, STUDY)) == 0o700
+    # The report says what the night selected and released (counts only).
+    report = (ws / "report.md").read_text()
+    assert f"Released: {len(published)} added, 0 replaced, 0 removed, 0 withdrawn" in report
 
 
 def test_rerunning_changes_nothing(
@@ -295,7 +320,8 @@ def test_rerunning_changes_nothing(
     again = dags[f"dicom_deid__{STUDY}"].test(logical_date=DEID_RUN,
                                               run_conf={"shard_max_files": 4})
     assert again.state == "success"
-    assert _tree_digest(first_run["batch"]) == first_run["digest"]
+    assert _tree_digest(first_run["tree"]) == first_run["digest"]
+    assert _shows(first_run["tree"], first_run["batch"])
     assert {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in counts} == counts
 
 
@@ -341,7 +367,7 @@ def test_a_leak_fails_the_run_before_anything_is_published(
     assert run.state == "failed"
     batch = batch_id_for(LEAK_RUN, LEAKY)
     dest = env["data"] / "deid" / LEAKY
-    assert not (dest / batch).exists()
+    assert not dest.exists()  # no release of the project's tree
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
     assert states[("publish", -1)] == "upstream_failed"
     assert states[("finish_run", -1)] == "failed"  # it recorded the run, then failed it
@@ -352,7 +378,9 @@ def test_a_leak_fails_the_run_before_anything_is_published(
                  for p in (env["data"] / "runs" / batch / "verified").glob("*.json")]
     assert any(not v["ok"] and v["leaks"] > 0 for v in verified)
     # Nothing of the run stays staged on the destination.
-    assert not (dest / ".staging" / batch).exists()
+    assert not (_staging(env, LEAKY) / batch).exists()
+    assert _warehouse_count(env["data"], "SELECT COUNT(*) FROM deid_ledger "
+                                         f"WHERE project = '{LEAKY}'") == 0
     row = _run_row(env["data"], batch)
     assert (row["status"], row["user"], row["project"]) == ("leak", "dag_test", LEAKY)
     assert row["reason"] == "; ".join(f"LeakError in verify_shard[{i}]" for i in leaked)
@@ -381,7 +409,7 @@ def test_a_trigger_cannot_weaken_the_policy_and_the_refusal_is_recorded(
 
     batch = batch_id_for(BAD_COHORT_RUN, STUDY)
     assert run.state == "failed"
-    assert not list(env["dest"].glob(f"{batch}*"))
+    assert _shows(env["dest"], first_run["batch"])
     assert not (tmp_path / "elsewhere").exists()
     row = _run_row(env["data"], batch)
     assert (row["status"], row["reason"]) == ("failed", "ConfigError in run_cohort")
@@ -402,7 +430,7 @@ def test_a_trigger_window_wider_than_the_projects_is_refused(
     assert run.state == "failed"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["run_cohort"] == "failed" and states["plan_shards"] == "upstream_failed"
-    assert not (env["dest"] / batch).exists()
+    assert _shows(env["dest"], first_run["batch"])
     assert not (env["data"] / "runs" / batch / "cohort.parquet").exists()
     row = _run_row(env["data"], batch)
     assert (row["status"], row["reason"], row["processed"]) == (
@@ -417,26 +445,28 @@ def test_a_dry_run_verifies_publishes_nothing_and_is_recorded(
     data = env["data"]
     before = {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}")
               for t in ("deid_metadata", "deid_mapping")}
-    run = dags[f"dicom_deid__{STUDY}"].test(logical_date=DRY_RUN, run_conf={
+    run = dags[f"dicom_deid__{DRY}"].test(logical_date=DRY_RUN, run_conf={
         "dry_run": True, "shard_max_files": 4})
-    batch = batch_id_for(DRY_RUN, STUDY)
+    batch = batch_id_for(DRY_RUN, DRY)
     assert run.state == "success"
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
     verified = [i for (t, i), state in states.items()
                 if t == "verify_shard" and state == "success"]
     assert len(verified) >= 2  # every shard was de-identified and verified
-    for task in ("publish", "load_deid_metadata", "load_mapping", "write_manifest"):
+    for task in ("publish", "load_deid_metadata", "load_mapping"):
         assert states[(task, -1)] == "skipped", task
-    # Nothing published, nothing left staged, nothing loaded.
-    assert not (env["dest"] / batch).exists()
-    assert not (env["dest"] / ".staging" / batch).exists()
+    # Nothing published, nothing left staged, nothing loaded or put in the ledger.
+    assert not (data / "deid" / DRY).exists()
+    assert not (_staging(env, DRY) / batch).exists()
+    assert _warehouse_count(data, f"SELECT COUNT(*) FROM deid_ledger WHERE project = '{DRY}'"
+                            ) == 0
     assert {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in before} == before
     assert _warehouse_count(
         data, f"SELECT COUNT(*) FROM deid_mapping WHERE run_id = '{batch}'") == 0
     row = _run_row(data, batch)
-    assert (row["status"], row["project"]) == ("dry_run", STUDY)
+    assert (row["status"], row["project"]) == ("dry_run", DRY)
     assert row["processed"] == sum(
-        1 for _ in first_run["batch"].rglob("*.dcm"))  # the same cohort as the real run
+        1 for _ in first_run["tree"].rglob("*.dcm"))  # the same cohort as the real run
     # Its identified intermediates went as a successful run's do.
     ws = data / "runs" / batch
     assert not (ws / "instances.parquet").exists() and not (ws / "mapping").exists()
@@ -467,58 +497,123 @@ def test_a_bad_project_file_is_an_import_error_naming_the_field(
 def test_a_cohort_that_selects_nothing_is_a_successful_empty_run(
     env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any]
 ) -> None:
-    """A night with nothing new: no shard is planned, an empty batch is published (its
-    manifest says 0 images), and the run is recorded as a success with nothing processed
-    (not as a failure)."""
+    """A night with nothing to release: no shard is planned, no release is made (the tree
+    is the last one), and the run is recorded as a success with nothing processed (not as
+    a failure)."""
     from dicom_deid.pipeline.deid_steps import batch_id_for
 
     run = dags[f"dicom_deid__{STUDY}"].test(logical_date=EMPTY_RUN, run_conf={
         "start_date": "2001-01-01", "end_date": "2001-12-31"})  # inside the project's window
     assert run.state == "success"
     batch = batch_id_for(EMPTY_RUN, STUDY)
-    assert not list((env["dest"] / batch).rglob("*.dcm"))
-    manifest = json.loads((env["dest"] / batch / "manifest.json").read_text())
-    assert (manifest["image_count"], manifest["study_count"]) == (0, 0)
+    assert _shows(env["dest"], first_run["batch"])
+    assert not (env["dest"] / "manifests" / f"{batch}.json").exists()
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["plan_shards"] == "success" and states["finish_run"] == "success"
     row = _run_row(env["data"], batch)
     assert (row["status"], row["processed"], row["failed"]) == ("success", 0, 0)
 
 
-SHRINK_RUN = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
+NIGHT1 = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
+NIGHT2_EXPORT = datetime(2026, 3, 19, 1, 0, tzinfo=UTC)  # its data interval: Mar 18
+NIGHT2 = datetime(2026, 3, 19, 9, 0, tzinfo=UTC)
+BACKFILL = [datetime(2026, 3, 20, tzinfo=UTC), datetime(2026, 3, 21, tzinfo=UTC)]
 
 
-def test_a_rerun_with_a_smaller_cohort_leaves_exactly_the_new_batch(
-    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any]
+def _ledger(data: Path, project: str) -> list[dict[str, Any]]:
+    return _warehouse_rows(data, "SELECT source_uri, output_path, status, batch_id, "
+                                 "output_sha256 FROM deid_ledger WHERE project = "
+                                 f"'{project}' ORDER BY source_uri, batch_id")
+
+
+def _dicom_files(tree: Path) -> dict[str, str]:
+    return {k: v for k, v in _tree_digest(tree).items() if k.endswith(".dcm")}
+
+
+def test_two_nights_release_only_what_is_new_or_changed_and_catch_a_late_file(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The same DAG run again (same logical date: same batch) with a narrower window:
-    the published tree, the manifest, the batch's warehouse rows and its run folder hold
-    the smaller cohort's instances and nothing of the larger one."""
+    """Night 1 releases the cohort. Before night 2 one landing file is re-sent with
+    corrected content and one file arrives late, copied with its original (old) mtime:
+    night 2's export catches it, and night 2 de-identifies exactly those two; the tree
+    holds one current version of each instance, the manifest says what changed, the
+    ledger keeps the replaced version as superseded."""
     from dicom_deid.pipeline.deid_steps import batch_id_for
 
     data, project = env["data"], dags[f"dicom_deid__{BY_DATE}"]
-    dates = sorted({r["d"] for r in _warehouse_rows(
-        data, "SELECT StudyDate AS d FROM dicom_metadata WHERE StudyDate IS NOT NULL")})
-    assert len(dates) >= 2  # a window of the first date is a strict subset
-    assert project.test(logical_date=SHRINK_RUN).state == "success"
-    batch = batch_id_for(SHRINK_RUN, BY_DATE)
-    dest = data / "deid" / BY_DATE / batch
-    before = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.dcm"))
-    day = dates[0].isoformat()
-    again = project.test(logical_date=SHRINK_RUN,
-                         run_conf={"start_date": day, "end_date": day})
-    assert again.state == "success"
-    after = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.dcm"))
-    assert 0 < len(after) < len(before) and set(after) < set(before)
-    manifest = json.loads((dest / "manifest.json").read_text())
-    assert manifest["image_count"] == len(after)
-    for table, column in (("deid_mapping", "run_id"), ("deid_metadata", "ingest_run_id")):
-        assert _warehouse_count(data, f"SELECT COUNT(*) FROM {table} "
-                                      f"WHERE {column} = '{batch}'") == len(after), table
-    mapped = {r["output_path"] for r in _warehouse_rows(
-        data, f"SELECT output_path FROM deid_mapping WHERE run_id = '{batch}'")}
-    assert mapped == set(after)
-    verdicts = [v for p in sorted((data / "runs" / batch).glob("verdicts/*.parquet"))
-                for v in pq.read_table(p).to_pylist()]
-    assert sorted(v["output_path"] for v in verdicts) == after
-    assert _run_row(data, batch)["processed"] == len(after)
+    tree = data / "deid" / BY_DATE
+    assert project.test(logical_date=NIGHT1).state == "success"
+    night1, n1 = _dicom_files(tree), batch_id_for(NIGHT1, BY_DATE)
+    rows1 = _ledger(data, BY_DATE)
+    released1 = [r for r in rows1 if r["status"] == "released"]
+    assert len(released1) == len(night1) > 0
+    # The inputs the duplicate rule set aside are handled too (no later night takes them).
+    assert all(r["status"] == "superseded" and not r["output_path"]
+               for r in rows1 if r not in released1)
+    # Re-sent with corrected content (a new mtime, in night 2's interval).
+    changed = released1[0]["source_uri"]
+    ds = pydicom.dcmread(changed)
+    ds.StudyDescription = "corrected"
+    ds.save_as(changed)
+    moment = (NIGHT2_EXPORT - timedelta(hours=12)).timestamp()
+    os.utime(changed, (moment, moment))
+    # Arrived late: a copy that kept its original mtime, days before night 1.
+    extra = generate(tmp_path / "late", patients=1, seed=23, instances_per_series=1,
+                     small=True)
+    source = next(tmp_path / "late" / "dicom" / f.path for f in extra.files
+                  if f.modality not in ("US", "OT") and not f.burned_in)
+    late = data / "landing" / "dicom" / "late" / "IM_LATE"
+    late.parent.mkdir()
+    shutil.copy2(source, late)
+    old = (ARRIVED - timedelta(days=3)).timestamp()
+    os.utime(late, (old, old))
+    assert dags["dicom_metadata_export"].test(logical_date=NIGHT2_EXPORT).state == "success"
+    assert _warehouse_count(data, "SELECT COUNT(*) FROM dicom_metadata "
+                                  f"WHERE source_uri = '{late}'") == 1
+    assert project.test(logical_date=NIGHT2).state == "success"
+    n2 = batch_id_for(NIGHT2, BY_DATE)
+    processed = [json.loads(p.read_text())["processed"]
+                 for p in (data / "runs" / n2 / "deidentified").glob("*.json")]
+    assert sum(processed) == 2  # only the new and the changed file
+    night2 = _dicom_files(tree)
+    added = sorted(set(night2) - set(night1))
+    differs = sorted(p for p in night1 if night2.get(p) != night1[p])
+    assert len(added) == 1 and len(differs) == 1 and set(night1) <= set(night2)
+    manifest = json.loads((tree / "manifests" / f"{n2}.json").read_text())
+    assert (manifest["added"], manifest["replaced"], manifest["removed"]) == (
+        added, differs, [])
+    rows2 = _ledger(data, BY_DATE)
+    assert [(r["batch_id"], r["status"]) for r in rows2 if r["source_uri"] == changed] == [
+        (n1, "superseded"), (n2, "released")]
+    assert [(r["batch_id"], r["status"], r["output_path"]) for r in rows2
+            if r["source_uri"] == str(late)] == [(n2, "released", added[0])]
+    released = {r["output_path"]: r["output_sha256"] for r in rows2 if r["status"] == "released"}
+    assert released == night2  # the ledger is the tree
+    uris = {r["u"] for r in _warehouse_rows(
+        data, f"SELECT source_uri AS u FROM deid_metadata WHERE source_uri LIKE '{tree}/%'")}
+    assert uris == {f"{tree}/{p}" for p in night2}  # one row per file of the tree
+
+
+def test_a_backfill_of_two_past_intervals_releases_once_and_reruns_change_nothing(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any]
+) -> None:
+    """What ``airflow backfill create`` runs for a scheduled project: one run per past
+    interval. The first releases the cohort, the second finds nothing new; clearing and
+    rerunning the first gives the same ledger, files and rows."""
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    data, project = env["data"], dags[f"dicom_deid__{NIGHTLY}"]
+    assert type(project.timetable).__name__ in ("CronTriggerTimetable", "CronDataIntervalTimetable")
+    tree = data / "deid" / NIGHTLY
+    runs = [project.test(logical_date=day) for day in BACKFILL]
+    assert [r.state for r in runs] == ["success", "success"]
+    first, second = (batch_id_for(day, NIGHTLY) for day in BACKFILL)
+    assert _shows(tree, first) and not (tree / "manifests" / f"{second}.json").exists()
+    assert (_run_row(data, first)["processed"], _run_row(data, second)["processed"]) == (
+        len(_dicom_files(tree)), 0)
+    before = (_ledger(data, NIGHTLY), _tree_digest(tree), _warehouse_count(
+        data, f"SELECT COUNT(*) FROM deid_metadata WHERE source_uri LIKE '{tree}/%'"))
+    assert project.test(logical_date=BACKFILL[0]).state == "success"
+    after = (_ledger(data, NIGHTLY), _tree_digest(tree), _warehouse_count(
+        data, f"SELECT COUNT(*) FROM deid_metadata WHERE source_uri LIKE '{tree}/%'"))
+    assert after == before

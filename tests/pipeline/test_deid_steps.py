@@ -77,19 +77,54 @@ def test_put_tree_replaces_a_folder_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["s1"]  # no leftovers
 
 
-def test_merge_into_publishes_shards_as_one_tree_and_refuses_collisions(tmp_path: Path) -> None:
+def test_releases_grow_one_tree_each_shown_in_one_step(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    for shard, name in (("s1", "st/se1/a.dcm"), ("s2", "st/se2/b.dcm")):
-        store.write_bytes(f"stage/{shard}/{name}", shard.encode())
-    assert store.merge_into(["stage/s1", "stage/s2"], "batch") == 2
-    assert [f.rel for f in store.list_files("batch")] == ["batch/st/se1/a.dcm",
-                                                          "batch/st/se2/b.dcm"]
-    assert not store.exists("stage/s1")
-    store.write_bytes("stage/s3/st/x.dcm", b"1")
-    store.write_bytes("stage/s4/st/x.dcm", b"2")
-    with pytest.raises(StorageError, match="two sources"):
-        store.merge_into(["stage/s3", "stage/s4"], "batch")
-    assert store.read_bytes("batch/st/se1/a.dcm") == b"s1"  # the old batch is intact
+    for name, data in (("st/se1/a.dcm", b"a1"), ("st/se1/b.dcm", b"b1")):
+        store.write_bytes(f".staging-proj/r1/s1/{name}", data)
+    first = store.publish_release(
+        "proj", "r1", {"st/se1/a.dcm": ".staging-proj/r1/s1/st/se1/a.dcm",
+                       "st/se1/b.dcm": ".staging-proj/r1/s1/st/se1/b.dcm"},
+        (), {"manifests/r1.json": b"{}"})
+    assert (first.files, first.added, first.removed) == (2, 2, 0)
+    link = tmp_path / "proj"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    assert store.release_of("proj") == "r1"
+    assert [f.rel for f in store.list_files("proj")] == [
+        "proj/manifests/r1.json", "proj/st/se1/a.dcm", "proj/st/se1/b.dcm"]
+    seen_by_reader = link.resolve()  # a reader that resolved the tree before the next one
+    # The next release: b replaced, a removed, c added; the rest are links, not copies.
+    store.write_bytes(".staging-proj/r2/s1/st/se1/b.dcm", b"b2")
+    store.write_bytes(".staging-proj/r2/s1/st/se2/c.dcm", b"c2")
+    second = store.publish_release(
+        "proj", "r2", {"st/se1/b.dcm": ".staging-proj/r2/s1/st/se1/b.dcm",
+                       "st/se2/c.dcm": ".staging-proj/r2/s1/st/se2/c.dcm"},
+        ["st/se1/a.dcm"], {"manifests/r2.json": b"{}"})
+    assert (second.added, second.removed) == (2, 1)
+    assert [f.rel for f in store.list_files("proj")] == [
+        "proj/manifests/r1.json", "proj/manifests/r2.json", "proj/st/se1/b.dcm",
+        "proj/st/se2/c.dcm"]
+    assert store.read_bytes("proj/st/se1/b.dcm") == b"b2"
+    assert (seen_by_reader / "st/se1/a.dcm").read_bytes() == b"a1"  # the previous release
+    assert os.stat(link / "manifests/r1.json").st_ino == os.stat(
+        seen_by_reader / "manifests/r1.json").st_ino  # hard-linked forward
+    # A third release removes the first from disk (two are kept).
+    store.write_bytes(".staging-proj/r3/s1/st/se3/d.dcm", b"d3")
+    store.publish_release("proj", "r3", {"st/se3/d.dcm": ".staging-proj/r3/s1/st/se3/d.dcm"},
+                          (), {})
+    assert sorted(p.name for p in (tmp_path / ".releases-proj").iterdir() if p.is_dir()) == [
+        "r2", "r3"]
+    # Published again (its record was lost): built on the release it was built on, not on
+    # itself, so what it removed stays removed and nothing is doubled.
+    again = store.publish_release(
+        "proj", "r3", {"st/se3/d.dcm": ".staging-proj/r3/s1/st/se3/d.dcm"}, (), {})
+    assert again.files == 5 and store.release_of("proj") == "r3"
+    assert [f.rel for f in store.list_files("proj")] == [
+        "proj/manifests/r1.json", "proj/manifests/r2.json", "proj/st/se1/b.dcm",
+        "proj/st/se2/c.dcm", "proj/st/se3/d.dcm"]
+    # A plain folder where the tree should be is an older layout: refused, untouched.
+    (tmp_path / "old").mkdir()
+    with pytest.raises(StorageError, match="older layout"):
+        store.publish_release("old", "r1", {}, (), {})
 
 
 def test_unsupported_schemes_and_parent_paths_are_refused(tmp_path: Path) -> None:
@@ -255,31 +290,43 @@ def open_umask() -> Iterator[None]:
     os.umask(previous)
 
 
-def _req(landed: dict[str, Any], modality: str, config: str | None = None) -> RunRequest:
+def _req(landed: dict[str, Any], modality: str, config: str | None = None,
+         project: str = "proj") -> RunRequest:
     # Without a config: the privacy-first default (a policy that leaves burned-in text in
     # the images at risk would fail the gate on this corpus's ultrasound).
     policy = load_config(config) if config else privacy_first()
     return RunRequest(cohort=landed["cohort"], cohort_params={"modality": modality},
-                      policy=policy)
+                      policy=policy, project=project)
+
+
+def _settings(landed: dict[str, Any], project: str) -> PipelineSettings:
+    """The deployment's settings with ``project``'s tree as the destination (each test
+    has a project of its own: the ledger makes one project's runs build on each other)."""
+    base: PipelineSettings = landed["settings"]
+    return dataclasses.replace(base, destination=f"{base.destination}/{project}")
 
 
 def _run_steps(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
-               *, until_verified: bool = False) -> list[dict[str, int]]:
+               *, until_verified: bool = False, key: bytes = KEY) -> list[dict[str, int]]:
     """The DAG's work steps in order, as its tasks call them (no Airflow)."""
     deid_steps.run_cohort(ws, settings, req)
     deid_steps.write_filter_file(ws)
-    deid_steps.resolve_instances(ws, settings)
+    deid_steps.resolve_instances(ws, settings, req, key_id(key))
     plans = deid_steps.plan_run_shards(ws, ShardLimits(max_files=3), settings)
     for plan in plans:
-        deid_steps.deidentify_shard(ws, settings, req, plan["shard"], KEY)
+        deid_steps.deidentify_shard(ws, settings, req, plan["shard"], key)
         deid_steps.verify_shard(ws, settings, req, plan["shard"])
     if until_verified:
         return plans
-    deid_steps.publish(ws, settings)
-    deid_steps.load_deid_metadata(ws, settings, DAY1.date())
+    deid_steps.publish(ws, settings, req, DAY1)
     deid_steps.load_mapping(ws, settings)
-    deid_steps.write_manifest(ws, settings, req, DAY1)
+    deid_steps.load_deid_metadata(ws, settings, DAY1.date())
     return plans
+
+
+def _staging(settings: PipelineSettings) -> Path:
+    tree = Path(settings.destination)
+    return tree.parent / deid_steps.staging_root(tree.name)
 
 
 def _finish(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None,
@@ -304,14 +351,14 @@ def _tree(root: Path) -> list[str]:
 def test_a_run_writes_restricted_files_privately_and_a_success_removes_them(
     landed: dict[str, Any], open_umask: None
 ) -> None:
-    settings = landed["settings"]
+    settings = _settings(landed, "modes")
     ws = RunWorkspace(settings.work_dir, "batch-modes")
-    req = _req(landed, "ALL")
+    req = _req(landed, "ALL", project="modes")
     plans = _run_steps(ws, settings, req, until_verified=True)
     dest = Path(settings.destination)
     # Mid-run, with umask 0: the run folder and the unverified staged outputs are private.
-    for folder in (settings.work_dir, ws.root, dest / ".staging",
-                   dest / ".staging" / ws.batch_id):
+    for folder in (settings.work_dir, ws.root, _staging(settings),
+                   _staging(settings) / ws.batch_id):
         assert _mode(folder) == 0o700, folder
     restricted = [p for p in ws.root.rglob("*")]
     assert {"cohort.parquet", "cohort.filter", "instances.parquet"} <= {
@@ -324,12 +371,11 @@ def test_a_run_writes_restricted_files_privately_and_a_success_removes_them(
     wh_file = Path(settings.warehouse.removeprefix("duckdb://"))
     assert (_mode(wh_file.parent), _mode(wh_file)) == (0o700, 0o600)
     # What is published is not restricted (it is meant to be shared).
-    deid_steps.publish(ws, settings)
-    published = [p for p in (dest / ws.batch_id).rglob("*.dcm")]
+    deid_steps.publish(ws, settings, req, DAY1)
+    published = [p for p in dest.rglob("*.dcm")]
     assert published and {_mode(p) for p in published} == {0o666}
-    deid_steps.load_deid_metadata(ws, settings, DAY1.date())
     deid_steps.load_mapping(ws, settings)
-    deid_steps.write_manifest(ws, settings, req, DAY1)
+    deid_steps.load_deid_metadata(ws, settings, DAY1.date())
     result = _finish(ws, settings, req, [], completed=True)
     assert result["status"] == "success" and result["removed"] >= 5
     # The identified intermediates are gone; the counts, the gate's verdicts (pseudonymous
@@ -344,22 +390,22 @@ def test_a_run_writes_restricted_files_privately_and_a_success_removes_them(
     for row in _query(settings, "SELECT PatientID, StudyInstanceUID FROM dicom_metadata"):
         assert row["PatientID"].encode() not in text
         assert row["StudyInstanceUID"].encode() not in text
-    assert not (dest / ".staging" / ws.batch_id).exists()
+    assert not (_staging(settings) / ws.batch_id).exists()
 
 
 def test_the_run_row_names_the_effective_config_and_the_key_by_fingerprints(
     landed: dict[str, Any]
 ) -> None:
-    settings = landed["settings"]
+    settings = _settings(landed, "row")
     ws = RunWorkspace(settings.work_dir, "batch-row")
-    req = _req(landed, "ALL")
+    req = _req(landed, "ALL", project="row")
     _run_steps(ws, settings, req)
     _finish(ws, settings, req, [], completed=True)
     _finish(ws, settings, req, [], completed=True)  # repeated: still one row
     rows = _query(settings, "SELECT * FROM deid_runs WHERE run_id = 'batch-row'")
     assert len(rows) == 1
     row = rows[0]
-    published = sorted((Path(settings.destination) / ws.batch_id).rglob("*.dcm"))
+    published = sorted(Path(settings.destination).rglob("*.dcm"))
     errors = _query(settings, "SELECT count(*) AS n FROM deid_errors "
                               "WHERE run_id = 'batch-row'")[0]["n"]
     assert errors >= 1  # the truncated input
@@ -370,7 +416,7 @@ def test_the_run_row_names_the_effective_config_and_the_key_by_fingerprints(
     assert row["config_sha256"] == fingerprint
     method = pydicom.dcmread(published[0], stop_before_pixels=True).DeidentificationMethod
     assert f"config sha256 {row['config_sha256'][:16]}" in list(method)
-    manifest = json.loads((Path(settings.destination) / ws.batch_id / "manifest.json")
+    manifest = json.loads((Path(settings.destination) / "manifests" / f"{ws.batch_id}.json")
                           .read_text())
     assert manifest["deidentification"]["config_sha256"] == fingerprint
     assert row["key_id"] == key_id(KEY) and len(key_id(KEY)) == 16
@@ -384,52 +430,93 @@ def test_the_run_row_names_the_effective_config_and_the_key_by_fingerprints(
     assert _query(settings, mapped)[0]["n"] == before == len(published)
 
 
-def test_a_rerun_with_a_smaller_cohort_leaves_exactly_the_new_artifacts(
-    landed: dict[str, Any]
+def _ledger(settings: PipelineSettings, project: str) -> list[dict[str, Any]]:
+    return _query(settings, "SELECT source_uri, output_path, status, batch_id, status_reason "
+                            f"FROM deid_ledger WHERE project = '{project}' "
+                            "ORDER BY source_uri, batch_id")
+
+
+def test_nights_release_only_what_is_new_or_changed_into_one_growing_tree(
+    landed: dict[str, Any], tmp_path: Path
 ) -> None:
-    settings = landed["settings"]
-    ws = RunWorkspace(settings.work_dir, "batch-rerun")
-    dest = Path(settings.destination)
-    first = _run_steps(ws, settings, _req(landed, "ALL"))
-    run = "run_id = 'batch-rerun'"
-    assert _query(settings, f"SELECT count(*) AS n FROM deid_errors WHERE {run}")[0]["n"] >= 1
-    # The same batch again, for a smaller cohort that holds no failing input.
-    smaller = _req(landed, landed["other_modality"])
-    second = _run_steps(ws, settings, smaller)
-    assert 0 < len(second) < len(first)
-    names = {f"shard-{p['shard']:05d}" for p in second}
-    for folder, suffix in (("mapping", ".parquet"), ("errors", ".csv"),
-                           ("deidentified", ".json"), ("verified", ".json"),
-                           ("shards", ".parquet")):
-        assert {p.name for p in (ws.root / folder).glob(f"shard-*{suffix}")} == {
-            n + suffix for n in names}, folder
-    selected = sum(p["files"] for p in second)
-    published = sorted(str(p) for p in (dest / ws.batch_id).rglob("*.dcm"))
-    assert len(published) == selected
-    assert _query(settings, f"SELECT count(*) AS n FROM deid_mapping WHERE {run}")[0]["n"] \
-        == selected
-    assert _query(settings, f"SELECT count(*) AS n FROM deid_errors WHERE {run}")[0]["n"] == 0
-    loaded = _query(settings, "SELECT source_uri FROM deid_metadata "
-                              "WHERE ingest_run_id = 'batch-rerun' ORDER BY 1")
-    assert [r["source_uri"] for r in loaded] == published
-    manifest = json.loads((dest / ws.batch_id / "manifest.json").read_text())
-    assert manifest["image_count"] == selected
-    assert not (dest / ".staging" / ws.batch_id).exists()
+    """Night 1 releases the cohort; night 2 with nothing new releases nothing; night 3
+    after one file changed releases that file alone, replacing it in the tree and
+    superseding its ledger row; a rerun of night 3 changes nothing; a new key re-releases
+    everything and says so."""
+    settings, name = _settings(landed, "nights"), "nights"
+    tree = Path(settings.destination)
+    req = _req(landed, landed["other_modality"], project=name)  # no failing input in it
+    plans = _run_steps(RunWorkspace(settings.work_dir, "batch-n1"), settings, req)
+    first = {p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*.dcm")}
+    selected = sum(p["files"] for p in plans)
+    assert len(first) == selected > 0
+    rows = _ledger(settings, name)
+    assert len(rows) == selected and {r["status"] for r in rows} == {"released"}
+    assert sorted(r["output_path"] for r in rows) == sorted(first)
+    # Night 2: nothing new, nothing to do; the tree is the same release.
+    ws2 = RunWorkspace(settings.work_dir, "batch-n2")
+    assert _run_steps(ws2, settings, req) == []
+    assert ws2.read_json(ws2.release_plan)["selected"]["unchanged"] == selected
+    assert os.readlink(tree).endswith("batch-n1") and _ledger(settings, name) == rows
+    # Night 3: one landing file changed (re-sent with corrected content) and exported.
+    changed = sorted(r["source_uri"] for r in rows)[0]
+    ds = pydicom.dcmread(changed)
+    ds.StudyDescription = "corrected"
+    ds.save_as(changed)
+    moment = DAY1 + timedelta(days=2, hours=1)
+    os.utime(changed, (moment.timestamp(), moment.timestamp()))
+    night = export_interval(settings, DAY1 + timedelta(days=2), DAY1 + timedelta(days=3))
+    load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata", night.run_id,
+                "dicom_metadata")
+    ws3 = RunWorkspace(settings.work_dir, "batch-n3")
+    plans3 = _run_steps(ws3, settings, req)
+    assert sum(p["files"] for p in plans3) == 1
+    assert ws3.read_json(ws3.release_plan)["selected"]["changed"] == 1
+    now = {p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*.dcm")}
+    assert sorted(now) == sorted(first)  # one current version of each instance
+    differs = [path for path in now if now[path] != first[path]]
+    assert len(differs) == 1
+    manifest = json.loads((tree / "manifests" / "batch-n3.json").read_text())
+    assert (manifest["added"], manifest["replaced"], manifest["removed"]) == ([], differs, [])
+    statuses = [(r["batch_id"], r["status"]) for r in _ledger(settings, name)
+                if r["source_uri"] == changed]
+    assert statuses == [("batch-n1", "superseded"), ("batch-n3", "released")]
+    meta = _query(settings, "SELECT source_uri, content_sha256 FROM deid_metadata "
+                            f"WHERE source_uri LIKE '{tree}/%' ORDER BY 1")
+    assert [m["source_uri"] for m in meta] == sorted(str(tree / p) for p in now)
+    assert {m["content_sha256"] for m in meta} == {
+        hashlib.sha256(b).hexdigest() for b in now.values()}
+    # A rerun of night 3 (cleared and run again): the same ledger, files and rows.
+    ledger_before = _ledger(settings, name)
+    assert _run_steps(ws3, settings, req) == []
+    assert _ledger(settings, name) == ledger_before
+    assert {p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*.dcm")} == now
+    # A new key: everything is released again under new pseudonyms; the old paths go.
+    other = bytes(reversed(KEY))
+    ws4 = RunWorkspace(settings.work_dir, "batch-n4")
+    _run_steps(ws4, settings, req, key=other)
+    assert ws4.read_json(ws4.release_plan)["selected"]["policy"] == selected
+    renewed = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.dcm"))
+    assert len(renewed) == selected and not set(renewed) & set(first)
+    manifest = json.loads((tree / "manifests" / "batch-n4.json").read_text())
+    assert manifest["policy_change"] and sorted(manifest["removed"]) == sorted(first)
+    assert len(_query(settings, "SELECT * FROM deid_metadata "
+                                f"WHERE source_uri LIKE '{tree}/%'")) == selected
 
 
 def test_a_leaking_run_is_recorded_as_a_leak_and_its_staged_outputs_go(
     landed: dict[str, Any], tmp_path: Path
 ) -> None:
-    settings = landed["settings"]
+    settings = _settings(landed, "leaky")
     ws = RunWorkspace(settings.work_dir, "batch-leak")
     config = tmp_path / "leaky.json"
     config.write_text(json.dumps({
         "dicomTagConfig": {"actions": [{"queries": ["StudyDescription"], "keepTag": {}}]},
         "dicomDeid": {"residualSweep": False}}))
-    req = _req(landed, "ALL", config=str(config))
+    req = _req(landed, "ALL", config=str(config), project="leaky")
     deid_steps.run_cohort(ws, settings, req)
     deid_steps.write_filter_file(ws)
-    deid_steps.resolve_instances(ws, settings)
+    deid_steps.resolve_instances(ws, settings, req, key_id(KEY))
     plans = deid_steps.plan_run_shards(ws, ShardLimits(max_files=3), settings)
     failed = []
     for plan in plans:
@@ -440,14 +527,14 @@ def test_a_leaking_run_is_recorded_as_a_leak_and_its_staged_outputs_go(
             failed.append(f"verify_shard[{plan['shard']}]")
             note_failure(ws.root, failed[-1], exc)
     assert failed
-    staged = Path(settings.destination) / ".staging" / ws.batch_id
+    staged = _staging(settings) / ws.batch_id
     assert staged.exists()
     result = _finish(ws, settings, req, failed, completed=False)
     assert result["status"] == "leak"
     named = [f"LeakError in {t}" for t in failed]
     assert result["reason"] == "; ".join(named[:5] + [f"+{len(named) - 5} more"] * (
         len(named) > 5))
-    assert not staged.exists() and not (Path(settings.destination) / ws.batch_id).exists()
+    assert not staged.exists() and not Path(settings.destination).exists()
     row = _query(settings, "SELECT * FROM deid_runs WHERE run_id = 'batch-leak'")
     assert [(r["status"], r["user"]) for r in row] == [("leak", "alice")]
     assert row[0]["config_sha256"] == req.config_fingerprint()
@@ -455,9 +542,9 @@ def test_a_leaking_run_is_recorded_as_a_leak_and_its_staged_outputs_go(
     assert (ws.root / "instances.parquet").exists()
     assert read_failures(ws.root) == dict.fromkeys(failed, "LeakError")
     # A rerun of the batch starts afresh and replaces the row.
-    _run_steps(ws, settings, _req(landed, "ALL"))
+    _run_steps(ws, settings, _req(landed, "ALL", project="leaky"))
     assert read_failures(ws.root) == {}
-    _finish(ws, settings, _req(landed, "ALL"), [], completed=True)
+    _finish(ws, settings, _req(landed, "ALL", project="leaky"), [], completed=True)
     row = _query(settings, "SELECT status FROM deid_runs WHERE run_id = 'batch-leak'")
     assert row == [{"status": "success"}]
 
@@ -579,12 +666,12 @@ def test_bigquery_deletes_a_partition_with_typed_parameters() -> None:
 def _one_shard(landed: dict[str, Any], batch: str
                ) -> tuple[RunWorkspace, RunRequest, dict[str, int]]:
     """A run of every instance started and planned as one shard, not yet de-identified."""
-    settings = landed["settings"]
+    settings = _settings(landed, batch)
     ws = RunWorkspace(settings.work_dir, batch)
-    req = _req(landed, "ALL")
+    req = _req(landed, "ALL", project=batch)
     deid_steps.run_cohort(ws, settings, req)
     deid_steps.write_filter_file(ws)
-    deid_steps.resolve_instances(ws, settings)
+    deid_steps.resolve_instances(ws, settings, req, key_id(KEY))
     return ws, req, deid_steps.plan_run_shards(ws, ShardLimits(max_files=100), settings)[0]
 
 
@@ -594,11 +681,11 @@ def test_verify_trusts_only_the_bytes_the_gate_passed(
     """The verify step re-hashes every staged file: one changed after the worker's gate
     judged it, or one the gate never saw, fails the shard (VerificationError, naming the
     pseudonymous output only); the untouched shard passes."""
-    settings = landed["settings"]
+    settings = _settings(landed, "batch-tamper")
     ws, req, plan = _one_shard(landed, "batch-tamper")
     deid_steps.deidentify_shard(ws, settings, req, plan["shard"], KEY)
     assert deid_steps.verify_shard(ws, settings, req, plan["shard"])["ok"]
-    staged = Path(settings.destination) / ws.staged(ws.shard(plan["shard"]))
+    staged = _staging(settings) / ws.staged(ws.shard(plan["shard"]))
     victim = sorted(staged.rglob("*.dcm"))[0]
     original = victim.read_bytes()
     victim.write_bytes(original[:-2] + b"\x00\x01")
@@ -620,11 +707,11 @@ def test_deid_metadata_comes_from_the_workers_as_a_reread_would_give_it(
     bytes they wrote. They must be what reading the published files back gives."""
     from dicom_deid.metadata.export import instance_row
 
-    settings = landed["settings"]
+    settings = _settings(landed, "meta")
     ws = RunWorkspace(settings.work_dir, "batch-meta")
-    req = _req(landed, "ALL")
+    req = _req(landed, "ALL", project="meta")
     _run_steps(ws, settings, req)
-    dest = Path(settings.destination) / ws.batch_id
+    dest = Path(settings.destination)
     published = sorted(dest.rglob("*.dcm"))
     rows = {r["source_uri"]: r for r in _query(
         settings, "SELECT * FROM deid_metadata WHERE ingest_run_id = 'batch-meta'")}
@@ -646,7 +733,7 @@ def test_a_policy_changed_mid_run_stops_the_run(landed: dict[str, Any]) -> None:
     the next shard refuses to start, so one batch never mixes two policies."""
     import dataclasses
 
-    settings = landed["settings"]
+    settings = _settings(landed, "batch-pinned")
     ws, req, plan = _one_shard(landed, "batch-pinned")
     deid_steps.check_pinned(ws, req, settings)  # unchanged: goes on
     for changed in (dataclasses.replace(req, exceptions=frozenset({"InstitutionName"})),

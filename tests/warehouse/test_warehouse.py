@@ -13,7 +13,7 @@ from google.cloud import bigquery
 
 from dicom_deid.deid.mapping import MAPPING_SCHEMA
 from dicom_deid.errors import WarehouseError
-from dicom_deid.warehouse.base import TABLES, Typed
+from dicom_deid.warehouse.base import DEFAULT_KEYS, TABLES, Typed
 from dicom_deid.warehouse.bigquery_backend import BigQueryWarehouse
 from dicom_deid.warehouse.duckdb_backend import DuckDBWarehouse
 from dicom_deid.warehouse.factory import default_duckdb_path, open_warehouse
@@ -392,3 +392,35 @@ def test_bigquery_insert_rows_loads_json_with_table_schema() -> None:
     assert client._named("delete_table") == [(stage, True)]
     wh.close()
     assert client.calls[-1] == ("close", None)
+
+
+def test_duckdb_delete_in_removes_exactly_the_listed_values(duck: DuckDBWarehouse) -> None:
+    rows = [{"run_id": f"r{i}", "path": f"p{i}", "stage": "read", "kind": "k", "reason": "x"}
+            for i in range(5)]
+    duck.insert_rows("deid_errors", rows)
+    assert duck.delete_in("deid_errors", "path", ["p1", "p3", "nowhere"]) == 2
+    left = duck.query("SELECT path FROM deid_errors ORDER BY path")["path"].to_pylist()
+    assert left == ["p0", "p2", "p4"]
+    assert duck.delete_in("deid_errors", "path", []) == 0
+    with pytest.raises(WarehouseError):
+        duck.delete_in("deid_errors", "path; DROP TABLE deid_runs", ["p0"])
+
+
+def test_duckdb_ledger_table_and_its_merge_key(duck: DuckDBWarehouse) -> None:
+    row = {"project": "p", "batch_id": "b1", "source_uri": "/l/a.dcm", "status": "released"}
+    duck.insert_rows("deid_ledger", [row], key_columns=DEFAULT_KEYS["deid_ledger"])
+    duck.insert_rows("deid_ledger", [row | {"status": "superseded"}],
+                     key_columns=DEFAULT_KEYS["deid_ledger"])
+    assert duck.query("SELECT status FROM deid_ledger").to_pylist() == [{"status": "superseded"}]
+
+
+def test_bigquery_delete_in_passes_the_values_as_one_array_parameter() -> None:
+    client = FakeClient()
+    wh = BigQueryWarehouse("proj", "ds", client=client)
+    assert wh.delete_in("deid_metadata", "source_uri", ["a", "b"]) == 2
+    sql, config = client._named("query")[-1]
+    assert sql == ("DELETE FROM `proj.ds.deid_metadata` WHERE `source_uri` IN UNNEST(@values)")
+    (param,) = config.query_parameters
+    assert isinstance(param, bigquery.ArrayQueryParameter)
+    assert param.array_type == "STRING" and param.values == ["a", "b"]
+    assert wh.delete_in("deid_metadata", "source_uri", []) == 0

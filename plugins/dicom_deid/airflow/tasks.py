@@ -46,7 +46,7 @@ R = TypeVar("R")
 #: Updated whenever new instances land in ``dicom_metadata``; schedules de-identification.
 DICOM_METADATA = Asset(name="dicom_metadata", uri="dicom-deid://warehouse/dicom_metadata")
 #: The de-identification DAG's last work step: the run succeeded if it did.
-LAST_STEP = "write_manifest"
+LAST_STEP = "load_deid_metadata"
 
 
 class RunNotSuccessful(AirflowFailException):
@@ -76,7 +76,8 @@ def _interval() -> tuple[datetime, datetime]:
 
 @task
 def export_landing() -> dict[str, Any]:
-    """Export the metadata of the landing files that arrived in this data interval."""
+    """Export, as this data interval's run, the metadata of every landing file modified
+    before the interval's end and not exported yet (late arrivals included) or changed."""
     start, end = _interval()
     return export_interval(_settings(), start, end).as_dict()
 
@@ -253,9 +254,11 @@ def write_filter_file() -> dict[str, Any]:
 @task
 @_noted
 def resolve_instances() -> dict[str, Any]:
-    """Resolve the filter file to exact instances in ``dicom_metadata``."""
-    _, ws, settings, _ = _run()
-    return deid_steps.resolve_instances(ws, settings)
+    """The filter file's instances in ``dicom_metadata`` that the project has not
+    released yet under this config and key (the ledger)."""
+    ctx, ws, settings, req = _run()
+    key = DeidKeyHook(_project(ctx).key_conn_id).get_key()
+    return deid_steps.resolve_instances(ws, settings, req, run_record.key_id(key))
 
 
 @task
@@ -298,11 +301,12 @@ def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
 @task(retries=0, trigger_rule="none_failed")
 @_noted
 def publish() -> dict[str, Any]:
-    """Publish the verified batch to the destination in one swap (skipped: dry run)."""
-    _, ws, settings, req = _run()
+    """Release the verified batch into the project's tree in one step, with its manifest,
+    and record it in the ledger (skipped: dry run)."""
+    ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
     deid_steps.check_pinned(ws, req, settings)  # the policy every shard was made under
-    return deid_steps.publish(ws, settings)
+    return deid_steps.publish(ws, settings, req, _when(ctx))
 
 
 @task(trigger_rule="none_failed")
@@ -321,15 +325,6 @@ def load_mapping() -> dict[str, Any]:
     _, ws, settings, req = _run()
     _skip_if_dry_run(req)
     return deid_steps.load_mapping(ws, settings)
-
-
-@task(trigger_rule="none_failed")
-@_noted
-def write_manifest() -> dict[str, Any]:
-    """Write the batch's manifest.json next to its files."""
-    ctx, ws, settings, req = _run()
-    _skip_if_dry_run(req)
-    return deid_steps.write_manifest(ws, settings, req, _when(ctx))
 
 
 def _task_states(ctx: Context) -> dict[str, str]:

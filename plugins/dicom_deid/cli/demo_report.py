@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,27 +21,30 @@ COUNTS = """SELECT (SELECT COUNT(*) FROM dicom_metadata) AS dicom_metadata,
        (SELECT COUNT(*) FROM deid_metadata) AS deid_metadata,
        (SELECT COUNT(*) FROM deid_mapping) AS deid_mapping,
        (SELECT COUNT(*) FROM deid_errors) AS deid_errors,
-       (SELECT COUNT(*) FROM deid_runs) AS deid_runs"""
+       (SELECT COUNT(*) FROM deid_runs) AS deid_runs,
+       (SELECT COUNT(*) FROM deid_ledger WHERE status = 'released') AS released"""
 
 
 def main(root: Path) -> int:
     """Summarise the demo folder ``root`` (the pipeline's data folder)."""
     from .table import print_table
 
-    # Each project publishes under deid/<project>/ (batch ids sort by time).
-    batches = sorted((p for p in (root / "deid").glob("*/batch-*") if p.is_dir()),
-                     key=lambda p: p.name)
-    if not batches:
-        print(f"no published batch under {root / 'deid'}", file=sys.stderr)
+    # Each project's research tree is deid/<project>/, a link to its latest release.
+    trees = sorted(p for p in (root / "deid").glob("*") if p.is_symlink())
+    if not trees:
+        print(f"no released project tree under {root / 'deid'}", file=sys.stderr)
         return 1
-    batch = batches[-1]
-    files = sorted(batch.rglob("*.dcm"))
-    manifest = json.loads((batch / "manifest.json").read_text())
-    run = root / "runs" / batch.name
+    tree = trees[-1]
+    batch = Path(os.readlink(tree)).name
+    files = sorted(tree.rglob("*.dcm"))
+    manifest = json.loads((tree / "manifests" / f"{batch}.json").read_text())
+    run = root / "runs" / batch
     warehouse_path = root / "warehouse" / "dicom_deid.duckdb"
-    print(f"\nde-identified batch : {batch}/<study>/<series>/<sop>.dcm ({len(files)} files)")
-    print(f"manifest            : {batch / 'manifest.json'} (priority {manifest['priority']}, "
-          f"{manifest['study_count']} studies, {manifest['image_count']} images)")
+    print(f"\nresearch tree       : {tree}/<study>/<series>/<sop>.dcm ({len(files)} files; "
+          f"release {batch})")
+    print(f"manifest            : {tree / 'manifests' / (batch + '.json')} (priority "
+          f"{manifest['priority']}: {len(manifest['added'])} added, "
+          f"{len(manifest['replaced'])} replaced, {len(manifest['removed'])} removed)")
     print(f"run folder          : {run}/ (restricted, 0700: the plan, per-shard counts "
           "and the report; the identified intermediates went when the run succeeded, "
           "mapping and errors are in the restricted tables)")
@@ -50,7 +54,7 @@ def main(root: Path) -> int:
     print(f"warehouse (DuckDB)  : {warehouse_path}")
     if files:
         ds = pydicom.dcmread(files[0], stop_before_pixels=True)
-        print(f"\none de-identified instance ({files[0].relative_to(batch)}):")
+        print(f"\none de-identified instance ({files[0].relative_to(tree)}):")
         for kw in SHOWN:
             print(f"  {kw:42} {ds.get(kw, '<removed>')}")
     with open_warehouse(f"duckdb://{warehouse_path}") as warehouse:

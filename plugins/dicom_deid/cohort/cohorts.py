@@ -329,10 +329,12 @@ class Resolution:
 
 
 def resolve_sql(
-    filter_set: FilterSet, table: str = "dicom_metadata", columns: Sequence[str] = ()
+    filter_set: FilterSet, table: str = "dicom_metadata", columns: Sequence[str] = (),
+    *, ordered: bool = True,
 ) -> str:
     """The BigQuery SQL selecting the instances of ``filter_set`` (array parameters),
-    with ``columns`` of ``table`` added after the URI and the three UIDs."""
+    with ``columns`` of ``table`` added after the URI and the three UIDs (sorted by URI
+    unless ``ordered`` is False: a subquery of a larger statement)."""
     check_identifier(table)
     extra = "".join(f", {check_identifier(c)}" for c in columns)
     levels = {
@@ -351,7 +353,8 @@ def resolve_sql(
     return (
         f"SELECT DISTINCT {URI_COLUMN}, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID"
         f"{extra}\n"
-        f"FROM {table}\nWHERE " + "\n   OR ".join(clauses) + f"\nORDER BY {URI_COLUMN}"
+        f"FROM {table}\nWHERE " + "\n   OR ".join(clauses)
+        + (f"\nORDER BY {URI_COLUMN}" if ordered else "")
     )
 
 

@@ -1,13 +1,15 @@
 """The steps of one de-identification run, as plain functions the DAG tasks call.
 
-A run (one batch) goes: cohort SQL -> filter file -> instances -> shards -> de-identify
-each shard into a staging area -> verify each shard -> publish the batch -> load the
-de-identified metadata and the mapping -> manifest; then, whatever happened,
-:func:`finish_run` records the run and cleans up. Every step reads and writes files
-under the run's :class:`RunWorkspace` (restricted: 0700 folders, 0600 files, since it
-holds original identifiers) and returns only counts and paths, so the orchestrator
-passes nothing sensitive between steps. Every step can be rerun: it replaces what it
-wrote before, and a rerun of a whole batch leaves exactly the new run's artifacts.
+A run (one batch) goes: cohort SQL -> filter file -> the cohort's instances not released
+yet under this config and key (:mod:`.ledger`) -> shards -> de-identify each shard into a
+staging area -> verify each shard -> publish: one new release of the project's growing
+tree, with its manifest, and the ledger rows -> load the mapping and the de-identified
+metadata; then, whatever happened, :func:`finish_run` records the run and cleans up.
+Every step reads and writes files under the run's :class:`RunWorkspace` (restricted:
+0700 folders, 0600 files, since it holds original identifiers) and returns only counts
+and paths, so the orchestrator passes nothing sensitive between steps. Every step can
+be rerun: it replaces what it wrote before, and a rerun of a whole batch leaves exactly
+the new run's artifacts.
 """
 
 from __future__ import annotations
@@ -31,25 +33,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dicom_deid import __version__
-from dicom_deid.cohort.cohorts import URI_COLUMN, cohort_to_filter, load_cohort, resolve_filter
+from dicom_deid.cohort.cohorts import URI_COLUMN, cohort_to_filter, load_cohort
 from dicom_deid.cohort.filter_file import FilterSet, read_filter
 from dicom_deid.config.model import DeidConfig, privacy_first
 from dicom_deid.deid.batch import Source, run_batch
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
 
-from . import run_record
+from . import ledger, run_record
 from .restricted import open_private_warehouse, private_dir, restrict, restrict_tree
 from .run_record import DRY_RUN, SUCCESS, RunOutcome
 from .settings import PipelineSettings
 from .shards import ShardLimits, ShardPlan, plan_shards
-from .storage import Store, open_store
+from .storage import Release, Store, open_store
 
 __all__ = ["RunOutcome", "RunRequest", "RunWorkspace", "batch_id_for"]
 
 log = logging.getLogger(__name__)
-STAGING = ".staging"
-MANIFEST = "manifest.json"
+MANIFESTS = "manifests"
 PRIORITIES = ("stat", "urgent", "routine", "low")
 _ERRORS_SCHEMA = pa.schema([(c, pa.string()) for c in ("run_id", "path", "stage", "kind",
                                                         "reason")])
@@ -58,7 +59,8 @@ _SHARD_FOLDERS = ("mapping", "errors", "verdicts", "deid_metadata", "deidentifie
 #: What holds original identifiers and is no longer needed once a run has succeeded
 #: (the mapping and the error list are in the warehouse's restricted tables by then).
 _IDENTIFIED = ("cohort.parquet", "cohort.filter", "instances.parquet", "shards/*.parquet",
-               "mapping", "errors", "errors.parquet", "deid_metadata", run_record.FAILURES)
+               "mapping", "errors", "errors.parquet", "deid_metadata", "release.json",
+               run_record.FAILURES)
 
 
 def batch_id_for(moment: datetime, project: str = "") -> str:
@@ -126,9 +128,14 @@ class RunWorkspace:
     def result(self, step: str, shard: ShardPlan) -> Path:
         return self.root / step / f"{shard.name}.json"
 
+    @property
+    def release_plan(self) -> Path:
+        """What the run selected and why (counts), then what its release changed."""
+        return self.root / "release.json"
+
     def staged(self, shard: ShardPlan) -> str:
-        """The store-relative staging folder of one shard's outputs."""
-        return f"{STAGING}/{self.batch_id}/{shard.name}"
+        """One shard's staging folder, relative to :func:`staging_root`."""
+        return f"{self.batch_id}/{shard.name}"
 
     def prepare(self) -> None:
         """Create the work folder and this run's folder, both private (0700)."""
@@ -194,6 +201,26 @@ class RunRequest:
         return self.policy.fingerprint()
 
 
+def destination(settings: PipelineSettings) -> tuple[Store, str]:
+    """The store holding the project's research tree, and the tree's name in it: the
+    destination ``.../<project>`` is a link to its current release (see
+    :meth:`~.storage.Store.publish_release`); staging and releases are its hidden
+    siblings."""
+    parent, _, name = settings.destination.rstrip("/").rpartition("/")
+    if not name:
+        raise ConfigError("the destination must name a folder for the project's tree")
+    return open_store(parent or "/"), name
+
+
+def staging_root(tree: str) -> str:
+    """Where unverified outputs of the tree's runs are staged (private, hidden)."""
+    return f".staging-{tree}"
+
+
+def _staged(ws: RunWorkspace, tree: str, shard: ShardPlan) -> str:
+    return f"{staging_root(tree)}/{ws.staged(shard)}"
+
+
 @contextmanager
 def _in_workspace(ws: RunWorkspace) -> Iterator[None]:
     """Run a step with the run's folder private before it writes and every file in it
@@ -254,32 +281,36 @@ def write_filter_file(ws: RunWorkspace) -> dict[str, Any]:
     return {"filter_file": str(ws.filter_path), "lines": len(filter_set)}
 
 
-def resolve_instances(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
-    """The instances the filter selects: their landing paths and sizes, nothing more (the
-    gate reads identifying values from each source file itself). A cohort that selected
-    nothing wrote an empty filter file: no instances, no shards."""
+def resolve_instances(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
+                      key_id: str) -> dict[str, Any]:
+    """The instances of the cohort still to release: those with no ledger row for this
+    content under this config and key (new, changed, or all of them after a change of
+    policy or key), each as its landing path, size and content hash (the gate reads
+    identifying values from each source file itself). A cohort that selected nothing
+    wrote an empty filter file: no instances, no shards."""
     empty = not ws.filter_path.read_text(encoding="ascii").strip()
     filter_set = FilterSet.of([]) if empty else read_filter(ws.filter_path)
     with open_private_warehouse(settings.warehouse) as warehouse:
-        resolution = resolve_filter(warehouse, filter_set, columns=["size_bytes"])
-    table = _one_row_per_uri(resolution.instances)
+        warehouse.ensure_schema()
+        table, cohort = ledger.pending_instances(
+            warehouse, filter_set, project=req.project, config_sha256=req.config_fingerprint(),
+            key_id=key_id)
+    reasons = (table.column("release_reason").to_pylist()
+               if "release_reason" in table.column_names else [])
+    counts = {reason: reasons.count(reason) for reason in ledger.REASONS}
+    plan = {"cohort_instances": cohort, "to_release": table.num_rows,
+            "unchanged": cohort - table.num_rows, **counts, "key_id": key_id,
+            "config_sha256": req.config_fingerprint()}
     with _in_workspace(ws):
         pq.write_table(table, ws.instances)
-    if resolution.unmatched:
-        log.warning("%d filter line(s) matched no exported instance", len(resolution.unmatched))
-    log.info("resolved %d instance(s)", table.num_rows)
-    return {"instances": table.num_rows, "unmatched_lines": len(resolution.unmatched)}
-
-
-def _one_row_per_uri(table: pa.Table) -> pa.Table:
-    """A file exported twice (its content changed) is still one input."""
-    seen: set[str] = set()
-    keep = []
-    for i, uri in enumerate(table.column(URI_COLUMN).to_pylist()):
-        if uri not in seen:
-            seen.add(uri)
-            keep.append(i)
-    return table.take(pa.array(keep, pa.int64())) if len(keep) < table.num_rows else table
+        ws.write_json(ws.release_plan, {"selected": plan})
+    if counts["policy"]:
+        log.warning("%d released instance(s) are released again: the project's config or "
+                    "key changed since", counts["policy"])
+    log.info("cohort: %d instance(s); to release: %d (new %d, changed %d, new config or key "
+             "%d), unchanged %d", cohort, table.num_rows, counts["new"], counts["changed"],
+             counts["policy"], cohort - table.num_rows)
+    return plan
 
 
 def plan_run_shards(
@@ -327,17 +358,17 @@ def deidentify_shard(
     """De-identify one shard into its staging folder (replaced as a whole on rerun)."""
     check_pinned(ws, req, settings)
     plan = ws.shard(shard)
-    dest = open_store(settings.destination)
+    dest, tree = destination(settings)
     sources = _shard_inputs(ws, plan, open_store(settings.landing))
-    dest.make_private(STAGING)  # unverified outputs: nobody else may read them
-    dest.make_private(f"{STAGING}/{ws.batch_id}")
+    dest.make_private(staging_root(tree))  # unverified outputs: nobody else may read them
+    dest.make_private(f"{staging_root(tree)}/{ws.batch_id}")
     with _in_workspace(ws):
         for stale in (ws.mapping(plan), ws.errors(plan), ws.verdicts(plan), ws.metadata(plan),
                       ws.result("deidentified", plan), ws.result("verified", plan)):
             stale.unlink(missing_ok=True)  # a failed try must not leave the last one's
         ws.folder("mapping")
         ws.folder("errors")
-        scratch = dest.scratch_dir(ws.staged(plan))
+        scratch = dest.scratch_dir(_staged(ws, tree, plan))
         summary = run_batch(
             sources, scratch, req.deid_config(), key, workers=settings.workers or None,
             errors_path=ws.errors(plan), mapping_path=ws.mapping(plan), run_id=ws.batch_id,
@@ -345,7 +376,7 @@ def deidentify_shard(
             gate=req.exceptions, verdicts_path=ws.verdicts(plan),
             metadata_path=ws.metadata(plan),
         )
-        dest.put_tree(scratch, ws.staged(plan))
+        dest.put_tree(scratch, _staged(ws, tree, plan))
         result = {
             "shard": plan.shard, "processed": summary.processed, "failed": summary.failed,
             "skipped": summary.skipped, "byte_path": summary.byte_path,
@@ -373,8 +404,8 @@ def verify_shard(
     """
     del req  # the gate used the project's exceptions in the worker
     plan = ws.shard(shard)
-    dest = open_store(settings.destination)
-    staged = ws.staged(plan)
+    dest, tree = destination(settings)
+    staged = _staged(ws, tree, plan)
     verdicts = {v["output_path"]: v for v in (
         pq.read_table(ws.verdicts(plan)).to_pylist() if ws.verdicts(plan).exists() else [])}
     mapped = ({m["output_path"] for m in pq.read_table(
@@ -438,39 +469,187 @@ def _error_count(path: Path) -> int:
         return max(0, sum(1 for _ in csv.reader(fh)) - 1)
 
 
-def publish(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
-    """Make the verified batch visible at ``destination/<batch_id>`` in one swap."""
+def publish(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
+            logical_date: datetime) -> dict[str, Any]:
+    """Release the verified batch: one new release of the project's tree (its new and
+    changed files in, what they replace under another path and what is withdrawn out,
+    the batch's manifest in ``manifests/``), made visible in one step, then the ledger.
+
+    The plan (what goes in, what comes out) is kept with the run before the release is
+    made, so a rerun after a crash anywhere repeats exactly the same release and ledger
+    rows. A run with nothing to release publishes nothing.
+    """
     shards = ws.shards()
     for plan in shards:
         verified = ws.result("verified", plan)
         if not verified.exists() or not ws.read_json(verified)["ok"]:
             raise VerificationError(f"{plan.name} is not verified; nothing published")
-    dest = open_store(settings.destination)
-    staged = [ws.staged(p) for p in shards if dest.exists(ws.staged(p))]
-    if not staged and shards and dest.exists(ws.batch_id):
-        files = sum(f.rel.endswith(".dcm") for f in dest.list_files(ws.batch_id))  # earlier try
-        log.info("already published: %d file(s) at %s", files, dest.uri(ws.batch_id))
-        return {"batch": dest.uri(ws.batch_id), "files": files}
-    if len(staged) != len(shards):
-        raise VerificationError(f"{len(shards) - len(staged)} shard(s) have no staged outputs")
-    files = dest.merge_into(staged, ws.batch_id)
-    dest.delete_tree(f"{STAGING}/{ws.batch_id}")
-    log.info("published %d file(s) to %s", files, dest.uri(ws.batch_id))
-    return {"batch": dest.uri(ws.batch_id), "files": files}
+    dest, tree = destination(settings)
+    state = ws.read_json(ws.release_plan) if ws.release_plan.exists() else {}
+    release = state.get("release")
+    done = release is not None and dest.release_of(tree) == ws.batch_id  # a retry
+    if release is None:
+        release = _plan_release(ws, settings, req, dest, tree, shards)
+        with _in_workspace(ws):
+            ws.write_json(ws.release_plan, {**state, "release": release})
+    outcome = Release(ws.batch_id, 0, 0, 0)
+    if (release["add"] or release["remove"]) and not done:
+        manifest = _manifest(ws, req, logical_date, release)
+        outcome = dest.publish_release(
+            tree, ws.batch_id, {p: f"{staging_root(tree)}/{s}" for p, s in release["add"].items()},
+            release["remove"], {f"{MANIFESTS}/{ws.batch_id}.json": manifest})
+    with open_private_warehouse(settings.warehouse) as warehouse:
+        warehouse.ensure_schema()
+        ledger.write_rows(warehouse, (ledger.LedgerRow(**_row_times(r))
+                                      for r in release["ledger"]))
+    dest.delete_tree(f"{staging_root(tree)}/{ws.batch_id}")
+    counts = {k: len(release[k]) for k in ("added", "replaced", "removed", "withdrawn")}
+    log.info("release %s of %s: %d added, %d replaced, %d removed, %d withdrawn; %d file(s) "
+             "in the tree", ws.batch_id, dest.uri(tree), *counts.values(), outcome.files)
+    return {"tree": dest.uri(tree), "release": ws.batch_id if release["add"] or release[
+        "remove"] else None, "files": outcome.files, **counts}
+
+
+def _row_times(row: dict[str, Any]) -> dict[str, Any]:
+    """A ledger row as kept in the plan (JSON: times as ISO text) back to datetimes."""
+    out = dict(row)
+    for name in ("released_at", "status_at"):
+        if isinstance(out.get(name), str):
+            out[name] = datetime.fromisoformat(out[name])
+    return out
+
+
+def _plan_release(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, dest: Store,
+                  tree: str, shards: Sequence[ShardPlan]) -> dict[str, Any]:
+    """What the release adds, replaces, removes and withholds, and the ledger rows."""
+    landing = open_store(settings.landing)
+    sources = {s.rel: str(s.path) for p in shards for s in _shard_inputs(ws, p, landing)}
+    instances = pq.read_table(ws.instances, columns=[URI_COLUMN, "content_sha256"]).to_pylist()
+    content = {r[URI_COLUMN]: r["content_sha256"] for r in instances}
+    mapping = [row for p in _shard_files(ws, "mapping") for row in pq.read_table(p).to_pylist()]
+    verdicts = {v["output_path"]: v["sha256"] for p in shards if ws.verdicts(p).exists()
+                for v in pq.read_table(ws.verdicts(p), columns=["output_path", "sha256"]
+                                       ).to_pylist()}
+    staged = {m["output_path"]: f"{ws.staged(p)}/{m['output_path']}" for p in shards
+              for m in (pq.read_table(ws.mapping(p), columns=["output_path"]).to_pylist()
+                        if ws.mapping(p).exists() else [])}
+    key_ids = {ws.read_json(ws.result("deidentified", p)).get("key_id") for p in shards}
+    key_id = next(iter(key_ids - {None}), "") if len(key_ids - {None}) <= 1 else ""
+    if len(key_ids - {None}) > 1:
+        raise VerificationError("the batch's shards were made under different keys")
+    now = datetime.now(UTC).isoformat()
+    by = f"batch {ws.batch_id}"
+    with open_private_warehouse(settings.warehouse) as warehouse:
+        warehouse.ensure_schema()
+        held = ledger.withdrawn_outputs(warehouse, req.project, mapping)
+        uris = [sources.get(m["source_path"], m["source_path"]) for m in mapping]
+        earlier = ledger.current_rows(warehouse, req.project, source_uris=uris,
+                                      output_paths=[m["output_path"] for m in mapping],
+                                      exclude_batch=ws.batch_id)
+    rows: list[dict[str, Any]] = []
+    add: dict[str, str] = {}
+    for m, uri in zip(mapping, uris, strict=True):
+        path = m["output_path"]
+        withdrawn = path in held
+        if not withdrawn:
+            add[path] = staged[path]
+        rows.append(ledger.LedgerRow(
+            project=req.project, source_uri=uri, source_sha256=content.get(uri),
+            study_uid=m["study_uid"], series_uid=m["series_uid"], sop_uid=m["sop_uid"],
+            patient_id=m["patient_id"], output_path=path, output_sha256=verdicts.get(path),
+            config_sha256=req.config_fingerprint(), key_id=key_id, batch_id=ws.batch_id,
+            released_at=now,  # type: ignore[arg-type]  # JSON until written
+            status=ledger.WITHDRAWN if withdrawn else ledger.RELEASED,
+            status_at=now if withdrawn else None,  # type: ignore[arg-type]
+            status_by=by if withdrawn else None,
+            status_reason=f"{held[path]} withdrawn earlier" if withdrawn else None,
+        ).as_dict())
+    rows += _duplicates(ws, shards, sources, content, req, key_id, now, by)
+    replaced, removed = [], []
+    batch_uris = set(uris)
+    for old in earlier:
+        same_file = old.source_uri in batch_uris
+        reason = ("content changed" if same_file and old.config_sha256 == req.config_fingerprint()
+                  and old.key_id == key_id else "new config or key" if same_file
+                  else "the same instance re-sent")
+        rows.append({**old.as_dict(), "status": ledger.SUPERSEDED, "status_at": now,
+                     "status_by": by, "status_reason": reason})
+        if old.output_path in add:
+            replaced.append(old.output_path)
+        else:
+            removed.append(old.output_path)
+    return {"add": add, "remove": sorted(set(removed) - set(add)),
+            "added": sorted(set(add) - set(replaced)), "replaced": sorted(set(replaced)),
+            "removed": sorted(set(removed) - set(add)), "withdrawn": sorted(held),
+            "policy_change": any(r.get("status_reason") == "new config or key" for r in rows),
+            "ledger": rows}
+
+
+def _duplicates(ws: RunWorkspace, shards: Sequence[ShardPlan], sources: dict[str, str],
+                content: dict[str, str], req: RunRequest, key_id: str, now: str, by: str
+                ) -> list[dict[str, Any]]:
+    """Ledger rows for the inputs the duplicate rule set aside (another file of the batch
+    holds the same instance and is newer): handled, so no later night takes them up and
+    replaces the newer file with them."""
+    rows = []
+    for path in _shard_files(ws, "errors"):
+        with open(path, newline="") as fh:
+            for err in csv.DictReader(fh):
+                if err["kind"] != "duplicate":
+                    continue
+                uri = sources.get(err["path"], err["path"])
+                rows.append(ledger.LedgerRow(
+                    project=req.project, source_uri=uri, source_sha256=content.get(uri),
+                    study_uid=None, series_uid=None, sop_uid=None, patient_id=None,
+                    output_path="", output_sha256=None, config_sha256=req.config_fingerprint(),
+                    key_id=key_id, batch_id=ws.batch_id,
+                    released_at=now,  # type: ignore[arg-type]  # JSON until written
+                    status=ledger.SUPERSEDED, status_at=now,  # type: ignore[arg-type]
+                    status_by=by, status_reason="duplicate: a newer file holds the instance",
+                ).as_dict())
+    return rows
+
+
+def _manifest(ws: RunWorkspace, req: RunRequest, logical_date: datetime,
+              release: dict[str, Any]) -> bytes:
+    """The batch's manifest (what a receiving site reads): exactly what it added,
+    replaced, removed and withheld, by tree path, and per study what it released."""
+    studies: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"images": 0, "series": set()})
+    for row in release["ledger"]:
+        if row["batch_id"] == ws.batch_id and row["status"] == ledger.RELEASED:
+            s = studies[row["study_uid"]]
+            s["images"] += 1
+            s["series"].add(row["series_uid"])
+    manifest = {
+        "batch_id": ws.batch_id, "priority": req.priority,
+        "logical_date": logical_date.isoformat(),
+        "added": release["added"], "replaced": release["replaced"],
+        "removed": release["removed"], "withdrawn": release["withdrawn"],
+        "policy_change": release["policy_change"],
+        "study_count": len(studies), "image_count": sum(s["images"] for s in studies.values()),
+        "studies": [{"study_uid": uid, "images": s["images"], "series": len(s["series"])}
+                    for uid, s in sorted(studies.items())],
+        "deidentification": {"config_sha256": req.config_fingerprint(), "engine": __version__},
+    }
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
 
 def load_deid_metadata(
     ws: RunWorkspace, settings: PipelineSettings, logical_date: date
 ) -> dict[str, Any]:
-    """Make the published outputs' metadata the batch's ``deid_metadata`` rows.
+    """Make ``deid_metadata`` describe the project's tree after this release: rows of the
+    files it removed are deleted, rows of the files it added or replaced replace any
+    earlier row of the same path.
 
     The rows come from the workers, read from the bytes each one wrote (no second read of
-    the published files); here they get their published URIs and the run's ingest
-    columns. The batch's rows are replaced as a whole (keyed on ``ingest_run_id``).
+    the released files); here they get their URIs in the tree and the run's ingest
+    columns.
     """
-    dest = open_store(settings.destination)
-    published = {f.rel[len(ws.batch_id) + 1:] for f in dest.list_files(ws.batch_id)
-                 if f.rel.endswith(".dcm")}
+    dest, tree = destination(settings)
+    release = (ws.read_json(ws.release_plan).get("release") if ws.release_plan.exists()
+               else None) or {"add": {}, "removed": []}
+    released = set(release["add"])
     parts: list[str] = []
     rows = 0
     found: set[str] = set()
@@ -481,9 +660,12 @@ def load_deid_metadata(
                 continue
             table = pq.read_table(source)
             rels = table.column("source_uri").to_pylist()
+            keep = [i for i, rel in enumerate(rels) if rel in released]
+            table = table.take(pa.array(keep, pa.int64()))
+            rels = [rels[i] for i in keep]
             found.update(rels)
             n = table.num_rows
-            uris = pa.array([dest.uri(f"{ws.batch_id}/{rel}") for rel in rels], pa.string())
+            uris = pa.array([dest.uri(f"{tree}/{rel}") for rel in rels], pa.string())
             run = pa.array([ws.batch_id] * n, pa.string())
             day = pa.array([logical_date] * n, pa.date32())
             for name, column in (("source_uri", uris), ("ingest_run_id", run),
@@ -493,20 +675,19 @@ def load_deid_metadata(
             pq.write_table(table, part)
             parts.append(str(part))
             rows += n
-    missing = published - found
+    missing = released - found
     if missing:
-        raise VerificationError(f"{len(missing)} published file(s) have no metadata row from "
+        raise VerificationError(f"{len(missing)} released file(s) have no metadata row from "
                                 "their worker: rerun the batch")
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
-        if parts:
-            loaded = warehouse.load_parquet("deid_metadata", parts, mode="replace_partition",
-                                            key_columns=("ingest_run_id",))
-        else:
-            warehouse.delete_partition("deid_metadata", {"ingest_run_id": ws.batch_id})
-            loaded = 0
-    log.info("deid_metadata: %d row(s) from the workers, %d loaded", rows, loaded)
-    return {"files": len(published), "rows_loaded": loaded}
+        deleted = warehouse.delete_in("deid_metadata", "source_uri",
+                                      [dest.uri(f"{tree}/{rel}") for rel in release["removed"]])
+        loaded = (warehouse.load_parquet("deid_metadata", parts, mode="merge",
+                                         key_columns=("source_uri",)) if parts else 0)
+    log.info("deid_metadata: %d row(s) from the workers, %d loaded, %d removed", rows, loaded,
+             deleted)
+    return {"files": len(released), "rows_loaded": loaded, "rows_removed": deleted}
 
 
 def _shard_files(ws: RunWorkspace, kind: str) -> list[Path]:
@@ -531,7 +712,14 @@ def _shard_files(ws: RunWorkspace, kind: str) -> list[Path]:
 
 
 def load_mapping(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
-    """Load the shard mappings into restricted ``deid_mapping``, errors into ``deid_errors``."""
+    """Load the shard mappings into restricted ``deid_mapping``, errors into ``deid_errors``.
+
+    A run that had nothing to release (no shard: its batch's instances are in the ledger
+    already, say when it is run again) leaves the batch's rows as they are: they map
+    files that are in the tree."""
+    if not ws.shards():
+        log.info("nothing released: the batch's mapping and error rows are left as they are")
+        return {"mapping_rows": 0, "error_rows": 0}
     mappings = [str(p) for p in _shard_files(ws, "mapping")]
     errors: list[dict[str, str]] = []
     for path in _shard_files(ws, "errors"):
@@ -558,44 +746,10 @@ def load_mapping(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]
     return {"mapping_rows": rows, "error_rows": len(errors)}
 
 
-def write_manifest(
-    ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, logical_date: datetime
-) -> dict[str, Any]:
-    """Write ``manifest.json`` into the published batch: what a receiving site reads."""
-    mapping = [row for p in _shard_files(ws, "mapping") for row in pq.read_table(p).to_pylist()]
-    studies: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"images": 0, "series": set(), "modalities": set()})
-    for m in mapping:
-        s = studies[m["study_uid"]]
-        s["images"] += 1
-        s["series"].add(m["series_uid"])
-        s["modalities"].add(m["modality"] or "")
-    manifest = {
-        "batch_id": ws.batch_id,
-        "priority": req.priority,
-        "logical_date": logical_date.isoformat(),
-        "study_count": len(studies),
-        "image_count": sum(s["images"] for s in studies.values()),
-        "studies": [
-            {"study_uid": uid, "images": s["images"], "series": len(s["series"]),
-             "modalities": sorted(m for m in s["modalities"] if m)}
-            for uid, s in sorted(studies.items())
-        ],
-        "deidentification": {"config_sha256": req.config_fingerprint(),
-                             "engine": __version__},
-    }
-    dest = open_store(settings.destination)
-    dest.write_bytes(f"{ws.batch_id}/{MANIFEST}",
-                     (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    log.info("manifest: %d study(ies), %d image(s)", manifest["study_count"],
-             manifest["image_count"])
-    return {"manifest": dest.uri(f"{ws.batch_id}/{MANIFEST}"),
-            "study_count": manifest["study_count"], "image_count": manifest["image_count"]}
-
-
 def discard_staged(ws: RunWorkspace, settings: PipelineSettings) -> None:
     """Remove the batch's staged (unpublished, maybe unverified) outputs."""
-    open_store(settings.destination).delete_tree(f"{STAGING}/{ws.batch_id}")
+    dest, tree = destination(settings)
+    dest.delete_tree(f"{staging_root(tree)}/{ws.batch_id}")
 
 
 def remove_identified(ws: RunWorkspace) -> list[str]:
@@ -700,6 +854,21 @@ def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[
             kinds[k] += v
     lines += ["", f"Total: {totals['processed']} processed, {totals['failed']} failed, "
               f"{totals['skipped']} skipped."]
+    plan = ws.read_json(ws.release_plan) if ws.release_plan.exists() else {}
+    selected, release = plan.get("selected"), plan.get("release")
+    if selected:
+        lines.append(
+            f"Selected: {selected['to_release']} of the cohort's {selected['cohort_instances']}"
+            f" instance(s) (new {selected['new']}, changed {selected['changed']}, released "
+            f"again under a new config or key {selected['policy']}); "
+            f"{selected['unchanged']} released before, unchanged.")
+        if selected["policy"]:
+            lines.append("The project's config or key changed since its last release: "
+                         "everything is released again, under the new pseudonyms.")
+    if release:
+        lines.append(f"Released: {len(release['added'])} added, {len(release['replaced'])} "
+                     f"replaced, {len(release['removed'])} removed, "
+                     f"{len(release['withdrawn'])} withdrawn (held back).")
     if kinds:
         lines.append("Failures by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(
             kinds.items())) + " (paths in the deid_errors table, restricted).")

@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +24,22 @@ from dicom_deid.errors import StorageError
 
 from .restricted import private_dir
 
-__all__ = ["LocalStore", "StorageError", "Store", "StoredFile", "open_store"]
+__all__ = ["LocalStore", "Release", "StorageError", "Store", "StoredFile", "open_store"]
 
 _HIDDEN = (".", "_")  # staging areas, temporary files and state folders are not data
 
 
+
+
+@dataclass(frozen=True)
+class Release:
+    """What publishing one release did: files in the tree now, added or replaced ones,
+    removed ones."""
+
+    release: str
+    files: int
+    added: int
+    removed: int
 
 
 @dataclass(frozen=True)
@@ -69,9 +80,18 @@ class Store(ABC):
         """Make ``rel`` hold exactly the tree built in ``scratch``, replacing what was there."""
 
     @abstractmethod
-    def merge_into(self, src_rels: list[str], dst_rel: str) -> int:
-        """Replace ``dst_rel`` by the union of the trees at ``src_rels`` (publishing a
-        batch from its shards); the sources are removed afterwards. Files published."""
+    def publish_release(self, tree: str, release: str, add: Mapping[str, str],
+                        remove: Collection[str], files: Mapping[str, bytes]) -> Release:
+        """Make ``release`` the content of the growing tree at ``tree`` in one step: the
+        current tree without the paths in ``remove``, with each staged file of ``add``
+        (tree path -> store-relative staged path) added or replacing the file at its
+        path, and the small ``files`` written. Readers see the old tree or the new one,
+        never a mix. A release published already is built again on the release it was
+        built on (its record was lost: a crash between the release and the ledger)."""
+
+    @abstractmethod
+    def release_of(self, tree: str) -> str | None:
+        """The release ``tree`` shows now (None: nothing published yet)."""
 
     @abstractmethod
     def exists(self, rel: str) -> bool:
@@ -153,31 +173,73 @@ class LocalStore(Store):
         for stale in target.parent.glob(f".{target.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
-    def merge_into(self, src_rels: list[str], dst_rel: str) -> int:
-        # Hard links into a scratch tree, then one swap: the sources stay whole until
-        # the new tree is in place, so a crash at any point can simply be rerun.
-        dst = self._path(dst_rel)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
-        count = 0
+    def release_of(self, tree: str) -> str | None:
+        link = self._path(tree)
+        if not link.is_symlink():
+            return None
+        return Path(os.readlink(link)).name
+
+    def publish_release(self, tree: str, release: str, add: Mapping[str, str],
+                        remove: Collection[str], files: Mapping[str, bytes]) -> Release:
+        # ``tree`` is a symbolic link to ``.releases-<tree>/<release>/``, a full tree whose
+        # unchanged files are hard links to the previous release's: building one costs a
+        # link per file, and replacing the link is one atomic rename. The previous
+        # release stays (a reader that resolved the link keeps a whole tree).
+        link = self._path(tree)
+        if "/" in tree.strip("/") or not tree.strip("/"):
+            raise StorageError("a release tree is one folder name under the store's root")
+        if link.exists() and not link.is_symlink():
+            raise StorageError(f"{tree} is a folder, not a release tree (an older layout): "
+                               "move it aside")
+        releases = link.with_name(f".releases-{link.name}")
+        base, target = self._release_dirs(tree, release, releases)
         try:
-            for rel in src_rels:
-                src = self._path(rel)
-                for entry in _walk(src):
-                    target = tmp / Path(entry.path).relative_to(src)
-                    if target.exists():
-                        raise StorageError(f"{target.relative_to(tmp)} is in two sources")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(Path(entry.path), target)
-                    count += 1
+            kept = _link_all(base, target, {*remove, *add}) if base else 0
+            for rel, staged in sorted(add.items()):
+                _place(self._path(staged), target / rel)
+            for rel, data in sorted(files.items()):
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(target / rel, data)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
             raise
-        _swap(tmp, dst)
-        for rel in src_rels:
-            shutil.rmtree(self._path(rel), ignore_errors=True)
-        return count
+        removed = sum(1 for rel in remove if base is not None and (base / rel).exists())
+        if target.name != release:  # a release built again takes its name back
+            os.rename(releases / release, releases / f"{release}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(target, releases / release)
+            target = releases / release
+        fresh = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:8]}")
+        os.symlink(os.path.relpath(target, link.parent), fresh)
+        os.replace(fresh, link)  # the one step readers see
+        keep = {release, f"{release}.base", *((base.name, f"{base.name}.base") if base else ())}
+        for old in releases.iterdir():
+            if old.name not in keep:  # older than the previous release, or set aside
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
+        return Release(release, kept + len(add), len(add), removed)
+
+    def _release_dirs(self, tree: str, release: str, releases: Path) -> tuple[Path | None, Path]:
+        """The release to build on (the one shown now; for a release shown already, the
+        one it was built on) and an empty folder to build in; the base is recorded."""
+        shown = self.release_of(tree)
+        base_file = releases / f"{release}.base"
+        if shown == release:  # published before, its record lost: built again on its base
+            name = base_file.read_text().strip() if base_file.exists() else ""
+        else:
+            name = shown or ""
+        base = releases / name if name else None
+        if base is not None and not base.is_dir():
+            raise StorageError(f"{tree}: release {name} is gone; cannot build {release}")
+        target = releases / release
+        if shown == release:
+            target = releases / f"{release}.again-{uuid.uuid4().hex[:8]}"
+        elif target.exists():  # an earlier try that did not finish
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        base_file.write_text(name + "\n")
+        return base, target
 
     def exists(self, rel: str) -> bool:
         return self._path(rel).exists()
@@ -211,9 +273,26 @@ def _swap(new: Path, target: Path) -> None:
         os.rename(new, target)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _link_all(base: Path, target: Path, skip: Collection[str]) -> int:
+    """Hard-link every file of ``base`` into ``target`` except the paths in ``skip``."""
+    count = 0
+    for entry in _walk(base):
+        rel = Path(entry.path).relative_to(base).as_posix()
+        if rel not in skip:
+            _place(Path(entry.path), target / rel)
+            count += 1
+    return count
+
+
+def _place(src: Path, dst: Path) -> None:
+    """``src`` at ``dst`` as a hard link (a copy across filesystems); folders made."""
     try:
         os.link(src, dst)
+    except FileNotFoundError:
+        if not src.exists():
+            raise
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _place(src, dst)
     except OSError:
         shutil.copy2(src, dst)
 

@@ -53,6 +53,8 @@ TABLES: tuple[str, ...] = (
     "deid_mapping",
     "deid_runs",
     "deid_errors",
+    "deid_ledger",
+    "deid_withdrawals",
 )
 #: Tables whose columns come from the exported Parquet and may grow between loads.
 EVOLVING_TABLES = frozenset({"dicom_metadata", "deid_metadata"})
@@ -63,6 +65,8 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "deid_mapping": ("run_id", "source_path"),
     "deid_runs": ("run_id",),
     "deid_errors": ("run_id", "path", "stage"),
+    "deid_ledger": ("project", "batch_id", "source_uri"),
+    "deid_withdrawals": ("project", "level", "original_value"),
 }
 #: Partition identity used by ``mode="replace_partition"`` (replace everything loaded
 #: before for the same partition values).
@@ -72,6 +76,7 @@ PARTITION_KEYS: dict[str, tuple[str, ...]] = {
     "deid_mapping": ("run_id",),
     "deid_runs": ("run_id",),
     "deid_errors": ("run_id",),
+    "deid_ledger": ("batch_id",),
 }
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -210,6 +215,11 @@ class Warehouse(ABC):
     def delete_partition(self, table: str, values: Mapping[str, Any]) -> None:
         """Delete every row of ``table`` whose columns equal ``values`` (e.g. one run's
         rows, when its rerun has none to load in their place)."""
+
+    @abstractmethod
+    def delete_in(self, table: str, column: str, values: Sequence[str]) -> int:
+        """Delete every row of ``table`` whose ``column`` is one of ``values`` (e.g. the
+        metadata rows of files a release removed); the number of rows deleted."""
 
     @abstractmethod
     def close(self) -> None:

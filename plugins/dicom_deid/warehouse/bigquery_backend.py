@@ -33,6 +33,7 @@ from .base import (
     TABLES,
     LoadMode,
     PathsOrGlob,
+    Typed,
     Warehouse,
     check_identifier,
     expand_paths,
@@ -327,6 +328,14 @@ class BigQueryWarehouse(Warehouse):
         where = " AND ".join(f"{_q(column)} = @{p}" for p, (column, _) in names.items())
         self._run(f"DELETE FROM `{self.table_id(table)}` WHERE {where}",
                   {p: value for p, (_, value) in names.items()})
+
+    def delete_in(self, table: str, column: str, values: Sequence[str]) -> int:
+        """One DML ``DELETE`` with the values as an ``ARRAY<STRING>`` parameter."""
+        if not values:
+            return 0
+        self._run(f"DELETE FROM `{self.table_id(table)}` WHERE {_q(column)} "
+                  "IN UNNEST(@values)", {"values": Typed("ARRAY<STRING>", list(values))})
+        return len(values)
 
     def close(self) -> None:
         """Close the client's HTTP session."""

@@ -232,6 +232,16 @@ class DuckDBWarehouse(Warehouse):
         self._con.execute(f"DELETE FROM {_quote(table)} WHERE {where}",
                           [unwrap(v) for v in values.values()])
 
+    def delete_in(self, table: str, column: str, values: Sequence[str]) -> int:
+        """``DELETE ... WHERE column IN (values)``, the list passed as one parameter."""
+        if not values:
+            return 0
+        found = self._con.execute(
+            f"DELETE FROM {_quote(table)} WHERE {_quote(column)} "
+            "IN (SELECT UNNEST(?::VARCHAR[]))",
+            [list(values)]).fetchone()
+        return int(found[0]) if found else 0
+
     # -- queries -----------------------------------------------------------------
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:

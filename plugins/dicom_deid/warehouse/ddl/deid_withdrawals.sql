@@ -1,0 +1,21 @@
+-- deid_withdrawals: what was withdrawn from a project's research tree, on whose request
+-- and why. RESTRICTED: original_value is an original identifier (PatientID, Study,
+-- Series or SOP Instance UID), so that a withdrawal holds for files that arrive later
+-- and across a change of key; pseudonymous_value is what the requester named.
+--   level          'patient', 'study', 'series' or 'instance'
+--   requested_by   who asked (an Airflow user, or the CLI's --by); reason: PHI-free
+--   files_removed  released files the withdrawal removed from the tree
+-- Idempotent key: (project, level, original_value). BigQuery Standard SQL; DuckDB via sqlglot.
+CREATE TABLE IF NOT EXISTS deid_withdrawals (
+  project STRING,
+  level STRING,
+  original_value STRING,
+  pseudonymous_value STRING,
+  key_id STRING,
+  requested_at TIMESTAMP,
+  requested_by STRING,
+  reason STRING,
+  batch_id STRING,
+  files_removed INT64
+)
+CLUSTER BY project
