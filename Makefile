@@ -47,8 +47,8 @@ demo: $(STAMP)
 	@echo "== 2. dicom_metadata_export for yesterday's interval (log: $(LOGS)/export.log)"
 	$(AIRFLOW) dags test dicom_metadata_export $(TODAY)T01:00:00+00:00 > $(LOGS)/export.log 2>&1 \
 		|| (tail -40 $(LOGS)/export.log; exit 1)
-	@echo "== 3. $(DEMO_DAG) (projects/demo_ultrasound.yaml): cohort -> filter -> shards"
-	@echo "      -> de-identify -> verify -> publish -> load (log: $(LOGS)/deidentify.log)"
+	@echo "== 3. $(DEMO_DAG) (projects/demo_ultrasound.yaml): cohort -> what is new -> shards"
+	@echo "      -> de-identify -> verify -> release into the tree -> load (log: $(LOGS)/deidentify.log)"
 	$(AIRFLOW) dags test $(DEMO_DAG) $(TODAY)T02:00:00+00:00 \
 		> $(LOGS)/deidentify.log 2>&1 || (tail -40 $(LOGS)/deidentify.log; exit 1)
 	$(BIN)/python -m dicom_deid.cli.demo_report $(DEMO)
