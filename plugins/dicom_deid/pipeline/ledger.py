@@ -37,12 +37,13 @@ REASONS = ("new", "changed", "policy")
 
 _PENDING = """
 WITH cohort AS (
-  SELECT * FROM ({resolve})
+  SELECT * FROM ({resolve}) WHERE TRUE
   QUALIFY ROW_NUMBER() OVER (PARTITION BY source_uri ORDER BY mtime DESC, content_sha256) = 1
 ),
 released AS (
   SELECT source_uri, source_sha256, config_sha256, key_id FROM deid_ledger
   WHERE project = @project AND status = 'released'
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY source_uri ORDER BY released_at DESC) = 1
 ),
 done AS (
   SELECT DISTINCT source_uri, source_sha256 FROM deid_ledger
