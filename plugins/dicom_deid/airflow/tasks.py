@@ -429,3 +429,64 @@ def notify_failure(context: Context) -> None:
                     type(exc).__name__)
         return
     log.info("failure notice posted to connection %r (HTTP %d)", conn_id, status)
+
+
+# -- the withdrawal DAG ------------------------------------------------------------------
+
+#: What a withdrawal's trigger gives, all of it required (the DAG's params).
+WITHDRAW_PARAMS = ("project", "level", "value", "reason")
+
+
+def withdraw_params() -> dict[str, Any]:
+    """The withdrawal DAG's params: no defaults, so a trigger must give each (a fresh set
+    per DAG). Airflow checks their form; the engine checks them again and the reason for
+    PHI (:func:`dicom_deid.pipeline.withdraw.check_reason`)."""
+    from airflow.sdk import Param
+
+    from dicom_deid.pipeline.withdraw import LEVELS, REASON_MAX, VALUE_MAX
+
+    return {
+        "project": Param(type="string", pattern="^[a-z0-9_]+$", title="Project",
+                         description="The project whose research tree to withdraw from "
+                         "(its file projects/<name>.yaml)."),
+        "level": Param(type="string", enum=list(LEVELS), title="Level",
+                       description="What the value names: a patient, study, series or "
+                       "instance."),
+        "value": Param(type="string", minLength=1, maxLength=VALUE_MAX, title="Value",
+                       description="Its PSEUDONYMOUS identifier, as the research tree and "
+                       "deid_metadata show it (PatientID, or Study/Series/SOP Instance UID)."),
+        "reason": Param(type="string", minLength=1, maxLength=REASON_MAX, title="Reason",
+                        description="Why, PHI-free: no names, dates, IDs or UIDs (a reason "
+                        "holding one is refused)."),
+    }
+
+
+@task(retries=0)
+def withdraw() -> dict[str, Any]:
+    """Withdraw the trigger's patient, study, series or instance from the project's tree,
+    ``deid_metadata`` and ledger, recorded in ``deid_withdrawals`` as asked by the user who
+    triggered the run; counts on XCom. A request the engine refuses (an unknown value, a
+    reason that may hold PHI, an unknown project) fails the task without retries, having
+    changed nothing."""
+    from dicom_deid.pipeline.withdraw import project_settings
+    from dicom_deid.pipeline.withdraw import withdraw as withdraw_released
+
+    ctx = get_current_context()
+    dag_run = ctx["dag_run"]
+    conf = getattr(dag_run, "conf", None) or {}
+    missing = [k for k in WITHDRAW_PARAMS if not isinstance(conf.get(k), str)
+               or not conf[k].strip()]
+    foreign = sorted(set(conf) - set(WITHDRAW_PARAMS))
+    if missing or foreign:
+        raise AirflowFailException(
+            f"a withdrawal is triggered with exactly {', '.join(WITHDRAW_PARAMS)}"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; not accepted: {', '.join(foreign)}" if foreign else ""))
+    user = run_record.triggering_user(dag_run.triggering_user_name)
+    try:
+        folder = projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
+        settings = project_settings(_settings(), folder, conf["project"])
+        return withdraw_released(settings, conf["project"], conf["level"], conf["value"],
+                                 conf["reason"], user)
+    except ConfigError as exc:
+        raise AirflowFailException(f"withdrawal refused: {exc}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import getpass
 import logging
 import sys
 import uuid
@@ -38,6 +39,10 @@ from .table import print_table
 
 EPILOG = """exit codes: 0 all inputs de-identified; 2 bad arguments, config or key (nothing
 was touched); 3 some inputs failed (listed in --errors, never copied to OUTPUT)."""
+
+WITHDRAW_EPILOG = """exit codes: 0 withdrawn, or withdrawn already (nothing changed); 2 refused
+(bad arguments, settings or project, an unknown value, a reason that may hold PHI):
+nothing was changed, or -- for a storage failure midway -- ask again to finish."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,6 +150,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="cohort parameter, repeatable (declared in the file's header)")
     c.add_argument("--out", type=Path, required=True, help="filter file to write")
     c.add_argument("--warehouse", default=None, help="warehouse URL (see deidentify)")
+
+    w = sub.add_parser(
+        "withdraw", epilog=WITHDRAW_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="withdraw a patient's, study's, series' or instance's released files from a "
+             "project's research tree (and deid_metadata); later files of it are held back",
+        description="Withdraw released data from a project's research tree, on request. "
+                    "Uses the deployment's settings ($DICOM_DEID_DATA_DIR, ...) and the "
+                    "project file ($DICOM_DEID_PROJECTS_DIR, else ./projects).")
+    w.add_argument("--project", required=True, help="the project (projects/<name>.yaml)")
+    what = w.add_mutually_exclusive_group(required=True)
+    for level in ("patient", "study", "series", "instance"):
+        what.add_argument(f"--{level}", metavar="PSEUDONYM",
+                          help=f"the {level}'s PSEUDONYMOUS identifier, as the research tree "
+                               "and deid_metadata show it")
+    w.add_argument("--reason", required=True,
+                   help="why, PHI-free and short: no names, dates, IDs or UIDs")
+    w.add_argument("--by", default=None,
+                   help="who asked, as recorded (default: the operating-system user)")
 
     k = sub.add_parser("keygen", help="write a new random 32-byte key file (mode 0600)")
     k.add_argument("output", type=Path)
@@ -345,6 +369,44 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _os_user() -> str:
+    """The operating-system user running the command ("" when it cannot be told)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        return ""
+
+
+def _withdraw(args: argparse.Namespace) -> int:
+    from dicom_deid.pipeline.projects import projects_dir
+    from dicom_deid.pipeline.settings import PipelineSettings
+    from dicom_deid.pipeline.withdraw import LEVELS, project_settings, withdraw
+
+    level = next(name for name in LEVELS if getattr(args, name) is not None)
+    by = args.by if args.by is not None else _os_user()
+    try:
+        settings = project_settings(PipelineSettings.from_env(),
+                                    projects_dir(Path("projects").absolute()), args.project)
+        result = withdraw(settings, args.project, level, getattr(args, level), args.reason,
+                          by)
+    except (DicomDeidError, OSError) as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    value = getattr(args, level).strip()
+    if result["status"] == "unchanged":
+        print(f"nothing to do: {level} {value} of project {args.project} was withdrawn "
+              f"already ({result['withdrawal_id'] or 'held back'}); nothing changed")
+        return EXIT_OK
+    print(f"withdrew {level} {value} from project {args.project}: "
+          f"{result['files_removed']} file(s) removed from {result['tree']} (release "
+          f"{result['release']}, {result['files_left']} file(s) left), "
+          f"{result['metadata_rows_deleted']} deid_metadata row(s) deleted, "
+          f"{result['ledger_rows_withdrawn']} ledger row(s) marked withdrawn; "
+          f"{result['originals_blocked']} original identifier(s) recorded, so files of it "
+          "that arrive later are held back")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dicom-deid`` console script."""
     args = _parser().parse_args(argv)
@@ -353,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     handlers = {"deidentify": _deidentify, "synth": _synth, "keygen": _keygen,
-                "cohort": _cohort, "export-metadata": _export_metadata, "query": _query}
+                "cohort": _cohort, "export-metadata": _export_metadata, "query": _query,
+                "withdraw": _withdraw}
     return handlers[args.command](args)
 
 

@@ -485,23 +485,27 @@ def publish(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
         if not verified.exists() or not ws.read_json(verified)["ok"]:
             raise VerificationError(f"{plan.name} is not verified; nothing published")
     dest, tree = destination(settings)
-    state = ws.read_json(ws.release_plan) if ws.release_plan.exists() else {}
-    release = state.get("release")
-    done = release is not None and dest.release_of(tree) == ws.batch_id  # a retry
-    if release is None:
-        release = _plan_release(ws, settings, req, dest, tree, shards)
-        with _in_workspace(ws):
-            ws.write_json(ws.release_plan, {**state, "release": release})
-    outcome = Release(ws.batch_id, 0, 0, 0)
-    if (release["add"] or release["remove"]) and not done:
-        manifest = _manifest(ws, req, logical_date, release)
-        outcome = dest.publish_release(
-            tree, ws.batch_id, {p: f"{staging_root(tree)}/{s}" for p, s in release["add"].items()},
-            release["remove"], {f"{MANIFESTS}/{ws.batch_id}.json": manifest})
-    with open_private_warehouse(settings.warehouse) as warehouse:
-        warehouse.ensure_schema()
-        ledger.write_rows(warehouse, (ledger.LedgerRow(**_row_times(r))
-                                      for r in release["ledger"]))
+    with dest.lock(tree):  # no withdrawal changes the ledger or the tree meanwhile
+        state = ws.read_json(ws.release_plan) if ws.release_plan.exists() else {}
+        release: dict[str, Any] = state.get("release") or {}
+        # Released already, the ledger not written yet (a retry): finish that plan. Else
+        # plan now, under the lock: a withdrawal since an earlier try is taken into account.
+        done = bool(release) and dest.release_of(tree) == ws.batch_id
+        if not done:
+            release = _plan_release(ws, settings, req, dest, tree, shards)
+            with _in_workspace(ws):
+                ws.write_json(ws.release_plan, {**state, "release": release})
+        outcome = Release(ws.batch_id, 0, 0, 0)
+        if (release["add"] or release["remove"]) and not done:
+            manifest = _manifest(ws, req, logical_date, release)
+            outcome = dest.publish_release(
+                tree, ws.batch_id,
+                {p: f"{staging_root(tree)}/{s}" for p, s in release["add"].items()},
+                release["remove"], {f"{MANIFESTS}/{ws.batch_id}.json": manifest})
+        with open_private_warehouse(settings.warehouse) as warehouse:
+            warehouse.ensure_schema()
+            ledger.write_rows(warehouse, (ledger.LedgerRow(**_row_times(r))
+                                          for r in release["ledger"]))
     dest.delete_tree(f"{staging_root(tree)}/{ws.batch_id}")
     counts = {k: len(release[k]) for k in ("added", "replaced", "removed", "withdrawn")}
     log.info("release %s of %s: %d added, %d replaced, %d removed, %d withdrawn; %d file(s) "

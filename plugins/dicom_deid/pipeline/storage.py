@@ -9,11 +9,14 @@ this module logs or raises a file's content, only store-relative paths.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,8 +89,15 @@ class Store(ABC):
         current tree without the paths in ``remove``, with each staged file of ``add``
         (tree path -> store-relative staged path) added or replacing the file at its
         path, and the small ``files`` written. Readers see the old tree or the new one,
-        never a mix. A release published already is built again on the release it was
-        built on (its record was lost: a crash between the release and the ledger)."""
+        never a mix; releases of one tree are built one at a time. A release published
+        already is built again on the release it was built on (its record was lost: a
+        crash between the release and the ledger)."""
+
+    @abstractmethod
+    def lock(self, tree: str) -> AbstractContextManager[None]:
+        """Hold the tree's exclusive lock: whoever plans and makes a release of it (a
+        night's publish, a withdrawal) holds it from reading the ledger to writing it, so
+        neither works from a state the other is changing. Re-entrant in one thread."""
 
     @abstractmethod
     def release_of(self, tree: str) -> str | None:
@@ -173,6 +183,9 @@ class LocalStore(Store):
         for stale in target.parent.glob(f".{target.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
+    def lock(self, tree: str) -> AbstractContextManager[None]:
+        return _tree_lock(self._path(tree))
+
     def release_of(self, tree: str) -> str | None:
         link = self._path(tree)
         if not link.is_symlink():
@@ -191,34 +204,36 @@ class LocalStore(Store):
         if link.exists() and not link.is_symlink():
             raise StorageError(f"{tree} is a folder, not a release tree (an older layout): "
                                "move it aside")
-        releases = link.with_name(f".releases-{link.name}")
-        base, target = self._release_dirs(tree, release, releases)
-        try:
-            kept = _link_all(base, target, {*remove, *add}) if base else 0
-            for rel, staged in sorted(add.items()):
-                _place(self._path(staged), target / rel)
-            for rel, data in sorted(files.items()):
-                (target / rel).parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(target / rel, data)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
-        removed = sum(1 for rel in remove if base is not None and (base / rel).exists())
-        if target.name != release:  # a release built again takes its name back
-            os.rename(releases / release, releases / f"{release}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(target, releases / release)
-            target = releases / release
-        fresh = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:8]}")
-        os.symlink(os.path.relpath(target, link.parent), fresh)
-        os.replace(fresh, link)  # the one step readers see
-        keep = {release, f"{release}.base", *((base.name, f"{base.name}.base") if base else ())}
-        for old in releases.iterdir():
-            if old.name not in keep:  # older than the previous release, or set aside
-                if old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    old.unlink(missing_ok=True)
-        return Release(release, kept + len(add), len(add), removed)
+        # One release of a tree is built at a time (a night's publish, a withdrawal).
+        with self.lock(tree):
+            releases = link.with_name(f".releases-{link.name}")
+            base, target = self._release_dirs(tree, release, releases)
+            try:
+                kept = _link_all(base, target, {*remove, *add}) if base else 0
+                for rel, staged in sorted(add.items()):
+                    _place(self._path(staged), target / rel)
+                for rel, data in sorted(files.items()):
+                    (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(target / rel, data)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+            removed = sum(1 for rel in remove if base is not None and (base / rel).exists())
+            if target.name != release:  # a release built again takes its name back
+                os.rename(releases / release, releases / f"{release}.old-{uuid.uuid4().hex[:8]}")
+                os.rename(target, releases / release)
+                target = releases / release
+            fresh = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:8]}")
+            os.symlink(os.path.relpath(target, link.parent), fresh)
+            os.replace(fresh, link)  # the one step readers see
+            keep = {release, f"{release}.base", *((base.name, f"{base.name}.base") if base else ())}
+            for old in releases.iterdir():
+                if old.name not in keep:  # older than the previous release, or set aside
+                    if old.is_dir():
+                        shutil.rmtree(old, ignore_errors=True)
+                    else:
+                        old.unlink(missing_ok=True)
+            return Release(release, kept + len(add), len(add), removed)
 
     def _release_dirs(self, tree: str, release: str, releases: Path) -> tuple[Path | None, Path]:
         """The release to build on (the one shown now; for a release shown already, the
@@ -259,6 +274,35 @@ class LocalStore(Store):
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+_HELD: dict[tuple[str, int], int] = {}
+"""(lock file, thread) -> how many times this thread holds it (``flock`` is per open
+file: taken twice by one thread it would wait for itself)."""
+
+
+@contextmanager
+def _tree_lock(link: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the release tree at ``link``: a lock file beside it,
+    ``.releases-<tree>.lock``, locked with ``flock`` (released when the holder ends)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    path = link.with_name(f".releases-{link.name}.lock")
+    owner = (str(path), threading.get_ident())
+    if _HELD.get(owner):
+        _HELD[owner] += 1
+        try:
+            yield
+        finally:
+            _HELD[owner] -= 1
+        return
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _HELD[owner] = 1
+        try:
+            yield
+        finally:
+            del _HELD[owner]
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _swap(new: Path, target: Path) -> None:

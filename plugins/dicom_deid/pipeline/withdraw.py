@@ -1,0 +1,354 @@
+"""Withdraw released data from a project's research tree, on request.
+
+A patient, study, series or instance is named by its PSEUDONYMOUS identifier, as the
+research tree and ``deid_metadata`` show it (the requester never needs an original
+value). :func:`withdraw` finds the project's released files of it in the ledger, looks up
+their original identifiers in the restricted ``deid_mapping``, and then, in this order:
+
+1. records one ``deid_withdrawals`` row per original value (who asked, when, why), so that
+   files of it that arrive later are de-identified and held back (``ledger.withdrawn_outputs``),
+   under this key or any later one;
+2. publishes a release of the tree without the files (``withdrawal-<UTC time>Z-<project>``,
+   with ``manifests/<release>.json`` naming them), visible in one step;
+3. deletes their ``deid_metadata`` rows;
+4. marks their ledger rows ``withdrawn`` (when, by whom, why).
+
+Each step can be repeated: a withdrawal interrupted anywhere is finished by asking again,
+and one asked again when it is done changes nothing and says so. The reason must be
+PHI-free: it is refused when the project's text detectors find a name, a date, an ID-like
+number, a UID or a value of the withdrawn instances themselves in it. No message and no
+log line holds an original value, nor the reason (it is refused *because* it may hold one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+from dicom_deid.config.model import info_type_of
+from dicom_deid.deid.sweep import SWEEP_TAGS
+from dicom_deid.errors import ConfigError, StorageError
+from dicom_deid.text.banner import line_spans
+from dicom_deid.text.chars import ascii_fold
+from dicom_deid.text.context import PhiContext
+from dicom_deid.warehouse.base import DEFAULT_KEYS, Typed, Warehouse
+
+from . import ledger
+from .deid_steps import MANIFESTS, destination
+from .projects import load_project
+from .restricted import open_private_warehouse
+from .settings import PipelineSettings
+from .storage import Store
+
+__all__ = ["LEVELS", "REASON_MAX", "WithdrawalError", "check_reason", "project_settings",
+           "withdraw", "withdrawal_id_for"]
+
+log = logging.getLogger(__name__)
+
+#: Level -> the ledger column holding its pseudonymous identifier.
+LEVELS: dict[str, str] = {"patient": "patient_id", "study": "study_uid",
+                          "series": "series_uid", "instance": "sop_uid"}
+#: Level -> the ``deid_mapping`` column holding its original identifier.
+ORIGINALS: dict[str, str] = {"patient": "original_patient_id", "study": "original_study_uid",
+                             "series": "original_series_uid", "instance": "original_sop_uid"}
+REASON_MAX = 200
+"""The longest reason accepted, in characters: a reason says why, not the case's story."""
+VALUE_MAX = 128
+USER_MAX = 100
+#: What a reason may not hold (the text detectors' info types); an organisation word
+#: alone ("clinic", "hospital") is ordinary in a reason and not refused.
+REFUSED_TYPES = frozenset({
+    "PERSON_NAME", "DATE", "MEDICAL_RECORD_NUMBER", "US_SOCIAL_SECURITY_NUMBER",
+    "PHONE_NUMBER", "EMAIL_ADDRESS", "AGE", "STREET_ADDRESS", "LOCATION", "IP_ADDRESS",
+    "URL"})
+_PROJECT = re.compile(r"[a-z0-9_]+")
+_UID_RE = re.compile(r"(?<![\w.])\d+(?:\.\d+){2,}")
+_SPACES = re.compile(r"\s+")
+_WHAT = {"PERSON_NAME": "a person's name", "DATE": "a date", "AGE": "an age",
+         "MEDICAL_RECORD_NUMBER": "an ID-like number", "UID": "a UID",
+         "US_SOCIAL_SECURITY_NUMBER": "an ID-like number", "PHONE_NUMBER": "a phone number",
+         "EMAIL_ADDRESS": "an e-mail address", "STREET_ADDRESS": "an address",
+         "LOCATION": "a place", "IP_ADDRESS": "an IP address", "URL": "a URL",
+         "CONTEXT": "a value of the withdrawn instances"}
+_MAPPING_COLUMNS = ("run_id", "output_path", "original_accession", *ORIGINALS.values())
+#: Level -> the ``dicom_metadata`` column of its original identifier.
+_METADATA_COLUMNS = {"patient": "PatientID", "study": "StudyInstanceUID",
+                     "series": "SeriesInstanceUID", "instance": "SOPInstanceUID"}
+
+
+class WithdrawalError(ConfigError):
+    """A withdrawal request that cannot be carried out as asked (an unknown value, a
+    reason that may hold PHI, a released file whose mapping is missing); nothing was
+    changed. The message names the level and the pseudonymous value, never an original."""
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One checked request: what, from which project, by whom, why."""
+
+    project: str
+    level: str
+    value: str
+    reason: str
+    requested_by: str
+
+
+def withdrawal_id_for(moment: datetime, project: str) -> str:
+    """``withdrawal-<UTC time>Z-<project>``: the withdrawal's id, its release's name and
+    its ``deid_withdrawals.batch_id``."""
+    utc = moment.astimezone(UTC)
+    return f"withdrawal-{utc:%Y%m%dT%H%M%S.%f}Z-{project}"
+
+
+def _printable(text: str) -> bool:
+    return all(c.isprintable() for c in text)
+
+
+def _checked(project: str, level: str, value: str, reason: str, requested_by: str) -> _Request:
+    """The request with its texts normalised; :class:`WithdrawalError` for a bad field."""
+    if level not in LEVELS:
+        raise WithdrawalError(f"level must be one of {', '.join(LEVELS)}, not {level[:20]!r}")
+    value, by = (value or "").strip(), _SPACES.sub(" ", requested_by or "").strip()
+    if not _PROJECT.fullmatch(project or ""):
+        raise WithdrawalError("project must be a project name (a-z, 0-9 and _)")
+    if not value or len(value) > VALUE_MAX or not _printable(value) or " " in value:
+        raise WithdrawalError(f"the {level} must be one pseudonymous identifier (at most "
+                              f"{VALUE_MAX} characters, no spaces)")
+    if not by or len(by) > USER_MAX or not _printable(by):
+        raise WithdrawalError(f"who asked (requested_by) must be given, at most {USER_MAX} "
+                              "characters")
+    return _Request(project, level, value, check_reason(reason), by)
+
+
+def check_reason(reason: str, context: PhiContext | None = None) -> str:
+    """``reason`` with its white space collapsed, if it is PHI-free; else
+    :class:`WithdrawalError` saying what kind of value was found (never the text).
+
+    Refused: an empty or over-long reason, control characters, and anything the text
+    detectors find (a person's name as forms write them, a date, an ID-like number, a phone
+    number, an address...), a UID, or -- with ``context`` -- a value of the withdrawn
+    instances (their patient's names and IDs, in any spelling the sweep knows)."""
+    text = _SPACES.sub(" ", reason or "").strip()
+    if not text:
+        raise WithdrawalError("a reason is required (PHI-free: why, not who)")
+    if len(text) > REASON_MAX:
+        raise WithdrawalError(f"the reason is {len(text)} characters long: at most "
+                              f"{REASON_MAX}")
+    if not _printable(text):
+        raise WithdrawalError("the reason holds control characters")
+    found = {"CONTEXT" if s.from_context else s.info_type for s in line_spans(text, context)
+             if s.from_context or s.info_type in REFUSED_TYPES}
+    if _UID_RE.search(text):
+        found.add("UID")
+    if found:
+        kinds = ", ".join(sorted({_WHAT.get(k, k.lower()) for k in found}))
+        raise WithdrawalError(
+            f"the reason must be PHI-free, and this one holds what looks like {kinds}: say "
+            "why without names, dates, IDs or UIDs (the identifier to withdraw is given "
+            "apart, and is recorded)")
+    return text
+
+
+def project_settings(settings: PipelineSettings, folder: Path, project: str
+                     ) -> PipelineSettings:
+    """The deployment's ``settings`` with project ``project``'s destination, read from its
+    file in ``folder`` (:class:`~dicom_deid.errors.ConfigError` for an unknown or invalid
+    project)."""
+    if not _PROJECT.fullmatch(project or ""):
+        raise WithdrawalError("project must be a project name (a-z, 0-9 and _)")
+    found = load_project(folder / f"{project}.yaml")
+    return dataclasses.replace(settings,
+                               destination=found.destination_for(settings.destination))
+
+
+def withdraw(settings: PipelineSettings, project: str, level: str, value: str, reason: str,
+             requested_by: str) -> dict[str, Any]:
+    """Withdraw ``project``'s released files of one patient, study, series or instance
+    (``level``; ``value`` its pseudonymous identifier) from its research tree, whose
+    location ``settings.destination`` gives (the project's, as for the de-identification
+    steps). Counts of what was done; ``status`` is ``withdrawn`` or ``unchanged`` (it was
+    withdrawn already). :class:`WithdrawalError` for a request that cannot be carried out,
+    before anything is changed."""
+    req = _checked(project, level, value, reason, requested_by)
+    dest, tree = destination(settings)
+    now = datetime.now(UTC)
+    wid = withdrawal_id_for(now, req.project)
+    with dest.lock(tree):  # no night plans or makes a release of the tree meanwhile
+        return _withdraw(settings, req, dest, tree, now, wid)
+
+
+def _withdraw(settings: PipelineSettings, req: _Request, dest: Store, tree: str,
+              now: datetime, wid: str) -> dict[str, Any]:
+    with open_private_warehouse(settings.warehouse) as warehouse:
+        warehouse.ensure_schema()
+        rows = ledger.rows_where(warehouse, req.project, LEVELS[req.level], [req.value])
+        if not rows:
+            return _nothing_released(warehouse, req)
+        mapped = _originals(warehouse, rows)
+        unmapped = [r for r in rows if (r.batch_id, r.output_path) not in mapped]
+        if unmapped:
+            raise WithdrawalError(
+                f"{len(unmapped)} released file(s) of {req.level} {req.value} have no row in "
+                "deid_mapping (their batch's load_mapping did not finish): run it again, then "
+                "ask again; nothing was withdrawn")
+        check_reason(req.reason, _context(warehouse, rows, mapped.values()))
+        if dest.release_of(tree) is None:
+            raise StorageError(f"{dest.uri(tree)} is not a release tree; the ledger says it "
+                               "holds released files: nothing was withdrawn")
+        blocks = _withdrawal_rows(req, rows, mapped, wid, now)
+        warehouse.insert_rows(ledger.WITHDRAWALS, blocks,
+                              key_columns=DEFAULT_KEYS[ledger.WITHDRAWALS])
+    paths = sorted({r.output_path for r in rows})
+    release = dest.publish_release(tree, wid, {}, paths, {
+        f"{MANIFESTS}/{wid}.json": _manifest(wid, req, now, paths)})
+    with open_private_warehouse(settings.warehouse) as warehouse:
+        deleted = warehouse.delete_in("deid_metadata", "source_uri",
+                                      [dest.uri(f"{tree}/{p}") for p in paths])
+        ledger.write_rows(warehouse, (ledger.LedgerRow(**{
+            **r.as_dict(), "status": ledger.WITHDRAWN, "status_at": now,
+            "status_by": req.requested_by, "status_reason": req.reason}) for r in rows))
+    log.info("withdrawal %s: %s %s of project %s: %d file(s) out of %s (release %s, %d left), "
+             "%d deid_metadata row(s) deleted, %d original identifier(s) blocked", wid,
+             req.level, req.value, req.project, release.removed, dest.uri(tree), wid,
+             release.files, deleted, len(blocks))
+    return {"status": "withdrawn", "withdrawal_id": wid, "project": req.project,
+            "level": req.level, "tree": dest.uri(tree), "release": wid,
+            "files_removed": release.removed, "files_left": release.files,
+            "ledger_rows_withdrawn": len(rows), "metadata_rows_deleted": deleted,
+            "originals_blocked": len(blocks)}
+
+
+def _nothing_released(warehouse: Warehouse, req: _Request) -> dict[str, Any]:
+    """The answer when the project has no released file of the value: it was withdrawn
+    already (``unchanged``), or it is unknown (:class:`WithdrawalError`)."""
+    column = LEVELS[req.level]
+    gone = warehouse.run_cohort(
+        f"SELECT COUNT(*) AS n FROM deid_ledger WHERE project = @project "
+        f"AND status = 'withdrawn' AND {column} = @value",
+        {"project": req.project, "value": req.value}).column("n")[0].as_py()
+    earlier = warehouse.run_cohort(
+        "SELECT batch_id FROM deid_withdrawals WHERE project = @project AND level = @level "
+        "AND pseudonymous_value = @value ORDER BY requested_at DESC LIMIT 1",
+        {"project": req.project, "level": req.level, "value": req.value}
+    ).column("batch_id").to_pylist()
+    if gone or earlier:
+        log.info("%s %s of project %s: withdrawn already%s; nothing changed", req.level,
+                 req.value, req.project, f" ({earlier[0]})" if earlier else "")
+        return {"status": "unchanged", "withdrawal_id": earlier[0] if earlier else None,
+                "project": req.project, "level": req.level, "release": None,
+                "files_removed": 0, "ledger_rows_withdrawn": 0, "metadata_rows_deleted": 0,
+                "originals_blocked": 0}
+    if _is_original(warehouse, req):  # never repeated back
+        raise WithdrawalError(
+            f"the {req.level} given is an ORIGINAL identifier, not a pseudonym: give the "
+            f"{req.level}'s identifier as the research tree and deid_metadata show it")
+    raise WithdrawalError(f"project {req.project} has no released {req.level} {req.value} "
+                          "(give the pseudonymous identifier the research tree shows)")
+
+
+def _is_original(warehouse: Warehouse, req: _Request) -> bool:
+    """Whether the value given is an original identifier at its level (de-identified
+    before, or only exported): a message must not repeat it."""
+    found = warehouse.run_cohort(
+        f"SELECT COUNT(*) AS n FROM deid_mapping WHERE {ORIGINALS[req.level]} = @value",
+        {"value": req.value}).column("n")[0].as_py()
+    column = _METADATA_COLUMNS[req.level]
+    if not found and column in warehouse.run_cohort(
+            "SELECT * FROM dicom_metadata LIMIT 0").column_names:
+        found = warehouse.run_cohort(
+            f"SELECT COUNT(*) AS n FROM dicom_metadata WHERE {column} = @value",
+            {"value": req.value}).column("n")[0].as_py()
+    return bool(found)
+
+
+def _originals(warehouse: Warehouse, rows: Sequence[ledger.LedgerRow]
+               ) -> dict[tuple[str, str], dict[str, Any]]:
+    """(batch, tree path) -> the ``deid_mapping`` row of each released file (the original
+    identifiers; matched on run_id = the ledger's batch_id and output_path)."""
+    wanted = {(r.batch_id, r.output_path) for r in rows}
+    table = warehouse.run_cohort(
+        f"SELECT {', '.join(_MAPPING_COLUMNS)}, source_path FROM deid_mapping "
+        "WHERE run_id IN UNNEST(@runs) AND output_path IN UNNEST(@paths)",
+        {"runs": Typed("ARRAY<STRING>", sorted({r.batch_id for r in rows})),
+         "paths": Typed("ARRAY<STRING>", sorted({r.output_path for r in rows}))})
+    return {(m["run_id"], m["output_path"]): m for m in table.to_pylist()
+            if (m["run_id"], m["output_path"]) in wanted}
+
+
+def _withdrawal_rows(req: _Request, rows: Sequence[ledger.LedgerRow],
+                     mapped: Mapping[tuple[str, str], Mapping[str, Any]], wid: str,
+                     now: datetime) -> list[dict[str, Any]]:
+    """One ``deid_withdrawals`` row per original value of the level, with the number of
+    released files it removes. A file without an original value at that level (no
+    PatientID, say) is blocked by its original SOP Instance UID instead."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for r in rows:
+        m = mapped[(r.batch_id, r.output_path)]
+        original = m.get(ORIGINALS[req.level])
+        counts[(req.level, original) if original else ("instance", m[ORIGINALS["instance"]])] += 1
+    key_ids = ",".join(sorted({r.key_id for r in rows if r.key_id})) or None
+    return [{"project": req.project, "level": level, "original_value": original,
+             "pseudonymous_value": req.value, "key_id": key_ids, "requested_at": now,
+             "requested_by": req.requested_by, "reason": req.reason, "batch_id": wid,
+             "files_removed": n} for (level, original), n in sorted(counts.items())]
+
+
+def _context(warehouse: Warehouse, rows: Sequence[ledger.LedgerRow],
+             mapped: Iterable[Mapping[str, Any]]) -> PhiContext:
+    """The identifying values of the withdrawn instances (the sweep's attributes, from
+    ``dicom_metadata``, and the original identifiers): a reason may not hold them."""
+    pairs: list[tuple[str, str]] = []
+    for m in mapped:
+        pairs += [("MEDICAL_RECORD_NUMBER", v) for v in (
+            m.get("original_patient_id"), m.get("original_accession")) if v]
+    uris = sorted({r.source_uri for r in rows})
+    table = warehouse.run_cohort(
+        "SELECT * FROM dicom_metadata WHERE source_uri IN UNNEST(@uris)",
+        {"uris": Typed("ARRAY<STRING>", uris)})
+    for keyword in sorted(set(SWEEP_TAGS.values()) & set(table.column_names)):
+        tag = tag_for_keyword(keyword)
+        kind = info_type_of(keyword, dictionary_VR(tag) if tag is not None else "")
+        for value in {t for cell in table.column(keyword).to_pylist() for t in _texts(cell)}:
+            pairs.append((kind, value))
+    pairs += [(t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v]
+    return PhiContext.from_values(dict.fromkeys(pairs))
+
+
+def _texts(cell: Any) -> list[str]:
+    """The text values of one ``dicom_metadata`` cell (a string, a date, a person name's
+    components, a list of them), as DICOM writes them."""
+    if cell is None:
+        return []
+    if isinstance(cell, str):
+        return [cell] if cell.strip() else []
+    if isinstance(cell, datetime | date):
+        return [cell.strftime("%Y%m%d")]
+    if isinstance(cell, dict):
+        return [t for v in cell.values() for t in _texts(v)]
+    if isinstance(cell, list | tuple):
+        return [t for v in cell for t in _texts(v)]
+    return []
+
+
+def _manifest(wid: str, req: _Request, now: datetime, paths: Sequence[str]) -> bytes:
+    """The withdrawal's manifest, shaped as a batch's: the withdrawn tree paths are in
+    ``withdrawn`` and, since this release took them out of the tree, in ``removed`` too
+    (a receiving site that deletes what manifests remove deletes them). Who asked and why
+    stay in the restricted ``deid_withdrawals``."""
+    manifest = {
+        "batch_id": wid, "kind": "withdrawal", "logical_date": now.isoformat(),
+        "withdrawal": {"level": req.level, "value": req.value},
+        "added": [], "replaced": [], "removed": list(paths), "withdrawn": list(paths),
+        "policy_change": False, "study_count": 0, "image_count": 0, "studies": [],
+    }
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
