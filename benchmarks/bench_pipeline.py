@@ -318,7 +318,7 @@ def cli_plan(base: Path, corpus: Corpus, key: Path, cohort: Path, workers: int,
         ("deidentify", [dd, "deidentify", str(corpus.dicom_dir), str(base / "deid"),
                         "--key-file", str(key), *options, "--filter",
                         str(base / "cohort.filter"), "--warehouse", warehouse, *w,
-                        "--no-progress", "--errors", str(base / "errors.csv"),
+                        "--verify", "--no-progress", "--errors", str(base / "errors.csv"),
                         "--mapping", str(base / "mapping.parquet")]),
         ("load-back", [dd, "export-metadata", str(base / "deid"), "--table", "deid_metadata",
                        "--out", str(base / "metadata" / "deid_metadata"),
@@ -707,7 +707,7 @@ def step_table(dags: list[RoundRun], clis: list[RoundRun]) -> list[str]:
         ("metadata export", ("export",), ("export",),
          "`dicom_metadata_export` / `export-metadata`"),
         ("de-identification", ("deidentify",), ("cohort", "deidentify"),
-         "`dicom_deid__bench` / `cohort` + `deidentify --filter`"),
+         "`dicom_deid__bench` / `cohort` + `deidentify --filter --verify`"),
         ("total", ("export", "deidentify"), ("export", "cohort", "deidentify"), "both steps"),
     ]
     lines = ["| step | what runs (DAG / CLI) | DAG wall s (median; min–max) "
@@ -757,7 +757,7 @@ def cli_table(clis: list[RoundRun]) -> list[str]:
         "export": "`export-metadata LANDING --warehouse W`",
         "cohort": "`cohort all_studies.sql --param ... --out F --warehouse W`",
         "deidentify": "`deidentify LANDING OUT --filter F --warehouse W --config "
-                      "policy.json --mapping --errors`",
+                      "policy.json --verify --mapping --errors`",
         "load-back": "`export-metadata OUT --table deid_metadata` (the DAG's "
                      "`load_deid_metadata`; not in the ratio)",
     }
@@ -866,9 +866,11 @@ def report(ctx: dict[str, Any], dags: list[RoundRun], clis: list[RoundRun],
         f"`DICOM_DEID_WORKERS={ctx['workers']}` (per shard; `dags test` runs tasks one at a "
         "time). Per-task times: `task_instance` start and end in the run's metadata DB.",
         f"- CLI: `export-metadata` into a fresh DuckDB, then **with a filter file**: `cohort` "
-        f"(the same cohort file and params) and `deidentify --filter --warehouse` "
+        f"(the same cohort file and params) and `deidentify --filter --warehouse --verify` "
         f"(`--workers {ctx['workers']}`, `--config` the same policy file, mapping and errors "
-        "written); the de-identification step is the sum of the two commands.",
+        "written; `--verify` runs the same verification gate in its workers as the DAG's "
+        "shards do, so both do the same work); the de-identification step is the sum of "
+        "the two commands.",
         f"- Each command is one subprocess timed from outside (spawn to exit); figures are "
         f"medians of {ctx['repeat']} round(s), contenders alternating (order flipped each "
         "round). Before each contender: earlier outputs deleted, disk synced, "
