@@ -568,11 +568,11 @@ def collect_dag(plan: Plan, rnd: int, measured: list[Measurement]) -> RoundRun:
                        if s.step == "deidentify"), 0)
     _shard_results(run, data, next((m.stdout for step, m, _, _ in measured
                                     if m and step == "deidentify"), ""))
-    published = [p for p in (data / "deid" / PROJECT).glob("batch-*") if p.is_dir()]
-    if len(published) == 1:
-        run.outputs = digests(published[0])
+    tree = data / "deid" / PROJECT  # the project's research tree: a link to its release
+    if tree.is_symlink():
+        run.outputs = digests(tree.resolve())
     else:
-        run.problems.append(f"{len(published)} published batch folder(s), expected 1")
+        run.problems.append(f"no released tree at {tree}")
     for dag_id in (EXPORT_DAG, DEID_DAG):
         if states.get(dag_id) != "success":
             run.problems.append(f"{dag_id} run state: {states.get(dag_id, 'no run')}")

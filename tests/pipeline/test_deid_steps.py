@@ -85,7 +85,7 @@ def test_releases_grow_one_tree_each_shown_in_one_step(tmp_path: Path) -> None:
         "proj", "r1", {"st/se1/a.dcm": ".staging-proj/r1/s1/st/se1/a.dcm",
                        "st/se1/b.dcm": ".staging-proj/r1/s1/st/se1/b.dcm"},
         (), {"manifests/r1.json": b"{}"})
-    assert (first.files, first.added, first.removed) == (2, 2, 0)
+    assert (first.files, first.added, first.removed) == (3, 2, 0)  # with its manifest
     link = tmp_path / "proj"
     assert link.is_symlink() and not os.path.isabs(os.readlink(link))
     assert store.release_of("proj") == "r1"

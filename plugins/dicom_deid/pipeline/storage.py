@@ -233,7 +233,7 @@ class LocalStore(Store):
                         shutil.rmtree(old, ignore_errors=True)
                     else:
                         old.unlink(missing_ok=True)
-            return Release(release, kept + len(add), len(add), removed)
+            return Release(release, kept + len(add) + len(files), len(add), removed)
 
     def _release_dirs(self, tree: str, release: str, releases: Path) -> tuple[Path | None, Path]:
         """The release to build on (the one shown now; for a release shown already, the
