@@ -32,6 +32,7 @@ from test_pixel_redaction import (
     ALL_TEXT,
     BANNER,
     IDENTITY,
+    SENSITIVE,
     _changed_rows,
     _dciodvfy_errors,
     _draw,
@@ -196,9 +197,9 @@ def test_one_bit_pixels(ts: str, tmp_path: Path) -> None:
     assert len(_dciodvfy_errors(out, tmp_path)) <= len(_dciodvfy_errors(data, tmp_path))
 
 
-def test_cine_reads_each_distinct_frame_and_line_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cine loop: a repeated frame is not read twice, a line already recognised in an
-    earlier frame is not recognised again, and text in a single frame is still found."""
+def _cine_with_a_held_frame() -> Dataset:
+    """Four frames of changing speckle under a fixed banner; frame 1 repeats frame 0 and
+    frame 2 alone carries an ID."""
     rng = np.random.default_rng(9)
     frames = []
     for f in range(4):
@@ -207,20 +208,45 @@ def test_cine_reads_each_distinct_frame_and_line_once(monkeypatch: pytest.Monkey
         lines = [(8, 5, BANNER)] + ([(20, 70, "MRN7654321")] if f == 2 else [])
         frames.append(_draw(rgb, lines, (255, 255, 255)))
     frames[1] = frames[0]  # a held frame
-    ds = _image(np.stack(frames), "RGB", sop_class=UltrasoundMultiFrameImageStorage, frames=4)
-    calls = []
+    return _image(np.stack(frames), "RGB", sop_class=UltrasoundMultiFrameImageStorage, frames=4)
 
-    def counting(image: np.ndarray) -> list[ocr.TextLine]:
-        calls.append(image.shape)
-        return ocr.find_text(image)
+
+def _count_frames_read(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record, for each frame the cleaner reads, whether it asked for recognition."""
+    calls: list[bool] = []
+
+    def counting(image: np.ndarray, recognise: bool = True) -> list[ocr.TextLine]:
+        calls.append(recognise)
+        return ocr.find_text(image, recognise)
 
     monkeypatch.setattr(pixels, "find_text", counting)
+    return calls
+
+
+def test_cine_reads_each_distinct_frame_and_line_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cine loop: a repeated frame is not read twice, a line already recognised in an
+    earlier frame is not recognised again, and text in a single frame is still found."""
+    calls = _count_frames_read(monkeypatch)
     rec = ocr._recognizer()
     assert rec is not None, "the rapidocr recogniser could not be wrapped"
     rec.calls = 0
-    _, _, after, boxes, _ = _run(ds, ALL_TEXT)
-    assert len(calls) == 3  # frames 0, 2 and 3; frame 1 repeats frame 0
-    assert rec.calls < 4  # banner once (identical pixels on a black band), the MRN once
+    _, _, after, boxes, _ = _run(_cine_with_a_held_frame(), SENSITIVE)
+    assert calls == [True] * 3  # frames 0, 2 and 3; frame 1 repeats frame 0
+    assert 2 <= rec.calls < 4  # banner once (identical pixels on a black band), the MRN once
+    assert boxes >= 2
+    for frame in after.pixel_array:
+        assert _leaks(_texts(frame), (*IDENTITY, "7654321")) == []
+
+
+def test_all_text_mode_never_recognises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REDACT_ALL_TEXT blanks every line whatever it says: lines are detected, never read,
+    and the same text is gone as when they were."""
+    calls = _count_frames_read(monkeypatch)
+    rec = ocr._recognizer()
+    assert rec is not None
+    rec.calls = 0
+    _, _, after, boxes, _ = _run(_cine_with_a_held_frame(), ALL_TEXT)
+    assert calls == [False] * 3 and rec.calls == 0
     assert boxes >= 2
     for frame in after.pixel_array:
         assert _leaks(_texts(frame), (*IDENTITY, "7654321")) == []

@@ -177,7 +177,7 @@ class PixelCleaner:
         pixels = _open_pixels(ds)
         boxes = set(job.rule_boxes)
         if job.ocr:
-            boxes.update(self._ocr_boxes(pixels, keep_line, readout))
+            boxes.update(self._ocr_boxes(pixels, keep_line, readout, self.uses_context))
         if boxes:
             pixels.fill(sorted(boxes))
             pixels.store(ds)
@@ -188,14 +188,15 @@ class PixelCleaner:
 
     @staticmethod
     def _ocr_boxes(pixels: _Pixels, keep_line: Callable[[TextLine], bool],
-                   readout: OcrReadout | None = None) -> set[Box]:
+                   readout: OcrReadout | None = None, recognise: bool = True) -> set[Box]:
         """Boxes of the text lines to blank, read from every distinct frame.
 
         A frame identical to one already read adds nothing and is skipped; within one
-        image a line whose pixels were already recognised is not recognised again.
+        image a line whose pixels were already recognised is not recognised again. Without
+        ``recognise`` (all text is blanked, whatever it says) lines are only detected.
         """
         boxes: set[Box] = set()
-        for line in _distinct_lines(pixels):
+        for line in _distinct_lines(pixels, recognise):
             box = _padded(line.box).clip(pixels.rows, pixels.cols)
             if box is None:
                 continue
@@ -239,7 +240,7 @@ def _clean_overlay(ds: Dataset, tag: int, raw: bytes, rows: int, cols: int,
         if not plane.any():
             continue
         image = np.repeat((plane * 255).astype(np.uint8)[..., None], 3, axis=2)
-        for line in find_text(image):
+        for line in find_text(image, recognise=False):  # every line is blanked
             box = _padded(line.box).clip(rows, cols)
             if box is not None:
                 boxes.add(box)
@@ -461,17 +462,18 @@ class _EncapsulatedPixels(_Pixels):
         set_output_transfer_syntax(ds, out_ts)
 
 
-def _distinct_lines(pixels: _Pixels) -> Iterable[TextLine]:
+def _distinct_lines(pixels: _Pixels, recognise: bool = True) -> Iterable[TextLine]:
     """The text lines of every distinct frame (an identical frame is read once; within
     one image a line whose pixels were already recognised is not recognised again)."""
     seen: set[bytes] = set()
     with line_cache():
         for frame in pixels.detection_frames():
-            digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
-            if digest in seen:
-                continue
-            seen.add(digest)
-            yield from find_text(frame)
+            if pixels.frames > 1:
+                digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
+                if digest in seen:
+                    continue
+                seen.add(digest)
+            yield from find_text(frame, recognise=recognise)
 
 
 def read_text_lines(ds: Dataset) -> list[str]:

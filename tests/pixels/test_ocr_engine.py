@@ -1,0 +1,174 @@
+"""The OCR engine's faster paths keep what it finds.
+
+The int8 detection model must find every line the wheel's original model finds, on text
+drawn here (sizes, fonts, colours and backgrounds other than the ones it was calibrated
+on); the detection input must be rapidocr's own; boxes too tall for a line never reach
+the recogniser; and in a cine loop, text in one late frame and text that never changes
+are both blanked in every frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.uid import UltrasoundMultiFrameImageStorage
+from test_pixel_redaction import IDENTITY, NAME_LINE, SENSITIVE, _draw, _image, _leaks, _run, _texts
+
+from dicom_deid.pixels import ocr
+from dicom_deid.pixels.clean import _padded
+
+_LINES = ("GARCIA LOPEZ, MARIA", "ID 0047 1192", "Acc A7731920", "03-JUN-2021 14:07",
+          "St. Olav Hospital", "Gain 54 dB  FR 32Hz", "O'NEILL^P", "2019.07.08")
+
+
+def _backdrop(kind: str, rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Gray backgrounds unlike the calibration's: noise, a ramp, a light screen, black."""
+    if kind == "speckle":
+        return np.clip(rng.rayleigh(40, (rows, cols)), 0, 255).astype(np.uint8)
+    if kind == "ramp":
+        return np.tile(np.linspace(20, 150, cols).astype(np.uint8), (rows, 1))
+    if kind == "light":
+        return np.full((rows, cols), 225, np.uint8)
+    return np.zeros((rows, cols), np.uint8)
+
+
+def _held_out() -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Images with text lines drawn in, and each line's ink (the pixels it changed)."""
+    rng = np.random.default_rng(2024)
+    sizes = (10, 12, 14, 18)
+    colours = ((255, 255, 255), (170, 170, 170), (255, 220, 0), (80, 255, 80))
+    for i, kind in enumerate(("black", "speckle", "ramp", "light") * 2):
+        img = Image.fromarray(np.repeat(_backdrop(kind, rng, 200, 360)[..., None], 3, 2))
+        draw = ImageDraw.Draw(img)
+        inks = []
+        for j in range(3):
+            size = sizes[(i + j) % len(sizes)]
+            font = ImageFont.load_default() if (i + j) % 5 == 0 else ImageFont.load_default(
+                size=size)
+            fill = (20, 20, 20) if kind == "light" else colours[(i + j) % len(colours)]
+            before = np.asarray(img).copy()
+            draw.text((6 + 30 * j, 10 + 60 * j), _LINES[(i + 3 * j) % len(_LINES)],
+                      fill=fill, font=font)
+            inks.append(np.any(np.asarray(img) != before, axis=2))
+        yield np.ascontiguousarray(np.asarray(img)), inks
+
+
+def _covered(image: np.ndarray, inks: list[np.ndarray]) -> list[bool]:
+    """For each line, whether the padded boxes OCR finds cover all of its ink."""
+    mask = np.zeros(image.shape[:2], bool)
+    for _, box in ocr.detect(image):
+        padded = _padded(box).clip(*image.shape[:2])
+        assert padded is not None
+        mask[padded.y0:padded.y1, padded.x0:padded.x1] = True
+    return [bool((ink & mask).sum() == ink.sum()) for ink in inks]
+
+
+def test_int8_detector_finds_every_line_the_original_finds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    images = list(_held_out())
+    int8 = Path(ocr.__file__).parent / "data" / ocr.DET_INT8_MODEL
+    original = ocr.models_dir() / ocr._DET_MODEL
+    found = {}
+    try:
+        for path in (original, int8):
+            monkeypatch.setattr(ocr, "detection_model", lambda path=path: path)
+            ocr._engine.cache_clear()  # the next call builds an engine around ``path``
+            found[path.name] = [_covered(img, inks) for img, inks in images]
+    finally:
+        ocr._engine.cache_clear()  # later tests build the default engine again
+    lines = sum(len(inks) for _, inks in images)
+    by_original = sum(map(sum, found[original.name]))
+    assert by_original >= lines - 2  # the comparison means something: the original reads them
+    for before, after in zip(found[original.name], found[int8.name], strict=True):
+        for was, now in zip(before, after, strict=True):
+            assert now or not was
+
+
+def test_int8_model_only_where_its_products_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ocr, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert ocr.detection_model() == ocr.models_dir() / ocr._DET_MODEL
+    monkeypatch.setattr(ocr, "_cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert ocr.detection_model().name == ocr.DET_INT8_MODEL
+    assert ocr.detection_model().is_file()  # shipped with the package
+
+
+def test_detection_input_is_rapidocrs_own() -> None:
+    """The table lookup gives the exact float32 tensor rapidocr's detector would build."""
+    det = ocr._engine()._load_det_model()
+    rng = np.random.default_rng(3)
+    for shape in ((480, 640, 3), (101, 333, 3)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        ours = ocr._det_input(img)
+        assert ours is not None and ours.dtype == np.float32
+        assert np.array_equal(ours, det.get_preprocess()(img))
+
+
+class _FakeEngine:
+    """Detects one text line and one region as tall as the image; records what it reads."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.read: list[tuple[int, ...]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _load_det_model(self) -> Any:
+        real = self.inner._load_det_model()
+        line = np.array([[10, 10], [150, 10], [150, 30], [10, 30]], np.float32)
+        region = np.array([[0, 0], [199, 0], [199, 199], [0, 199]], np.float32)
+        return SimpleNamespace(
+            session=lambda tensor: np.zeros((1, 1, *tensor.shape[2:]), np.float32),
+            postprocess_op=lambda pred, shape: (np.stack([line, region]), [0.9, 0.9]),
+            get_preprocess=real.get_preprocess)
+
+    def _load_rec_model(self) -> Any:
+        def recognise(args: Any) -> Any:
+            self.read.extend(img.shape for img in args.img)
+            return SimpleNamespace(txts=["TEXT"] * len(args.img), scores=[0.9] * len(args.img))
+        return recognise
+
+
+def test_regions_too_tall_for_a_line_are_never_recognised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeEngine(ocr._engine())
+    monkeypatch.setattr(ocr, "_engine", lambda: fake)
+    lines = ocr.find_text(np.zeros((200, 200, 3), np.uint8))
+    assert [line.box for line in lines] == [ocr.Box(10, 10, 151, 31)]
+    assert len(fake.read) == 1 and fake.read[0][0] <= 25  # the line's crop, not the region
+    fake.read.clear()
+    assert [line.text for line in ocr.find_text(np.zeros((200, 200, 3), np.uint8),
+                                                recognise=False)] == [""]
+    assert fake.read == []
+
+
+def test_cine_late_text_and_unchanging_text_are_blanked_in_every_frame() -> None:
+    """Five frames whose speckle changes every frame under a banner that never changes;
+    an ID drawn into the changing speckle of frame 3 only. Both are gone from every
+    frame: boxes found in any frame are blanked in all."""
+    rng = np.random.default_rng(11)
+    banner = (8, 5, f"{NAME_LINE}   14/05/2023")
+    late = (40, 100, "MRN7654321")
+    frames, inks = [], np.zeros((160, 360), bool)
+    for f in range(5):
+        rgb = np.repeat(rng.integers(20, 110, (160, 360, 1), dtype=np.uint8), 3, axis=2)
+        rgb[:26] = 0
+        drawn = _draw(rgb, [banner, late] if f == 3 else [banner], (255, 255, 255))
+        if f == 3:
+            inks |= np.any(drawn != rgb, axis=2)  # both lines' pixels
+        frames.append(drawn)
+    stack = np.stack(frames)
+    assert _leaks(_texts(stack[3]), ("7654321",)) == ["7654321"]  # readable before
+    ds = _image(stack, "RGB", sop_class=UltrasoundMultiFrameImageStorage, frames=5)
+    _, _, after, boxes, _ = _run(ds, SENSITIVE)
+    out = after.pixel_array
+    assert boxes >= 2
+    for f in range(5):
+        assert _leaks(_texts(out[f]), (*IDENTITY, "7654321")) == []
+        assert not out[f][inks].any()  # every pixel of both lines is black in every frame
