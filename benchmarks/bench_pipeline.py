@@ -129,7 +129,8 @@ FROM dicom_metadata
 WHERE StudyDate IS NULL OR StudyDate BETWEEN @start_date AND @end_date
 """
 _SUMMARY_LINE = re.compile(r"processed (\d+), failed (\d+), skipped (\d+)")
-_EXPORT_LINE = re.compile(r"exported (\d+), unchanged (\d+), failed (\d+) in ([\d.]+) s")
+_EXPORT_LINE = re.compile(
+    r"exported (\d+)(?: \(\d+ late[^)]*\))?, unchanged (\d+), failed (\d+) in ([\d.]+) s")
 
 _SHARD_LINE = re.compile(r"shard-\d+: processed (\d+), failed (\d+), skipped (\d+) in ([\d.]+) s")
 STARTUP, BETWEEN, SHUTDOWN = "(start-up)", "(between tasks)", "(shut-down)"
