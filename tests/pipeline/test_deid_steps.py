@@ -436,6 +436,19 @@ def _ledger(settings: PipelineSettings, project: str) -> list[dict[str, Any]]:
                             "ORDER BY source_uri, batch_id")
 
 
+def resend_corrected(settings: PipelineSettings, path: str, day: datetime) -> None:
+    """``path`` re-sent with corrected content (StudyDescription) during ``day``, and that
+    day's interval exported and loaded."""
+    ds = pydicom.dcmread(path)
+    ds.StudyDescription = "corrected"
+    ds.save_as(path)
+    moment = (day + timedelta(hours=1)).timestamp()
+    os.utime(path, (moment, moment))
+    night = export_interval(settings, day, day + timedelta(days=1))
+    load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata", night.run_id,
+                "dicom_metadata")
+
+
 def test_nights_release_only_what_is_new_or_changed_into_one_growing_tree(
     landed: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -460,14 +473,7 @@ def test_nights_release_only_what_is_new_or_changed_into_one_growing_tree(
     assert os.readlink(tree).endswith("batch-n1") and _ledger(settings, name) == rows
     # Night 3: one landing file changed (re-sent with corrected content) and exported.
     changed = sorted(r["source_uri"] for r in rows)[0]
-    ds = pydicom.dcmread(changed)
-    ds.StudyDescription = "corrected"
-    ds.save_as(changed)
-    moment = DAY1 + timedelta(days=2, hours=1)
-    os.utime(changed, (moment.timestamp(), moment.timestamp()))
-    night = export_interval(settings, DAY1 + timedelta(days=2), DAY1 + timedelta(days=3))
-    load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata", night.run_id,
-                "dicom_metadata")
+    resend_corrected(settings, changed, DAY1 + timedelta(days=2))
     ws3 = RunWorkspace(settings.work_dir, "batch-n3")
     plans3 = _run_steps(ws3, settings, req)
     assert sum(p["files"] for p in plans3) == 1

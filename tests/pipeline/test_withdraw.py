@@ -20,11 +20,18 @@ from typing import Any
 
 import pydicom
 import pytest
-from test_deid_steps import DAY1, _query, _req, _run_steps, _settings, landed
+from test_deid_steps import (
+    DAY1,
+    _query,
+    _req,
+    _run_steps,
+    _settings,
+    landed,
+    resend_corrected,
+)
 
 from dicom_deid.pipeline import deid_steps
 from dicom_deid.pipeline.deid_steps import RunWorkspace
-from dicom_deid.pipeline.interval_export import export_interval, load_export
 from dicom_deid.pipeline.run_record import key_id
 from dicom_deid.pipeline.settings import PipelineSettings
 from dicom_deid.pipeline.storage import LocalStore
@@ -235,14 +242,7 @@ def test_a_withdrawn_patients_later_file_is_de_identified_and_held_back(
     assert not {r["output_path"] for r in mine} & set(withdrawn)
     # The patient's file is re-sent with corrected content (a new hash) and exported.
     changed = mine[0]["source_uri"]
-    ds = pydicom.dcmread(changed)
-    ds.StudyDescription = "corrected"
-    ds.save_as(changed)
-    moment = DAY1 + timedelta(days=2, hours=1)
-    os.utime(changed, (moment.timestamp(), moment.timestamp()))
-    night = export_interval(settings, DAY1 + timedelta(days=2), DAY1 + timedelta(days=3))
-    load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata", night.run_id,
-                "dicom_metadata")
+    resend_corrected(settings, changed, DAY1 + timedelta(days=2))
     # The next night de-identifies it (new content), then holds it back.
     ws2 = RunWorkspace(settings.work_dir, "batch-wp2")
     plans = _run_steps(ws2, settings, req)
