@@ -55,7 +55,8 @@ demo: $(STAMP)
 	@echo "\nOpen the Airflow UI on the same folder: make airflow-ui (then http://127.0.0.1:8080)"
 
 airflow-ui: $(STAMP)
-	$(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 $(BIN)/airflow standalone
+	@# airflow standalone starts its components by running `airflow` from PATH: ours first.
+	PATH=$(CURDIR)/$(BIN):$$PATH $(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 $(BIN)/airflow standalone
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests benchmarks dags
