@@ -61,7 +61,7 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         deid_steps.verify_shard(ws, settings, req, plan["shard"])
     deid_steps.publish(ws, settings, req, DAY)
     deid_steps.load_mapping(ws, settings)
-    deid_steps.load_deid_metadata(ws, settings, DAY.date())
+    deid_steps.load_deid_metadata(ws, settings, DAY.date(), req.project)
     tree = Path(settings.destination)
     studies = sorted(p.name for p in tree.iterdir() if p.name != "manifests")
     assert len(studies) == 2  # one CT study per patient

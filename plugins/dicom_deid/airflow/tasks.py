@@ -315,7 +315,7 @@ def load_deid_metadata() -> dict[str, Any]:
     """Export the published files' metadata and load ``deid_metadata``."""
     ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
-    return deid_steps.load_deid_metadata(ws, settings, _when(ctx).date())
+    return deid_steps.load_deid_metadata(ws, settings, _when(ctx).date(), req.project)
 
 
 @task(trigger_rule="none_failed")

@@ -39,6 +39,8 @@ from dicom_deid.config.model import DeidConfig, privacy_first
 from dicom_deid.deid.batch import Source, run_batch
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
+from dicom_deid.metadata.export import ExportState, export_metadata
+from dicom_deid.warehouse.base import Warehouse
 
 from . import ledger, run_record
 from .restricted import open_private_warehouse, private_dir, restrict, restrict_tree
@@ -640,7 +642,7 @@ def _manifest(ws: RunWorkspace, req: RunRequest, logical_date: datetime,
 
 
 def load_deid_metadata(
-    ws: RunWorkspace, settings: PipelineSettings, logical_date: date
+    ws: RunWorkspace, settings: PipelineSettings, logical_date: date, project: str
 ) -> dict[str, Any]:
     """Make ``deid_metadata`` describe the project's tree after this release: rows of the
     files it removed are deleted, rows of the files it added or replaced replace any
@@ -648,7 +650,8 @@ def load_deid_metadata(
 
     The rows come from the workers, read from the bytes each one wrote (no second read of
     the released files); here they get their URIs in the tree and the run's ingest
-    columns.
+    columns. Released files of ``project`` that still have no row are read again
+    (:func:`_repair_metadata`).
     """
     dest, tree = destination(settings)
     release = (ws.read_json(ws.release_plan).get("release") if ws.release_plan.exists()
@@ -689,9 +692,42 @@ def load_deid_metadata(
                                       [dest.uri(f"{tree}/{rel}") for rel in release["removed"]])
         loaded = (warehouse.load_parquet("deid_metadata", parts, mode="merge",
                                          key_columns=("source_uri",)) if parts else 0)
-    log.info("deid_metadata: %d row(s) from the workers, %d loaded, %d removed", rows, loaded,
-             deleted)
-    return {"files": len(released), "rows_loaded": loaded, "rows_removed": deleted}
+        repaired = _repair_metadata(ws, warehouse, dest, tree, project, logical_date)
+    log.info("deid_metadata: %d row(s) from the workers, %d loaded, %d removed, %d read "
+             "again", rows, loaded, deleted, repaired)
+    return {"files": len(released), "rows_loaded": loaded, "rows_removed": deleted,
+            "rows_read_again": repaired}
+
+
+def _repair_metadata(ws: RunWorkspace, warehouse: Warehouse, dest: Store, tree: str,
+                     project: str, logical_date: date) -> int:
+    """Rows for the released files that have none: the tree is what the ledger says, and
+    ``deid_metadata`` must describe all of it. A batch whose load never finished (its run
+    folder emptied by a rerun of the whole DAG run, which then finds nothing new) would
+    otherwise leave its files out for good; they are read again here, once."""
+    prefix = dest.uri(tree) + "/"
+    released = warehouse.run_cohort(
+        "SELECT output_path FROM deid_ledger WHERE project = @project "
+        "AND status = 'released' AND output_path != ''", {"project": project}
+    ).column(0).to_pylist()
+    have = set(warehouse.run_cohort(
+        "SELECT source_uri FROM deid_metadata WHERE STARTS_WITH(source_uri, @prefix)",
+        {"prefix": prefix}).column(0).to_pylist())
+    missing = sorted(rel for rel in released if prefix + rel not in have)
+    if not missing:
+        return 0
+    out = ws.folder("deid_metadata") / "read-again"
+    shutil.rmtree(out, ignore_errors=True)
+    summary = export_metadata([dest.local_path(f"{tree}/{rel}") for rel in missing],
+                              private_dir(out), run_id=ws.batch_id, ingest_date=logical_date,
+                              state=ExportState(), workers=1)
+    if summary.errors:
+        raise VerificationError(f"{len(summary.errors)} released file(s) of the tree cannot be "
+                                "read for their metadata row")
+    log.warning("deid_metadata: %d released file(s) had no row (a batch whose load did not "
+                "finish): read again", len(missing))
+    return warehouse.load_parquet("deid_metadata", [str(p) for p in summary.parts],
+                                  mode="merge", key_columns=("source_uri",))
 
 
 def _shard_files(ws: RunWorkspace, kind: str) -> list[Path]:
