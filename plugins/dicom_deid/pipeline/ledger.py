@@ -6,8 +6,10 @@ config fingerprint and key id it was made under, the batch, and a status -- ``re
 (in the project's tree now), ``superseded`` (a later release replaced it) or
 ``withdrawn``. The rows with status ``released`` are exactly the project's tree.
 
-A night selects, in the warehouse (so the planner's memory does not grow with the
-ledger), the standing cohort's instances that have no ledger row with the same content
+A night selects, in the warehouse (on BigQuery the planner holds only the answer; the
+embedded DuckDB works in the planner's process, where the query's hash tables grow by
+about 0.8 MB per 1,000 cohort instances and ledger rows: BENCHMARKS.md, bench_nightly),
+the standing cohort's instances that have no ledger row with the same content
 hash under the same config and key: new files, changed files, and -- after a change of
 config or key -- everything, which the run report says. Withdrawn instances have such a
 row and are never selected again; new files of a withdrawn patient or study are
