@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import sqlglot
 
 from dicom_deid.cohort.cohorts import resolve_params, resolve_sql
@@ -80,3 +81,15 @@ def test_the_selection_is_bigquery_sql() -> None:
     parsed = sqlglot.parse_one(sql, read="bigquery")
     assert parsed.find(sqlglot.exp.Qualify) is not None
     assert set(resolve_params(wanted)) == {"studies"}
+
+
+def test_lookups_of_many_files_go_in_chunks_with_the_same_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wh = _warehouse(tmp_path, [])
+    ledger.write_rows(wh, [_row(f"u{i}", "h", "b1") for i in range(7)])
+    uris = [f"u{i}" for i in range(7)] + ["other"]
+    whole = ledger.current_rows(wh, "p", source_uris=uris, output_paths=["out/u3"])
+    monkeypatch.setattr(ledger, "CHUNK", 2)
+    assert ledger.current_rows(wh, "p", source_uris=uris, output_paths=["out/u3"]) == whole
+    assert [r.source_uri for r in whole] == [f"u{i}" for i in range(7)]

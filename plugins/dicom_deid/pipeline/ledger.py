@@ -36,6 +36,9 @@ TABLE = "deid_ledger"
 WITHDRAWALS = "deid_withdrawals"
 #: Why an instance is released (again): the run report counts each.
 REASONS = ("new", "changed", "policy")
+CHUNK = 5_000
+"""Values per array parameter of one lookup: a night that releases everything again (a
+new key) looks up its files in chunks, within BigQuery's limits on a query's size."""
 
 _PENDING = """
 WITH cohort AS (
@@ -119,17 +122,20 @@ def current_rows(warehouse: Warehouse, project: str, *, source_uris: Sequence[st
                  output_paths: Sequence[str] = (), exclude_batch: str = "") -> list[LedgerRow]:
     """The project's released rows for these landing files or tree paths (the ones a
     release replaces), except those of ``exclude_batch`` (a rerun of the same batch)."""
-    if not source_uris and not output_paths:
-        return []
-    table = warehouse.run_cohort(
-        "SELECT * FROM deid_ledger WHERE project = @project AND status = 'released' "
-        "AND batch_id != @batch AND (source_uri IN UNNEST(@uris) "
-        "OR output_path IN UNNEST(@paths)) ORDER BY output_path, source_uri",
-        {"project": project, "batch": exclude_batch,
-         "uris": Typed("ARRAY<STRING>", list(source_uris)),
-         "paths": Typed("ARRAY<STRING>", list(output_paths))})
-    return [LedgerRow(**{f: r.get(f) for f in LedgerRow.__dataclass_fields__})
-            for r in table.to_pylist()]
+    found: dict[tuple[str, str], LedgerRow] = {}
+    uris, paths = list(source_uris), list(output_paths)
+    for start in range(0, max(len(uris), len(paths)), CHUNK):
+        table = warehouse.run_cohort(
+            "SELECT * FROM deid_ledger WHERE project = @project AND status = 'released' "
+            "AND batch_id != @batch AND (source_uri IN UNNEST(@uris) "
+            "OR output_path IN UNNEST(@paths))",
+            {"project": project, "batch": exclude_batch,
+             "uris": Typed("ARRAY<STRING>", uris[start:start + CHUNK]),
+             "paths": Typed("ARRAY<STRING>", paths[start:start + CHUNK])})
+        for r in table.to_pylist():
+            row = LedgerRow(**{f: r.get(f) for f in LedgerRow.__dataclass_fields__})
+            found[(row.batch_id, row.source_uri)] = row
+    return sorted(found.values(), key=lambda r: (r.output_path, r.source_uri))
 
 
 def rows_where(warehouse: Warehouse, project: str, column: str, values: Sequence[str]

@@ -44,6 +44,8 @@ from .base import (
 from .ddl import schema_ddl
 from .sql import ddl_columns
 
+_DELETE_CHUNK = 5_000
+
 __all__ = ["BigQueryWarehouse", "merge_sql", "replace_sql", "to_query_parameter"]
 
 STAGE_TTL = timedelta(hours=6)
@@ -331,11 +333,12 @@ class BigQueryWarehouse(Warehouse):
 
     def delete_in(self, table: str, column: str, values: Sequence[str]) -> int:
         """One DML ``DELETE`` with the values as an ``ARRAY<STRING>`` parameter."""
-        if not values:
-            return 0
-        self._run(f"DELETE FROM `{self.table_id(table)}` WHERE {_q(column)} "
-                  "IN UNNEST(@values)", {"values": Typed("ARRAY<STRING>", list(values))})
-        return len(values)
+        listed = list(values)
+        for start in range(0, len(listed), _DELETE_CHUNK):  # within a query's size limit
+            self._run(f"DELETE FROM `{self.table_id(table)}` WHERE {_q(column)} "
+                      "IN UNNEST(@values)",
+                      {"values": Typed("ARRAY<STRING>", listed[start:start + _DELETE_CHUNK])})
+        return len(listed)
 
     def close(self) -> None:
         """Close the client's HTTP session."""
