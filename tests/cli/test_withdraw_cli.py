@@ -117,7 +117,9 @@ def test_refusals_exit_2_and_change_nothing(deployment: dict[str, Any],
     assert "Smith" not in err and "2026-05-01" not in err
     assert main(["withdraw", "--project", PROJECT, "--series", "2.25.99", "--reason",
                  "consent withdrawn"]) == 2
-    assert f"project {PROJECT} has no released series 2.25.99" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"project {PROJECT} has no released series with the identifier given" in err
+    assert "2.25.99" not in err  # what was typed is never repeated
     assert main(["withdraw", "--project", "no_such", "--study", study, "--reason",
                  "consent withdrawn"]) == 2
     assert "no_such.yaml" in capsys.readouterr().err

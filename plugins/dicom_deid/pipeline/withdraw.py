@@ -252,8 +252,10 @@ def _nothing_released(warehouse: Warehouse, req: _Request) -> dict[str, Any]:
         raise WithdrawalError(
             f"the {req.level} given is an ORIGINAL identifier, not a pseudonym: give the "
             f"{req.level}'s identifier as the research tree and deid_metadata show it")
-    raise WithdrawalError(f"project {req.project} has no released {req.level} {req.value} "
-                          "(give the pseudonymous identifier the research tree shows)")
+    # Not repeated either: a mistyped original identifier is still close to one.
+    raise WithdrawalError(f"project {req.project} has no released {req.level} with the "
+                          "identifier given (give the pseudonymous identifier the research "
+                          "tree shows)")
 
 
 def _is_original(warehouse: Warehouse, req: _Request) -> bool:
