@@ -44,7 +44,7 @@ BAD_COHORT_RUN = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 EMPTY_RUN = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
 WIDE_RUN = datetime(2026, 3, 16, 9, 0, tzinfo=UTC)
 DRY_RUN = datetime(2026, 3, 17, 9, 0, tzinfo=UTC)
-DRY = "dry_us"  # the same cohort as STUDY's, released by nobody: a dry run has work to do
+DRY = "dry_us"  # BY_DATE's cohort, released by nobody: a dry run has work to do
 NIGHTLY = "nightly"  # the same cohort again, scheduled: what a backfill runs
 STUDY = "us_research"  # the project most tests run: privacy-first, a wide cohort window
 LEAKY = "leaky"  # a project whose own policy file keeps a text that names the patient
@@ -93,7 +93,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     projects = base / "projects"
     projects.mkdir()
     (projects / f"{STUDY}.yaml").write_text(STUDY_YAML)
-    (projects / f"{DRY}.yaml").write_text(STUDY_YAML.replace(f"name: {STUDY}", f"name: {DRY}"))
+    (projects / f"{DRY}.yaml").write_text(BY_DATE_YAML.replace(f"name: {BY_DATE}", f"name: {DRY}"))
     (projects / f"{NIGHTLY}.yaml").write_text(STUDY_YAML.replace(
         f"name: {STUDY}", f"name: {NIGHTLY}") + "schedule: '0 3 * * *'\n")
     (projects / f"{LEAKY}.yaml").write_text(LEAKY_YAML)
@@ -465,11 +465,49 @@ def test_a_dry_run_verifies_publishes_nothing_and_is_recorded(
         data, f"SELECT COUNT(*) FROM deid_mapping WHERE run_id = '{batch}'") == 0
     row = _run_row(data, batch)
     assert (row["status"], row["project"]) == ("dry_run", DRY)
-    assert row["processed"] == sum(
-        1 for _ in first_run["tree"].rglob("*.dcm"))  # the same cohort as the real run
+    # It de-identified (or failed on) every instance of the cohort, as a real run would.
+    selected = re.search(r"Selected: (\d+) of the cohort's (\d+) instance",
+                         (data / "runs" / batch / "report.md").read_text())
+    assert selected and selected[1] == selected[2]
+    assert row["processed"] > 0 and row["processed"] + row["failed"] == int(selected[1])
     # Its identified intermediates went as a successful run's do.
     ws = data / "runs" / batch
     assert not (ws / "instances.parquet").exists() and not (ws / "mapping").exists()
+
+
+def test_a_rerun_with_a_smaller_cohort_leaves_exactly_the_new_batch(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any],
+) -> None:
+    """The dry run's batch run again (same logical date: same batch), for real and with a
+    narrower window: its release, manifest, ledger and warehouse rows and its run folder
+    hold the smaller cohort's instances and nothing of the larger one."""
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    data, batch = env["data"], batch_id_for(DRY_RUN, DRY)
+    larger = _run_row(data, batch)["processed"]  # what the dry run de-identified
+    day = min(r["d"] for r in _warehouse_rows(
+        data, "SELECT StudyDate AS d FROM dicom_metadata WHERE StudyDate IS NOT NULL")
+              ).isoformat()
+    run = dags[f"dicom_deid__{DRY}"].test(logical_date=DRY_RUN, run_conf={
+        "start_date": day, "end_date": day, "shard_max_files": 4})
+    assert run.state == "success"
+    tree = data / "deid" / DRY
+    files = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.dcm"))
+    assert 0 < len(files) < larger and _shows(tree, batch)
+    manifest = json.loads((tree / "manifests" / f"{batch}.json").read_text())
+    assert manifest["added"] == files and _run_row(data, batch)["processed"] == len(files)
+    for table, column in (("deid_mapping", "run_id"), ("deid_ledger", "batch_id")):
+        assert _warehouse_count(data, f"SELECT COUNT(*) FROM {table} WHERE {column} = "
+                                      f"'{batch}' AND output_path != ''") == len(files), table
+    assert _warehouse_count(data, "SELECT COUNT(*) FROM deid_metadata "
+                                  f"WHERE source_uri LIKE '{tree}/%'") == len(files)
+    ws = data / "runs" / batch
+    verdicts = [v for p in sorted(ws.glob("verdicts/*.parquet"))
+                for v in pq.read_table(p).to_pylist()]
+    assert sorted(v["output_path"] for v in verdicts) == files
+    shards = json.loads((ws / "shards" / "plan.json").read_text())
+    assert sorted(p.name for p in (ws / "verified").glob("*.json")) == sorted(
+        f"shard-{s['shard']:05d}.json" for s in shards)
 
 
 def test_a_bad_project_file_is_an_import_error_naming_the_field(
