@@ -268,3 +268,29 @@ def test_a_big_endian_image_at_risk_is_read_back_from_its_own_pixels() -> None:
     verdict = gate.check("out.dcm", data, facts, {})
     assert not [p for p in verdict.problems if "pixel" in p or "burned-in" in p]
     assert "original PatientName value found" in verdict.problems  # the input, unchanged
+
+
+def test_the_source_walk_the_byte_path_made_gives_the_same_facts() -> None:
+    """In the worker the gate takes the source's top level from the byte path's own walk
+    (production's fast path); it must read exactly what its own walk reads, from pydicom's
+    test files as from ours, and ignore a walk of other bytes."""
+    from dicom_deid.deid.byte_path import ByteDeidentifier
+    from dicom_deid.deid.deidentifier import Deidentifier
+
+    byte_path = ByteDeidentifier(Deidentifier(privacy_first(), KEY))
+    # The wheel's own folder (get_testdata_files would also try to download the rest).
+    files = sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm"))
+    sources = [to_bytes(make_instance())] + [
+        p.read_bytes() for p in files if p.stat().st_size < 300_000]
+    gate, compared = Gate(), 0
+    for data in sources:
+        if byte_path.deidentify(data) is None or byte_path.walked is None:
+            continue  # the Dataset path took it: there is no walk to share
+        own = gate.source_facts(data, len(data))
+        shared = gate.source_facts(data, len(data), byte_path.walked)
+        assert shared == own
+        compared += 1
+    assert compared >= 20  # enough different files for the comparison to mean something
+    other = bytes(sources[0])  # equal bytes, another object: the walk is not taken
+    byte_path.deidentify(sources[0])
+    assert gate.source_facts(other, len(other), byte_path.walked) == gate.source_facts(other)

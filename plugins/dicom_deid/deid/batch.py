@@ -274,7 +274,9 @@ def process_source(src: Source) -> FileOutcome:
                 with written_view(staged, data) as output:
                     if gate is not None:
                         stage = "verify"
-                        outcome.verdict = _verdict(gate, rel, raw, source, output, result)
+                        walked = fast_path.walked if outcome.byte_path else None
+                        outcome.verdict = _verdict(gate, rel, raw, source, output, result,
+                                                   walked)
                     if metadata:
                         stage = "metadata"
                         outcome.metadata = _metadata_row(output, staged, outcome.verdict)
@@ -313,13 +315,13 @@ def _metadata_row(output: bytes, staged: str, verdict: Verdict | None
 
 
 def _verdict(gate: Gate, rel: str, raw: bytes, source: InputFile, output: bytes,
-             result: InstanceResult) -> Verdict:
+             result: InstanceResult, walked: Any = None) -> Verdict:
     """The gate's verdict on one output as written, against its source's own bytes (the
     head the byte path read, or the whole file when the head does not reach the pixel
     data)."""
     try:
         try:
-            facts = gate.source_facts(raw, source.size)
+            facts = gate.source_facts(raw, source.size, walked)
         except BadInput:
             if len(raw) >= source.size:
                 raise

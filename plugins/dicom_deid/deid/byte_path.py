@@ -101,6 +101,9 @@ class ByteDeidentifier:
     def __init__(self, deid: Deidentifier) -> None:
         self.deid = deid
         self.plan = deid.plan
+        self.walked: tuple[bytes, bool, list[_Elem]] | None = None
+        """The last input's bytes, VR encoding and top-level elements, as walked here: the
+        verification gate reads the same source and need not walk its top level again."""
         self._method = {
             implicit: sorted((int(r.tag), raw_header(r, implicit) + (r.value or b"")) for r in raws)
             for implicit, raws in deid.method_raw.items()
@@ -150,7 +153,9 @@ class ByteDeidentifier:
         if ts in PYDICOM_ONLY_SYNTAXES:
             raise _Decline
         view = memoryview(data)
+        self.walked = None
         top = _level_elements(data, pos, size, implicit)
+        self.walked = (data, implicit, top)
         if size > len(data):
             _check_head(top, len(data))
         by_tag = {e[0]: e for e in top}

@@ -208,21 +208,28 @@ class Gate:
 
     # -- the source ------------------------------------------------------------------
 
-    def source_facts(self, data: bytes, size: int | None = None) -> SourceFacts:
+    def source_facts(self, data: bytes, size: int | None = None,
+                     walked: tuple[bytes, bool, list[Element]] | None = None) -> SourceFacts:
         """Identifying values at any depth and filled top-level tags of DICOM bytes (the
         whole file, or its head when it holds everything before the pixel data).
+        ``walked``: these same bytes' VR encoding and top-level elements as the byte path
+        walked them (the same walker; taken only when they are of ``data`` itself).
         :class:`BadInput` when the bytes cannot be walked (the caller reads the whole
         file, or fails the output)."""
-        start = locate_dataset(data)
         facts = SourceFacts()
-        if start.transfer_syntax in _WALKER_CANNOT:
-            # raises BadInput if pydicom cannot read it either; the copy has no pixel data
-            data, had_pixels = _as_explicit_le(data)
-            start, size = locate_dataset(data), None
-            if had_pixels:
-                facts.filled.add(PIXEL_DATA_TAG)  # an image at risk is still one
-        end = max(len(data), size or 0)
-        top = _until_pixels(data, start.pos, end, start.implicit)
+        if walked is not None and walked[0] is data:
+            implicit, top = walked[1], walked[2]
+        else:
+            start = locate_dataset(data)
+            if start.transfer_syntax in _WALKER_CANNOT:
+                # raises BadInput if pydicom cannot read it either; the copy has no pixels
+                data, had_pixels = _as_explicit_le(data)
+                start, size = locate_dataset(data), None
+                if had_pixels:
+                    facts.filled.add(PIXEL_DATA_TAG)  # an image at risk is still one
+            end = max(len(data), size or 0)
+            implicit = start.implicit
+            top = _until_pixels(data, start.pos, end, implicit)
         for tag, _vr, _h, vs, ve, undefined in top:
             if undefined or ve > vs:
                 facts.filled.add(tag)
@@ -230,7 +237,7 @@ class Gate:
                 facts.header[tag] = data[vs:ve].rstrip(b" \x00").decode("ascii", "replace")
             elif tag == 0x00080005 and b"192" in data[vs:ve]:
                 facts.encodings = "utf-8"
-        self._gather(data, top, start.implicit, facts, 0)
+        self._gather(data, top, implicit, facts, 0)
         return facts
 
     def _gather(self, data: bytes, elems: Sequence[Element], implicit: bool,
