@@ -115,12 +115,19 @@ def test_releases_grow_one_tree_each_shown_in_one_step(tmp_path: Path) -> None:
         "r2", "r3"]
     # Published again (its record was lost): built on the release it was built on, not on
     # itself, so what it removed stays removed and nothing is doubled.
+    before = link.resolve()  # a reader that resolved the tree before it is built again
     again = store.publish_release(
         "proj", "r3", {"st/se3/d.dcm": ".staging-proj/r3/s1/st/se3/d.dcm"}, (), {})
     assert again.files == 5 and store.release_of("proj") == "r3"
+    assert link.resolve() != before and (before / "st/se3/d.dcm").is_file()  # never broken
     assert [f.rel for f in store.list_files("proj")] == [
         "proj/manifests/r1.json", "proj/manifests/r2.json", "proj/st/se1/b.dcm",
         "proj/st/se2/c.dcm", "proj/st/se3/d.dcm"]
+    # The next release builds on the one built again.
+    store.write_bytes(".staging-proj/r4/s1/st/se4/e.dcm", b"e4")
+    after = store.publish_release(
+        "proj", "r4", {"st/se4/e.dcm": ".staging-proj/r4/s1/st/se4/e.dcm"}, (), {})
+    assert after.files == 6 and store.read_bytes("proj/st/se3/d.dcm") == b"d3"
     # A plain folder where the tree should be is an older layout: refused, untouched.
     (tmp_path / "old").mkdir()
     with pytest.raises(StorageError, match="older layout"):

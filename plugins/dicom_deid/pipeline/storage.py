@@ -190,7 +190,7 @@ class LocalStore(Store):
         link = self._path(tree)
         if not link.is_symlink():
             return None
-        return Path(os.readlink(link)).name
+        return Path(os.readlink(link)).name.partition(_AGAIN)[0]
 
     def publish_release(self, tree: str, release: str, add: Mapping[str, str],
                         remove: Collection[str], files: Mapping[str, bytes]) -> Release:
@@ -219,14 +219,14 @@ class LocalStore(Store):
                 shutil.rmtree(target, ignore_errors=True)
                 raise
             removed = sum(1 for rel in remove if base is not None and (base / rel).exists())
-            if target.name != release:  # a release built again takes its name back
-                os.rename(releases / release, releases / f"{release}.old-{uuid.uuid4().hex[:8]}")
-                os.rename(target, releases / release)
-                target = releases / release
+            shown = Path(os.readlink(link)).name if link.is_symlink() else ""
             fresh = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:8]}")
             os.symlink(os.path.relpath(target, link.parent), fresh)
             os.replace(fresh, link)  # the one step readers see
-            keep = {release, f"{release}.base", *((base.name, f"{base.name}.base") if base else ())}
+            # Kept: this release and the one shown until now (readers may have resolved it),
+            # with the base records that say what each was built on.
+            keep = {target.name, shown, f"{release}.base", f"{shown.partition(_AGAIN)[0]}.base",
+                    *((base.name, f"{base.name}.base") if base else ())}
             for old in releases.iterdir():
                 if old.name not in keep:  # older than the previous release, or set aside
                     if old.is_dir():
@@ -238,18 +238,20 @@ class LocalStore(Store):
     def _release_dirs(self, tree: str, release: str, releases: Path) -> tuple[Path | None, Path]:
         """The release to build on (the one shown now; for a release shown already, the
         one it was built on) and an empty folder to build in; the base is recorded."""
-        shown = self.release_of(tree)
+        link = self._path(tree)
+        folder = Path(os.readlink(link)).name if link.is_symlink() else ""  # as on disk
+        shown = folder.partition(_AGAIN)[0] or None
         base_file = releases / f"{release}.base"
         if shown == release:  # published before, its record lost: built again on its base
             name = base_file.read_text().strip() if base_file.exists() else ""
         else:
-            name = shown or ""
+            name = folder
         base = releases / name if name else None
         if base is not None and not base.is_dir():
             raise StorageError(f"{tree}: release {name} is gone; cannot build {release}")
         target = releases / release
-        if shown == release:
-            target = releases / f"{release}.again-{uuid.uuid4().hex[:8]}"
+        if shown == release:  # built beside the one shown, which readers may be using
+            target = releases / f"{release}{_AGAIN}{uuid.uuid4().hex[:8]}"
         elif target.exists():  # an earlier try that did not finish
             shutil.rmtree(target)
         target.mkdir(parents=True)
@@ -276,6 +278,8 @@ class LocalStore(Store):
             path.unlink(missing_ok=True)
 
 
+_AGAIN = ".again-"
+"""A release built again keeps this suffix on its folder (the link then names it)."""
 _HELD: dict[tuple[str, int], int] = {}
 """(lock file, thread) -> how many times this thread holds it (``flock`` is per open
 file: taken twice by one thread it would wait for itself)."""
