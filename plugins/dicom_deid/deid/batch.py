@@ -43,6 +43,7 @@ from dicom_deid.dicom.files import (
     written_view,
 )
 from dicom_deid.dicom.reader import parse_instance
+from dicom_deid.dicom.walker import Element
 from dicom_deid.dicom.writer import encode_instance_chunks
 from dicom_deid.errors import BadInput, ConfigError
 from dicom_deid.metadata.export import instance_row
@@ -315,7 +316,8 @@ def _metadata_row(output: bytes, staged: str, verdict: Verdict | None
 
 
 def _verdict(gate: Gate, rel: str, raw: bytes, source: InputFile, output: bytes,
-             result: InstanceResult, walked: Any = None) -> Verdict:
+             result: InstanceResult,
+             walked: tuple[bytes, bool, list[Element]] | None = None) -> Verdict:
     """The gate's verdict on one output as written, against its source's own bytes (the
     head the byte path read, or the whole file when the head does not reach the pixel
     data)."""
