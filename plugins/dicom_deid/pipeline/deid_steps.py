@@ -532,17 +532,21 @@ def _plan_release(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
     sources = {s.rel: str(s.path) for p in shards for s in _shard_inputs(ws, p, landing)}
     instances = pq.read_table(ws.instances, columns=[URI_COLUMN, "content_sha256"]).to_pylist()
     content = {r[URI_COLUMN]: r["content_sha256"] for r in instances}
-    mapping = [row for p in _shard_files(ws, "mapping") for row in pq.read_table(p).to_pylist()]
+    shard_of = {ws.mapping(p): p for p in shards}
+    mapping: list[dict[str, Any]] = []
+    staged: dict[str, str] = {}  # tree path -> its staged file, in its shard's folder
+    for path in _shard_files(ws, "mapping"):
+        for row in pq.read_table(path).to_pylist():
+            mapping.append(row)
+            staged[row["output_path"]] = f"{ws.staged(shard_of[path])}/{row['output_path']}"
     verdicts = {v["output_path"]: v["sha256"] for p in shards if ws.verdicts(p).exists()
                 for v in pq.read_table(ws.verdicts(p), columns=["output_path", "sha256"]
                                        ).to_pylist()}
-    staged = {m["output_path"]: f"{ws.staged(p)}/{m['output_path']}" for p in shards
-              for m in (pq.read_table(ws.mapping(p), columns=["output_path"]).to_pylist()
-                        if ws.mapping(p).exists() else [])}
     key_ids = {ws.read_json(ws.result("deidentified", p)).get("key_id") for p in shards}
-    key_id = next(iter(key_ids - {None}), "") if len(key_ids - {None}) <= 1 else ""
-    if len(key_ids - {None}) > 1:
+    key_ids.discard(None)
+    if len(key_ids) > 1:
         raise VerificationError("the batch's shards were made under different keys")
+    key_id = next(iter(key_ids), "")
     now = datetime.now(UTC).isoformat()
     by = f"batch {ws.batch_id}"
     with open_private_warehouse(settings.warehouse) as warehouse:

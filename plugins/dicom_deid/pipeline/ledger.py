@@ -132,8 +132,7 @@ def current_rows(warehouse: Warehouse, project: str, *, source_uris: Sequence[st
             {"project": project, "batch": exclude_batch,
              "uris": Typed("ARRAY<STRING>", uris[start:start + CHUNK]),
              "paths": Typed("ARRAY<STRING>", paths[start:start + CHUNK])})
-        for r in table.to_pylist():
-            row = LedgerRow(**{f: r.get(f) for f in LedgerRow.__dataclass_fields__})
+        for row in _ledger_rows(table):
             found[(row.batch_id, row.source_uri)] = row
     return sorted(found.values(), key=lambda r: (r.output_path, r.source_uri))
 
@@ -148,6 +147,11 @@ def rows_where(warehouse: Warehouse, project: str, column: str, values: Sequence
         f"SELECT * FROM deid_ledger WHERE project = @project AND status = 'released' "
         f"AND {column} IN UNNEST(@values) ORDER BY output_path",
         {"project": project, "values": Typed("ARRAY<STRING>", list(values))})
+    return _ledger_rows(table)
+
+
+def _ledger_rows(table: pa.Table) -> list[LedgerRow]:
+    """``deid_ledger`` rows as queried (``SELECT *``), as :class:`LedgerRow` s."""
     return [LedgerRow(**{f: r.get(f) for f in LedgerRow.__dataclass_fields__})
             for r in table.to_pylist()]
 
