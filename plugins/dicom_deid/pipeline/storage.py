@@ -187,10 +187,7 @@ class LocalStore(Store):
         return _tree_lock(self._path(tree))
 
     def release_of(self, tree: str) -> str | None:
-        link = self._path(tree)
-        if not link.is_symlink():
-            return None
-        return Path(os.readlink(link)).name.partition(_AGAIN)[0]
+        return _release_name(_shown_folder(self._path(tree))) or None
 
     def publish_release(self, tree: str, release: str, add: Mapping[str, str],
                         remove: Collection[str], files: Mapping[str, bytes]) -> Release:
@@ -207,7 +204,8 @@ class LocalStore(Store):
         # One release of a tree is built at a time (a night's publish, a withdrawal).
         with self.lock(tree):
             releases = link.with_name(f".releases-{link.name}")
-            base, target = self._release_dirs(tree, release, releases)
+            shown = _shown_folder(link)
+            base, target = self._release_dirs(tree, release, releases, shown)
             try:
                 kept = _link_all(base, target, {*remove, *add}) if base else 0
                 for rel, staged in sorted(add.items()):
@@ -219,13 +217,12 @@ class LocalStore(Store):
                 shutil.rmtree(target, ignore_errors=True)
                 raise
             removed = sum(1 for rel in remove if base is not None and (base / rel).exists())
-            shown = Path(os.readlink(link)).name if link.is_symlink() else ""
             fresh = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:8]}")
             os.symlink(os.path.relpath(target, link.parent), fresh)
             os.replace(fresh, link)  # the one step readers see
             # Kept: this release and the one shown until now (readers may have resolved it),
             # with the base records that say what each was built on.
-            keep = {target.name, shown, f"{release}.base", f"{shown.partition(_AGAIN)[0]}.base",
+            keep = {target.name, shown, f"{release}.base", f"{_release_name(shown)}.base",
                     *((base.name, f"{base.name}.base") if base else ())}
             for old in releases.iterdir():
                 if old.name not in keep:  # older than the previous release, or set aside
@@ -235,12 +232,12 @@ class LocalStore(Store):
                         old.unlink(missing_ok=True)
             return Release(release, kept + len(add) + len(files), len(add), removed)
 
-    def _release_dirs(self, tree: str, release: str, releases: Path) -> tuple[Path | None, Path]:
-        """The release to build on (the one shown now; for a release shown already, the
-        one it was built on) and an empty folder to build in; the base is recorded."""
-        link = self._path(tree)
-        folder = Path(os.readlink(link)).name if link.is_symlink() else ""  # as on disk
-        shown = folder.partition(_AGAIN)[0] or None
+    def _release_dirs(self, tree: str, release: str, releases: Path, folder: str
+                      ) -> tuple[Path | None, Path]:
+        """The release to build on (the one shown now, in ``folder``; for a release shown
+        already, the one it was built on) and an empty folder to build in; the base is
+        recorded."""
+        shown = _release_name(folder)
         base_file = releases / f"{release}.base"
         if shown == release:  # published before, its record lost: built again on its base
             name = base_file.read_text().strip() if base_file.exists() else ""
@@ -280,6 +277,16 @@ class LocalStore(Store):
 
 _AGAIN = ".again-"
 """A release built again keeps this suffix on its folder (the link then names it)."""
+
+
+def _shown_folder(link: Path) -> str:
+    """The release folder a tree's link names now, as on disk ("" before the first)."""
+    return Path(os.readlink(link)).name if link.is_symlink() else ""
+
+
+def _release_name(folder: str) -> str:
+    """The release a release folder holds (a release built again has a suffix)."""
+    return folder.partition(_AGAIN)[0]
 _HELD: dict[tuple[str, int], int] = {}
 """(lock file, thread) -> how many times this thread holds it (``flock`` is per open
 file: taken twice by one thread it would wait for itself)."""
