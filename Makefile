@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO := var/demo
 PATIENTS ?= 12
 
-.PHONY: install demo airflow-ui test lint bench bench-pipeline clean
+.PHONY: install demo airflow-ui browser test lint bench bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ DD := $(BIN)/dicom-deid
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/var/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False DICOM_DEID_DATA_DIR=$(CURDIR)/$(DEMO) \
 	DICOM_DEID_COHORT_DIR=$(CURDIR)/sql/cohorts \
-	DICOM_DEID_LANDING=$(CURDIR)/$(DEMO)/landing/dicom
+	DICOM_DEID_LANDING=$(CURDIR)/$(DEMO)/landing/dicom \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin,reviewer:user \
+	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(UI_PORT)
+UI_PORT ?= 8080
 AIRFLOW := $(AIRFLOW_ENV) $(BIN)/airflow
 LOGS := $(DEMO)/airflow-logs
 TODAY := $(shell date -u +%Y-%m-%d)
@@ -48,21 +51,32 @@ demo: $(STAMP)
 	$(AIRFLOW) dags test dicom_metadata_export $(TODAY)T01:00:00+00:00 > $(LOGS)/export.log 2>&1 \
 		|| (tail -40 $(LOGS)/export.log; exit 1)
 	@echo "== 3. $(DEMO_DAG) (projects/demo_ultrasound.yaml): cohort -> what is new -> shards"
-	@echo "      -> de-identify -> verify -> release into the tree -> load (log: $(LOGS)/deidentify.log)"
-	$(AIRFLOW) dags test $(DEMO_DAG) $(TODAY)T02:00:00+00:00 \
-		> $(LOGS)/deidentify.log 2>&1 || (tail -40 $(LOGS)/deidentify.log; exit 1)
+	@echo "      -> de-identify -> verify -> review -> release into the tree -> load"
+	@echo "      (log: $(LOGS)/deidentify.log; an API server on 127.0.0.1 answers the review)"
+	$(AIRFLOW_ENV) $(BIN)/python -m dicom_deid.cli.airflow_review $(DEMO_DAG) \
+		$(TODAY)T02:00:00+00:00 --log $(LOGS)/deidentify.log \
+		|| (tail -40 $(LOGS)/deidentify.log; exit 1)
 	$(BIN)/python -m dicom_deid.cli.demo_report $(DEMO)
-	@echo "\nOpen the Airflow UI on the same folder: make airflow-ui (then http://127.0.0.1:8080)"
+	@echo "\nOpen the Airflow UI on the same folder: make airflow-ui (then http://127.0.0.1:$(UI_PORT))"
 
 airflow-ui: $(STAMP)
+	@echo "Airflow UI on http://127.0.0.1:$(UI_PORT) (this machine only). Log in as admin, or as"
+	@echo "reviewer (may answer reviews, not change settings): the passwords are printed below"
+	@echo "and kept in var/airflow/simple_auth_manager_passwords.json.generated."
 	@# airflow standalone starts its components by running `airflow` from PATH: ours first.
-	PATH=$(CURDIR)/$(BIN):$$PATH $(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 $(BIN)/airflow standalone
+	PATH=$(CURDIR)/$(BIN):$$PATH $(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 \
+		AIRFLOW__API__PORT=$(UI_PORT) $(BIN)/airflow standalone
 
 lint: $(STAMP)
 	$(BIN)/ruff check plugins tests benchmarks dags
 	$(BIN)/mypy
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium (never a browser download): installed once.
+browser:
+	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver > /dev/null)
+
+test: $(STAMP) browser
 	$(BIN)/ruff check plugins tests benchmarks dags
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 -q -m "not airflow"

@@ -270,7 +270,7 @@ def projects_dir(base: Path, cohort: Path) -> Path:
         "name": PROJECT, "description": "bench_pipeline.py: every study of the corpus",
         "cohort": str(cohort), "cohort_params": ALL_DATES,
         "policy": {"config": str(policy_file(base))}, "key_conn_id": KEY_CONN,
-        "schedule": None}, indent=2) + "\n")
+        "schedule": None, "review": "none"}, indent=2) + "\n")
     return folder
 
 

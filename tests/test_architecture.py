@@ -26,16 +26,18 @@ ALLOWED: dict[str, set[str]] = {
     "pixels": {"errors", "dicom", "config", "text"},
     # deid -> metadata: a batch makes each output's metadata row from the bytes it wrote.
     "deid": {"__init__", "errors", "dicom", "config", "text", "pixels", "arrow_build",
-             "metadata", "pools"},
+             "metadata", "pools", "review"},
+    # review: which images a reviewer sees, their thumbnails, the contact sheet.
+    "review": {"errors", "dicom"},
     "metadata": {"errors", "dicom", "arrow_build", "pools"},
     "warehouse": {"errors"},
     "cohort": {"errors", "warehouse"},
     # pipeline -> text: a withdrawal's reason is checked by the text detectors.
     "pipeline": {"__init__", "errors", "dicom", "config", "text", "deid", "metadata",
-                 "warehouse", "cohort"},
+                 "warehouse", "cohort", "review"},
     "cli": {"__init__", "errors", "dicom", "config", "deid", "pixels", "metadata",
             "warehouse", "cohort", "pipeline", "synth"},
-    "airflow": {"errors", "deid", "pipeline"},
+    "airflow": {"errors", "deid", "pipeline", "review"},
     "synth": set(),
 }
 

@@ -53,6 +53,7 @@ name: us_research
 description: Every patient with an ultrasound.
 cohort: patients_with_us
 cohort_params: {start_date: 2000-01-01, end_date: 2099-12-31}
+review: none  # these tests run the DAG with no one to answer (tests/airflow/test_review_ui.py does)
 """
 # A project policy (its version-controlled file) that keeps StudyDescription (which names
 # the patient) while PatientName is removed, with the residual sweep (which would clean
@@ -66,6 +67,7 @@ name: by_date
 cohort: studies_in_window.sql
 cohort_params: {start_date: 2000-01-01, end_date: 2099-12-31}
 schedule: null
+review: none
 """
 BY_DATE_SQL = """\
 -- param start_date DATE
@@ -79,6 +81,7 @@ cohort: patients_with_us
 cohort_params: {start_date: 2000-01-01, end_date: 2099-12-31}
 policy: {config: leaky.json}
 schedule: null
+review: none
 """
 
 

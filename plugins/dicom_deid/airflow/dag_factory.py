@@ -1,13 +1,14 @@
 """One de-identification DAG per project file: the ``@dag`` arguments of each.
 
-The DAG file (``dags/dicom_deid_projects.py``) wires the task graph once and calls
-``dag(**args)`` for each entry of :func:`project_dags`. A bad project file raises
+The DAG file (``dags/dicom_deid_projects.py``) calls ``dag(**args)`` on
+:func:`project_graph` for each entry of :func:`project_dags`. A bad project file raises
 :class:`~dicom_deid.errors.ConfigError` naming the file and the field, so Airflow shows
 an import error for the DAG file: a project is never skipped without a word.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,24 @@ from airflow.sdk import Param
 from dicom_deid.pipeline.deid_steps import PRIORITIES
 from dicom_deid.pipeline.projects import DEFAULT_SCHEDULE, Project, load_projects, projects_dir
 
-from .tasks import DICOM_METADATA, TRIGGER_DEFAULTS, notify_failure
+from .review import ReviewRelease
+from .tasks import (
+    DICOM_METADATA,
+    TRIGGER_DEFAULTS,
+    deidentify_shard,
+    finish_run,
+    load_deid_metadata,
+    load_mapping,
+    notify_failure,
+    plan_shards,
+    publish,
+    resolve_instances,
+    run_cohort,
+    verify_shard,
+    write_filter_file,
+)
 
-__all__ = ["dag_args", "project_dags", "projects_folder", "trigger_params"]
+__all__ = ["dag_args", "project_dags", "project_graph", "projects_folder", "trigger_params"]
 
 START = datetime(2026, 1, 1)
 
@@ -61,7 +77,10 @@ def _doc(project: Project, module_doc: str) -> str:
               f"`{project.fingerprint()[:16]}`)",
               f"- cohort: `{Path(project.cohort).name}`",
               f"- schedule: {project.schedule or 'manual only'}",
-              f"- exceptions: {', '.join(sorted(project.exceptions)) or 'none'}", "",
+              f"- exceptions: {', '.join(sorted(project.exceptions)) or 'none'}",
+              f"- review before release: {project.review}"
+              + (f" (unanswered after {project.review_timeout_hours:g} h: rejected)"
+                 if project.review.waits else ""), "",
               module_doc]
     return "\n".join(lines)
 
@@ -86,7 +105,32 @@ def dag_args(project: Project, module_doc: str = "") -> dict[str, Any]:
     }
 
 
-def project_dags(dag_file: str, module_doc: str = "") -> list[dict[str, Any]]:
-    """The ``@dag`` arguments of every project in :func:`projects_folder`; raises
+def project_dags(dag_file: str, module_doc: str = "") -> list[tuple[dict[str, Any], Project]]:
+    """The ``@dag`` arguments of every project in :func:`projects_folder`, with the
+    project (its review rule shapes the graph); raises
     :class:`~dicom_deid.errors.ConfigError` (file and field) for the first bad one."""
-    return [dag_args(p, module_doc) for p in load_projects(projects_folder(dag_file))]
+    return [(dag_args(p, module_doc), p) for p in load_projects(projects_folder(dag_file))]
+
+
+def project_graph(project: Project) -> Callable[[], None]:
+    """The task graph of one project's DAG: cohort -> filter file -> what is new -> shards
+    -> de-identify -> verify -> review (unless ``review: none``) -> publish -> load, and
+    the ``finish_run`` teardown."""
+
+    def deidentify_project() -> None:
+        shards = run_cohort() >> write_filter_file() >> resolve_instances() >> plan_shards()
+        deidentified = deidentify_shard.expand(shard=shards)
+        verified, released = verify_shard.expand(result=deidentified), publish()
+        steps: list[Any] = [shards, deidentified, verified, released]
+        if project.review.waits:
+            review = ReviewRelease(project=project)
+            verified >> review >> released
+            steps.append(review)
+        else:
+            verified >> released
+        loaded = released >> load_mapping() >> load_deid_metadata()
+        # Then, whatever happened, the teardown records the run. It waits for every task
+        # that can still run when another fails, so none races the clean-up.
+        [*steps, loaded] >> finish_run().as_teardown(on_failure_fail_dagrun=True)
+
+    return deidentify_project

@@ -184,6 +184,13 @@ def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
             _request(ctx, project))
 
 
+def run_workspace(ctx: Context) -> tuple[RunWorkspace, RunRequest]:
+    """The workspace and request of the DAG run ``ctx`` belongs to (for operators of
+    this package that are not ``@task`` functions: the review step)."""
+    settings = _settings()
+    return _workspace(ctx, settings), _request(ctx, _project(ctx))
+
+
 def _skip_if_dry_run(req: RunRequest) -> None:
     """A dry run de-identifies and verifies only: the publishing and loading tasks skip."""
     if req.dry_run:
@@ -347,10 +354,11 @@ def _task_states(ctx: Context) -> dict[str, str]:
 
 @task
 def finish_run() -> dict[str, Any]:
-    """Whatever happened: record the run in ``deid_runs`` (success, failed, leak or
-    dry_run, the project, the effective config fingerprint, the key id, the triggering
-    user), remove the staged outputs of a failed run or a dry run and the identified
-    intermediates of a successful one. The only task that writes ``deid_runs``. Fails if
+    """Whatever happened: record the run in ``deid_runs`` (success, failed, leak,
+    dry_run or rejected, the project, the effective config fingerprint, the key id, the
+    triggering user, the reviewer), remove the staged outputs (and the review) of a run
+    that failed or was rejected or a dry run, and the identified intermediates of a
+    successful one. The only task that writes ``deid_runs``. Fails if
     the run did.
 
     The DAG makes it a teardown (``.as_teardown(on_failure_fail_dagrun=True)``: run
@@ -387,11 +395,21 @@ def finish_run() -> dict[str, Any]:
         started_at=dag_run.start_date or datetime.now(UTC),
         user=run_record.triggering_user(dag_run.triggering_user_name),
         cohort=project.cohort if project else "", project=name,
+        review=_review_decision(ctx, states),
     )
     if result["status"] not in (run_record.SUCCESS, run_record.DRY_RUN):
         raise RunNotSuccessful(f"run {ws.batch_id} recorded as {result['status']}: "
                                f"{result['reason']}")
     return result
+
+
+def _review_decision(ctx: Context, states: dict[str, str]) -> run_record.ReviewDecision | None:
+    """The reviewer's answer, when this DAG has a review step that got one."""
+    from .review_page import ANSWER_KEY, REVIEW_TASK, decision_of
+
+    if states.get(REVIEW_TASK) != "success":
+        return None
+    return decision_of(ctx["ti"].xcom_pull(task_ids=REVIEW_TASK, key=ANSWER_KEY))
 
 
 def _all_verified(states: dict[str, str], ws: RunWorkspace) -> bool:

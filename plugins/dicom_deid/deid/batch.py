@@ -49,10 +49,11 @@ from dicom_deid.errors import BadInput, ConfigError
 from dicom_deid.metadata.export import instance_row
 from dicom_deid.metadata.scan import scan_row
 from dicom_deid.pools import start_pool
+from dicom_deid.review.policy import ReviewPolicy
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
-from .gate import Gate, Verdict, expand_exceptions
+from .gate import Gate, SourceFacts, Verdict, expand_exceptions
 from .mapping import MappingWriter
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,21 @@ class FileOutcome:
     """The verification gate's verdict on the output (None: no gate in this run)."""
     metadata: tuple[dict[str, Any], Any] | None = None
     """The output's de-identified metadata row and its keyword shape (when asked for)."""
+    review: dict[str, Any] | None = None
+    """The reviewer's card of this output (see :class:`ReviewSpec`), when it was selected;
+    its thumbnails are staged under ``outcome.tag`` until the driver takes them."""
+
+
+@dataclass(frozen=True)
+class ReviewSpec:
+    """Human review of a batch: which outputs a reviewer sees (``policy``), the restricted
+    folder that takes their thumbnails, and the Parquet file of their cards. Thumbnails
+    are made in the worker from the bytes it wrote, while the gate checks them: no
+    second pass over the images."""
+
+    policy: ReviewPolicy
+    folder: Path
+    rows_path: Path
 
 
 @dataclass
@@ -174,7 +190,8 @@ def _walk(folder: str, prefix: str) -> Iterator[Source]:
 
 
 # -- worker side ------------------------------------------------------------------------
-_WORKER: tuple[Deidentifier, ByteDeidentifier, Path, str, str, Gate | None, bool] | None = None
+_WORKER: tuple[Deidentifier, ByteDeidentifier, Path, str, str, Gate | None, bool,
+              ReviewSpec | None] | None = None
 _STAGED = [0]  # outputs this worker has staged (part of each staged name)
 
 
@@ -187,14 +204,14 @@ def _install_warning_filters() -> None:
 
 def _init_worker(
     config: DeidConfig, key: bytes, out_root: Path, layout: str, token: str,
-    gate: frozenset[str] | None, metadata: bool,
+    gate: frozenset[str] | None, metadata: bool, review: ReviewSpec | None = None,
 ) -> None:
     global _WORKER
     _install_warning_filters()
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     deid = Deidentifier(config, key)
     _WORKER = (deid, ByteDeidentifier(deid), out_root, layout, f"{token}-{os.getpid()}-",
-               None if gate is None else Gate(gate), metadata)
+               None if gate is None else Gate(gate), metadata, review)
 
 
 def _safe_reason(stage: str, exc: BaseException) -> str:
@@ -237,7 +254,7 @@ def process_source(src: Source) -> FileOutcome:
     """Read, de-identify and stage one file's output (runs in a worker; the driver
     publishes it, see the duplicate rule)."""
     assert _WORKER is not None, "worker not initialised"
-    deid, fast_path, out_root, layout, tag_prefix, gate, metadata = _WORKER
+    deid, fast_path, out_root, layout, tag_prefix, gate, metadata, review = _WORKER
     outcome = FileOutcome(rel=src.rel)
     if os.path.basename(src.path).upper() in _SKIP_NAMES:
         outcome.kind, outcome.stage = "skipped", "read"
@@ -276,13 +293,19 @@ def process_source(src: Source) -> FileOutcome:
                     if gate is not None:
                         stage = "verify"
                         walked = fast_path.walked if outcome.byte_path else None
-                        outcome.verdict = _verdict(gate, rel, raw, source, output, result,
-                                                   walked)
+                        outcome.verdict, facts = _verdict(gate, rel, raw, source, output,
+                                                          result, walked)
+                        if review is not None and facts is not None:
+                            stage = "review"
+                            outcome.review = _review_card(review, gate, facts, rel, output,
+                                                          result, outcome)
                     if metadata:
                         stage = "metadata"
                         outcome.metadata = _metadata_row(output, staged, outcome.verdict)
         except BaseException:
             os.unlink(staged)  # nobody will publish it: it must not stay behind
+            if review is not None and outcome.review is not None:
+                _drop_thumbnails(review.folder, outcome.review, outcome.tag)
             raise
         finally:
             result.ocr = None  # burned-in text read by OCR never leaves the worker
@@ -317,10 +340,11 @@ def _metadata_row(output: bytes, staged: str, verdict: Verdict | None
 
 def _verdict(gate: Gate, rel: str, raw: bytes, source: InputFile, output: bytes,
              result: InstanceResult,
-             walked: tuple[bytes, bool, list[Element]] | None = None) -> Verdict:
+             walked: tuple[bytes, bool, list[Element]] | None = None
+             ) -> tuple[Verdict, SourceFacts | None]:
     """The gate's verdict on one output as written, against its source's own bytes (the
     head the byte path read, or the whole file when the head does not reach the pixel
-    data)."""
+    data), and what the gate read of the source (None: it could not)."""
     try:
         try:
             facts = gate.source_facts(raw, source.size, walked)
@@ -330,10 +354,75 @@ def _verdict(gate: Gate, rel: str, raw: bytes, source: InputFile, output: bytes,
             facts = gate.source_facts(source.whole(), source.size)
     except BadInput as exc:
         return Verdict(rel, hashlib.sha256(output).hexdigest(), len(output),
-                       (f"source not readable by the gate ({exc.kind})",))
+                       (f"source not readable by the gate ({exc.kind})",)), None
     uids = {0x0020000D: result.study_uid, 0x0020000E: result.series_uid,
             0x00080018: result.sop_uid}
-    return gate.check(rel, output, facts, uids, result.ocr)
+    return gate.check(rel, output, facts, uids, result.ocr), facts
+
+
+def thumbnail_stem(output_rel: str) -> str:
+    """The file-name stem of an output's thumbnails: a hash of its pseudonymous path."""
+    return hashlib.sha256(output_rel.encode()).hexdigest()[:20]
+
+
+def _review_card(spec: ReviewSpec, gate: Gate, facts: SourceFacts, rel: str, output: bytes,
+                 result: InstanceResult, outcome: FileOutcome) -> dict[str, Any] | None:
+    """The reviewer's card of one output, with its thumbnails staged, when the project's
+    rule selects it (None otherwise). The thumbnails show the output's own pixels as
+    written; the OCR lines listed are those left in them (de-identified output, judged by
+    the gate). An image whose pixels cannot be shown is still listed, without pictures."""
+    if not gate.has_pixels(facts):
+        return None
+    at_risk = gate.at_risk(facts)
+    reason = spec.policy.select(rel, at_risk)
+    if reason is None:
+        return None
+    from dicom_deid.review.thumbnails import render_thumbnails
+
+    readout = result.ocr
+    boxes = [(b.x0, b.y0, b.x1, b.y1) for b in readout.boxes] if readout else []
+    verdict = outcome.verdict
+    assert verdict is not None
+    card: dict[str, Any] = {
+        "output_path": rel, "modality": result.modality, "reason": reason,
+        "at_risk": at_risk, "ok": verdict.ok, "leaks": verdict.leaks,
+        "values_checked": verdict.values_checked, "problems": "; ".join(verdict.problems),
+        "frames": 0, "shown_frames": [], "thumbnails": [], "boxes": result.redacted_boxes,
+        "ocr_read": bool(readout and readout.read),
+        # Lines in which the gate found an identifying value are not written down.
+        "ocr_kept": list(readout.kept) if readout and readout.read and not verdict.leaks
+        else [], "overlays": 0, "shown": "",
+    }
+    try:
+        thumbs, frames, overlays = render_thumbnails(bytes(output), boxes)
+    except BadInput as exc:
+        card["shown"] = f"not shown: {exc.reason}"
+        return card
+    stem = thumbnail_stem(rel)
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    for t in thumbs:
+        name = f"{stem}-f{t.frame}.png"
+        with open(staged_name(os.fspath(spec.folder / name), outcome.tag), "wb") as fh:
+            fh.write(t.png)
+        card["thumbnails"].append(name)
+        card["shown_frames"].append(t.frame)
+    card.update(frames=frames, overlays=overlays)
+    return card
+
+
+def _take_thumbnails(folder: Path, card: dict[str, Any], tag: str) -> None:
+    """Rename a published output's staged thumbnails to their final names."""
+    for name in card["thumbnails"]:
+        final = os.fspath(folder / name)
+        os.replace(staged_name(final, tag), final)
+
+
+def _drop_thumbnails(folder: Path, card: dict[str, Any], tag: str | None) -> None:
+    """Remove an output's thumbnails: staged (``tag``) or final (None)."""
+    for name in card["thumbnails"]:
+        final = os.fspath(folder / name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged_name(final, tag) if tag else final)
 
 
 # -- driver side ------------------------------------------------------------------------
@@ -364,9 +453,10 @@ def _mapping_row(run_id: str, o: FileOutcome) -> dict[str, object]:
 def _outcomes(
     sources: list[Source], config: DeidConfig, key: bytes, out_root: Path, layout: str,
     token: str, workers: int, start_method: str, gate: frozenset[str] | None, metadata: bool,
+    review: ReviewSpec | None = None,
 ) -> Generator[FileOutcome, None, None]:
     if workers <= 1 or len(sources) < 2:
-        _init_worker(config, key, out_root, layout, token, gate, metadata)
+        _init_worker(config, key, out_root, layout, token, gate, metadata, review)
         for src in sources:
             yield process_source(src)
         return
@@ -377,7 +467,8 @@ def _outcomes(
     gc.freeze()
     try:
         with start_pool(workers, start_method, __name__, _init_worker,
-                        (config, key, out_root, layout, token, gate, metadata)) as pool:
+                        (config, key, out_root, layout, token, gate, metadata, review)
+                        ) as pool:
             yield from pool.imap(process_source, sources, chunksize=chunk)
     finally:
         gc.unfreeze()
@@ -392,8 +483,12 @@ class _Publisher:
     per SOP Instance UID seen, the input that holds it now (a few hundred bytes each)."""
 
     def __init__(self, out_root: Path, sources: list[Source], summary: BatchSummary,
-                 mapping: MappingWriter | None, run_id: str) -> None:
+                 mapping: MappingWriter | None, run_id: str,
+                 review: ReviewSpec | None = None) -> None:
         self.out_root = os.fspath(out_root)
+        self.review = review
+        self.cards: dict[str, dict[str, Any]] = {}
+        """The reviewer's card of each published output that the review rule selected."""
         self.sources, self.summary, self.mapping, self.run_id = sources, summary, mapping, run_id
         # SOP Instance UID -> (source index, mtime, output path, size, by the byte path)
         self.holders: dict[str, tuple[int, int, str, int, bool]] = {}
@@ -413,6 +508,8 @@ class _Publisher:
             write_verdicts(verdicts_path, self.verdicts.values())
         if metadata_path is not None:
             write_metadata(metadata_path, self.metadata, self.run_id)
+        if self.review is not None:
+            write_review_cards(self.review.rows_path, self.cards.values())
 
     def loser_rows(self) -> Iterator[tuple[str, FileOutcome]]:
         """Errors-file entries of the inputs that lost, each naming its final winner."""
@@ -433,6 +530,8 @@ class _Publisher:
             # The holder stays if it is newer, or as new and first by path.
             if (o.mtime_ns, h_rel) <= (h_mtime, o.rel):
                 os.unlink(staged)
+                if self.review is not None and o.review is not None:
+                    _drop_thumbnails(self.review.folder, o.review, o.tag)
                 lost = _duplicate(o.rel, h_rel)
                 self.summary.count(lost)
                 self.losers.append((o.rel, uid))
@@ -442,6 +541,12 @@ class _Publisher:
             self.verdicts[o.output_rel] = o.verdict
         if o.metadata is not None:
             self.metadata[o.output_rel] = o.metadata
+        if held is not None and self.review is not None and (
+                card := self.cards.pop(held[2], None)) is not None:
+            _drop_thumbnails(self.review.folder, card, None)  # the loser's, now final
+        if self.review is not None and o.review is not None:
+            _take_thumbnails(self.review.folder, o.review, o.tag)
+            self.cards[o.output_rel] = o.review
         self.holders[uid] = (index, o.mtime_ns, o.output_rel, o.size, o.byte_path)
         self.summary.count(o)
         if self.mapping:
@@ -458,6 +563,28 @@ class _Publisher:
         self.summary.uncount(h_size, h_byte_path)
         self.losers.append((h_rel, uid))
         return [(h_rel, _duplicate(h_rel, o.rel))]
+
+
+def write_review_cards(path: Path, cards: Iterable[dict[str, Any]]) -> None:
+    """The reviewer's cards as Parquet, sorted by output path (PHI-free: pseudonymous
+    paths, attribute names, and OCR lines left in de-identified pixels)."""
+    import pyarrow as pa
+
+    rows = sorted(cards, key=lambda c: c["output_path"])
+    _write_parquet(pa.Table.from_pylist(rows, schema=review_schema()), path)
+
+
+def review_schema() -> Any:
+    """The Arrow schema of a review cards file."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("output_path", pa.string()), ("modality", pa.string()), ("reason", pa.string()),
+        ("at_risk", pa.bool_()), ("ok", pa.bool_()), ("leaks", pa.int32()),
+        ("values_checked", pa.int32()), ("problems", pa.string()), ("frames", pa.int32()),
+        ("shown_frames", pa.list_(pa.int32())), ("thumbnails", pa.list_(pa.string())),
+        ("boxes", pa.int32()), ("ocr_read", pa.bool_()), ("ocr_kept", pa.list_(pa.string())),
+        ("overlays", pa.int32()), ("shown", pa.string())])
 
 
 def write_verdicts(path: Path, verdicts: Iterable[Verdict]) -> None:
@@ -508,7 +635,8 @@ def verdict_schema() -> Any:
                       ("values_checked", pa.int32()), ("problems", pa.string())])
 
 
-def _unless_rejected(out_root: Path, o: FileOutcome, summary: BatchSummary) -> FileOutcome:
+def _unless_rejected(out_root: Path, o: FileOutcome, summary: BatchSummary,
+                     review: ReviewSpec | None = None) -> FileOutcome:
     """``o``, or, when the gate rejected its output, the output removed before anyone saw
     it and its input's error row."""
     if o.kind != "ok" or o.verdict is None or o.verdict.ok or o.output_rel is None:
@@ -516,6 +644,8 @@ def _unless_rejected(out_root: Path, o: FileOutcome, summary: BatchSummary) -> F
     summary.verified += 1
     summary.rejected += 1
     os.unlink(staged_name(os.path.join(out_root, o.output_rel), o.tag))
+    if review is not None and o.review is not None:
+        _drop_thumbnails(review.folder, o.review, o.tag)
     kind = "leak" if o.verdict.leaks else "unverified"
     return FileOutcome(rel=o.rel, kind=kind, stage="verify", reason=(
         "the verification gate rejected the output: " + "; ".join(o.verdict.problems)))
@@ -659,6 +789,7 @@ def run_batch(
     verdicts_path: Path | None = None,
     metadata_path: Path | None = None,
     drop_rejected: bool = False,
+    review: ReviewSpec | None = None,
 ) -> BatchSummary:
     """De-identify ``sources`` into ``out_root``; list failures; write the mapping.
 
@@ -673,6 +804,10 @@ def run_batch(
     published output's de-identified metadata row (the export's columns; ``source_uri``
     its path relative to ``out_root``), read from the bytes the worker wrote, as Parquet.
 
+    ``review``: the outputs its rule selects get a reviewer's card and thumbnails, made in
+    the worker (needs the gate); the cards of the published outputs go to its
+    ``rows_path``.
+
     ``progress`` shows a bar (default: on a terminal); ``log_every`` seconds, a progress
     line is logged instead (for task logs): ``label: done/total files, rate``.
     ``start_method`` of the worker pool: "fork" starts fastest; "forkserver" is safe in
@@ -680,6 +815,8 @@ def run_batch(
     """
     out_root = Path(out_root)
     _validate(out_root, config, key, layout, (errors_path, mapping_path), gate)
+    if review is not None and gate is None:
+        raise ConfigError("a review needs the verification gate (its verdicts and risk)")
     src_list = list(sources)
     workers = workers or os.cpu_count() or 1
     summary = BatchSummary()
@@ -688,10 +825,10 @@ def run_batch(
     mapping = MappingWriter(mapping_path) if mapping_path else None
     errors = _ErrorsFile(errors_path)
     token = os.urandom(6).hex()  # this run's staged names (a crash's leftovers: _remove_staged)
-    publisher = _Publisher(out_root, src_list, summary, mapping, run_id)
+    publisher = _Publisher(out_root, src_list, summary, mapping, run_id, review)
     exceptions = None if gate is None else frozenset(gate)
     outcomes = _outcomes(src_list, config, key, out_root, layout, token, workers, start_method,
-                         exceptions, metadata_path is not None)
+                         exceptions, metadata_path is not None, review)
     try:
         bar = _progress_bar(len(src_list), show)
         ticker = _ProgressLog(label, len(src_list), log_every)
@@ -701,7 +838,7 @@ def run_batch(
             bar.update(1)
             ticker.tick()
             if drop_rejected:
-                o = _unless_rejected(out_root, o, summary)
+                o = _unless_rejected(out_root, o, summary, review)
             losers = publisher.take(index, o) if o.kind == "ok" else [(o.rel, o)]
             for rel, lost in losers:
                 if lost.kind != "duplicate":  # those are listed at the end (loser_rows)
@@ -720,6 +857,8 @@ def run_batch(
     except BaseException:
         outcomes.close()  # stops the workers (the pool terminates) before the clean-up
         _remove_staged(out_root, token)
+        if review is not None and review.folder.exists():
+            _remove_staged(review.folder, token)
         raise
     finally:
         errors.close()

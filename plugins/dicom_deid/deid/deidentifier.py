@@ -199,7 +199,7 @@ class Deidentifier:
             res.ocr = OcrReadout()
             res.redacted_boxes = self.pixels.clean(ds, lambda: self._pixel_context(ds),
                                                    res.ocr)
-            if not res.ocr.read:
+            if not res.ocr.read and not res.ocr.boxes:
                 res.ocr = None
         if self.plan.needs_context:
             state.context = PhiContext.from_values(

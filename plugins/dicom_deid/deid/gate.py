@@ -342,11 +342,16 @@ class Gate:
         return Verdict(name, digest, size, tuple(problems), leaks,
                        len(facts.values) + len(facts.uids))
 
+    @staticmethod
+    def has_pixels(facts: SourceFacts) -> bool:
+        """Whether the source is an image (pixel data with a value)."""
+        return PIXEL_DATA_TAG in facts.filled
+
     def at_risk(self, facts: SourceFacts) -> bool:
         """Whether the image may carry burned-in text, by the privacy-first policy's rule
         (``ocrScope`` AUTO: BurnedInAnnotation YES, US and other text-prone modalities,
         secondary captures, screen saves), whatever the project's policy chose."""
-        if PIXEL_DATA_TAG not in facts.filled:
+        if not self.has_pixels(facts):
             return False
         if self._risk is None:
             from dicom_deid.pixels.clean import PixelCleaner

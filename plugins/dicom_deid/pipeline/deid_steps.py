@@ -36,15 +36,16 @@ from dicom_deid import __version__
 from dicom_deid.cohort.cohorts import URI_COLUMN, cohort_to_filter, load_cohort
 from dicom_deid.cohort.filter_file import FilterSet, read_filter
 from dicom_deid.config.model import DeidConfig, privacy_first
-from dicom_deid.deid.batch import Source, run_batch
+from dicom_deid.deid.batch import ReviewSpec, Source, run_batch
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
 from dicom_deid.metadata.export import ExportState, export_metadata
+from dicom_deid.review.policy import ReviewPolicy
 from dicom_deid.warehouse.base import Warehouse
 
 from . import ledger, run_record
 from .restricted import open_private_warehouse, private_dir, restrict, restrict_tree
-from .run_record import DRY_RUN, SUCCESS, RunOutcome
+from .run_record import DRY_RUN, REJECTED, SUCCESS, ReviewDecision, RunOutcome
 from .settings import PipelineSettings
 from .shards import ShardLimits, ShardPlan, plan_shards
 from .storage import Release, Store, open_store
@@ -57,7 +58,11 @@ PRIORITIES = ("stat", "urgent", "routine", "low")
 _ERRORS_SCHEMA = pa.schema([(c, pa.string()) for c in ("run_id", "path", "stage", "kind",
                                                         "reason")])
 #: Per-shard artifacts: a new shard plan makes every one of them stale.
-_SHARD_FOLDERS = ("mapping", "errors", "verdicts", "deid_metadata", "deidentified", "verified")
+_SHARD_FOLDERS = ("mapping", "errors", "verdicts", "deid_metadata", "deidentified", "verified",
+                  "review")
+#: The reviewer's cards and thumbnails (de-identified pixels; removed when the run fails
+#: or is rejected: a flagged image may show what should not have been there).
+REVIEW = "review"
 #: What holds original identifiers and is no longer needed once a run has succeeded
 #: (the mapping and the error list are in the warehouse's restricted tables by then).
 _IDENTIFIED = ("cohort.parquet", "cohort.filter", "instances.parquet", "shards/*.parquet",
@@ -131,6 +136,17 @@ class RunWorkspace:
         return self.root / step / f"{shard.name}.json"
 
     @property
+    def review_root(self) -> Path:
+        """The reviewer's cards (``<shard>.parquet``) and thumbnails (``<shard>/``)."""
+        return self.root / REVIEW
+
+    def review_cards(self, shard: ShardPlan) -> Path:
+        return self.review_root / f"{shard.name}.parquet"
+
+    def thumbnails(self, shard: ShardPlan) -> Path:
+        return self.review_root / shard.name
+
+    @property
     def release_plan(self) -> Path:
         """What the run selected and why (counts), then what its release changed."""
         return self.root / "release.json"
@@ -175,8 +191,8 @@ class RunRequest:
     :meth:`~dicom_deid.pipeline.projects.Project.deid_config`; by default the privacy-first
     one, never the bare profile by omission). ``exceptions``: DICOM keywords the project
     deliberately keeps (the verification gate does not flag their values). ``dry_run``:
-    de-identify and verify, never publish or load. ``project``: the project's name (for
-    the run record).
+    de-identify and verify, never publish or load (nor ask for a review). ``project``:
+    the project's name (for the run record).
     """
 
     cohort: str
@@ -186,6 +202,8 @@ class RunRequest:
     exceptions: frozenset[str] = frozenset()
     dry_run: bool = False
     project: str = ""
+    review: ReviewPolicy = field(default_factory=ReviewPolicy)
+    """Which outputs a reviewer sees before the release (a project's ``review:``)."""
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
@@ -366,18 +384,28 @@ def deidentify_shard(
     dest.make_private(f"{staging_root(tree)}/{ws.batch_id}")
     with _in_workspace(ws):
         for stale in (ws.mapping(plan), ws.errors(plan), ws.verdicts(plan), ws.metadata(plan),
-                      ws.result("deidentified", plan), ws.result("verified", plan)):
+                      ws.result("deidentified", plan), ws.result("verified", plan),
+                      ws.review_cards(plan)):
             stale.unlink(missing_ok=True)  # a failed try must not leave the last one's
+        shutil.rmtree(ws.thumbnails(plan), ignore_errors=True)
         ws.folder("mapping")
         ws.folder("errors")
+        review = None
+        if req.review.waits and not req.dry_run:
+            ws.folder(REVIEW)
+            review = ReviewSpec(req.review, private_dir(ws.thumbnails(plan)),
+                                ws.review_cards(plan))
         scratch = dest.scratch_dir(_staged(ws, tree, plan))
         summary = run_batch(
             sources, scratch, req.deid_config(), key, workers=settings.workers or None,
             errors_path=ws.errors(plan), mapping_path=ws.mapping(plan), run_id=ws.batch_id,
             progress=False, log_every=10.0, label=plan.name, start_method="forkserver",
             gate=req.exceptions, verdicts_path=ws.verdicts(plan),
-            metadata_path=ws.metadata(plan),
+            metadata_path=ws.metadata(plan), review=review,
         )
+        if review is not None:
+            restrict_tree(ws.thumbnails(plan))
+            restrict(ws.review_cards(plan))
         dest.put_tree(scratch, _staged(ws, tree, plan))
         result = {
             "shard": plan.shard, "processed": summary.processed, "failed": summary.failed,
@@ -814,9 +842,13 @@ def remove_identified(ws: RunWorkspace) -> list[str]:
 def finish_run(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None, *,
     failed_tasks: Sequence[str], completed: bool, started_at: datetime, user: str,
-    cohort: str = "", project: str = "",
+    cohort: str = "", project: str = "", review: ReviewDecision | None = None,
 ) -> dict[str, Any]:
     """End a run, whatever happened: decide its outcome, clean up, record it.
+
+    ``review``: the reviewer's answer, when the run had a review step and it answered; a
+    rejection makes the run ``rejected`` (unless it failed otherwise), which discards its
+    staged outputs and its review like any run that did not succeed.
 
     ``failed_tasks``: the tasks the orchestrator marked failed; ``completed``: the last
     work step succeeded (for a dry run: the last verification). A run that did not
@@ -832,11 +864,18 @@ def finish_run(
             failed_tasks, completed, run_record.read_failures(ws.root), verified)
         if outcome.status == SUCCESS and req is not None and req.dry_run:
             outcome = RunOutcome(DRY_RUN, "dry run: nothing published or loaded")
+        if review is not None and not review.approved and not failed_tasks \
+                and outcome.status != run_record.LEAK:
+            # the tasks after the review were skipped: not a failure, a refusal
+            outcome = RunOutcome(REJECTED, f"rejected by {review.reviewer}"
+                                 + (f": {review.reason}" if review.reason else ""))
         done = outcome.status in (SUCCESS, DRY_RUN)
         if not done:
             discard_staged(ws, settings)
+            shutil.rmtree(ws.review_root, ignore_errors=True)
         result = record_run(ws, settings, req, outcome=outcome, started_at=started_at,
-                            user=user, cohort=cohort, project=project)
+                            user=user, cohort=cohort, project=project,
+                            reviewer=review.reviewer if review else None)
         if done:
             discard_staged(ws, settings)  # publish removed it; an interrupted publish may not
             result["removed"] = len(remove_identified(ws))
@@ -860,6 +899,7 @@ def _effective_fingerprint(req: RunRequest | None) -> str | None:
 def record_run(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None, *,
     outcome: RunOutcome, started_at: datetime, user: str, cohort: str = "", project: str = "",
+    reviewer: str | None = None,
 ) -> dict[str, Any]:
     """Upsert the run's one ``deid_runs`` row and write a PHI-free report next to the run."""
     results = [ws.read_json(p) for p in sorted((ws.root / "deidentified").glob("shard-*.json"))]
@@ -871,6 +911,7 @@ def record_run(
         "cohort": Path(req.cohort if req else cohort).name, "status": outcome.status,
         **totals, "reason": outcome.reason, "key_id": ",".join(key_ids) or None,
         "engine": __version__, "project": (req.project if req else project) or None,
+        "reviewer": reviewer,
     }
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()

@@ -38,6 +38,7 @@ from dicom_deid.config.model import (
 )
 from dicom_deid.deid.gate import expand_exceptions
 from dicom_deid.errors import ConfigError
+from dicom_deid.review.policy import ReviewPolicy
 
 from .deid_steps import RunRequest
 
@@ -68,7 +69,12 @@ SUFFIX = ".yaml"
 WINDOW = ("start_date", "end_date")
 
 _TOP_KEYS = ("name", "description", "policy", "key_conn_id", "destination", "cohort",
-             "cohort_params", "schedule", "exceptions")
+             "cohort_params", "schedule", "exceptions", "review", "review_timeout_hours",
+             "reviewers")
+#: Without ``review:``, a person looks at every image at risk before it is released.
+DEFAULT_REVIEW = ReviewPolicy("at-risk")
+DEFAULT_REVIEW_TIMEOUT_HOURS = 72.0
+_USER = re.compile(r"[A-Za-z0-9_.@+-]+")
 _POLICY_KEYS = ("base", "profile", "options", "config")
 _NAME = re.compile(r"[a-z0-9_]+")
 _CONN_ID = re.compile(r"[A-Za-z0-9_.-]+")
@@ -244,6 +250,8 @@ class Project:
     or preset, or None (triggered by hand only). ``exceptions``: DICOM keywords whose
     original values the project keeps on purpose, or PS3.15 option names standing for
     every attribute the option keeps (the verification gate does not flag them).
+    ``review``: which images a person looks at before a release (default: every image
+    at risk); an unanswered review is a rejection after ``review_timeout_hours``.
     ``path``: the file it was read from.
     """
 
@@ -256,6 +264,10 @@ class Project:
     destination: str | None = None
     schedule: str | None = DEFAULT_SCHEDULE
     exceptions: frozenset[str] = frozenset()
+    review: ReviewPolicy = DEFAULT_REVIEW
+    review_timeout_hours: float = DEFAULT_REVIEW_TIMEOUT_HOURS
+    reviewers: tuple[str, ...] = ()
+    """Airflow user names who may answer the review (empty: anyone Airflow lets)."""
     path: Path | None = None
     _config: DeidConfig | None = field(default=None, repr=False, compare=False)
 
@@ -309,7 +321,7 @@ class Project:
             raise ConfigError("start_date: after end_date: the window is empty")
         return RunRequest(cohort=self.cohort, cohort_params=params, policy=self.deid_config(),
                           priority=priority or "routine", exceptions=self.exceptions,
-                          dry_run=bool(dry_run), project=self.name)
+                          dry_run=bool(dry_run), project=self.name, review=self.review)
 
 
 def _trigger_date(key: str, value: str | date) -> date:
@@ -400,6 +412,29 @@ def _parse_exceptions(check: _Checker, raw: object) -> frozenset[str]:
     return frozenset(keywords)
 
 
+def _parse_review(check: _Checker, raw: object) -> ReviewPolicy:
+    try:
+        return ReviewPolicy.parse(raw)
+    except ConfigError as exc:
+        check.fail("review", str(exc))
+
+
+def _parse_hours(check: _Checker, raw: object, path: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= 24 * 90:
+        check.fail(path, f"expected a number of hours above 0 and at most {24 * 90}, "
+                   f"got {_tok(raw)}")
+    return float(raw)
+
+
+def _parse_reviewers(check: _Checker, raw: object) -> list[str]:
+    if raw is None:
+        return []
+    names = check.strings(raw, "reviewers")
+    for i, name in enumerate(names):
+        check.string(name, f"reviewers[{i}]", _USER, "an Airflow user name")
+    return names
+
+
 def _parse_destination(check: _Checker, raw: object) -> str | None:
     if raw is None:
         return None
@@ -484,6 +519,10 @@ def load_project(path: str | Path) -> Project:
         destination=_parse_destination(check, fields.get("destination")),
         schedule=_parse_schedule(check, fields),
         exceptions=_parse_exceptions(check, fields.get("exceptions")),
+        review=_parse_review(check, fields.get("review", str(DEFAULT_REVIEW))),
+        review_timeout_hours=_parse_hours(check, fields.get(
+            "review_timeout_hours", DEFAULT_REVIEW_TIMEOUT_HOURS), "review_timeout_hours"),
+        reviewers=tuple(_parse_reviewers(check, fields.get("reviewers"))),
         path=path.resolve(),
         _config=config,
     )

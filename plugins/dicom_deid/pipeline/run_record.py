@@ -26,8 +26,10 @@ __all__ = [
     "DRY_RUN",
     "FAILED",
     "LEAK",
+    "REJECTED",
     "STATUSES",
     "SUCCESS",
+    "ReviewDecision",
     "RunOutcome",
     "clear_failure",
     "decide_outcome",
@@ -40,7 +42,13 @@ __all__ = [
 SUCCESS, FAILED, LEAK = "success", "failed", "leak"
 #: A dry run that de-identified and verified everything (and published nothing).
 DRY_RUN = "dry_run"
-STATUSES = (SUCCESS, FAILED, LEAK, DRY_RUN)
+#: A reviewer (or the review's timeout) refused the release: nothing published.
+REJECTED = "rejected"
+STATUSES = (SUCCESS, FAILED, LEAK, DRY_RUN, REJECTED)
+#: The reviewer recorded when the review rule selected no image (nobody was asked).
+NONE_NEEDED = "none needed"
+#: The reviewer recorded when nobody answered within the project's review timeout.
+TIMEOUT = "timeout"
 FAILURES = "failures"
 _KEY_ID_DOMAIN = b"dicom-deid/key-id/v1"
 _MAX_REASONS = 5
@@ -62,9 +70,19 @@ def triggering_user(user_name: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class ReviewDecision:
+    """A human review's answer: approved or not, by whom (an Airflow user name,
+    :data:`TIMEOUT` or :data:`NONE_NEEDED`) and the reviewer's PHI-free reason."""
+
+    approved: bool
+    reviewer: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class RunOutcome:
-    """How a run ended: ``success``, ``failed``, ``leak`` or ``dry_run``, and a PHI-free
-    reason."""
+    """How a run ended: ``success``, ``failed``, ``leak``, ``dry_run`` or ``rejected``,
+    and a PHI-free reason."""
 
     status: str
     reason: str | None = None

@@ -87,6 +87,8 @@ class OcrReadout:
     read: bool = False
     """OCR read every distinct frame of the image."""
     kept: list[str] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+    """The rectangles blanked in every frame (rules and OCR), for a reviewer to see."""
 
 
 class PixelCleaner:
@@ -181,6 +183,8 @@ class PixelCleaner:
         if boxes:
             pixels.fill(sorted(boxes))
             pixels.store(ds)
+            if readout is not None:
+                readout.boxes = sorted(boxes)
         if job.ocr and (boxes or text_value(ds, _BURNED_IN).upper() != "YES"):
             # OCR read every frame and every identifying line it found is now black.
             ds[_BURNED_IN] = DataElement(_BURNED_IN, "CS", "NO")

@@ -2,14 +2,19 @@
 -- config and key, counts, status). Written once, by the run's last task (a teardown that
 -- runs whether the run succeeded or not); a rerun of the same batch replaces the row.
 -- Idempotent key: run_id (the batch id).
---   status        'success', 'failed', 'leak' (a verification found an original value)
---                 or 'dry_run' (de-identified and verified; nothing published or loaded)
---   reason        why it did not succeed: exception type(s) and task id(s), never values
+--   status        'success', 'failed', 'leak' (a verification found an original value),
+--                 'dry_run' (de-identified and verified; nothing published or loaded) or
+--                 'rejected' (a reviewer, or the review's timeout, refused the release)
+--   reason        why it did not succeed: exception type(s) and task id(s), or the
+--                 reviewer's PHI-free reason; never values
 --   config_sha256 the effective configuration's fingerprint (DeidConfig.fingerprint());
 --                 outputs name its first 16 hex digits in DeidentificationMethod
 --   key_id        fingerprint of the pseudonymisation key (HMAC-derived; never the key)
 --   user          who triggered the run ('scheduler' for scheduled and asset runs)
 --   project       the project whose file set the policy (projects/<project>.yaml)
+--   reviewer      who approved or rejected the release ('timeout' when nobody answered in
+--                 time, 'none needed' when the review rule selected no image); NULL when
+--                 the project has no review step or the run ended before it
 -- New columns are appended: an older table (DuckDB or BigQuery) gains them at
 -- ensure_schema (nullable, at the end).
 -- BigQuery Standard SQL; DuckDB gets it through sqlglot.
@@ -27,5 +32,6 @@ CREATE TABLE IF NOT EXISTS deid_runs (
   reason STRING,
   key_id STRING,
   engine STRING,
-  project STRING
+  project STRING,
+  reviewer STRING
 )
