@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 DD := $(BIN)/dicom-deid
+UI_PORT ?= 8080
 # Airflow lives inside the project: its own home (SQLite), our dags/ folder, no examples.
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/var/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False DICOM_DEID_DATA_DIR=$(CURDIR)/$(DEMO) \
@@ -28,7 +29,6 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/var/airflow AIRFLOW__CORE__DAGS_FOLDER=$(C
 	DICOM_DEID_LANDING=$(CURDIR)/$(DEMO)/landing/dicom \
 	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin,reviewer:user \
 	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(UI_PORT)
-UI_PORT ?= 8080
 AIRFLOW := $(AIRFLOW_ENV) $(BIN)/airflow
 LOGS := $(DEMO)/airflow-logs
 TODAY := $(shell date -u +%Y-%m-%d)
