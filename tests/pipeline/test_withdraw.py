@@ -182,6 +182,8 @@ def test_unknown_and_original_values_are_refused_naming_no_original(
     "call back on 555-0134",  # a phone number
     "patient is 93 years old",  # an age
     "moved to 12 Main Street",  # an address
+    "the images show Augustin Treloar",  # a name in running text
+    "banner reads WONG at the top",  # a name in capitals
 ])
 def test_a_reason_that_may_hold_phi_is_refused_without_repeating_it(reason: str) -> None:
     with pytest.raises(WithdrawalError, match="must be PHI-free") as refused:
@@ -191,6 +193,7 @@ def test_a_reason_that_may_hold_phi_is_refused_without_repeating_it(reason: str)
 
 def test_plain_reasons_are_accepted_and_long_or_empty_ones_refused() -> None:
     for reason in ("consent withdrawn", "Wrong patient: the images belong to another study",
+                   "OCR missed text on US images. Sent again from PACS",
                    "Ethics committee decision, case 17", "duplicate upload from the PACS "
                    "migration", "data protection officer's request at the clinic"):
         assert check_reason(reason) == reason
@@ -204,13 +207,14 @@ def test_plain_reasons_are_accepted_and_long_or_empty_ones_refused() -> None:
 
 
 def test_a_reason_naming_the_withdrawn_patient_is_refused(released: dict[str, Any]) -> None:
-    """The generic detectors miss a name written plainly ("Jane Doe"); the withdrawn
-    instances' own values (from dicom_metadata) catch it, in another order and case."""
+    """The generic detectors miss a name written plainly in lower case ("jane doe": a
+    capitalised one is refused as a name); the withdrawn instances' own values (from
+    dicom_metadata) catch it, in another order and case."""
     settings, tree = released["settings"], released["tree"]
     study = _released_studies(settings, "wd")[-1]
     path = next(r["source_uri"] for r in _ledger(settings, "wd") if r["study_uid"] == study)
     name = pydicom.dcmread(path, stop_before_pixels=True).PatientName
-    plain = f"consent revoked by {name.given_name} {name.family_name}".upper()
+    plain = f"consent revoked by {name.given_name} {name.family_name}".lower()
     check_reason(plain)  # no generic detector finds it...
     state = _state(settings, "wd")
     with pytest.raises(WithdrawalError, match="a value of the withdrawn instances") as refused:

@@ -30,6 +30,7 @@ PAGE_PREFIX = "/dicom-deid"
 REVIEW_TASK = "review"
 #: The XCom key under which the review step keeps the reviewer's answer.
 ANSWER_KEY = "review_answer"
+_PAST = {"Approve": "approved", "Reject": "rejected"}
 #: What is recorded and shown instead of a reviewer's reason that may hold PHI.
 WITHHELD = "reason withheld: it may hold PHI"
 
@@ -112,7 +113,8 @@ def _decision(facts: dict[str, Any]) -> str:
         except WithdrawalError:
             reason = WITHHELD
     who = facts["by"] or "timeout"
-    return f"{' / '.join(facts['chosen']).lower()}d by {who}" + (f": {reason}" if reason else "")
+    said = " / ".join(_PAST.get(c, c.lower()) for c in facts["chosen"])
+    return f"{said} by {who}" + (f": {reason}" if reason else "")
 
 
 def _workspace(dag_id: str, facts: dict[str, Any]) -> tuple[Any, Any]:

@@ -41,6 +41,7 @@ from dicom_deid.errors import ConfigError, StorageError
 from dicom_deid.text.banner import line_spans
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
+from dicom_deid.text.lexicon import fold, lexicon
 from dicom_deid.warehouse.base import DEFAULT_KEYS, Typed, Warehouse
 
 from . import ledger
@@ -150,6 +151,8 @@ def check_reason(reason: str, context: PhiContext | None = None) -> str:
              if s.from_context or s.info_type in REFUSED_TYPES}
     if _UID_RE.search(text):
         found.add("UID")
+    if _proper_names(text):
+        found.add("PERSON_NAME")
     if found:
         kinds = ", ".join(sorted({_WHAT.get(k, k.lower()) for k in found}))
         raise WithdrawalError(
@@ -157,6 +160,36 @@ def check_reason(reason: str, context: PhiContext | None = None) -> str:
             "why without names, dates, IDs or UIDs (the identifier to withdraw is given "
             "apart, and is recorded)")
     return text
+
+
+#: Capitalised words a reason may use mid-sentence: modality codes and common acronyms
+#: (a reason is free text written by someone who has just seen the PHI it must not hold).
+REASON_ACRONYMS = frozenset({
+    "AI", "CR", "CT", "DICOM", "DPO", "DX", "EHR", "EMR", "ES", "GDPR", "HIPAA", "ID", "IO",
+    "IRB", "MG", "MR", "MRI", "NM", "OCR", "OT", "PACS", "PET", "PHI", "PT", "PX", "RF",
+    "RIS", "SC", "SR", "UID", "US", "XA", "XC"})
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_SENTENCE_END = re.compile(r"[.!?:;]\s*$")
+
+
+def _proper_names(text: str) -> list[str]:
+    """Capitalised or upper-case words that are not the first of a sentence and not known
+    vocabulary: how a name is written in running text ("the banner shows John Smith"),
+    which the detectors, tuned to forms and headers, let through. Privacy first: such a
+    word is taken for a name."""
+    vocabulary = lexicon().vocabulary
+    out = []
+    for m in _WORD.finditer(text):
+        word = m.group(0)
+        if not word[0].isupper() or word.upper() in REASON_ACRONYMS:
+            continue
+        before = text[:m.start()]
+        if not before.strip() or _SENTENCE_END.search(before):
+            if not word.isupper():  # a sentence's first word; in capitals it still counts
+                continue
+        if fold(word) not in vocabulary:
+            out.append(word)
+    return out
 
 
 def project_settings(settings: PipelineSettings, folder: Path, project: str
