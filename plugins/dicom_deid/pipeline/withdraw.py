@@ -184,9 +184,9 @@ def _proper_names(text: str) -> list[str]:
         if not word[0].isupper() or word.upper() in REASON_ACRONYMS:
             continue
         before = text[:m.start()]
-        if not before.strip() or _SENTENCE_END.search(before):
-            if not word.isupper():  # a sentence's first word; in capitals it still counts
-                continue
+        first = not before.strip() or _SENTENCE_END.search(before)
+        if first and not word.isupper():  # a sentence's first word; in capitals it counts
+            continue
         if fold(word) not in vocabulary:
             out.append(word)
     return out
