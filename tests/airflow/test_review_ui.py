@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pydicom
 import pytest
@@ -142,6 +143,12 @@ def _start(env: dict[str, Any], dag_id: str, when: str) -> subprocess.Popen[byte
                             stderr=subprocess.STDOUT, env=env["environ"])
 
 
+def _wait(driver: Any, seconds: float) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds)
+
+
 def _browser() -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -219,6 +226,15 @@ def test_review_page_in_a_browser_then_approve_publishes(env: dict[str, Any]) ->
                         or env["base"] / "review.png")
             browser.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000
+            # The same sheet as the "Review" tab of the DAG run in Airflow's own UI.
+            browser.get(f"{api.base}/dags/{dag_id}/runs/{quote(run_id, safe='')}"
+                        "/plugin/dicom-deid-review")
+            frame = _wait(browser, 60).until(
+                lambda b: b.find_elements("css selector", "iframe"))[0]
+            browser.switch_to.frame(frame)
+            _wait(browser, 60).until(
+                lambda b: len(b.find_elements("css selector", "img.thumb")) == shown)
+            browser.switch_to.default_content()
         finally:
             browser.quit()
         print(f"review page of {len(cards)} image(s), {shown} thumbnail(s): {loaded:.2f} s")
