@@ -7,9 +7,31 @@ from typing import Any
 
 import pytest
 
-from dicom_deid.airflow.review_page import WITHHELD, _decision, decision_of
 from dicom_deid.pipeline.run_record import NONE_NEEDED, TIMEOUT, ReviewDecision
 from dicom_deid.pipeline.withdraw import REASON_MAX
+
+# Airflow is imported when a test runs, never when the module is collected: the Airflow
+# tests' process (make test's second pytest) collects every module before its fixtures
+# point Airflow at their own home, and an early import would fix its configuration.
+WITHHELD = "reason withheld: it may hold PHI"
+
+
+def decision_of(answer: Any) -> Any:
+    from dicom_deid.airflow.review_page import decision_of as decide
+
+    return decide(answer)
+
+
+def _decision(facts: dict[str, Any]) -> str:
+    from dicom_deid.airflow.review_page import _decision as describe
+
+    return describe(facts)
+
+
+def test_the_withheld_text_is_the_pages() -> None:
+    from dicom_deid.airflow.review_page import WITHHELD as PAGES
+
+    assert PAGES == WITHHELD
 
 ALICE = {"id": "3", "name": "alice"}
 
