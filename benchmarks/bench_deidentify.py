@@ -423,7 +423,7 @@ def command(name: str, corpus: Corpus, out: Path, workers: int) -> list[str]:
             str(deid_bin()), "deidentify", str(corpus.dicom_dir), str(out), "--profile", "basic",
             "--key-file", str(key_file()), "--workers", str(workers), "--no-progress",
             "--errors", str(WORK / "deid-errors.csv"),
-            "--mapping", str(WORK / "deid-mapping.parquet"),
+            "--mapping", str(WORK / "deid-mapping.parquet"), "--plain-mapping",
         ]
     return [
         str(PEERS_PYTHON), str(PEER_RUNNER), name, "--in-root", str(corpus.dicom_dir),

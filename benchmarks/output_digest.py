@@ -103,7 +103,7 @@ def digest(dd: str, work: Path) -> dict[str, Any]:
         args = [a.replace("{google}", str(google)) for a in extra]
         _run([dd, "deidentify", str(corpora[corpus]), str(out), "--key-file", str(key),
               "--workers", "2", "--run-id", "digest", "--no-progress", "--mapping",
-              str(mapping), "--errors", str(errors), *args])
+              str(mapping), "--plain-mapping", "--errors", str(errors), *args])
         entry: dict[str, Any] = {"files": _tree_digest(out)}
         entry["mapping"] = _rows_digest(pq.read_table(mapping).to_pylist())
         entry["errors"] = (_rows_digest(pacsv.read_csv(errors).to_pylist())

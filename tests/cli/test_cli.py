@@ -83,7 +83,7 @@ def test_clean_image_config_is_accepted(setup: tuple[Path, Path]) -> None:
 def test_restricted_files_refused_inside_output(setup: tuple[Path, Path]) -> None:
     root, key = setup
     code = main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
-                 "--mapping", str(root / "out" / "mapping.parquet")])
+                 "--mapping", str(root / "out" / "mapping.parquet"), "--plain-mapping"])
     assert code == 2
 
 

@@ -64,7 +64,8 @@ def _run(corpus_dir: Path, out: Path, key_file: Path, *extra: str) -> tuple[int,
     mapping = out.parent / f"{out.name}-mapping.parquet"
     code = main([
         "deidentify", str(corpus_dir / "dicom"), str(out), "--key-file", str(key_file),
-        "--workers", "2", "--errors", str(errors), "--mapping", str(mapping), "--no-progress",
+        "--workers", "2", "--errors", str(errors), "--mapping", str(mapping), "--plain-mapping",
+        "--no-progress",
         *extra,
     ])
     return code, errors, mapping

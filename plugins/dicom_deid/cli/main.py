@@ -8,7 +8,7 @@ import getpass
 import logging
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -35,7 +35,13 @@ from dicom_deid.deid.batch import (
 from dicom_deid.deid.keys import generate_key_file, load_key
 from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError
 
+from .audit_cmd import add_parser as add_audit_parser
+from .audit_cmd import run as audit
+from .pseudonymize_cmd import add_parser as add_pseudonymize_parser
+from .pseudonymize_cmd import run as pseudonymize
 from .table import print_table
+from .vault_cmd import add_parsers as add_vault_parsers
+from .vault_cmd import reidentify, vault
 
 EPILOG = """exit codes: 0 all inputs de-identified; 2 bad arguments, config or key (nothing
 was touched); 3 some inputs failed (listed in --errors, never copied to OUTPUT)."""
@@ -93,7 +99,13 @@ def _parser() -> argparse.ArgumentParser:
                         "(default); relative: keep input paths (only if they carry no PHI)")
     d.add_argument("--errors", type=Path, help="CSV listing every failed input with its reason")
     d.add_argument("--mapping", type=Path,
-                   help="Parquet file of original<->pseudonym identifiers (restricted)")
+                   help="Parquet file of original<->pseudonym identifiers, sealed under the "
+                        "vault key (--vault-key-file or $DICOM_DEID_VAULT_KEY)")
+    d.add_argument("--vault-key-file", type=Path, default=None,
+                   help="the vault key that seals the mapping (not the pseudonym key)")
+    d.add_argument("--plain-mapping", action="store_true",
+                   help="write the mapping in clear, without a vault key (an explicit choice: "
+                        "anyone with a copy of it re-identifies every output)")
     d.add_argument("--run-id", default="", help="run id recorded in the mapping")
     d.add_argument("--filter", type=Path, dest="filter_file",
                    help="only the instances a filter file selects (/studies/UID[/series/UID"
@@ -170,9 +182,15 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--by", default=None,
                    help="who asked, as recorded (default: the operating-system user)")
 
-    k = sub.add_parser("keygen", help="write a new random 32-byte key file (mode 0600)")
+    k = sub.add_parser("keygen", help="write a new random 32-byte key file (mode 0600): a "
+                                     "pseudonym key, or with --vault a vault key")
     k.add_argument("output", type=Path)
     k.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    k.add_argument("--vault", action="store_true",
+                   help="a vault key (seals the mapping; keep it apart from the pseudonym key)")
+    add_vault_parsers(sub)
+    add_audit_parser(sub)
+    add_pseudonymize_parser(sub)
     return p
 
 
@@ -236,12 +254,18 @@ def _deidentify(args: argparse.Namespace) -> int:
         print("dicom-deid: --exception needs --verify", file=sys.stderr)
         return EXIT_USAGE
     try:
+        seal = _mapping_seal(args)
+    except KeyConfigError as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         summary = run_batch(
             sources, args.output, config, key,
             workers=args.workers or None, layout=args.layout, errors_path=args.errors,
             mapping_path=args.mapping, run_id=run_id,
             progress=False if args.no_progress else None,
             gate=args.exception if args.verify else None, drop_rejected=args.verify,
+            mapping_seal=seal,
         )
     except ConfigError as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
@@ -252,6 +276,27 @@ def _deidentify(args: argparse.Namespace) -> int:
         print(f"{summary.failed} input(s) failed{where}", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def _mapping_seal(args: argparse.Namespace) -> Callable[[bytes], bytes] | None:
+    """How the mapping is written: sealed under the vault key, or in clear when asked."""
+    if args.mapping is None or args.plain_mapping:
+        if args.vault_key_file is not None and args.plain_mapping:
+            raise KeyConfigError("--plain-mapping and --vault-key-file exclude each other")
+        return None
+    from functools import partial
+
+    from dicom_deid.vault.envelope import seal
+    from dicom_deid.vault.keys import load_vault_key
+
+    try:
+        vault_key = load_vault_key(args.vault_key_file)
+    except KeyConfigError as exc:
+        raise KeyConfigError(
+            f"{exc}. The mapping holds original identifiers: it is sealed under a vault "
+            "key (another key than the pseudonym key); --plain-mapping writes it in clear"
+        ) from None
+    return partial(seal, vault_key=vault_key)
 
 
 def _filtered_sources(root: Path, filter_path: Path, warehouse_url: str | None) -> list[Source]:
@@ -365,7 +410,10 @@ def _keygen(args: argparse.Namespace) -> int:
     except KeyConfigError as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"wrote a new key to {args.output} (keep it secret; pseudonyms depend on it)")
+    print(f"wrote a new vault key to {args.output} (keep it secret and apart from the "
+          "pseudonym key: it opens the mapping; deleting it makes the mapping unreadable)"
+          if args.vault else
+          f"wrote a new key to {args.output} (keep it secret; pseudonyms depend on it)")
     return EXIT_OK
 
 
@@ -416,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     handlers = {"deidentify": _deidentify, "synth": _synth, "keygen": _keygen,
                 "cohort": _cohort, "export-metadata": _export_metadata, "query": _query,
-                "withdraw": _withdraw}
+                "withdraw": _withdraw, "reidentify": reidentify, "vault": vault,
+                "audit": audit, "pseudonymize": pseudonymize}
     return handlers[args.command](args)
 
 

@@ -27,7 +27,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -790,6 +790,7 @@ def run_batch(
     metadata_path: Path | None = None,
     drop_rejected: bool = False,
     review: ReviewSpec | None = None,
+    mapping_seal: Callable[[bytes], bytes] | None = None,
 ) -> BatchSummary:
     """De-identify ``sources`` into ``out_root``; list failures; write the mapping.
 
@@ -804,7 +805,8 @@ def run_batch(
     published output's de-identified metadata row (the export's columns; ``source_uri``
     its path relative to ``out_root``), read from the bytes the worker wrote, as Parquet.
 
-    ``review``: the outputs its rule selects get a reviewer's card and thumbnails, made in
+    ``mapping_seal``: the mapping is written sealed by it (the vault's envelope), never in
+    clear. ``review``: the outputs its rule selects get a reviewer's card and thumbnails, made in
     the worker (needs the gate); the cards of the published outputs go to its
     ``rows_path``.
 
@@ -822,7 +824,7 @@ def run_batch(
     summary = BatchSummary()
     show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
-    mapping = MappingWriter(mapping_path) if mapping_path else None
+    mapping = MappingWriter(mapping_path, seal=mapping_seal) if mapping_path else None
     errors = _ErrorsFile(errors_path)
     token = os.urandom(6).hex()  # this run's staged names (a crash's leftovers: _remove_staged)
     publisher = _Publisher(out_root, src_list, summary, mapping, run_id, review)

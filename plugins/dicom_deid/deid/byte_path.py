@@ -71,6 +71,7 @@ from .deidentifier import (
     InstanceResult,
     WalkState,
 )
+from .pseudonyms import patient_key as pseudonym_patient_key
 from .sweep import SWEEP_EXEMPT, SWEEP_TAGS, SWEEP_VRS, attribute_context, sweep_context
 
 _TAG_SOP_CLASS = 0x00080016
@@ -177,11 +178,8 @@ class ByteDeidentifier:
             modality=_text(data, by_tag.get(0x00080060)),
         )
         issuer = _text(data, by_tag.get(0x00100021))
-        patient_key = (
-            f"pid:{issuer}|{res.original_patient_id}"
-            if res.original_patient_id
-            else f"study:{res.original_study_uid}"
-        )
+        patient_key = pseudonym_patient_key(res.original_patient_id, issuer,
+                                            res.original_study_uid)
         state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid))
         scope = (state.iod, "")
         if self.plan.needs_context:

@@ -51,6 +51,7 @@ from dicom_deid.text.find import clean_descriptor
 from dicom_deid.text.transform import apply_text_config, transform_whole_value
 
 from .pseudonyms import Pseudonymizer
+from .pseudonyms import patient_key as pseudonym_patient_key
 from .sweep import (
     SWEEP_EXEMPT,
     SWEEP_TAGS,
@@ -187,11 +188,8 @@ class Deidentifier:
             modality=text_value(ds, 0x00080060),
         )
         issuer = text_value(ds, TAG_ISSUER_OF_PATIENT_ID)
-        patient_key = (
-            f"pid:{issuer}|{res.original_patient_id}"
-            if res.original_patient_id
-            else f"study:{res.original_study_uid}"
-        )
+        patient_key = pseudonym_patient_key(res.original_patient_id, issuer,
+                                            res.original_study_uid)
         state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid))
         if self.pixels is not None:  # before any attribute changes: rules and context read them
             from dicom_deid.pixels.clean import OcrReadout

@@ -1,11 +1,14 @@
 """The original <-> pseudonym mapping, written as Parquet beside (never inside) the output.
 
 It holds original identifiers, so it is restricted data: the warehouse loads it into
-a restricted table; it must never be copied into the de-identified tree.
+a restricted table; it must never be copied into the de-identified tree. Given a
+``seal`` (the vault's envelope, :mod:`dicom_deid.vault.envelope`), the file is built in
+memory and only its sealed bytes reach the disk: no clear copy, not even a temporary one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import TracebackType
@@ -54,10 +57,13 @@ def __getattr__(name: str) -> Any:
 class MappingWriter:
     """Streams mapping rows to one Parquet file in bounded batches (flat memory)."""
 
-    def __init__(self, path: Path, *, batch_rows: int = 2_000) -> None:
+    def __init__(self, path: Path, *, batch_rows: int = 2_000,
+                 seal: Callable[[bytes], bytes] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._seal = seal
+        self._sink: Any = None  # the in-memory file of a sealed mapping
         self._writer: Any = None  # a ParquetWriter, opened at the first flush
         # Column lists, built into Arrow from buffers (see arrow_build: no pandas import).
         self._columns: dict[str, list[object]] = {name: [] for name, _ in MAPPING_COLUMNS}
@@ -85,9 +91,14 @@ class MappingWriter:
         """Import pyarrow and open the file (done by the first flush if not before): a
         batch calls it once its workers are busy."""
         if self._writer is None:
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(self._tmp, mapping_schema(), compression="zstd")
+            if self._seal is not None:
+                self._sink = pa.BufferOutputStream()
+            self._writer = pq.ParquetWriter(
+                self._sink if self._sink is not None else self._tmp, mapping_schema(),
+                compression="zstd")
 
     def _flush(self) -> None:
         import pyarrow as pa
@@ -109,16 +120,42 @@ class MappingWriter:
         """Flush and publish the file atomically (an empty run writes an empty file)."""
         self._flush()
         self._writer.close()
+        if self._sink is not None:
+            self._close_sealed()
+            return
         if self._dropped:
-            import pyarrow as pa
-            import pyarrow.compute as pc
             import pyarrow.parquet as pq
 
-            table = pq.read_table(self._tmp, schema=mapping_schema())
-            keep = pc.invert(pc.is_in(table["source_path"],
-                                      value_set=pa.array(sorted(self._dropped), pa.string())))
-            pq.write_table(table.filter(keep), self._tmp, compression="zstd")
+            table = self._without_dropped(pq.read_table(self._tmp, schema=mapping_schema()))
+            pq.write_table(table, self._tmp, compression="zstd")
         self._tmp.replace(self.path)
+
+    def _without_dropped(self, table: pa.Table) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        keep = pc.invert(pc.is_in(table["source_path"],
+                                  value_set=pa.array(sorted(self._dropped), pa.string())))
+        return table.filter(keep)
+
+    def _close_sealed(self) -> None:
+        """Seal the in-memory file and write it (0600) atomically."""
+        import os
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from dicom_deid.dicom.files import write_atomic
+
+        assert self._seal is not None
+        data = self._sink.getvalue().to_pybytes()
+        if self._dropped:
+            sink = pa.BufferOutputStream()
+            pq.write_table(self._without_dropped(pq.read_table(pa.BufferReader(data))), sink,
+                           compression="zstd")
+            data = sink.getvalue().to_pybytes()
+        write_atomic(self.path, self._seal(data))
+        os.chmod(self.path, 0o600)
 
     def __enter__(self) -> MappingWriter:
         return self

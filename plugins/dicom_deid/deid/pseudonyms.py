@@ -30,6 +30,14 @@ def is_well_known_uid(value: str) -> bool:
     return value.startswith(_WELL_KNOWN_ROOT) or value in UID_dictionary
 
 
+def patient_key(patient_id: str, issuer: str, study_uid: str) -> str:
+    """Whose date shift an instance takes: its PatientID within its IssuerOfPatientID, or,
+    without a PatientID, its study (values as read, less their padding). One function for
+    both de-identification paths and the linkage of non-imaging extracts
+    (:mod:`dicom_deid.vault.linkage`), so the three can never shift a patient differently."""
+    return f"pid:{issuer}|{patient_id}" if patient_id else f"study:{study_uid}"
+
+
 class Pseudonymizer:
     """Derives every replacement identifier, UID and date shift from one secret key."""
 

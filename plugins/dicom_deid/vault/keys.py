@@ -1,0 +1,60 @@
+"""The vault key: the secret that protects the mapping, apart from the pseudonym key.
+
+The pseudonym key makes pseudonyms; the vault key encrypts the original identifiers
+they replace (and keys the audit's hash chain). A site may give them to different
+people: whoever holds only the pseudonym key can make pseudonyms for linkage but cannot
+read the mapping; whoever holds only the vault key can read the mapping but cannot make
+new pseudonyms. Same formats as the pseudonym key (``dicom-deid keygen`` writes either);
+no default, ever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from dicom_deid.deid.keys import parse_key
+from dicom_deid.errors import KeyConfigError
+
+__all__ = ["VAULT_KEY_ENV", "derive", "load_vault_key", "vault_key_id"]
+
+VAULT_KEY_ENV = "DICOM_DEID_VAULT_KEY"
+"""Environment variable holding the vault key (hex or base64) when no key file is given."""
+_ID_DOMAIN = b"dicom-deid/vault-key-id/v1"
+
+
+def load_vault_key(key_file: Path | None = None, *,
+                   environ: dict[str, str] | None = None) -> bytes:
+    """The vault key from ``key_file`` if given, else from ``$DICOM_DEID_VAULT_KEY``."""
+    if key_file is not None:
+        try:
+            data = Path(key_file).read_bytes()
+        except OSError as exc:
+            raise KeyConfigError(
+                f"cannot read vault key file {key_file}: {exc.strerror}") from None
+        return parse_key(data)
+    env = os.environ if environ is None else environ
+    value = env.get(VAULT_KEY_ENV)
+    if not value:
+        raise KeyConfigError(
+            f"no vault key: pass --vault-key-file or set ${VAULT_KEY_ENV} (create one with "
+            "`dicom-deid keygen --vault KEYFILE`)")
+    return parse_key(value.encode())
+
+
+def vault_key_id(key: bytes) -> str:
+    """A public fingerprint of a vault key (16 hex digits): tells keys apart in files and
+    audits, and cannot be turned back into the key."""
+    return hashlib.sha256(hmac.new(key, _ID_DOMAIN, hashlib.sha256).digest()).hexdigest()[:16]
+
+
+def derive(key: bytes, purpose: str) -> bytes:
+    """A 32-byte subkey of the vault key for one purpose (HKDF-SHA256): the key that wraps
+    data keys and the key that chains the audit never coincide."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=f"dicom-deid/vault/{purpose}/v1".encode()).derive(key)
