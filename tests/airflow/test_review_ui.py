@@ -7,7 +7,8 @@ project DAG up to its review step. Headless Chromium (Debian's ``chromium`` and
 selected image must render, and no original identifier of the sources may appear in the
 page's HTML or in its images. The review is then approved through the REST API (the run
 publishes) and a second project's is rejected (nothing published, nothing staged, the
-run recorded as rejected with the reviewer and reason).
+run recorded as rejected with the reviewer and reason); a third's goes unanswered past
+its timeout and the scheduler's sweep rejects it.
 """
 
 from __future__ import annotations
@@ -49,14 +50,15 @@ ARRIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 EXPORT_RUN = "2026-03-11T01:00:00+00:00"
 APPROVED_RUN = "2026-03-12T09:00:00+00:00"
 REJECTED_RUN = "2026-03-13T09:00:00+00:00"
-APPROVED, REJECTED = "reviewed", "refused"
+UNANSWERED_RUN = "2026-03-14T09:00:00+00:00"
+APPROVED, REJECTED, UNANSWERED = "reviewed", "refused", "unanswered"
 PROJECT_YAML = """
 name: {name}
 cohort: patients_with_us
 cohort_params: {{start_date: 2000-01-01, end_date: 2099-12-31}}
 schedule: null
 review: {rule}
-review_timeout_hours: 2
+review_timeout_hours: {hours}
 """
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 #: Identifying attributes whose source values must not reach the page.
@@ -76,8 +78,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         os.utime(path, (ARRIVED.timestamp(), ARRIVED.timestamp()))
     projects = base / "projects"
     projects.mkdir()
-    (projects / f"{APPROVED}.yaml").write_text(PROJECT_YAML.format(name=APPROVED, rule="at-risk"))
-    (projects / f"{REJECTED}.yaml").write_text(PROJECT_YAML.format(name=REJECTED, rule="all"))
+    for name, rule, hours in ((APPROVED, "at-risk", 2), (REJECTED, "all", 2),
+                              (UNANSWERED, "at-risk", 0.001)):  # 3.6 s to answer
+        (projects / f"{name}.yaml").write_text(PROJECT_YAML.format(name=name, rule=rule,
+                                                                    hours=hours))
     port = free_port()
     values = {
         "AIRFLOW_HOME": str(base / "airflow"),
@@ -287,3 +291,37 @@ def test_a_rejected_release_publishes_nothing_and_leaves_nothing_staged(
     q = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
     states = {t["task_id"]: t["state"] for t in api.get(q)["task_instances"]}
     assert states["publish"] == "skipped" and states["load_deid_metadata"] == "skipped"
+
+
+#: What the scheduler does every loop for reviews nobody answered in time (dag.test() runs
+#: no scheduler): the request's default answer, Reject, with no user.
+SWEEP = """
+from airflow.jobs.job import Job
+from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+SchedulerJobRunner(job=Job(), executors=[]).check_awaiting_input_timeouts()
+"""
+
+
+def test_an_unanswered_review_is_a_rejection_by_timeout(env: dict[str, Any]) -> None:
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    api: AirflowApi = env["api"]
+    dag_id = f"dicom_deid__{UNANSWERED}"
+    runner = _start(env, dag_id, UNANSWERED_RUN)
+    try:
+        api.wait_for_review(dag_id, timeout=420, runner=runner)
+        time.sleep(4)  # past the project's review_timeout_hours
+        swept = subprocess.run([sys.executable, "-c", SWEEP], capture_output=True,
+                               env=env["environ"], timeout=120)
+        assert swept.returncode == 0, swept.stderr[-2000:]
+        runner.wait(timeout=300)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    row = _run_row(env, UNANSWERED)
+    assert row["status"] == "rejected" and row["reviewer"] == "timeout"
+    assert row["reason"] == "rejected by timeout: no answer within the review timeout"
+    batch = batch_id_for(datetime.fromisoformat(UNANSWERED_RUN), UNANSWERED)
+    staging = env["data"] / "deid" / f".staging-{UNANSWERED}" / batch
+    assert not staging.exists() or not any(staging.rglob("*"))
+    assert not (env["data"] / "deid" / UNANSWERED).exists()
