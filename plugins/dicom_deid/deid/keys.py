@@ -58,21 +58,22 @@ def parse_key(text_or_bytes: bytes, *, hex_only: bool = False) -> bytes:
     return key
 
 
-def load_key(key_file: Path | None = None, *, environ: dict[str, str] | None = None) -> bytes:
-    """The key from ``key_file`` if given, else from ``$DICOM_DEID_KEY``; never a default."""
+def load_key(key_file: Path | None = None, *, environ: dict[str, str] | None = None,
+             env_var: str = KEY_ENV, what: str = "de-identification key",
+             how: str = "pass --key-file or set ${var} (create a key with `dicom-deid "
+                        "keygen KEYFILE`)") -> bytes:
+    """The key from ``key_file`` if given, else from ``$DICOM_DEID_KEY`` (``env_var``);
+    never a default. ``what`` and ``how`` word the refusal for another kind of key."""
     if key_file is not None:
         try:
             data = Path(key_file).read_bytes()
         except OSError as exc:
-            raise KeyConfigError(f"cannot read key file {key_file}: {exc.strerror}") from None
+            raise KeyConfigError(f"cannot read {what} file {key_file}: {exc.strerror}") from None
         return parse_key(data)
     env = os.environ if environ is None else environ
-    value = env.get(KEY_ENV)
+    value = env.get(env_var)
     if not value:
-        raise KeyConfigError(
-            f"no de-identification key: pass --key-file or set ${KEY_ENV} "
-            "(create a key with `dicom-deid keygen KEYFILE`)"
-        )
+        raise KeyConfigError(f"no {what}: {how.replace('{var}', env_var)}")
     return parse_key(value.encode())
 
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from dicom_deid.deid.keys import parse_key
-from dicom_deid.errors import KeyConfigError
+from dicom_deid.deid.keys import load_key
 
 __all__ = ["VAULT_KEY_ENV", "derive", "load_vault_key", "vault_key_id"]
 
@@ -31,20 +29,9 @@ _ID_DOMAIN = b"dicom-deid/vault-key-id/v1"
 def load_vault_key(key_file: Path | None = None, *,
                    environ: dict[str, str] | None = None) -> bytes:
     """The vault key from ``key_file`` if given, else from ``$DICOM_DEID_VAULT_KEY``."""
-    if key_file is not None:
-        try:
-            data = Path(key_file).read_bytes()
-        except OSError as exc:
-            raise KeyConfigError(
-                f"cannot read vault key file {key_file}: {exc.strerror}") from None
-        return parse_key(data)
-    env = os.environ if environ is None else environ
-    value = env.get(VAULT_KEY_ENV)
-    if not value:
-        raise KeyConfigError(
-            f"no vault key: pass --vault-key-file or set ${VAULT_KEY_ENV} (create one with "
-            "`dicom-deid keygen --vault KEYFILE`)")
-    return parse_key(value.encode())
+    return load_key(key_file, environ=environ, env_var=VAULT_KEY_ENV, what="vault key",
+                    how="pass --vault-key-file or set ${var} (create one with "
+                        "`dicom-deid keygen --vault KEYFILE`)")
 
 
 def vault_key_id(key: bytes) -> str:
