@@ -39,14 +39,18 @@ DEMO_DAG := dicom_deid__demo_ultrasound
 demo: $(STAMP)
 	rm -rf $(DEMO) var/airflow
 	@mkdir -p $(LOGS)
-	@echo "== 0. a synthetic landing zone (planted PHI, bad files) that arrived yesterday; a key"
+	@echo "== 0. a synthetic landing zone (planted PHI, bad files) that arrived yesterday; two keys"
 	$(DD) synth $(DEMO)/landing --patients $(PATIENTS) --seed 7
 	find $(DEMO)/landing/dicom -type f -exec touch -d "$(YESTERDAY) 12:00:00 UTC" {} +
 	$(DD) keygen $(DEMO)/secrets/deid.key
-	@echo "== 1. Airflow 3 in var/airflow (SQLite); the key becomes the dicom_deid_key connection"
+	$(DD) keygen --vault $(DEMO)/secrets/vault.key
+	@echo "== 1. Airflow 3 in var/airflow (SQLite); the keys become the dicom_deid_key and"
+	@echo "      dicom_deid_vault_key connections (pseudonyms; the sealed mapping)"
 	$(AIRFLOW) db migrate > $(LOGS)/db-migrate.log 2>&1
 	$(AIRFLOW) connections add dicom_deid_key --conn-type generic \
 		--conn-password "$$(cat $(DEMO)/secrets/deid.key)" > /dev/null
+	$(AIRFLOW) connections add dicom_deid_vault_key --conn-type generic \
+		--conn-password "$$(cat $(DEMO)/secrets/vault.key)" > /dev/null
 	@echo "== 2. dicom_metadata_export for yesterday's interval (log: $(LOGS)/export.log)"
 	$(AIRFLOW) dags test dicom_metadata_export $(TODAY)T01:00:00+00:00 > $(LOGS)/export.log 2>&1 \
 		|| (tail -40 $(LOGS)/export.log; exit 1)

@@ -83,6 +83,7 @@ from bench_pipeline import (
     PROJECT,
     SHUTDOWN,
     STARTUP,
+    VAULT_CONN,
     WARMUP_PATIENTS,
     WORK,
     TaskTime,
@@ -99,6 +100,7 @@ from bench_pipeline import (
     source_tree,
     task_times,
     timed,
+    vault_key_hex,
     versions,
 )
 
@@ -318,7 +320,9 @@ def setup_airflow(env: dict[str, str], key: Path, tag: str) -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     for i, cmd in enumerate(([airflow, "db", "migrate"],
                              [airflow, "connections", "add", KEY_CONN, "--conn-type", "generic",
-                              "--conn-password", key.read_text().strip()])):
+                              "--conn-password", key.read_text().strip()],
+                             [airflow, "connections", "add", VAULT_CONN, "--conn-type",
+                              "generic", "--conn-password", vault_key_hex()])):
         done = subprocess.run([*envs, *cmd], capture_output=True, text=True)
         (LOGS / f"{tag}-setup{i}.log").write_text(done.stdout + done.stderr)
         if done.returncode:

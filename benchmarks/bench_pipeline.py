@@ -99,6 +99,14 @@ CONTENDERS = (DAG, CLI)
 PROJECT = "bench"
 EXPORT_DAG, DEID_DAG = "dicom_metadata_export", f"dicom_deid__{PROJECT}"
 KEY_CONN = "dicom_deid_key"
+VAULT_CONN = "dicom_deid_vault_key"  # seals the mapping (issue 16); a fresh key per run
+
+
+def vault_key_hex() -> str:
+    """A fresh vault key for the run's connection (what `dicom-deid keygen --vault` writes)."""
+    import secrets
+
+    return secrets.token_hex(32)
 TARGET_RATIO = 2.0
 MIN_FILES = 5000
 DEFAULT_PATIENTS = 320
@@ -296,6 +304,8 @@ def dag_plan(base: Path, corpus: Corpus, today: dt.date, key: Path, cohort: Path
         _with_env(env, [airflow, "db", "migrate"]),
         _with_env(env, [airflow, "connections", "add", KEY_CONN, "--conn-type", "generic",
                         "--conn-password", key.read_text().strip()]),
+        _with_env(env, [airflow, "connections", "add", VAULT_CONN, "--conn-type", "generic",
+                        "--conn-password", vault_key_hex()]),
     ], steps=[
         ("export", _with_env(env, [airflow, "dags", "test", EXPORT_DAG,
                                    f"{today.isoformat()}T01:00:00+00:00"])),

@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "cohort": {"errors", "warehouse"},
     # pipeline -> text: a withdrawal's reason is checked by the text detectors.
     "pipeline": {"__init__", "errors", "dicom", "config", "text", "deid", "metadata",
-                 "warehouse", "cohort", "review"},
+                 "warehouse", "cohort", "review", "vault"},
     # vault: the encrypted mapping, re-identification, audit, linkage pseudonyms.
     "vault": {"errors", "dicom", "deid", "warehouse"},
     "cli": {"__init__", "errors", "dicom", "config", "deid", "pixels", "metadata", "vault",

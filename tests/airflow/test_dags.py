@@ -35,6 +35,7 @@ from dicom_deid.synth import generate, planted_byte_patterns
 # and the other tests fork worker pools, which is only safe in a single-threaded process.
 pytestmark = pytest.mark.airflow
 ROOT = Path(__file__).resolve().parents[2]
+VAULT_KEY_HEX = "a7" * 32  # seals the mapping
 KEY_HEX = "5f" * 32
 ARRIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # landing files' mtime
 EXPORT_RUN = datetime(2026, 3, 11, 1, 0, tzinfo=UTC)  # its data interval: Mar 10
@@ -46,6 +47,8 @@ WIDE_RUN = datetime(2026, 3, 16, 9, 0, tzinfo=UTC)
 DRY_RUN = datetime(2026, 3, 17, 9, 0, tzinfo=UTC)
 DRY = "dry_us"  # BY_DATE's cohort, released by nobody: a dry run has work to do
 NIGHTLY = "nightly"  # the same cohort again, scheduled: what a backfill runs
+NO_VAULT = "no_vault"  # BY_DATE's cohort under a vault connection that does not exist
+NO_VAULT_RUN = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
 STUDY = "us_research"  # the project most tests run: privacy-first, a wide cohort window
 LEAKY = "leaky"  # a project whose own policy file keeps a text that names the patient
 STUDY_YAML = """
@@ -102,6 +105,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     (projects / f"{LEAKY}.yaml").write_text(LEAKY_YAML)
     (projects / "leaky.json").write_text(json.dumps(LEAKY_CONFIG))
     (projects / f"{BY_DATE}.yaml").write_text(BY_DATE_YAML)
+    (projects / f"{NO_VAULT}.yaml").write_text(BY_DATE_YAML.replace(
+        f"name: {BY_DATE}", f"name: {NO_VAULT}") + "vault_key_conn_id: no_such_vault\n")
     (projects / "studies_in_window.sql").write_text(BY_DATE_SQL)
     values = {
         "AIRFLOW_HOME": str(base / "airflow"),
@@ -113,6 +118,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
         "DICOM_DEID_WORKERS": "2",
         "AIRFLOW_CONN_DICOM_DEID_KEY": json.dumps({"conn_type": "generic",
                                                     "password": KEY_HEX}),
+        "AIRFLOW_CONN_DICOM_DEID_VAULT_KEY": json.dumps({"conn_type": "generic",
+                                                          "password": VAULT_KEY_HEX}),
     }
     with pytest.MonkeyPatch.context() as mp:
         for k, v in values.items():
@@ -188,7 +195,8 @@ def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
     # One DAG per project file, and nothing else.
     assert set(dags) == {"dicom_metadata_export", f"dicom_deid__{STUDY}", f"dicom_deid__{LEAKY}",
                          f"dicom_deid__{BY_DATE}", f"dicom_deid__{DRY}",
-                         f"dicom_deid__{NIGHTLY}", "dicom_deid_withdraw"}
+                         f"dicom_deid__{NIGHTLY}", f"dicom_deid__{NO_VAULT}",
+                         "dicom_deid_withdraw"}
     export, deid = dags["dicom_metadata_export"], dags[f"dicom_deid__{STUDY}"]
     # The DAG declares only params that narrow a run (the engine refuses any other).
     assert {"start_date", "end_date", "dry_run", "priority"} <= set(deid.params) <= RUN_PARAMS
@@ -244,6 +252,13 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
         assert not [p for p in patterns if p in content], f.name
     assert _warehouse_count(data, "SELECT COUNT(*) FROM deid_metadata") == selected
     assert _warehouse_count(data, "SELECT COUNT(*) FROM deid_mapping") == selected
+    # The mapping reached the warehouse with its identifying columns encrypted under the
+    # project's vault key (the connection dicom_deid_vault_key), its pseudonyms in clear.
+    from dicom_deid.vault.columns import MAPPING_IDENTIFYING, is_encrypted
+
+    mapped = _warehouse_rows(data, "SELECT * FROM deid_mapping")
+    assert all(is_encrypted(r[c]) for r in mapped for c in MAPPING_IDENTIFYING if r[c])
+    assert not any(is_encrypted(r["sop_uid"]) for r in mapped)
     assert _warehouse_count(data, "SELECT COUNT(*) FROM deid_runs WHERE processed = "
                                   f"{selected} AND status = 'success'") == 1
     manifest = json.loads((tree / "manifests" / f"{batch}.json").read_text())
@@ -438,6 +453,25 @@ def test_a_trigger_window_wider_than_the_projects_is_refused(
     row = _run_row(env["data"], batch)
     assert (row["status"], row["reason"], row["processed"]) == (
         "failed", "ConfigError in run_cohort", 0)
+
+
+def test_a_project_without_a_vault_key_publishes_nothing(
+    env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any],
+) -> None:
+    """The mapping is never written in clear by a DAG: no vault key, no run."""
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    run = dags[f"dicom_deid__{NO_VAULT}"].test(logical_date=NO_VAULT_RUN)
+    batch = batch_id_for(NO_VAULT_RUN, NO_VAULT)
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["deidentify_shard"] == "failed" and states["publish"] == "upstream_failed"
+    row = _run_row(env["data"], batch)
+    assert row["status"] == "failed" and "deidentify_shard" in row["reason"]
+    assert not (env["data"] / "deid" / NO_VAULT).exists()
+    staging = _staging(env, NO_VAULT) / batch
+    assert not staging.exists() or not any(staging.rglob("*.dcm"))
+    assert not list((env["data"] / "runs" / batch).glob("mapping/*.parquet"))
 
 
 def test_a_dry_run_verifies_publishes_nothing_and_is_recorded(

@@ -45,6 +45,7 @@ from dicom_deid.synth import generate, planted_byte_patterns
 pytestmark = pytest.mark.airflow
 
 ROOT = Path(__file__).resolve().parents[2]
+VAULT_KEY_HEX = "a7" * 32  # seals the mapping
 KEY_HEX = "6a" * 32
 ARRIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 EXPORT_RUN = "2026-03-11T01:00:00+00:00"
@@ -95,6 +96,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "DICOM_DEID_WORKERS": "2",
         "AIRFLOW_CONN_DICOM_DEID_KEY": json.dumps({"conn_type": "generic",
                                                     "password": KEY_HEX}),
+        "AIRFLOW_CONN_DICOM_DEID_VAULT_KEY": json.dumps({"conn_type": "generic",
+                                                          "password": VAULT_KEY_HEX}),
     }
     environ = {**os.environ, **values}
     airflow = str(Path(sys.executable).parent / "airflow")

@@ -314,19 +314,21 @@ def _settings(landed: dict[str, Any], project: str) -> PipelineSettings:
 
 
 def _run_steps(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
-               *, until_verified: bool = False, key: bytes = KEY) -> list[dict[str, int]]:
-    """The DAG's work steps in order, as its tasks call them (no Airflow)."""
+               *, until_verified: bool = False, key: bytes = KEY,
+               vault_key: bytes | None = None) -> list[dict[str, int]]:
+    """The DAG's work steps in order, as its tasks call them (no Airflow; ``vault_key``:
+    the mapping sealed, as the DAG always has it)."""
     deid_steps.run_cohort(ws, settings, req)
     deid_steps.write_filter_file(ws)
     deid_steps.resolve_instances(ws, settings, req, key_id(key))
     plans = deid_steps.plan_run_shards(ws, ShardLimits(max_files=3), settings)
     for plan in plans:
-        deid_steps.deidentify_shard(ws, settings, req, plan["shard"], key)
-        deid_steps.verify_shard(ws, settings, req, plan["shard"])
+        deid_steps.deidentify_shard(ws, settings, req, plan["shard"], key, vault_key)
+        deid_steps.verify_shard(ws, settings, req, plan["shard"], vault_key)
     if until_verified:
         return plans
-    deid_steps.publish(ws, settings, req, DAY1)
-    deid_steps.load_mapping(ws, settings)
+    deid_steps.publish(ws, settings, req, DAY1, vault_key)
+    deid_steps.load_mapping(ws, settings, vault_key)
     deid_steps.load_deid_metadata(ws, settings, DAY1.date(), req.project)
     return plans
 

@@ -191,6 +191,28 @@ def run_workspace(ctx: Context) -> tuple[RunWorkspace, RunRequest]:
     return _workspace(ctx, settings), _request(ctx, _project(ctx))
 
 
+def _keys(ctx: Context) -> tuple[bytes, bytes]:
+    """The project's pseudonym key and vault key, from their connections (never
+    returned to XCom). The vault key seals the mapping; a project without one, or whose
+    two connections hold the same key, fails without retries: the two keys exist so that
+    whoever makes pseudonyms cannot read the mapping."""
+    project = _project(ctx)
+    key = DeidKeyHook(project.key_conn_id).get_key()
+    try:
+        vault_key = DeidKeyHook(project.vault_key_conn_id).get_key()
+    except Exception as exc:  # a missing connection, or not a key
+        raise AirflowFailException(
+            f"no vault key in connection {project.vault_key_conn_id!r} "
+            f"({type(exc).__name__}): create one with `dicom-deid keygen --vault FILE` and "
+            "store it there; the mapping holds original identifiers and is sealed under "
+            "it") from None
+    if vault_key == key:
+        raise AirflowFailException(
+            f"connections {project.key_conn_id!r} and {project.vault_key_conn_id!r} hold the "
+            "same key: the vault key must be another one")
+    return key, vault_key
+
+
 def _skip_if_dry_run(req: RunRequest) -> None:
     """A dry run de-identifies and verifies only: the publishing and loading tasks skip."""
     if req.dry_run:
@@ -289,8 +311,8 @@ def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
     ctx, ws, settings, req = _run()
     # read by map_index_template (a key of our own in the context, as Airflow documents)
     ctx["shard_label"] = f"shard {shard['shard']} ({shard['files']} files)"  # type: ignore[typeddict-unknown-key]
-    key = DeidKeyHook(_project(ctx).key_conn_id).get_key()
-    return deid_steps.deidentify_shard(ws, settings, req, shard["shard"], key)
+    key, vault_key = _keys(ctx)
+    return deid_steps.deidentify_shard(ws, settings, req, shard["shard"], key, vault_key)
 
 
 @task(retries=0, map_index_template="{{ shard_label }}")
@@ -300,7 +322,7 @@ def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
     not valid (VerificationError). No retries: the same outputs would fail again."""
     ctx, ws, settings, req = _run()
     ctx["shard_label"] = f"shard {result['shard']}"  # type: ignore[typeddict-unknown-key]
-    return deid_steps.verify_shard(ws, settings, req, result["shard"])
+    return deid_steps.verify_shard(ws, settings, req, result["shard"], _keys(ctx)[1])
 
 
 # From here on, "none_failed": an empty cohort (no shards, mapped tasks skipped) still
@@ -313,7 +335,7 @@ def publish() -> dict[str, Any]:
     ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
     deid_steps.check_pinned(ws, req, settings)  # the policy every shard was made under
-    return deid_steps.publish(ws, settings, req, _when(ctx))
+    return deid_steps.publish(ws, settings, req, _when(ctx), _keys(ctx)[1])
 
 
 @task(trigger_rule="none_failed")
@@ -329,9 +351,9 @@ def load_deid_metadata() -> dict[str, Any]:
 @_noted
 def load_mapping() -> dict[str, Any]:
     """Load the original<->pseudonym mapping (restricted) and the error list."""
-    _, ws, settings, req = _run()
+    ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
-    return deid_steps.load_mapping(ws, settings)
+    return deid_steps.load_mapping(ws, settings, _keys(ctx)[1])
 
 
 def _task_states(ctx: Context) -> dict[str, str]:
@@ -504,7 +526,16 @@ def withdraw() -> dict[str, Any]:
     try:
         folder = projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
         settings = project_settings(_settings(), folder, conf["project"])
+        conn_id = load_project(folder / f"{conf['project']}.yaml").vault_key_conn_id
+    except ConfigError as exc:
+        raise AirflowFailException(f"withdrawal refused: {exc}") from exc
+    try:  # the originals to hold back are encrypted under the project's vault key
+        vault_key = DeidKeyHook(conn_id).get_key()
+    except Exception as exc:
+        raise AirflowFailException(f"withdrawal refused: no vault key in connection "
+                                   f"{conn_id!r} ({type(exc).__name__})") from None
+    try:
         return withdraw_released(settings, conf["project"], conf["level"], conf["value"],
-                                 conf["reason"], user)
+                                 conf["reason"], user, vault_key)
     except ConfigError as exc:
         raise AirflowFailException(f"withdrawal refused: {exc}") from exc

@@ -6,6 +6,7 @@ import argparse
 import gc
 import getpass
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -181,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="why, PHI-free and short: no names, dates, IDs or UIDs")
     w.add_argument("--by", default=None,
                    help="who asked, as recorded (default: the operating-system user)")
+    w.add_argument("--vault-key-file", type=Path, default=None,
+                   help="the vault key that opens deid_mapping's original identifiers (the "
+                        "ones to hold back; default: $DICOM_DEID_VAULT_KEY)")
 
     k = sub.add_parser("keygen", help="write a new random 32-byte key file (mode 0600): a "
                                      "pseudonym key, or with --vault a vault key")
@@ -429,14 +433,18 @@ def _withdraw(args: argparse.Namespace) -> int:
     from dicom_deid.pipeline.projects import projects_dir
     from dicom_deid.pipeline.settings import PipelineSettings
     from dicom_deid.pipeline.withdraw import LEVELS, project_settings, withdraw
+    from dicom_deid.vault.keys import VAULT_KEY_ENV, load_vault_key
 
     level = next(name for name in LEVELS if getattr(args, name) is not None)
     by = args.by if args.by is not None else _os_user()
     try:
         settings = project_settings(PipelineSettings.from_env(),
                                     projects_dir(Path("projects").absolute()), args.project)
+        vault_key = None
+        if args.vault_key_file is not None or os.environ.get(VAULT_KEY_ENV):
+            vault_key = load_vault_key(args.vault_key_file)
         result = withdraw(settings, args.project, level, getattr(args, level), args.reason,
-                          by)
+                          by, vault_key)
     except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE

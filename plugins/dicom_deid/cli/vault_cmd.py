@@ -108,8 +108,14 @@ def _mapping(args: argparse.Namespace, vault_key: bytes) -> tuple[Any, str]:
 
     parts = urlsplit(args.warehouse)
     source = urlunsplit(parts._replace(netloc=parts.hostname or "", query=""))
+    from dicom_deid.vault.columns import decrypt_columns, is_encrypted
+
     with open_warehouse(args.warehouse) as wh:
-        return wh.query("SELECT * FROM deid_mapping"), source
+        table = wh.query("SELECT * FROM deid_mapping")
+    if not any(is_encrypted(v) for v in table.column("original_sop_uid").to_pylist()):
+        raise KeyConfigError("deid_mapping's original identifiers are not encrypted (loaded "
+                             "without a vault key): nothing to re-identify under audit")
+    return decrypt_columns(table, vault_key), source
 
 
 def _lookup(table: Any, asked: dict[str, list[str]]) -> list[tuple[str, str, str]]:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
 from dicom_deid.metadata.export import ExportState, export_metadata
 from dicom_deid.review.policy import ReviewPolicy
+from dicom_deid.vault.columns import encrypt_columns
+from dicom_deid.vault.envelope import is_sealed, read_sealed_table, seal
 from dicom_deid.warehouse.base import Warehouse
 
 from . import ledger, run_record
@@ -373,9 +376,11 @@ def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Sou
 
 
 def deidentify_shard(
-    ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, shard: int, key: bytes
+    ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, shard: int, key: bytes,
+    vault_key: bytes | None = None,
 ) -> dict[str, Any]:
-    """De-identify one shard into its staging folder (replaced as a whole on rerun)."""
+    """De-identify one shard into its staging folder (replaced as a whole on rerun); its
+    mapping is sealed under ``vault_key`` (None: in clear, for engine-level use only)."""
     check_pinned(ws, req, settings)
     plan = ws.shard(shard)
     dest, tree = destination(settings)
@@ -402,6 +407,7 @@ def deidentify_shard(
             progress=False, log_every=10.0, label=plan.name, start_method="forkserver",
             gate=req.exceptions, verdicts_path=ws.verdicts(plan),
             metadata_path=ws.metadata(plan), review=review,
+            mapping_seal=partial(seal, vault_key=vault_key) if vault_key else None,
         )
         if review is not None:
             restrict_tree(ws.thumbnails(plan))
@@ -420,7 +426,8 @@ def deidentify_shard(
 
 
 def verify_shard(
-    ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, shard: int
+    ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, shard: int,
+    vault_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Trust the shard's staged outputs only as the gate judged them in the worker.
 
@@ -438,9 +445,8 @@ def verify_shard(
     staged = _staged(ws, tree, plan)
     verdicts = {v["output_path"]: v for v in (
         pq.read_table(ws.verdicts(plan)).to_pylist() if ws.verdicts(plan).exists() else [])}
-    mapped = ({m["output_path"] for m in pq.read_table(
-        ws.mapping(plan), columns=["output_path"]).to_pylist()}
-        if ws.mapping(plan).exists() else set())
+    mapped = (set(read_mapping(ws.mapping(plan), vault_key).column("output_path").to_pylist())
+              if ws.mapping(plan).exists() else set())
     files = {f.rel[len(staged) + 1:]: f for f in dest.list_files(staged)} \
         if dest.exists(staged) else {}
     digests = _digests({rel: dest.local_path(f"{staged}/{rel}") for rel in files},
@@ -482,6 +488,16 @@ def verify_shard(
     return result
 
 
+def read_mapping(path: Path, vault_key: bytes | None) -> pa.Table:
+    """A shard's mapping file: opened with the vault key when it is sealed (a sealed one
+    without the key is refused)."""
+    if is_sealed(path):
+        if vault_key is None:
+            raise ConfigError(f"{path.name} is sealed under a vault key: this step needs it")
+        return read_sealed_table(path, vault_key)
+    return pq.read_table(path)
+
+
 def _digests(paths: dict[str, Path], workers: int) -> dict[str, str]:
     """SHA-256 of each file, read and hashed on threads (both release the GIL)."""
     def digest(path: Path) -> str:
@@ -500,7 +516,7 @@ def _error_count(path: Path) -> int:
 
 
 def publish(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
-            logical_date: datetime) -> dict[str, Any]:
+            logical_date: datetime, vault_key: bytes | None = None) -> dict[str, Any]:
     """Release the verified batch: one new release of the project's tree (its new and
     changed files in, what they replace under another path and what is withdrawn out,
     the batch's manifest in ``manifests/``), made visible in one step, then the ledger.
@@ -522,7 +538,7 @@ def publish(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
         # plan now, under the lock: a withdrawal since an earlier try is taken into account.
         done = bool(release) and dest.release_of(tree) == ws.batch_id
         if not done:
-            release = _plan_release(ws, settings, req, dest, tree, shards)
+            release = _plan_release(ws, settings, req, dest, tree, shards, vault_key)
             with _in_workspace(ws):
                 ws.write_json(ws.release_plan, {**state, "release": release})
         outcome = Release(ws.batch_id, 0, 0, 0)
@@ -554,7 +570,8 @@ def _row_times(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plan_release(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest, dest: Store,
-                  tree: str, shards: Sequence[ShardPlan]) -> dict[str, Any]:
+                  tree: str, shards: Sequence[ShardPlan], vault_key: bytes | None
+                  ) -> dict[str, Any]:
     """What the release adds, replaces, removes and withholds, and the ledger rows."""
     landing = open_store(settings.landing)
     sources = {s.rel: str(s.path) for p in shards for s in _shard_inputs(ws, p, landing)}
@@ -564,7 +581,7 @@ def _plan_release(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
     mapping: list[dict[str, Any]] = []
     staged: dict[str, str] = {}  # tree path -> its staged file, in its shard's folder
     for path in _shard_files(ws, "mapping"):
-        for row in pq.read_table(path).to_pylist():
+        for row in read_mapping(path, vault_key).to_pylist():
             mapping.append(row)
             staged[row["output_path"]] = f"{ws.staged(shard_of[path])}/{row['output_path']}"
     verdicts = {v["output_path"]: v["sha256"] for p in shards if ws.verdicts(p).exists()
@@ -783,16 +800,22 @@ def _shard_files(ws: RunWorkspace, kind: str) -> list[Path]:
     return found
 
 
-def load_mapping(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]:
+def load_mapping(ws: RunWorkspace, settings: PipelineSettings,
+                 vault_key: bytes | None = None) -> dict[str, Any]:
     """Load the shard mappings into restricted ``deid_mapping``, errors into ``deid_errors``.
 
-    A run that had nothing to release (no shard: its batch's instances are in the ledger
-    already, say when it is run again) leaves the batch's rows as they are: they map
-    files that are in the tree."""
+    With ``vault_key``, the mapping's identifying columns (original UIDs, patient ID,
+    accession, source path) reach the warehouse encrypted value by value
+    (:mod:`dicom_deid.vault.columns`); its pseudonym columns stay in clear. A run that had
+    nothing to release (no shard: its batch's instances are in the ledger already, say
+    when it is run again) leaves the batch's rows as they are: they map files that are in
+    the tree."""
     if not ws.shards():
         log.info("nothing released: the batch's mapping and error rows are left as they are")
         return {"mapping_rows": 0, "error_rows": 0}
     mappings = [str(p) for p in _shard_files(ws, "mapping")]
+    if vault_key is not None:
+        mappings = [str(_warehouse_mapping(ws, Path(p), vault_key)) for p in mappings]
     errors: list[dict[str, str]] = []
     for path in _shard_files(ws, "errors"):
         with open(path, newline="") as fh:
@@ -816,6 +839,15 @@ def load_mapping(ws: RunWorkspace, settings: PipelineSettings) -> dict[str, Any]
             warehouse.delete_partition("deid_errors", run)
     log.info("deid_mapping: %d row(s); deid_errors: %d row(s)", rows, len(errors))
     return {"mapping_rows": rows, "error_rows": len(errors)}
+
+
+def _warehouse_mapping(ws: RunWorkspace, path: Path, vault_key: bytes) -> Path:
+    """A shard's mapping as the warehouse takes it: its identifying columns encrypted."""
+    out = path.with_name(f"{path.stem}.columns.parquet")
+    with _in_workspace(ws):
+        pq.write_table(encrypt_columns(read_mapping(path, vault_key), vault_key), out)
+        restrict(out)
+    return out
 
 
 def discard_staged(ws: RunWorkspace, settings: PipelineSettings) -> None:

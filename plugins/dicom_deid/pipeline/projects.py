@@ -70,7 +70,8 @@ WINDOW = ("start_date", "end_date")
 
 _TOP_KEYS = ("name", "description", "policy", "key_conn_id", "destination", "cohort",
              "cohort_params", "schedule", "exceptions", "review", "review_timeout_hours",
-             "reviewers")
+             "reviewers", "vault_key_conn_id")
+DEFAULT_VAULT_KEY_CONN_ID = "dicom_deid_vault_key"
 #: Without ``review:``, a person looks at every image at risk before it is released.
 DEFAULT_REVIEW = ReviewPolicy("at-risk")
 DEFAULT_REVIEW_TIMEOUT_HOURS = 72.0
@@ -261,6 +262,8 @@ class Project:
     description: str = ""
     policy: Policy = field(default_factory=Policy)
     key_conn_id: str = DEFAULT_KEY_CONN_ID
+    vault_key_conn_id: str = DEFAULT_VAULT_KEY_CONN_ID
+    """The connection holding the vault key that seals the project's mapping."""
     destination: str | None = None
     schedule: str | None = DEFAULT_SCHEDULE
     exceptions: frozenset[str] = frozenset()
@@ -516,6 +519,9 @@ def load_project(path: str | Path) -> Project:
         policy=policy,
         key_conn_id=check.string(fields.get("key_conn_id", DEFAULT_KEY_CONN_ID),
                                  "key_conn_id", _CONN_ID, "an Airflow connection id"),
+        vault_key_conn_id=check.string(
+            fields.get("vault_key_conn_id", DEFAULT_VAULT_KEY_CONN_ID), "vault_key_conn_id",
+            _CONN_ID, "an Airflow connection id"),
         destination=_parse_destination(check, fields.get("destination")),
         schedule=_parse_schedule(check, fields),
         exceptions=_parse_exceptions(check, fields.get("exceptions")),

@@ -42,6 +42,8 @@ from dicom_deid.text.banner import line_spans
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.lexicon import fold, lexicon
+from dicom_deid.vault.columns import decrypt_columns, is_encrypted
+from dicom_deid.vault.envelope import VaultError
 from dicom_deid.warehouse.base import DEFAULT_KEYS, Typed, Warehouse
 
 from . import ledger
@@ -205,29 +207,30 @@ def project_settings(settings: PipelineSettings, folder: Path, project: str
 
 
 def withdraw(settings: PipelineSettings, project: str, level: str, value: str, reason: str,
-             requested_by: str) -> dict[str, Any]:
+             requested_by: str, vault_key: bytes | None = None) -> dict[str, Any]:
     """Withdraw ``project``'s released files of one patient, study, series or instance
     (``level``; ``value`` its pseudonymous identifier) from its research tree, whose
     location ``settings.destination`` gives (the project's, as for the de-identification
     steps). Counts of what was done; ``status`` is ``withdrawn`` or ``unchanged`` (it was
     withdrawn already). :class:`WithdrawalError` for a request that cannot be carried out,
-    before anything is changed."""
+    before anything is changed. ``vault_key`` opens the mapping's encrypted identifying
+    columns (the originals to hold back); without it, a sealed mapping is refused."""
     req = _checked(project, level, value, reason, requested_by)
     dest, tree = destination(settings)
     now = datetime.now(UTC)
     wid = withdrawal_id_for(now, req.project)
     with dest.lock(tree):  # no night plans or makes a release of the tree meanwhile
-        return _withdraw(settings, req, dest, tree, now, wid)
+        return _withdraw(settings, req, dest, tree, now, wid, vault_key)
 
 
 def _withdraw(settings: PipelineSettings, req: _Request, dest: Store, tree: str,
-              now: datetime, wid: str) -> dict[str, Any]:
+              now: datetime, wid: str, vault_key: bytes | None) -> dict[str, Any]:
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
         rows = ledger.rows_where(warehouse, req.project, LEVELS[req.level], [req.value])
         if not rows:
             return _nothing_released(warehouse, req)
-        mapped = _originals(warehouse, rows)
+        mapped = _originals(warehouse, rows, vault_key)
         unmapped = [r for r in rows if (r.batch_id, r.output_path) not in mapped]
         if unmapped:
             raise WithdrawalError(
@@ -306,16 +309,26 @@ def _is_original(warehouse: Warehouse, req: _Request) -> bool:
     return bool(found)
 
 
-def _originals(warehouse: Warehouse, rows: Sequence[ledger.LedgerRow]
-               ) -> dict[tuple[str, str], dict[str, Any]]:
+def _originals(warehouse: Warehouse, rows: Sequence[ledger.LedgerRow],
+               vault_key: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
     """(batch, tree path) -> the ``deid_mapping`` row of each released file (the original
-    identifiers; matched on run_id = the ledger's batch_id and output_path)."""
+    identifiers, decrypted; matched on run_id = the ledger's batch_id and output_path)."""
     wanted = {(r.batch_id, r.output_path) for r in rows}
     table = warehouse.run_cohort(
         f"SELECT {', '.join(_MAPPING_COLUMNS)}, source_path FROM deid_mapping "
         "WHERE run_id IN UNNEST(@runs) AND output_path IN UNNEST(@paths)",
         {"runs": Typed("ARRAY<STRING>", sorted({r.batch_id for r in rows})),
          "paths": Typed("ARRAY<STRING>", sorted({r.output_path for r in rows}))})
+    encrypted = any(is_encrypted(v) for v in table.column(ORIGINALS["instance"]).to_pylist())
+    if encrypted:
+        if vault_key is None:
+            raise WithdrawalError("deid_mapping's original identifiers are encrypted: a "
+                                  "withdrawal needs the vault key (--vault-key-file or "
+                                  "$DICOM_DEID_VAULT_KEY)")
+        try:
+            table = decrypt_columns(table, vault_key)
+        except VaultError as exc:
+            raise WithdrawalError(f"deid_mapping does not open: {exc}") from None
     return {(m["run_id"], m["output_path"]): m for m in table.to_pylist()
             if (m["run_id"], m["output_path"]) in wanted}
 

@@ -1,7 +1,10 @@
 -- deid_mapping: original <-> pseudonym identifiers, one row per de-identified instance.
--- RESTRICTED (holds original identifiers). Columns match MAPPING_SCHEMA in
--- plugins/dicom_deid/mapping.py (the Parquet the engine writes). Idempotent key:
--- (run_id, source_path). BigQuery Standard SQL; DuckDB gets it through sqlglot.
+-- RESTRICTED. Columns match MAPPING_SCHEMA in plugins/dicom_deid/deid/mapping.py (the
+-- Parquet the engine writes). The pipeline loads source_path and the original_* columns
+-- encrypted value by value under the project's vault key ('v1.<key id>.<base64>',
+-- dicom_deid.vault.columns: client-side, the warehouse never holds a key); the
+-- pseudonym columns stay in clear, so lookups go by pseudonym. Partition key: run_id.
+-- BigQuery Standard SQL; DuckDB gets it through sqlglot.
 CREATE TABLE IF NOT EXISTS deid_mapping (
   run_id STRING,
   source_path STRING,

@@ -1,0 +1,114 @@
+"""The pipeline's mapping under the vault key: shard mapping files sealed in the run
+folder, the warehouse's deid_mapping with its identifying columns encrypted value by
+value, re-identification and withdrawal opening them only with the vault key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from test_deid_steps import _query, _req, _run_steps, _settings, landed
+
+from dicom_deid.cli.main import main
+from dicom_deid.pipeline.deid_steps import RunWorkspace
+from dicom_deid.pipeline.withdraw import WithdrawalError, withdraw
+from dicom_deid.vault.columns import MAPPING_IDENTIFYING, decrypt_columns, is_encrypted
+from dicom_deid.vault.envelope import VaultError, is_sealed, read_sealed_table
+from instances import KEY
+
+__all__ = ["landed"]  # the fixture, imported for pytest
+VAULT_KEY = bytes(range(200, 232))  # not the pseudonym key (instances.KEY)
+
+
+@pytest.fixture(scope="module")
+def sealed_run(landed: dict[str, Any]) -> dict[str, Any]:
+    settings = _settings(landed, "vaulted")
+    req = _req(landed, landed["other_modality"], project="vaulted")
+    ws = RunWorkspace(settings.work_dir, "batch-vault1")
+    _run_steps(ws, settings, req, vault_key=VAULT_KEY)
+    files = {ws.mapping(p): ws.mapping(p).read_bytes() for p in ws.shards()}
+    return {"settings": settings, "ws": ws, "files": files, "req": req}
+
+
+def _originals(landed: dict[str, Any]) -> set[str]:
+    """Identifying values of the landing files, 6 characters or longer."""
+    import pydicom
+
+    out: set[str] = set()
+    for row in landed["rows"]:
+        try:
+            ds = pydicom.dcmread(row["source_uri"], stop_before_pixels=True)
+        except Exception:
+            continue
+        for kw in ("PatientID", "AccessionNumber", "StudyInstanceUID", "SOPInstanceUID",
+                   "SeriesInstanceUID"):
+            value = str(ds.get(kw, "") or "")
+            if len(value) >= 6:
+                out.add(value)
+    return out
+
+
+def test_shard_mappings_are_sealed_in_the_run_folder(sealed_run: dict[str, Any],
+                                                     landed: dict[str, Any]) -> None:
+    assert sealed_run["files"] and all(is_sealed(p) for p in sealed_run["files"])
+    originals = _originals(landed)
+    for data in sealed_run["files"].values():
+        assert not [v for v in originals if v.encode() in data]
+    with pytest.raises(VaultError):
+        read_sealed_table(next(iter(sealed_run["files"])), KEY)  # not the pseudonym key
+
+
+def test_deid_mapping_holds_identifying_values_only_encrypted(
+        sealed_run: dict[str, Any], landed: dict[str, Any]) -> None:
+    rows = _query(sealed_run["settings"],
+                  "SELECT * FROM deid_mapping WHERE run_id = 'batch-vault1'")
+    assert rows
+    originals = _originals(landed)
+    for row in rows:
+        for column in MAPPING_IDENTIFYING:
+            assert row[column] is None or is_encrypted(row[column]), column
+        assert not [v for v in originals if v in json.dumps(row, default=str)]
+        assert not is_encrypted(row["sop_uid"])  # the pseudonyms stay searchable
+    clear = decrypt_columns(pa.Table.from_pylist(rows), VAULT_KEY).to_pylist()
+    sources = {r["source_uri"] for r in landed["rows"]}
+    assert {r["original_sop_uid"] for r in clear} <= originals
+    assert all(any(s.endswith(r["source_path"]) for s in sources) for r in clear)
+
+
+def test_reidentify_from_the_warehouse_with_the_vault_key(
+        sealed_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = sealed_run["settings"]
+    row = _query(settings, "SELECT * FROM deid_mapping WHERE run_id = 'batch-vault1' "
+                           "ORDER BY sop_uid LIMIT 1")[0]
+    vault = tmp_path / "vault.key"
+    vault.write_text(VAULT_KEY.hex())
+    out, audit = tmp_path / "o.csv", tmp_path / "audit.jsonl"
+    url = settings.warehouse
+    base = ["reidentify", "--warehouse", url, "--purpose", "follow-up", "--requester", "qa",
+            "--audit", str(audit), "--sop-uid", row["sop_uid"], "--out", str(out)]
+    assert main([*base, "--vault-key-file", str(vault)]) == 0
+    original = decrypt_columns(pa.Table.from_pylist([row]), VAULT_KEY
+                               ).to_pylist()[0]["original_sop_uid"]
+    assert original in out.read_text()
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(KEY.hex())
+    assert main([*base, "--vault-key-file", str(wrong)]) == 2
+    assert len(audit.read_text().splitlines()) == 1  # the refused lookup left no record
+
+
+def test_a_withdrawal_opens_the_mapping_with_the_vault_key_only(
+        sealed_run: dict[str, Any]) -> None:
+    settings = sealed_run["settings"]
+    study = sorted({r["study_uid"] for r in _query(
+        settings, "SELECT study_uid FROM deid_ledger WHERE project = 'vaulted' "
+                  "AND status = 'released'")})[0]
+    with pytest.raises(WithdrawalError, match="needs the vault key"):
+        withdraw(settings, "vaulted", "study", study, "consent withdrawn", "alice")
+    with pytest.raises(WithdrawalError, match="does not open"):
+        withdraw(settings, "vaulted", "study", study, "consent withdrawn", "alice", KEY)
+    done = withdraw(settings, "vaulted", "study", study, "consent withdrawn", "alice",
+                    VAULT_KEY)
+    assert done["status"] == "withdrawn" and done["originals_blocked"] >= 1
