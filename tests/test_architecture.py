@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "vault": {"errors", "dicom", "deid", "warehouse"},
     "cli": {"__init__", "errors", "dicom", "config", "deid", "pixels", "metadata", "vault",
             "warehouse", "cohort", "pipeline", "synth"},
-    "airflow": {"errors", "deid", "pipeline", "review"},
+    "airflow": {"errors", "deid", "pipeline", "review", "vault"},
     "synth": set(),
 }
 

@@ -196,7 +196,7 @@ def test_dags_import_with_the_expected_shape(dags: dict[str, Any]) -> None:
     assert set(dags) == {"dicom_metadata_export", f"dicom_deid__{STUDY}", f"dicom_deid__{LEAKY}",
                          f"dicom_deid__{BY_DATE}", f"dicom_deid__{DRY}",
                          f"dicom_deid__{NIGHTLY}", f"dicom_deid__{NO_VAULT}",
-                         "dicom_deid_withdraw"}
+                         "dicom_deid_withdraw", "dicom_deid_reidentify"}
     export, deid = dags["dicom_metadata_export"], dags[f"dicom_deid__{STUDY}"]
     # The DAG declares only params that narrow a run (the engine refuses any other).
     assert {"start_date", "end_date", "dry_run", "priority"} <= set(deid.params) <= RUN_PARAMS

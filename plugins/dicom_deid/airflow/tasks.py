@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 from airflow.sdk import Asset, BaseHook, Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from dicom_deid.errors import ConfigError
+from dicom_deid.errors import ConfigError, DicomDeidError
 from dicom_deid.pipeline import deid_steps, notify, run_record
 from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace, batch_id_for
 from dicom_deid.pipeline.interval_export import export_interval, export_parts, load_export
@@ -539,3 +539,81 @@ def withdraw() -> dict[str, Any]:
                                  conf["reason"], user, vault_key)
     except ConfigError as exc:
         raise AirflowFailException(f"withdrawal refused: {exc}") from exc
+
+
+# -- the re-identification DAG -------------------------------------------------------------
+
+#: What a re-identification's trigger gives, all of it required (the DAG's params).
+REIDENTIFY_PARAMS = ("project", "kind", "values", "purpose")
+
+
+def reidentify_params() -> dict[str, Any]:
+    """The re-identification DAG's params: no defaults (a fresh set per DAG)."""
+    from airflow.sdk import Param
+
+    from dicom_deid.vault.reidentify import KINDS
+
+    return {
+        "project": Param(type="string", pattern="^[a-z0-9_]+$", title="Project",
+                         description="The project whose vault key opens the mapping "
+                         "(its file projects/<name>.yaml)."),
+        "kind": Param(type="string", enum=list(KINDS), title="Kind",
+                      description="What the values are: pseudonymous patient IDs, accession "
+                      "numbers, or Study/Series/SOP Instance UIDs."),
+        "values": Param(type="array", items={"type": "string", "minLength": 1},
+                        minItems=1, maxItems=1000, title="Values",
+                        description="The PSEUDONYMOUS identifiers, as deid_metadata shows them."),
+        "purpose": Param(type="string", minLength=1, maxLength=300, title="Purpose",
+                         description="Why the originals are needed (recorded in the audit)."),
+    }
+
+
+@task(retries=0)
+def reidentify() -> dict[str, Any]:
+    """The originals behind the trigger's pseudonyms, for the user who triggered the run:
+    opened with the project's vault key, audited before anything is written, written to a
+    file readable by the pipeline's owner only (its path on XCom; never a value)."""
+    from dicom_deid.vault.reidentify import from_warehouse, write_answer
+    from dicom_deid.vault.reidentify import reidentify as look_up
+
+    ctx = get_current_context()
+    dag_run = ctx["dag_run"]
+    conf = getattr(dag_run, "conf", None) or {}
+    missing = [k for k in REIDENTIFY_PARAMS if not conf.get(k)]
+    foreign = sorted(set(conf) - set(REIDENTIFY_PARAMS))
+    if missing or foreign:
+        raise AirflowFailException(
+            f"a re-identification is triggered with exactly {', '.join(REIDENTIFY_PARAMS)}"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; not accepted: {', '.join(foreign)}" if foreign else ""))
+    requester = run_record.triggering_user(dag_run.triggering_user_name)
+    settings = _settings()
+    try:
+        folder = projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
+        conn_id = load_project(folder / f"{conf['project']}.yaml").vault_key_conn_id
+        vault_key = DeidKeyHook(conn_id).get_key()
+    except Exception as exc:
+        raise AirflowFailException(f"re-identification refused: no project or vault key "
+                                   f"({type(exc).__name__})") from None
+    values = conf["values"] if isinstance(conf["values"], list) else [conf["values"]]
+    try:
+        from dicom_deid.pipeline.restricted import open_private_warehouse
+
+        with open_private_warehouse(settings.warehouse) as warehouse:
+            table, source = from_warehouse(warehouse, vault_key, "warehouse:deid_mapping")
+        answer = look_up(table, source, {conf["kind"]: [str(v) for v in values]},
+                         requester=requester, purpose=str(conf["purpose"]),
+                         vault_key=vault_key, audit=settings.audit_log)
+    except DicomDeidError as exc:  # PHI-free: kinds, counts, file names
+        raise AirflowFailException(f"re-identification refused: {exc}") from exc
+    out = settings.work_dir / "reidentified" / f"{_safe_name(dag_run.run_id)}.csv"
+    write_answer(out, answer)
+    log.info("re-identification for %s: %d of %d found; audited in %s; originals in %s",
+             requester, answer.found, answer.asked, settings.audit_log, out)
+    return {"asked": answer.asked, "found": answer.found, "missing": answer.missing,
+            "answer": str(out), "audit": str(settings.audit_log), "requester": requester}
+
+
+def _safe_name(run_id: str) -> str:
+    """A run id as a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)

@@ -35,6 +35,7 @@ ENV = {
     "work_dir": "DICOM_DEID_WORK_DIR",
     "workers": "DICOM_DEID_WORKERS",
     "cohort_dir": COHORT_DIR_ENV,
+    "audit_dir": "DICOM_DEID_AUDIT_DIR",
 }
 #: The Airflow connection a failed task's one-line notice is posted to (unset: log only).
 NOTIFY_CONN_ENV = "DICOM_DEID_NOTIFY_CONN_ID"
@@ -79,6 +80,13 @@ class PipelineSettings:
     work_dir: Path
     workers: int = 0
     cohort_dir: Path | None = None
+    audit_dir: Path | None = None
+    """Where re-identifications are audited (None: ``audit/`` beside ``work_dir``)."""
+
+    @property
+    def audit_log(self) -> Path:
+        """The re-identification audit: JSON lines, hash-chained under the vault key."""
+        return (self.audit_dir or self.work_dir.parent / "audit") / "reidentify.jsonl"
 
     def __post_init__(self) -> None:
         for name in ("landing", "destination"):
@@ -122,6 +130,7 @@ class PipelineSettings:
             work_dir=Path(env.get(ENV["work_dir"]) or data / "runs"),
             workers=int(env.get(ENV["workers"]) or "0"),
             cohort_dir=Path(env[ENV["cohort_dir"]]) if env.get(ENV["cohort_dir"]) else None,
+            audit_dir=Path(env[ENV["audit_dir"]]) if env.get(ENV["audit_dir"]) else None,
         )
 
 
