@@ -112,3 +112,29 @@ def test_a_withdrawal_opens_the_mapping_with_the_vault_key_only(
     done = withdraw(settings, "vaulted", "study", study, "consent withdrawn", "alice",
                     VAULT_KEY)
     assert done["status"] == "withdrawn" and done["originals_blocked"] >= 1
+
+
+def test_rotating_the_vault_key_of_the_warehouse_mapping(
+        sealed_run: dict[str, Any], tmp_path: Path) -> None:
+    settings = sealed_run["settings"]
+    old, new = tmp_path / "old.key", tmp_path / "new.key"
+    old.write_text(VAULT_KEY.hex())
+    assert main(["keygen", "--vault", str(new)]) == 0
+    before = _query(settings, "SELECT * FROM deid_mapping ORDER BY run_id, sop_uid")
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(KEY.hex())
+    assert main(["vault", "rotate", "--warehouse", settings.warehouse, "--old-key-file",
+                 str(wrong), "--new-key-file", str(new)]) == 2  # nothing opens: unchanged
+    assert _query(settings, "SELECT * FROM deid_mapping ORDER BY run_id, sop_uid") == before
+    assert main(["vault", "rotate", "--warehouse", settings.warehouse, "--old-key-file",
+                 str(old), "--new-key-file", str(new)]) == 0
+    after = _query(settings, "SELECT * FROM deid_mapping ORDER BY run_id, sop_uid")
+    assert len(after) == len(before) and after != before
+    assert [r["sop_uid"] for r in after] == [r["sop_uid"] for r in before]
+    from dicom_deid.vault.keys import load_vault_key
+
+    new_key = load_vault_key(new)
+    assert decrypt_columns(pa.Table.from_pylist(after), new_key).to_pylist() == \
+        decrypt_columns(pa.Table.from_pylist(before), VAULT_KEY).to_pylist()
+    with pytest.raises(VaultError):
+        decrypt_columns(pa.Table.from_pylist(after), VAULT_KEY)

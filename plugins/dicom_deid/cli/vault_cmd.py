@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -52,8 +53,11 @@ def add_parsers(sub: Any) -> None:
 
     v = sub.add_parser("vault", help="manage sealed mapping files (rotate the vault key)")
     vsub = v.add_subparsers(dest="vault_command", required=True)
-    rot = vsub.add_parser("rotate", help="re-encrypt sealed files under a new vault key")
-    rot.add_argument("files", type=Path, nargs="+", help="sealed mapping files")
+    rot = vsub.add_parser("rotate", help="re-encrypt sealed files, or a warehouse's "
+                                         "deid_mapping, under a new vault key")
+    rot.add_argument("files", type=Path, nargs="*", help="sealed mapping files")
+    rot.add_argument("--warehouse", default=None,
+                     help="a warehouse URL: re-encrypt its deid_mapping's identifying columns")
     rot.add_argument("--old-key-file", type=Path, required=True)
     rot.add_argument("--new-key-file", type=Path, required=True)
 
@@ -119,17 +123,28 @@ def vault(args: argparse.Namespace) -> int:
     from dicom_deid.vault.envelope import open_sealed, reseal
     from dicom_deid.vault.keys import load_vault_key, vault_key_id
 
+    rows = 0
     try:
+        if not args.files and not args.warehouse:
+            raise KeyConfigError("give sealed files, --warehouse URL, or both")
         old, new = load_vault_key(args.old_key_file), load_vault_key(args.new_key_file)
         if old == new:
             raise KeyConfigError("the new vault key is the old one")
         for path in args.files:  # every file opens with the old key before any changes
             open_sealed(path.read_bytes(), old)
+        if args.warehouse:
+            from dicom_deid.vault.columns import rotate_mapping
+            from dicom_deid.warehouse.factory import open_warehouse
+
+            with open_warehouse(args.warehouse) as wh, \
+                    tempfile.TemporaryDirectory(prefix="dicom-deid-rotate-") as scratch:
+                rows = rotate_mapping(wh, old, new, Path(scratch))  # ciphertext only
         for path in args.files:
             reseal(path, old, new)
     except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: vault rotate refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{len(args.files)} file(s) re-encrypted under vault key {vault_key_id(new)} "
-          f"(was {vault_key_id(old)}); the old key opens none of them now")
+    print(f"{len(args.files)} file(s) and {rows} deid_mapping row(s) re-encrypted under vault "
+          f"key {vault_key_id(new)} (was {vault_key_id(old)}); the old key opens none of "
+          "them now")
     return EXIT_OK

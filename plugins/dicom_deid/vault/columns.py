@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
@@ -24,8 +25,10 @@ from .keys import derive, vault_key_id
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from dicom_deid.warehouse.base import Warehouse
+
 __all__ = ["MAPPING_IDENTIFYING", "decrypt_columns", "decrypt_values", "encrypt_columns",
-           "encrypt_values", "is_encrypted"]
+           "encrypt_values", "is_encrypted", "rotate_mapping"]
 
 #: The mapping's columns that identify a patient (the rest are pseudonyms and counts).
 MAPPING_IDENTIFYING = ("source_path", "original_study_uid", "original_series_uid",
@@ -107,3 +110,22 @@ def decrypt_columns(table: pa.Table, vault_key: bytes,
                     columns: Sequence[str] = MAPPING_IDENTIFYING) -> pa.Table:
     """``table`` with ``columns`` decrypted."""
     return _replace(table, columns, vault_key, False)
+
+
+def rotate_mapping(warehouse: Warehouse, old_key: bytes, new_key: bytes, scratch: Path) -> int:
+    """Re-encrypt ``deid_mapping``'s identifying columns under ``new_key``: every row
+    opened with ``old_key`` first (nothing changes when one does not open), then each
+    run's rows replaced at once. Returns the rows re-encrypted."""
+    import pyarrow.parquet as pq
+
+    table = warehouse.query("SELECT * FROM deid_mapping")
+    if not table.num_rows:
+        return 0
+    rotated = encrypt_columns(decrypt_columns(table, old_key), new_key)
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = scratch / ".deid_mapping.rotated.parquet"
+    try:
+        pq.write_table(rotated, path)  # ciphertext and pseudonyms only
+        return warehouse.load_parquet("deid_mapping", str(path), mode="replace_partition")
+    finally:
+        path.unlink(missing_ok=True)
