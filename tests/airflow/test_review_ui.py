@@ -210,6 +210,11 @@ def test_review_page_in_a_browser_then_approve_publishes(env: dict[str, Any]) ->
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, timeout=30)
         assert refused.value.code == 401
+        # The tab shows on every DAG run: another DAG's run says it has no review.
+        export = api.get("/api/v2/dags/dicom_metadata_export/dagRuns")["dag_runs"][0]
+        with pytest.raises(urllib.error.HTTPError) as other:
+            api.get_bytes(review_page_path("dicom_metadata_export", export["dag_run_id"]))
+        assert other.value.code == 404 and b"project DAG" in other.value.read()
         # The approval's message links to the page.
         detail = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/review/-1"
                          "/hitlDetails")

@@ -130,8 +130,20 @@ def _workspace(dag_id: str, facts: dict[str, Any]) -> tuple[Any, Any]:
         folder = projects_dir(Path(facts["fileloc"]).resolve().parent.parent / "projects")
         project = load_project(folder / f"{name}.yaml")
     except ConfigError as exc:
-        raise HTTPException(status_code=404, detail="Not a project DAG") from exc
+        raise _NoReview() from exc
     return RunWorkspace(settings.work_dir, batch_id_for(facts["when"], name)), project
+
+
+class _NoReview(Exception):
+    """The DAG is not a project's: its runs have no review (the tab shows on every run)."""
+
+
+@app.exception_handler(_NoReview)
+async def _no_review(request: Request, exc: _NoReview) -> HTMLResponse:
+    return HTMLResponse("<!doctype html><meta charset=utf-8><title>No review</title>"
+                        "<p style='font-family:sans-serif'>Only the runs of a project DAG "
+                        "(dicom_deid__&lt;project&gt;) have a review.</p>", status_code=404,
+                        headers=_HEADERS)
 
 
 @app.get("/review/{dag_id}/{run_id}", response_class=HTMLResponse)
