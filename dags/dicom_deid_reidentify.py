@@ -3,13 +3,13 @@
 One DAG for every project. A trigger gives four params, all required: ``project`` (whose
 vault key opens the mapping), ``kind`` (patient_id, accession, study_uid, series_uid or
 sop_uid), ``values`` (the PSEUDONYMOUS identifiers, as ``deid_metadata`` shows them) and
-``purpose``. The requester is the user who triggered the run. The one task opens
-``deid_mapping``'s encrypted identifying columns with the project's vault key, appends a
-record to the hash-chained audit (``$DICOM_DEID_AUDIT_DIR``, else ``audit/`` beside the
-run folders) before anything else, and writes the originals to a file readable by the
-pipeline's owner only (``<runs>/reidentified/<run id>.csv``); XCom and the logs carry
-counts and paths, never a value. Whoever may trigger this DAG may re-identify: grant that
-with Airflow's DAG-level permissions to the privacy office only.
+``purpose``. The requester is the user who triggered the run. The one task opens the
+project's rows of ``deid_mapping`` with its vault key, appends a record to the project's
+hash-chained audit (``reidentify-<project>.jsonl`` in ``$DICOM_DEID_AUDIT_DIR``, else in
+``audit/`` beside the run folders) before anything else, and writes the originals to a
+file readable by the pipeline's owner only (``<runs>/reidentified/<run id>.csv``); XCom
+and the logs carry counts and paths, never a value. Whoever may trigger this DAG may
+re-identify: grant that with Airflow's DAG-level permissions to the privacy office only.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def test_the_dag_reidentifies_a_study_for_its_triggering_user_under_audit(
     files = list(answer.glob("*.csv"))
     assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
     assert f"study_uid,{study},{original}" in files[0].read_text()
-    audit = data / "audit" / "reidentify.jsonl"
+    audit = data / "audit" / f"reidentify-{STUDY}.jsonl"
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert len(records) == 1
     assert (records[0]["requester"], records[0]["purpose"], records[0]["found"]) == (
@@ -66,7 +66,7 @@ def test_a_trigger_without_a_purpose_fails_and_audits_nothing(
 ) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
-    audit = env["data"] / "audit" / "reidentify.jsonl"
+    audit = env["data"] / "audit" / f"reidentify-{STUDY}.jsonl"
     before = audit.read_bytes() if audit.exists() else b""
     dag = dags["dicom_deid_reidentify"]
     with pytest.raises(ParamValidationError, match="purpose"):  # refused at the trigger

@@ -168,10 +168,54 @@ def test_rotating_the_vault_key(sealed: dict[str, Any], tmp_path: Path) -> None:
     _, out = sealed["pairs"][0]
     base = ["reidentify", "--mapping", str(mapping), "--audit", str(audit), "--purpose", "p",
             "--requester", "r", "--patient-id", str(out.PatientID)]
+    assert main([*base, "--vault-key-file", str(sealed["vault_key"])]) == 2  # rotated away
+    # The audit chain moves to the new key with the files: lookups go on appending to it.
+    old_audit = tmp_path / "old-audit.jsonl"
+    shutil.copy(sealed["mapping"], tmp_path / "old.parquet")
+    assert main(["reidentify", "--mapping", str(tmp_path / "old.parquet"), "--audit",
+                 str(old_audit), "--purpose", "p", "--requester", "r", "--patient-id",
+                 str(out.PatientID), "--vault-key-file", str(sealed["vault_key"])]) == 0
+    assert main(["vault", "rotate", "--audit", str(old_audit), "--old-key-file",
+                 str(sealed["vault_key"]), "--new-key-file", str(new)]) == 0
+    assert main(["audit", "verify", str(old_audit), "--vault-key-file", str(new)]) == 0
+    assert main(["audit", "verify", str(old_audit), "--vault-key-file",
+                 str(sealed["vault_key"])]) == 1
+    assert main([*base[:4], str(old_audit), *base[5:], "--vault-key-file", str(new)]) == 0
+    assert len(old_audit.read_text().splitlines()) == 2
     assert main([*base, "--vault-key-file", str(new)]) == 0
-    assert main([*base, "--vault-key-file", str(sealed["vault_key"])]) == 2
     # A second rotation with the old key is refused and changes nothing.
     before = mapping.read_bytes()
     assert main(["vault", "rotate", str(mapping), "--old-key-file", str(sealed["vault_key"]),
                  "--new-key-file", str(new)]) == 2
     assert mapping.read_bytes() == before
+
+
+def test_the_originals_file_is_the_owners_only_even_when_it_existed(
+        sealed: dict[str, Any], tmp_path: Path) -> None:
+    out_csv = tmp_path / "originals.csv"
+    out_csv.write_text("")
+    out_csv.chmod(0o644)
+    _, out = sealed["pairs"][0]
+    assert _reidentify(sealed, "--purpose", "follow-up", "--requester", "r", "--patient-id",
+                       str(out.PatientID), "--out", str(out_csv)) == 0
+    assert out_csv.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("purpose", ["follow-up of MRN 12345678", "ask Jane Doe about it",
+                                     "scan of 2023-05-14"])
+def test_a_purpose_that_may_hold_phi_is_refused_and_not_audited(
+        sealed: dict[str, Any], purpose: str, capsys: pytest.CaptureFixture[str]) -> None:
+    before = sealed["audit"].read_bytes() if sealed["audit"].exists() else b""
+    assert _reidentify(sealed, "--purpose", purpose, "--requester", "r",
+                       "--patient-id", "X") == 2
+    assert purpose not in capsys.readouterr().err
+    assert (sealed["audit"].read_bytes() if sealed["audit"].exists() else b"") == before
+
+
+def test_the_pseudonym_key_cannot_seal_the_mapping(sealed: dict[str, Any]) -> None:
+    root = sealed["root"]
+    assert main(["deidentify", str(root / "landing" / "dicom"), str(root / "out3"),
+                 "--key-file", str(sealed["key"]), "--mapping", str(root / "m3.parquet"),
+                 "--vault-key-file", str(sealed["key"]), "--workers", "1",
+                 "--no-progress"]) == 2
+    assert not (root / "out3").exists() and not (root / "m3.parquet").exists()

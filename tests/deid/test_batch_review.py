@@ -380,7 +380,9 @@ def test_a_leak_drops_the_ocr_lines_from_the_card(tmp_path: Path) -> None:
     (card,) = leaky.cards
     assert not card["ok"] and card["leaks"] >= 1 and "PatientID" in card["problems"]
     assert card["ocr_read"] and card["ocr_kept"] == []  # read, but not written down
-    assert card["thumbnails"] and (leaky.folder / card["thumbnails"][0]).is_file()
+    # Nor shown: a leaking output gets no thumbnail (the run fails; nobody is to look).
+    assert card["thumbnails"] == [] and card["shown"].startswith("not shown")
+    assert not leaky.folder.exists() or not any(leaky.folder.iterdir())
     # Fail-closed (the command line): the rejected output and its thumbnails are gone.
     dropped = _run(tmp_path / "dropped", palette, "at-risk", config=_leaky(),
                    drop_rejected=True)

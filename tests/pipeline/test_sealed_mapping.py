@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 from test_deid_steps import _query, _req, _run_steps, _settings, landed
 
 from dicom_deid.cli.main import main
+from dicom_deid.pipeline import deid_steps
 from dicom_deid.pipeline.deid_steps import RunWorkspace
 from dicom_deid.pipeline.withdraw import WithdrawalError, withdraw
 from dicom_deid.vault.columns import MAPPING_IDENTIFYING, decrypt_columns, is_encrypted
@@ -138,3 +140,20 @@ def test_rotating_the_vault_key_of_the_warehouse_mapping(
         decrypt_columns(pa.Table.from_pylist(before), VAULT_KEY).to_pylist()
     with pytest.raises(VaultError):
         decrypt_columns(pa.Table.from_pylist(after), VAULT_KEY)
+
+
+def test_a_review_is_refused_without_cards_or_after_the_release(
+        sealed_run: dict[str, Any]) -> None:
+    """The review step's guard: shards made without a review (or whose cards a rejection
+    removed) and a batch already released are never approved."""
+    from dicom_deid.errors import VerificationError
+
+    ws, settings = sealed_run["ws"], sealed_run["settings"]
+    with pytest.raises(VerificationError, match="no review cards"):
+        deid_steps.check_reviewable(ws, settings)
+    ws.review_root.mkdir(exist_ok=True)
+    for plan in ws.shards():  # as a reviewed run's workers leave them
+        pa.parquet.write_table(pa.table({"output_path": pa.array([], pa.string())}),
+                               ws.review_cards(plan))
+    with pytest.raises(VerificationError, match="released already"):
+        deid_steps.check_reviewable(ws, settings)

@@ -20,14 +20,16 @@ from urllib.parse import quote
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Context, Param
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from dicom_deid.errors import VerificationError
+from dicom_deid.pipeline.deid_steps import check_reviewable
 from dicom_deid.pipeline.projects import Project
-from dicom_deid.pipeline.withdraw import REASON_MAX
+from dicom_deid.pipeline.withdraw import REASON_MAX, WithdrawalError, check_reason
 from dicom_deid.review.cards import read_cards, review_summary
 
-from .review_page import ANSWER_KEY, PAGE_PREFIX, REVIEW_TASK
-from .tasks import run_workspace
+from .review_page import ANSWER_KEY, PAGE_PREFIX, REVIEW_TASK, WITHHELD
+from .tasks import run_settings, run_workspace
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class ReviewRelease(ApprovalOperator):
             assigned_users=[{"id": u, "name": u} for u in project.reviewers] or None,
             ignore_downstream_trigger_rules=True,  # reject: skip publish and both loads
             retries=0,
+            do_xcom_push=False,  # the raw answer holds the reason as typed: only the
+            # checked copy goes to XCom (execute_complete)
             **kwargs,
         )
         self.review_rule = str(project.review)
@@ -81,6 +85,10 @@ class ReviewRelease(ApprovalOperator):
         ws, req = run_workspace(context)
         if req.dry_run:
             raise AirflowSkipException("dry run: nothing is published, nothing to review")
+        try:
+            check_reviewable(ws, run_settings(context))
+        except VerificationError as exc:
+            raise AirflowFailException(f"no review: {exc}") from exc
         summary = review_summary(read_cards(ws.review_root))
         dag_run = context["dag_run"]
         if not summary["selected"]:
@@ -102,13 +110,24 @@ class ReviewRelease(ApprovalOperator):
         the tasks after this one by ending it at once, without a return value."""
         if "error" not in event:
             user = event.get("responded_by_user")
+            reason = str((event.get("params_input") or {}).get("reason") or "").strip()
             context["ti"].xcom_push(key=ANSWER_KEY, value={
                 "chosen_options": list(event.get("chosen_options") or []),
-                "params_input": dict(event.get("params_input") or {}),
+                "params_input": {"reason": _phi_free(reason)},
                 "responded_by_user": dict(user) if isinstance(user, Mapping) else user,
                 "timed_out": bool(event.get("timedout")),
             })
         return super().execute_complete(context=context, event=event)
+
+
+def _phi_free(reason: str) -> str:
+    """The reviewer's reason if PHI-free, else the withheld marker."""
+    if not reason:
+        return ""
+    try:
+        return check_reason(reason)
+    except WithdrawalError:
+        return WITHHELD
 
 
 def _body(summary: Mapping[str, Any], rule: str, url: str, timeout: timedelta | None) -> str:

@@ -184,6 +184,11 @@ def _run() -> tuple[Context, RunWorkspace, PipelineSettings, RunRequest]:
             _request(ctx, project))
 
 
+def run_settings(ctx: Context) -> PipelineSettings:
+    """The deployment's settings with this DAG's project's destination."""
+    return _project_settings(_settings(), _project(ctx))
+
+
 def run_workspace(ctx: Context) -> tuple[RunWorkspace, RunRequest]:
     """The workspace and request of the DAG run ``ctx`` belongs to (for operators of
     this package that are not ``@task`` functions: the review step)."""
@@ -601,17 +606,20 @@ def reidentify() -> dict[str, Any]:
 
         with open_private_warehouse(settings.warehouse) as warehouse:
             table, source = from_warehouse(warehouse, vault_key, "warehouse:deid_mapping")
+        from dicom_deid.pipeline.withdraw import check_reason
+
         answer = look_up(table, source, {conf["kind"]: [str(v) for v in values]},
-                         requester=requester, purpose=str(conf["purpose"]),
-                         vault_key=vault_key, audit=settings.audit_log)
+                         requester=requester, purpose=check_reason(str(conf["purpose"])),
+                         vault_key=vault_key, audit=settings.audit_log(conf["project"]))
     except DicomDeidError as exc:  # PHI-free: kinds, counts, file names
         raise AirflowFailException(f"re-identification refused: {exc}") from exc
     out = settings.work_dir / "reidentified" / f"{_safe_name(dag_run.run_id)}.csv"
     write_answer(out, answer)
+    audit = settings.audit_log(conf["project"])
     log.info("re-identification for %s: %d of %d found; audited in %s; originals in %s",
-             requester, answer.found, answer.asked, settings.audit_log, out)
+             requester, answer.found, answer.asked, audit, out)
     return {"asked": answer.asked, "found": answer.found, "missing": answer.missing,
-            "answer": str(out), "audit": str(settings.audit_log), "requester": requester}
+            "answer": str(out), "audit": str(audit), "requester": requester}
 
 
 def _safe_name(run_id: str) -> str:

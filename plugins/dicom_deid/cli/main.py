@@ -258,7 +258,7 @@ def _deidentify(args: argparse.Namespace) -> int:
         print("dicom-deid: --exception needs --verify", file=sys.stderr)
         return EXIT_USAGE
     try:
-        seal = _mapping_seal(args)
+        seal = _mapping_seal(args, key)
     except KeyConfigError as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -282,8 +282,9 @@ def _deidentify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _mapping_seal(args: argparse.Namespace) -> Callable[[bytes], bytes] | None:
-    """How the mapping is written: sealed under the vault key, or in clear when asked."""
+def _mapping_seal(args: argparse.Namespace, key: bytes) -> Callable[[bytes], bytes] | None:
+    """How the mapping is written: sealed under the vault key (never the pseudonym key
+    ``key``), or in clear when asked."""
     if args.mapping is None or args.plain_mapping:
         if args.vault_key_file is not None and args.plain_mapping:
             raise KeyConfigError("--plain-mapping and --vault-key-file exclude each other")
@@ -300,6 +301,10 @@ def _mapping_seal(args: argparse.Namespace) -> Callable[[bytes], bytes] | None:
             f"{exc}. The mapping holds original identifiers: it is sealed under a vault "
             "key (another key than the pseudonym key); --plain-mapping writes it in clear"
         ) from None
+    if vault_key == key:
+        raise KeyConfigError("the vault key is the pseudonym key: whoever makes pseudonyms "
+                             "could read the mapping; create a vault key with `dicom-deid "
+                             "keygen --vault FILE`")
     return partial(seal, vault_key=vault_key)
 
 

@@ -58,6 +58,9 @@ def add_parsers(sub: Any) -> None:
     rot.add_argument("files", type=Path, nargs="*", help="sealed mapping files")
     rot.add_argument("--warehouse", default=None,
                      help="a warehouse URL: re-encrypt its deid_mapping's identifying columns")
+    rot.add_argument("--audit", type=Path, action="append", default=[],
+                     help="an audit log to chain under the new key (repeatable; checked "
+                          "under the old key first)")
     rot.add_argument("--old-key-file", type=Path, required=True)
     rot.add_argument("--new-key-file", type=Path, required=True)
 
@@ -91,15 +94,17 @@ def _mapping(args: argparse.Namespace, vault_key: bytes) -> tuple[Any, str]:
 
 def reidentify(args: argparse.Namespace) -> int:
     """The ``reidentify`` command (see the module doc)."""
+    from dicom_deid.pipeline.withdraw import check_reason
     from dicom_deid.vault.keys import load_vault_key
     from dicom_deid.vault.reidentify import reidentify as look_up
     from dicom_deid.vault.reidentify import write_answer
 
     try:
+        purpose = check_reason(args.purpose)  # kept in the audit for good: PHI-free
         vault_key = load_vault_key(args.vault_key_file)
         table, source = _mapping(args, vault_key)
         answer = look_up(table, source, _asked(args), requester=args.requester,
-                         purpose=args.purpose, vault_key=vault_key, audit=args.audit)
+                         purpose=purpose, vault_key=vault_key, audit=args.audit)
     except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: reidentify refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -120,18 +125,24 @@ def reidentify(args: argparse.Namespace) -> int:
 
 def vault(args: argparse.Namespace) -> int:
     """``vault rotate``: every file re-encrypted under the new key, or none changed."""
+    from dicom_deid.vault.audit import rekey, verify
     from dicom_deid.vault.envelope import open_sealed, reseal
     from dicom_deid.vault.keys import load_vault_key, vault_key_id
 
     rows = 0
     try:
-        if not args.files and not args.warehouse:
-            raise KeyConfigError("give sealed files, --warehouse URL, or both")
+        if not args.files and not args.warehouse and not args.audit:
+            raise KeyConfigError("give sealed files, --warehouse URL or --audit FILE")
         old, new = load_vault_key(args.old_key_file), load_vault_key(args.new_key_file)
         if old == new:
             raise KeyConfigError("the new vault key is the old one")
         for path in args.files:  # every file opens with the old key before any changes
             open_sealed(path.read_bytes(), old)
+        for log in args.audit:
+            report = verify(log, old)
+            if not report.ok:
+                raise KeyConfigError(f"{log.name} does not verify under the old key "
+                                     f"(record {report.first_bad}): {report.problem}")
         if args.warehouse:
             from dicom_deid.vault.columns import rotate_mapping
             from dicom_deid.warehouse.factory import open_warehouse
@@ -141,10 +152,13 @@ def vault(args: argparse.Namespace) -> int:
                 rows = rotate_mapping(wh, old, new, Path(scratch))  # ciphertext only
         for path in args.files:
             reseal(path, old, new)
+        for log in args.audit:
+            rekey(log, old, new)
     except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: vault rotate refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{len(args.files)} file(s) and {rows} deid_mapping row(s) re-encrypted under vault "
+    print(f"{len(args.files)} file(s), {len(args.audit)} audit log(s) and {rows} deid_mapping "
+          "row(s) re-keyed under vault "
           f"key {vault_key_id(new)} (was {vault_key_id(old)}); the old key opens none of "
           "them now")
     return EXIT_OK

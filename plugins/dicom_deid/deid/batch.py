@@ -393,6 +393,9 @@ def _review_card(spec: ReviewSpec, gate: Gate, facts: SourceFacts, rel: str, out
         "ocr_kept": list(readout.kept) if readout and readout.read and not verdict.leaks
         else [], "overlays": 0, "shown": "",
     }
+    if verdict.leaks:  # the run fails; nobody is to look at what leaked meanwhile
+        card["shown"] = "not shown: the gate found an identifying value in this output"
+        return card
     try:
         thumbs, frames, overlays = render_thumbnails(bytes(output), boxes)
     except BadInput as exc:
@@ -400,12 +403,16 @@ def _review_card(spec: ReviewSpec, gate: Gate, facts: SourceFacts, rel: str, out
         return card
     stem = thumbnail_stem(rel)
     spec.folder.mkdir(parents=True, exist_ok=True)
-    for t in thumbs:
-        name = f"{stem}-f{t.frame}.png"
-        with open(staged_name(os.fspath(spec.folder / name), outcome.tag), "wb") as fh:
-            fh.write(t.png)
-        card["thumbnails"].append(name)
-        card["shown_frames"].append(t.frame)
+    try:
+        for t in thumbs:
+            name = f"{stem}-f{t.frame}.png"
+            card["thumbnails"].append(name)
+            with open(staged_name(os.fspath(spec.folder / name), outcome.tag), "wb") as fh:
+                fh.write(t.png)
+            card["shown_frames"].append(t.frame)
+    except BaseException:
+        _drop_thumbnails(spec.folder, card, outcome.tag)  # the frames already written
+        raise
     card.update(frames=frames, overlays=overlays)
     return card
 

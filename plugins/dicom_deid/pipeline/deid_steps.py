@@ -488,6 +488,25 @@ def verify_shard(
     return result
 
 
+def check_reviewable(ws: RunWorkspace, settings: PipelineSettings) -> None:
+    """Refuse (:class:`VerificationError`) a review that could approve what nobody saw or
+    what is out already: a planned shard without its review cards (made without a review,
+    or removed by a rejection; rerun the batch), or a batch released already."""
+    missing = [p.name for p in ws.shards() if not ws.review_cards(p).exists()]
+    if missing:
+        raise VerificationError(
+            f"{len(missing)} shard(s) have no review cards ({', '.join(missing[:3])}): they "
+            "were made without a review, or a rejection removed them; rerun the batch")
+    with open_private_warehouse(settings.warehouse) as warehouse:
+        warehouse.ensure_schema()
+        released = warehouse.run_cohort(
+            f"SELECT COUNT(*) AS n FROM {ledger.TABLE} WHERE batch_id = @batch",
+            {"batch": ws.batch_id}).column("n")[0].as_py()
+    if released:
+        raise VerificationError(f"batch {ws.batch_id} is released already (the ledger has "
+                                "its rows): a review after the release decides nothing")
+
+
 def read_mapping(path: Path, vault_key: bytes | None) -> pa.Table:
     """A shard's mapping file: opened with the vault key when it is sealed (a sealed one
     without the key is refused)."""

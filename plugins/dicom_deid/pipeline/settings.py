@@ -83,10 +83,10 @@ class PipelineSettings:
     audit_dir: Path | None = None
     """Where re-identifications are audited (None: ``audit/`` beside ``work_dir``)."""
 
-    @property
-    def audit_log(self) -> Path:
-        """The re-identification audit: JSON lines, hash-chained under the vault key."""
-        return (self.audit_dir or self.work_dir.parent / "audit") / "reidentify.jsonl"
+    def audit_log(self, project: str) -> Path:
+        """A project's re-identification audit: JSON lines, hash-chained under its vault
+        key (one chain per project: projects may have vault keys of their own)."""
+        return (self.audit_dir or self.work_dir.parent / "audit") / f"reidentify-{project}.jsonl"
 
     def __post_init__(self) -> None:
         for name in ("landing", "destination"):

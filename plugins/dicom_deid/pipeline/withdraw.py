@@ -83,7 +83,7 @@ _WHAT = {"PERSON_NAME": "a person's name", "DATE": "a date", "AGE": "an age",
          "EMAIL_ADDRESS": "an e-mail address", "STREET_ADDRESS": "an address",
          "LOCATION": "a place", "IP_ADDRESS": "an IP address", "URL": "a URL",
          "CONTEXT": "a value of the withdrawn instances"}
-_MAPPING_COLUMNS = ("run_id", "output_path", "original_accession", *ORIGINALS.values())
+_MAPPING_COLUMNS = ("run_id", "output_path", "sop_uid", "original_accession", *ORIGINALS.values())
 #: Level -> the ``dicom_metadata`` column of its original identifier.
 _METADATA_COLUMNS = {"patient": "PatientID", "study": "StudyInstanceUID",
                      "series": "SeriesInstanceUID", "instance": "SOPInstanceUID"}

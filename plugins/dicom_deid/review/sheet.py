@@ -147,8 +147,8 @@ def _card(row: Mapping[str, Any], image_url: Callable[[str], str]) -> str:
         f'<img class="thumb" src="{_e(image_url(str(name)))}" '
         f'alt="{_e(alts[i] if i < len(alts) else "thumbnail")}">'
         for i, name in enumerate(row["thumbnails"]))
-    if not thumbs:
-        thumbs = '<p class="nothumb">no thumbnail</p>'
+    if not thumbs:  # why not: the pixels could not be decoded, or the output leaked
+        thumbs = f'<p class="nothumb">{_e(row.get("shown") or "no thumbnail")}</p>'
     if ok:
         checked = int(row["values_checked"])
         verdict = f'<p class="verdict passed">passed: {checked} values checked</p>'

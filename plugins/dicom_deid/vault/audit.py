@@ -38,6 +38,7 @@ __all__ = [
     "AuditReport",
     "append",
     "head_path",
+    "rekey",
     "request_digest",
     "verify",
 ]
@@ -198,6 +199,43 @@ def verify(path: Path, vault_key: bytes) -> AuditReport:
 
 
 # -- records ---------------------------------------------------------------------------
+
+def rekey(path: Path, old_key: bytes, new_key: bytes) -> int:
+    """Chain an intact audit log under a new vault key (``vault rotate``): every record
+    is checked under the old key first, then its ``prev``/``mac`` recomputed under the
+    new one, content unchanged (each record keeps the key id it was made under); the
+    log is replaced atomically under its lock. Returns the records re-chained."""
+    path = Path(path)
+    report = verify(path, old_key)
+    if not report.ok:
+        where = f"record {report.first_bad}: " if report.first_bad else ""
+        raise AuditError(f"the audit log does not verify under the old vault key "
+                         f"({where}{report.problem}): not re-chained")
+    mac_key = derive(new_key, "audit")
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        records = [json.loads(line) for line in path.read_bytes().splitlines() if line]
+        prev, lines = "", []
+        for record in records:
+            record["prev"] = prev
+            record["mac"] = prev = _record_mac(mac_key, record)
+            lines.append(_canonical(record) + b"\n")
+        tmp = path.with_name(f".{path.name}.rekey.tmp")
+        tmp_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(tmp_fd, b"".join(lines))
+            os.fsync(tmp_fd)
+        finally:
+            os.close(tmp_fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        if records:
+            _write_head(path, records[-1]["seq"], prev, mac_key)
+    finally:
+        os.close(fd)
+    return len(records)
+
 
 def _canonical(obj: Any) -> bytes:
     """The one JSON spelling the MACs are computed over (and the log holds)."""

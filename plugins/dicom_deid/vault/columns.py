@@ -3,9 +3,12 @@
 The warehouse's ``deid_mapping`` keeps its pseudonym columns in clear (re-identification
 looks rows up by them) and its identifying ones -- original UIDs, patient ID, accession
 number, the source path -- as ``v1.<vault key id>.<base64 of nonce + AES-256-GCM
-ciphertext>``, each value under a subkey of the vault key with its column's name as
-associated data (a value moved to another column does not open). The same text works in
-DuckDB and BigQuery (client-side encryption: the warehouse never sees a key).
+ciphertext>``, each value under a subkey of the vault key. The associated data binds a
+value to its column and its row (the run and the pseudonymous SOP Instance UID): a value
+moved to another column or another row does not open, so nobody without the key can make
+a pseudonym point at another patient. The same text works in DuckDB and BigQuery
+(client-side encryption: the warehouse never sees a key). Projects may have vault keys of
+their own: each value names its key, and a key opens only its rows.
 """
 
 from __future__ import annotations
@@ -27,12 +30,18 @@ if TYPE_CHECKING:
 
     from dicom_deid.warehouse.base import Warehouse
 
-__all__ = ["MAPPING_IDENTIFYING", "decrypt_columns", "decrypt_values", "encrypt_columns",
-           "encrypt_values", "is_encrypted", "rotate_mapping"]
+__all__ = ["MAPPING_IDENTIFYING", "ROW_KEYS", "decrypt_columns", "decrypt_values",
+           "encrypt_columns", "encrypt_values", "is_encrypted", "rotate_mapping",
+           "rows_under"]
 
 #: The mapping's columns that identify a patient (the rest are pseudonyms and counts).
 MAPPING_IDENTIFYING = ("source_path", "original_study_uid", "original_series_uid",
                        "original_sop_uid", "original_patient_id", "original_accession")
+#: The columns that name a mapping row (bound into every encrypted value of the row).
+ROW_KEYS = ("run_id", "sop_uid")
+#: Kept out of the warehouse when the mapping is encrypted: with a shifted date of
+#: ``deid_metadata`` it gives the true date back.
+CLEARED = ("date_shift_days",)
 _VERSION = "v1"
 
 
@@ -41,31 +50,40 @@ def is_encrypted(value: str | None) -> bool:
     return bool(value) and str(value).startswith(f"{_VERSION}.")
 
 
-def encrypt_values(values: Iterable[str | None], vault_key: bytes, column: str
-                   ) -> list[str | None]:
-    """Each value encrypted (a fresh nonce each: equal values do not look equal); None
-    and empty stay as they are."""
-    aead, kid, aad = AESGCM(derive(vault_key, "columns")), vault_key_id(vault_key), \
-        column.encode()
+def key_id_of(value: str | None) -> str | None:
+    """The vault key id an encrypted value names (None for a clear or empty one)."""
+    if not is_encrypted(value):
+        return None
+    return str(value).split(".", 2)[1]
+
+
+def _aad(column: str, row: str) -> bytes:
+    return f"{column}|{row}".encode()
+
+
+def encrypt_values(values: Iterable[str | None], vault_key: bytes, column: str,
+                   rows: Iterable[str]) -> list[str | None]:
+    """Each value encrypted, bound to ``column`` and its ``rows`` entry (a fresh nonce
+    each: equal values do not look equal); None and empty stay as they are."""
+    aead, kid = AESGCM(derive(vault_key, "columns")), vault_key_id(vault_key)
     out: list[str | None] = []
-    for value in values:
+    for value, row in zip(values, rows, strict=True):
         if value is None or value == "":
             out.append(value)
             continue
         nonce = os.urandom(12)
-        blob = nonce + aead.encrypt(nonce, str(value).encode("utf-8"), aad)
+        blob = nonce + aead.encrypt(nonce, str(value).encode("utf-8"), _aad(column, row))
         out.append(f"{_VERSION}.{kid}.{base64.b64encode(blob).decode('ascii')}")
     return out
 
 
-def decrypt_values(values: Iterable[str | None], vault_key: bytes, column: str
-                   ) -> list[str | None]:
+def decrypt_values(values: Iterable[str | None], vault_key: bytes, column: str,
+                   rows: Iterable[str]) -> list[str | None]:
     """The clear values (:class:`VaultError` for a value under another key, a changed
-    one, or one of another column)."""
-    aead, kid, aad = AESGCM(derive(vault_key, "columns")), vault_key_id(vault_key), \
-        column.encode()
+    one, or one moved from another column or row)."""
+    aead, kid = AESGCM(derive(vault_key, "columns")), vault_key_id(vault_key)
     out: list[str | None] = []
-    for value in values:
+    for value, row in zip(values, rows, strict=True):
         if value is None or value == "":
             out.append(value)
             continue
@@ -79,22 +97,29 @@ def decrypt_values(values: Iterable[str | None], vault_key: bytes, column: str
                              f"{key_id[:16]}, not {kid})")
         try:
             blob = base64.b64decode(data)
-            out.append(aead.decrypt(blob[:12], blob[12:], aad).decode("utf-8"))
+            out.append(aead.decrypt(blob[:12], blob[12:], _aad(column, row)).decode("utf-8"))
         except (InvalidTag, ValueError):
             raise VaultError(f"{column}: a value that does not open with this vault key: "
-                             "changed, or moved from another column") from None
+                             "changed, or moved from another column or row") from None
     return out
+
+
+def _row_names(table: pa.Table) -> list[str]:
+    columns = [table.column(k).to_pylist() for k in ROW_KEYS]
+    return ["|".join("" if v is None else str(v) for v in row) for row in zip(*columns,
+                                                                             strict=True)]
 
 
 def _replace(table: pa.Table, columns: Sequence[str], vault_key: bytes, encrypt: bool
              ) -> pa.Table:
     import pyarrow as pa
 
+    rows = _row_names(table)
     for name in columns:
         if name not in table.column_names:
             continue
         values = table.column(name).to_pylist()
-        done = (encrypt_values if encrypt else decrypt_values)(values, vault_key, name)
+        done = (encrypt_values if encrypt else decrypt_values)(values, vault_key, name, rows)
         table = table.set_column(table.column_names.index(name), name,
                                  pa.array(done, pa.string()))
     return table
@@ -102,24 +127,47 @@ def _replace(table: pa.Table, columns: Sequence[str], vault_key: bytes, encrypt:
 
 def encrypt_columns(table: pa.Table, vault_key: bytes,
                     columns: Sequence[str] = MAPPING_IDENTIFYING) -> pa.Table:
-    """``table`` with ``columns`` encrypted (the others as they were)."""
+    """``table`` with ``columns`` encrypted row by row and :data:`CLEARED` emptied (the
+    others as they were)."""
+    import pyarrow as pa
+
+    for name in CLEARED:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, pa.nulls(table.num_rows, table.field(i).type))
     return _replace(table, columns, vault_key, True)
 
 
 def decrypt_columns(table: pa.Table, vault_key: bytes,
                     columns: Sequence[str] = MAPPING_IDENTIFYING) -> pa.Table:
-    """``table`` with ``columns`` decrypted."""
+    """``table`` with ``columns`` decrypted (every row must be under ``vault_key``)."""
     return _replace(table, columns, vault_key, False)
 
 
+def rows_under(table: pa.Table, vault_key: bytes, column: str = "original_sop_uid"
+               ) -> pa.Table:
+    """The rows of ``table`` encrypted under ``vault_key`` (another project's key, or
+    rows loaded in clear, are not this key's to open)."""
+    import pyarrow as pa
+
+    kid = vault_key_id(vault_key)
+    keep = [key_id_of(v) == kid for v in table.column(column).to_pylist()]
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
 def rotate_mapping(warehouse: Warehouse, old_key: bytes, new_key: bytes, scratch: Path) -> int:
-    """Re-encrypt ``deid_mapping``'s identifying columns under ``new_key``: every row
-    opened with ``old_key`` first (nothing changes when one does not open), then each
-    run's rows replaced at once. Returns the rows re-encrypted."""
+    """Re-encrypt the ``deid_mapping`` rows under ``old_key`` with ``new_key``: every one
+    of them opened first (nothing changes when one does not open), then each of their
+    runs' rows replaced at once; rows under other keys are left alone. Returns the rows
+    re-encrypted."""
     import pyarrow.parquet as pq
 
-    table = warehouse.query("SELECT * FROM deid_mapping")
+    every = warehouse.query("SELECT * FROM deid_mapping")
+    table = rows_under(every, old_key)
     if not table.num_rows:
+        if every.num_rows:
+            raise VaultError(f"no deid_mapping row is encrypted under the old vault key (key "
+                             f"id {vault_key_id(old_key)}): nothing rotated")
         return 0
     rotated = encrypt_columns(decrypt_columns(table, old_key), new_key)
     scratch.mkdir(parents=True, exist_ok=True, mode=0o700)

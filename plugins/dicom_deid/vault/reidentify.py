@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from dicom_deid.errors import KeyConfigError
 
 from .audit import AuditEntry, append, request_digest
-from .columns import decrypt_columns, is_encrypted
+from .columns import decrypt_columns, is_encrypted, rows_under
 from .envelope import is_sealed, read_sealed_table
 from .keys import vault_key_id
 
@@ -76,12 +76,15 @@ def from_file(path: Path, vault_key: bytes) -> tuple[pa.Table, str]:
 
 def from_warehouse(warehouse: Warehouse, vault_key: bytes, source: str
                    ) -> tuple[pa.Table, str]:
-    """``deid_mapping`` with its identifying columns decrypted."""
-    table = warehouse.query("SELECT * FROM deid_mapping")
-    if not any(is_encrypted(v) for v in table.column("original_sop_uid").to_pylist()):
-        raise KeyConfigError("deid_mapping's original identifiers are not encrypted (loaded "
-                             "without a vault key): nothing to re-identify under audit")
-    return decrypt_columns(table, vault_key), source
+    """The ``deid_mapping`` rows under ``vault_key``, still encrypted (:func:`reidentify`
+    opens the rows asked for; another project's key opens its own rows, and rows loaded
+    in clear are not re-identified under audit)."""
+    table = rows_under(warehouse.query("SELECT * FROM deid_mapping"), vault_key)
+    if not table.num_rows:
+        raise KeyConfigError("no deid_mapping row is encrypted under this vault key (key "
+                             f"id {vault_key_id(vault_key)}): the wrong key, or a mapping "
+                             "loaded without one")
+    return table, source
 
 
 def _asked(asked: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
@@ -101,8 +104,18 @@ def reidentify(table: pa.Table, source: str, asked: Mapping[str, Iterable[str]],
                requester: str, purpose: str, vault_key: bytes, audit: Path) -> Answer:
     """Look ``asked`` up in the (opened) mapping ``table``, audit the lookup in
     ``audit``, then return the originals (:class:`KeyConfigError` for a refusal)."""
+    import pyarrow as pa
+
     requester, purpose = _text(requester, "requester"), _text(purpose, "purpose")
     wanted = _asked(asked)
+    hit = [False] * table.num_rows
+    for kind, values in wanted.items():
+        chosen = set(values)
+        hit = [h or v in chosen for h, v in zip(
+            hit, table.column(KINDS[kind][0]).to_pylist(), strict=True)]
+    table = table.filter(pa.array(hit, pa.bool_()))  # only these rows are opened
+    if any(is_encrypted(v) for v in table.column("original_sop_uid").to_pylist()):
+        table = decrypt_columns(table, vault_key)
     rows: set[tuple[str, str, str]] = set()
     for kind, values in wanted.items():
         pseudo_col, orig_col = KINDS[kind]
@@ -127,6 +140,7 @@ def write_answer(path: Path, answer: Answer) -> None:
     """The originals as CSV (kind, pseudonym, original), readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: not this one
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["kind", "pseudonym", "original"])
