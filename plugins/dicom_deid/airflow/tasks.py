@@ -476,6 +476,17 @@ def notify_failure(context: Context) -> None:
     log.info("failure notice posted to connection %r (HTTP %d)", conn_id, status)
 
 
+def _exactly(conf: dict[str, Any], names: tuple[str, ...], what: str,
+             missing: list[str]) -> None:
+    """Fail a manual DAG's run whose trigger lacks one of ``names`` or gives another."""
+    foreign = sorted(set(conf) - set(names))
+    if missing or foreign:
+        raise AirflowFailException(
+            f"{what} is triggered with exactly {', '.join(names)}"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; not accepted: {', '.join(foreign)}" if foreign else ""))
+
+
 # -- the withdrawal DAG ------------------------------------------------------------------
 
 #: What a withdrawal's trigger gives, all of it required (the DAG's params).
@@ -519,14 +530,9 @@ def withdraw() -> dict[str, Any]:
     ctx = get_current_context()
     dag_run = ctx["dag_run"]
     conf = getattr(dag_run, "conf", None) or {}
-    missing = [k for k in WITHDRAW_PARAMS if not isinstance(conf.get(k), str)
-               or not conf[k].strip()]
-    foreign = sorted(set(conf) - set(WITHDRAW_PARAMS))
-    if missing or foreign:
-        raise AirflowFailException(
-            f"a withdrawal is triggered with exactly {', '.join(WITHDRAW_PARAMS)}"
-            + (f"; missing: {', '.join(missing)}" if missing else "")
-            + (f"; not accepted: {', '.join(foreign)}" if foreign else ""))
+    _exactly(conf, WITHDRAW_PARAMS, "a withdrawal",
+             [k for k in WITHDRAW_PARAMS if not isinstance(conf.get(k), str)
+              or not conf[k].strip()])
     user = run_record.triggering_user(dag_run.triggering_user_name)
     try:
         folder = projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
@@ -584,13 +590,8 @@ def reidentify() -> dict[str, Any]:
     ctx = get_current_context()
     dag_run = ctx["dag_run"]
     conf = getattr(dag_run, "conf", None) or {}
-    missing = [k for k in REIDENTIFY_PARAMS if not conf.get(k)]
-    foreign = sorted(set(conf) - set(REIDENTIFY_PARAMS))
-    if missing or foreign:
-        raise AirflowFailException(
-            f"a re-identification is triggered with exactly {', '.join(REIDENTIFY_PARAMS)}"
-            + (f"; missing: {', '.join(missing)}" if missing else "")
-            + (f"; not accepted: {', '.join(foreign)}" if foreign else ""))
+    _exactly(conf, REIDENTIFY_PARAMS, "a re-identification",
+             [k for k in REIDENTIFY_PARAMS if not conf.get(k)])
     requester = run_record.triggering_user(dag_run.triggering_user_name)
     settings = _settings()
     try:
