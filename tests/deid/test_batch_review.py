@@ -210,6 +210,12 @@ def test_all_cards_every_image_and_nothing_else(corpus: Corpus,
     assert {c["reason"] for c in run.cards} == {"all"}
     sr = {run.outputs[rel] for rel in run.outputs if rel not in corpus.images}
     assert sr and not sr & run.paths()  # SR and other files without pixels: no card
+    # Both writers made reviewed outputs: images not at risk took the byte path (their
+    # pixels untouched) and still got their pictures, pydicom's own files among them.
+    assert 0 < run.summary.byte_path < run.summary.processed
+    plain = {run.outputs[rel] for rel in (corpus.images - corpus.at_risk)
+             if rel in run.outputs and rel.startswith("pydicom/")}
+    assert plain and all(c["thumbnails"] for c in run.cards if c["output_path"] in plain)
 
 
 def test_a_sample_is_stable_across_runs_and_a_subset(corpus: Corpus,
