@@ -50,10 +50,10 @@ def _page_seconds(port: int) -> tuple[float, list[float], int]:
         REVIEWER,
         AirflowApi,
         password_of,
-        review_page_path,
-        start_api_server,
+            start_api_server,
         stop,
     )
+    from dicom_deid.review.cards import page_path as review_page_path
 
     env = {**os.environ, "AIRFLOW_HOME": str(ROOT / "var" / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),

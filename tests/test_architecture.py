@@ -38,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     # vault: the encrypted mapping, re-identification, audit, linkage pseudonyms.
     "vault": {"errors", "dicom", "deid", "warehouse"},
     "cli": {"__init__", "errors", "dicom", "config", "deid", "pixels", "metadata", "vault",
+            "review",
             "warehouse", "cohort", "pipeline", "synth"},
     "airflow": {"errors", "deid", "pipeline", "review", "vault"},
     "synth": set(),

@@ -36,10 +36,10 @@ from dicom_deid.cli.airflow_review import (
     AirflowApi,
     free_port,
     password_of,
-    review_page_path,
     start_api_server,
     stop,
 )
+from dicom_deid.review.cards import page_path as review_page_path
 from dicom_deid.synth import generate, planted_byte_patterns
 
 pytestmark = pytest.mark.airflow

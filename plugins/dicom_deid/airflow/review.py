@@ -16,7 +16,6 @@ import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Context, Param
@@ -25,10 +24,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from dicom_deid.errors import VerificationError
 from dicom_deid.pipeline.deid_steps import check_reviewable
 from dicom_deid.pipeline.projects import Project
-from dicom_deid.pipeline.withdraw import REASON_MAX, WithdrawalError, check_reason
-from dicom_deid.review.cards import read_cards, review_summary
+from dicom_deid.pipeline.withdraw import REASON_MAX
+from dicom_deid.review.cards import page_path, read_cards, review_summary
 
-from .review_page import ANSWER_KEY, PAGE_PREFIX, REVIEW_TASK, WITHHELD
+from .review_page import ANSWER_KEY, REVIEW_TASK, phi_free_reason
 from .tasks import run_settings, run_workspace
 
 log = logging.getLogger(__name__)
@@ -36,17 +35,12 @@ log = logging.getLogger(__name__)
 _FORM = frozenset({"reason"})
 
 
-def review_page_path(dag_id: str, run_id: str) -> str:
-    """The review page of one DAG run, relative to the API server's base URL."""
-    return f"{PAGE_PREFIX}/review/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
-
-
 def review_page_url(dag_id: str, run_id: str) -> str:
     """The review page's full URL (the ``[api] base_url`` setting, else a relative one)."""
     from airflow.sdk import conf
 
     base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
-    return f"{base}{review_page_path(dag_id, run_id)}"
+    return f"{base}{page_path(dag_id, run_id)}"
 
 
 class ReviewRelease(ApprovalOperator):
@@ -113,21 +107,11 @@ class ReviewRelease(ApprovalOperator):
             reason = str((event.get("params_input") or {}).get("reason") or "").strip()
             context["ti"].xcom_push(key=ANSWER_KEY, value={
                 "chosen_options": list(event.get("chosen_options") or []),
-                "params_input": {"reason": _phi_free(reason)},
+                "params_input": {"reason": phi_free_reason(reason)},
                 "responded_by_user": dict(user) if isinstance(user, Mapping) else user,
                 "timed_out": bool(event.get("timedout")),
             })
         return super().execute_complete(context=context, event=event)
-
-
-def _phi_free(reason: str) -> str:
-    """The reviewer's reason if PHI-free, else the withheld marker."""
-    if not reason:
-        return ""
-    try:
-        return check_reason(reason)
-    except WithdrawalError:
-        return WITHHELD
 
 
 def _body(summary: Mapping[str, Any], rule: str, url: str, timeout: timedelta | None) -> str:

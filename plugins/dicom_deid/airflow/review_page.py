@@ -21,11 +21,11 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
+from dicom_deid.review.cards import PAGE_PREFIX
+
 if TYPE_CHECKING:
     from dicom_deid.pipeline.run_record import ReviewDecision
 
-#: Where the FastAPI app is mounted on the API server.
-PAGE_PREFIX = "/dicom-deid"
 #: The review step's task id in a project DAG.
 REVIEW_TASK = "review"
 #: The XCom key under which the review step keeps the reviewer's answer.
@@ -100,18 +100,24 @@ def _run_facts(dag_id: str, run_id: str) -> dict[str, Any]:
         }
 
 
-def _decision(facts: dict[str, Any]) -> str:
+def phi_free_reason(reason: str) -> str:
+    """A reviewer's reason as it may be kept and shown: checked (white space collapsed)
+    when PHI-free, :data:`WITHHELD` when it may hold PHI, "" when none was given."""
     from dicom_deid.pipeline.withdraw import WithdrawalError, check_reason
 
+    if not reason.strip():
+        return ""
+    try:
+        return check_reason(reason)
+    except WithdrawalError:
+        return WITHHELD
+
+
+def _decision(facts: dict[str, Any]) -> str:
     if not facts["answered"]:
         return {"awaiting_input": "waiting for a reviewer", None: "no review step in this run"
                 }.get(facts["review_state"], f"review step: {facts['review_state']}")
-    reason = facts["reason"].strip()
-    if reason:
-        try:
-            reason = check_reason(reason)
-        except WithdrawalError:
-            reason = WITHHELD
+    reason = phi_free_reason(facts["reason"])
     who = facts["by"] or "timeout"
     said = " / ".join(_PAST.get(c, c.lower()) for c in facts["chosen"])
     return f"{said} by {who}" + (f": {reason}" if reason else "")
@@ -191,7 +197,6 @@ def decision_of(answer: Mapping[str, Any] | None) -> ReviewDecision | None:
     """The review task's result as a decision; None when there is none (no review step,
     or the run ended before it). A reason that may hold PHI is withheld."""
     from dicom_deid.pipeline.run_record import NONE_NEEDED, TIMEOUT, ReviewDecision
-    from dicom_deid.pipeline.withdraw import WithdrawalError, check_reason
 
     if not answer:
         return None
@@ -202,12 +207,7 @@ def decision_of(answer: Mapping[str, Any] | None) -> ReviewDecision | None:
                 else str(user or ""))
     if answer.get("timed_out") or not reviewer:
         return ReviewDecision(False, TIMEOUT, "no answer within the review timeout")
-    reason = str((answer.get("params_input") or {}).get("reason") or "").strip()
-    if reason:
-        try:
-            reason = check_reason(reason)
-        except WithdrawalError:
-            reason = WITHHELD
+    reason = phi_free_reason(str((answer.get("params_input") or {}).get("reason") or ""))
     chosen = list(answer.get("chosen_options") or [])
     return ReviewDecision(chosen == ["Approve"], reviewer, reason)
 

@@ -116,11 +116,17 @@ def _workspace(ctx: Context, settings: PipelineSettings) -> RunWorkspace:
     return RunWorkspace(settings.work_dir, batch_id_for(_when(ctx), _project_name(ctx)))
 
 
+def _projects_folder(ctx: Context) -> Path:
+    """``$DICOM_DEID_PROJECTS_DIR``, else ``projects/`` beside the DAG file's folder (as
+    the factory found it)."""
+    return projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
+
+
 def _project(ctx: Context) -> Project:
     """The project file of this DAG, read now: ``$DICOM_DEID_PROJECTS_DIR``, else
     ``projects/`` beside the DAG file's folder (as the factory found it)."""
     try:
-        folder = projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
+        folder = _projects_folder(ctx)
         return load_project(folder / f"{_project_name(ctx)}.yaml")
     except ConfigError as exc:
         raise AirflowFailException(f"invalid project: {exc}") from exc
@@ -196,21 +202,26 @@ def run_workspace(ctx: Context) -> tuple[RunWorkspace, RunRequest]:
     return _workspace(ctx, settings), _request(ctx, _project(ctx))
 
 
-def _keys(ctx: Context) -> tuple[bytes, bytes]:
-    """The project's pseudonym key and vault key, from their connections (never
-    returned to XCom). The vault key seals the mapping; a project without one, or whose
-    two connections hold the same key, fails without retries: the two keys exist so that
-    whoever makes pseudonyms cannot read the mapping."""
-    project = _project(ctx)
-    key = DeidKeyHook(project.key_conn_id).get_key()
+def _vault_key(project: Project) -> bytes:
+    """The project's vault key, from its connection (never returned to XCom): it seals the
+    mapping the workers write and opens it for the steps after. A project without one
+    fails without retries."""
+    conn_id = project.vault_key_conn_id
     try:
-        vault_key = DeidKeyHook(project.vault_key_conn_id).get_key()
+        return DeidKeyHook(conn_id).get_key()
     except Exception as exc:  # a missing connection, or not a key
         raise AirflowFailException(
-            f"no vault key in connection {project.vault_key_conn_id!r} "
-            f"({type(exc).__name__}): create one with `dicom-deid keygen --vault FILE` and "
-            "store it there; the mapping holds original identifiers and is sealed under "
-            "it") from None
+            f"no vault key in connection {conn_id!r} ({type(exc).__name__}): create one "
+            "with `dicom-deid keygen --vault FILE` and store it there; the mapping holds "
+            "original identifiers and is sealed under it") from None
+
+
+def _keys(ctx: Context) -> tuple[bytes, bytes]:
+    """The project's pseudonym key and vault key, for the step that writes the mapping:
+    connections holding the same key fail it (the two keys exist so that whoever makes
+    pseudonyms cannot read the mapping)."""
+    project = _project(ctx)
+    key, vault_key = DeidKeyHook(project.key_conn_id).get_key(), _vault_key(project)
     if vault_key == key:
         raise AirflowFailException(
             f"connections {project.key_conn_id!r} and {project.vault_key_conn_id!r} hold the "
@@ -327,7 +338,7 @@ def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
     not valid (VerificationError). No retries: the same outputs would fail again."""
     ctx, ws, settings, req = _run()
     ctx["shard_label"] = f"shard {result['shard']}"  # type: ignore[typeddict-unknown-key]
-    return deid_steps.verify_shard(ws, settings, req, result["shard"], _keys(ctx)[1])
+    return deid_steps.verify_shard(ws, settings, req, result["shard"], _vault_key(_project(ctx)))
 
 
 # From here on, "none_failed": an empty cohort (no shards, mapped tasks skipped) still
@@ -340,7 +351,7 @@ def publish() -> dict[str, Any]:
     ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
     deid_steps.check_pinned(ws, req, settings)  # the policy every shard was made under
-    return deid_steps.publish(ws, settings, req, _when(ctx), _keys(ctx)[1])
+    return deid_steps.publish(ws, settings, req, _when(ctx), _vault_key(_project(ctx)))
 
 
 @task(trigger_rule="none_failed")
@@ -358,7 +369,7 @@ def load_mapping() -> dict[str, Any]:
     """Load the original<->pseudonym mapping (restricted) and the error list."""
     ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
-    return deid_steps.load_mapping(ws, settings, _keys(ctx)[1])
+    return deid_steps.load_mapping(ws, settings, _vault_key(_project(ctx)))
 
 
 def _task_states(ctx: Context) -> dict[str, str]:
@@ -535,16 +546,12 @@ def withdraw() -> dict[str, Any]:
               or not conf[k].strip()])
     user = run_record.triggering_user(dag_run.triggering_user_name)
     try:
-        folder = projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
+        folder = _projects_folder(ctx)
         settings = project_settings(_settings(), folder, conf["project"])
-        conn_id = load_project(folder / f"{conf['project']}.yaml").vault_key_conn_id
+        project = load_project(folder / f"{conf['project']}.yaml")
     except ConfigError as exc:
         raise AirflowFailException(f"withdrawal refused: {exc}") from exc
-    try:  # the originals to hold back are encrypted under the project's vault key
-        vault_key = DeidKeyHook(conn_id).get_key()
-    except Exception as exc:
-        raise AirflowFailException(f"withdrawal refused: no vault key in connection "
-                                   f"{conn_id!r} ({type(exc).__name__})") from None
+    vault_key = _vault_key(project)  # the originals to hold back are encrypted under it
     try:
         return withdraw_released(settings, conf["project"], conf["level"], conf["value"],
                                  conf["reason"], user, vault_key)
@@ -595,12 +602,11 @@ def reidentify() -> dict[str, Any]:
     requester = run_record.triggering_user(dag_run.triggering_user_name)
     settings = _settings()
     try:
-        folder = projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
-        conn_id = load_project(folder / f"{conf['project']}.yaml").vault_key_conn_id
-        vault_key = DeidKeyHook(conn_id).get_key()
-    except Exception as exc:
-        raise AirflowFailException(f"re-identification refused: no project or vault key "
-                                   f"({type(exc).__name__})") from None
+        folder = _projects_folder(ctx)
+        project = load_project(folder / f"{conf['project']}.yaml")
+    except ConfigError as exc:
+        raise AirflowFailException(f"re-identification refused: {exc}") from exc
+    vault_key = _vault_key(project)
     values = conf["values"] if isinstance(conf["values"], list) else [conf["values"]]
     try:
         from dicom_deid.pipeline.restricted import open_private_warehouse

@@ -4,8 +4,8 @@
 review step until someone answers through the API server sharing its database; this
 module starts that server on 127.0.0.1, waits for the approval request, prints where the
 review page is, answers it (the demo approves its own run, and says so) and stops the
-server. The browser test drives the same steps. Only the standard library: nothing here
-imports Airflow.
+server. The browser test drives the same steps. The standard library and the page's
+address (:func:`dicom_deid.review.cards.page_path`): nothing here imports Airflow.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from dicom_deid.review.cards import page_path as review_page_path
 
 REVIEW_TASK = "review"
 REVIEWER = "reviewer"
@@ -151,12 +153,6 @@ def password_of(airflow_home: Path, user: str, timeout: float = 60) -> str:
         except (OSError, ValueError, KeyError):
             time.sleep(0.5)
     raise TimeoutError(f"no password for {user} in {path}")
-
-
-def review_page_path(dag_id: str, run_id: str) -> str:
-    """Where the plugin serves a run's contact sheet (see dicom_deid.airflow.review_page)."""
-    return (f"/dicom-deid/review/{urllib.parse.quote(dag_id, safe='')}/"
-            f"{urllib.parse.quote(run_id, safe='')}")
 
 
 def demo(dag_id: str, logical_date: str, log: Path, port: int) -> int:

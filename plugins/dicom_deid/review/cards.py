@@ -11,8 +11,12 @@ import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["read_cards", "review_summary", "thumbnail_path"]
+__all__ = ["PAGE_PREFIX", "page_path", "read_cards", "review_summary", "thumbnail_path"]
+
+#: Where the review page is served on Airflow's API server (its plugin's FastAPI app).
+PAGE_PREFIX = "/dicom-deid"
 
 _SHARD = re.compile(r"shard-(\d+)")
 _THUMB = re.compile(r"[0-9a-f]{20}-f\d+\.png")
@@ -54,3 +58,8 @@ def thumbnail_path(folder: Path, shard: int, name: str) -> Path | None:
         return None
     path = folder / f"shard-{shard:05d}" / name
     return path if path.is_file() else None
+
+
+def page_path(dag_id: str, run_id: str) -> str:
+    """The review page of one DAG run, relative to the API server's base URL."""
+    return f"{PAGE_PREFIX}/review/{quote(dag_id, safe='')}/{quote(run_id, safe='')}"
