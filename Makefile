@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO := var/demo
 PATIENTS ?= 12
 
-.PHONY: install demo airflow-ui browser test lint bench bench-pipeline clean
+.PHONY: install demo airflow-ui browser emulators test lint bench bench-pipeline bench-cloud clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,7 +80,25 @@ browser:
 	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver > /dev/null)
 
-test: $(STAMP) browser
+# The BigQuery emulator (bqemulator) pins DuckDB 1.5, the project DuckDB 2: its own venv.
+# Offline it needs DuckDB's spatial extension where DuckDB looks for it ($HOME/.duckdb/...):
+# copied from its PyPI wheel into a HOME of its own, and nothing is fetched at run time.
+BQ_VENV := .venv-bq
+BQ_STAMP := $(BQ_VENV)/.installed
+BQ_EXT := $(BQ_VENV)/home/.duckdb/extensions/v1.5.5/linux_amd64
+$(BQ_STAMP): Makefile
+	$(PYTHON) -m venv $(BQ_VENV)
+	$(BQ_VENV)/bin/pip install --quiet --upgrade pip
+	$(BQ_VENV)/bin/pip install --quiet bqemulator==1.4.0 duckdb==1.5.5 \
+		duckdb-extension-spatial==1.5.5 numpy testcontainers
+	mkdir -p $(BQ_EXT)
+	cp "$$($(BQ_VENV)/bin/python -c 'import duckdb_extension_spatial as m, pathlib; \
+		print(next(pathlib.Path(m.__file__).parent.rglob("spatial.duckdb_extension")))')" $(BQ_EXT)/
+	touch $(BQ_STAMP)
+
+emulators: $(BQ_STAMP)
+
+test: $(STAMP) browser $(BQ_STAMP)
 	$(BIN)/ruff check plugins tests benchmarks dags
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 -q -m "not airflow"
@@ -96,5 +114,9 @@ bench: $(STAMP)
 bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py --write
 
+# De-identification and export from gs:// to gs:// against the emulators, beside local disk.
+bench-cloud: $(STAMP) $(BQ_STAMP)
+	$(BIN)/python benchmarks/bench_cloud.py --write
+
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) $(BQ_VENV) var build *.egg-info

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from pydicom.dataset import Dataset
 
+from emulators import Cloud, cloud
 from instances import make_instance
 
 
@@ -12,3 +15,18 @@ from instances import make_instance
 def instance() -> Dataset:
     """A small CT instance with PHI in standard, nested, private and overlay elements."""
     return make_instance()
+
+
+@pytest.fixture(scope="session")
+def gcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """fake-gcs-server and bqemulator on 127.0.0.1, one pair per test worker."""
+    with cloud(tmp_path_factory.mktemp("cloud")) as started:
+        yield started
+
+
+@pytest.fixture
+def gcloud_env(gcloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Cloud:
+    """The emulators, with the clients' own variables pointing at them for this test."""
+    for name, value in gcloud.env.items():
+        monkeypatch.setenv(name, value)
+    return gcloud
