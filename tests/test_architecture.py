@@ -26,21 +26,23 @@ ALLOWED: dict[str, set[str]] = {
     "pixels": {"errors", "dicom", "config", "text"},
     # deid -> metadata: a batch makes each output's metadata row from the bytes it wrote.
     "deid": {"__init__", "errors", "dicom", "config", "text", "pixels", "arrow_build",
-             "metadata", "pools", "review"},
+             "metadata", "pools", "review", "storage"},
     # review: which images a reviewer sees, their thumbnails, the contact sheet.
     "review": {"errors", "dicom"},
-    "metadata": {"errors", "dicom", "arrow_build", "pools"},
+    "metadata": {"errors", "dicom", "arrow_build", "pools", "storage"},
+    # storage: local folders and GCS behind one Store interface (file modes included).
+    "storage": {"errors", "dicom"},
     "warehouse": {"errors"},
     "cohort": {"errors", "warehouse"},
     # pipeline -> text: a withdrawal's reason is checked by the text detectors.
     "pipeline": {"__init__", "errors", "dicom", "config", "text", "deid", "metadata",
-                 "warehouse", "cohort", "review", "vault"},
+                 "warehouse", "cohort", "review", "vault", "storage"},
     # vault: the encrypted mapping, re-identification, audit, linkage pseudonyms.
     "vault": {"errors", "dicom", "deid", "warehouse"},
     "cli": {"__init__", "errors", "dicom", "config", "deid", "pixels", "metadata", "vault",
             "review",
-            "warehouse", "cohort", "pipeline", "synth"},
-    "airflow": {"errors", "deid", "pipeline", "review", "vault"},
+            "warehouse", "cohort", "pipeline", "synth", "storage"},
+    "airflow": {"errors", "deid", "pipeline", "review", "vault", "storage"},
     "synth": set(),
 }
 

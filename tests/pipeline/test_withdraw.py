@@ -34,8 +34,8 @@ from dicom_deid.pipeline import deid_steps
 from dicom_deid.pipeline.deid_steps import RunWorkspace
 from dicom_deid.pipeline.run_record import key_id
 from dicom_deid.pipeline.settings import PipelineSettings
-from dicom_deid.pipeline.storage import LocalStore
 from dicom_deid.pipeline.withdraw import REASON_MAX, WithdrawalError, check_reason, withdraw
+from dicom_deid.storage import LocalStore
 from instances import KEY
 
 __all__ = ["landed"]  # the fixture this module uses, imported from test_deid_steps

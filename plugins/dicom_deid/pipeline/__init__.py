@@ -1,4 +1,4 @@
-"""The pipeline's steps as plain functions: settings, storage, shards, the export of a
+"""The pipeline's steps as plain functions: settings, shards, the export of a
 data interval, the de-identification run (de-identify, verify, publish, load, finish and
 record), restricted files, run records and failure notices.
 

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_deid.dicom.files import write_atomic
-
-from .restricted import private_dir, restrict
+from dicom_deid.storage.permissions import private_dir, restrict
 
 __all__ = [
     "DRY_RUN",

@@ -38,6 +38,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from dicom_deid.config.model import info_type_of
 from dicom_deid.deid.sweep import SWEEP_TAGS
 from dicom_deid.errors import ConfigError, StorageError
+from dicom_deid.storage import Store
 from dicom_deid.text.banner import line_spans
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
@@ -51,7 +52,6 @@ from .deid_steps import MANIFESTS, destination
 from .projects import load_project
 from .restricted import open_private_warehouse
 from .settings import PipelineSettings
-from .storage import Store
 
 __all__ = ["LEVELS", "REASON_MAX", "WithdrawalError", "check_reason", "project_settings",
            "withdraw", "withdrawal_id_for"]

@@ -1,10 +1,8 @@
-"""Where pipeline files live: one small interface over storage backends.
+"""Local folders (a local or mounted filesystem): the embedded default store.
 
-The DAG steps never touch ``os``/``shutil`` on a landing zone or a destination directly;
-they go through a :class:`Store` opened from a URL by :func:`open_store`. Local folders
-(``/abs/path``, ``relative/path`` or ``file:///abs/path``) are implemented here; other
-schemes (``gs://`` next) plug in as another subclass with the same methods. Nothing in
-this module logs or raises a file's content, only store-relative paths.
+Publishing a release is a directory rename, so readers never see a half-published tree;
+the tree's lock is an ``flock`` on a file beside it. Nothing in this module logs or raises
+a file's content, only store-relative paths.
 """
 
 from __future__ import annotations
@@ -12,121 +10,32 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 import threading
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import BinaryIO
 
-from dicom_deid.dicom.files import write_atomic
+from dicom_deid.dicom.files import write_atomic, write_staged
 from dicom_deid.errors import StorageError
 
-from .restricted import private_dir
+from .base import (
+    HIDDEN,
+    AlreadyExists,
+    Release,
+    Store,
+    StoredFile,
+    epoch_ns,
+    file_sha256,
+    parallel,
+    split_rel,
+)
+from .permissions import private_dir
 
-__all__ = ["LocalStore", "Release", "StorageError", "Store", "StoredFile", "open_store"]
-
-_HIDDEN = (".", "_")  # staging areas, temporary files and state folders are not data
-
-
-
-
-@dataclass(frozen=True)
-class Release:
-    """What publishing one release did: files in the tree now, added or replaced ones,
-    removed ones."""
-
-    release: str
-    files: int
-    added: int
-    removed: int
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """One file in a store: its store-relative path, size and last modification (UTC)."""
-
-    rel: str
-    size: int
-    modified: datetime
-
-
-class Store(ABC):
-    """A tree of files addressed by ``/``-separated paths relative to the store's root."""
-
-    url: str
-
-    @abstractmethod
-    def list_files(
-        self,
-        prefix: str = "",
-        *,
-        modified_from: datetime | None = None,
-        modified_to: datetime | None = None,
-    ) -> list[StoredFile]:
-        """Files under ``prefix`` (sorted; hidden ``.``/``_`` entries skipped), optionally
-        only those modified in ``[modified_from, modified_to)``."""
-
-    @abstractmethod
-    def local_path(self, rel: str) -> Path:
-        """A local path to read ``rel`` from (the file itself for local stores)."""
-
-    @abstractmethod
-    def scratch_dir(self, rel: str) -> Path:
-        """An empty local folder to build the tree that :meth:`put_tree` will store at ``rel``."""
-
-    @abstractmethod
-    def put_tree(self, scratch: Path, rel: str) -> None:
-        """Make ``rel`` hold exactly the tree built in ``scratch``, replacing what was there."""
-
-    @abstractmethod
-    def publish_release(self, tree: str, release: str, add: Mapping[str, str],
-                        remove: Collection[str], files: Mapping[str, bytes]) -> Release:
-        """Make ``release`` the content of the growing tree at ``tree`` in one step: the
-        current tree without the paths in ``remove``, with each staged file of ``add``
-        (tree path -> store-relative staged path) added or replacing the file at its
-        path, and the small ``files`` written. Readers see the old tree or the new one,
-        never a mix; releases of one tree are built one at a time. A release published
-        already is built again on the release it was built on (its record was lost: a
-        crash between the release and the ledger)."""
-
-    @abstractmethod
-    def lock(self, tree: str) -> AbstractContextManager[None]:
-        """Hold the tree's exclusive lock: whoever plans and makes a release of it (a
-        night's publish, a withdrawal) holds it from reading the ledger to writing it, so
-        neither works from a state the other is changing. Re-entrant in one thread."""
-
-    @abstractmethod
-    def release_of(self, tree: str) -> str | None:
-        """The release ``tree`` shows now (None: nothing published yet)."""
-
-    @abstractmethod
-    def exists(self, rel: str) -> bool:
-        """True if a file or folder exists at ``rel``."""
-
-    @abstractmethod
-    def read_bytes(self, rel: str) -> bytes:
-        """The content of the file at ``rel``."""
-
-    @abstractmethod
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write ``data`` to ``rel`` atomically (readers see the old or the new file)."""
-
-    @abstractmethod
-    def delete_tree(self, rel: str) -> None:
-        """Remove ``rel`` and everything under it; missing is fine."""
-
-    @abstractmethod
-    def make_private(self, rel: str) -> None:
-        """Make folder ``rel`` readable by the pipeline only (unverified outputs live
-        there); an object store relies on its bucket's permissions and does nothing."""
-
-    def uri(self, rel: str) -> str:
-        """A full URI/path of ``rel``, for manifests and warehouse rows."""
-        return f"{self.url.rstrip('/')}/{rel}" if rel else self.url
+__all__ = ["LocalStore"]
 
 
 class LocalStore(Store):
@@ -137,10 +46,7 @@ class LocalStore(Store):
         self.url = str(self.root)
 
     def _path(self, rel: str) -> Path:
-        parts = [p for p in rel.split("/") if p]
-        if any(p == ".." for p in parts):
-            raise StorageError("store paths may not contain '..'")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*split_rel(rel))
 
     def list_files(
         self,
@@ -149,8 +55,8 @@ class LocalStore(Store):
         modified_from: datetime | None = None,
         modified_to: datetime | None = None,
     ) -> list[StoredFile]:
-        lo = _epoch_ns(modified_from) if modified_from else None
-        hi = _epoch_ns(modified_to) if modified_to else None
+        lo = epoch_ns(modified_from) if modified_from else None
+        hi = epoch_ns(modified_to) if modified_to else None
         base = self._path(prefix)
         if not base.exists():
             return []
@@ -167,6 +73,51 @@ class LocalStore(Store):
 
     def local_path(self, rel: str) -> Path:
         return self._path(rel)
+
+    def open_read(self, rel: str, *, generation: int | None = None) -> BinaryIO:
+        del generation  # a local file has one generation: the file
+        return open(self._path(rel), "rb")
+
+    def read_range(self, rel: str, start: int, length: int, *,
+                   generation: int | None = None) -> bytes:
+        del generation
+        fd = os.open(self._path(rel), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, length, start)
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _the_file(self, rel: str) -> Iterator[Path]:
+        path = self._path(rel)
+        if not path.is_file():
+            raise FileNotFoundError(f"no file at {rel}")
+        yield path
+
+    def local_copy(self, rel: str) -> AbstractContextManager[Path]:
+        return self._the_file(rel)
+
+    def fetch(self, rels: Collection[str], folder: Path, *, workers: int = 8
+              ) -> dict[str, Path]:
+        # Copies, not links: a hard link would share the landing file's mode (the
+        # workspace's files are made 0600) and any change to it.
+        def one(rel: str) -> Path:
+            target = Path(folder, *split_rel(rel))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self._path(rel), target)
+            return target
+
+        return dict(zip(rels, parallel(one, rels, workers), strict=True))
+
+    def sha256(self, rels: Collection[str], *, workers: int = 8) -> dict[str, str]:
+        paths = [self._path(rel) for rel in rels]
+        return dict(zip(rels, parallel(file_sha256, paths, workers), strict=True))
+
+    def upload_file(self, local: Path, rel: str) -> None:
+        _copy_atomic(Path(local), self._path(rel))
+
+    def copy(self, src_rel: str, dst_rel: str) -> None:
+        _copy_atomic(self._path(src_rel), self._path(dst_rel))
 
     def scratch_dir(self, rel: str) -> Path:
         # A sibling of the target: same filesystem, so put_tree is a rename.
@@ -188,6 +139,20 @@ class LocalStore(Store):
 
     def release_of(self, tree: str) -> str | None:
         return _release_name(_shown_folder(self._path(tree))) or None
+
+    def release_files(self, tree: str) -> list[StoredFile]:
+        link = self._path(tree)
+        if not link.is_symlink():
+            return []
+        folder = link.parent / os.readlink(link)  # resolved once: one release throughout
+        name = "/".join(split_rel(tree))
+        found = []
+        for entry in _walk(folder):
+            st = entry.stat(follow_symlinks=False)
+            rel = Path(entry.path).relative_to(folder).as_posix()
+            found.append(StoredFile(f"{name}/{rel}", st.st_size, _from_ns(st.st_mtime_ns)))
+        found.sort(key=lambda f: f.rel)
+        return found
 
     def publish_release(self, tree: str, release: str, add: Mapping[str, str],
                         remove: Collection[str], files: Mapping[str, bytes]) -> Release:
@@ -258,14 +223,32 @@ class LocalStore(Store):
     def exists(self, rel: str) -> bool:
         return self._path(rel).exists()
 
+    def stat(self, rel: str) -> StoredFile:
+        st = os.stat(self._path(rel))
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(f"no file at {rel}")
+        return StoredFile("/".join(split_rel(rel)), st.st_size, _from_ns(st.st_mtime_ns))
+
     def make_private(self, rel: str) -> None:
         private_dir(self._path(rel))
 
     def read_bytes(self, rel: str) -> bytes:
         return self._path(rel).read_bytes()
 
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        write_atomic(self._path(rel), data)
+    def write_bytes(self, rel: str, data: bytes, *, if_absent: bool = False) -> None:
+        path = self._path(rel)
+        if not if_absent:
+            write_atomic(path, data)
+            return
+        # Written whole under a temporary name, then linked to its name: the link fails
+        # if the name exists (O_EXCL semantics), and readers never see a partial file.
+        tmp = write_staged(path, data, None, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise AlreadyExists(f"{rel} exists already") from None
+        finally:
+            os.unlink(tmp)
 
     def delete_tree(self, rel: str) -> None:
         path = self._path(rel)
@@ -287,6 +270,8 @@ def _shown_folder(link: Path) -> str:
 def _release_name(folder: str) -> str:
     """The release a release folder holds (a release built again has a suffix)."""
     return folder.partition(_AGAIN)[0]
+
+
 _HELD: dict[tuple[str, int], int] = {}
 """(lock file, thread) -> how many times this thread holds it (``flock`` is per open
 file: taken twice by one thread it would wait for itself)."""
@@ -314,6 +299,19 @@ def _tree_lock(link: Path) -> Iterator[None]:
         finally:
             del _HELD[owner]
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a hidden temporary file and a rename (a kernel
+    copy where the filesystem allows); folders made."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _swap(new: Path, target: Path) -> None:
@@ -357,7 +355,7 @@ def _walk(base: Path) -> Iterator[os.DirEntry[str]]:
     while stack:
         with os.scandir(stack.pop()) as it:
             for entry in it:
-                if entry.name.startswith(_HIDDEN):
+                if entry.name.startswith(HIDDEN):
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
@@ -365,23 +363,10 @@ def _walk(base: Path) -> Iterator[os.DirEntry[str]]:
                     yield entry
 
 
-def _epoch_ns(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise StorageError("modification bounds must be timezone-aware")
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
-
-
 def _from_ns(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+    """A file time as a datetime, truncated to the microsecond (never rounded up: a
+    listed time used as a bound then keeps its file on the same side)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
-def open_store(url: str | Path) -> Store:
-    """The store for ``url``: a local folder today; ``gs://`` is the next backend."""
-    text = str(url)
-    parsed = urlparse(text)
-    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and text[1:3] == ":\\"):
-        return LocalStore(parsed.path if parsed.scheme == "file" else text)
-    raise StorageError(
-        f"storage scheme {parsed.scheme!r} is not supported yet (local folders only); "
-        "see README 'Scaling out' for the GCS plan"
-    )
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
