@@ -1,4 +1,6 @@
-"""Warehouse backends: DuckDB for real, BigQuery at its client boundary (a recording fake)."""
+"""Warehouse backends: DuckDB for real; BigQuery's pure helpers, and boundary tests (a
+recording client) for what the emulator cannot check. The BigQuery backend itself runs
+against bqemulator in test_bigquery_emulator.py."""
 
 from __future__ import annotations
 
@@ -9,12 +11,22 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 from dicom_deid.deid.mapping import MAPPING_SCHEMA
 from dicom_deid.errors import WarehouseError
-from dicom_deid.warehouse.base import DEFAULT_KEYS, TABLES, Typed
-from dicom_deid.warehouse.bigquery_backend import BigQueryWarehouse
+from dicom_deid.warehouse import bigquery_backend
+from dicom_deid.warehouse.base import DEFAULT_KEYS, RESTRICTED_TABLES, TABLES, Typed
+from dicom_deid.warehouse.bigquery_backend import (
+    STAGE_TTL,
+    BigQueryWarehouse,
+    arrow_to_bigquery,
+    bigquery_to_arrow,
+    emulator_endpoint,
+    qualify_tables,
+    to_query_parameter,
+)
 from dicom_deid.warehouse.duckdb_backend import DuckDBWarehouse
 from dicom_deid.warehouse.factory import default_duckdb_path, open_warehouse
 
@@ -152,246 +164,22 @@ def test_open_warehouse_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert default_duckdb_path().exists()
     with open_warehouse("duckdb://:memory:") as wh:
         assert isinstance(wh, DuckDBWarehouse) and wh.path == ":memory:"
-    bq = open_warehouse("bigquery://proj/ds?location=EU", client=FakeClient())
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    bq = open_warehouse("bigquery://proj/ds?location=EU", client=RecordingClient())
     assert isinstance(bq, BigQueryWarehouse) and bq.dataset_id == "proj.ds"
-    assert bq.location == "EU"
-    for bad in ("bigquery://proj", "postgres://x", "bigquery://p/a/b"):
+    assert bq.location == "EU" and bq.restricted_dataset_id == "proj.ds_restricted"
+    assert bq.endpoint is None and not bq.emulator
+    assert bq.table_id("dicom_metadata") == "proj.ds_restricted.dicom_metadata"
+    assert bq.table_id("deid_metadata") == "proj.ds.deid_metadata"
+    bq = open_warehouse("bigquery://proj/ds?restricted=phi&endpoint=localhost:9050",
+                        client=RecordingClient())
+    assert isinstance(bq, BigQueryWarehouse) and bq.restricted_dataset_id == "proj.phi"
+    assert bq.endpoint == "http://localhost:9050" and bq.emulator
+    for bad in ("bigquery://proj", "postgres://x", "bigquery://p/a/b",
+                "bigquery://p/a?restricted=a", "bigquery://p/a?restriced=b",
+                "bigquery://p/a?restricted=no-dash"):
         with pytest.raises(WarehouseError):
-            open_warehouse(bad)
-
-
-# -- BigQuery at its boundary ---------------------------------------------------------
-
-
-class FakeJob:
-    def __init__(self, rows: int = 0, table: pa.Table | None = None) -> None:
-        self.output_rows = rows
-        self._table = table if table is not None else pa.table({})
-
-    def result(self) -> FakeJob:
-        return self
-
-    def to_arrow(self, create_bqstorage_client: bool = True) -> pa.Table:
-        assert create_bqstorage_client is False
-        return self._table
-
-
-class FakeTable:
-    def __init__(self, table_id: str, schema: list[bigquery.SchemaField]) -> None:
-        self.table_id = table_id
-        self.schema = schema
-        self.expires: datetime | None = None
-
-
-class FakeClient:
-    """Records every call; tables have the schemas given in ``schemas``."""
-
-    def __init__(self, schemas: dict[str, list[bigquery.SchemaField]] | None = None) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.schemas = schemas or {}
-        self.result = pa.table({})
-
-    def _named(self, kind: str) -> list[Any]:
-        return [args for name, args in self.calls if name == kind]
-
-    def create_dataset(self, dataset: bigquery.Dataset, exists_ok: bool = False) -> None:
-        self.calls.append(("create_dataset", (dataset.dataset_id, dataset.project, exists_ok)))
-
-    def query(self, sql: str, job_config: bigquery.QueryJobConfig, location: Any = None) -> FakeJob:
-        self.calls.append(("query", (sql, job_config)))
-        return FakeJob(table=self.result)
-
-    def load_table_from_file(self, handle: Any, dest: str, job_config: Any, location: Any = None,
-                             ) -> FakeJob:
-        data = handle.read()
-        self.calls.append(("load_file", (dest, job_config, data[:4])))
-        self.schemas.setdefault(dest, [bigquery.SchemaField("source_uri", "STRING", "REQUIRED"),
-                                       bigquery.SchemaField("content_sha256", "STRING"),
-                                       bigquery.SchemaField("Modality", "STRING")])
-        return FakeJob(rows=2)
-
-    def load_table_from_uri(self, uris: list[str], dest: str, job_config: Any,
-                            location: Any = None) -> FakeJob:
-        self.calls.append(("load_uri", (uris, dest, job_config)))
-        return FakeJob(rows=5)
-
-    def load_table_from_json(self, rows: list[dict[str, Any]], dest: str, job_config: Any,
-                             location: Any = None) -> FakeJob:
-        self.calls.append(("load_json", (rows, dest, job_config)))
-        self.schemas.setdefault(dest, job_config.schema)
-        return FakeJob(rows=len(rows))
-
-    def get_table(self, table_id: str) -> FakeTable:
-        return FakeTable(table_id, list(self.schemas.get(table_id, [])))
-
-    def update_table(self, table: FakeTable, fields: list[str]) -> FakeTable:
-        self.calls.append(("update_table", (table.table_id, tuple(fields), table)))
-        return table
-
-    def delete_table(self, table_id: str, not_found_ok: bool = False) -> None:
-        self.calls.append(("delete_table", (table_id, not_found_ok)))
-
-    def close(self) -> None:
-        self.calls.append(("close", None))
-
-
-def test_bigquery_ensure_schema_runs_ddl_in_dataset() -> None:
-    from dicom_deid.warehouse.ddl import schema_ddl
-    from dicom_deid.warehouse.sql import ddl_columns
-
-    # Every table exists with its declared columns: nothing to add, one DDL per table.
-    client = FakeClient({f"proj.ds.{t}": [bigquery.SchemaField(n, k) for n, k in ddl_columns(
-        schema_ddl(t))] for t in TABLES})
-    BigQueryWarehouse("proj", "ds", client=client).ensure_schema()
-    assert client._named("create_dataset") == [("ds", "proj", True)]
-    queries = client._named("query")
-    assert len(queries) == len(TABLES)
-    for (sql, config), table in zip(queries, TABLES, strict=True):
-        assert f"CREATE TABLE IF NOT EXISTS {table}" in sql
-        assert config.default_dataset.dataset_id == "ds"
-        assert config.default_dataset.project == "proj"
-    assert "CLUSTER BY run_id" in queries[2][0]  # BigQuery options kept as written
-
-
-def test_bigquery_ensure_schema_adds_the_columns_an_older_table_lacks() -> None:
-    """A deid_runs table made by an older version (no key_id, engine, project) gains the
-    declared columns, nullable, in one ALTER; tables that have them get none."""
-    from dicom_deid.warehouse.ddl import schema_ddl
-    from dicom_deid.warehouse.sql import ddl_columns
-
-    schemas = {f"proj.ds.{t}": [bigquery.SchemaField(n, k) for n, k in ddl_columns(
-        schema_ddl(t))] for t in TABLES}
-    schemas["proj.ds.deid_runs"] = [f for f in schemas["proj.ds.deid_runs"]
-                                    if f.name not in ("key_id", "engine", "project")]
-    client = FakeClient(schemas)
-    BigQueryWarehouse("proj", "ds", client=client).ensure_schema()
-    alters = [sql for sql, _ in client._named("query") if sql.startswith("ALTER")]
-    assert alters == ["ALTER TABLE deid_runs ADD COLUMN IF NOT EXISTS key_id STRING, "
-                      "ADD COLUMN IF NOT EXISTS engine STRING, "
-                      "ADD COLUMN IF NOT EXISTS project STRING"]
-
-
-def test_bigquery_query_parameters_are_typed() -> None:
-    client = FakeClient()
-    client.result = pa.table({"x": [1]})
-    wh = BigQueryWarehouse("proj", "ds", client=client)
-    out = wh.run_cohort(
-        "SELECT 1 AS x WHERE @d > DATE '2000-01-01'",
-        {"d": date(2024, 1, 2), "n": 3, "f": 1.5, "b": True, "s": "CT",
-         "ts": datetime(2024, 1, 1, tzinfo=UTC), "null": Typed("DATE", None),
-         "uids": Typed("ARRAY<STRING>", ["1.2", "1.3"])},
-    )
-    assert out.to_pylist() == [{"x": 1}]
-    sql, config = client._named("query")[0]
-    assert sql == "SELECT 1 AS x WHERE @d > DATE '2000-01-01'"  # as written
-    params = {p.name: p for p in config.query_parameters}
-    assert isinstance(params["d"], bigquery.ScalarQueryParameter)
-    assert [(n, params[n].type_, params[n].value) for n in ("d", "n", "f", "b", "s", "null")] == [
-        ("d", "DATE", date(2024, 1, 2)), ("n", "INT64", 3), ("f", "FLOAT64", 1.5),
-        ("b", "BOOL", True), ("s", "STRING", "CT"), ("null", "DATE", None),
-    ]
-    assert params["ts"].type_ == "TIMESTAMP"
-    assert isinstance(params["uids"], bigquery.ArrayQueryParameter)
-    assert params["uids"].array_type == "STRING" and params["uids"].values == ["1.2", "1.3"]
-
-
-def test_bigquery_append_load_allows_field_addition(tmp_path: Path) -> None:
-    client = FakeClient()
-    wh = BigQueryWarehouse("proj", "ds", client=client)
-    a = write(tmp_path / "a.parquet", [meta("f/1")])
-    b = write(tmp_path / "b.parquet", [meta("f/2")])
-    assert wh.load_parquet("dicom_metadata", str(tmp_path / "*.parquet")) == 4
-    loads = client._named("load_file")
-    assert [dest for dest, _, _ in loads] == ["proj.ds.dicom_metadata"] * 2
-    for _, config, magic in loads:
-        assert magic == b"PAR1"
-        assert config.source_format == "PARQUET"
-        assert config.write_disposition == "WRITE_APPEND"
-        assert config.schema_update_options == ["ALLOW_FIELD_ADDITION"]
-        assert config.parquet_options.enable_list_inference is True
-    assert a.exists() and b.exists()
-    wh.load_parquet("deid_errors", ["gs://bucket/errors/*.parquet"])
-    uris, dest, _ = client._named("load_uri")[0]
-    assert uris == ["gs://bucket/errors/*.parquet"] and dest == "proj.ds.deid_errors"
-
-
-def test_bigquery_merge_via_staging_table(tmp_path: Path) -> None:
-    target = "proj.ds.dicom_metadata"
-    client = FakeClient({target: [bigquery.SchemaField("source_uri", "STRING"),
-                                  bigquery.SchemaField("content_sha256", "STRING")]})
-    wh = BigQueryWarehouse("proj", "ds", client=client)
-    path = write(tmp_path / "a.parquet", [meta("f/1")])
-    assert wh.load_parquet("dicom_metadata", path, mode="merge") == 2
-    (stage, config, _), = client._named("load_file")
-    assert stage.startswith("proj.ds._stage_dicom_metadata_")
-    assert config.write_disposition == "WRITE_TRUNCATE"
-    assert config.schema_update_options is None or config.schema_update_options == []
-    updates = client._named("update_table")
-    assert updates[0][:2] == (stage, ("expires",)) and updates[0][2].expires is not None
-    assert updates[1][:2] == (target, ("schema",))
-    new_fields = updates[1][2].schema
-    assert [f.name for f in new_fields] == ["source_uri", "content_sha256", "Modality"]
-    assert all(f.mode == "NULLABLE" for f in new_fields)
-    (sql, _), = client._named("query")
-    assert sql.startswith(
-        f"ASSERT NOT EXISTS (SELECT 1 FROM `{stage}` WHERE `source_uri` IS NULL OR "
-        "`content_sha256` IS NULL)"
-    )
-    assert f"MERGE `{target}` AS t\nUSING (SELECT * FROM `{stage}`" in sql
-    assert "PARTITION BY `source_uri`, `content_sha256`" in sql
-    assert ("ON t.`source_uri` IS NOT DISTINCT FROM s.`source_uri` AND "
-            "t.`content_sha256` IS NOT DISTINCT FROM s.`content_sha256`") in sql
-    assert "WHEN MATCHED THEN UPDATE SET `Modality` = s.`Modality`" in sql
-    assert "WHEN NOT MATCHED THEN INSERT (`source_uri`, `content_sha256`, `Modality`)" in sql
-    assert client._named("delete_table") == [(stage, True)]
-
-
-def test_bigquery_replace_partition_is_one_transaction(tmp_path: Path) -> None:
-    client = FakeClient()
-    wh = BigQueryWarehouse("proj", "ds", client=client)
-    path = write(tmp_path / "a.parquet", [meta("f/1")])
-    wh.load_parquet("dicom_metadata", path, mode="replace_partition",
-                    key_columns=["content_sha256"])
-    (sql, _), = client._named("query")
-    assert sql.startswith("ASSERT NOT EXISTS")
-    assert "BEGIN TRANSACTION;\nDELETE FROM `proj.ds.dicom_metadata` AS t" in sql
-    assert "t.`content_sha256` IS NOT DISTINCT FROM s.`content_sha256`" in sql
-    assert sql.endswith("COMMIT TRANSACTION;")
-    assert len(client._named("delete_table")) == 1
-
-
-def test_bigquery_stage_dropped_on_failure(tmp_path: Path) -> None:
-    client = FakeClient()
-    wh = BigQueryWarehouse("proj", "ds", client=client)
-    path = write(tmp_path / "a.parquet", [meta("f/1")])
-    with pytest.raises(WarehouseError, match="key columns"):
-        wh.load_parquet("deid_runs", path, mode="merge")  # no run_id in these rows
-    assert len(client._named("delete_table")) == 1
-    with pytest.raises(WarehouseError, match="no Parquet file matches"):
-        wh.load_parquet("deid_runs", str(tmp_path / "none*.parquet"))
-
-
-def test_bigquery_insert_rows_loads_json_with_table_schema() -> None:
-    runs = [bigquery.SchemaField("run_id", "STRING"),
-            bigquery.SchemaField("started_at", "TIMESTAMP"),
-            bigquery.SchemaField("status", "STRING")]
-    client = FakeClient({"proj.ds.deid_runs": runs})
-    wh = BigQueryWarehouse("proj", "ds", client=client)
-    row = {"run_id": "r1", "started_at": datetime(2024, 1, 1, tzinfo=UTC), "status": "ok"}
-    assert wh.insert_rows("deid_runs", [row]) == 1
-    rows, dest, config = client._named("load_json")[0]
-    assert dest == "proj.ds.deid_runs"
-    assert rows == [{"run_id": "r1", "started_at": "2024-01-01T00:00:00+00:00", "status": "ok"}]
-    assert config.source_format == "NEWLINE_DELIMITED_JSON"
-    assert config.write_disposition == "WRITE_APPEND" and config.schema == runs
-    wh.insert_rows("deid_runs", [row], key_columns=["run_id"])
-    _, stage, config = client._named("load_json")[1]
-    assert stage.startswith("proj.ds._stage_deid_runs_")
-    assert config.write_disposition == "WRITE_TRUNCATE"
-    assert "MERGE `proj.ds.deid_runs`" in client._named("query")[0][0]
-    assert client._named("delete_table") == [(stage, True)]
-    wh.close()
-    assert client.calls[-1] == ("close", None)
+            open_warehouse(bad, client=RecordingClient())
 
 
 def test_duckdb_delete_in_removes_exactly_the_listed_values(duck: DuckDBWarehouse) -> None:
@@ -414,13 +202,284 @@ def test_duckdb_ledger_table_and_its_merge_key(duck: DuckDBWarehouse) -> None:
     assert duck.query("SELECT status FROM deid_ledger").to_pylist() == [{"status": "superseded"}]
 
 
-def test_bigquery_delete_in_passes_the_values_as_one_array_parameter() -> None:
-    client = FakeClient()
-    wh = BigQueryWarehouse("proj", "ds", client=client)
-    assert wh.delete_in("deid_metadata", "source_uri", ["a", "b"]) == 2
-    sql, config = client._named("query")[-1]
-    assert sql == ("DELETE FROM `proj.ds.deid_metadata` WHERE `source_uri` IN UNNEST(@values)")
-    (param,) = config.query_parameters
-    assert isinstance(param, bigquery.ArrayQueryParameter)
-    assert param.array_type == "STRING" and param.values == ["a", "b"]
-    assert wh.delete_in("deid_metadata", "source_uri", []) == 0
+# -- BigQuery: pure helpers ----------------------------------------------------------------
+
+
+def test_bigquery_query_parameters_are_typed() -> None:
+    typed = {name: to_query_parameter(name, value) for name, value in {
+        "d": date(2024, 1, 2), "n": 3, "f": 1.5, "b": True, "s": "CT",
+        "ts": datetime(2024, 1, 1, tzinfo=UTC), "null": Typed("DATE", None),
+        "uids": Typed("ARRAY<STRING>", ["1.2", "1.3"]), "none": Typed("ARRAY<STRING>", [])}.items()}
+    assert [(n, typed[n].type_, typed[n].value) for n in ("d", "n", "f", "b", "s", "null")] == [
+        ("d", "DATE", date(2024, 1, 2)), ("n", "INT64", 3), ("f", "FLOAT64", 1.5),
+        ("b", "BOOL", True), ("s", "STRING", "CT"), ("null", "DATE", None)]
+    assert typed["ts"].type_ == "TIMESTAMP"
+    assert isinstance(typed["uids"], bigquery.ArrayQueryParameter)
+    assert (typed["uids"].array_type, typed["uids"].values) == ("STRING", ["1.2", "1.3"])
+    assert typed["none"].values == []
+
+
+def test_bigquery_emulator_endpoint_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    assert emulator_endpoint() is None
+    assert emulator_endpoint("127.0.0.1:9050") == "http://127.0.0.1:9050"
+    assert emulator_endpoint("https://bq.example:443/") == "https://bq.example:443"
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "localhost:9050")
+    assert emulator_endpoint() == "http://localhost:9050"
+    assert emulator_endpoint("http://other:1") == "http://other:1"
+
+
+DATASETS = {"dicom_metadata": "p.r", "deid_runs": "p.a"}
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    # Table references only: the comment, the literal and the column keep their names.
+    ("SELECT dicom_metadata.x FROM dicom_metadata -- dicom_metadata\nWHERE y = 'deid_runs'",
+     "SELECT dicom_metadata.x FROM `p.r.dicom_metadata` -- dicom_metadata\nWHERE y = 'deid_runs'"),
+    ("SELECT 'çağla 🙂' AS x FROM `dicom_metadata` AS m JOIN deid_runs USING (run_id)",
+     "SELECT 'çağla 🙂' AS x FROM `p.r.dicom_metadata` AS m JOIN `p.a.deid_runs` USING (run_id)"),
+    # Qualified names, other tables and other spellings are left as written.
+    ("SELECT * FROM ds.dicom_metadata, `p.x.deid_runs`, other, DICOM_METADATA",
+     "SELECT * FROM ds.dicom_metadata, `p.x.deid_runs`, other, DICOM_METADATA"),
+    # A CTE of the same name shadows the table where it is visible, and only there.
+    ("WITH deid_runs AS (SELECT 1 AS run_id) SELECT * FROM deid_runs",
+     "WITH deid_runs AS (SELECT 1 AS run_id) SELECT * FROM deid_runs"),
+    ("WITH deid_runs AS (SELECT * FROM deid_runs) SELECT * FROM deid_runs",
+     "WITH deid_runs AS (SELECT * FROM `p.a.deid_runs`) SELECT * FROM deid_runs"),
+    ("WITH a AS (SELECT 1 AS x), Deid_Runs AS (SELECT * FROM a) "
+     "SELECT * FROM (SELECT * FROM deid_runs)",
+     "WITH a AS (SELECT 1 AS x), Deid_Runs AS (SELECT * FROM a) "
+     "SELECT * FROM (SELECT * FROM deid_runs)"),
+    ("SELECT * FROM deid_runs WHERE EXISTS ("
+     "WITH deid_runs AS (SELECT 1 AS x) SELECT * FROM deid_runs)",
+     "SELECT * FROM `p.a.deid_runs` WHERE EXISTS ("
+     "WITH deid_runs AS (SELECT 1 AS x) SELECT * FROM deid_runs)"),
+    ("WITH r AS (SELECT run_id FROM deid_runs) SELECT * FROM r JOIN dicom_metadata ON TRUE",
+     "WITH r AS (SELECT run_id FROM `p.a.deid_runs`) SELECT * FROM r JOIN "
+     "`p.r.dicom_metadata` ON TRUE"),
+    # Statements and scripts too.
+    ("DELETE FROM deid_runs WHERE TRUE; INSERT INTO dicom_metadata (a) SELECT a FROM deid_runs",
+     "DELETE FROM `p.a.deid_runs` WHERE TRUE; INSERT INTO `p.r.dicom_metadata` (a) "
+     "SELECT a FROM `p.a.deid_runs`"),
+    ("SELECT FROM WHERE dicom_metadata (", "SELECT FROM WHERE dicom_metadata ("),  # no parse
+])
+def test_bigquery_qualifies_the_pipeline_tables_named_in_sql(sql: str, expected: str) -> None:
+    assert qualify_tables(sql, DATASETS) == expected
+
+
+def test_bigquery_types_of_parquet_columns_round_trip() -> None:
+    person = pa.struct([("Alphabetic", pa.string()), ("Ideographic", pa.string())])
+    schema = pa.schema([
+        ("s", pa.string()), ("i", pa.int64()), ("f", pa.float64()), ("b", pa.bool_()),
+        ("d", pa.date32()), ("t", pa.time64("us")), ("ts", pa.timestamp("us", tz="UTC")),
+        ("dt", pa.timestamp("us")), ("raw", pa.binary()), ("n", pa.decimal128(38, 9)),
+        ("seq", pa.list_(pa.string())), ("pn", person),
+        ("items", pa.list_(pa.struct([("code", pa.string()), ("sub", pa.list_(person))]))),
+    ])
+    fields = [arrow_to_bigquery(f) for f in schema]
+    assert [(f.field_type, f.mode) for f in fields] == [
+        ("STRING", "NULLABLE"), ("INT64", "NULLABLE"), ("FLOAT64", "NULLABLE"),
+        ("BOOL", "NULLABLE"), ("DATE", "NULLABLE"), ("TIME", "NULLABLE"),
+        ("TIMESTAMP", "NULLABLE"), ("DATETIME", "NULLABLE"), ("BYTES", "NULLABLE"),
+        ("NUMERIC", "NULLABLE"), ("STRING", "REPEATED"), ("RECORD", "NULLABLE"),
+        ("RECORD", "REPEATED")]
+    assert fields[-1].fields[1].mode == "REPEATED"
+    assert [bigquery_to_arrow(f) for f in fields] == schema.types
+    for bad in (pa.field("x", pa.null()), pa.field("x", pa.list_(pa.list_(pa.int64())))):
+        with pytest.raises(WarehouseError, match="column x"):
+            arrow_to_bigquery(bad)
+
+
+# -- BigQuery boundary tests: what the emulator cannot check ------------------------------
+
+
+class RecordingRows(list[tuple[Any, ...]]):
+    def to_arrow(self, create_bqstorage_client: bool = True) -> pa.Table:
+        assert create_bqstorage_client is False  # else the client calls Google's Storage API
+        return pa.table({})
+
+
+class RecordingJob:
+    def __init__(self, client: RecordingClient, schema: list[bigquery.SchemaField] | None = None
+                 ) -> None:
+        self.client = client
+        self.schema = schema
+        self.num_dml_affected_rows = 0
+
+    def result(self, **kwargs: Any) -> RecordingRows:
+        self.client.waits.append(kwargs)
+        return RecordingRows([(1, 0)])  # the staged-rows check: one row, no NULL key
+
+
+class RecordingClient:
+    """Records every call with its arguments; a dry run answers with ``columns``."""
+
+    def __init__(self, columns: dict[str, list[bigquery.SchemaField]] | None = None) -> None:
+        self.calls: list[tuple[str, Any, dict[str, Any]]] = []
+        self.waits: list[dict[str, Any]] = []
+        self.columns = columns or {}
+
+    def named(self, name: str) -> list[tuple[Any, dict[str, Any]]]:
+        return [(arg, kwargs) for called, arg, kwargs in self.calls if called == name]
+
+    def _job(self, name: str, arg: Any, kwargs: dict[str, Any]) -> RecordingJob:
+        self.calls.append((name, arg, kwargs))
+        return RecordingJob(self)
+
+    def query(self, sql: str, **kwargs: Any) -> RecordingJob:
+        job = self._job("query", sql, kwargs)
+        if kwargs["job_config"].dry_run:
+            job.schema = self.columns.get(sql.split("`")[1], [])
+        return job
+
+    def load_table_from_file(self, handle: Any, destination: str, **kwargs: Any
+                             ) -> RecordingJob:
+        return self._job("load_table_from_file", destination, kwargs | {"magic": handle.read(4)})
+
+    def load_table_from_uri(self, uris: list[str], destination: str, **kwargs: Any
+                            ) -> RecordingJob:
+        return self._job("load_table_from_uri", (uris, destination), kwargs)
+
+    def create_dataset(self, dataset: bigquery.Dataset, **kwargs: Any) -> None:
+        self.calls.append(("create_dataset", dataset.dataset_id, kwargs))
+
+    def create_table(self, table: bigquery.Table, **kwargs: Any) -> None:
+        self.calls.append(("create_table", table, kwargs))
+
+    def delete_table(self, table_id: str, **kwargs: Any) -> None:
+        self.calls.append(("delete_table", table_id, kwargs))
+
+    def close(self) -> None:
+        self.calls.append(("close", None, {}))
+
+
+def declared(table: str) -> list[bigquery.SchemaField]:
+    from dicom_deid.warehouse.ddl import schema_ddl
+    from dicom_deid.warehouse.sql import ddl_columns
+
+    return [bigquery.SchemaField(n, t) for n, t in ddl_columns(schema_ddl(table))]
+
+
+def test_boundary_client_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gap: the emulator takes any credentials, only Google checks them. Without an
+    endpoint the client gets Application Default Credentials (``credentials=None``) or the
+    ones given (an Airflow connection's); an endpoint gets anonymous ones unless given."""
+    made: list[dict[str, Any]] = []
+
+    def client(**kwargs: Any) -> RecordingClient:
+        made.append(kwargs)
+        return RecordingClient()
+
+    monkeypatch.setattr(bigquery_backend.bigquery, "Client", client)
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    given = AnonymousCredentials()
+    BigQueryWarehouse("proj", "ds", location="EU")
+    BigQueryWarehouse("proj", "ds", credentials=given)
+    BigQueryWarehouse("proj", "ds", endpoint="localhost:1")
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "localhost:2")
+    BigQueryWarehouse("proj", "ds", credentials=given)
+    assert made[0] == {"project": "proj", "location": "EU", "credentials": None}
+    assert made[1] == {"project": "proj", "location": None, "credentials": given}
+    assert isinstance(made[2]["credentials"], AnonymousCredentials)
+    assert made[2]["client_options"].api_endpoint == "http://localhost:1"
+    assert made[3]["credentials"] is given
+    assert made[3]["client_options"].api_endpoint == "http://localhost:2"
+
+
+class LocalBlob:
+    """A ``gs://`` object served from a local file (what the footer reads need)."""
+
+    def __init__(self, path: Path, name: str = "") -> None:
+        self.path = path
+        self.name = name
+
+    def bucket(self, name: str) -> LocalBlob:
+        return self
+
+    def blob(self, name: str) -> LocalBlob:
+        return LocalBlob(self.path, name)
+
+    def open(self, mode: str, chunk_size: int) -> Any:
+        return open(self.path, mode)
+
+
+def test_boundary_every_call_and_wait_is_bounded(tmp_path: Path) -> None:
+    """Gap: the emulator answers what it does not support with an immediate 500 and has no
+    passing faults; against BigQuery the client's default retries a 5xx for 600 s and waits
+    for a job forever. Every call and every wait here carries a finite retry and timeout."""
+    client = RecordingClient({"proj.ds_restricted.dicom_metadata": declared("dicom_metadata")})
+    night = write(tmp_path / "b.parquet", [meta("f/2")])
+    wh = BigQueryWarehouse("proj", "ds", client=client, storage_client=LocalBlob(night))
+    wh.ensure_schema()
+    wh.load_parquet("dicom_metadata", [write(tmp_path / "a.parquet", [meta("f/1")]),
+                                       "gs://bucket/night/b.parquet"], mode="merge")
+    (uris, _), _ = client.named("load_table_from_uri")[0]
+    assert uris == ["gs://bucket/night/b.parquet"]
+    wh.delete_in("deid_errors", "path", ["a"])
+    for name in ("query", "create_dataset", "create_table", "delete_table",
+                 "load_table_from_uri", "load_table_from_file"):
+        assert client.named(name), name
+        for _, kwargs in client.named(name):
+            assert 0 < kwargs["timeout"] <= 3600, name
+            if name != "load_table_from_file":  # its upload has its own bounded retries
+                assert 0 < kwargs["retry"].timeout <= 120, name
+    assert client.waits
+    for kwargs in client.waits:
+        assert 0 < kwargs["timeout"] <= 3600 and 0 < kwargs["retry"].timeout <= 120
+
+
+def test_boundary_stage_tables_expire(tmp_path: Path) -> None:
+    """Gap: the emulator keeps no table expiration. On BigQuery a staging table that a dead
+    load left behind drops itself after STAGE_TTL."""
+    client = RecordingClient({"proj.ds_restricted.dicom_metadata": declared("dicom_metadata")})
+    before = datetime.now(UTC)
+    BigQueryWarehouse("proj", "ds", client=client).load_parquet(
+        "dicom_metadata", write(tmp_path / "a.parquet", [meta("f/1")]), mode="merge")
+    (stage, _), = client.named("create_table")
+    assert stage.table_id.startswith("_stage_dicom_metadata_")
+    assert stage.dataset_id == "ds_restricted"  # beside its table
+    assert before + STAGE_TTL <= stage.expires <= datetime.now(UTC) + STAGE_TTL
+    assert [table_id for table_id, _ in client.named("delete_table")] == [
+        f"proj.ds_restricted.{stage.table_id}"]
+
+
+@pytest.mark.parametrize("endpoint", [None, "localhost:9050"])
+def test_boundary_new_columns_in_one_alter_statement(
+    tmp_path: Path, endpoint: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gap: the emulator takes one ALTER command per statement, so it gets a statement per
+    column. BigQuery allows 5 metadata updates per table per 10 s: a night's new keywords
+    must reach it as one statement."""
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    client = RecordingClient({"proj.ds_restricted.dicom_metadata": declared("dicom_metadata")})
+    wh = BigQueryWarehouse("proj", "ds", client=client, endpoint=endpoint)
+    wh.load_parquet("dicom_metadata", write(tmp_path / "a.parquet", [meta(
+        "f/1", Modality="CT", EchoTime=1.5)]), mode="merge")
+    alters = [sql for sql, _ in client.named("query") if "ALTER TABLE" in sql]
+    adds = ["ADD COLUMN IF NOT EXISTS `ingest_date` DATE",
+            "ADD COLUMN IF NOT EXISTS `Modality` STRING",
+            "ADD COLUMN IF NOT EXISTS `EchoTime` FLOAT64"]
+    target = "ALTER TABLE `proj.ds_restricted.dicom_metadata`"
+    if endpoint is None:
+        assert alters == [f"{target} " + ", ".join(adds)]
+    else:
+        assert alters == ["".join(f"{target} {add};\n" for add in adds)]
+
+
+def test_boundary_ddl_as_written_in_its_dataset() -> None:
+    """Gap: the emulator accepts CLUSTER BY and drops it (its tables report no
+    clustering): the DDL must reach BigQuery as written, run in the table's own dataset."""
+    from dicom_deid.warehouse.ddl import schema_ddl
+
+    client = RecordingClient({
+        f"proj.{'ds_restricted' if t in RESTRICTED_TABLES else 'ds'}.{t}": declared(t)
+        for t in TABLES})
+    BigQueryWarehouse("proj", "ds", client=client).ensure_schema()
+    assert [name for name, _ in client.named("create_dataset")] == ["ds", "ds_restricted"]
+    ddl = [(sql, kwargs["job_config"]) for sql, kwargs in client.named("query")
+           if not kwargs["job_config"].dry_run]
+    assert [sql for sql, _ in ddl] == [schema_ddl(t) for t in TABLES]  # no ALTER: all there
+    for (_, config), table in zip(ddl, TABLES, strict=True):
+        expected = "ds_restricted" if table in RESTRICTED_TABLES else "ds"
+        assert config.default_dataset.dataset_id == expected
+    assert "CLUSTER BY run_id" in schema_ddl("deid_mapping")

@@ -6,7 +6,9 @@ Callers (the CLI, the Airflow adapters, :mod:`dicom_deid.cohort`) only see
 - ``duckdb:///abs/path/file.duckdb``, ``duckdb://relative/file.duckdb``,
   ``duckdb://:memory:``, or ``duckdb://`` / ``None`` for the default file under the
   project's data folder (``$DICOM_DEID_DATA_DIR``, else ``./var``);
-- ``bigquery://project/dataset`` (optional ``?location=EU``).
+- ``bigquery://project/dataset`` (optional ``?location=EU``, ``?restricted=NAME`` for the
+  dataset of :data:`RESTRICTED_TABLES`, default ``<dataset>_restricted``, and
+  ``?endpoint=http://host:port`` for an emulator).
 
 Table DDL lives in ``ddl/<table>.sql`` (package data) as BigQuery Standard SQL (the source of
 truth); the DuckDB backend transpiles it with sqlglot. Query parameters are plain
@@ -34,6 +36,7 @@ __all__ = [
     "DEFAULT_KEYS",
     "EVOLVING_TABLES",
     "PARTITION_KEYS",
+    "RESTRICTED_TABLES",
     "TABLES",
     "LoadMode",
     "PathsOrGlob",
@@ -56,6 +59,11 @@ TABLES: tuple[str, ...] = (
     "deid_ledger",
     "deid_withdrawals",
 )
+#: Tables holding original identifiers (identified metadata, the mapping, landing paths):
+#: on BigQuery they live in a dataset of their own that analysts are not granted; the
+#: others (de-identified metadata, run records) in the analysts' dataset.
+RESTRICTED_TABLES = frozenset(
+    {"dicom_metadata", "deid_mapping", "deid_errors", "deid_ledger", "deid_withdrawals"})
 #: Tables whose columns come from the exported Parquet and may grow between loads.
 EVOLVING_TABLES = frozenset({"dicom_metadata", "deid_metadata"})
 #: Row identity used by ``mode="merge"`` (delete rows with the same key, insert new).

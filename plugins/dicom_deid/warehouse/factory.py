@@ -3,7 +3,10 @@
 - ``duckdb:///abs/path/file.duckdb``, ``duckdb://relative/file.duckdb``,
   ``duckdb://:memory:``, or ``duckdb://`` / ``None`` for the default file under the
   project's data folder (``$DICOM_DEID_DATA_DIR``, else ``./var``);
-- ``bigquery://project/dataset`` (optional ``?location=EU``).
+- ``bigquery://project/dataset``, options in the query string: ``location=EU``,
+  ``restricted=NAME`` (the dataset of the restricted tables; default
+  ``<dataset>_restricted``), ``endpoint=http://host:port`` (an emulator, anonymous
+  credentials; ``$BIGQUERY_EMULATOR_HOST`` does the same for every URL).
 
 Backends are imported only when opened: the BigQuery client is heavy, DuckDB not free.
 """
@@ -22,6 +25,9 @@ from .base import Warehouse
 __all__ = ["DATA_DIR_ENV", "default_duckdb_path", "open_warehouse"]
 
 DATA_DIR_ENV = "DICOM_DEID_DATA_DIR"
+#: ``bigquery://`` query-string options -> BigQueryWarehouse keyword.
+_BIGQUERY_OPTIONS = {"location": "location", "restricted": "restricted_dataset",
+                     "endpoint": "endpoint"}
 
 
 def default_duckdb_path() -> Path:
@@ -48,8 +54,13 @@ def open_warehouse(url: str | None = None, **kwargs: Any) -> Warehouse:
         dataset = parsed.path.strip("/")
         if not parsed.netloc or not dataset or "/" in dataset:
             raise WarehouseError("expected bigquery://PROJECT/DATASET")
-        location = parse_qs(parsed.query).get("location", [None])[0]
-        if location is not None:
-            kwargs.setdefault("location", location)
+        options = parse_qs(parsed.query)
+        unknown = sorted(set(options) - set(_BIGQUERY_OPTIONS))
+        if unknown:
+            raise WarehouseError(f"unknown bigquery:// option(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(_BIGQUERY_OPTIONS)}")
+        for option, keyword in _BIGQUERY_OPTIONS.items():
+            if option in options:
+                kwargs.setdefault(keyword, options[option][-1])
         return BigQueryWarehouse(parsed.netloc, dataset, **kwargs)
     raise WarehouseError("warehouse URL must start with duckdb:// or bigquery://")
