@@ -25,8 +25,9 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,11 +37,13 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from dicom_deid.arrow_build import string_array
 from dicom_deid.dicom.reader import parse_instance, raw_items
-from dicom_deid.errors import BadInput
+from dicom_deid.errors import BadInput, StorageError
 from dicom_deid.pools import start_pool
+from dicom_deid.storage import is_object_uri, object_at
 
 from . import schema as ms
 from . import values as mv
+from .heads import read_head
 from .scan import clear_caches as clear_scan_caches
 from .scan import scan_row
 
@@ -224,6 +227,8 @@ class ExportSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)
     parts: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    remote_files: int = 0  # files read from an object store, by byte ranges
+    remote_bytes: int = 0  # bytes those reads fetched (a header, not the pixels)
 
 
 # --------------------------------------------------------------------------- export
@@ -267,6 +272,8 @@ class _BatchResult:
     errors: list[tuple[str, str]] = field(default_factory=list)
     # (index in the batch, raw SHA-256, part holding its row) of each file done
     done: list[tuple[int, bytes, str | None]] = field(default_factory=list)
+    remote_files: int = 0
+    remote_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -285,7 +292,7 @@ _POOL = pa.system_memory_pool()  # Arrow memory of part writing (see _write_part
 
 
 def export_metadata(
-    sources: Iterable[Path | str],
+    sources: Iterable[Source],
     out_dir: Path,
     *,
     run_id: str,
@@ -299,6 +306,10 @@ def export_metadata(
 
     ``state`` defaults to the manifest ``out_dir/_state/exported.manifest``; it is updated
     and saved after the parts are written. Rows come out in sorted-URI order (part n, n+1...).
+    Sources are local paths or object store URIs (``gs://bucket/path``; a :class:`Listed`
+    carries the size and update time a listing gave): objects are read by byte ranges,
+    header only (:mod:`.heads`), and ``content_sha256`` is then taken over the store's
+    checksum of the object (see :func:`_read_remote`).
     ``start_method`` of the worker pool: use "forkserver" inside threaded processes
     (Airflow tasks), where a plain fork can inherit a lock held by another thread.
 
@@ -344,6 +355,8 @@ def export_metadata(
             summary.malformed_values += result.malformed
             summary.unchanged_content += result.unchanged_content
             summary.errors.extend(result.errors)
+            summary.remote_files += result.remote_files
+            summary.remote_bytes += result.remote_bytes
             for k, digest, done_part in result.done:
                 state.put(plan.uris[b + k], plan.sizes[b + k], plan.mtimes[b + k], digest,
                           done_part)
@@ -398,29 +411,75 @@ def _clear_orphans(folder: Path, partition: str, run_id: str, state: ExportState
     return next_index
 
 
-def _plan(sources: Iterable[Path | str], state: ExportState, summary: ExportSummary) -> _Plan:
+def _plan(sources: Iterable[Source], state: ExportState, summary: ExportSummary) -> _Plan:
     """Files that are new or whose size/mtime changed since the manifest, in URI order."""
     plan = _Plan()
-    for uri in sorted({str(s) for s in sources}):
+    listed: dict[str, Listed] = {}
+    named: set[str] = set()
+    for source in sources:
+        if isinstance(source, Listed):
+            listed[source.uri] = source
+        else:
+            named.add(str(source))
+    for uri in sorted(listed.keys() | named):
         summary.files_seen += 1
-        if "://" in uri:
-            summary.errors.append((uri, "unsupported URI scheme (only local paths)"))
-            continue
         try:
-            st = os.stat(uri)
-        except OSError as exc:
-            summary.errors.append((uri, f"cannot read file: {exc.strerror}"))
+            size, mtime_ns = listed[uri][1:] if uri in listed else _stat(uri)
+        except (OSError, StorageError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            summary.errors.append((uri, f"cannot read file: {reason}"))
             continue
-        if state.is_current(uri, st.st_size, st.st_mtime_ns):
+        if state.is_current(uri, size, mtime_ns):
             summary.skipped_unchanged += 1
             continue
         prev = state.get(uri)
         if prev is not None:
             plan.prev[len(plan.uris)] = prev
         plan.uris.append(uri)
-        plan.sizes.append(st.st_size)
-        plan.mtimes.append(st.st_mtime_ns)
+        plan.sizes.append(size)
+        plan.mtimes.append(mtime_ns)
     return plan
+
+
+class Listed(NamedTuple):
+    """A source file as a store listed it (no second look needed to plan the export)."""
+
+    uri: str
+    size: int
+    mtime_ns: int
+
+
+Source = Path | str | Listed
+
+
+def _stat(uri: str) -> tuple[int, int]:
+    """(size, mtime in ns) of a local path or an object store URI."""
+    if not is_object_uri(uri):
+        st = os.stat(uri)
+        return st.st_size, st.st_mtime_ns
+    store, rel = object_at(uri)
+    found = store.stat(rel)
+    return found.size, found.mtime_ns
+
+
+def _readobject_at(uri: str, size: int) -> tuple[bytes, int | None, bytes, int]:
+    """An object's head (or whole bytes), where its dataset ends when only the head was
+    read, its content digest and the bytes fetched.
+
+    The digest is SHA-256 over the store's own checksum of the object (and its size),
+    not over bytes never fetched: it changes when the content does, which is what the
+    export's manifest and the release ledger compare. Reads are pinned to the object's
+    generation, so the head and the checksum describe the same content.
+    """
+    store, rel = object_at(uri)
+    found = store.stat(rel)
+    head = read_head(partial(store.read_range, rel, generation=found.generation), found.size)
+    if found.checksum is None:  # no server checksum: hash the bytes themselves
+        data = head.data if head.end is None else store.read_range(
+            rel, 0, found.size, generation=found.generation)
+        return data, None, hashlib.sha256(data).digest(), len(data) + head.bytes_read
+    digest = hashlib.sha256(f"{found.checksum}:{found.size}".encode()).digest()
+    return head.data, head.end, digest, head.bytes_read
 
 
 class _Runner:
@@ -482,32 +541,51 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
     rows: list[dict[str, Any]] = []
     shapes = ms.ShapeMerger()
     for k, task in enumerate(job.tasks):
+        end: int | None = None
+        remote = is_object_uri(task.uri)
         try:
-            data = _read(task.uri, task.size)
+            if remote:
+                data, end, digest, fetched = _readobject_at(task.uri, task.size)
+                result.remote_files += 1
+                result.remote_bytes += fetched
+            else:
+                data = _read(task.uri, task.size)
+                digest = hashlib.sha256(data).digest()
         except BadInput as exc:
             result.errors.append((task.uri, exc.reason))
             continue
-        hashed = hashlib.sha256(data)
-        sha = hashed.hexdigest()
+        except StorageError:  # the store's message may name the object: not repeated
+            result.errors.append((task.uri, "cannot read object from its store"))
+            continue
+        sha = digest.hex()
         if task.prev_sha == sha:
             result.unchanged_content += 1  # touched, same bytes: the old row stands
-            result.done.append((k, hashed.digest(), task.prev_part))
+            result.done.append((k, digest, task.prev_part))
             continue
         try:
-            row, row_shape, malformed = instance_row(data)
+            if end is not None:
+                try:
+                    row, row_shape, malformed = scan_row(data, end)
+                except Exception:  # the scanner declined the head: the whole file decides
+                    store, rel = object_at(task.uri)
+                    data = store.read_range(rel, 0, task.size)
+                    result.remote_bytes += len(data)
+                    end = None
+            if end is None:
+                row, row_shape, malformed = instance_row(data)
         except BadInput as exc:
             result.errors.append((task.uri, exc.reason))
             continue
         except Exception as exc:  # a converter bug must not stop the night; no value in text
             result.errors.append((task.uri, f"metadata conversion failed ({type(exc).__name__})"))
             continue
-        row.update(source_uri=task.uri, size_bytes=len(data),
+        row.update(source_uri=task.uri, size_bytes=task.size if remote else len(data),
                    mtime=datetime.fromtimestamp(task.mtime_ns / 1e9, UTC),
                    content_sha256=sha, ingest_run_id=job.run_id, ingest_date=job.ingest_date)
         shapes.add(row_shape)
         rows.append(row)
         result.malformed += malformed
-        result.done.append((k, hashed.digest(), job.part_rel))
+        result.done.append((k, digest, job.part_rel))
     result.shape = shapes.shape
     if rows:
         table = _to_table(rows, result.shape)

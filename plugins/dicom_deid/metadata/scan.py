@@ -213,11 +213,12 @@ def clear_caches() -> None:
     clear_text_caches()
 
 
-def scan_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
+def scan_row(data: bytes, end: int | None = None) -> tuple[dict[str, Any], ms.Shape, int]:
     """Typed columns of a little-endian DICOM file: (row, keyword shape, malformed count).
 
     The same result as the general path; raises :class:`Fallback` when the general path
-    is needed (see the module docstring).
+    is needed (see the module docstring). ``end``: where the dataset ends when ``data`` is
+    only its head (:mod:`.heads`: the last value, the pixel data, lies past the bytes).
     """
     try:
         ts, implicit, pos, _meta, _preamble = locate_dataset(data)
@@ -227,7 +228,8 @@ def scan_row(data: bytes) -> tuple[dict[str, Any], ms.Shape, int]:
         raise Fallback
     scan = _Scan(data)
     try:
-        row, shape = scan.dataset(elements(data, pos, len(data), implicit, ordered=True),
+        found = elements(data, pos, len(data) if end is None else end, implicit, ordered=True)
+        row, shape = scan.dataset(found,
                                   implicit, ("iso8859",), "", True)
     except BadInput:
         raise Fallback from None
