@@ -21,7 +21,7 @@ import pytest
 
 from dicom_deid.config.google import config_from_options, load_config
 from dicom_deid.config.model import privacy_first
-from dicom_deid.errors import ConfigError, LeakError, StorageError, VerificationError
+from dicom_deid.errors import ConfigError, LeakError, VerificationError
 from dicom_deid.pipeline import deid_steps
 from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace
 from dicom_deid.pipeline.interval_export import export_interval, load_export
@@ -35,9 +35,7 @@ from dicom_deid.pipeline.run_record import (
 )
 from dicom_deid.pipeline.settings import PipelineSettings
 from dicom_deid.pipeline.shards import ShardLimits, plan_shards
-from dicom_deid.pipeline.storage import LocalStore, open_store
 from dicom_deid.synth import generate
-from dicom_deid.warehouse.bigquery_backend import BigQueryWarehouse
 from dicom_deid.warehouse.factory import open_warehouse
 from instances import KEY, make_instance, to_bytes
 
@@ -48,97 +46,6 @@ def _touch(path: Path, moment: datetime, data: bytes = b"x") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     os.utime(path, (moment.timestamp(), moment.timestamp()))
-
-
-# -- storage ----------------------------------------------------------------------------
-
-
-def test_local_store_lists_by_modification_interval_and_skips_hidden(tmp_path: Path) -> None:
-    _touch(tmp_path / "a" / "1.dcm", DAY1 + timedelta(hours=1))
-    _touch(tmp_path / "a" / "2.dcm", DAY1 + timedelta(days=1))  # end is exclusive
-    _touch(tmp_path / ".staging" / "x.dcm", DAY1 + timedelta(hours=2))
-    _touch(tmp_path / "_errors" / "y.csv", DAY1 + timedelta(hours=2))
-    store = open_store(tmp_path)
-    day = store.list_files(modified_from=DAY1, modified_to=DAY1 + timedelta(days=1))
-    assert [f.rel for f in day] == ["a/1.dcm"]
-    assert day[0].modified == DAY1 + timedelta(hours=1)
-    assert [f.rel for f in store.list_files()] == ["a/1.dcm", "a/2.dcm"]
-
-
-def test_put_tree_replaces_a_folder_whole(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    first = store.scratch_dir("stage/s1")
-    (first / "old.dcm").write_bytes(b"old")
-    store.put_tree(first, "stage/s1")
-    second = store.scratch_dir("stage/s1")
-    (second / "new.dcm").write_bytes(b"new")
-    store.put_tree(second, "stage/s1")
-    assert [f.rel for f in store.list_files("stage")] == ["stage/s1/new.dcm"]
-    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["s1"]  # no leftovers
-
-
-def test_releases_grow_one_tree_each_shown_in_one_step(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    for name, data in (("st/se1/a.dcm", b"a1"), ("st/se1/b.dcm", b"b1")):
-        store.write_bytes(f".staging-proj/r1/s1/{name}", data)
-    first = store.publish_release(
-        "proj", "r1", {"st/se1/a.dcm": ".staging-proj/r1/s1/st/se1/a.dcm",
-                       "st/se1/b.dcm": ".staging-proj/r1/s1/st/se1/b.dcm"},
-        (), {"manifests/r1.json": b"{}"})
-    assert (first.files, first.added, first.removed) == (3, 2, 0)  # with its manifest
-    link = tmp_path / "proj"
-    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
-    assert store.release_of("proj") == "r1"
-    assert [f.rel for f in store.list_files("proj")] == [
-        "proj/manifests/r1.json", "proj/st/se1/a.dcm", "proj/st/se1/b.dcm"]
-    seen_by_reader = link.resolve()  # a reader that resolved the tree before the next one
-    # The next release: b replaced, a removed, c added; the rest are links, not copies.
-    store.write_bytes(".staging-proj/r2/s1/st/se1/b.dcm", b"b2")
-    store.write_bytes(".staging-proj/r2/s1/st/se2/c.dcm", b"c2")
-    second = store.publish_release(
-        "proj", "r2", {"st/se1/b.dcm": ".staging-proj/r2/s1/st/se1/b.dcm",
-                       "st/se2/c.dcm": ".staging-proj/r2/s1/st/se2/c.dcm"},
-        ["st/se1/a.dcm"], {"manifests/r2.json": b"{}"})
-    assert (second.added, second.removed) == (2, 1)
-    assert [f.rel for f in store.list_files("proj")] == [
-        "proj/manifests/r1.json", "proj/manifests/r2.json", "proj/st/se1/b.dcm",
-        "proj/st/se2/c.dcm"]
-    assert store.read_bytes("proj/st/se1/b.dcm") == b"b2"
-    assert (seen_by_reader / "st/se1/a.dcm").read_bytes() == b"a1"  # the previous release
-    assert os.stat(link / "manifests/r1.json").st_ino == os.stat(
-        seen_by_reader / "manifests/r1.json").st_ino  # hard-linked forward
-    # A third release removes the first from disk (two are kept).
-    store.write_bytes(".staging-proj/r3/s1/st/se3/d.dcm", b"d3")
-    store.publish_release("proj", "r3", {"st/se3/d.dcm": ".staging-proj/r3/s1/st/se3/d.dcm"},
-                          (), {})
-    assert sorted(p.name for p in (tmp_path / ".releases-proj").iterdir() if p.is_dir()) == [
-        "r2", "r3"]
-    # Published again (its record was lost): built on the release it was built on, not on
-    # itself, so what it removed stays removed and nothing is doubled.
-    before = link.resolve()  # a reader that resolved the tree before it is built again
-    again = store.publish_release(
-        "proj", "r3", {"st/se3/d.dcm": ".staging-proj/r3/s1/st/se3/d.dcm"}, (), {})
-    assert again.files == 5 and store.release_of("proj") == "r3"
-    assert link.resolve() != before and (before / "st/se3/d.dcm").is_file()  # never broken
-    assert [f.rel for f in store.list_files("proj")] == [
-        "proj/manifests/r1.json", "proj/manifests/r2.json", "proj/st/se1/b.dcm",
-        "proj/st/se2/c.dcm", "proj/st/se3/d.dcm"]
-    # The next release builds on the one built again.
-    store.write_bytes(".staging-proj/r4/s1/st/se4/e.dcm", b"e4")
-    after = store.publish_release(
-        "proj", "r4", {"st/se4/e.dcm": ".staging-proj/r4/s1/st/se4/e.dcm"}, (), {})
-    assert after.files == 6 and store.read_bytes("proj/st/se3/d.dcm") == b"d3"
-    # A plain folder where the tree should be is an older layout: refused, untouched.
-    (tmp_path / "old").mkdir()
-    with pytest.raises(StorageError, match="older layout"):
-        store.publish_release("old", "r1", {}, (), {})
-
-
-def test_unsupported_schemes_and_parent_paths_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match="not supported yet"):
-        open_store("gs://bucket/landing")
-    with pytest.raises(StorageError, match=r"\.\."):
-        LocalStore(tmp_path).read_bytes("../etc/passwd")
 
 
 # -- shards -----------------------------------------------------------------------------
@@ -661,28 +568,6 @@ def test_an_older_deid_runs_table_gains_the_new_columns(tmp_path: Path) -> None:
         wh.ensure_schema()  # a batch's rows can be removed before any load created them
         wh.delete_partition("deid_metadata", {"ingest_run_id": "batch-x"})
         assert wh.query("SELECT count(*) AS n FROM deid_metadata").to_pylist() == [{"n": 0}]
-
-
-def test_bigquery_deletes_a_partition_with_typed_parameters() -> None:
-    class Job:
-        def result(self) -> None:
-            return None
-
-    class Client:
-        def __init__(self) -> None:
-            self.calls: list[tuple[str, Any]] = []
-
-        def query(self, sql: str, job_config: Any, location: Any) -> Job:
-            self.calls.append((sql, job_config))
-            return Job()
-
-    client = Client()
-    BigQueryWarehouse("proj", "ds", client=client).delete_partition(
-        "deid_errors", {"run_id": "batch-1"})
-    [(sql, config)] = client.calls
-    assert sql == "DELETE FROM `proj.ds.deid_errors` WHERE `run_id` = @p0"
-    [param] = config.query_parameters
-    assert (param.name, param.type_, param.value) == ("p0", "STRING", "batch-1")
 
 
 def _one_shard(landed: dict[str, Any], batch: str

@@ -34,12 +34,13 @@ from dicom_deid.deid.batch import (
     run_batch,
 )
 from dicom_deid.deid.keys import generate_key_file, load_key
-from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError
+from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError, StorageError
 
 from .audit_cmd import add_parser as add_audit_parser
 from .audit_cmd import run as audit
 from .pseudonymize_cmd import add_parser as add_pseudonymize_parser
 from .pseudonymize_cmd import run as pseudonymize
+from .remote import location, staged_output, store_sources
 from .table import print_table
 from .vault_cmd import add_parsers as add_vault_parsers
 from .vault_cmd import reidentify, vault
@@ -62,8 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         "deidentify", help="de-identify a folder tree of DICOM files", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d.add_argument("input", type=Path, help="input file or folder (files with or without .dcm)")
-    d.add_argument("output", type=Path, help="output folder for de-identified files")
+    d.add_argument("input", type=location,
+                   help="input file or folder (files with or without .dcm), or gs://bucket/path")
+    d.add_argument("output", type=location,
+                   help="output folder for de-identified files, or gs://bucket/path")
     d.add_argument("--config", type=Path,
                    help="Google DicomTagConfig / DeidentifyConfig JSON (used unchanged)")
     d.add_argument("--profile", default=None,
@@ -136,7 +139,9 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export-metadata",
                        help="export DICOM metadata to Parquet and load it into the warehouse")
-    e.add_argument("source", type=Path, help="landing folder (files with or without .dcm)")
+    e.add_argument("source", type=location,
+                   help="landing folder (files with or without .dcm), or gs://bucket/path "
+                        "(headers read by byte ranges)")
     e.add_argument("--out", type=Path, default=None,
                    help="Parquet folder (default var/metadata/<table>)")
     e.add_argument("--table", default="dicom_metadata",
@@ -243,17 +248,18 @@ def _deidentify(args: argparse.Namespace) -> int:
     except (DicomDeidError, OSError) as exc:  # a bad config or key: nothing touched yet
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.input.exists():
+    if isinstance(args.input, Path) and not args.input.exists():
         print(f"dicom-deid: input {args.input} does not exist", file=sys.stderr)
         return EXIT_USAGE
     run_id = args.run_id or uuid.uuid4().hex[:12]
-    sources: Iterable[Source] = iter_sources(args.input)
-    if args.filter_file:
-        try:
+    try:
+        sources: Iterable[Source] = (iter_sources(args.input) if isinstance(args.input, Path)
+                                     else store_sources(args.input))
+        if args.filter_file:
             sources = _filtered_sources(args.input, args.filter_file, args.warehouse)
-        except (DicomDeidError, OSError) as exc:
-            print(f"dicom-deid: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    except (DicomDeidError, OSError) as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.exception and not args.verify:
         print("dicom-deid: --exception needs --verify", file=sys.stderr)
         return EXIT_USAGE
@@ -263,15 +269,16 @@ def _deidentify(args: argparse.Namespace) -> int:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        summary = run_batch(
-            sources, args.output, config, key,
-            workers=args.workers or None, layout=args.layout, errors_path=args.errors,
-            mapping_path=args.mapping, run_id=run_id,
-            progress=False if args.no_progress else None,
-            gate=args.exception if args.verify else None, drop_rejected=args.verify,
-            mapping_seal=seal,
-        )
-    except ConfigError as exc:
+        with staged_output(args.output) as out:
+            summary = run_batch(
+                sources, out, config, key,
+                workers=args.workers or None, layout=args.layout, errors_path=args.errors,
+                mapping_path=args.mapping, run_id=run_id,
+                progress=False if args.no_progress else None,
+                gate=args.exception if args.verify else None, drop_rejected=args.verify,
+                mapping_seal=seal,
+            )
+    except (ConfigError, StorageError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(summary.line())
@@ -308,7 +315,8 @@ def _mapping_seal(args: argparse.Namespace, key: bytes) -> Callable[[bytes], byt
     return partial(seal, vault_key=vault_key)
 
 
-def _filtered_sources(root: Path, filter_path: Path, warehouse_url: str | None) -> list[Source]:
+def _filtered_sources(root: Path | str, filter_path: Path, warehouse_url: str | None
+                      ) -> list[Source]:
     """The input files a filter file selects, via dicom_metadata (exact instance URIs)."""
     from dicom_deid.cohort.cohorts import resolve_filter
     from dicom_deid.warehouse.factory import open_warehouse
@@ -319,15 +327,21 @@ def _filtered_sources(root: Path, filter_path: Path, warehouse_url: str | None) 
     if resolution.unmatched:
         print(f"dicom-deid: {len(resolution.unmatched)} filter line(s) matched no exported "
               "instance (export the landing zone first?)", file=sys.stderr)
-    root = root.resolve()
     sources: list[Source] = []
     outside = 0
-    for uri in resolution.uris:
-        path = Path(uri).resolve()
-        if root == path or root in path.parents:
-            sources.append(Source(path, path.relative_to(root).as_posix()))
-        else:
-            outside += 1
+    if isinstance(root, str):  # an object store: instances under its prefix, by URI
+        prefix = root.rstrip("/") + "/"
+        sources = [Source(uri, uri[len(prefix):]) for uri in resolution.uris
+                   if uri.startswith(prefix)]
+        outside = len(resolution.uris) - len(sources)
+    else:
+        root = root.resolve()
+        for uri in resolution.uris:
+            path = Path(uri).resolve()
+            if root == path or root in path.parents:
+                sources.append(Source(path, path.relative_to(root).as_posix()))
+            else:
+                outside += 1
     if outside:
         print(f"dicom-deid: {outside} selected instance(s) are not under {root}; skipped",
               file=sys.stderr)
@@ -336,19 +350,34 @@ def _filtered_sources(root: Path, filter_path: Path, warehouse_url: str | None) 
 
 def _export_metadata(args: argparse.Namespace) -> int:
     from dicom_deid.errors import WarehouseError
-    from dicom_deid.metadata.export import ExportState, export_metadata
+    from dicom_deid.metadata.export import ExportState, Listed, export_metadata
+    from dicom_deid.storage import open_store
     from dicom_deid.warehouse.factory import open_warehouse
 
-    if not args.source.exists():
-        print(f"dicom-deid: source {args.source} does not exist", file=sys.stderr)
-        return EXIT_USAGE
+    sources: Iterable[Path | str | Listed]
+    if isinstance(args.source, Path):
+        if not args.source.exists():
+            print(f"dicom-deid: source {args.source} does not exist", file=sys.stderr)
+            return EXIT_USAGE
+        sources = (s.path for s in iter_sources(args.source))
+    else:
+        try:
+            store = open_store(args.source)
+            sources = [Listed(store.uri(f.rel), f.size, f.mtime_ns)
+                       for f in store.list_files()]
+        except (DicomDeidError, OSError) as exc:
+            print(f"dicom-deid: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     out = args.out or Path("var/metadata") / args.table
     summary = export_metadata(
-        (s.path for s in iter_sources(args.source)), out,
+        sources, out,
         run_id=args.run_id or uuid.uuid4().hex[:12],
         ingest_date=args.ingest_date or datetime.now(UTC).date(),
         state=ExportState.for_export(out), workers=args.workers or None,
     )
+    if summary.remote_files:
+        print(f"read {summary.remote_bytes / summary.remote_files / 1024:.1f} KiB per object "
+              f"on average ({summary.remote_files} object(s); headers by byte ranges)")
     rate = summary.exported / summary.seconds if summary.seconds else 0.0
     unchanged = summary.skipped_unchanged + summary.unchanged_content
     print(f"exported {summary.exported}, unchanged {unchanged}, failed {len(summary.errors)} "

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -45,11 +46,12 @@ from dicom_deid.dicom.files import (
 from dicom_deid.dicom.reader import parse_instance
 from dicom_deid.dicom.walker import Element
 from dicom_deid.dicom.writer import encode_instance_chunks
-from dicom_deid.errors import BadInput, ConfigError
+from dicom_deid.errors import BadInput, ConfigError, StorageError
 from dicom_deid.metadata.export import instance_row
 from dicom_deid.metadata.scan import scan_row
 from dicom_deid.pools import start_pool
 from dicom_deid.review.policy import ReviewPolicy
+from dicom_deid.storage import download, is_object_uri
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
@@ -214,6 +216,30 @@ def _init_worker(
                None if gate is None else Gate(gate), metadata, review)
 
 
+_DOWNLOADS: list[Path] = []  # this worker's private folder for inputs in object stores
+
+
+def _open_source(path: str | Path) -> InputFile:
+    """Open one input. An object store's (``gs://...``) is first copied into this worker's
+    private folder (0700) and unlinked as soon as it is open: a worker holds one input at
+    a time on disk, and none is left behind if it dies. The copy carries the object's
+    update time, which the duplicate rule compares."""
+    if not is_object_uri(path):
+        return open_input(path)
+    if not _DOWNLOADS:
+        _DOWNLOADS.append(Path(tempfile.mkdtemp(prefix="dicom-deid-in-")))
+    try:
+        local = download(str(path), _DOWNLOADS[0])
+    except FileNotFoundError:
+        raise BadInput("unreadable", "object not found in its store") from None
+    except (StorageError, OSError) as exc:  # the store's text may name the object
+        raise BadInput("unreadable", f"cannot read object ({type(exc).__name__})") from None
+    try:
+        return open_input(local)
+    finally:
+        local.unlink()
+
+
 def _safe_reason(stage: str, exc: BaseException) -> str:
     """Exception text from libraries can quote values: keep only the type and a tag."""
     if isinstance(exc, UserWarning) and "decode" in str(exc):
@@ -263,7 +289,7 @@ def process_source(src: Source) -> FileOutcome:
     stage = "read"
     source: InputFile | None = None
     try:
-        source = open_input(src.path)
+        source = _open_source(src.path)
         outcome.size, outcome.mtime_ns = source.size, source.mtime_ns
         raw = source.head
         fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None

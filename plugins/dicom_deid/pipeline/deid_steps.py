@@ -15,14 +15,11 @@ the new run's artifacts.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import os
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -42,16 +39,17 @@ from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
 from dicom_deid.metadata.export import ExportState, export_metadata
 from dicom_deid.review.policy import ReviewPolicy
+from dicom_deid.storage import LocalStore, Release, Store, open_store
+from dicom_deid.storage.permissions import private_dir, restrict, restrict_tree
 from dicom_deid.vault.columns import encrypt_columns
 from dicom_deid.vault.envelope import is_sealed, read_sealed_table, seal
 from dicom_deid.warehouse.base import Warehouse
 
 from . import ledger, run_record
-from .restricted import open_private_warehouse, private_dir, restrict, restrict_tree
+from .restricted import open_private_warehouse
 from .run_record import DRY_RUN, REJECTED, SUCCESS, ReviewDecision, RunOutcome
 from .settings import PipelineSettings
 from .shards import ShardLimits, ShardPlan, plan_shards
-from .storage import Release, Store, open_store
 
 __all__ = ["RunOutcome", "RunRequest", "RunWorkspace", "batch_id_for"]
 
@@ -227,11 +225,12 @@ class RunRequest:
 def destination(settings: PipelineSettings) -> tuple[Store, str]:
     """The store holding the project's research tree, and the tree's name in it: the
     destination ``.../<project>`` is a link to its current release (see
-    :meth:`~.storage.Store.publish_release`); staging and releases are its hidden
+    :meth:`dicom_deid.storage.Store.publish_release`); staging and releases are its hidden
     siblings."""
     parent, _, name = settings.destination.rstrip("/").rpartition("/")
-    if not name:
-        raise ConfigError("the destination must name a folder for the project's tree")
+    if not name or parent.endswith(":/"):
+        raise ConfigError("the destination must name a folder for the project's tree "
+                          "(a bucket alone is not one: gs://bucket/folder)")
     return open_store(parent or "/"), name
 
 
@@ -365,10 +364,16 @@ def plan_run_shards(
 
 
 def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Source]:
-    """The shard's input files, named relative to the landing root."""
+    """The shard's input files, named relative to the landing root (object store inputs
+    by URI: each worker fetches its own, one at a time)."""
+    uris = pq.read_table(ws.shard_list(plan), columns=[URI_COLUMN]).column(0).to_pylist()
+    if not isinstance(landing, LocalStore):
+        root_uri = landing.uri("").rstrip("/") + "/"
+        return [Source(uri, uri[len(root_uri):] if uri.startswith(root_uri) else uri)
+                for uri in uris]
     root = landing.local_path("")
     out = []
-    for uri in pq.read_table(ws.shard_list(plan), columns=[URI_COLUMN]).column(0).to_pylist():
+    for uri in uris:
         path = Path(uri)
         rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
         out.append(Source(path, rel))
@@ -449,8 +454,8 @@ def verify_shard(
               if ws.mapping(plan).exists() else set())
     files = {f.rel[len(staged) + 1:]: f for f in dest.list_files(staged)} \
         if dest.exists(staged) else {}
-    digests = _digests({rel: dest.local_path(f"{staged}/{rel}") for rel in files},
-                       settings.workers)
+    digests = {rel[len(staged) + 1:]: digest for rel, digest in dest.sha256(
+        [f"{staged}/{rel}" for rel in files], workers=settings.workers or 8).items()}
     findings: list[str] = []
     leaks = values = 0
     for rel in sorted(files):
@@ -515,16 +520,6 @@ def read_mapping(path: Path, vault_key: bytes | None) -> pa.Table:
             raise ConfigError(f"{path.name} is sealed under a vault key: this step needs it")
         return read_sealed_table(path, vault_key)
     return pq.read_table(path)
-
-
-def _digests(paths: dict[str, Path], workers: int) -> dict[str, str]:
-    """SHA-256 of each file, read and hashed on threads (both release the GIL)."""
-    def digest(path: Path) -> str:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-
-    with ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1)) as pool:
-        return dict(zip(paths, pool.map(digest, paths.values()), strict=True))
 
 
 def _error_count(path: Path) -> int:
@@ -776,7 +771,7 @@ def _repair_metadata(ws: RunWorkspace, warehouse: Warehouse, dest: Store, tree: 
     prefix = dest.uri(tree) + "/"
     released = warehouse.run_cohort(
         "SELECT output_path FROM deid_ledger WHERE project = @project "
-        "AND status = 'released' AND output_path != ''", {"project": project}
+        "AND status = 'released' AND LENGTH(output_path) > 0", {"project": project}
     ).column(0).to_pylist()
     have = set(warehouse.run_cohort(
         "SELECT source_uri FROM deid_metadata WHERE STARTS_WITH(source_uri, @prefix)",
@@ -786,7 +781,7 @@ def _repair_metadata(ws: RunWorkspace, warehouse: Warehouse, dest: Store, tree: 
         return 0
     out = ws.folder("deid_metadata") / "read-again"
     shutil.rmtree(out, ignore_errors=True)
-    summary = export_metadata([dest.local_path(f"{tree}/{rel}") for rel in missing],
+    summary = export_metadata([dest.uri(f"{tree}/{rel}") for rel in missing],
                               private_dir(out), run_id=ws.batch_id, ingest_date=logical_date,
                               state=ExportState(), workers=1)
     if summary.errors:

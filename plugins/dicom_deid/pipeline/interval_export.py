@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from dicom_deid.errors import StorageError
-from dicom_deid.metadata.export import ExportState, export_metadata
+from dicom_deid.metadata.export import ExportState, Listed, Source, export_metadata
+from dicom_deid.storage import LocalStore, Store, StoredFile, open_store
+from dicom_deid.storage.permissions import private_dir, restrict_tree
 
-from .restricted import open_private_warehouse, private_dir, restrict_tree
+from .restricted import open_private_warehouse
 from .settings import PipelineSettings
-from .storage import LocalStore, StoredFile, open_store
 
 __all__ = ["IntervalExport", "export_interval", "interval_run_id", "load_export"]
 
@@ -80,8 +80,6 @@ def export_interval(
     """Export to Parquet, as interval ``[start, end)``, every landing file modified before
     ``end`` that is new or changed since it was exported (see the module docstring)."""
     store = open_store(settings.landing)
-    if not isinstance(store, LocalStore):  # export reads files by path today
-        raise StorageError("metadata export reads a local landing folder")
     landed = store.list_files(modified_to=end)
     run_id = interval_run_id(start, end)
     out = private_dir(settings.metadata_dir / table)
@@ -119,24 +117,34 @@ def export_interval(
     return result
 
 
-def _pending(store: LocalStore, landed: list[StoredFile], state: ExportState,
-             start: datetime) -> tuple[list[Path], list[str]]:
+def _pending(store: Store, landed: list[StoredFile], state: ExportState,
+             start: datetime) -> tuple[list[Source], list[str]]:
     """The landing files the state has not seen with their current size and mtime (a stat
-    each, nothing opened), and the URIs of those among them modified before ``start``."""
-    pending: list[Path] = []
+    each on local disk, the listing's own on an object store; nothing opened), and the
+    URIs of those among them modified before ``start``."""
+    pending: list[Source] = []
     late: list[str] = []
     for f in landed:
-        path = store.local_path(f.rel)
-        try:
-            st = os.stat(path)
-        except OSError:  # gone since the listing: the export reports it
-            pass
+        entry: Source
+        if isinstance(store, LocalStore):
+            path = store.local_path(f.rel)
+            uri = str(path)
+            entry = path
+            try:
+                st = os.stat(path)
+            except OSError:  # gone since the listing: the export reports it
+                pass
+            else:
+                if state.is_current(uri, st.st_size, st.st_mtime_ns):
+                    continue
         else:
-            if state.is_current(str(path), st.st_size, st.st_mtime_ns):
+            uri = store.uri(f.rel)
+            entry = Listed(uri, f.size, f.mtime_ns)
+            if state.is_current(uri, entry.size, entry.mtime_ns):
                 continue
-        pending.append(path)
+        pending.append(entry)
         if f.modified < start:
-            late.append(str(path))
+            late.append(uri)
     return pending, late
 
 
