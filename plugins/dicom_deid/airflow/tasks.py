@@ -37,6 +37,7 @@ from dicom_deid.pipeline.projects import (
 from dicom_deid.pipeline.settings import PipelineSettings, notify_conn_id
 from dicom_deid.pipeline.shards import ShardLimits
 
+from .google_conn import apply_google_connection, uses_google
 from .hooks import DeidKeyHook
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,12 @@ def _settings() -> PipelineSettings:
     """Settings from the workers' environment, then this run's params; a bad setting
     fails the task without retries (retrying cannot fix it)."""
     try:
-        return PipelineSettings.from_env()
+        settings = PipelineSettings.from_env()
+        if uses_google(settings.landing, settings.destination, settings.warehouse):
+            log.info("Google Cloud: %s", apply_google_connection())
     except ConfigError as exc:
         raise AirflowFailException(f"invalid settings: {exc}") from exc
+    return settings
 
 
 # -- the metadata export DAG -------------------------------------------------------------
