@@ -167,11 +167,15 @@ class Store(ABC):
         def one(rel: str) -> Path:
             target = Path(folder, *split_rel(rel))
             target.parent.mkdir(parents=True, exist_ok=True)
-            with self.open_read(rel) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            self._copy_out(rel, target)
             return target
 
         return dict(zip(rels, parallel(one, rels, workers), strict=True))
+
+    def _copy_out(self, rel: str, target: Path) -> None:
+        """Copy the file at ``rel`` to the local path ``target`` (one of :meth:`fetch`)."""
+        with self.open_read(rel) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
     def sha256(self, rels: Collection[str], *, workers: int = 8) -> dict[str, str]:
         """SHA-256 (hex) of each file, read and hashed on at most ``workers`` threads."""

@@ -293,14 +293,8 @@ class GcsStore(Store):
     def local_copy(self, rel: str) -> AbstractContextManager[Path]:
         return self._temporary(rel)
 
-    def fetch(self, rels: Collection[str], folder: Path, *, workers: int = 8
-              ) -> dict[str, Path]:
-        def one(rel: str) -> Path:
-            target = Path(folder, *split_rel(rel))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            return self._download(rel, target)
-
-        return dict(zip(rels, parallel(one, rels, workers), strict=True))
+    def _copy_out(self, rel: str, target: Path) -> None:
+        self._download(rel, target)
 
     def sha256(self, rels: Collection[str], *, workers: int = 8) -> dict[str, str]:
         def one(rel: str) -> str:

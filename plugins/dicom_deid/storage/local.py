@@ -97,17 +97,10 @@ class LocalStore(Store):
     def local_copy(self, rel: str) -> AbstractContextManager[Path]:
         return self._the_file(rel)
 
-    def fetch(self, rels: Collection[str], folder: Path, *, workers: int = 8
-              ) -> dict[str, Path]:
+    def _copy_out(self, rel: str, target: Path) -> None:
         # Copies, not links: a hard link would share the landing file's mode (the
         # workspace's files are made 0600) and any change to it.
-        def one(rel: str) -> Path:
-            target = Path(folder, *split_rel(rel))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self._path(rel), target)
-            return target
-
-        return dict(zip(rels, parallel(one, rels, workers), strict=True))
+        shutil.copyfile(self._path(rel), target)
 
     def sha256(self, rels: Collection[str], *, workers: int = 8) -> dict[str, str]:
         paths = [self._path(rel) for rel in rels]

@@ -137,6 +137,15 @@ def unwrap(value: Any) -> Any:
     return value.value if isinstance(value, Typed) else value
 
 
+def used_params(names: Sequence[str], params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters a query uses (``names``), all of them given; else a clear error."""
+    given = dict(params or {})
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise WarehouseError(f"missing query parameters: {', '.join(missing)}")
+    return {n: given[n] for n in names}
+
+
 def check_identifier(name: str) -> str:
     """Return ``name`` if it is a plain SQL identifier (no quoting games), else raise."""
     if not _IDENTIFIER.fullmatch(name):

@@ -71,6 +71,7 @@ from .base import (
     infer_type,
     resolve_keys,
     unwrap,
+    used_params,
 )
 from .ddl import schema_ddl
 from .sql import ddl_columns, parameter_names, parse_query
@@ -450,11 +451,7 @@ class BigQueryWarehouse(Warehouse):
         """Cohort SQL is BigQuery SQL already: run it as written (one read-only query), with
         the parameters it uses."""
         names = parameter_names(parse_query(sql_text))
-        given = dict(params or {})
-        missing = [n for n in names if n not in given]
-        if missing:
-            raise WarehouseError(f"missing query parameters: {', '.join(missing)}")
-        return self.query(sql_text, {n: given[n] for n in names})
+        return self.query(sql_text, used_params(names, params))
 
     # -- loads -------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from .base import (
     expand_paths,
     resolve_keys,
     unwrap,
+    used_params,
 )
 from .ddl import schema_ddl
 from .sql import transpile_ddl
@@ -255,11 +256,7 @@ class DuckDBWarehouse(Warehouse):
         from .sql import to_duckdb_sql
 
         sql, names = to_duckdb_sql(sql_text)
-        given = dict(params or {})
-        missing = [n for n in names if n not in given]
-        if missing:
-            raise WarehouseError(f"missing query parameters: {', '.join(missing)}")
-        return self.query(sql, {n: given[n] for n in names})
+        return self.query(sql, used_params(names, params))
 
     def close(self) -> None:
         """Close the connection (checkpointing the file)."""
