@@ -140,3 +140,29 @@ def test_both_dags_on_gcs_and_bigquery_give_what_local_gives(
     analysts = {t.table_id for t in bq.list_tables(dataset)}
     assert "deid_metadata" in analysts
     assert not analysts & {"dicom_metadata", "deid_mapping", "deid_ledger", "deid_errors"}
+
+
+def test_a_withdrawal_on_gcs_releases_the_tree_without_the_study(
+    site: dict[str, Any], runs: dict[str, Any]
+) -> None:
+    """After the comparison above: the withdrawal DAG on the bucket's tree."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from dicom_deid.storage import open_store
+
+    store = open_store(f"gs://{site['bucket']}/research")
+    before = {f.rel.removeprefix(f"{STUDY}/") for f in store.release_files(STUDY)}
+    study = sorted(p.split("/")[0] for p in before if p.endswith(".dcm"))[0]
+    gone = {p for p in before if p.startswith(f"{study}/")}
+    metadata = _count(site["cloud_wh"], "deid_metadata")
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["dicom_deid_withdraw"]
+    run = dag.test(logical_date=CLOUD_DEID + timedelta(hours=1), run_conf={
+        "project": STUDY, "level": "study", "value": study,
+        "reason": "consent withdrawn by the participant"})
+    assert run.state == "success"
+    wid = run.get_task_instance("withdraw").xcom_pull(task_ids="withdraw")["withdrawal_id"]
+    assert store.release_of(STUDY) == wid
+    after = {f.rel.removeprefix(f"{STUDY}/") for f in store.release_files(STUDY)}
+    assert after == (before - gone) | {f"manifests/{wid}.json"}
+    assert not any(f.rel.startswith(f"{STUDY}/{study}/") for f in store.list_files(STUDY))
+    assert _count(site["cloud_wh"], "deid_metadata") == metadata - len(gone)
