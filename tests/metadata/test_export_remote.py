@@ -87,7 +87,7 @@ def test_export_from_gcs_matches_local_and_reads_headers_only(
     local = export_metadata(list(files.values()), tmp_path / "local", run_id="l",
                             ingest_date=date(2026, 12, 1), workers=1)
     store = open_store(f"gs://{bucket}/dicom")
-    listed = [Listed(store.uri(f.rel), f.size, f.mtime_ns)
+    listed = [Listed(store.uri(f.rel), f.size, f.mtime_ns, f.generation, f.checksum)
               for f in store.list_files()]
     remote = export_metadata(listed, tmp_path / "remote", run_id="r",
                              ingest_date=date(2026, 12, 1), workers=2)
@@ -150,3 +150,28 @@ def test_small_first_range_grows_until_the_header_is_in(first: int) -> None:
     raw = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
     head = read_head(lambda o, n: raw[o:o + n], len(raw), first=first)
     assert head.end is not None and scan_row(head.data, head.end)[0] == instance_row(raw)[0]
+
+
+def test_a_listed_object_is_read_without_a_metadata_request(
+    gcloud_env: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing's generation and checksum are enough: one ranged read per object."""
+    from dicom_deid.storage.gcs import GcsStore
+
+    bucket = f"one-{uuid.uuid4().hex[:8]}"
+    Client().create_bucket(bucket)
+    Client().bucket(bucket).blob("a/ct.dcm").upload_from_filename(
+        str(PYDICOM_FILES / "CT_small.dcm"))
+    store = open_store(f"gs://{bucket}/a")
+    [found] = store.list_files()
+
+    def no_stat(self: GcsStore, rel: str) -> None:
+        raise AssertionError("a metadata request for a listed object")
+
+    monkeypatch.setattr(GcsStore, "stat", no_stat)
+    summary = export_metadata(
+        [Listed(store.uri(found.rel), found.size, found.mtime_ns, found.generation,
+                found.checksum)], tmp_path / "out", run_id="o",
+        ingest_date=date(2026, 12, 1), workers=1)
+    assert (summary.exported, summary.errors) == (1, [])
+    assert summary.remote_bytes == found.size  # a small file: its one range is all of it

@@ -332,3 +332,28 @@ def test_a_lock_taken_over_while_held_is_reported(bucket: str, gcs_client: Clien
     with pytest.raises(StorageError, match="taken over"), store.lock("proj"):
         lock = _blob(gcs_client, bucket, "root/proj/_lock")
         lock.upload_from_string(b"", if_generation_match=lock.generation)  # another holder
+
+
+def test_an_input_is_fetched_in_one_request_when_its_listing_gave_its_time(
+    bucket: str, gcs_client: Client, traffic: Traffic, tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a de-identification worker does per input (storage.download)."""
+    from dicom_deid.storage import download, factory
+
+    store = GcsStore(f"gs://{bucket}", client=gcs_client)
+    monkeypatch.setitem(factory._OPENED, f"gs://{bucket}", store)
+    data = os.urandom(300_000)
+    store.write_bytes("in/a.dcm", data)
+    [listed] = store.list_files("in")
+    traffic.clear()
+    local = download(f"gs://{bucket}/in/a.dcm", tmp_path, mtime_ns=listed.mtime_ns)
+    assert local.read_bytes() == data and local.name != "a.dcm"
+    assert os.stat(local).st_mtime_ns == listed.mtime_ns
+    assert len(traffic.calls) == 1 and traffic.downloaded() == len(data)
+    traffic.clear()
+    again = download(f"gs://{bucket}/in/a.dcm", tmp_path)  # no time given: looked up
+    assert os.stat(again).st_mtime_ns == listed.mtime_ns and len(traffic.calls) == 2
+    with pytest.raises(FileNotFoundError):
+        download(f"gs://{bucket}/in/gone.dcm", tmp_path, mtime_ns=listed.mtime_ns)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([local.name, again.name])

@@ -363,7 +363,7 @@ def _export_metadata(args: argparse.Namespace) -> int:
     else:
         try:
             store = open_store(args.source)
-            sources = [Listed(store.uri(f.rel), f.size, f.mtime_ns)
+            sources = [Listed(store.uri(f.rel), f.size, f.mtime_ns, f.generation, f.checksum)
                        for f in store.list_files()]
         except (DicomDeidError, OSError) as exc:
             print(f"dicom-deid: {exc}", file=sys.stderr)

@@ -28,9 +28,10 @@ def location(text: str) -> Path | str:
 
 
 def store_sources(url: str) -> list[Source]:
-    """Every file under ``url`` (hidden names skipped), by URI, named relative to it."""
+    """Every file under ``url`` (hidden names skipped), by URI, named relative to it, with
+    the update time the listing gave (the worker then fetches it in one request)."""
     store = open_store(url)
-    return [Source(store.uri(f.rel), f.rel) for f in store.list_files()]
+    return [Source(store.uri(f.rel), f.rel, f.mtime_ns) for f in store.list_files()]
 
 
 @contextmanager

@@ -76,6 +76,9 @@ class Source:
     path: str | Path
     """A string from :func:`iter_sources` (5,000 Path objects cost 0.1 s to make)."""
     rel: str
+    mtime_ns: int | None = None
+    """An object store input's update time, as its listing gave it (then one request
+    fetches it); local files have their own."""
 
 
 @dataclass
@@ -219,17 +222,17 @@ def _init_worker(
 _DOWNLOADS: list[Path] = []  # this worker's private folder for inputs in object stores
 
 
-def _open_source(path: str | Path) -> InputFile:
+def _open_source(src: Source) -> InputFile:
     """Open one input. An object store's (``gs://...``) is first copied into this worker's
     private folder (0700) and unlinked as soon as it is open: a worker holds one input at
     a time on disk, and none is left behind if it dies. The copy carries the object's
-    update time, which the duplicate rule compares."""
-    if not is_object_uri(path):
-        return open_input(path)
+    update time (the listing's, else looked up), which the duplicate rule compares."""
+    if not is_object_uri(src.path):
+        return open_input(src.path)
     if not _DOWNLOADS:
         _DOWNLOADS.append(Path(tempfile.mkdtemp(prefix="dicom-deid-in-")))
     try:
-        local = download(str(path), _DOWNLOADS[0])
+        local = download(str(src.path), _DOWNLOADS[0], mtime_ns=src.mtime_ns)
     except FileNotFoundError:
         raise BadInput("unreadable", "object not found in its store") from None
     except (StorageError, OSError) as exc:  # the store's text may name the object
@@ -289,7 +292,7 @@ def process_source(src: Source) -> FileOutcome:
     stage = "read"
     source: InputFile | None = None
     try:
-        source = _open_source(src.path)
+        source = _open_source(src)
         outcome.size, outcome.mtime_ns = source.size, source.mtime_ns
         raw = source.head
         fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None

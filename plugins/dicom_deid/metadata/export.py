@@ -241,6 +241,7 @@ class _Task:
     mtime_ns: int
     prev_sha: str | None  # set when the file was exported before with another size/mtime
     prev_part: str | None
+    listed: StoredObject | None = None  # an object's generation and checksum, as listed
 
 
 @dataclass
@@ -254,11 +255,13 @@ class _Plan:
     sizes: array[int] = field(default_factory=lambda: array("q"))
     mtimes: array[int] = field(default_factory=lambda: array("q"))
     prev: dict[int, StateEntry] = field(default_factory=dict)  # changed since exported
+    objects: dict[int, StoredObject] = field(default_factory=dict)  # as a listing gave them
 
     def task(self, i: int) -> _Task:
         prev = self.prev.get(i)
         return _Task(self.uris[i], self.sizes[i], self.mtimes[i],
-                     prev.sha256 if prev else None, prev.part if prev else None)
+                     prev.sha256 if prev else None, prev.part if prev else None,
+                     self.objects.get(i))
 
 
 @dataclass
@@ -309,7 +312,7 @@ def export_metadata(
     Sources are local paths or object store URIs (``gs://bucket/path``; a :class:`Listed`
     carries the size and update time a listing gave): objects are read by byte ranges,
     header only (:mod:`.heads`), and ``content_sha256`` is then taken over the store's
-    checksum of the object (see :func:`_read_remote`).
+    checksum of the object (see :func:`_read_object`).
     ``start_method`` of the worker pool: use "forkserver" inside threaded processes
     (Airflow tasks), where a plain fork can inherit a lock held by another thread.
 
@@ -424,7 +427,8 @@ def _plan(sources: Iterable[Source], state: ExportState, summary: ExportSummary)
     for uri in sorted(listed.keys() | named):
         summary.files_seen += 1
         try:
-            size, mtime_ns = listed[uri][1:] if uri in listed else _stat(uri)
+            size, mtime_ns = (listed[uri].size, listed[uri].mtime_ns) if uri in listed \
+                else _stat(uri)
         except (OSError, StorageError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             summary.errors.append((uri, f"cannot read file: {reason}"))
@@ -435,6 +439,8 @@ def _plan(sources: Iterable[Source], state: ExportState, summary: ExportSummary)
         prev = state.get(uri)
         if prev is not None:
             plan.prev[len(plan.uris)] = prev
+        if uri in listed and (found := listed[uri]).generation and found.checksum:
+            plan.objects[len(plan.uris)] = StoredObject(found.generation, found.checksum)
         plan.uris.append(uri)
         plan.sizes.append(size)
         plan.mtimes.append(mtime_ns)
@@ -442,11 +448,21 @@ def _plan(sources: Iterable[Source], state: ExportState, summary: ExportSummary)
 
 
 class Listed(NamedTuple):
-    """A source file as a store listed it (no second look needed to plan the export)."""
+    """A source file as a store listed it (no second look needed to plan the export, nor,
+    with an object's generation and checksum, to read it)."""
 
     uri: str
     size: int
     mtime_ns: int
+    generation: int | None = None
+    checksum: str | None = None
+
+
+class StoredObject(NamedTuple):
+    """The generation of an object a listing saw, and the store's checksum of it."""
+
+    generation: int
+    checksum: str
 
 
 Source = Path | str | Listed
@@ -462,23 +478,31 @@ def _stat(uri: str) -> tuple[int, int]:
     return found.size, found.mtime_ns
 
 
-def _readobject_at(uri: str, size: int) -> tuple[bytes, int | None, bytes, int]:
+def _read_object(task: _Task) -> tuple[bytes, int | None, bytes, int]:
     """An object's head (or whole bytes), where its dataset ends when only the head was
     read, its content digest and the bytes fetched.
 
     The digest is SHA-256 over the store's own checksum of the object (and its size),
     not over bytes never fetched: it changes when the content does, which is what the
-    export's manifest and the release ledger compare. Reads are pinned to the object's
-    generation, so the head and the checksum describe the same content.
+    export's manifest and the release ledger compare. Reads are pinned to the generation
+    the listing saw (else one looked up now), so the head and the checksum describe the
+    same content: one request per file when the header fits the first range.
     """
-    store, rel = object_at(uri)
-    found = store.stat(rel)
-    head = read_head(partial(store.read_range, rel, generation=found.generation), found.size)
-    if found.checksum is None:  # no server checksum: hash the bytes themselves
-        data = head.data if head.end is None else store.read_range(
-            rel, 0, found.size, generation=found.generation)
+    store, rel = object_at(task.uri)
+    generation: int | None
+    checksum: str | None
+    if task.listed is not None:
+        size, (generation, checksum) = task.size, task.listed
+    else:
+        found = store.stat(rel)
+        size, generation, checksum = found.size, found.generation, found.checksum
+    head = read_head(partial(store.read_range, rel, generation=generation), size)
+    if checksum is None:  # no server checksum: hash the bytes themselves
+        if head.end is None:
+            return head.data, None, hashlib.sha256(head.data).digest(), head.bytes_read
+        data = store.read_range(rel, 0, size, generation=generation)
         return data, None, hashlib.sha256(data).digest(), len(data) + head.bytes_read
-    digest = hashlib.sha256(f"{found.checksum}:{found.size}".encode()).digest()
+    digest = hashlib.sha256(f"{checksum}:{size}".encode()).digest()
     return head.data, head.end, digest, head.bytes_read
 
 
@@ -545,7 +569,7 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
         remote = is_object_uri(task.uri)
         try:
             if remote:
-                data, end, digest, fetched = _readobject_at(task.uri, task.size)
+                data, end, digest, fetched = _read_object(task)
                 result.remote_files += 1
                 result.remote_bytes += fetched
             else:

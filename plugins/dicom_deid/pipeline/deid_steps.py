@@ -365,12 +365,16 @@ def plan_run_shards(
 
 def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Source]:
     """The shard's input files, named relative to the landing root (object store inputs
-    by URI: each worker fetches its own, one at a time)."""
-    uris = pq.read_table(ws.shard_list(plan), columns=[URI_COLUMN]).column(0).to_pylist()
-    if not isinstance(landing, LocalStore):
+    by URI, with the update time the export saw: each worker fetches its own, one at a
+    time, in one request)."""
+    table = pq.read_table(ws.shard_list(plan))
+    uris = table.column(URI_COLUMN).to_pylist()
+    if not isinstance(landing, LocalStore):  # the export's update times: one request a file
         root_uri = landing.uri("").rstrip("/") + "/"
-        return [Source(uri, uri[len(root_uri):] if uri.startswith(root_uri) else uri)
-                for uri in uris]
+        times = table.column("mtime").cast(pa.int64()).to_pylist()
+        return [Source(uri, uri[len(root_uri):] if uri.startswith(root_uri) else uri,
+                       None if us is None else us * 1000)
+                for uri, us in zip(uris, times, strict=True)]
     root = landing.local_path("")
     out = []
     for uri in uris:

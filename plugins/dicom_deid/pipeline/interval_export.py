@@ -139,7 +139,7 @@ def _pending(store: Store, landed: list[StoredFile], state: ExportState,
                     continue
         else:
             uri = store.uri(f.rel)
-            entry = Listed(uri, f.size, f.mtime_ns)
+            entry = Listed(uri, f.size, f.mtime_ns, f.generation, f.checksum)
             if state.is_current(uri, entry.size, entry.mtime_ns):
                 continue
         pending.append(entry)

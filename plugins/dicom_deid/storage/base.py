@@ -167,13 +167,14 @@ class Store(ABC):
         def one(rel: str) -> Path:
             target = Path(folder, *split_rel(rel))
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._copy_out(rel, target)
+            self.copy_to_local(rel, target)
             return target
 
         return dict(zip(rels, parallel(one, rels, workers), strict=True))
 
-    def _copy_out(self, rel: str, target: Path) -> None:
-        """Copy the file at ``rel`` to the local path ``target`` (one of :meth:`fetch`)."""
+    def copy_to_local(self, rel: str, target: Path) -> None:
+        """Copy the whole file at ``rel`` to the local path ``target`` (on object stores
+        one download, its checksum checked)."""
         with self.open_read(rel) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
 

@@ -51,15 +51,20 @@ def object_at(uri: str) -> tuple[Store, str]:
     return _OPENED[root], rel
 
 
-def download(uri: str, folder: Path) -> Path:
+def download(uri: str, folder: Path, *, mtime_ns: int | None = None) -> Path:
     """A local copy of the object at ``uri`` in ``folder`` (a fresh name, never the
-    object's), with the object's update time as its modification time: local readers
-    then see the time the store gives it (the de-identification's duplicate rule)."""
+    object's), with its update time as the copy's modification time: ``mtime_ns`` when
+    a listing gave it (one request: the download, its checksum checked by the client),
+    else looked up first. Local readers then see the time the store gives the object (the
+    de-identification's duplicate rule)."""
     store, rel = object_at(uri)
-    found = store.stat(rel)
+    if mtime_ns is None:
+        mtime_ns = store.stat(rel).mtime_ns
     target = Path(folder) / f"{uuid.uuid4().hex}.part"
-    with open(target, "wb") as out, store.open_read(rel, generation=found.generation) as src:
-        while chunk := src.read(1 << 20):
-            out.write(chunk)
-    os.utime(target, ns=(found.mtime_ns, found.mtime_ns))
+    try:
+        store.copy_to_local(rel, target)
+        os.utime(target, ns=(mtime_ns, mtime_ns))
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
     return target

@@ -293,7 +293,7 @@ class GcsStore(Store):
     def local_copy(self, rel: str) -> AbstractContextManager[Path]:
         return self._temporary(rel)
 
-    def _copy_out(self, rel: str, target: Path) -> None:
+    def copy_to_local(self, rel: str, target: Path) -> None:
         self._download(rel, target)
 
     def sha256(self, rels: Collection[str], *, workers: int = 8) -> dict[str, str]:
