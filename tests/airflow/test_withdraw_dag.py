@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dags import STUDY, _tree_digest, _warehouse_rows, dags, env, first_run
+from test_dags import (
+    STUDY,
+    VAULT_KEY_HEX,
+    _tree_digest,
+    _warehouse_rows,
+    dags,
+    env,
+    first_run,
+)
 
 pytestmark = pytest.mark.airflow
 __all__ = ["dags", "env", "first_run"]  # fixtures this module uses, imported from test_dags
@@ -77,6 +85,15 @@ def test_the_withdrawal_dag_takes_a_study_out_as_its_triggering_user_asked(
             withdrawal["files_removed"]) == (STUDY, "study", study, "dag_test", REASON, wid,
                                              len(gone))
     assert withdrawal["original_value"] != study
+    # Stored under the project's vault key (the connection dicom_deid_vault_key), matched
+    # on its blind index: no original identifier in clear in the table.
+    from dicom_deid.vault.columns import blind_index, decrypt_values, is_encrypted
+
+    assert is_encrypted(withdrawal["original_value"])
+    vault = bytes.fromhex(VAULT_KEY_HEX)
+    original = decrypt_values([withdrawal["original_value"]], vault, "original_value",
+                              [withdrawal["original_index"]])[0]
+    assert withdrawal["original_index"] == blind_index(vault, f"{STUDY}|study", str(original))
     # A reason holding a date is refused: the run fails and nothing changes.
     state = _state(data, tree)
     caplog.clear()

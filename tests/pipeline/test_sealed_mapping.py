@@ -16,9 +16,17 @@ from test_deid_steps import _query, _req, _run_steps, _settings, landed
 from dicom_deid.cli.main import main
 from dicom_deid.pipeline import deid_steps
 from dicom_deid.pipeline.deid_steps import RunWorkspace
+from dicom_deid.pipeline.ledger import withdrawn_outputs
 from dicom_deid.pipeline.withdraw import WithdrawalError, withdraw
-from dicom_deid.vault.columns import MAPPING_IDENTIFYING, decrypt_columns, is_encrypted
+from dicom_deid.vault.columns import (
+    MAPPING_IDENTIFYING,
+    blind_index,
+    decrypt_columns,
+    decrypt_values,
+    is_encrypted,
+)
 from dicom_deid.vault.envelope import VaultError, is_sealed, read_sealed_table
+from dicom_deid.warehouse.factory import open_warehouse
 from instances import KEY
 
 __all__ = ["landed"]  # the fixture, imported for pytest
@@ -114,6 +122,41 @@ def test_a_withdrawal_opens_the_mapping_with_the_vault_key_only(
     done = withdraw(settings, "vaulted", "study", study, "consent withdrawn", "alice",
                     VAULT_KEY)
     assert done["status"] == "withdrawn" and done["originals_blocked"] >= 1
+    # The withdrawn original is stored encrypted, with its blind index (no clear value).
+    (row,) = _query(settings, "SELECT * FROM deid_withdrawals WHERE project = 'vaulted'")
+    original = decrypt_values([row["original_value"]], VAULT_KEY, "original_value",
+                              [row["original_index"]])[0]
+    assert original and original != study and not is_encrypted(original)
+    assert row["original_index"] == blind_index(VAULT_KEY, "vaulted|study", original)
+    assert original not in json.dumps(row, default=str)
+    # A new instance of that study is held back on the index, under the vault key only.
+    mapping = [{"output_path": "new/one.dcm", "original_study_uid": original}]
+    with open_warehouse(settings.warehouse) as wh:
+        assert withdrawn_outputs(wh, "vaulted", mapping, VAULT_KEY) == {"new/one.dcm": "study"}
+        assert withdrawn_outputs(wh, "vaulted", mapping, KEY) == {}  # another key: no match
+        assert withdrawn_outputs(wh, "other", mapping, VAULT_KEY) == {}  # another project
+
+
+def test_no_original_identifier_in_mapping_files_or_restricted_tables(
+        sealed_run: dict[str, Any], landed: dict[str, Any]) -> None:
+    """The byte search of issue 16: every mapping file the run wrote and every row of the
+    restricted tables it keeps beside the identified source metadata (deid_mapping,
+    deid_ledger, deid_errors, deid_withdrawals, after a withdrawal), searched for the
+    landing files' original identifiers."""
+    settings, ws = sealed_run["settings"], sealed_run["ws"]
+    originals = _originals(landed)
+    assert len(originals) > 20
+    files = [p for p in ws.root.rglob("*mapping*") if p.is_file()] + list(sealed_run["files"])
+    assert files
+    for path in files:
+        data = path.read_bytes() if path.exists() else sealed_run["files"][path]
+        assert not [v for v in originals if v.encode() in data], path.name
+    tables = {t: _query(settings, f"SELECT * FROM {t}") for t in (
+        "deid_mapping", "deid_ledger", "deid_errors", "deid_withdrawals")}
+    assert tables["deid_mapping"] and tables["deid_ledger"] and tables["deid_withdrawals"]
+    for table, rows in tables.items():
+        text = json.dumps(rows, default=str)
+        assert not [v for v in originals if v in text], table
 
 
 def test_rotating_the_vault_key_of_the_warehouse_mapping(
@@ -140,6 +183,12 @@ def test_rotating_the_vault_key_of_the_warehouse_mapping(
         decrypt_columns(pa.Table.from_pylist(before), VAULT_KEY).to_pylist()
     with pytest.raises(VaultError):
         decrypt_columns(pa.Table.from_pylist(after), VAULT_KEY)
+    # The withdrawal made above: re-encrypted and re-indexed under the new key.
+    (row,) = _query(settings, "SELECT * FROM deid_withdrawals WHERE project = 'vaulted'")
+    original = decrypt_values([row["original_value"]], new_key, "original_value",
+                              [row["original_index"]])[0]
+    assert row["original_index"] == blind_index(new_key, f"vaulted|{row['level']}",
+                                                str(original))
 
 
 def test_a_review_is_refused_without_cards_or_after_the_release(

@@ -129,7 +129,7 @@ def vault(args: argparse.Namespace) -> int:
     from dicom_deid.vault.envelope import open_sealed, reseal
     from dicom_deid.vault.keys import load_vault_key, vault_key_id
 
-    rows = 0
+    rows = withdrawals = 0
     try:
         if not args.files and not args.warehouse and not args.audit:
             raise KeyConfigError("give sealed files, --warehouse URL or --audit FILE")
@@ -144,12 +144,14 @@ def vault(args: argparse.Namespace) -> int:
                 raise KeyConfigError(f"{log.name} does not verify under the old key "
                                      f"(record {report.first_bad}): {report.problem}")
         if args.warehouse:
-            from dicom_deid.vault.columns import rotate_mapping
+            from dicom_deid.vault.columns import rotate_mapping, rotate_withdrawals
             from dicom_deid.warehouse.factory import open_warehouse
 
             with open_warehouse(args.warehouse) as wh, \
                     tempfile.TemporaryDirectory(prefix="dicom-deid-rotate-") as scratch:
+                wh.ensure_schema()  # an older deid_withdrawals gains original_index
                 rows = rotate_mapping(wh, old, new, Path(scratch))  # ciphertext only
+                withdrawals = rotate_withdrawals(wh, old, new)
         for path in args.files:
             reseal(path, old, new)
         for log in args.audit:
@@ -157,8 +159,8 @@ def vault(args: argparse.Namespace) -> int:
     except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: vault rotate refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{len(args.files)} file(s), {len(args.audit)} audit log(s) and {rows} deid_mapping "
-          "row(s) re-keyed under vault "
+    print(f"{len(args.files)} file(s), {len(args.audit)} audit log(s), {rows} deid_mapping "
+          f"row(s) and {withdrawals} deid_withdrawals row(s) re-keyed under vault "
           f"key {vault_key_id(new)} (was {vault_key_id(old)}); the old key opens none of "
           "them now")
     return EXIT_OK

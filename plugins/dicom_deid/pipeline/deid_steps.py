@@ -614,7 +614,7 @@ def _plan_release(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
     by = f"batch {ws.batch_id}"
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
-        held = ledger.withdrawn_outputs(warehouse, req.project, mapping)
+        held = ledger.withdrawn_outputs(warehouse, req.project, mapping, vault_key)
         uris = [sources.get(m["source_path"], m["source_path"]) for m in mapping]
         earlier = ledger.current_rows(warehouse, req.project, source_uris=uris,
                                       output_paths=[m["output_path"] for m in mapping],

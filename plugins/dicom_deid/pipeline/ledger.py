@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from dicom_deid.cohort.cohorts import UID_COLUMNS, URI_COLUMN, resolve_params, resolve_sql
 from dicom_deid.cohort.filter_file import FilterSet
+from dicom_deid.vault.columns import blind_index, is_encrypted
 from dicom_deid.warehouse.base import DEFAULT_KEYS, Typed, Warehouse
 
 __all__ = ["RELEASED", "SUPERSEDED", "WITHDRAWN", "LedgerRow", "pending_instances"]
@@ -165,26 +166,33 @@ def write_rows(warehouse: Warehouse, rows: Iterable[LedgerRow]) -> int:
 
 
 def withdrawn_outputs(warehouse: Warehouse, project: str,
-                      mapping: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+                      mapping: Sequence[Mapping[str, Any]],
+                      vault_key: bytes | None = None) -> dict[str, str]:
     """Outputs (tree path -> the withdrawal's level) of ``mapping`` rows that belong to
     something withdrawn from ``project`` (a patient, study, series or instance), matched
-    on the original identifiers, so a withdrawal holds across a change of key."""
+    on the original identifiers' blind indexes under the project's vault key, so a
+    withdrawal holds across a change of pseudonym key without its value in clear."""
     if not mapping:
         return {}
     table = warehouse.run_cohort(
-        "SELECT level, original_value FROM deid_withdrawals WHERE project = @project",
-        {"project": project})
+        "SELECT level, original_value, original_index FROM deid_withdrawals "
+        "WHERE project = @project", {"project": project})
     withdrawn: dict[str, set[str]] = {}
     for row in table.to_pylist():
-        withdrawn.setdefault(row["level"], set()).add(row["original_value"])
+        index = row["original_index"] or (  # a row written before blind indexes
+            None if is_encrypted(row["original_value"]) else
+            blind_index(vault_key, f"{project}|{row['level']}", row["original_value"]))
+        if index:
+            withdrawn.setdefault(row["level"], set()).add(index)
     if not withdrawn:
         return {}
     columns = {"patient": "original_patient_id", "study": "original_study_uid",
                "series": "original_series_uid", "instance": "original_sop_uid"}
     out: dict[str, str] = {}
     for m in mapping:
-        for level, values in withdrawn.items():
-            if m.get(columns.get(level, "")) in values:
+        for level, indexes in withdrawn.items():
+            value = m.get(columns.get(level, ""))
+            if value and blind_index(vault_key, f"{project}|{level}", value) in indexes:
                 out[m["output_path"]] = level
                 break
     return out

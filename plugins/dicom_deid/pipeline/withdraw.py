@@ -43,7 +43,7 @@ from dicom_deid.text.banner import line_spans
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.lexicon import fold, lexicon
-from dicom_deid.vault.columns import decrypt_columns, is_encrypted
+from dicom_deid.vault.columns import blind_index, decrypt_columns, encrypt_values, is_encrypted
 from dicom_deid.vault.envelope import VaultError
 from dicom_deid.warehouse.base import DEFAULT_KEYS, Typed, Warehouse
 
@@ -241,7 +241,7 @@ def _withdraw(settings: PipelineSettings, req: _Request, dest: Store, tree: str,
         if dest.release_of(tree) is None:
             raise StorageError(f"{dest.uri(tree)} is not a release tree; the ledger says it "
                                "holds released files: nothing was withdrawn")
-        blocks = _withdrawal_rows(req, rows, mapped, wid, now)
+        blocks = _withdrawal_rows(req, rows, mapped, wid, now, vault_key)
         warehouse.insert_rows(ledger.WITHDRAWALS, blocks,
                               key_columns=DEFAULT_KEYS[ledger.WITHDRAWALS])
     paths = sorted({r.output_path for r in rows})
@@ -335,20 +335,27 @@ def _originals(warehouse: Warehouse, rows: Sequence[ledger.LedgerRow],
 
 def _withdrawal_rows(req: _Request, rows: Sequence[ledger.LedgerRow],
                      mapped: Mapping[tuple[str, str], Mapping[str, Any]], wid: str,
-                     now: datetime) -> list[dict[str, Any]]:
+                     now: datetime, vault_key: bytes | None) -> list[dict[str, Any]]:
     """One ``deid_withdrawals`` row per original value of the level, with the number of
     released files it removes. A file without an original value at that level (no
-    PatientID, say) is blocked by its original SOP Instance UID instead."""
+    PatientID, say) is blocked by its original SOP Instance UID instead. Under a vault
+    key the value is stored encrypted, with its blind index to match new instances on."""
     counts: Counter[tuple[str, str]] = Counter()
     for r in rows:
         m = mapped[(r.batch_id, r.output_path)]
         original = m.get(ORIGINALS[req.level])
         counts[(req.level, original) if original else ("instance", m[ORIGINALS["instance"]])] += 1
     key_ids = ",".join(sorted({r.key_id for r in rows if r.key_id})) or None
-    return [{"project": req.project, "level": level, "original_value": original,
-             "pseudonymous_value": req.value, "key_id": key_ids, "requested_at": now,
-             "requested_by": req.requested_by, "reason": req.reason, "batch_id": wid,
-             "files_removed": n} for (level, original), n in sorted(counts.items())]
+    out = []
+    for (level, original), n in sorted(counts.items()):
+        index = blind_index(vault_key, f"{req.project}|{level}", original)
+        stored = original if vault_key is None else encrypt_values(
+            [original], vault_key, "original_value", [index])[0]
+        out.append({"project": req.project, "level": level, "original_value": stored,
+                    "original_index": index, "pseudonymous_value": req.value,
+                    "key_id": key_ids, "requested_at": now, "requested_by": req.requested_by,
+                    "reason": req.reason, "batch_id": wid, "files_removed": n})
+    return out
 
 
 def _context(warehouse: Warehouse, rows: Sequence[ledger.LedgerRow],

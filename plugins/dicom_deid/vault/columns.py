@@ -14,6 +14,8 @@ their own: each value names its key, and a key opens only its rows.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,9 +32,9 @@ if TYPE_CHECKING:
 
     from dicom_deid.warehouse.base import Warehouse
 
-__all__ = ["MAPPING_IDENTIFYING", "ROW_KEYS", "decrypt_columns", "decrypt_values",
-           "encrypt_columns", "encrypt_values", "is_encrypted", "rotate_mapping",
-           "rows_under"]
+__all__ = ["MAPPING_IDENTIFYING", "ROW_KEYS", "blind_index", "decrypt_columns",
+           "decrypt_values", "encrypt_columns", "encrypt_values", "is_encrypted",
+           "rotate_mapping", "rotate_withdrawals", "rows_under"]
 
 #: The mapping's columns that identify a patient (the rest are pseudonyms and counts).
 MAPPING_IDENTIFYING = ("source_path", "original_study_uid", "original_series_uid",
@@ -55,6 +57,18 @@ def key_id_of(value: str | None) -> str | None:
     if not is_encrypted(value):
         return None
     return str(value).split(".", 2)[1]
+
+
+def blind_index(vault_key: bytes | None, scope: str, value: str) -> str:
+    """A keyed, deterministic stand-in for an identifier: ``i1.<vault key id>.<HMAC-SHA256
+    of scope and value under a subkey of the vault key>``. Equal values give equal indexes
+    (rows can be matched and deduplicated without the value); without the key it tells
+    nothing, not even whether two scopes hold the same value. With no vault key (a mapping
+    kept in clear, engine-level use only) the value stands for itself."""
+    if vault_key is None:
+        return value
+    mac = hmac.new(derive(vault_key, "index"), f"{scope}|{value}".encode(), hashlib.sha256)
+    return f"i1.{vault_key_id(vault_key)}.{mac.hexdigest()}"
 
 
 def _aad(column: str, row: str) -> bytes:
@@ -177,3 +191,27 @@ def rotate_mapping(warehouse: Warehouse, old_key: bytes, new_key: bytes, scratch
         return warehouse.load_parquet("deid_mapping", str(path), mode="replace_partition")
     finally:
         path.unlink(missing_ok=True)
+
+
+def rotate_withdrawals(warehouse: Warehouse, old_key: bytes, new_key: bytes) -> int:
+    """Re-encrypt and re-index the ``deid_withdrawals`` rows under ``old_key`` with
+    ``new_key`` (all opened first). The new rows are written before the old ones are
+    deleted: a withdrawal is never lost in between (a crash leaves both, and rotating
+    again finishes). Returns the rows rotated."""
+    every = warehouse.query("SELECT * FROM deid_withdrawals").to_pylist()
+    old_id = vault_key_id(old_key)
+    rows = [r for r in every if key_id_of(r.get("original_value")) == old_id]
+    if not rows:
+        return 0
+    clear = [decrypt_values([r["original_value"]], old_key, "original_value",
+                            [r["original_index"]])[0] for r in rows]
+    rotated = []
+    for row, value in zip(rows, clear, strict=True):
+        index = blind_index(new_key, f"{row['project']}|{row['level']}", str(value))
+        rotated.append({**row, "original_index": index, "original_value": encrypt_values(
+            [value], new_key, "original_value", [index])[0]})
+    warehouse.insert_rows("deid_withdrawals", rotated,
+                          key_columns=("project", "level", "original_index"))
+    warehouse.delete_in("deid_withdrawals", "original_index",
+                        [r["original_index"] for r in rows])
+    return len(rows)

@@ -74,7 +74,7 @@ DEFAULT_KEYS: dict[str, tuple[str, ...]] = {
     "deid_runs": ("run_id",),
     "deid_errors": ("run_id", "path", "stage"),
     "deid_ledger": ("project", "batch_id", "source_uri"),
-    "deid_withdrawals": ("project", "level", "original_value"),
+    "deid_withdrawals": ("project", "level", "original_index"),
 }
 #: Partition identity used by ``mode="replace_partition"`` (replace everything loaded
 #: before for the same partition values).
