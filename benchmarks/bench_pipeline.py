@@ -401,14 +401,17 @@ def digests(root: Path) -> dict[str, str]:
 
 
 def query(warehouse: Path, sql: str) -> list[tuple[Any, ...]] | None:
-    """Rows of ``sql`` on a DuckDB file, read only (None when the file or table is missing)."""
+    """Rows of ``sql`` on a DuckDB warehouse, read only, its restricted file attached (None
+    when the file or table is missing)."""
     import duckdb
+
+    from dicom_deid.warehouse.duckdb_backend import DuckDBWarehouse
 
     if not warehouse.exists():
         return None
     try:
-        with duckdb.connect(str(warehouse), read_only=True) as con:
-            return con.execute(sql).fetchall()
+        with DuckDBWarehouse(warehouse, read_only=True) as wh:
+            return list(wh.connection.execute(sql).fetchall())
     except duckdb.Error:
         return None
 

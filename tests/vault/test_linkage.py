@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -38,6 +37,7 @@ from dicom_deid.vault.linkage import (
     read_extract,
     write_extract,
 )
+from dicom_deid.warehouse.duckdb_backend import DuckDBWarehouse
 
 # The options that make deidentify's config the privacy-first default + Modified Dates,
 # i.e. what the project file below says (the test checks the fingerprints agree).
@@ -65,8 +65,8 @@ class World:
     """The config fingerprint the de-identified files record."""
 
     def query(self, sql: str) -> list[tuple[object, ...]]:
-        with duckdb.connect(str(self.warehouse), read_only=True) as con:
-            return con.execute(sql).fetchall()
+        with DuckDBWarehouse(self.warehouse, read_only=True) as wh:  # both files attached
+            return list(wh.connection.execute(sql).fetchall())
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +82,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for tree, table in (("corpus/dicom", "dicom_metadata"), ("deid", "deid_metadata")):
         main(["export-metadata", str(root / tree), "--out", str(root / table),
               "--table", table, "--warehouse", f"duckdb:///{warehouse}", "--workers", "1"])
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        studies = con.execute(
+    with DuckDBWarehouse(warehouse, read_only=True) as wh:
+        studies = [tuple(r.values()) for r in wh.query(
             "SELECT DISTINCT PatientID, IssuerOfPatientID, AccessionNumber, StudyDate, "
-            "StudyInstanceUID FROM dicom_metadata ORDER BY StudyInstanceUID").fetchall()
-        method = con.execute("SELECT DISTINCT DeidentificationMethod FROM deid_metadata"
-                             ).fetchall()
+            "StudyInstanceUID FROM dicom_metadata ORDER BY StudyInstanceUID").to_pylist()]
+        method = [tuple(r.values()) for r in wh.query(
+            "SELECT DISTINCT DeidentificationMethod FROM deid_metadata").to_pylist()]
     assert len(studies) >= 5 and len({s[0] for s in studies}) == 3
     rows = [*studies, (NO_IMAGES_PID, "WBMPI", "ACC0000001", date(2023, 1, 2), "1.2.3.4"),
             (studies[0][0], OTHER_ISSUER, studies[0][2], studies[0][3], studies[0][4])]

@@ -483,3 +483,55 @@ def test_boundary_ddl_as_written_in_its_dataset() -> None:
         expected = "ds_restricted" if table in RESTRICTED_TABLES else "ds"
         assert config.default_dataset.dataset_id == expected
     assert "CLUSTER BY run_id" in schema_ddl("deid_mapping")
+
+
+# -- DuckDB: the restricted tables in a file of their own ------------------------------
+
+
+def _tables(path: Path) -> set[str]:
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def test_duckdb_keeps_restricted_tables_out_of_the_analysts_file(tmp_path: Path) -> None:
+    main = tmp_path / "wh" / "w.duckdb"
+    with open_warehouse(f"duckdb://{main}") as wh:
+        wh.ensure_schema()
+        secret = "Doe^Jane-7f3a9c"
+        wh.insert_rows("deid_errors", [{"run_id": "r", "path": f"/landing/{secret}/1.dcm",
+                                        "stage": "read", "reason": "zero-byte file"}])
+        wh.insert_rows("deid_runs", [{"run_id": "r", "status": "success"}])
+        # Unqualified SQL reaches both files, joins included.
+        joined = wh.run_cohort("SELECT e.path FROM deid_errors e JOIN deid_runs r "
+                               "USING (run_id)").column(0).to_pylist()
+        assert joined == [f"/landing/{secret}/1.dcm"]
+    restricted = main.with_name("w_restricted.duckdb")
+    assert _tables(main) == set(TABLES) - RESTRICTED_TABLES == {"deid_metadata", "deid_runs"}
+    assert _tables(restricted) == set(RESTRICTED_TABLES)
+    assert secret.encode() not in main.read_bytes()  # the analysts' file: no landing path
+    # Read only, as an analyst's tool would open it: the restricted tables come along only
+    # when their file is there.
+    with DuckDBWarehouse(main, read_only=True) as ro:
+        assert ro.query("SELECT count(*) AS n FROM deid_errors").column(0)[0].as_py() == 1
+
+
+def test_duckdb_splits_a_single_file_of_an_earlier_version(tmp_path: Path) -> None:
+    import duckdb
+
+    main = tmp_path / "old.duckdb"
+    with duckdb.connect(str(main)) as con:  # the earlier layout: everything in one file
+        con.execute("CREATE TABLE deid_mapping (run_id VARCHAR, sop_uid VARCHAR)")
+        con.execute("INSERT INTO deid_mapping VALUES ('r1', '2.25.1'), ('r1', '2.25.2')")
+        con.execute("CREATE TABLE deid_runs (run_id VARCHAR)")
+        con.execute("INSERT INTO deid_runs VALUES ('r1')")
+    with open_warehouse(f"duckdb://{main}") as wh:
+        wh.ensure_schema()
+        rows = wh.query("SELECT run_id, sop_uid FROM deid_mapping ORDER BY sop_uid")
+        assert rows.to_pylist() == [{"run_id": "r1", "sop_uid": "2.25.1"},
+                                    {"run_id": "r1", "sop_uid": "2.25.2"}]
+        assert wh.query("SELECT count(*) FROM deid_runs").column(0)[0].as_py() == 1
+    assert "deid_mapping" not in _tables(main)
+    assert "deid_mapping" in _tables(main.with_name("old_restricted.duckdb"))

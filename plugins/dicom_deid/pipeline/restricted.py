@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dicom_deid.storage.permissions import private_dir, restrict
-from dicom_deid.warehouse.base import Warehouse
+from dicom_deid.warehouse.base import Warehouse, restricted_path
 from dicom_deid.warehouse.factory import open_warehouse
 
 __all__ = ["duckdb_file", "open_private_warehouse"]
@@ -38,13 +38,16 @@ def duckdb_file(url: str) -> Path | None:
 
 @contextmanager
 def open_private_warehouse(url: str) -> Iterator[Warehouse]:
-    """:func:`~dicom_deid.warehouse.factory.open_warehouse`, with a DuckDB file kept in a
-    0700 folder and set to 0600 (it holds the identified metadata and the mapping)."""
+    """:func:`~dicom_deid.warehouse.factory.open_warehouse`, with DuckDB's files kept in a
+    0700 folder and set to 0600: the restricted file holds the identified metadata and the
+    mapping; the analysts' one is handed out by choice, not by default."""
     path = duckdb_file(url)
     if path is not None:
         private_dir(path.parent)
     with open_warehouse(url) as warehouse:
         yield warehouse
     if path is not None:
-        for name in (path.name, f"{path.name}.wal"):
-            restrict(path.with_name(name))
+        restricted = Path(restricted_path(str(path)))
+        for file in (path, restricted):
+            for name in (file.name, f"{file.name}.wal"):
+                restrict(file.with_name(name))

@@ -43,6 +43,7 @@ __all__ = [
     "Typed",
     "Warehouse",
     "infer_type",
+    "restricted_path",
 ]
 
 LoadMode = Literal["append", "replace_partition", "merge"]
@@ -135,6 +136,16 @@ def infer_type(value: Any) -> str:
 def unwrap(value: Any) -> Any:
     """The plain Python value of a parameter (drops :class:`Typed`)."""
     return value.value if isinstance(value, Typed) else value
+
+
+def restricted_path(path: str) -> str:
+    """The restricted file beside the analysts' one: ``<name>_restricted.duckdb`` (the
+    identified metadata, the mapping, the ledger, errors and withdrawals), so the
+    analysts' file can be handed out alone."""
+    if path == ":memory:":
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_restricted{p.suffix or '.duckdb'}"))
 
 
 def used_params(names: Sequence[str], params: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -16,11 +16,14 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import sqlglot
+from sqlglot import exp
 
 from dicom_deid.errors import WarehouseError
 
 from .base import (
     EVOLVING_TABLES,
+    RESTRICTED_TABLES,
     TABLES,
     LoadMode,
     PathsOrGlob,
@@ -28,6 +31,7 @@ from .base import (
     check_identifier,
     expand_paths,
     resolve_keys,
+    restricted_path,
     unwrap,
     used_params,
 )
@@ -39,8 +43,32 @@ __all__ = ["DuckDBWarehouse"]
 _STAGE = "__dicom_deid_stage"
 
 
+RESTRICTED = "restricted"  # the attached restricted database's name in SQL
+
+
 def _quote(name: str) -> str:
     return '"' + check_identifier(name) + '"'
+
+
+def _ref(table: str) -> str:
+    """A pipeline table as SQL: the restricted ones qualified with their database."""
+    quoted = _quote(table)
+    return f"{RESTRICTED}.{quoted}" if table in RESTRICTED_TABLES else quoted
+
+
+def _literal(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _in_its_file(statement: str, table: str) -> str:
+    """A DDL statement of ``table`` aimed at the restricted file when the table is one."""
+    if table not in RESTRICTED_TABLES:
+        return statement
+    tree = sqlglot.parse_one(statement, read="duckdb")
+    for ref in tree.find_all(exp.Table):
+        if ref.name == table and not ref.args.get("db"):
+            ref.set("db", exp.to_identifier(RESTRICTED))
+    return tree.sql(dialect="duckdb")
 
 
 def _connect(path: str, read_only: bool, wait_seconds: float = 120.0) -> duckdb.DuckDBPyConnection:
@@ -77,6 +105,26 @@ class DuckDBWarehouse(Warehouse):
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._con = _connect(self.path, read_only)
+        self.restricted_path = restricted_path(self.path)
+        self._attach_restricted(read_only)
+
+    def _attach_restricted(self, read_only: bool) -> None:
+        """Attach the restricted file (the tables of :data:`RESTRICTED_TABLES`) and put it
+        on the search path: SQL names every table unqualified, on both files."""
+        attached = {row[0] for row in self._con.execute(
+            "SELECT database_name FROM duckdb_databases()").fetchall()}
+        if RESTRICTED not in attached:
+            if read_only and self.restricted_path != ":memory:" and \
+                    not Path(self.restricted_path).exists():
+                return  # nothing restricted written yet: those tables do not exist
+            mode = " (READ_ONLY)" if read_only else ""
+            self._con.execute(f"ATTACH '{_literal(self.restricted_path)}' AS {RESTRICTED}{mode}")
+        self._con.execute(f"SET search_path = '{_literal(self._main())},{RESTRICTED}'")
+
+    def _main(self) -> str:
+        """The analysts' database's name in SQL (its file's stem)."""
+        row = self._con.execute("SELECT current_database()").fetchone()
+        return str(row[0]) if row else "memory"
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -86,13 +134,16 @@ class DuckDBWarehouse(Warehouse):
     # -- schema ------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create every table from ``ddl/`` (BigQuery DDL transpiled) if missing, and add
-        the declared columns an older version's table lacks (nullable, at the end)."""
+        """Create every table from ``ddl/`` (BigQuery DDL transpiled) if missing, the
+        restricted ones in the restricted file (moved there from an older single file),
+        and add the declared columns an older version's table lacks (nullable, at the
+        end)."""
         declared = duckdb.connect(":memory:")
         try:
             for table in TABLES:
+                self._move_restricted(table)
                 for statement in transpile_ddl(schema_ddl(table)):
-                    self._con.execute(statement)
+                    self._con.execute(_in_its_file(statement, table))
                     declared.execute(statement)
                 have = {name.lower() for name in self.columns(table)}
                 for name, dtype in declared.execute(
@@ -101,16 +152,49 @@ class DuckDBWarehouse(Warehouse):
                 ).fetchall():
                     if name.lower() not in have:
                         self._con.execute(
-                            f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {dtype}")
+                            f"ALTER TABLE {_ref(table)} ADD COLUMN {_quote(name)} {dtype}")
         finally:
             declared.close()
+
+    def _catalog(self, table: str) -> str:
+        return RESTRICTED if table in RESTRICTED_TABLES else self._main()
+
+    def _move_restricted(self, table: str) -> None:
+        """A restricted table an older version kept in the analysts' file: copied to the
+        restricted file, then dropped from the analysts' one once every row of it is found
+        there (DuckDB writes one file per transaction: a crash in between leaves a copy
+        that the next call drops)."""
+        if table not in RESTRICTED_TABLES:
+            return
+        main = self._main()
+        found = self._con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? "
+            "AND table_name = ? AND table_schema = 'main'", [main, table]).fetchone()
+        if not found or not found[0]:
+            return
+        source = f"{_quote(main)}.main.{_quote(table)}"
+        if not self.columns(table):
+            self._con.execute(f"CREATE TABLE {_ref(table)} AS SELECT * FROM {source}")
+        names = ", ".join(_quote(c) for c in self._con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? "
+            "AND table_name = ? AND table_schema = 'main'", [main, table]).fetchall()
+            for c in c)
+        missing = self._con.execute(
+            f"SELECT count(*) FROM (SELECT {names} FROM {source} EXCEPT ALL "
+            f"SELECT {names} FROM {_ref(table)})").fetchone()
+        if missing and missing[0]:
+            raise WarehouseError(f"{table}: the analysts' file holds rows the restricted "
+                                 "file lacks; move them by hand, then drop the table there")
+        self._con.execute(f"DROP TABLE {source}")
+        self._con.execute(f"CHECKPOINT {_quote(main)}")  # the analysts' file rewritten
 
     def columns(self, table: str) -> dict[str, str]:
         """Column name -> DuckDB type of ``table`` (empty if it does not exist)."""
         rows = self._con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
-            [table],
+            "WHERE table_name = ? AND table_catalog = ? AND table_schema = 'main' "
+            "ORDER BY ordinal_position",
+            [table, self._catalog(table)],
         ).fetchall()
         return {name: dtype for name, dtype in rows}
 
@@ -125,13 +209,13 @@ class DuckDBWarehouse(Warehouse):
         if not existing:
             select = ", ".join(map(_quote, staged))
             self._con.execute(
-                f"CREATE TABLE {_quote(table)} AS SELECT {select} FROM {_STAGE} LIMIT 0"
+                f"CREATE TABLE {_ref(table)} AS SELECT {select} FROM {_STAGE} LIMIT 0"
             )
             return
         lowered = {name.lower() for name in existing}
         for name, dtype in staged.items():
             if name.lower() not in lowered:
-                self._con.execute(f"ALTER TABLE {_quote(table)} ADD COLUMN {_quote(name)} {dtype}")
+                self._con.execute(f"ALTER TABLE {_ref(table)} ADD COLUMN {_quote(name)} {dtype}")
 
     # -- loads -------------------------------------------------------------------
 
@@ -187,11 +271,11 @@ class DuckDBWarehouse(Warehouse):
         if keys:
             match = " AND ".join(f"t.{_quote(k)} IS NOT DISTINCT FROM s.{_quote(k)}" for k in keys)
             self._con.execute(
-                f"DELETE FROM {_quote(table)} AS t "
+                f"DELETE FROM {_ref(table)} AS t "
                 f"WHERE EXISTS (SELECT 1 FROM {_STAGE} AS s WHERE {match})"
             )
         select = ", ".join(map(_quote, staged))
-        self._con.execute(f"INSERT INTO {_quote(table)} BY NAME SELECT {select} FROM {_STAGE}")
+        self._con.execute(f"INSERT INTO {_ref(table)} BY NAME SELECT {select} FROM {_STAGE}")
         row = self._con.execute(f"SELECT count(*) FROM {_STAGE}").fetchone()
         self._con.execute(f"DROP TABLE {_STAGE}")
         return int(row[0]) if row else 0
@@ -230,7 +314,7 @@ class DuckDBWarehouse(Warehouse):
         if not values:
             raise WarehouseError("delete_partition needs at least one column")
         where = " AND ".join(f"{_quote(c)} = ?" for c in values)
-        self._con.execute(f"DELETE FROM {_quote(table)} WHERE {where}",
+        self._con.execute(f"DELETE FROM {_ref(table)} WHERE {where}",
                           [unwrap(v) for v in values.values()])
 
     def delete_in(self, table: str, column: str, values: Sequence[str]) -> int:
@@ -238,7 +322,7 @@ class DuckDBWarehouse(Warehouse):
         if not values:
             return 0
         found = self._con.execute(
-            f"DELETE FROM {_quote(table)} WHERE {_quote(column)} "
+            f"DELETE FROM {_ref(table)} WHERE {_quote(column)} "
             "IN (SELECT UNNEST(?::VARCHAR[]))",
             [list(values)]).fetchone()
         return int(found[0]) if found else 0
