@@ -429,8 +429,10 @@ def _plan(sources: Iterable[Source], state: ExportState, summary: ExportSummary)
         try:
             size, mtime_ns = (listed[uri].size, listed[uri].mtime_ns) if uri in listed \
                 else _stat(uri)
-        except (OSError, StorageError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        except (OSError, StorageError) as exc:  # a store's text may name the object
+            reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                      else "not found" if isinstance(exc, FileNotFoundError)
+                      else "unreadable in its store")
             summary.errors.append((uri, f"cannot read file: {reason}"))
             continue
         if state.is_current(uri, size, mtime_ns):
