@@ -175,3 +175,25 @@ def test_a_listed_object_is_read_without_a_metadata_request(
         ingest_date=date(2026, 12, 1), workers=1)
     assert (summary.exported, summary.errors) == (1, [])
     assert summary.remote_bytes == found.size  # a small file: its one range is all of it
+
+
+def test_an_object_replaced_after_its_listing_is_listed_as_changed_not_fatal(
+    gcloud_env: Cloud, tmp_path: Path
+) -> None:
+    """The export reads the generation its listing saw: a newer one is not mixed in."""
+    bucket = f"moved-{uuid.uuid4().hex[:8]}"
+    client = Client()
+    client.create_bucket(bucket)
+    for name in ("a.dcm", "b.dcm"):
+        client.bucket(bucket).blob(name).upload_from_filename(
+            str(PYDICOM_FILES / "CT_small.dcm"))
+    store = open_store(f"gs://{bucket}")
+    listed = [Listed(store.uri(f.rel), f.size, f.mtime_ns, f.generation, f.checksum)
+              for f in store.list_files()]
+    client.bucket(bucket).blob("a.dcm").upload_from_filename(  # replaced meanwhile
+        str(PYDICOM_FILES / "MR_small.dcm"))
+    summary = export_metadata(listed, tmp_path / "out", run_id="m",
+                              ingest_date=date(2026, 12, 1), workers=1)
+    assert summary.exported == 1
+    assert summary.errors == [(f"gs://{bucket}/a.dcm", "object changed or gone since it was "
+                                                       "listed (read again next run)")]

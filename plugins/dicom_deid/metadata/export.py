@@ -580,7 +580,11 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
         except BadInput as exc:
             result.errors.append((task.uri, exc.reason))
             continue
-        except StorageError:  # the store's message may name the object: not repeated
+        except FileNotFoundError:  # replaced or removed since it was listed
+            result.errors.append((task.uri, "object changed or gone since it was listed "
+                                            "(read again next run)"))
+            continue
+        except (StorageError, OSError):  # the store's text may name the object: not kept
             result.errors.append((task.uri, "cannot read object from its store"))
             continue
         sha = digest.hex()
