@@ -432,7 +432,8 @@ def test_boundary_stage_tables_expire(tmp_path: Path) -> None:
     """Gap: the emulator keeps no table expiration. On BigQuery a staging table that a dead
     load left behind drops itself after STAGE_TTL."""
     client = RecordingClient({"proj.ds_restricted.dicom_metadata": declared("dicom_metadata")})
-    before = datetime.now(UTC)
+    now = datetime.now(UTC)
+    before = now.replace(microsecond=now.microsecond // 1000 * 1000)  # expires keeps ms
     BigQueryWarehouse("proj", "ds", client=client).load_parquet(
         "dicom_metadata", write(tmp_path / "a.parquet", [meta("f/1")]), mode="merge")
     (stage, _), = client.named("create_table")
