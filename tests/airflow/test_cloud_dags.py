@@ -5,7 +5,6 @@ the same row counts."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from google.cloud.storage import Client
-from test_dags import KEY_HEX, ROOT, STUDY, STUDY_YAML, VAULT_KEY_HEX
+from test_dags import ROOT, STUDY, STUDY_YAML, airflow_env
 
 from dicom_deid.storage.base import parallel
 from dicom_deid.synth import generate, planted_byte_patterns
@@ -44,20 +43,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, gcloud: Cloud) -> Iterator[di
     projects.mkdir()
     (projects / f"{STUDY}.yaml").write_text(STUDY_YAML)
     bucket = f"hospital-{uuid.uuid4().hex[:8]}"
-    values = {
-        **gcloud.env,
-        "AIRFLOW_HOME": str(base / "airflow"),
-        "DICOM_DEID_PROJECTS_DIR": str(projects),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "DICOM_DEID_DATA_DIR": str(data),
-        "DICOM_DEID_LANDING": str(landing),
-        "DICOM_DEID_WORKERS": "2",
-        "AIRFLOW_CONN_DICOM_DEID_KEY": json.dumps({"conn_type": "generic",
-                                                    "password": KEY_HEX}),
-        "AIRFLOW_CONN_DICOM_DEID_VAULT_KEY": json.dumps({"conn_type": "generic",
-                                                          "password": VAULT_KEY_HEX}),
-    }
+    values = {**gcloud.env, **airflow_env(base, projects, data, landing)}
     with pytest.MonkeyPatch.context() as mp:
         for k, v in values.items():
             mp.setenv(k, v)

@@ -88,6 +88,25 @@ review: none
 """
 
 
+def airflow_env(base: Path, projects: Path, data: Path, landing: Path | str,
+                key_hex: str = KEY_HEX) -> dict[str, str]:
+    """The environment of a test deployment: an Airflow home under ``base``, our DAGs and
+    ``projects``, the data folder and landing zone, and the two key connections."""
+    return {
+        "AIRFLOW_HOME": str(base / "airflow"),
+        "DICOM_DEID_PROJECTS_DIR": str(projects),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "DICOM_DEID_DATA_DIR": str(data),
+        "DICOM_DEID_LANDING": str(landing),
+        "DICOM_DEID_WORKERS": "2",
+        "AIRFLOW_CONN_DICOM_DEID_KEY": json.dumps({"conn_type": "generic",
+                                                    "password": key_hex}),
+        "AIRFLOW_CONN_DICOM_DEID_VAULT_KEY": json.dumps({"conn_type": "generic",
+                                                          "password": VAULT_KEY_HEX}),
+    }
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """A migrated Airflow home, a landing zone with known PHI, and the key connection."""
@@ -108,19 +127,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     (projects / f"{NO_VAULT}.yaml").write_text(BY_DATE_YAML.replace(
         f"name: {BY_DATE}", f"name: {NO_VAULT}") + "vault_key_conn_id: no_such_vault\n")
     (projects / "studies_in_window.sql").write_text(BY_DATE_SQL)
-    values = {
-        "AIRFLOW_HOME": str(base / "airflow"),
-        "DICOM_DEID_PROJECTS_DIR": str(projects),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "DICOM_DEID_DATA_DIR": str(data),
-        "DICOM_DEID_LANDING": str(data / "landing" / "dicom"),
-        "DICOM_DEID_WORKERS": "2",
-        "AIRFLOW_CONN_DICOM_DEID_KEY": json.dumps({"conn_type": "generic",
-                                                    "password": KEY_HEX}),
-        "AIRFLOW_CONN_DICOM_DEID_VAULT_KEY": json.dumps({"conn_type": "generic",
-                                                          "password": VAULT_KEY_HEX}),
-    }
+    values = airflow_env(base, projects, data, data / "landing" / "dicom")
     with pytest.MonkeyPatch.context() as mp:
         for k, v in values.items():
             mp.setenv(k, v)

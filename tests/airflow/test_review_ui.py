@@ -13,7 +13,6 @@ its timeout and the scheduler's sweep rejects it.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import subprocess
@@ -29,6 +28,7 @@ from urllib.parse import quote
 
 import pydicom
 import pytest
+from test_dags import airflow_env
 
 from dicom_deid.cli.airflow_review import (
     REVIEWER,
@@ -45,7 +45,6 @@ from dicom_deid.synth import generate, planted_byte_patterns
 pytestmark = pytest.mark.airflow
 
 ROOT = Path(__file__).resolve().parents[2]
-VAULT_KEY_HEX = "a7" * 32  # seals the mapping
 KEY_HEX = "6a" * 32
 ARRIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 EXPORT_RUN = "2026-03-11T01:00:00+00:00"
@@ -84,21 +83,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         (projects / f"{name}.yaml").write_text(PROJECT_YAML.format(name=name, rule=rule,
                                                                     hours=hours))
     port = free_port()
-    values = {
-        "AIRFLOW_HOME": str(base / "airflow"),
-        "DICOM_DEID_PROJECTS_DIR": str(projects),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "DICOM_DEID_DATA_DIR": str(data),
-        "DICOM_DEID_LANDING": str(data / "landing" / "dicom"),
-        "DICOM_DEID_WORKERS": "2",
-        "AIRFLOW_CONN_DICOM_DEID_KEY": json.dumps({"conn_type": "generic",
-                                                    "password": KEY_HEX}),
-        "AIRFLOW_CONN_DICOM_DEID_VAULT_KEY": json.dumps({"conn_type": "generic",
-                                                          "password": VAULT_KEY_HEX}),
-    }
+    values = {**airflow_env(base, projects, data, data / "landing" / "dicom", KEY_HEX),
+              "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": USERS,
+              "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
     environ = {**os.environ, **values}
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=environ)

@@ -367,7 +367,7 @@ def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Sou
     """The shard's input files, named relative to the landing root (object store inputs
     by URI, with the update time the export saw: each worker fetches its own, one at a
     time, in one request)."""
-    table = pq.read_table(ws.shard_list(plan))
+    table = pq.read_table(ws.shard_list(plan), columns=[URI_COLUMN, "mtime"])
     uris = table.column(URI_COLUMN).to_pylist()
     if not isinstance(landing, LocalStore):  # the export's update times: one request a file
         root_uri = landing.uri("").rstrip("/") + "/"
