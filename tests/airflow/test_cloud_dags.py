@@ -5,7 +5,6 @@ the same row counts."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -18,9 +17,8 @@ import pytest
 from google.cloud.storage import Client
 from test_dags import ROOT, STUDY, STUDY_YAML, airflow_env
 
-from dicom_deid.storage.base import parallel
 from dicom_deid.synth import generate, planted_byte_patterns
-from emulators import Cloud
+from emulators import Cloud, upload_folder
 
 pytestmark = pytest.mark.airflow
 TOMORROW = (datetime.now(UTC) + timedelta(days=1)).replace(hour=1, minute=0, second=0,
@@ -50,12 +48,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, gcloud: Cloud) -> Iterator[di
         client = Client()
         client.create_bucket(bucket)
 
-        def upload(path: Path) -> None:
-            blob = client.bucket(bucket).blob(f"landing/{path.relative_to(landing)}")
-            blob.upload_from_filename(str(path))
-            os.utime(path, (blob.updated.timestamp(), blob.updated.timestamp()))
-
-        parallel(upload, sorted(p for p in landing.rglob("*") if p.is_file()), 8)
+        upload_folder(client, bucket, landing, "landing")
         airflow = Path(sys.executable).parent / "airflow"
         subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
         yield {"data": data, "bucket": bucket, "client": client, "answer_key": key,

@@ -5,7 +5,6 @@ row counts."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -15,10 +14,9 @@ from google.cloud.storage import Client
 from dicom_deid.cli.main import main
 from dicom_deid.cohort.cohorts import shipped_cohort_dir
 from dicom_deid.cohort.filter_file import read_filter
-from dicom_deid.storage.base import parallel
 from dicom_deid.synth import generate
 from dicom_deid.warehouse.factory import open_warehouse
-from emulators import Cloud
+from emulators import Cloud, upload_folder
 from instances import KEY
 
 COHORT = str(shipped_cohort_dir() / "patients_with_us.sql")
@@ -47,20 +45,10 @@ def _flow(tmp: Path, landing: str, out: str, wh: str, key: Path) -> tuple[int, .
 def test_cli_on_gcs_and_bigquery_matches_local(gcloud_env: Cloud, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     generate(tmp_path / "src", patients=4, seed=21, small=True, bad_inputs=True)
-    files = sorted(p for p in (tmp_path / "src" / "dicom").rglob("*") if p.is_file())
     bucket = f"hospital-{uuid.uuid4().hex[:8]}"
     client = Client()
     client.create_bucket(bucket)
-
-    def upload(path: Path) -> None:
-        blob = client.bucket(bucket).blob(
-            "landing/" + path.relative_to(tmp_path / "src" / "dicom").as_posix())
-        blob.upload_from_filename(str(path))
-        # The local copy gets the object's time: the duplicate rule (newest wins) then
-        # picks the same file on both sides.
-        os.utime(path, (blob.updated.timestamp(), blob.updated.timestamp()))
-
-    parallel(upload, files, 8)
+    upload_folder(client, bucket, tmp_path / "src" / "dicom", "landing")
     key = tmp_path / "k"
     key.write_text(KEY.hex())
 
@@ -110,12 +98,7 @@ def test_pydicoms_own_files_from_gcs_give_the_local_bytes_on_both_paths(
     client = Client()
     client.create_bucket(bucket)
 
-    def upload(path: Path) -> None:
-        blob = client.bucket(bucket).blob(f"in/{path.name}")
-        blob.upload_from_filename(str(path))
-        os.utime(path, (blob.updated.timestamp(), blob.updated.timestamp()))
-
-    parallel(upload, sorted(src.iterdir()), 8)
+    upload_folder(client, bucket, src, "in")
     key = tmp_path / "k"
     key.write_text(KEY.hex())
     common = ["--key-file", str(key), "--no-progress", "--workers", "2"]
