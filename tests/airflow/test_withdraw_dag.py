@@ -18,6 +18,7 @@ import pytest
 from test_dags import (
     STUDY,
     VAULT_KEY_HEX,
+    _ledger_rows,
     _tree_digest,
     _warehouse_rows,
     dags,
@@ -74,9 +75,9 @@ def test_the_withdrawal_dag_takes_a_study_out_as_its_triggering_user_asked(
     uris = {r["source_uri"] for r in _warehouse_rows(
         data, f"SELECT source_uri FROM deid_metadata WHERE source_uri LIKE '{tree}/%'")}
     assert uris == {f"{tree}/{p}" for p in after if p.endswith(".dcm")}
-    rows = _warehouse_rows(data, "SELECT output_path, status, status_by, status_reason "
-                                 f"FROM deid_ledger WHERE project = '{STUDY}' "
-                                 f"AND study_uid = '{study}' ORDER BY output_path")
+    rows = sorted(({k: r[k] for k in ("output_path", "status", "status_by", "status_reason")}
+                   for r in _ledger_rows(data, STUDY) if r["study_uid"] == study),
+                  key=lambda r: r["output_path"])  # opened: encrypted in the table
     assert rows == [{"output_path": p, "status": "withdrawn", "status_by": "dag_test",
                      "status_reason": REASON} for p in gone]
     (withdrawal,) = _warehouse_rows(data, "SELECT * FROM deid_withdrawals")

@@ -236,7 +236,7 @@ def _run_steps(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
         return plans
     deid_steps.publish(ws, settings, req, DAY1, vault_key)
     deid_steps.load_mapping(ws, settings, vault_key)
-    deid_steps.load_deid_metadata(ws, settings, DAY1.date(), req.project)
+    deid_steps.load_deid_metadata(ws, settings, DAY1.date(), req.project, vault_key)
     return plans
 
 

@@ -24,6 +24,7 @@ from dicom_deid.vault.columns import (
     decrypt_columns,
     decrypt_values,
     is_encrypted,
+    open_ledger,
 )
 from dicom_deid.vault.envelope import VaultError, is_sealed, read_sealed_table
 from dicom_deid.warehouse.factory import open_warehouse
@@ -112,9 +113,9 @@ def test_reidentify_from_the_warehouse_with_the_vault_key(
 def test_a_withdrawal_opens_the_mapping_with_the_vault_key_only(
         sealed_run: dict[str, Any]) -> None:
     settings = sealed_run["settings"]
-    study = sorted({r["study_uid"] for r in _query(
-        settings, "SELECT study_uid FROM deid_ledger WHERE project = 'vaulted' "
-                  "AND status = 'released'")})[0]
+    study = sorted({r["study_uid"] for r in open_ledger(_query(
+        settings, "SELECT * FROM deid_ledger WHERE project = 'vaulted' "
+                  "AND status = 'released'"), VAULT_KEY)})[0]  # encrypted in the table
     with pytest.raises(WithdrawalError, match="needs the vault key"):
         withdraw(settings, "vaulted", "study", study, "consent withdrawn", "alice")
     with pytest.raises(WithdrawalError, match="does not open"):

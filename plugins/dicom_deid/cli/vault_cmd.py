@@ -54,10 +54,13 @@ def add_parsers(sub: Any) -> None:
     v = sub.add_parser("vault", help="manage sealed mapping files (rotate the vault key)")
     vsub = v.add_subparsers(dest="vault_command", required=True)
     rot = vsub.add_parser("rotate", help="re-encrypt sealed files, or a warehouse's "
-                                         "deid_mapping, under a new vault key")
+                                         "deid_mapping, deid_ledger and deid_withdrawals, "
+                                         "under a new vault key")
     rot.add_argument("files", type=Path, nargs="*", help="sealed mapping files")
     rot.add_argument("--warehouse", default=None,
-                     help="a warehouse URL: re-encrypt its deid_mapping's identifying columns")
+                     help="a warehouse URL: re-encrypt its deid_mapping's identifying "
+                          "columns, deid_ledger's pseudonymous ones (encrypting the old key's "
+                          "projects' rows still in clear) and deid_withdrawals")
     rot.add_argument("--audit", type=Path, action="append", default=[],
                      help="an audit log to chain under the new key (repeatable; checked "
                           "under the old key first)")
@@ -129,7 +132,7 @@ def vault(args: argparse.Namespace) -> int:
     from dicom_deid.vault.envelope import open_sealed, reseal
     from dicom_deid.vault.keys import load_vault_key, vault_key_id
 
-    rows = withdrawals = 0
+    rows = withdrawals = released = 0
     try:
         if not args.files and not args.warehouse and not args.audit:
             raise KeyConfigError("give sealed files, --warehouse URL or --audit FILE")
@@ -144,12 +147,18 @@ def vault(args: argparse.Namespace) -> int:
                 raise KeyConfigError(f"{log.name} does not verify under the old key "
                                      f"(record {report.first_bad}): {report.problem}")
         if args.warehouse:
-            from dicom_deid.vault.columns import rotate_mapping, rotate_withdrawals
+            from dicom_deid.vault.columns import (
+                rotate_ledger,
+                rotate_mapping,
+                rotate_withdrawals,
+            )
             from dicom_deid.warehouse.factory import open_warehouse
 
             with open_warehouse(args.warehouse) as wh, \
                     tempfile.TemporaryDirectory(prefix="dicom-deid-rotate-") as scratch:
-                wh.ensure_schema()  # an older deid_withdrawals gains original_index
+                wh.ensure_schema()  # older tables gain original_index, the ledger's indexes
+                # The ledger first: it finds the old key's projects by their mapping too.
+                released = rotate_ledger(wh, old, new, Path(scratch))
                 rows = rotate_mapping(wh, old, new, Path(scratch))  # ciphertext only
                 withdrawals = rotate_withdrawals(wh, old, new)
         for path in args.files:
@@ -160,7 +169,8 @@ def vault(args: argparse.Namespace) -> int:
         print(f"dicom-deid: vault rotate refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"{len(args.files)} file(s), {len(args.audit)} audit log(s), {rows} deid_mapping "
-          f"row(s) and {withdrawals} deid_withdrawals row(s) re-keyed under vault "
+          f"row(s), {released} deid_ledger row(s) and {withdrawals} deid_withdrawals row(s) "
+          "re-keyed under vault "
           f"key {vault_key_id(new)} (was {vault_key_id(old)}); the old key opens none of "
           "them now")
     return EXIT_OK

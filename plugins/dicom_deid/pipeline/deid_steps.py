@@ -42,7 +42,7 @@ from dicom_deid.review.policy import ReviewPolicy
 from dicom_deid.storage import LocalStore, Release, Store, open_store
 from dicom_deid.storage.permissions import private_dir, restrict, restrict_tree
 from dicom_deid.vault.columns import encrypt_columns
-from dicom_deid.vault.envelope import is_sealed, read_sealed_table, seal
+from dicom_deid.vault.envelope import VaultError, is_sealed, read_sealed_table, seal
 from dicom_deid.warehouse.base import Warehouse
 
 from . import ledger, run_record
@@ -569,7 +569,7 @@ def publish(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
         with open_private_warehouse(settings.warehouse) as warehouse:
             warehouse.ensure_schema()
             ledger.write_rows(warehouse, (ledger.LedgerRow(**_row_times(r))
-                                          for r in release["ledger"]))
+                                          for r in release["ledger"]), vault_key)
     dest.delete_tree(f"{staging_root(tree)}/{ws.batch_id}")
     counts = {k: len(release[k]) for k in ("added", "replaced", "removed", "withdrawn")}
     log.info("release %s of %s: %d added, %d replaced, %d removed, %d withdrawn; %d file(s) "
@@ -618,7 +618,7 @@ def _plan_release(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest,
         uris = [sources.get(m["source_path"], m["source_path"]) for m in mapping]
         earlier = ledger.current_rows(warehouse, req.project, source_uris=uris,
                                       output_paths=[m["output_path"] for m in mapping],
-                                      exclude_batch=ws.batch_id)
+                                      exclude_batch=ws.batch_id, vault_key=vault_key)
     rows: list[dict[str, Any]] = []
     add: dict[str, str] = {}
     for m, uri in zip(mapping, uris, strict=True):
@@ -709,7 +709,8 @@ def _manifest(ws: RunWorkspace, req: RunRequest, logical_date: datetime,
 
 
 def load_deid_metadata(
-    ws: RunWorkspace, settings: PipelineSettings, logical_date: date, project: str
+    ws: RunWorkspace, settings: PipelineSettings, logical_date: date, project: str,
+    vault_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Make ``deid_metadata`` describe the project's tree after this release: rows of the
     files it removed are deleted, rows of the files it added or replaced replace any
@@ -718,7 +719,7 @@ def load_deid_metadata(
     The rows come from the workers, read from the bytes each one wrote (no second read of
     the released files); here they get their URIs in the tree and the run's ingest
     columns. Released files of ``project`` that still have no row are read again
-    (:func:`_repair_metadata`).
+    (:func:`_repair_metadata`; ``vault_key`` opens the ledger's tree paths).
     """
     dest, tree = destination(settings)
     release = (ws.read_json(ws.release_plan).get("release") if ws.release_plan.exists()
@@ -759,7 +760,8 @@ def load_deid_metadata(
                                       [dest.uri(f"{tree}/{rel}") for rel in release["removed"]])
         loaded = (warehouse.load_parquet("deid_metadata", parts, mode="merge",
                                          key_columns=("source_uri",)) if parts else 0)
-        repaired = _repair_metadata(ws, warehouse, dest, tree, project, logical_date)
+        repaired = _repair_metadata(ws, warehouse, dest, tree, project, logical_date,
+                                    vault_key)
     log.info("deid_metadata: %d row(s) from the workers, %d loaded, %d removed, %d read "
              "again", rows, loaded, deleted, repaired)
     return {"files": len(released), "rows_loaded": loaded, "rows_removed": deleted,
@@ -767,16 +769,16 @@ def load_deid_metadata(
 
 
 def _repair_metadata(ws: RunWorkspace, warehouse: Warehouse, dest: Store, tree: str,
-                     project: str, logical_date: date) -> int:
+                     project: str, logical_date: date, vault_key: bytes | None) -> int:
     """Rows for the released files that have none: the tree is what the ledger says, and
     ``deid_metadata`` must describe all of it. A batch whose load never finished (its run
     folder emptied by a rerun of the whole DAG run, which then finds nothing new) would
     otherwise leave its files out for good; they are read again here, once."""
     prefix = dest.uri(tree) + "/"
-    released = warehouse.run_cohort(
-        "SELECT output_path FROM deid_ledger WHERE project = @project "
-        "AND status = 'released' AND LENGTH(output_path) > 0", {"project": project}
-    ).column(0).to_pylist()
+    try:
+        released = ledger.released_paths(warehouse, project, vault_key)
+    except VaultError as exc:
+        raise ConfigError(f"deid_ledger: {exc} (pass the project's vault key)") from None
     have = set(warehouse.run_cohort(
         "SELECT source_uri FROM deid_metadata WHERE STARTS_WITH(source_uri, @prefix)",
         {"prefix": prefix}).column(0).to_pylist())

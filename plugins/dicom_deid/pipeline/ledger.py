@@ -6,6 +6,14 @@ config fingerprint and key id it was made under, the batch, and a status -- ``re
 (in the project's tree now), ``superseded`` (a later release replaced it) or
 ``withdrawn``. The rows with status ``released`` are exactly the project's tree.
 
+The landing path stays in clear (the planner below joins on it) and the restricted
+``dicom_metadata`` ties it to the patient, so the pseudonymous side of a row (UIDs,
+patient ID, tree path, file hash) is stored encrypted under the project's vault key
+whenever one is given, as the pipeline always does (:func:`write_rows`); rows are found
+by a pseudonymous value through its blind index (:func:`rows_where`, :func:`current_rows`)
+and read back opened with the key. Rows kept in clear (an older ledger, or engine-level
+use without a vault key) read as they are, and ``dicom-deid vault rotate`` encrypts them.
+
 A night selects, in the warehouse (on BigQuery the planner holds only the answer; the
 embedded DuckDB works in the planner's process, where the query's hash tables grow by
 about 0.8 MB per 1,000 cohort instances and ledger rows: BENCHMARKS.md, bench_nightly),
@@ -27,10 +35,19 @@ import pyarrow as pa
 
 from dicom_deid.cohort.cohorts import UID_COLUMNS, URI_COLUMN, resolve_params, resolve_sql
 from dicom_deid.cohort.filter_file import FilterSet
-from dicom_deid.vault.columns import blind_index, is_encrypted
+from dicom_deid.vault.columns import (
+    LEDGER_INDEXES,
+    blind_index,
+    is_encrypted,
+    ledger_indexes,
+    open_ledger,
+    seal_ledger,
+)
+from dicom_deid.vault.keys import vault_key_id
 from dicom_deid.warehouse.base import DEFAULT_KEYS, Typed, Warehouse
 
-__all__ = ["RELEASED", "SUPERSEDED", "WITHDRAWN", "LedgerRow", "pending_instances"]
+__all__ = ["RELEASED", "SUPERSEDED", "WITHDRAWN", "LedgerRow", "current_rows",
+           "pending_instances", "released_paths", "rows_where", "sealed_state", "write_rows"]
 
 RELEASED, SUPERSEDED, WITHDRAWN = "released", "superseded", "withdrawn"
 TABLE = "deid_ledger"
@@ -120,48 +137,121 @@ class LedgerRow:
 
 
 def current_rows(warehouse: Warehouse, project: str, *, source_uris: Sequence[str] = (),
-                 output_paths: Sequence[str] = (), exclude_batch: str = "") -> list[LedgerRow]:
+                 output_paths: Sequence[str] = (), exclude_batch: str = "",
+                 vault_key: bytes | None = None) -> list[LedgerRow]:
     """The project's released rows for these landing files or tree paths (the ones a
-    release replaces), except those of ``exclude_batch`` (a rerun of the same batch)."""
+    release replaces), except those of ``exclude_batch`` (a rerun of the same batch),
+    opened with ``vault_key``. Tree paths are matched on their blind indexes; rows kept
+    in clear (an older ledger) on the paths, in a query of their own that names no
+    landing file: no query pairs landing files with the pseudonymous paths they became."""
     found: dict[tuple[str, str], LedgerRow] = {}
     uris, paths = list(source_uris), list(output_paths)
+    indexes = (ledger_indexes(vault_key, project, "output_path", paths)
+               if vault_key is not None else [])
     for start in range(0, max(len(uris), len(paths)), CHUNK):
         table = warehouse.run_cohort(
             "SELECT * FROM deid_ledger WHERE project = @project AND status = 'released' "
             "AND batch_id != @batch AND (source_uri IN UNNEST(@uris) "
-            "OR output_path IN UNNEST(@paths))",
+            "OR output_path_index IN UNNEST(@indexes))",
             {"project": project, "batch": exclude_batch,
              "uris": Typed("ARRAY<STRING>", uris[start:start + CHUNK]),
-             "paths": Typed("ARRAY<STRING>", paths[start:start + CHUNK])})
-        for row in _ledger_rows(table):
+             "indexes": Typed("ARRAY<STRING>", indexes[start:start + CHUNK])})
+        for row in _ledger_rows(table, vault_key):
             found[(row.batch_id, row.source_uri)] = row
+    if paths and _has_clear_rows(warehouse, project):
+        for start in range(0, len(paths), CHUNK):
+            table = warehouse.run_cohort(
+                "SELECT * FROM deid_ledger WHERE project = @project AND status = 'released' "
+                "AND batch_id != @batch AND output_path_index IS NULL "
+                "AND output_path IN UNNEST(@paths)",
+                {"project": project, "batch": exclude_batch,
+                 "paths": Typed("ARRAY<STRING>", paths[start:start + CHUNK])})
+            for row in _ledger_rows(table, vault_key):
+                found[(row.batch_id, row.source_uri)] = row
     return sorted(found.values(), key=lambda r: (r.output_path, r.source_uri))
 
 
-def rows_where(warehouse: Warehouse, project: str, column: str, values: Sequence[str]
-               ) -> list[LedgerRow]:
-    """The project's released rows whose ``column`` (a pseudonymous identifier or a tree
-    path) is one of ``values``."""
-    if column not in {"patient_id", "study_uid", "series_uid", "sop_uid", "output_path"}:
-        raise ValueError(f"no ledger lookup by {column!r}")
+def _has_clear_rows(warehouse: Warehouse, project: str) -> bool:
+    """Whether ``project`` has released rows kept in clear (no blind index: written
+    before the ledger was encrypted, or without a vault key), found only by value."""
     table = warehouse.run_cohort(
-        f"SELECT * FROM deid_ledger WHERE project = @project AND status = 'released' "
-        f"AND {column} IN UNNEST(@values) ORDER BY output_path",
-        {"project": project, "values": Typed("ARRAY<STRING>", list(values))})
-    return _ledger_rows(table)
+        "SELECT COUNT(*) AS n FROM deid_ledger WHERE project = @project "
+        "AND status = 'released' AND output_path_index IS NULL "
+        "AND LENGTH(COALESCE(output_path, '')) > 0", {"project": project})
+    return bool(table.column("n")[0].as_py())
 
 
-def _ledger_rows(table: pa.Table) -> list[LedgerRow]:
-    """``deid_ledger`` rows as queried (``SELECT *``), as :class:`LedgerRow` s."""
-    return [LedgerRow(**{f: r.get(f) for f in LedgerRow.__dataclass_fields__})
-            for r in table.to_pylist()]
+def rows_where(warehouse: Warehouse, project: str, column: str, values: Sequence[str],
+               vault_key: bytes | None = None, *, status: str = RELEASED) -> list[LedgerRow]:
+    """The project's rows with ``status`` whose ``column`` (a pseudonymous identifier or
+    a tree path) is one of ``values``, opened with ``vault_key``: matched on the column's
+    blind index under the key, or on the value for rows kept in clear."""
+    if column not in LEDGER_INDEXES:
+        raise ValueError(f"no ledger lookup by {column!r}")
+    wanted = list(values)
+    indexes = (ledger_indexes(vault_key, project, column, wanted)
+               if vault_key is not None else [])
+    table = warehouse.run_cohort(
+        f"SELECT * FROM deid_ledger WHERE project = @project AND status = @status "
+        f"AND ({LEDGER_INDEXES[column]} IN UNNEST(@indexes) OR ({LEDGER_INDEXES[column]} "
+        f"IS NULL AND {column} IN UNNEST(@values)))",
+        {"project": project, "status": status,
+         "indexes": Typed("ARRAY<STRING>", indexes), "values": Typed("ARRAY<STRING>", wanted)})
+    chosen = set(wanted)
+    rows = [r for r in _ledger_rows(table, vault_key) if getattr(r, column) in chosen]
+    return sorted(rows, key=lambda r: (r.output_path, r.source_uri, r.batch_id))
 
 
-def write_rows(warehouse: Warehouse, rows: Iterable[LedgerRow]) -> int:
-    """Upsert rows by (project, batch_id, source_uri): a rerun writes the same rows."""
+def released_paths(warehouse: Warehouse, project: str, vault_key: bytes | None = None
+                   ) -> list[str]:
+    """The tree paths of ``project``'s released files (every one: the whole tree), opened
+    with ``vault_key``."""
+    table = warehouse.run_cohort(
+        "SELECT project, batch_id, source_uri, output_path FROM deid_ledger "
+        "WHERE project = @project AND status = 'released' AND LENGTH(output_path) > 0",
+        {"project": project})
+    return [str(r["output_path"]) for r in open_ledger(table.to_pylist(), vault_key)]
+
+
+def sealed_state(warehouse: Warehouse, project: str, vault_key: bytes | None
+                 ) -> tuple[int, int]:
+    """How many of ``project``'s ledger rows are encrypted, and how many of them under
+    ``vault_key`` (0 without one): tells "the wrong key" and "no key" from "no such
+    value" when a lookup finds nothing."""
+    mine = f"v1.{vault_key_id(vault_key)}." if vault_key is not None else "-"
+    table = warehouse.run_cohort(
+        "SELECT SUM(CASE WHEN STARTS_WITH(COALESCE(output_path, ''), 'v1.') THEN 1 ELSE 0 "
+        "END) AS sealed, SUM(CASE WHEN STARTS_WITH(COALESCE(output_path, ''), @mine) "
+        "THEN 1 ELSE 0 END) AS mine FROM deid_ledger WHERE project = @project",
+        {"project": project, "mine": mine})
+    row = table.to_pylist()[0]
+    return int(row["sealed"] or 0), int(row["mine"] or 0) if vault_key is not None else 0
+
+
+def _ledger_rows(table: pa.Table, vault_key: bytes | None = None) -> list[LedgerRow]:
+    """``deid_ledger`` rows as queried (``SELECT *``), opened with ``vault_key``, as
+    :class:`LedgerRow` s (:class:`~dicom_deid.vault.envelope.VaultError` for a value that
+    does not open)."""
+    fields = LedgerRow.__dataclass_fields__
+    out = []
+    for row in open_ledger(table.to_pylist(), vault_key):
+        values: dict[str, Any] = {f: row.get(f) for f in fields}
+        out.append(LedgerRow(**values))
+    return out
+
+
+def write_rows(warehouse: Warehouse, rows: Iterable[LedgerRow],
+               vault_key: bytes | None = None) -> int:
+    """Upsert rows by (project, batch_id, source_uri): a rerun writes the same rows. With
+    ``vault_key`` their pseudonymous side is stored encrypted, with its blind indexes
+    (:func:`~dicom_deid.vault.columns.seal_ledger`); without, in clear."""
     listed = [r.as_dict() for r in rows]
     if not listed:
         return 0
+    if vault_key is not None:
+        listed = seal_ledger(listed, vault_key)
+    else:
+        listed = [{**r, **dict.fromkeys(LEDGER_INDEXES.values())} for r in listed]
     return warehouse.insert_rows(TABLE, listed, key_columns=DEFAULT_KEYS[TABLE])
 
 

@@ -2,8 +2,9 @@
 
 A patient, study, series or instance is named by its PSEUDONYMOUS identifier, as the
 research tree and ``deid_metadata`` show it (the requester never needs an original
-value). :func:`withdraw` finds the project's released files of it in the ledger, looks up
-their original identifiers in the restricted ``deid_mapping``, and then, in this order:
+value). :func:`withdraw` finds the project's released files of it in the ledger (on the
+value's blind index under the vault key: the ledger holds it encrypted), looks up their
+original identifiers in the restricted ``deid_mapping``, and then, in this order:
 
 1. records one ``deid_withdrawals`` row per original value (who asked, when, why), so that
    files of it that arrive later are de-identified and held back (``ledger.withdrawn_outputs``),
@@ -227,9 +228,9 @@ def _withdraw(settings: PipelineSettings, req: _Request, dest: Store, tree: str,
               now: datetime, wid: str, vault_key: bytes | None) -> dict[str, Any]:
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
-        rows = ledger.rows_where(warehouse, req.project, LEVELS[req.level], [req.value])
+        rows = _released(warehouse, req, vault_key)
         if not rows:
-            return _nothing_released(warehouse, req)
+            return _nothing_released(warehouse, req, vault_key)
         mapped = _originals(warehouse, rows, vault_key)
         unmapped = [r for r in rows if (r.batch_id, r.output_path) not in mapped]
         if unmapped:
@@ -252,7 +253,8 @@ def _withdraw(settings: PipelineSettings, req: _Request, dest: Store, tree: str,
                                       [dest.uri(f"{tree}/{p}") for p in paths])
         ledger.write_rows(warehouse, (ledger.LedgerRow(**{
             **r.as_dict(), "status": ledger.WITHDRAWN, "status_at": now,
-            "status_by": req.requested_by, "status_reason": req.reason}) for r in rows))
+            "status_by": req.requested_by, "status_reason": req.reason}) for r in rows),
+            vault_key)
     log.info("withdrawal %s: %s %s of project %s: %d file(s) out of %s (release %s, %d left), "
              "%d deid_metadata row(s) deleted, %d original identifier(s) blocked", wid,
              req.level, req.value, req.project, release.removed, dest.uri(tree), wid,
@@ -264,14 +266,24 @@ def _withdraw(settings: PipelineSettings, req: _Request, dest: Store, tree: str,
             "originals_blocked": len(blocks)}
 
 
-def _nothing_released(warehouse: Warehouse, req: _Request) -> dict[str, Any]:
+def _released(warehouse: Warehouse, req: _Request, vault_key: bytes | None,
+              status: str = ledger.RELEASED) -> list[ledger.LedgerRow]:
+    """The project's ledger rows of the value with ``status``, opened with the vault key
+    (:class:`WithdrawalError` for rows that do not open with it)."""
+    try:
+        return ledger.rows_where(warehouse, req.project, LEVELS[req.level], [req.value],
+                                 vault_key, status=status)
+    except VaultError as exc:
+        raise WithdrawalError(f"deid_ledger does not open: {exc}") from None
+
+
+def _nothing_released(warehouse: Warehouse, req: _Request, vault_key: bytes | None
+                      ) -> dict[str, Any]:
     """The answer when the project has no released file of the value: it was withdrawn
-    already (``unchanged``), or it is unknown (:class:`WithdrawalError`)."""
-    column = LEVELS[req.level]
-    gone = warehouse.run_cohort(
-        f"SELECT COUNT(*) AS n FROM deid_ledger WHERE project = @project "
-        f"AND status = 'withdrawn' AND {column} = @value",
-        {"project": req.project, "value": req.value}).column("n")[0].as_py()
+    already (``unchanged``), or it is unknown (:class:`WithdrawalError`; also when the
+    ledger's identifiers are encrypted and the vault key is missing or another one, since
+    they can then be matched on nothing)."""
+    gone = len(_released(warehouse, req, vault_key, ledger.WITHDRAWN))
     earlier = warehouse.run_cohort(
         "SELECT batch_id FROM deid_withdrawals WHERE project = @project AND level = @level "
         "AND pseudonymous_value = @value ORDER BY requested_at DESC LIMIT 1",
@@ -284,6 +296,14 @@ def _nothing_released(warehouse: Warehouse, req: _Request) -> dict[str, Any]:
                 "project": req.project, "level": req.level, "release": None,
                 "files_removed": 0, "ledger_rows_withdrawn": 0, "metadata_rows_deleted": 0,
                 "originals_blocked": 0}
+    sealed, mine = ledger.sealed_state(warehouse, req.project, vault_key)
+    if sealed and vault_key is None:
+        raise WithdrawalError("deid_ledger's pseudonymous identifiers are encrypted: a "
+                              "withdrawal needs the vault key (--vault-key-file or "
+                              "$DICOM_DEID_VAULT_KEY)")
+    if sealed and not mine:
+        raise WithdrawalError("deid_ledger does not open with this vault key: none of "
+                              f"project {req.project}'s rows is encrypted under it")
     if _is_original(warehouse, req):  # never repeated back
         raise WithdrawalError(
             f"the {req.level} given is an ORIGINAL identifier, not a pseudonym: give the "

@@ -9,6 +9,13 @@ moved to another column or another row does not open, so nobody without the key 
 a pseudonym point at another patient. The same text works in DuckDB and BigQuery
 (client-side encryption: the warehouse never sees a key). Projects may have vault keys of
 their own: each value names its key, and a key opens only its rows.
+
+The release ledger ``deid_ledger`` is the mirror image: its landing path stays in clear
+(the nightly planner joins on it in SQL), so its pseudonymous side -- the released file's
+UIDs, patient ID, tree path and hash -- is encrypted the same way (:func:`seal_ledger`,
+bound to the column and to the row's key project, batch and landing path), with a blind
+index per looked-up column, scoped to the project (:func:`ledger_index`), to find rows by
+a pseudonymous value without it.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,15 +40,25 @@ if TYPE_CHECKING:
 
     from dicom_deid.warehouse.base import Warehouse
 
-__all__ = ["MAPPING_IDENTIFYING", "ROW_KEYS", "blind_index", "decrypt_columns",
-           "decrypt_values", "encrypt_columns", "encrypt_values", "is_encrypted",
-           "rotate_mapping", "rotate_withdrawals", "rows_under"]
+__all__ = ["LEDGER_INDEXES", "LEDGER_SEALED", "MAPPING_IDENTIFYING", "ROW_KEYS",
+           "blind_index", "decrypt_columns", "decrypt_values", "encrypt_columns",
+           "encrypt_values", "is_encrypted", "ledger_index", "ledger_indexes",
+           "ledger_row_name", "open_ledger", "open_values", "rotate_ledger", "rotate_mapping",
+           "rotate_withdrawals", "rows_under", "seal_ledger"]
 
 #: The mapping's columns that identify a patient (the rest are pseudonyms and counts).
 MAPPING_IDENTIFYING = ("source_path", "original_study_uid", "original_series_uid",
                        "original_sop_uid", "original_patient_id", "original_accession")
 #: The columns that name a mapping row (bound into every encrypted value of the row).
 ROW_KEYS = ("run_id", "sop_uid")
+#: The ledger's pseudonymous side: beside its landing path (in clear) these would turn a
+#: pseudonym back into a landing file, so under a vault key they are encrypted.
+LEDGER_SEALED = ("study_uid", "series_uid", "sop_uid", "patient_id", "output_path",
+                 "output_sha256")
+#: Ledger column -> the column of its blind index (rows are looked up by these values).
+LEDGER_INDEXES = {"patient_id": "patient_id_index", "study_uid": "study_uid_index",
+                  "series_uid": "series_uid_index", "sop_uid": "sop_uid_index",
+                  "output_path": "output_path_index"}
 #: Kept out of the warehouse when the mapping is encrypted: with a shifted date of
 #: ``deid_metadata`` it gives the true date back.
 CLEARED = ("date_shift_days",)
@@ -67,8 +85,19 @@ def blind_index(vault_key: bytes | None, scope: str, value: str) -> str:
     kept in clear, engine-level use only) the value stands for itself."""
     if vault_key is None:
         return value
-    mac = hmac.new(derive(vault_key, "index"), f"{scope}|{value}".encode(), hashlib.sha256)
-    return f"i1.{vault_key_id(vault_key)}.{mac.hexdigest()}"
+    return _Indexer(vault_key)(scope, value)
+
+
+class _Indexer:
+    """:func:`blind_index` under one vault key, its subkey derived once (a night seals
+    one index per identifier of every row it releases)."""
+
+    def __init__(self, vault_key: bytes) -> None:
+        self._key, self._kid = derive(vault_key, "index"), vault_key_id(vault_key)
+
+    def __call__(self, scope: str, value: str) -> str:
+        mac = hmac.new(self._key, f"{scope}|{value}".encode(), hashlib.sha256)
+        return f"i1.{self._kid}.{mac.hexdigest()}"
 
 
 def _aad(column: str, row: str) -> bytes:
@@ -115,6 +144,83 @@ def decrypt_values(values: Iterable[str | None], vault_key: bytes, column: str,
         except (InvalidTag, ValueError):
             raise VaultError(f"{column}: a value that does not open with this vault key: "
                              "changed, or moved from another column or row") from None
+    return out
+
+
+def open_values(values: Iterable[str | None], vault_key: bytes | None, column: str,
+                rows: Iterable[str]) -> list[str | None]:
+    """Like :func:`decrypt_values`, but a clear value (a table written before its column
+    was encrypted, or without a vault key) reads as itself; an encrypted one without a
+    vault key is a :class:`VaultError`."""
+    values, rows = list(values), list(rows)
+    if len(values) != len(rows):
+        raise ValueError("one row name per value")
+    sealed = [i for i, v in enumerate(values) if is_encrypted(v)]
+    if not sealed:
+        return values
+    if vault_key is None:
+        raise VaultError(f"{column}: encrypted under a vault key, and none was given")
+    opened = decrypt_values([values[i] for i in sealed], vault_key, column,
+                            [rows[i] for i in sealed])
+    out = list(values)
+    for i, value in zip(sealed, opened, strict=True):
+        out[i] = value
+    return out
+
+
+def ledger_row_name(project: str, batch_id: str, source_uri: str) -> str:
+    """What a ``deid_ledger`` value is bound to: its row's key (project, batch, landing
+    path), written unambiguously (a batch id or path may hold any character)."""
+    return json.dumps([project, batch_id, source_uri], separators=(",", ":"))
+
+
+def ledger_index(vault_key: bytes, project: str, column: str, value: str) -> str:
+    """The blind index of a ledger value: scoped to the project and the column, so equal
+    pseudonyms of two projects, or of two columns, do not look equal."""
+    return blind_index(vault_key, _ledger_scope(project, column), value)
+
+
+def ledger_indexes(vault_key: bytes, project: str, column: str, values: Iterable[str]
+                   ) -> list[str]:
+    """:func:`ledger_index` of each of ``values`` (the subkey derived once)."""
+    indexer, scope = _Indexer(vault_key), _ledger_scope(project, column)
+    return [indexer(scope, v) for v in values]
+
+
+def _ledger_scope(project: str, column: str) -> str:
+    return f"{project}|ledger|{column}"
+
+
+def seal_ledger(rows: Sequence[Mapping[str, Any]], vault_key: bytes) -> list[dict[str, Any]]:
+    """``deid_ledger`` rows with :data:`LEDGER_SEALED` encrypted under ``vault_key`` (a
+    value encrypted already is opened first: re-sealed, not sealed twice) and the blind
+    indexes of :data:`LEDGER_INDEXES` set (None for an empty value)."""
+    names = [ledger_row_name(r["project"], r["batch_id"], r["source_uri"]) for r in rows]
+    out = [dict(r) for r in rows]
+    indexer = _Indexer(vault_key)
+    for column in LEDGER_SEALED:
+        clear = open_values([r.get(column) for r in rows], vault_key, column, names)
+        sealed = encrypt_values(clear, vault_key, column, names)
+        index = LEDGER_INDEXES.get(column)
+        for row, value, stored in zip(out, clear, sealed, strict=True):
+            row[column] = stored
+            if index:
+                row[index] = (indexer(_ledger_scope(row["project"], column), value)
+                              if value else None)
+    return out
+
+
+def open_ledger(rows: Iterable[Mapping[str, Any]], vault_key: bytes | None
+                ) -> list[dict[str, Any]]:
+    """``deid_ledger`` rows with :data:`LEDGER_SEALED` in clear (clear values as they are;
+    :class:`VaultError` for a value that does not open with ``vault_key``, or for an
+    encrypted one without a key)."""
+    out = [dict(r) for r in rows]
+    names = [ledger_row_name(r["project"], r["batch_id"], r["source_uri"]) for r in out]
+    for column in LEDGER_SEALED:
+        clear = open_values([r.get(column) for r in out], vault_key, column, names)
+        for row, value in zip(out, clear, strict=True):
+            row[column] = value
     return out
 
 
@@ -215,3 +321,60 @@ def rotate_withdrawals(warehouse: Warehouse, old_key: bytes, new_key: bytes) -> 
     warehouse.delete_in("deid_withdrawals", "original_index",
                         [r["original_index"] for r in rows])
     return len(rows)
+
+
+def _ledger_key_ids(row: Mapping[str, Any]) -> set[str | None]:
+    """The vault key ids a ledger row's values name (``{None}`` for a row in clear)."""
+    return {key_id_of(row.get(c)) for c in LEDGER_SEALED if row.get(c)} or {None}
+
+
+def rotate_ledger(warehouse: Warehouse, old_key: bytes, new_key: bytes, scratch: Path) -> int:
+    """Re-encrypt and re-index the ``deid_ledger`` rows under ``old_key`` with ``new_key``,
+    and encrypt the rows in clear (a ledger from before its columns were encrypted) of the
+    projects that are the old key's (they have ledger rows under it, or batches whose
+    ``deid_mapping`` rows are). All of them are opened first (nothing changes when one does
+    not open), then their batches' rows are replaced in one load; rows under other keys
+    are left alone. Needs the table's index columns (``ensure_schema``). Returns the rows
+    rotated."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    prefix = f"{_VERSION}.{vault_key_id(old_key)}."
+    projects = sorted(set(warehouse.run_cohort(
+        "SELECT DISTINCT project FROM deid_ledger WHERE STARTS_WITH(COALESCE(sop_uid, ''), "
+        "@prefix) OR STARTS_WITH(COALESCE(output_path, ''), @prefix) UNION DISTINCT "
+        "SELECT DISTINCT l.project FROM deid_ledger AS l JOIN (SELECT DISTINCT run_id FROM "
+        "deid_mapping WHERE STARTS_WITH(COALESCE(original_sop_uid, ''), @prefix)) AS m "
+        "ON l.batch_id = m.run_id", {"prefix": prefix}).column(0).to_pylist()))
+    if not projects:
+        return 0
+    from dicom_deid.warehouse.base import Typed
+
+    table = warehouse.run_cohort(
+        "SELECT * FROM deid_ledger WHERE batch_id IN (SELECT DISTINCT batch_id FROM "
+        "deid_ledger WHERE project IN UNNEST(@projects))",
+        {"projects": Typed("ARRAY<STRING>", projects)})
+    missing = [c for c in LEDGER_INDEXES.values() if c not in table.column_names]
+    if missing:
+        raise VaultError(f"deid_ledger has no {', '.join(missing)} column(s): update its "
+                         "schema first (ensure_schema)")
+    rows = table.to_pylist()
+    old_id, mine = vault_key_id(old_key), set(projects)
+    chosen = [i for i, r in enumerate(rows) if _ledger_key_ids(r) == {old_id} or (
+        _ledger_key_ids(r) == {None} and r["project"] in mine)]
+    if not chosen:
+        return 0
+    opened = open_ledger([rows[i] for i in chosen], old_key)  # all open, or none changes
+    for i, row in zip(chosen, seal_ledger(opened, new_key), strict=True):
+        rows[i] = row
+    batches = {rows[i]["batch_id"] for i in chosen}
+    rotated = pa.Table.from_pylist([r for r in rows if r["batch_id"] in batches],
+                                   schema=table.schema)
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = scratch / ".deid_ledger.rotated.parquet"
+    try:
+        pq.write_table(rotated, path)  # ciphertext, blind indexes and landing paths only
+        warehouse.load_parquet("deid_ledger", str(path), mode="replace_partition")
+    finally:
+        path.unlink(missing_ok=True)
+    return len(chosen)
