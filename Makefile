@@ -44,13 +44,17 @@ demo: $(STAMP)
 	find $(DEMO)/landing/dicom -type f -exec touch -d "$(YESTERDAY) 12:00:00 UTC" {} +
 	$(DD) keygen $(DEMO)/secrets/deid.key
 	$(DD) keygen --vault $(DEMO)/secrets/vault.key
-	@echo "== 1. Airflow 3 in var/airflow (SQLite); the keys become the dicom_deid_key and"
-	@echo "      dicom_deid_vault_key connections (pseudonyms; the sealed mapping)"
+	$(DD) keygen --restricted $(DEMO)/secrets/restricted.key
+	@echo "== 1. Airflow 3 in var/airflow (SQLite); the keys become the dicom_deid_key,"
+	@echo "      dicom_deid_vault_key and dicom_deid_restricted_key connections (pseudonyms;"
+	@echo "      the sealed mapping; the warehouse's encrypted restricted file)"
 	$(AIRFLOW) db migrate > $(LOGS)/db-migrate.log 2>&1
 	$(AIRFLOW) connections add dicom_deid_key --conn-type generic \
 		--conn-password "$$(cat $(DEMO)/secrets/deid.key)" > /dev/null
 	$(AIRFLOW) connections add dicom_deid_vault_key --conn-type generic \
 		--conn-password "$$(cat $(DEMO)/secrets/vault.key)" > /dev/null
+	$(AIRFLOW) connections add dicom_deid_restricted_key --conn-type generic \
+		--conn-password "$$(cat $(DEMO)/secrets/restricted.key)" > /dev/null
 	@echo "== 2. dicom_metadata_export for yesterday's interval (log: $(LOGS)/export.log)"
 	$(AIRFLOW) dags test dicom_metadata_export $(TODAY)T01:00:00+00:00 > $(LOGS)/export.log 2>&1 \
 		|| (tail -40 $(LOGS)/export.log; exit 1)
@@ -60,7 +64,8 @@ demo: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/python -m dicom_deid.cli.airflow_review $(DEMO_DAG) \
 		$(TODAY)T02:00:00+00:00 --log $(LOGS)/deidentify.log \
 		|| (tail -40 $(LOGS)/deidentify.log; exit 1)
-	$(BIN)/python -m dicom_deid.cli.demo_report $(DEMO)
+	DICOM_DEID_RESTRICTED_KEY_FILE=$(DEMO)/secrets/restricted.key \
+		$(BIN)/python -m dicom_deid.cli.demo_report $(DEMO)
 	@echo "\nOpen the Airflow UI on the same folder: make airflow-ui (then http://127.0.0.1:$(UI_PORT))"
 
 airflow-ui: $(STAMP)
@@ -80,7 +85,7 @@ browser:
 	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver > /dev/null)
 
-# The BigQuery emulator (bqemulator) pins DuckDB 1.5, the project DuckDB 2: its own venv.
+# The BigQuery emulator (bqemulator) and its pins (testcontainers, spatial) get their own venv.
 # Offline it needs DuckDB's spatial extension where DuckDB looks for it ($HOME/.duckdb/...):
 # copied from its PyPI wheel into a HOME of its own, and nothing is fetched at run time.
 BQ_VENV := .venv-bq

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,12 @@ from pydicom.dataset import Dataset
 
 from emulators import Cloud, cloud
 from instances import make_instance
+
+#: The restricted key of every test's embedded warehouse (its restricted file is always
+#: encrypted); the commands tests start inherit it. Tests of a missing key remove it.
+RESTRICTED_KEY_HEX = bytes(range(100, 132)).hex()
+os.environ["DICOM_DEID_RESTRICTED_KEY"] = RESTRICTED_KEY_HEX
+os.environ.pop("DICOM_DEID_RESTRICTED_KEY_FILE", None)
 
 
 @pytest.fixture

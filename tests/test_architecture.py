@@ -18,6 +18,8 @@ MAX_MODULES = 12
 ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
     "errors": set(),
+    # keyfile: every kind of key (pseudonym, vault, restricted file) read the same way.
+    "keyfile": {"errors"},
     "arrow_build": set(),
     "pools": set(),
     "dicom": {"__init__", "errors"},
@@ -25,24 +27,23 @@ ALLOWED: dict[str, set[str]] = {
     "text": {"errors", "dicom", "config"},
     "pixels": {"errors", "dicom", "config", "text"},
     # deid -> metadata: a batch makes each output's metadata row from the bytes it wrote.
-    "deid": {"__init__", "errors", "dicom", "config", "text", "pixels", "arrow_build",
+    "deid": {"__init__", "errors", "keyfile", "dicom", "config", "text", "pixels", "arrow_build",
              "metadata", "pools", "review", "storage"},
     # review: which images a reviewer sees, their thumbnails, the contact sheet.
     "review": {"errors", "dicom"},
     "metadata": {"errors", "dicom", "arrow_build", "pools", "storage"},
     # storage: local folders and GCS behind one Store interface (file modes included).
     "storage": {"errors", "dicom"},
-    "warehouse": {"errors"},
+    "warehouse": {"errors", "keyfile"},
     "cohort": {"errors", "warehouse"},
     # pipeline -> text: a withdrawal's reason is checked by the text detectors.
     "pipeline": {"__init__", "errors", "dicom", "config", "text", "deid", "metadata",
                  "warehouse", "cohort", "review", "vault", "storage"},
     # vault: the encrypted mapping, re-identification, audit, linkage pseudonyms.
-    "vault": {"errors", "dicom", "deid", "warehouse"},
-    "cli": {"__init__", "errors", "dicom", "config", "deid", "pixels", "metadata", "vault",
-            "review",
-            "warehouse", "cohort", "pipeline", "synth", "storage"},
-    "airflow": {"errors", "deid", "pipeline", "review", "vault", "storage"},
+    "vault": {"errors", "keyfile", "dicom", "deid", "warehouse"},
+    "cli": {"__init__", "errors", "keyfile", "dicom", "config", "deid", "pixels", "metadata",
+            "vault", "review", "warehouse", "cohort", "pipeline", "synth", "storage"},
+    "airflow": {"errors", "keyfile", "warehouse", "deid", "pipeline", "review", "vault", "storage"},
     "synth": set(),
 }
 

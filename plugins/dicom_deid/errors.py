@@ -70,7 +70,7 @@ class CohortError(ConfigError):
 
 
 class KeyConfigError(DicomDeidError):
-    """The pseudonym key is missing, unreadable or too short."""
+    """A key (pseudonym, vault or restricted) is missing, unreadable, too short or wrong."""
 
 
 class WarehouseError(DicomDeidError):

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 
+from conftest import RESTRICTED_KEY_HEX
 from dicom_deid.pipeline.run_record import key_id
 from dicom_deid.synth import generate, planted_byte_patterns
 
@@ -91,7 +92,8 @@ review: none
 def airflow_env(base: Path, projects: Path, data: Path, landing: Path | str,
                 key_hex: str = KEY_HEX) -> dict[str, str]:
     """The environment of a test deployment: an Airflow home under ``base``, our DAGs and
-    ``projects``, the data folder and landing zone, and the two key connections."""
+    ``projects``, the data folder and landing zone, and the three key connections (the
+    restricted key's is the one the tests' own warehouse handles use too)."""
     return {
         "AIRFLOW_HOME": str(base / "airflow"),
         "DICOM_DEID_PROJECTS_DIR": str(projects),
@@ -104,6 +106,8 @@ def airflow_env(base: Path, projects: Path, data: Path, landing: Path | str,
                                                     "password": key_hex}),
         "AIRFLOW_CONN_DICOM_DEID_VAULT_KEY": json.dumps({"conn_type": "generic",
                                                           "password": VAULT_KEY_HEX}),
+        "AIRFLOW_CONN_DICOM_DEID_RESTRICTED_KEY": json.dumps({"conn_type": "generic",
+                                                               "password": RESTRICTED_KEY_HEX}),
     }
 
 
@@ -131,6 +135,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     with pytest.MonkeyPatch.context() as mp:
         for k, v in values.items():
             mp.setenv(k, v)
+        mp.delenv("DICOM_DEID_RESTRICTED_KEY")  # the DAGs take it from their connection
         airflow = Path(sys.executable).parent / "airflow"
         subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
         yield {"data": data, "dest": data / "deid" / STUDY,  # type: ignore[dict-item]
@@ -154,6 +159,16 @@ def _warehouse_rows(data: Path, sql: str) -> list[dict[str, Any]]:
 
     with open_warehouse(f"duckdb://{data / 'warehouse' / 'dicom_deid.duckdb'}") as wh:
         return wh.query(sql).to_pylist()
+
+
+def _ledger_rows(data: Path, project: str) -> list[dict[str, Any]]:
+    """``project``'s deid_ledger rows, opened with the vault key (the DAG stores their
+    pseudonymous side encrypted), ordered by landing file and batch."""
+    from dicom_deid.vault.columns import open_ledger
+
+    return open_ledger(_warehouse_rows(data, "SELECT * FROM deid_ledger WHERE project = "
+                                             f"'{project}' ORDER BY source_uri, batch_id"),
+                       bytes.fromhex(VAULT_KEY_HEX))
 
 
 def _warehouse_count(data: Path, sql: str) -> int:
@@ -277,8 +292,8 @@ def test_end_to_end_publishes_clean_files_and_loads_tables(
     studies = {p.parent.parent.name for p in files}
     assert manifest["study_count"] == len(studies)
     assert {s["study_uid"] for s in manifest["studies"]} == studies
-    ledger = _warehouse_rows(data, "SELECT output_path, status, batch_id FROM deid_ledger "
-                                   f"WHERE project = '{STUDY}' ORDER BY output_path")
+    ledger = sorted(({k: r[k] for k in ("output_path", "status", "batch_id")}
+                     for r in _ledger_rows(data, STUDY)), key=lambda r: r["output_path"])
     assert ledger == [{"output_path": p, "status": "released", "batch_id": batch}
                       for p in manifest["added"]]
     assert not (_staging(env, STUDY) / batch).exists()
@@ -603,9 +618,8 @@ BACKFILL = [datetime(2026, 3, 20, tzinfo=UTC), datetime(2026, 3, 21, tzinfo=UTC)
 
 
 def _ledger(data: Path, project: str) -> list[dict[str, Any]]:
-    return _warehouse_rows(data, "SELECT source_uri, output_path, status, batch_id, "
-                                 "output_sha256 FROM deid_ledger WHERE project = "
-                                 f"'{project}' ORDER BY source_uri, batch_id")
+    return [{k: r[k] for k in ("source_uri", "output_path", "status", "batch_id",
+                               "output_sha256")} for r in _ledger_rows(data, project)]
 
 
 def _dicom_files(tree: Path) -> dict[str, str]:
@@ -699,3 +713,50 @@ def test_a_backfill_of_two_past_intervals_releases_once_and_reruns_change_nothin
     after = (_ledger(data, NIGHTLY), _tree_digest(tree), _warehouse_count(
         data, f"SELECT COUNT(*) FROM deid_metadata WHERE source_uri LIKE '{tree}/%'"))
     assert after == before
+
+
+def _landing_identifiers(landing: Path) -> set[bytes]:
+    """The identifying values of the landing files, read from the files themselves (not
+    from the generator's answer key): IDs, accession numbers, UIDs, names, 8+ bytes."""
+    out: set[bytes] = set()
+    for path in landing.rglob("*"):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:
+            continue
+        for kw in ("PatientID", "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID",
+                   "SOPInstanceUID", "PatientName", "OtherPatientIDs"):
+            value = str(ds.get(kw, "") or "")
+            if len(value) >= 8:
+                out.add(value.encode())
+    return out
+
+
+def test_no_original_identifier_outside_the_catalog_and_the_landing_zone(
+    env: dict[str, Any], first_run: dict[str, Any],
+) -> None:
+    # Every byte the deployment wrote -- warehouse files, run folders, the research tree's
+    # manifests, Airflow's database and task logs -- holds no original identifier in the
+    # clear, except: the landing zone itself, the identified catalog it was exported to
+    # (metadata/: the cohort's source, as sensitive as the landing zone), and the run
+    # folders (0700) of runs that did not succeed, which keep their cohort and shard
+    # lists so that clearing the failed task reruns it.
+    data, airflow_home = env["data"], Path(os.environ["AIRFLOW_HOME"])
+    originals = _landing_identifiers(data / "landing")
+    assert len(originals) > 20
+    runs = _warehouse_rows(data, "SELECT run_id, status FROM deid_runs")
+    kept = [data / "runs" / r["run_id"] for r in runs if r["status"] not in ("success", "dry_run")]
+    assert all(r["run_id"].startswith("batch-") for r in runs) and len(kept) < len(runs)
+    skipped = (data / "landing", data / "metadata", *kept)
+    searched, found = 0, []
+    for root in (data, airflow_home):
+        for path in root.rglob("*"):
+            if not path.is_file() or any(s in path.parents for s in skipped):
+                continue
+            if path.suffix == ".dcm" and (data / "deid") in path.parents:
+                continue  # the de-identified files: the gate's business, searched above
+            content = path.read_bytes()
+            searched += 1
+            found += [f"{path.relative_to(root)}" for v in originals if v in content]
+    assert searched > 10
+    assert sorted(set(found)) == []

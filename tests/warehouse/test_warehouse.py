@@ -29,6 +29,7 @@ from dicom_deid.warehouse.bigquery_backend import (
 )
 from dicom_deid.warehouse.duckdb_backend import DuckDBWarehouse
 from dicom_deid.warehouse.factory import default_duckdb_path, open_warehouse
+from dicom_deid.warehouse.restricted_file import attach_restricted, load_restricted_key
 
 
 def write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema | None = None) -> Path:
@@ -490,8 +491,15 @@ def test_boundary_ddl_as_written_in_its_dataset() -> None:
 
 
 def _tables(path: Path) -> set[str]:
+    """The tables of a DuckDB file; a restricted one is opened as the warehouse does."""
     import duckdb
 
+    if path.stem.endswith("_restricted"):
+        with duckdb.connect(":memory:") as con:
+            attach_restricted(con, str(path), "r", load_restricted_key(), read_only=True)
+            return {r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_catalog = 'r'").fetchall()}
     with duckdb.connect(str(path), read_only=True) as con:
         return {r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables").fetchall()}

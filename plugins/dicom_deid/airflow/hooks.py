@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 from airflow.sdk import BaseHook
 
 from dicom_deid.deid.keys import parse_key
 from dicom_deid.errors import KeyConfigError
+from dicom_deid.warehouse.restricted_file import RESTRICTED_KEY_ENV, RESTRICTED_KEY_FILE_ENV
 
 DEFAULT_KEY_CONN_ID = "dicom_deid_key"
+RESTRICTED_KEY_CONN_ID = "dicom_deid_restricted_key"
+"""The deployment's restricted key (the embedded warehouse's encrypted restricted file)."""
 
 
 class DeidKeyHook(BaseHook):
@@ -38,3 +43,20 @@ class DeidKeyHook(BaseHook):
                 "(the hex text `dicom-deid keygen` writes) there"
             )
         return parse_key(conn.password.encode(), hex_only=True)
+
+
+def apply_restricted_key(conn_id: str = RESTRICTED_KEY_CONN_ID) -> bool:
+    """Hand the restricted key of connection ``conn_id`` to this task's warehouse (through
+    the task process's environment, where the engine looks for it), unless the workers'
+    environment names one already. False when neither has one: the embedded warehouse
+    then refuses to write its restricted file, naming what to set."""
+    if os.environ.get(RESTRICTED_KEY_ENV) or os.environ.get(RESTRICTED_KEY_FILE_ENV):
+        return False
+    try:
+        key = DeidKeyHook(conn_id).get_key()
+    except KeyConfigError:
+        raise
+    except Exception:  # no such connection: the deployment uses the environment, or none
+        return False
+    os.environ[RESTRICTED_KEY_ENV] = key.hex()
+    return True

@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 from airflow.sdk import Asset, BaseHook, Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from dicom_deid.errors import ConfigError, DicomDeidError
+from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError
 from dicom_deid.pipeline import deid_steps, notify, run_record
 from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace, batch_id_for
 from dicom_deid.pipeline.interval_export import export_interval, export_parts, load_export
@@ -38,7 +38,7 @@ from dicom_deid.pipeline.settings import PipelineSettings, notify_conn_id
 from dicom_deid.pipeline.shards import ShardLimits
 
 from .google_conn import apply_google_connection, uses_google
-from .hooks import DeidKeyHook
+from .hooks import DeidKeyHook, apply_restricted_key
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -62,7 +62,9 @@ def _settings() -> PipelineSettings:
         settings = PipelineSettings.from_env()
         if uses_google(settings.landing, settings.destination, settings.warehouse):
             log.info("Google Cloud: %s", apply_google_connection())
-    except ConfigError as exc:
+        if not settings.warehouse or settings.warehouse.startswith("duckdb://"):
+            apply_restricted_key()
+    except (ConfigError, KeyConfigError) as exc:
         raise AirflowFailException(f"invalid settings: {exc}") from exc
     return settings
 
@@ -364,7 +366,8 @@ def load_deid_metadata() -> dict[str, Any]:
     """Export the published files' metadata and load ``deid_metadata``."""
     ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
-    return deid_steps.load_deid_metadata(ws, settings, _when(ctx).date(), req.project)
+    return deid_steps.load_deid_metadata(ws, settings, _when(ctx).date(), req.project,
+                                         _vault_key(_project(ctx)))
 
 
 @task(trigger_rule="none_failed")

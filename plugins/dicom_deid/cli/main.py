@@ -44,6 +44,8 @@ from .remote import location, staged_output, store_sources
 from .table import print_table
 from .vault_cmd import add_parsers as add_vault_parsers
 from .vault_cmd import reidentify, vault
+from .warehouse_cmd import add_parser as add_warehouse_parser
+from .warehouse_cmd import run as warehouse_cmd
 
 EPILOG = """exit codes: 0 all inputs de-identified; 2 bad arguments, config or key (nothing
 was touched); 3 some inputs failed (listed in --errors, never copied to OUTPUT)."""
@@ -195,8 +197,13 @@ def _parser() -> argparse.ArgumentParser:
                                      "pseudonym key, or with --vault a vault key")
     k.add_argument("output", type=Path)
     k.add_argument("--force", action="store_true", help="overwrite an existing key file")
-    k.add_argument("--vault", action="store_true",
-                   help="a vault key (seals the mapping; keep it apart from the pseudonym key)")
+    kind = k.add_mutually_exclusive_group()
+    kind.add_argument("--vault", action="store_true",
+                      help="a vault key (seals the mapping; keep it apart from the pseudonym key)")
+    kind.add_argument("--restricted", action="store_true",
+                      help="a restricted key (encrypts the embedded warehouse's restricted "
+                           "file: $DICOM_DEID_RESTRICTED_KEY_FILE)")
+    add_warehouse_parser(sub)
     add_vault_parsers(sub)
     add_audit_parser(sub)
     add_pseudonymize_parser(sub)
@@ -399,12 +406,19 @@ def _export_metadata(args: argparse.Namespace) -> int:
 
 def _query(args: argparse.Namespace) -> int:
     from dicom_deid.warehouse.factory import open_warehouse
+    from dicom_deid.warehouse.restricted_file import HOW, load_restricted_key
 
+    # A query only reads: the embedded warehouse opens read-only, so an analyst without
+    # the restricted key sees the analysts' tables (deid_metadata, deid_runs) only.
+    duck = not args.warehouse or args.warehouse.startswith("duckdb://")
     try:
-        with open_warehouse(args.warehouse) as warehouse:
-            table = warehouse.query(args.sql)
+        with open_warehouse(args.warehouse, **({"read_only": True} if duck else {})) as wh:
+            table = wh.query(args.sql)
     except Exception as exc:  # the SQL is the user's; its error text names no PHI of ours
         print(f"dicom-deid: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if duck and load_restricted_key() is None:
+            print(f"dicom-deid: (the restricted tables need the restricted key: {HOW})",
+                  file=sys.stderr)
         return EXIT_USAGE
     print_table(table)
     return EXIT_OK
@@ -448,10 +462,14 @@ def _keygen(args: argparse.Namespace) -> int:
     except KeyConfigError as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"wrote a new vault key to {args.output} (keep it secret and apart from the "
-          "pseudonym key: it opens the mapping; deleting it makes the mapping unreadable)"
-          if args.vault else
-          f"wrote a new key to {args.output} (keep it secret; pseudonyms depend on it)")
+    if args.vault:
+        print(f"wrote a new vault key to {args.output} (keep it secret and apart from the "
+              "pseudonym key: it opens the mapping; deleting it makes the mapping unreadable)")
+    elif args.restricted:
+        print(f"wrote a new restricted key to {args.output} (keep it secret: it opens the "
+              "warehouse's restricted file; point $DICOM_DEID_RESTRICTED_KEY_FILE at it)")
+    else:
+        print(f"wrote a new key to {args.output} (keep it secret; pseudonyms depend on it)")
     return EXIT_OK
 
 
@@ -507,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"deidentify": _deidentify, "synth": _synth, "keygen": _keygen,
                 "cohort": _cohort, "export-metadata": _export_metadata, "query": _query,
                 "withdraw": _withdraw, "reidentify": reidentify, "vault": vault,
-                "audit": audit, "pseudonymize": pseudonymize}
+                "audit": audit, "pseudonymize": pseudonymize, "warehouse": warehouse_cmd}
     return handlers[args.command](args)
 
 

@@ -36,6 +36,7 @@ from .base import (
     used_params,
 )
 from .ddl import schema_ddl
+from .restricted_file import attach_restricted, load_restricted_key
 from .sql import transpile_ddl
 
 __all__ = ["DuckDBWarehouse"]
@@ -97,7 +98,11 @@ class DuckDBWarehouse(Warehouse):
         *,
         connection: duckdb.DuckDBPyConnection | None = None,
         read_only: bool = False,
+        restricted_key: bytes | None = None,
     ) -> None:
+        """``restricted_key`` opens the encrypted restricted file (default: the one the
+        environment names, see :mod:`.restricted_file`); read-only without one, the
+        restricted tables are absent."""
         self.path = str(path)
         if connection is not None:
             self._con = connection
@@ -106,9 +111,14 @@ class DuckDBWarehouse(Warehouse):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._con = _connect(self.path, read_only)
         self.restricted_path = restricted_path(self.path)
-        self._attach_restricted(read_only)
+        try:
+            self._attach_restricted(read_only, restricted_key or load_restricted_key())
+        except BaseException:
+            if connection is None:
+                self._con.close()  # DuckDB keeps one configuration per open file
+            raise
 
-    def _attach_restricted(self, read_only: bool) -> None:
+    def _attach_restricted(self, read_only: bool, key: bytes | None) -> None:
         """Attach the restricted file (the tables of :data:`RESTRICTED_TABLES`) and put it
         on the search path: SQL names every table unqualified, on both files."""
         attached = {row[0] for row in self._con.execute(
@@ -117,8 +127,9 @@ class DuckDBWarehouse(Warehouse):
             if read_only and self.restricted_path != ":memory:" and \
                     not Path(self.restricted_path).exists():
                 return  # nothing restricted written yet: those tables do not exist
-            mode = " (READ_ONLY)" if read_only else ""
-            self._con.execute(f"ATTACH '{_literal(self.restricted_path)}' AS {RESTRICTED}{mode}")
+            if not attach_restricted(self._con, self.restricted_path, RESTRICTED, key,
+                                     read_only):
+                return  # an analyst's read-only view: the restricted tables are absent
         self._con.execute(f"SET search_path = '{_literal(self._main())},{RESTRICTED}'")
 
     def _main(self) -> str:
@@ -212,10 +223,20 @@ class DuckDBWarehouse(Warehouse):
                 f"CREATE TABLE {_ref(table)} AS SELECT {select} FROM {_STAGE} LIMIT 0"
             )
             return
-        lowered = {name.lower() for name in existing}
+        have = {name.lower(): dtype for name, dtype in existing.items()}
         for name, dtype in staged.items():
-            if name.lower() not in lowered:
+            if name.lower() not in have:
                 self._con.execute(f"ALTER TABLE {_ref(table)} ADD COLUMN {_quote(name)} {dtype}")
+            elif have[name.lower()] != dtype and self._only_nulls(table, name):
+                # a column first seen empty (a Parquet null column reads as INTEGER) takes
+                # the type of the first file that has values in it
+                self._con.execute(f"ALTER TABLE {_ref(table)} ALTER COLUMN {_quote(name)} "
+                                  f"TYPE {dtype} USING NULL")
+
+    def _only_nulls(self, table: str, column: str) -> bool:
+        row = self._con.execute(
+            f"SELECT count({_quote(column)}) FROM {_ref(table)}").fetchone()
+        return row is not None and row[0] == 0
 
     # -- loads -------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from dicom_deid.errors import WarehouseError
 
 from .base import Warehouse
 
-__all__ = ["DATA_DIR_ENV", "default_duckdb_path", "open_warehouse"]
+__all__ = ["DATA_DIR_ENV", "default_duckdb_path", "duckdb_path", "open_warehouse"]
 
 DATA_DIR_ENV = "DICOM_DEID_DATA_DIR"
 #: ``bigquery://`` query-string options -> BigQueryWarehouse keyword.
@@ -35,18 +35,22 @@ def default_duckdb_path() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV, "var")) / "warehouse" / "dicom_deid.duckdb"
 
 
+def duckdb_path(url: str | None) -> str:
+    """The analysts' database file a ``duckdb://`` URL (or None: the default) names."""
+    if not url or url in ("duckdb://", "duckdb:///"):
+        return str(default_duckdb_path())
+    if not url.startswith("duckdb://"):
+        raise WarehouseError("expected a duckdb:// warehouse URL")
+    rest = url[len("duckdb://") :]
+    return ":memory:" if rest in (":memory:", "/:memory:") else rest
+
+
 def open_warehouse(url: str | None = None, **kwargs: Any) -> Warehouse:
     """Open the warehouse named by ``url`` (see the module docstring); kwargs go to the class."""
-    if not url or url in ("duckdb://", "duckdb:///"):
+    if not url or url.startswith("duckdb://"):
         from .duckdb_backend import DuckDBWarehouse
 
-        return DuckDBWarehouse(default_duckdb_path(), **kwargs)
-    if url.startswith("duckdb://"):
-        from .duckdb_backend import DuckDBWarehouse
-
-        rest = url[len("duckdb://") :]
-        path = ":memory:" if rest in (":memory:", "/:memory:") else rest
-        return DuckDBWarehouse(path, **kwargs)
+        return DuckDBWarehouse(duckdb_path(url), **kwargs)
     if url.startswith("bigquery://"):
         from .bigquery_backend import BigQueryWarehouse
 

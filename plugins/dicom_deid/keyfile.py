@@ -1,0 +1,90 @@
+"""Secret keys as files and environment variables: the one parser every kind of key shares.
+
+A key is 32+ random bytes written as hex by ``dicom-deid keygen`` (base64 or raw bytes
+read too). Readable text that is neither is a passphrase and is refused. No kind of key
+ever has a default.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from pathlib import Path
+
+from dicom_deid.errors import KeyConfigError
+
+__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "generate_key_file", "load_key", "parse_key"]
+
+KEY_ENV = "DICOM_DEID_KEY"
+"""Environment variable holding the pseudonym key (hex or base64) when no file is given."""
+MIN_KEY_BYTES = 32
+
+
+def parse_key(text_or_bytes: bytes, *, hex_only: bool = False) -> bytes:
+    """Decode a key given as hex (what ``dicom-deid keygen`` writes), base64, or raw
+    binary bytes; enforce the minimum length. Readable text that is neither hex nor
+    base64 is a passphrase, not a key, and is refused: a password of 32 characters has
+    far less than 32 bytes of entropy. ``hex_only`` (an Airflow connection's password)
+    accepts the keygen format alone."""
+    stripped = text_or_bytes.strip()
+    key: bytes | None = None
+    try:
+        text: str | None = stripped.decode("ascii")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            if hex_only:
+                raise KeyConfigError(
+                    "the key must be the hex text `dicom-deid keygen` writes") from None
+            try:
+                key = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise KeyConfigError(
+                    "the key is readable text but neither hex nor base64: a passphrase "
+                    "is not a key; create one with `dicom-deid keygen KEYFILE`") from None
+    elif hex_only:
+        raise KeyConfigError("the key must be the hex text `dicom-deid keygen` writes")
+    if key is None:
+        key = text_or_bytes  # binary: raw key bytes
+    if len(key) < MIN_KEY_BYTES:
+        raise KeyConfigError(
+            f"the de-identification key must hold at least {MIN_KEY_BYTES} bytes "
+            f"(got {len(key)}); create one with `dicom-deid keygen KEYFILE`"
+        )
+    return key
+
+
+def load_key(key_file: Path | None = None, *, environ: dict[str, str] | None = None,
+             env_var: str = KEY_ENV, what: str = "de-identification key",
+             how: str = "pass --key-file or set ${var} (create a key with `dicom-deid "
+                        "keygen KEYFILE`)") -> bytes:
+    """The key from ``key_file`` if given, else from ``$DICOM_DEID_KEY`` (``env_var``);
+    never a default. ``what`` and ``how`` word the refusal for another kind of key."""
+    if key_file is not None:
+        try:
+            data = Path(key_file).read_bytes()
+        except OSError as exc:
+            raise KeyConfigError(f"cannot read {what} file {key_file}: {exc.strerror}") from None
+        return parse_key(data)
+    env = os.environ if environ is None else environ
+    value = env.get(env_var)
+    if not value:
+        raise KeyConfigError(f"no {what}: {how.replace('{var}', env_var)}")
+    return parse_key(value.encode())
+
+
+def generate_key_file(path: Path, *, overwrite: bool = False) -> None:
+    """Write a fresh 32-byte random key as hex, readable by the owner only."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise KeyConfigError(
+            f"{path} exists; refusing to overwrite a key (pseudonyms depend on it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(MIN_KEY_BYTES) + "\n")
