@@ -89,6 +89,7 @@ from bench_deidentify import (
     wait_for_quiet,
     write_markdown,
 )
+from bench_pipeline import use_restricted_key
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -778,6 +779,7 @@ def single_instance() -> Iterator[IO[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_restricted_key()
     args = parse_args(argv)
     with single_instance():
         corpus = cloud_corpus(args.patients, args.seed)

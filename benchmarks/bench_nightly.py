@@ -100,6 +100,7 @@ from bench_pipeline import (
     source_tree,
     task_times,
     timed,
+    use_restricted_key,
     vault_key_hex,
     versions,
 )
@@ -1018,6 +1019,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the parts, print the section (and write it with ``--write``); 1 if a check failed."""
+    use_restricted_key()
     args = parse_args(argv)
     if args.memory_child:
         memory_child(args.memory_child)

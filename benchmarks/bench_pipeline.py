@@ -102,6 +102,14 @@ KEY_CONN = "dicom_deid_key"
 VAULT_CONN = "dicom_deid_vault_key"  # seals the mapping (issue 16); a fresh key per run
 
 
+def use_restricted_key() -> None:
+    """A fresh restricted key for the run's warehouse (its restricted file is encrypted),
+    in this process's environment: every command started inherits it."""
+    import secrets
+
+    os.environ.setdefault("DICOM_DEID_RESTRICTED_KEY", secrets.token_hex(32))
+
+
 def vault_key_hex() -> str:
     """A fresh vault key for the run's connection (what `dicom-deid keygen --vault` writes)."""
     import secrets
@@ -1006,6 +1014,7 @@ def versions(code: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_restricted_key()
     args = parse_args(argv)
     locks = hold_locks()
     compile_engine()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pydicom
 
+from dicom_deid.warehouse.base import restricted_path
 from dicom_deid.warehouse.factory import open_warehouse
 
 SHOWN = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyDate",
@@ -51,7 +52,9 @@ def main(root: Path) -> int:
     print(f"run report          : {run / 'report.md'}")
     print(f"metadata (Parquet)  : {root / 'metadata'}/{{dicom_metadata,deid_metadata}}/"
           "ingest_date=*/")
-    print(f"warehouse (DuckDB)  : {warehouse_path}")
+    print(f"warehouse (DuckDB)  : {warehouse_path} (the analysts' tables) and "
+          f"{Path(restricted_path(str(warehouse_path))).name} beside it (the restricted "
+          "ones, encrypted under the restricted key)")
     if files:
         ds = pydicom.dcmread(files[0], stop_before_pixels=True)
         print(f"\none de-identified instance ({files[0].relative_to(tree)}):")
