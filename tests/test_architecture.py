@@ -20,6 +20,8 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     # keyfile: every kind of key (pseudonym, vault, restricted file) read the same way.
     "keyfile": {"errors"},
+    # duckdb_crypto: DuckDB's encrypted database files and Parquet (restricted data).
+    "duckdb_crypto": {"errors"},
     "arrow_build": set(),
     "pools": set(),
     "dicom": {"__init__", "errors"},
@@ -31,10 +33,10 @@ ALLOWED: dict[str, set[str]] = {
              "metadata", "pools", "review", "storage"},
     # review: which images a reviewer sees, their thumbnails, the contact sheet.
     "review": {"errors", "dicom"},
-    "metadata": {"errors", "dicom", "arrow_build", "pools", "storage"},
+    "metadata": {"errors", "dicom", "arrow_build", "pools", "storage", "duckdb_crypto"},
     # storage: local folders and GCS behind one Store interface (file modes included).
     "storage": {"errors", "dicom"},
-    "warehouse": {"errors", "keyfile"},
+    "warehouse": {"errors", "keyfile", "duckdb_crypto"},
     "cohort": {"errors", "warehouse"},
     # pipeline -> text: a withdrawal's reason is checked by the text detectors.
     "pipeline": {"__init__", "errors", "dicom", "config", "text", "deid", "metadata",

@@ -71,6 +71,8 @@ def runs(site: dict[str, Any]) -> dict[str, Any]:
     mp.setenv("DICOM_DEID_LANDING", f"gs://{bucket}/landing")
     mp.setenv("DICOM_DEID_DESTINATION", f"gs://{bucket}/research")
     mp.setenv("DICOM_DEID_WAREHOUSE", site["cloud_wh"])
+    # a deployment of its own: the local one's export is encrypted for its DuckDB file
+    mp.setenv("DICOM_DEID_METADATA_DIR", str(site["data"] / "metadata-cloud"))
     out["cloud"] = (export.test(logical_date=CLOUD_EXPORT).state,
                     deid.test(logical_date=CLOUD_DEID).state)
     return out

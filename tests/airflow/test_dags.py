@@ -735,19 +735,18 @@ def _landing_identifiers(landing: Path) -> set[bytes]:
 def test_no_original_identifier_outside_the_catalog_and_the_landing_zone(
     env: dict[str, Any], first_run: dict[str, Any],
 ) -> None:
-    # Every byte the deployment wrote -- warehouse files, run folders, the research tree's
-    # manifests, Airflow's database and task logs -- holds no original identifier in the
-    # clear, except: the landing zone itself, the identified catalog it was exported to
-    # (metadata/: the cohort's source, as sensitive as the landing zone), and the run
-    # folders (0700) of runs that did not succeed, which keep their cohort and shard
-    # lists so that clearing the failed task reruns it.
+    # Every byte the deployment wrote -- the exported catalog and its manifest, warehouse
+    # files, run folders, the research tree's manifests, Airflow's database and task logs
+    # -- holds no original identifier in the clear, except: the landing zone itself, and
+    # the run folders (0700) of runs that did not succeed, which keep their cohort and
+    # shard lists so that clearing the failed task reruns it.
     data, airflow_home = env["data"], Path(os.environ["AIRFLOW_HOME"])
     originals = _landing_identifiers(data / "landing")
     assert len(originals) > 20
     runs = _warehouse_rows(data, "SELECT run_id, status FROM deid_runs")
     kept = [data / "runs" / r["run_id"] for r in runs if r["status"] not in ("success", "dry_run")]
     assert all(r["run_id"].startswith("batch-") for r in runs) and len(kept) < len(runs)
-    skipped = (data / "landing", data / "metadata", *kept)
+    skipped = (data / "landing", *kept)
     searched, found = 0, []
     for root in (data, airflow_home):
         for path in root.rglob("*"):

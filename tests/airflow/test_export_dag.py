@@ -15,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from test_dags import ARRIVED, _warehouse_rows, dags, env
 
+from conftest import RESTRICTED_KEY_HEX
+from dicom_deid.duckdb_crypto import read_encrypted_parquet
 from dicom_deid.pipeline.interval_export import interval_run_id
 from instances import make_instance, to_bytes
 
@@ -109,8 +110,10 @@ def test_night_two_exports_the_late_copy_once_and_nothing_else(nights: dict[str,
     # Night 2's Parquet holds exactly the late file's row.
     night2_parts = [p for p in nights["parts2"] if f"part-{run_id}-" in p]
     assert night2_parts and all(p.startswith("ingest_date=2026-03-11/") for p in night2_parts)
-    tables = [pq.ParquetFile(nights["metadata"] / p).read(columns=["source_uri"])
-              for p in night2_parts]
+    # (encrypted under the restricted key, the test deployment's connection: the
+    # identified catalog at rest)
+    key = bytes.fromhex(RESTRICTED_KEY_HEX)
+    tables = [read_encrypted_parquet(nights["metadata"] / p, key) for p in night2_parts]
     uris = [u for t in tables for u in t.column("source_uri").to_pylist()]
     assert uris == [nights["late"]]
     with open(nights["late"], "rb") as fh:  # the row is the file's current content

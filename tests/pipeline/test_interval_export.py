@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydicom.data import get_testdata_file
 
+from dicom_deid.duckdb_crypto import read_encrypted_parquet
 from dicom_deid.pipeline.interval_export import (
     IntervalExport,
     export_interval,
@@ -22,6 +23,7 @@ from dicom_deid.pipeline.interval_export import (
 )
 from dicom_deid.pipeline.settings import PipelineSettings
 from dicom_deid.warehouse.factory import open_warehouse
+from dicom_deid.warehouse.restricted_file import load_restricted_key
 from instances import make_instance, to_bytes
 
 DAY1 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -62,11 +64,16 @@ def _night(settings: PipelineSettings, k: int) -> IntervalExport:
 
 
 def _parquet_rows(settings: PipelineSettings) -> list[tuple[str, str, str]]:
-    """(file name, run id, ingest date) of every row in every Parquet part written."""
+    """(file name, run id, ingest date) of every row in every Parquet part written (each
+    encrypted under the restricted key: the identified catalog at rest)."""
     rows: list[tuple[str, str, str]] = []
+    key = load_restricted_key()
+    assert key is not None
     for part in sorted((settings.metadata_dir / TABLE).glob("ingest_date=*/part-*.parquet")):
-        table = pq.ParquetFile(part).read(columns=["source_uri", "ingest_run_id",
-                                                   "ingest_date"])
+        with pytest.raises(OSError, match="encrypted"):
+            pq.ParquetFile(part).read()
+        table = read_encrypted_parquet(part, key).select(
+            ["source_uri", "ingest_run_id", "ingest_date"])
         rows += [(Path(r["source_uri"]).name, r["ingest_run_id"], str(r["ingest_date"]))
                  for r in table.to_pylist()]
     return sorted(rows)

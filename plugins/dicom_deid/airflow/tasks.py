@@ -36,6 +36,7 @@ from dicom_deid.pipeline.projects import (
 )
 from dicom_deid.pipeline.settings import PipelineSettings, notify_conn_id
 from dicom_deid.pipeline.shards import ShardLimits
+from dicom_deid.warehouse.restricted_file import export_key
 
 from .google_conn import apply_google_connection, uses_google
 from .hooks import DeidKeyHook, apply_restricted_key
@@ -94,7 +95,7 @@ def load_metadata(export: dict[str, Any]) -> dict[str, Any]:
     when the interval brought nothing."""
     settings = _settings()
     out = settings.metadata_dir / "dicom_metadata"
-    if not export_parts(out, export["run_id"]):
+    if not export_parts(out, export["run_id"], export_key(settings.warehouse, "dicom_metadata")):
         raise AirflowSkipException("no new instances in this interval")
     rows = load_export(settings.warehouse, out, export["run_id"], "dicom_metadata")
     log.info("dicom_metadata: %d row(s) merged for interval %s", rows, export["run_id"])

@@ -360,6 +360,7 @@ def _export_metadata(args: argparse.Namespace) -> int:
     from dicom_deid.metadata.export import ExportState, Listed, export_metadata
     from dicom_deid.storage import open_store
     from dicom_deid.warehouse.factory import open_warehouse
+    from dicom_deid.warehouse.restricted_file import export_key
 
     sources: Iterable[Path | str | Listed]
     if isinstance(args.source, Path):
@@ -376,11 +377,17 @@ def _export_metadata(args: argparse.Namespace) -> int:
             print(f"dicom-deid: {exc}", file=sys.stderr)
             return EXIT_USAGE
     out = args.out or Path("var/metadata") / args.table
+    try:
+        key = export_key(args.warehouse, args.table, required=not args.no_load)
+        state = ExportState.for_export(out, key)
+    except DicomDeidError as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     summary = export_metadata(
         sources, out,
         run_id=args.run_id or uuid.uuid4().hex[:12],
         ingest_date=args.ingest_date or datetime.now(UTC).date(),
-        state=ExportState.for_export(out), workers=args.workers or None,
+        state=state, workers=args.workers or None, key=key,
     )
     if summary.remote_files:
         print(f"read {summary.remote_bytes / summary.remote_files / 1024:.1f} KiB per object "

@@ -37,7 +37,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from dicom_deid.arrow_build import string_array
 from dicom_deid.dicom.reader import parse_instance, raw_items
-from dicom_deid.errors import BadInput, StorageError
+from dicom_deid.errors import BadInput, KeyConfigError, StorageError
 from dicom_deid.pools import start_pool
 from dicom_deid.storage import is_object_uri, object_at
 
@@ -85,8 +85,10 @@ class ExportState:
     about 410 as a ``StateEntry`` each. :attr:`entries` gives the ``StateEntry`` view.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, key: bytes | None = None) -> None:
+        """``key``: the manifest is saved encrypted under it (it lists landing paths)."""
         self.path = path
+        self.key = key
         self._rows: dict[str, int] = {}
         self._size = array("q")
         self._mtime = array("q")
@@ -96,18 +98,28 @@ class ExportState:
         self._part_ids: dict[str | None, int] = {None: 0}
 
     @classmethod
-    def for_export(cls, out_dir: Path) -> ExportState:
-        """The state kept next to an export: ``out_dir/_state/exported.manifest`` (Parquet)."""
-        return cls.load(Path(out_dir) / STATE_DIR / STATE_FILE)
+    def for_export(cls, out_dir: Path, key: bytes | None = None) -> ExportState:
+        """The state kept next to an export: ``out_dir/_state/exported.manifest`` (Parquet;
+        encrypted under ``key`` when one is given)."""
+        return cls.load(Path(out_dir) / STATE_DIR / STATE_FILE, key)
 
     @classmethod
-    def load(cls, path: Path) -> ExportState:
-        """Read a manifest; a missing file is an empty state."""
+    def load(cls, path: Path, key: bytes | None = None) -> ExportState:
+        """Read a manifest (clear, or encrypted under ``key``); a missing file is an empty
+        state. A clear manifest read with a key is saved encrypted from then on."""
         path = Path(path)
-        state = cls(path=path)
+        state = cls(path=path, key=key)
         if not path.exists():
             return state
-        table = pq.ParquetFile(path).read()  # not pq.read_table: that imports pandas
+        from dicom_deid.duckdb_crypto import is_encrypted_parquet, read_encrypted_parquet
+
+        if is_encrypted_parquet(path):
+            if key is None:
+                raise KeyConfigError(f"the export manifest {path.name} is encrypted: it "
+                                     "opens with the restricted key only")
+            table = read_encrypted_parquet(path, key)
+        else:
+            table = pq.ParquetFile(path).read()  # not pq.read_table: that imports pandas
         state._rows = {u: i for i, u in enumerate(table.column("uri").to_pylist())}
         state._size = array("q", table.column("size").to_pylist())
         state._mtime = array("q", table.column("mtime_ns").to_pylist())
@@ -186,7 +198,7 @@ class ExportState:
             string_array([self._parts[self._part[r]] for r in rows]),
         ], schema=_STATE_SCHEMA)
         del uris, rows
-        _write_parquet_atomic(table, self.path, row_group_size=max(n, 1))
+        _write_parquet_atomic(table, self.path, row_group_size=max(n, 1), key=self.key)
 
     def committed_parts(self) -> set[str]:
         """Part files (relative to the export folder) that hold rows of this manifest."""
@@ -304,6 +316,7 @@ def export_metadata(
     workers: int | None = None,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     start_method: str = "fork",
+    key: bytes | None = None,
 ) -> ExportSummary:
     """Export one row per new or changed DICOM file in ``sources`` to Parquet under ``out_dir``.
 
@@ -315,6 +328,8 @@ def export_metadata(
     checksum of the object (see :func:`_read_object`).
     ``start_method`` of the worker pool: use "forkserver" inside threaded processes
     (Airflow tasks), where a plain fork can inherit a lock held by another thread.
+    ``key``: parts (and a default ``state``) are written encrypted under it (DuckDB's
+    Parquet encryption: the identified catalog at rest), readable with the key only.
 
     Workers read, hash and convert batches of files (small batches, so all cores stay busy
     to the end) and send rows back as Arrow IPC; this process only concatenates each
@@ -330,7 +345,7 @@ def export_metadata(
         raise ValueError("run_id must be 1-128 characters of [A-Za-z0-9._=+-]")
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    state = ExportState.for_export(out_dir) if state is None else state
+    state = ExportState.for_export(out_dir, key) if state is None else state
     summary = ExportSummary(run_id=run_id, ingest_date=ingest_date)
     partition = f"ingest_date={ingest_date.isoformat()}"
     (out_dir / partition).mkdir(parents=True, exist_ok=True)
@@ -371,7 +386,7 @@ def export_metadata(
                 continue
             if part_batches:  # the part's last batch: write it
                 path = out_dir / parts[part]
-                summary.exported += _write_part(part_batches, part_shape, path)
+                summary.exported += _write_part(part_batches, part_shape, path, key)
                 summary.parts.append(path)
             part_batches, part_shape = [], {}
     state.save()
@@ -626,7 +641,8 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
     return result
 
 
-def _write_part(batches: list[bytes], shape: ms.Shape, path: Path) -> int:
+def _write_part(batches: list[bytes], shape: ms.Shape, path: Path,
+                key: bytes | None = None) -> int:
     """Write a part from its batches (IPC bytes, emptied as they are read), in the part's
     schema (tag order).
 
@@ -648,7 +664,7 @@ def _write_part(batches: list[bytes], shape: ms.Shape, path: Path) -> int:
         tables.append(table)
     table = pa.concat_tables(tables)
     del tables
-    _write_parquet_atomic(table, path, row_group_size=DEFAULT_ROWS_PER_FILE)
+    _write_parquet_atomic(table, path, row_group_size=DEFAULT_ROWS_PER_FILE, key=key)
     return table.num_rows
 
 
@@ -680,12 +696,19 @@ def _read(uri: str, size: int = 0) -> bytes:
         raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
 
 
-def _write_parquet_atomic(table: pa.Table, path: Path, *, row_group_size: int) -> None:
-    """Write zstd Parquet to a temporary name in the same folder, then rename into place."""
+def _write_parquet_atomic(table: pa.Table, path: Path, *, row_group_size: int,
+                          key: bytes | None = None) -> None:
+    """Write zstd Parquet (encrypted under ``key`` if given) to a temporary name in the
+    same folder, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size,
-                   memory_pool=_POOL)
+    if key is not None:
+        from dicom_deid.duckdb_crypto import write_encrypted_parquet
+
+        write_encrypted_parquet(table, tmp, key, row_group_size=row_group_size)
+    else:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size,
+                       memory_pool=_POOL)
     os.replace(tmp, path)
 
 

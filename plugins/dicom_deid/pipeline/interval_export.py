@@ -27,6 +27,7 @@ from pathlib import Path
 from dicom_deid.metadata.export import ExportState, Listed, Source, export_metadata
 from dicom_deid.storage import LocalStore, Store, StoredFile, open_store
 from dicom_deid.storage.permissions import private_dir, restrict_tree
+from dicom_deid.warehouse.restricted_file import export_key
 
 from .restricted import open_private_warehouse
 from .settings import PipelineSettings
@@ -83,7 +84,8 @@ def export_interval(
     landed = store.list_files(modified_to=end)
     run_id = interval_run_id(start, end)
     out = private_dir(settings.metadata_dir / table)
-    state = ExportState.for_export(out)
+    key = export_key(settings.warehouse, table)
+    state = ExportState.for_export(out, key)
     pending, late_pending = _pending(store, landed, state, start)
     arrived = sum(f.modified >= start for f in landed)
     log.info("interval %s: %d landing file(s) before its end (%d arrived in it), "
@@ -91,7 +93,7 @@ def export_interval(
     summary = export_metadata(
         pending, out, run_id=run_id, ingest_date=start.date(), state=state,
         workers=(settings.workers or None) if len(pending) >= POOL_MIN_FILES else 1,
-        start_method="forkserver",
+        start_method="forkserver", key=key,
     )
     errors_file = None
     if summary.errors:
@@ -156,15 +158,16 @@ def _exported_now(uris: Iterable[str], state: ExportState, out: Path,
     return sum(1 for uri in uris if (e := state.get(uri)) is not None and e.part in new)
 
 
-def export_parts(out: Path, run_id: str) -> list[str]:
-    """Every committed Parquet part an export run wrote (all attempts)."""
-    committed = ExportState.for_export(out).committed_parts()
+def export_parts(out: Path, run_id: str, key: bytes | None = None) -> list[str]:
+    """Every committed Parquet part an export run wrote (all attempts); ``key`` opens an
+    encrypted manifest."""
+    committed = ExportState.for_export(out, key).committed_parts()
     return sorted(str(out / p) for p in committed if f"/part-{run_id}-" in f"/{p}")
 
 
 def load_export(warehouse_url: str, out: Path, run_id: str, table: str) -> int:
     """Merge all parts of ``run_id`` into ``table`` (idempotent); rows loaded."""
-    parts = export_parts(out, run_id)
+    parts = export_parts(out, run_id, export_key(warehouse_url, table))
     if not parts:
         return 0
     with open_private_warehouse(warehouse_url) as warehouse:

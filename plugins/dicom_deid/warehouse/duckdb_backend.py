@@ -19,7 +19,8 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from dicom_deid.errors import WarehouseError
+from dicom_deid.duckdb_crypto import add_parquet_key, is_encrypted_parquet
+from dicom_deid.errors import KeyConfigError, WarehouseError
 
 from .base import (
     EVOLVING_TABLES,
@@ -36,7 +37,7 @@ from .base import (
     used_params,
 )
 from .ddl import schema_ddl
-from .restricted_file import attach_restricted, load_restricted_key
+from .restricted_file import HOW, attach_restricted, load_restricted_key
 from .sql import transpile_ddl
 
 __all__ = ["DuckDBWarehouse"]
@@ -111,8 +112,9 @@ class DuckDBWarehouse(Warehouse):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._con = _connect(self.path, read_only)
         self.restricted_path = restricted_path(self.path)
+        self._key = restricted_key or load_restricted_key()
         try:
-            self._attach_restricted(read_only, restricted_key or load_restricted_key())
+            self._attach_restricted(read_only, self._key)
         except BaseException:
             if connection is None:
                 self._con.close()  # DuckDB keeps one configuration per open file
@@ -252,19 +254,39 @@ class DuckDBWarehouse(Warehouse):
         check_identifier(table)
         keys = resolve_keys(table, mode, key_columns)
         files = expand_paths(paths_or_glob)
+        source, params = self._parquet_source(files)
         self._con.execute("BEGIN TRANSACTION")
         try:
-            self._con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS "
-                "SELECT * FROM read_parquet(?, union_by_name = true)",
-                [files],
-            )
+            self._con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS {source}", params)
             count = self._apply_stage(table, mode, keys)
         except Exception:
             self._con.execute("ROLLBACK")
             raise
         self._con.execute("COMMIT")
         return count
+
+    def _parquet_source(self, files: list[str]) -> tuple[str, list[Any]]:
+        """A SELECT over the files by column name: clear ones as they are, encrypted ones
+        (the identified export, see :mod:`dicom_deid.duckdb_crypto`) with the restricted
+        key's Parquet key."""
+        sealed = [f for f in files if Path(f).is_file() and is_encrypted_parquet(f)]
+        clear = [f for f in files if f not in set(sealed)]
+        parts: list[str] = []
+        params: list[Any] = []
+        if clear or not sealed:
+            parts.append("SELECT * FROM read_parquet(?, union_by_name = true)")
+            params.append(clear)
+        if sealed:
+            if self._key is None:
+                raise KeyConfigError("the files to load are encrypted: they open with the "
+                                     f"restricted key only ({HOW})")
+            option = add_parquet_key(self._con, self._key)
+            # one read per file: DuckDB 1.5.5 fails reading encrypted files with
+            # union_by_name (an internal error that invalidates the database)
+            for path in sealed:
+                parts.append(f"SELECT * FROM read_parquet(?, encryption_config = {option})")
+                params.append(path)
+        return " UNION ALL BY NAME ".join(parts), params
 
     def _apply_stage(self, table: str, mode: str, keys: tuple[str, ...]) -> int:
         """Move the staged rows into ``table`` (inside the caller's transaction)."""

@@ -13,8 +13,7 @@ The key comes from ``$DICOM_DEID_RESTRICTED_KEY`` (hex), the file named by
 ``dicom-deid keygen --restricted FILE`` makes one. A restricted file an older version
 wrote in clear is encrypted the first time a key is at hand; :func:`rekey` moves a file
 to a new key. DuckDB writes encrypted files only with its httpfs extension loaded (its
-OpenSSL); that extension comes signed from the ``duckdb-extension-httpfs`` wheel and
-DuckDB checks the signature when it loads it.
+OpenSSL; see :mod:`dicom_deid.duckdb_crypto`).
 """
 
 from __future__ import annotations
@@ -26,15 +25,15 @@ from pathlib import Path
 
 import duckdb
 
+from dicom_deid.duckdb_crypto import load_crypto, subkey
 from dicom_deid.errors import KeyConfigError, WarehouseError
 from dicom_deid.keyfile import load_key, parse_key
 
-__all__ = ["RESTRICTED_KEY_ENV", "RESTRICTED_KEY_FILE_ENV", "attach_restricted",
+__all__ = ["RESTRICTED_KEY_ENV", "RESTRICTED_KEY_FILE_ENV", "attach_restricted", "export_key",
            "load_restricted_key", "rekey", "restricted_key_id"]
 
 RESTRICTED_KEY_ENV = "DICOM_DEID_RESTRICTED_KEY"
 RESTRICTED_KEY_FILE_ENV = "DICOM_DEID_RESTRICTED_KEY_FILE"
-_FILE_DOMAIN = b"dicom-deid/restricted-file/v1"
 _ID_DOMAIN = b"dicom-deid/restricted-key-id/v1"
 HOW = (f"set ${RESTRICTED_KEY_ENV} (hex) or ${RESTRICTED_KEY_FILE_ENV} (a key file), or "
        "in Airflow the connection dicom_deid_restricted_key; create a key with "
@@ -58,28 +57,7 @@ def restricted_key_id(key: bytes) -> str:
 
 def _file_key(key: bytes) -> str:
     """What DuckDB is given: a subkey for this one use, as hex."""
-    return hmac.new(key, _FILE_DOMAIN, hashlib.sha256).hexdigest()
-
-
-def _load_crypto(con: duckdb.DuckDBPyConnection) -> None:
-    """Load the signed httpfs build that lets DuckDB write encrypted files (once per
-    connection), and encrypt whatever DuckDB spills to disk."""
-    loaded = con.execute("SELECT loaded FROM duckdb_extensions() "
-                         "WHERE extension_name = 'httpfs'").fetchone()
-    if not (loaded and loaded[0]):
-        try:
-            import duckdb_extension_httpfs
-        except ImportError:
-            raise WarehouseError("the encrypted restricted file needs DuckDB's httpfs "
-                                 "extension: pip install duckdb-extension-httpfs=="
-                                 f"{duckdb.__version__}") from None
-        path = (Path(duckdb_extension_httpfs.__file__).parent / "extensions"
-                / f"v{duckdb.__version__}" / "httpfs.duckdb_extension")
-        if not path.is_file():
-            raise WarehouseError(f"duckdb-extension-httpfs has no build for DuckDB "
-                                 f"{duckdb.__version__}; install the matching version")
-        con.execute(f"LOAD '{_literal(str(path))}'")
-    con.execute("SET temp_file_encryption = true")
+    return subkey(key, "restricted-file").hex()
 
 
 def _literal(text: str) -> str:
@@ -118,7 +96,7 @@ def attach_restricted(con: duckdb.DuckDBPyConnection, path: str, alias: str,
         if read_only:
             return False
         raise KeyConfigError(f"the restricted tables are kept encrypted: {HOW}")
-    _load_crypto(con)
+    load_crypto(con)
     if exists and not _is_encrypted(path):
         if read_only:
             raise WarehouseError("the restricted file is still in clear: open the warehouse "
@@ -165,7 +143,7 @@ def rekey(path: str, old: bytes, new: bytes) -> None:
         raise WarehouseError(f"no restricted file at {path}")
     con = duckdb.connect(":memory:")
     try:
-        _load_crypto(con)
+        load_crypto(con)
         try:
             _reencrypt(con, path, old if _is_encrypted(path) else None, new)
         except duckdb.Error as exc:
@@ -175,3 +153,22 @@ def rekey(path: str, old: bytes, new: bytes) -> None:
             raise
     finally:
         con.close()
+
+
+def export_key(warehouse_url: str | None, table: str, *, required: bool = True
+               ) -> bytes | None:
+    """The key a metadata export of ``table`` for the warehouse ``warehouse_url`` is
+    encrypted under: the restricted key, when the table is restricted (the identified
+    catalog) and the warehouse the embedded one, whose restricted file needs the key
+    anyway. None for a de-identified table or BigQuery (which loads clear Parquet; its
+    restricted dataset's IAM guards the rows). ``required``: no key is an error (else
+    None: a Parquet-only export, in clear, by the caller's choice)."""
+    from .base import RESTRICTED_TABLES
+
+    if table not in RESTRICTED_TABLES or (
+            warehouse_url and not warehouse_url.startswith("duckdb://")):
+        return None
+    key = load_restricted_key()
+    if key is None and required:
+        raise KeyConfigError(f"the identified metadata is kept encrypted: {HOW}")
+    return key
