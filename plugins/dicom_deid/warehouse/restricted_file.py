@@ -116,7 +116,8 @@ def _reencrypt(con: duckdb.DuckDBPyConnection, path: str, old: bytes | None,
                new: bytes) -> None:
     """Copy the file's every table to a fresh file under ``new``, then swap it in (one
     rename: a crash leaves the old file whole). Its write-ahead log is checkpointed in
-    first, and the clear copy's bytes are gone with the rename."""
+    first. The old file is unlinked, not overwritten: on a disk that is not itself
+    encrypted its blocks keep the old bytes until reused."""
     fresh = f"{path}.rekey"
     for leftover in (fresh, f"{fresh}.wal"):
         Path(leftover).unlink(missing_ok=True)
