@@ -738,14 +738,21 @@ def test_no_original_identifier_outside_the_catalog_and_the_landing_zone(
     # Every byte the deployment wrote -- the exported catalog and its manifest, warehouse
     # files, run folders, the research tree's manifests, Airflow's database and task logs
     # -- holds no original identifier in the clear, except: the landing zone itself, and
-    # the run folders (0700) of runs that did not succeed, which keep their cohort and
-    # shard lists so that clearing the failed task reruns it.
+    # the run folders (0700) of runs that did not succeed and that no later run of their
+    # project did: they keep their cohort and shard lists so that clearing the failed
+    # task reruns it (a later success of the project removes them).
     data, airflow_home = env["data"], Path(os.environ["AIRFLOW_HOME"])
     originals = _landing_identifiers(data / "landing")
     assert len(originals) > 20
-    runs = _warehouse_rows(data, "SELECT run_id, status FROM deid_runs")
-    kept = [data / "runs" / r["run_id"] for r in runs if r["status"] not in ("success", "dry_run")]
-    assert all(r["run_id"].startswith("batch-") for r in runs) and len(kept) < len(runs)
+    runs = sorted(_warehouse_rows(data, "SELECT run_id, status FROM deid_runs"),
+                  key=lambda r: r["run_id"])
+    assert all(r["run_id"].startswith("batch-") for r in runs)
+    project = {r["run_id"]: r["run_id"].split("Z-", 1)[1] for r in runs}
+    kept = [data / "runs" / r["run_id"] for i, r in enumerate(runs)
+            if r["status"] not in ("success", "dry_run") and not any(
+                later["status"] == "success" and project[later["run_id"]] ==
+                project[r["run_id"]] for later in runs[i + 1:])]
+    assert len(kept) < len(runs)
     skipped = (data / "landing", *kept)
     searched, found = 0, []
     for root in (data, airflow_home):

@@ -649,3 +649,27 @@ def test_a_policy_changed_mid_run_stops_the_run(landed: dict[str, Any]) -> None:
             deid_steps.deidentify_shard(ws, settings, changed, plan["shard"], KEY)
     with pytest.raises(ConfigError, match="changed since this run started"):
         deid_steps.check_pinned(ws, req, dataclasses.replace(settings, destination="/x"))
+
+
+def test_a_success_removes_what_earlier_unsuccessful_runs_of_its_project_kept(
+    landed: dict[str, Any]
+) -> None:
+    settings = _settings(landed, "purge")
+    req = _req(landed, "MR", project="purge")
+    # a failed run keeps its cohort and shard lists (clearing the failed task reruns it)
+    failed = RunWorkspace(settings.work_dir, "batch-20260101T000000Z-purge")
+    _run_steps(failed, settings, req, until_verified=True)
+    assert _finish(failed, settings, req, ["publish"], completed=False)["status"] == "failed"
+    assert (failed.root / "cohort.parquet").exists() and (failed.root / "report.md").exists()
+    # another project whose name ends like this one's: not this project's run
+    other = settings.work_dir / "batch-20260101T000000Z-x-purge"
+    other.mkdir()
+    (other / "cohort.parquet").write_bytes(b"not ours")
+    ok = RunWorkspace(settings.work_dir, "batch-20260102T000000Z-purge")
+    _run_steps(ok, settings, req)
+    result = _finish(ok, settings, req, [], completed=True)
+    assert (result["status"], result["purged_runs"]) == ("success", 1)
+    left = _tree(failed.root)
+    assert "report.md" in left and not [n for n in left if n.startswith(
+        ("cohort", "instances", "shards/shard-", "mapping/", "errors", "release"))]
+    assert (other / "cohort.parquet").read_bytes() == b"not ours"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -891,6 +892,25 @@ def remove_identified(ws: RunWorkspace) -> list[str]:
     return removed
 
 
+def purge_earlier_runs(ws: RunWorkspace, project: str) -> int:
+    """Remove the identified intermediates that ``project``'s earlier runs which did not
+    succeed kept (so that clearing their failed task could rerun it): a later success
+    has released what they selected, so nobody needs them any more. A project runs one
+    DAG run at a time, so none of them is running. Runs whose folders changed."""
+    pattern = re.compile(r"batch-\d{8}T\d{6}(\.\d{6})?Z-" + re.escape(project))
+    purged = 0
+    for folder in sorted(ws.work_dir.glob(f"batch-*-{project}")):
+        if folder.name == ws.batch_id or not pattern.fullmatch(folder.name) \
+                or folder.is_symlink() or not folder.is_dir():
+            continue
+        if remove_identified(RunWorkspace(ws.work_dir, folder.name)):
+            purged += 1
+    if purged:
+        log.info("run %s: removed the identified files of %d earlier unsuccessful run(s)",
+                 ws.batch_id, purged)
+    return purged
+
+
 def finish_run(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None, *,
     failed_tasks: Sequence[str], completed: bool, started_at: datetime, user: str,
@@ -931,6 +951,8 @@ def finish_run(
         if done:
             discard_staged(ws, settings)  # publish removed it; an interrupted publish may not
             result["removed"] = len(remove_identified(ws))
+            if req is not None and outcome.status == SUCCESS:
+                result["purged_runs"] = purge_earlier_runs(ws, req.project)
     log.log(logging.INFO if done else logging.ERROR,
             "run %s: %s%s", ws.batch_id, outcome.status,
             f" ({outcome.reason})" if outcome.reason else "")
