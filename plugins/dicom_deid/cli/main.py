@@ -194,7 +194,8 @@ def _parser() -> argparse.ArgumentParser:
                         "ones to hold back; default: $DICOM_DEID_VAULT_KEY)")
 
     k = sub.add_parser("keygen", help="write a new random 32-byte key file (mode 0600): a "
-                                     "pseudonym key, or with --vault a vault key")
+                                     "pseudonym key, a vault key (--vault) or a restricted key "
+                                     "(--restricted)")
     k.add_argument("output", type=Path)
     k.add_argument("--force", action="store_true", help="overwrite an existing key file")
     kind = k.add_mutually_exclusive_group()
