@@ -59,7 +59,6 @@ import argparse
 import contextlib
 import csv
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -71,17 +70,17 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from bench_deidentify import (
     Corpus,
     Measured,
     deid_bin,
     describe,
+    hold_lock,
     key_file,
     machine,
     measure,
@@ -766,22 +765,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def single_instance() -> Iterator[IO[str]]:
-    """An exclusive lock for the whole run: two runs would share the bucket and the CPUs."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    with open(WORK / ".bench_cloud.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit("another bench_cloud.py run is in progress") from None
-        yield fh
-
-
 def main(argv: list[str] | None = None) -> int:
     use_restricted_key()
     args = parse_args(argv)
-    with single_instance():
+    with hold_lock("bench_cloud"):  # two runs would share the bucket and the CPUs
         corpus = cloud_corpus(args.patients, args.seed)
         RUNS.mkdir(parents=True, exist_ok=True)
         LOGS.mkdir(parents=True, exist_ok=True)

@@ -811,15 +811,21 @@ def schedule(
     return runs
 
 
-def single_instance() -> IO[str]:
-    """Hold an exclusive lock for the whole run: two runs would share outputs and the CPUs."""
+def hold_lock(name: str) -> IO[str]:
+    """Hold the exclusive lock ``work/.<name>.lock`` until the process exits: benchmarks
+    that share the CPUs, the page cache or their outputs run one at a time."""
     WORK.mkdir(parents=True, exist_ok=True)
-    fh = open(WORK / ".bench_deidentify.lock", "w")  # noqa: SIM115 (held until exit)
+    fh = open(WORK / f".{name}.lock", "w")  # noqa: SIM115 (held until exit)
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise SystemExit("another bench_deidentify.py run is in progress") from None
+        raise SystemExit(f"another benchmark holds .{name}.lock (a {name}.py run?)") from None
     return fh
+
+
+def single_instance() -> IO[str]:
+    """Hold an exclusive lock for the whole run: two runs would share outputs and the CPUs."""
+    return hold_lock("bench_deidentify")
 
 
 def main(argv: list[str] | None = None) -> int:

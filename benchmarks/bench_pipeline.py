@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import math
@@ -76,6 +75,7 @@ from bench_deidentify import (
     descendants,
     describe,
     forget_deleted_inodes,
+    hold_lock,
     key_file,
     machine,
     measure,
@@ -955,16 +955,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def hold_locks() -> list[IO[str]]:
     """This benchmark and bench_deidentify.py share the CPUs, the page cache and key: one at
     a time."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    held: list[IO[str]] = []
-    for name in (".bench_pipeline.lock", ".bench_deidentify.lock"):
-        fh = open(WORK / name, "w")  # noqa: SIM115 (held until exit)
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit(f"another benchmark holds {name}") from None
-        held.append(fh)
-    return held
+    return [hold_lock("bench_pipeline"), hold_lock("bench_deidentify")]
 
 
 def _git(*args: str) -> str:
