@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "warehouse": {"errors", "keyfile", "duckdb_crypto"},
     "cohort": {"errors", "warehouse"},
     # pipeline -> text: a withdrawal's reason is checked by the text detectors.
-    "pipeline": {"__init__", "errors", "dicom", "config", "text", "deid", "metadata",
+    "pipeline": {"__init__", "errors", "keyfile", "dicom", "config", "text", "deid", "metadata",
                  "warehouse", "cohort", "review", "vault", "storage"},
     # vault: the encrypted mapping, re-identification, audit, linkage pseudonyms.
     "vault": {"errors", "keyfile", "dicom", "deid", "warehouse"},

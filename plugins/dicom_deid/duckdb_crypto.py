@@ -21,7 +21,7 @@ import pyarrow as pa
 from dicom_deid.errors import DicomDeidError, KeyConfigError
 
 __all__ = ["PARQUET_KEY_NAME", "add_parquet_key", "is_encrypted_parquet", "load_crypto",
-           "read_encrypted_parquet", "subkey", "write_encrypted_parquet"]
+           "read_encrypted_parquet", "sql_literal", "subkey", "write_encrypted_parquet"]
 
 PARQUET_KEY_NAME = "dicom_deid_restricted"
 """The name the Parquet key is registered under in a connection."""
@@ -49,7 +49,7 @@ def load_crypto(con: duckdb.DuckDBPyConnection) -> None:
         if not path.is_file():
             raise DicomDeidError(f"duckdb-extension-httpfs has no build for DuckDB "
                                  f"{duckdb.__version__}; install the matching version")
-        con.execute(f"LOAD '{_literal(str(path))}'")
+        con.execute(f"LOAD '{sql_literal(str(path))}'")
     con.execute("SET temp_file_encryption = true")
 
 
@@ -76,7 +76,7 @@ def write_encrypted_parquet(table: pa.Table, path: Path, key: bytes, *,
     try:
         option = add_parquet_key(con, key)
         con.register("__dicom_deid_rows", table)
-        con.execute(f"COPY __dicom_deid_rows TO '{_literal(str(path))}' (FORMAT parquet, "
+        con.execute(f"COPY __dicom_deid_rows TO '{sql_literal(str(path))}' (FORMAT parquet, "
                     f"COMPRESSION zstd, ROW_GROUP_SIZE {int(row_group_size)}, "
                     f"ENCRYPTION_CONFIG {option})")
     finally:
@@ -89,7 +89,7 @@ def read_encrypted_parquet(path: Path, key: bytes) -> pa.Table:
     try:
         option = add_parquet_key(con, key)
         try:
-            reader = con.execute(f"SELECT * FROM read_parquet('{_literal(str(path))}', "
+            reader = con.execute(f"SELECT * FROM read_parquet('{sql_literal(str(path))}', "
                                  f"encryption_config = {option})").arrow()
         except duckdb.Error as exc:
             raise KeyConfigError(f"{Path(path).name} does not open with this key "
@@ -99,5 +99,6 @@ def read_encrypted_parquet(path: Path, key: bytes) -> pa.Table:
         con.close()
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """``text`` inside a single-quoted SQL string literal."""
     return text.replace("'", "''")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
 
 from dicom_deid.errors import KeyConfigError
 
-__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "generate_key_file", "load_key", "parse_key"]
+__all__ = ["KEY_ENV", "MIN_KEY_BYTES", "generate_key_file", "key_fingerprint", "load_key",
+           "parse_key"]
 
 KEY_ENV = "DICOM_DEID_KEY"
 """Environment variable holding the pseudonym key (hex or base64) when no file is given."""
@@ -88,3 +91,10 @@ def generate_key_file(path: Path, *, overwrite: bool = False) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_hex(MIN_KEY_BYTES) + "\n")
+
+
+def key_fingerprint(key: bytes, domain: bytes) -> str:
+    """A public id of a key (16 hex digits: SHA-256 over an HMAC of ``domain`` under the
+    key): tells keys apart in files, runs and audits, and cannot be turned back into the
+    key. Each kind of key has its own ``domain``, so one key gives unrelated ids."""
+    return hashlib.sha256(hmac.new(key, domain, hashlib.sha256).digest()).hexdigest()[:16]

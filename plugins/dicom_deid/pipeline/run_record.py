@@ -9,8 +9,6 @@ leak count before raising :class:`~dicom_deid.errors.LeakError`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_deid.dicom.files import write_atomic
+from dicom_deid.keyfile import key_fingerprint
 from dicom_deid.storage.permissions import private_dir, restrict
 
 __all__ = [
@@ -58,8 +57,7 @@ def key_id(key: bytes) -> str:
     """A public fingerprint of the pseudonymisation key: 16 hex digits of SHA-256 over an
     HMAC of a fixed label under the key. It tells two keys apart in audits and cannot be
     turned back into the key (nor used to compute a pseudonym: a different domain)."""
-    tag = hmac.new(key, _KEY_ID_DOMAIN, hashlib.sha256).digest()
-    return hashlib.sha256(tag).hexdigest()[:16]
+    return key_fingerprint(key, _KEY_ID_DOMAIN)
 
 
 def triggering_user(user_name: str | None) -> str:

@@ -10,14 +10,13 @@ no default, ever.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dicom_deid.deid.keys import load_key
+from dicom_deid.keyfile import key_fingerprint
 
 __all__ = ["VAULT_KEY_ENV", "derive", "load_vault_key", "vault_key_id"]
 
@@ -37,7 +36,7 @@ def load_vault_key(key_file: Path | None = None, *,
 def vault_key_id(key: bytes) -> str:
     """A public fingerprint of a vault key (16 hex digits): tells keys apart in files and
     audits, and cannot be turned back into the key."""
-    return hashlib.sha256(hmac.new(key, _ID_DOMAIN, hashlib.sha256).digest()).hexdigest()[:16]
+    return key_fingerprint(key, _ID_DOMAIN)
 
 
 def derive(key: bytes, purpose: str) -> bytes:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from dicom_deid.duckdb_crypto import add_parquet_key, is_encrypted_parquet
+from dicom_deid.duckdb_crypto import add_parquet_key, is_encrypted_parquet, sql_literal
 from dicom_deid.errors import KeyConfigError, WarehouseError
 
 from .base import (
@@ -56,10 +56,6 @@ def _ref(table: str) -> str:
     """A pipeline table as SQL: the restricted ones qualified with their database."""
     quoted = _quote(table)
     return f"{RESTRICTED}.{quoted}" if table in RESTRICTED_TABLES else quoted
-
-
-def _literal(text: str) -> str:
-    return text.replace("'", "''")
 
 
 def _in_its_file(statement: str, table: str) -> str:
@@ -132,7 +128,7 @@ class DuckDBWarehouse(Warehouse):
             if not attach_restricted(self._con, self.restricted_path, RESTRICTED, key,
                                      read_only):
                 return  # an analyst's read-only view: the restricted tables are absent
-        self._con.execute(f"SET search_path = '{_literal(self._main())},{RESTRICTED}'")
+        self._con.execute(f"SET search_path = '{sql_literal(self._main())},{RESTRICTED}'")
 
     def _main(self) -> str:
         """The analysts' database's name in SQL (its file's stem)."""
@@ -270,7 +266,8 @@ class DuckDBWarehouse(Warehouse):
         (the identified export, see :mod:`dicom_deid.duckdb_crypto`) with the restricted
         key's Parquet key."""
         sealed = [f for f in files if Path(f).is_file() and is_encrypted_parquet(f)]
-        clear = [f for f in files if f not in set(sealed)]
+        encrypted = set(sealed)
+        clear = [f for f in files if f not in encrypted]
         parts: list[str] = []
         params: list[Any] = []
         if clear or not sealed:

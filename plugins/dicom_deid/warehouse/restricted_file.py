@@ -18,16 +18,14 @@ OpenSSL; see :mod:`dicom_deid.duckdb_crypto`).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from pathlib import Path
 
 import duckdb
 
-from dicom_deid.duckdb_crypto import load_crypto, subkey
+from dicom_deid.duckdb_crypto import load_crypto, sql_literal, subkey
 from dicom_deid.errors import KeyConfigError, WarehouseError
-from dicom_deid.keyfile import load_key, parse_key
+from dicom_deid.keyfile import key_fingerprint, load_key, parse_key
 
 __all__ = ["RESTRICTED_KEY_ENV", "RESTRICTED_KEY_FILE_ENV", "attach_restricted", "export_key",
            "load_restricted_key", "rekey", "restricted_key_id"]
@@ -52,16 +50,12 @@ def load_restricted_key(environ: dict[str, str] | None = None) -> bytes | None:
 
 def restricted_key_id(key: bytes) -> str:
     """A public fingerprint of a restricted key (16 hex digits), never the key."""
-    return hashlib.sha256(hmac.new(key, _ID_DOMAIN, hashlib.sha256).digest()).hexdigest()[:16]
+    return key_fingerprint(key, _ID_DOMAIN)
 
 
 def _file_key(key: bytes) -> str:
     """What DuckDB is given: a subkey for this one use, as hex."""
     return subkey(key, "restricted-file").hex()
-
-
-def _literal(text: str) -> str:
-    return text.replace("'", "''")
 
 
 def _attach(con: duckdb.DuckDBPyConnection, path: str, alias: str, key: bytes | None,
@@ -70,7 +64,7 @@ def _attach(con: duckdb.DuckDBPyConnection, path: str, alias: str, key: bytes | 
     if read_only:
         options.append("READ_ONLY")
     suffix = f" ({', '.join(options)})" if options else ""
-    con.execute(f"ATTACH '{_literal(path)}' AS {alias}{suffix}")
+    con.execute(f"ATTACH '{sql_literal(path)}' AS {alias}{suffix}")
 
 
 def _is_encrypted(path: str) -> bool:
