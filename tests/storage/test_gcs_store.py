@@ -141,6 +141,26 @@ def test_a_local_copy_is_a_temporary_download(gcs: GcsStore) -> None:
     assert not folder.exists()  # the temporary download is gone
 
 
+@pytest.mark.parametrize("hint", [None, "exact", "too small", "too large"])
+def test_a_download_gives_the_object_whatever_the_size_hint(
+    gcs: GcsStore, traffic: Traffic, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+    hint: str | None,
+) -> None:
+    """The listing's size only chooses how the response is read (in one piece up to
+    SINGLE_READ_UP_TO, else streamed); a stale hint never changes what arrives, and
+    either way it is one request, the checksum checked by the client."""
+    import dicom_deid.storage.gcs as gcs_module
+
+    monkeypatch.setattr(gcs_module, "SINGLE_READ_UP_TO", 300_000)
+    data = os.urandom(500_000)
+    gcs.write_bytes("d/a.bin", data)
+    size = {None: None, "exact": 500_000, "too small": 10, "too large": 10**9}[hint]
+    traffic.clear()
+    gcs.copy_to_local("d/a.bin", tmp_path / "a.bin", size=size)
+    assert (tmp_path / "a.bin").read_bytes() == data
+    assert len(traffic.calls) == 1
+
+
 def test_large_uploads_are_resumable_in_chunks(gcs: GcsStore, traffic: Traffic,
                                                tmp_path: Any) -> None:
     data = os.urandom(9 * 1024 * 1024)

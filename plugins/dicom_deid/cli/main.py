@@ -277,14 +277,14 @@ def _deidentify(args: argparse.Namespace) -> int:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with staged_output(args.output) as out:
+        with staged_output(args.output) as (out, sink):
             summary = run_batch(
                 sources, out, config, key,
                 workers=args.workers or None, layout=args.layout, errors_path=args.errors,
                 mapping_path=args.mapping, run_id=run_id,
                 progress=False if args.no_progress else None,
                 gate=args.exception if args.verify else None, drop_rejected=args.verify,
-                mapping_seal=seal,
+                mapping_seal=seal, sink=sink,
             )
     except (ConfigError, StorageError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)

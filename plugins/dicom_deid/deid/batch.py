@@ -28,11 +28,13 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dicom_deid.config.model import DeidConfig
 from dicom_deid.dicom.files import (
@@ -79,6 +81,9 @@ class Source:
     mtime_ns: int | None = None
     """An object store input's update time, as its listing gave it (then one request
     fetches it); local files have their own."""
+    size: int | None = None
+    """An object store input's size, as its listing gave it (a small object is then read
+    in one piece); only a hint."""
 
 
 @dataclass
@@ -221,26 +226,73 @@ def _init_worker(
 
 _DOWNLOADS: list[Path] = []  # this worker's private folder for inputs in object stores
 
+FETCH_AHEAD = 4
+"""Object-store inputs a worker fetches on threads ahead of the one it works on: against a
+store 20-50 ms away per request, a worker that waited for each fetch in turn would spend
+most of its time waiting. Bounds what a worker holds on disk to this many inputs, plus one."""
 
-def _open_source(src: Source) -> InputFile:
-    """Open one input. An object store's (``gs://...``) is first copied into this worker's
-    private folder (0700) and unlinked as soon as it is open: a worker holds one input at
-    a time on disk, and none is left behind if it dies. The copy carries the object's
-    update time (the listing's, else looked up), which the duplicate rule compares."""
-    if not is_object_uri(src.path):
-        return open_input(src.path)
+_FETCHER: list[ThreadPoolExecutor] = []  # this worker's fetch threads (made on first use)
+# A forked child has none of its parent's threads: it makes its own pool, and folder.
+os.register_at_fork(after_in_child=_FETCHER.clear)
+os.register_at_fork(after_in_child=_DOWNLOADS.clear)
+
+
+def _fetch(src: Source) -> Path:
+    """Copy an object-store input into this worker's private folder (0700), with the
+    object's update time (the listing's, else looked up), which the duplicate rule
+    compares. Errors name neither the object nor the store's text (which may)."""
     if not _DOWNLOADS:
         _DOWNLOADS.append(Path(tempfile.mkdtemp(prefix="dicom-deid-in-")))
     try:
-        local = download(str(src.path), _DOWNLOADS[0], mtime_ns=src.mtime_ns)
+        return download(str(src.path), _DOWNLOADS[0], mtime_ns=src.mtime_ns, size=src.size)
     except FileNotFoundError:
         raise BadInput("unreadable", "object not found in its store") from None
-    except (StorageError, OSError) as exc:  # the store's text may name the object
+    except (StorageError, OSError) as exc:
         raise BadInput("unreadable", f"cannot read object ({type(exc).__name__})") from None
+
+
+def _fetched_ahead(sources: Iterable[Source]) -> Iterator[tuple[Source, Future[Path] | None]]:
+    """``sources`` in order, each object-store input with the future of its copy, started
+    up to :data:`FETCH_AHEAD` inputs before it is needed; local inputs with None. Copies
+    not taken (the caller stopped early) are removed."""
+    window: deque[tuple[Source, Future[Path] | None]] = deque()
+    todo = iter(sources)
+
+    def fill() -> None:
+        while len(window) <= FETCH_AHEAD and (src := next(todo, None)) is not None:
+            remote = is_object_uri(src.path) and not _skipped(src)
+            if remote and not _FETCHER:
+                _FETCHER.append(ThreadPoolExecutor(FETCH_AHEAD, "dicom-deid-fetch"))
+            window.append((src, _FETCHER[0].submit(_fetch, src) if remote else None))
+
+    try:
+        fill()
+        while window:
+            yield window.popleft()
+            fill()
+    finally:
+        for _, pending in window:
+            if pending is not None and not pending.cancel():
+                with contextlib.suppress(Exception):
+                    pending.result().unlink(missing_ok=True)
+
+
+def _open_source(src: Source, fetched: Future[Path] | None = None) -> InputFile:
+    """Open one input. An object store's (``gs://...``) is a copy in this worker's private
+    folder (``fetched``, else made now), unlinked as soon as it is open: a worker holds a
+    few inputs at a time on disk, and none is left behind if it dies."""
+    if not is_object_uri(src.path):
+        return open_input(src.path)
+    local = fetched.result() if fetched is not None else _fetch(src)
     try:
         return open_input(local)
     finally:
         local.unlink()
+
+
+def _skipped(src: Source) -> bool:
+    """A file that is never de-identified (a DICOMDIR), so never fetched."""
+    return os.path.basename(src.path).upper() in _SKIP_NAMES
 
 
 def _safe_reason(stage: str, exc: BaseException) -> str:
@@ -279,20 +331,27 @@ def output_rel_for(result: InstanceResult, source_rel: str, layout: str) -> str:
     return f"{names[0]}/{names[1]}/{names[2]}.dcm"
 
 
-def process_source(src: Source) -> FileOutcome:
+def process_chunk(chunk: list[Source]) -> list[FileOutcome]:
+    """:func:`process_source` over ``chunk`` in order, its object-store inputs fetched
+    ahead (a worker's unit of work)."""
+    return [process_source(src, fetched) for src, fetched in _fetched_ahead(chunk)]
+
+
+def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutcome:
     """Read, de-identify and stage one file's output (runs in a worker; the driver
-    publishes it, see the duplicate rule)."""
+    publishes it, see the duplicate rule). ``fetched``: the input's copy from an object
+    store, being made (see :func:`_fetched_ahead`)."""
     assert _WORKER is not None, "worker not initialised"
     deid, fast_path, out_root, layout, tag_prefix, gate, metadata, review = _WORKER
     outcome = FileOutcome(rel=src.rel)
-    if os.path.basename(src.path).upper() in _SKIP_NAMES:
+    if _skipped(src):
         outcome.kind, outcome.stage = "skipped", "read"
         outcome.reason = "DICOMDIR media directory (rebuild it after de-identification)"
         return outcome
     stage = "read"
     source: InputFile | None = None
     try:
-        source = _open_source(src)
+        source = _open_source(src, fetched)
         outcome.size, outcome.mtime_ns = source.size, source.mtime_ns
         raw = source.head
         fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None
@@ -493,10 +552,11 @@ def _outcomes(
 ) -> Generator[FileOutcome, None, None]:
     if workers <= 1 or len(sources) < 2:
         _init_worker(config, key, out_root, layout, token, gate, metadata, review)
-        for src in sources:
-            yield process_source(src)
+        for src, fetched in _fetched_ahead(sources):
+            yield process_source(src, fetched)
         return
-    chunk = max(1, min(32, len(sources) // (workers * 8) or 1))
+    size = max(1, min(32, len(sources) // (workers * 8) or 1))
+    chunks = [sources[i:i + size] for i in range(0, len(sources), size)]
     # Objects alive now (modules, config) outlive the pool: frozen, a forked worker's
     # collections do not touch them, so their pages stay shared (Python's gc.freeze
     # advice for fork); thawed once the pool is gone.
@@ -505,9 +565,22 @@ def _outcomes(
         with start_pool(workers, start_method, __name__, _init_worker,
                         (config, key, out_root, layout, token, gate, metadata, review)
                         ) as pool:
-            yield from pool.imap(process_source, sources, chunksize=chunk)
+            for done in pool.imap(process_chunk, chunks):
+                yield from done
     finally:
         gc.unfreeze()
+
+
+class OutputSink(Protocol):
+    """Where published outputs go from the batch's folder, file by file as the driver
+    publishes them (the command line's upload to an object store)."""
+
+    def published(self, path: str, rel: str) -> None:
+        """``rel`` was published at local ``path``; the sink takes the file away. The same
+        ``rel`` published again (a newer duplicate) replaces the earlier one."""
+
+    def removed(self, rel: str) -> None:
+        """The output published as ``rel`` is taken back (a newer duplicate won elsewhere)."""
 
 
 DUPLICATE_RULE = "the newest input is kept (latest modification time; equal: first path)"
@@ -520,8 +593,9 @@ class _Publisher:
 
     def __init__(self, out_root: Path, sources: list[Source], summary: BatchSummary,
                  mapping: MappingWriter | None, run_id: str,
-                 review: ReviewSpec | None = None) -> None:
+                 review: ReviewSpec | None = None, sink: OutputSink | None = None) -> None:
         self.out_root = os.fspath(out_root)
+        self.sink = sink
         self.review = review
         self.cards: dict[str, dict[str, Any]] = {}
         """The reviewer's card of each published output that the review rule selected."""
@@ -573,6 +647,8 @@ class _Publisher:
                 self.losers.append((o.rel, uid))
                 return [(o.rel, lost)]
         os.replace(staged, final)
+        if self.sink is not None:
+            self.sink.published(final, o.output_rel)
         if o.verdict is not None:
             self.verdicts[o.output_rel] = o.verdict
         if o.metadata is not None:
@@ -591,7 +667,11 @@ class _Publisher:
             return []
         # The newcomer won: the holder's output (if elsewhere), row and count go.
         if h_output != o.output_rel:
-            _unlink_with_empty_parents(os.path.join(self.out_root, h_output), self.out_root)
+            if self.sink is not None:
+                self.sink.removed(h_output)
+            else:
+                _unlink_with_empty_parents(os.path.join(self.out_root, h_output),
+                                           self.out_root)
             self.verdicts.pop(h_output, None)
             self.metadata.pop(h_output, None)
         if self.mapping:
@@ -827,6 +907,7 @@ def run_batch(
     drop_rejected: bool = False,
     review: ReviewSpec | None = None,
     mapping_seal: Callable[[bytes], bytes] | None = None,
+    sink: OutputSink | None = None,
 ) -> BatchSummary:
     """De-identify ``sources`` into ``out_root``; list failures; write the mapping.
 
@@ -840,6 +921,9 @@ def run_batch(
     ``metadata_path``: each
     published output's de-identified metadata row (the export's columns; ``source_uri``
     its path relative to ``out_root``), read from the bytes the worker wrote, as Parquet.
+
+    ``sink``: each published output is handed to it (and taken back through it), as the
+    batch goes; without one, outputs stay in ``out_root``.
 
     ``mapping_seal``: the mapping is written sealed by it (the vault's envelope), never in
     clear. ``review``: the outputs its rule selects get a reviewer's card and thumbnails, made in
@@ -863,7 +947,7 @@ def run_batch(
     mapping = MappingWriter(mapping_path, seal=mapping_seal) if mapping_path else None
     errors = _ErrorsFile(errors_path)
     token = os.urandom(6).hex()  # this run's staged names (a crash's leftovers: _remove_staged)
-    publisher = _Publisher(out_root, src_list, summary, mapping, run_id, review)
+    publisher = _Publisher(out_root, src_list, summary, mapping, run_id, review, sink)
     exceptions = None if gate is None else frozenset(gate)
     outcomes = _outcomes(src_list, config, key, out_root, layout, token, workers, start_method,
                          exceptions, metadata_path is not None, review)

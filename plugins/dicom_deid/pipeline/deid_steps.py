@@ -368,14 +368,17 @@ def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Sou
     """The shard's input files, named relative to the landing root (object store inputs
     by URI, with the update time the export saw: each worker fetches its own, one at a
     time, in one request)."""
-    table = pq.read_table(ws.shard_list(plan), columns=[URI_COLUMN, "mtime"])
+    path = ws.shard_list(plan)
+    sized = "size_bytes" in pq.read_schema(path).names  # lists of earlier versions lack it
+    table = pq.read_table(path, columns=[URI_COLUMN, "mtime", *(["size_bytes"] * sized)])
     uris = table.column(URI_COLUMN).to_pylist()
     if not isinstance(landing, LocalStore):  # the export's update times: one request a file
         root_uri = landing.uri("").rstrip("/") + "/"
         times = table.column("mtime").cast(pa.int64()).to_pylist()
+        sizes = table.column("size_bytes").to_pylist() if sized else [None] * len(uris)
         return [Source(uri, uri[len(root_uri):] if uri.startswith(root_uri) else uri,
-                       None if us is None else us * 1000)
-                for uri, us in zip(uris, times, strict=True)]
+                       None if us is None else us * 1000, size)
+                for uri, us, size in zip(uris, times, sizes, strict=True)]
     root = landing.local_path("")
     out = []
     for uri in uris:

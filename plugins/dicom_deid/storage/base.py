@@ -172,9 +172,10 @@ class Store(ABC):
 
         return dict(zip(rels, parallel(one, rels, workers), strict=True))
 
-    def copy_to_local(self, rel: str, target: Path) -> None:
+    def copy_to_local(self, rel: str, target: Path, *, size: int | None = None) -> None:
         """Copy the whole file at ``rel`` to the local path ``target`` (on object stores
-        one download, its checksum checked)."""
+        one download, its checksum checked). ``size``: what a listing said, a hint."""
+        del size
         with self.open_read(rel) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
 

@@ -16,6 +16,7 @@ __all__ = ["download", "is_object_uri", "object_at", "open_store"]
 
 _OPENED: dict[str, Store] = {}
 """Bucket URL -> its store, per process: workers reuse one client (and its connections)."""
+os.register_at_fork(after_in_child=_OPENED.clear)  # a parent's sockets are not the child's
 
 
 def open_store(url: str | Path) -> Store:
@@ -51,18 +52,19 @@ def object_at(uri: str) -> tuple[Store, str]:
     return _OPENED[root], rel
 
 
-def download(uri: str, folder: Path, *, mtime_ns: int | None = None) -> Path:
+def download(uri: str, folder: Path, *, mtime_ns: int | None = None,
+             size: int | None = None) -> Path:
     """A local copy of the object at ``uri`` in ``folder`` (a fresh name, never the
     object's), with its update time as the copy's modification time: ``mtime_ns`` when
     a listing gave it (one request: the download, its checksum checked by the client),
     else looked up first. Local readers then see the time the store gives the object (the
-    de-identification's duplicate rule)."""
+    de-identification's duplicate rule). ``size``: the listing's, a hint of how to read."""
     store, rel = object_at(uri)
     if mtime_ns is None:
         mtime_ns = store.stat(rel).mtime_ns
     target = Path(folder) / f"{uuid.uuid4().hex}.part"
     try:
-        store.copy_to_local(rel, target)
+        store.copy_to_local(rel, target, size=size)
         os.utime(target, ns=(mtime_ns, mtime_ns))
     except BaseException:
         target.unlink(missing_ok=True)

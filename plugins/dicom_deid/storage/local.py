@@ -97,7 +97,8 @@ class LocalStore(Store):
     def local_copy(self, rel: str) -> AbstractContextManager[Path]:
         return self._the_file(rel)
 
-    def copy_to_local(self, rel: str, target: Path) -> None:
+    def copy_to_local(self, rel: str, target: Path, *, size: int | None = None) -> None:
+        del size  # a local copy needs no hint
         # Copies, not links: a hard link would share the landing file's mode (the
         # workspace's files are made 0600) and any change to it.
         shutil.copyfile(self._path(rel), target)
