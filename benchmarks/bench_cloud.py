@@ -46,9 +46,15 @@ A census, untimed, reruns the ``gs://`` commands with one worker (in one process
 the HTTP requests the Google client sends, by kind, to project what per-request latency of
 real GCS costs.
 
+``--latency-ms N`` measures the ``gs://`` commands as if GCS were N ms of round trip away
+(real GCS: 20-50 ms a request): they and the census reach fake-gcs-server through
+``latency_proxy.py`` (a child process; its CPU counted with the emulators'), which delays
+every byte N/2 ms each way without capping the rate; the corpus upload, the output checks
+and BigQuery go direct. Its section of ``BENCHMARKS.md`` is ``bench:cloud-latency``.
+
 Usage: ``.venv/bin/python benchmarks/bench_cloud.py [--patients 56] [--seed 2026]
 [--repeat 3] [--workers 2] [--upload-threads 16] [--quiet-wait 10] [--no-bigquery]
-[--no-census] [--write]``
+[--no-census] [--latency-ms 0] [--write]``
 (``make bench-cloud`` runs it with ``--write``, which replaces the ``bench:cloud`` section
 of ``BENCHMARKS.md``). A mechanics check: ``--patients 3 --repeat 1``.
 """
@@ -70,10 +76,12 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from bench_deidentify import (
     Corpus,
@@ -89,6 +97,7 @@ from bench_deidentify import (
     write_markdown,
 )
 from bench_pipeline import use_restricted_key
+from latency_proxy import proxy_process
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,6 +111,9 @@ from emulators import Cloud, cloud  # noqa: E402
 
 START_MARK = "<!-- bench:cloud:start -->"
 END_MARK = "<!-- bench:cloud:end -->"
+LATENCY_START_MARK = "<!-- bench:cloud-latency:start -->"
+LATENCY_END_MARK = "<!-- bench:cloud-latency:end -->"
+"""``--latency-ms``'s own section: it never replaces the section measured without latency."""
 BUCKET = "bench-cloud"
 LANDING = "landing"
 DEFAULT_PATIENTS = 56  # about 1,000 files
@@ -129,12 +141,14 @@ _KIB_LINE = re.compile(r"read ([\d.]+) KiB per object on average \((\d+) object"
 _LOADED_LINE = re.compile(r"loaded (\d+) row")
 
 _CENSUS = r"""
-import collections, json, sys
+import collections, json, os, sys
 from urllib.parse import urlparse, parse_qs
 import requests
 from dicom_deid.cli.main import main
 
 seen = collections.Counter()
+around = collections.Counter()
+emulator = urlparse(os.environ.get("STORAGE_EMULATOR_HOST", "")).netloc
 real = requests.Session.request
 
 def kind(method, url):
@@ -152,16 +166,21 @@ def kind(method, url):
 
 def counting(self, method, url, *args, **kwargs):
     seen[kind(method, url)] += 1
+    if emulator and urlparse(url).netloc != emulator:
+        around[kind(method, url)] += 1
     return real(self, method, url, *args, **kwargs)
 
 requests.Session.request = counting
 code = main(sys.argv[1:])
 print("CENSUS " + json.dumps(dict(seen)))
+print("AROUND " + json.dumps(dict(around)))
 sys.exit(code)
 """
 """A ``dicom-deid`` command in one process (``--workers 1``) counting the Google client's
 HTTP requests by kind (every request of google-cloud-storage goes through
-``requests.Session.request``)."""
+``requests.Session.request``), and those sent elsewhere than ``STORAGE_EMULATOR_HOST``
+(e.g. to a listed object's media link, which names the emulator itself: around the
+latency proxy)."""
 
 
 # -- corpus and upload --------------------------------------------------------------------
@@ -293,6 +312,31 @@ class Context:
     dataset_prefix: str
     quiet_wait: float
     page_cache: list[bool] = field(default_factory=list)
+    latency_ms: float = 0.0
+    gcs_env: dict[str, str] = field(default_factory=dict)
+    """Variables the measured commands get on top of ours: ``STORAGE_EMULATOR_HOST`` at
+    the latency proxy (none without ``--latency-ms``)."""
+    proxy_pid: int | None = None
+    around: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Census: requests, by kind, sent elsewhere than ``STORAGE_EMULATOR_HOST``."""
+    proxy_stats: dict[str, Any] = field(default_factory=dict)
+    """The latency proxy's summary when it stopped (bytes, connections, CPU)."""
+
+
+@contextlib.contextmanager
+def environ(extra: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``extra`` set, for the commands started inside (then restored:
+    this process's own clients keep talking to the emulator directly)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def emulator_pids() -> list[int]:
@@ -378,7 +422,8 @@ def run_one(ctx: Context, name: str, rnd: int, emulators: list[int]) -> RunResul
     """Run one contender once, timed, with the figures its summary lines give."""
     prepare(ctx)
     before = cpu_of(emulators)
-    m = measure(command(ctx, name, rnd), LOGS / f"{name}-r{rnd}")
+    with environ(ctx.gcs_env):
+        m = measure(command(ctx, name, rnd), LOGS / f"{name}-r{rnd}")
     result = _result(name, rnd, m, cpu_of(emulators) - before)
     errors = RUNS / f"errors-{name}.csv"
     if name in (DEID_LOCAL, DEID_GCS) and errors.exists():
@@ -441,7 +486,7 @@ def check_round(ctx: Context, client: Any, rnd: int, local: dict[str, str],
 def rounds(ctx: Context, client: Any, names: list[str], repeat: int
            ) -> tuple[list[RunResult], list[str]]:
     """``repeat`` rounds of every contender, the order rotated each round."""
-    emulators = emulator_pids()
+    emulators = emulator_pids() + ([ctx.proxy_pid] if ctx.proxy_pid else [])
     results: list[RunResult] = []
     problems: list[str] = []
     for rnd in range(repeat):
@@ -467,7 +512,8 @@ def census(ctx: Context) -> dict[str, dict[str, int]]:
         cmd = [sys.executable, "-c", _CENSUS, *cmd[1:]]
         at = cmd.index("--workers")
         cmd[at + 1] = "1"
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, **ctx.gcs_env})
         (LOGS / f"census-{name}.log").write_text(done.stdout + done.stderr)
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("CENSUS ")), None)
         if line is None:
@@ -476,6 +522,9 @@ def census(ctx: Context) -> dict[str, dict[str, int]]:
             continue
         out[name] = json.loads(line.removeprefix("CENSUS "))
         print(f"  census {name}: {out[name]}", flush=True)
+        if around := next((ln for ln in done.stdout.splitlines()
+                           if ln.startswith("AROUND ")), None):
+            ctx.around[name] = json.loads(around.removeprefix("AROUND "))
     client_objects = f"{_deid_prefix(99)}/"
     from google.cloud.storage import Client
 
@@ -540,11 +589,11 @@ def _versions() -> str:
     return ", ".join(found)
 
 
-def _main_table(rows: dict[str, Row]) -> list[str]:
+def _main_table(rows: dict[str, Row], proxy: bool = False) -> list[str]:
     lines = [
         "| command | files | wall s (median; min–max) | files/s | s inside the engine "
         "| peak RSS MiB (tree) | largest process MiB | CPU s (command) "
-        "| CPU s (emulators) | other load % |",
+        f"| CPU s (emulators{' + proxy' if proxy else ''}) | other load % |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name in (EXPORT_LOCAL, EXPORT_GCS, DEID_LOCAL, DEID_GCS, LOAD_DUCKDB, LOAD_BIGQUERY):
@@ -578,7 +627,7 @@ def _goals(rows: dict[str, Row]) -> list[str]:
 
 
 def _upload_threads() -> int:
-    """Threads the CLI uploads staged outputs with (``staged_output``'s default)."""
+    """Upload lanes of the CLI (``staged_output``'s default)."""
     import inspect
 
     from dicom_deid.cli.remote import staged_output
@@ -590,8 +639,9 @@ def _upload_threads() -> int:
 def projected_seconds(name: str, seen: dict[str, int], files: int, workers: int,
                       local_wall: float, latency: float) -> float:
     """Wall time of a ``gs://`` command if every request waited ``latency`` seconds: the
-    local run's time, plus the requests each worker makes one after another (the
-    parent's uploads, on their own thread pool, after the batch; the listing once)."""
+    local run's time, plus the requests each worker would make one after another if
+    nothing overlapped (the parent's uploads on its upload lanes; the listing once): the
+    bound that fetching ahead and uploading as outputs are published are meant to beat."""
     in_workers = sum(v for k, v in seen.items() if k not in ("list", "upload"))
     uploads = seen.get("upload", 0)
     threads = _upload_threads() if name == DEID_GCS else 1
@@ -600,19 +650,26 @@ def projected_seconds(name: str, seen: dict[str, int], files: int, workers: int,
 
 
 def _census_lines(counts: dict[str, dict[str, int]], files: int, workers: int,
-                  rows: dict[str, Row]) -> list[str]:
+                  rows: dict[str, Row], latency_ms: float = 0.0) -> list[str]:
     if not counts:
         return []
+    latencies = sorted({*LATENCIES_MS, latency_ms}) if latency_ms else list(LATENCIES_MS)
+    measured = (f" The last column: the rate measured above, through the proxy adding "
+                f"{latency_ms:g} ms a round trip (above the projection at {latency_ms:g} ms: "
+                "requests overlapped; below it: more requests, or connections, than the "
+                "census counts)." if latency_ms else "")
     lines = [
         "HTTP requests the Google client sent, per input file (census: the same `gs://` "
         "command with one worker, in one process, untimed), and what they would cost "
         f"against real GCS: files/s projected as files ÷ (the local run's wall time + "
-        f"requests × latency ÷ {workers} workers, one request after another in each; the "
-        f"uploads on the CLI's {_upload_threads()} upload threads after the batch):",
+        f"requests × latency ÷ {workers} workers, one request after another in each, "
+        f"nothing overlapped; the uploads on the CLI's {_upload_threads()} upload lanes)"
+        + (f".{measured}" if latency_ms else ":"),
         "",
         "| command | list | metadata | download | upload | other | all "
-        + "".join(f"| projected files/s at {ms} ms a request " for ms in LATENCIES_MS) + "|",
-        "|---|--:|--:|--:|--:|--:|--:" + "|--:" * len(LATENCIES_MS) + "|",
+        + "".join(f"| projected files/s at {ms:g} ms a request " for ms in latencies)
+        + (f"| measured files/s at {latency_ms:g} ms " if latency_ms else "") + "|",
+        "|---|--:|--:|--:|--:|--:|--:" + "|--:" * (len(latencies) + bool(latency_ms)) + "|",
     ]
     for name, seen in counts.items():
         known = ("list", "metadata", "download", "upload")
@@ -621,7 +678,10 @@ def _census_lines(counts: dict[str, dict[str, int]], files: int, workers: int,
         local = rows.get(EXPORT_LOCAL if name == EXPORT_GCS else DEID_LOCAL)
         base = local.wall if local else 0.0
         proj = [f"{files / projected_seconds(name, seen, files, workers, base, ms / 1000):.0f}"
-                for ms in LATENCIES_MS]
+                for ms in latencies]
+        if latency_ms:
+            got = rows.get(name)
+            proj.append(f"{got.files_per_s:.0f}" if got else "–")
         lines.append(f"| {LABELS[name]} | {cells} | {other / files:.2f} "
                      f"| {sum(seen.values()) / files:.2f} | " + " | ".join(proj) + " |")
     return lines
@@ -637,14 +697,22 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
     dropped = all(ctx.page_cache)
     deid = [r for r in results if r.contender in (DEID_LOCAL, DEID_GCS)]
     dl, dg = rows.get(DEID_LOCAL), rows.get(DEID_GCS)
+    lat = ctx.latency_ms
+    whose = "fake-gcs-server's, bqemulator's and the latency proxy's" if lat else \
+        "fake-gcs-server's and bqemulator's"
     lines = [
-        START_MARK,
-        f"## Google Cloud against local disk (issue 15) ({now.date().isoformat()})",
+        LATENCY_START_MARK if lat else START_MARK,
+        f"## Google Cloud against local disk"
+        f"{f', GCS {lat:g} ms of round trip away' if lat else ''} (issue 15) "
+        f"({now.date().isoformat()})",
         "",
         f"Run {now:%Y-%m-%d %H:%M} UTC by `benchmarks/bench_cloud.py` (`--patients "
         f"{args.patients} --seed {args.seed} --repeat {args.repeat} --workers {args.workers}"
-        f"{' --no-bigquery' if args.no_bigquery else ''}`); reproduce with `make bench-cloud` "
-        "(`make emulators` first, for bqemulator) or the same command line.",
+        f"{' --no-bigquery' if args.no_bigquery else ''}"
+        f"{f' --latency-ms {lat:g}' if lat else ''}`); reproduce with "
+        + ("the same command line (`make emulators` first, for bqemulator)." if lat else
+           "`make bench-cloud` (`make emulators` first, for bqemulator) or the same command "
+           "line."),
         "",
         f"- Machine: {m['nproc']} cores ({m['cpu']}), {m['memory']}, Python {m['python']}, "
         f"{m['os']}.",
@@ -659,6 +727,7 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
         f"`gs://{BUCKET}/{LANDING}/` ({args.upload_threads} threads, google-cloud-storage): "
         f"{upload_s:.1f} s ({c.files / upload_s:.0f} files/s, {c.megabytes / upload_s:.0f} "
         "MB/s; not in the ratios).",
+        *([_latency_bullet(ctx)] if lat else []),
         f"- Each command is one subprocess timed from outside (spawn to exit), `--workers "
         f"{args.workers}`; de-identification with `--profile basic` (no OCR: its CPU is the "
         "same on both sides and would hide the storage path). Before each: local outputs "
@@ -669,11 +738,12 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
         "load below 25 % of the CPUs. Medians of "
         f"{args.repeat} round(s), the order rotated each round. Peak RSS: the RSS summed "
         "over the command's process tree, sampled from `/proc` every 50 ms. CPU s "
-        "(emulators): fake-gcs-server's and bqemulator's own CPU during the command, on the "
-        "same cores; other load: CPU used by anything else (the emulators excepted) during "
-        "the command, as a share of all cores.",
+        f"(emulators{' + proxy' if lat else ''}): {whose} own CPU during the command, on the "
+        "same cores; other load: CPU used by anything else (the emulators "
+        f"{'and the proxy ' if lat else ''}excepted) during the command, as a share of all "
+        "cores.",
         "",
-        *_main_table(rows),
+        *_main_table(rows, proxy=bool(lat)),
         "",
         *_goals(rows),
         "",
@@ -683,11 +753,13 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
         lines.append(
             f"Where the `gs://` de-identification's extra {dg.wall - dl.wall:.1f} s go: "
             f"{dg.inside_s - dl.inside_s:+.1f} s inside `run_batch` (its own summary line; "
-            f"there each worker downloads its input before working on it) and {outside:+.1f} "
-            "s outside it (the listing of the input prefix before the batch, the upload of "
-            "the outputs staged on local disk after it). CPU: the command's tree used "
+            f"there each worker fetches its inputs a few ahead on threads, and the parent "
+            f"uploads each output as it is published) and {outside:+.1f} s outside it (the "
+            "listing of the input prefix before the batch, the uploads still in flight when "
+            "it ends). CPU: the command's tree used "
             f"{dg.cpu_s:.1f} s against {dl.cpu_s:.1f} s locally, and the emulators "
-            f"{dg.emulator_cpu_s:.1f} s more, on the same {m['nproc']} cores.")
+            f"{'and the proxy ' if lat else ''}{dg.emulator_cpu_s:.1f} s more, on the same "
+            f"{m['nproc']} cores.")
         lines.append("")
     eg = rows.get(EXPORT_GCS)
     if eg and rows.get(EXPORT_LOCAL):
@@ -709,7 +781,7 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
             f"{bq_load:.2f} s ({lb.loaded_rows or 0} rows, "
             f"{(lb.loaded_rows or 0) / max(bq_load, 1e-3):,.0f} rows/s).")
         lines.append("")
-    lines += _census_lines(counts, c.files, args.workers, rows)
+    lines += _census_lines(counts, c.files, args.workers, rows, lat)
     if counts:
         lines.append("")
     same = [r for r in deid if r.same_outputs is not None]
@@ -723,7 +795,7 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
             f"({g.files} processed; inputs without an output, the same on both sides: "
             + (", ".join(f"{v} {k}" for k, v in sorted(g.failure_kinds.items())) or "none")
             + "; `duplicate`: a re-sent instance, the newest copy kept).")
-    lines += [
+    lines += ["", _latency_closing(ctx, m["nproc"]), LATENCY_END_MARK] if lat else [
         "",
         "What the emulator does not show. fake-gcs-server here answers on 127.0.0.1 in well "
         "under a millisecond, from the page cache, with no network, no TLS and no "
@@ -742,6 +814,45 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
     return "\n".join(lines) + "\n"
 
 
+def _latency_bullet(ctx: Context) -> str:
+    """``--latency-ms``: how the latency was added, and what the proxy forwarded and cost."""
+    lat, st = ctx.latency_ms, ctx.proxy_stats
+    moved = (st.get("upstream_bytes", 0) + st.get("downstream_bytes", 0)) / 1e9
+    traffic = (f" Over the whole run it forwarded {moved:.2f} GB in {st.get('connections', 0)} "
+               f"connections with {st.get('cpu_s', 0):.1f} CPU s"
+               + (f" ({st['cpu_s_per_gb']:.1f} s per GB)" if st.get("cpu_s_per_gb") else "")
+               + "." if st else "")
+    around = {k: v for seen in ctx.around.values() for k, v in seen.items()}
+    census = ("" if not ctx.around else
+              " The census saw every request of the `gs://` commands go through it."
+              if not any(around.values()) else
+              " The census saw requests go around it, straight to the emulator: "
+              + ", ".join(f"{v} {k}" for k, v in sorted(around.items())) + ".")
+    return (f"- Latency: {lat:g} ms added to every round trip. The measured `gs://` commands "
+            "and the census reach fake-gcs-server through `benchmarks/latency_proxy.py` "
+            "(`STORAGE_EMULATOR_HOST` at it; a child process on the same cores, its CPU in "
+            f"the emulators' column), which writes each chunk it reads {lat / 2:g} ms after "
+            "it arrived, in each direction: a request and its answer take "
+            f"{lat:g} ms more, a body streams at the same rate shifted by {lat / 2:g} ms, and "
+            "a new connection waits one more round trip (its TCP handshake; TLS not "
+            "modelled). The corpus upload, the output checks and BigQuery go direct."
+            + traffic + census)
+
+
+def _latency_closing(ctx: Context, cores: str) -> str:
+    """``--latency-ms``: what the proxy models and what these rows are for."""
+    lat = ctx.latency_ms
+    return (
+        f"What this shows. With {lat:g} ms between the commands and the store, each worker "
+        "waits for its requests one after another unless the command overlaps them "
+        "(fetching inputs ahead, uploading outputs behind); compare the `gs://` rows with the "
+        "section measured without latency (`bench:cloud`), and the measured rate with the "
+        "census's projection, which assumes no overlap. Not modelled: TLS, GCS's own time to "
+        "first byte (which grows under load), its per-connection bandwidth, and errors or "
+        f"retries; the emulator and the proxy still use the same {cores} cores as the "
+        "commands.")
+
+
 # -- driver -------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -757,11 +868,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet-wait", type=float, default=10.0,
                    help="seconds to wait, at most, for other load below 25%% before a run")
     p.add_argument("--no-census", action="store_true", help="skip the request census")
-    p.add_argument("--write", action="store_true", help="replace the bench:cloud section of "
-                                                        "BENCHMARKS.md")
+    p.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
+                   help="measure the gs:// commands as if GCS were N ms of round trip away "
+                        "(through benchmarks/latency_proxy.py; default 0: direct)")
+    p.add_argument("--write", action="store_true",
+                   help="replace the bench:cloud section of BENCHMARKS.md (with --latency-ms: "
+                        "the bench:cloud-latency section)")
     args = p.parse_args(argv)
     if min(args.repeat, args.workers, args.patients, args.upload_threads) < 1:
         p.error("--repeat, --workers, --patients and --upload-threads must be >= 1")
+    if args.latency_ms < 0:
+        p.error("--latency-ms must be >= 0")
     return args
 
 
@@ -784,21 +901,41 @@ def main(argv: list[str] | None = None) -> int:
             upload_s = upload(client, corpus, LANDING, args.upload_threads)
             print(f"uploaded in {upload_s:.1f} s", flush=True)
             ctx = Context(started, corpus, args.workers, args.upload_threads, key_file(),
-                          f"bench_{uuid.uuid4().hex[:8]}", args.quiet_wait)
+                          f"bench_{uuid.uuid4().hex[:8]}", args.quiet_wait,
+                          latency_ms=args.latency_ms)
             names = [EXPORT_LOCAL, EXPORT_GCS, DEID_LOCAL, DEID_GCS]
             if not args.no_bigquery:
                 names += [LOAD_DUCKDB, LOAD_BIGQUERY]
-            results, problems = rounds(ctx, client, names, args.repeat)
-            counts = {} if args.no_census else census(ctx)
+            proxy_log = LOGS / "latency-proxy.json"
+            with contextlib.ExitStack() as stack:
+                if args.latency_ms:
+                    gcs = urlparse(started.gcs_endpoint)
+                    proxy = stack.enter_context(proxy_process(
+                        gcs.hostname or "127.0.0.1", gcs.port or 80, args.latency_ms / 1000,
+                        proxy_log))
+                    ctx.gcs_env = {"STORAGE_EMULATOR_HOST": f"http://{proxy.host}:{proxy.port}"}
+                    ctx.proxy_pid = proxy.pid
+                    print(f"latency proxy ({args.latency_ms:g} ms) on {proxy.host}:"
+                          f"{proxy.port}", flush=True)
+                results, problems = rounds(ctx, client, names, args.repeat)
+                counts = {} if args.no_census else census(ctx)
+            if args.latency_ms and proxy_log.exists():
+                with contextlib.suppress(ValueError):
+                    ctx.proxy_stats = json.loads(proxy_log.read_text())
         section = report(ctx, args, results, problems, upload_s, counts)
     print()
     print(section)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     (WORK / f"cloud-results-{stamp}.json").write_text(json.dumps(
         {"args": vars(args), "upload_s": upload_s, "census": counts, "problems": problems,
+         **({"latency_proxy": ctx.proxy_stats, "census_around_proxy": ctx.around}
+            if args.latency_ms else {}),
          "runs": [asdict(r) for r in results]}, indent=1) + "\n")
     if args.write and not problems:
-        write_markdown(section, START_MARK, END_MARK)
+        if args.latency_ms:
+            write_markdown(section, LATENCY_START_MARK, LATENCY_END_MARK)
+        else:
+            write_markdown(section, START_MARK, END_MARK)
         print("BENCHMARKS.md updated")
     elif args.write:
         print("BENCHMARKS.md left alone: the run had problems", file=sys.stderr)
