@@ -21,6 +21,7 @@ from dicom_deid.deid.batch import Source
 from dicom_deid.errors import BadInput
 from dicom_deid.storage import factory
 from dicom_deid.storage.gcs import GcsStore
+from dicom_deid.storage.prefetch import AHEAD
 from emulators import Cloud
 from instances import KEY
 
@@ -129,7 +130,7 @@ def test_a_worker_fetches_ahead_in_order_and_leaves_no_copy_behind(
     gcloud_env: Cloud, tmp_path: Path
 ) -> None:
     """The fetch window directly (production's path for gs:// inputs): copies are made
-    ahead of the consumer, at most FETCH_AHEAD + 1 at a time, handed over in input order;
+    ahead of the consumer, at most AHEAD + 1 at a time, handed over in input order;
     a missing object is that input's error only; copies the consumer never took are
     removed when it stops early."""
     client = Client()
@@ -146,7 +147,7 @@ def test_a_worker_fetches_ahead_in_order_and_leaves_no_copy_behind(
     assert first is sources[0] and fetched is not None
     time.sleep(0.5)  # the window's other copies are made meanwhile
     on_disk = len(list(folder_of[0].iterdir()))
-    assert 2 <= on_disk <= batch.FETCH_AHEAD + 1
+    assert 2 <= on_disk <= AHEAD + 1
     fetched.result().unlink()
 
     taken = [first]

@@ -28,9 +28,8 @@ import sys
 import tempfile
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +53,7 @@ from dicom_deid.metadata.scan import scan_row
 from dicom_deid.pools import start_pool
 from dicom_deid.review.policy import ReviewPolicy
 from dicom_deid.storage import download, is_object_uri
+from dicom_deid.storage.prefetch import prefetched
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
@@ -225,16 +225,7 @@ def _init_worker(
 
 
 _DOWNLOADS: list[Path] = []  # this worker's private folder for inputs in object stores
-
-FETCH_AHEAD = 4
-"""Object-store inputs a worker fetches on threads ahead of the one it works on: against a
-store 20-50 ms away per request, a worker that waited for each fetch in turn would spend
-most of its time waiting. Bounds what a worker holds on disk to this many inputs, plus one."""
-
-_FETCHER: list[ThreadPoolExecutor] = []  # this worker's fetch threads (made on first use)
-# A forked child has none of its parent's threads: it makes its own pool, and folder.
-os.register_at_fork(after_in_child=_FETCHER.clear)
-os.register_at_fork(after_in_child=_DOWNLOADS.clear)
+os.register_at_fork(after_in_child=_DOWNLOADS.clear)  # a forked worker makes its own
 
 
 def _fetch(src: Source) -> Path:
@@ -242,7 +233,10 @@ def _fetch(src: Source) -> Path:
     object's update time (the listing's, else looked up), which the duplicate rule
     compares. Errors name neither the object nor the store's text (which may)."""
     if not _DOWNLOADS:
-        _DOWNLOADS.append(Path(tempfile.mkdtemp(prefix="dicom-deid-in-")))
+        made = Path(tempfile.mkdtemp(prefix="dicom-deid-in-"))
+        _DOWNLOADS.append(made)
+        if _DOWNLOADS[0] != made:  # another fetch thread was first
+            made.rmdir()
     try:
         return download(str(src.path), _DOWNLOADS[0], mtime_ns=src.mtime_ns, size=src.size)
     except FileNotFoundError:
@@ -252,29 +246,11 @@ def _fetch(src: Source) -> Path:
 
 
 def _fetched_ahead(sources: Iterable[Source]) -> Iterator[tuple[Source, Future[Path] | None]]:
-    """``sources`` in order, each object-store input with the future of its copy, started
-    up to :data:`FETCH_AHEAD` inputs before it is needed; local inputs with None. Copies
-    not taken (the caller stopped early) are removed."""
-    window: deque[tuple[Source, Future[Path] | None]] = deque()
-    todo = iter(sources)
-
-    def fill() -> None:
-        while len(window) <= FETCH_AHEAD and (src := next(todo, None)) is not None:
-            remote = is_object_uri(src.path) and not _skipped(src)
-            if remote and not _FETCHER:
-                _FETCHER.append(ThreadPoolExecutor(FETCH_AHEAD, "dicom-deid-fetch"))
-            window.append((src, _FETCHER[0].submit(_fetch, src) if remote else None))
-
-    try:
-        fill()
-        while window:
-            yield window.popleft()
-            fill()
-    finally:
-        for _, pending in window:
-            if pending is not None and not pending.cancel():
-                with contextlib.suppress(Exception):
-                    pending.result().unlink(missing_ok=True)
+    """``sources`` in order, each object-store input with the future of its local copy,
+    started a few inputs (:data:`~dicom_deid.storage.prefetch.AHEAD`) before it is
+    needed: a worker holds at most that many copies on disk, plus the one it works on."""
+    return prefetched(sources, _fetch, lambda s: is_object_uri(s.path) and not _skipped(s),
+                      discard=lambda copy: copy.unlink(missing_ok=True))
 
 
 def _open_source(src: Source, fetched: Future[Path] | None = None) -> InputFile:

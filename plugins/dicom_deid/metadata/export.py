@@ -40,6 +40,7 @@ from dicom_deid.dicom.reader import parse_instance, raw_items
 from dicom_deid.errors import BadInput, KeyConfigError, StorageError
 from dicom_deid.pools import start_pool
 from dicom_deid.storage import is_object_uri, object_at
+from dicom_deid.storage.prefetch import prefetched
 
 from . import schema as ms
 from . import values as mv
@@ -581,12 +582,15 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
     result = _BatchResult()
     rows: list[dict[str, Any]] = []
     shapes = ms.ShapeMerger()
-    for k, task in enumerate(job.tasks):
+    # Object heads are read a few files ahead, on threads: against a store tens of ms
+    # away, one request after another would leave the worker waiting most of the time.
+    heads = prefetched(job.tasks, _read_object, lambda task: is_object_uri(task.uri))
+    for k, (task, head) in enumerate(heads):
         end: int | None = None
-        remote = is_object_uri(task.uri)
+        remote = head is not None
         try:
-            if remote:
-                data, end, digest, fetched = _read_object(task)
+            if head is not None:
+                data, end, digest, fetched = head.result()
                 result.remote_files += 1
                 result.remote_bytes += fetched
             else:
