@@ -761,6 +761,21 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
             f"{'and the proxy ' if lat else ''}{dg.emulator_cpu_s:.1f} s more, on the same "
             f"{m['nproc']} cores.")
         lines.append("")
+        outputs = max((r.outputs for r in deid if r.contender == DEID_GCS), default=0)
+        if upload_s > 0 and outputs:
+            rate = c.files / upload_s
+            floor = outputs / rate
+            lines.append(
+                "The emulator's floor: fake-gcs-server's filesystem backend creates objects "
+                "one at a time (one lock around each create, in which it reads the whole "
+                "body, hashes it with MD5 and CRC32C, and writes the file and its metadata), "
+                "so uploads never overlap there, whatever the client sends at once. With "
+                f"{args.upload_threads} uploads in flight (the corpus upload above) it "
+                f"created {rate:.0f} objects/s: the run's {outputs} outputs alone take at "
+                f"least {floor:.1f} s to store, {floor / dl.wall:.1f}x the local run's whole "
+                f"wall time. The `gs://` run took {dg.wall:.2f} s, {dg.wall - floor:.1f} s "
+                "above that floor. Real GCS does not serialise creates across objects.")
+            lines.append("")
     eg = rows.get(EXPORT_GCS)
     if eg and rows.get(EXPORT_LOCAL):
         el = rows[EXPORT_LOCAL]

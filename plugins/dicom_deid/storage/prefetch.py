@@ -20,8 +20,9 @@ __all__ = ["AHEAD", "prefetched"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-AHEAD = 4
-"""Reads in flight ahead of the item being worked on (and threads per process)."""
+AHEAD = 8
+"""Reads in flight ahead of the item being worked on (and threads per process): at 20 ms
+a request, 8 against 4 took the export from 226 to 339 files/s with 2 workers."""
 
 _POOL: list[ThreadPoolExecutor] = []  # this process's read threads (made on first use)
 os.register_at_fork(after_in_child=_POOL.clear)  # a forked child has none of its threads
