@@ -814,16 +814,17 @@ def report(ctx: Context, args: argparse.Namespace, results: list[RunResult],
         "",
         "What the emulator does not show. fake-gcs-server here answers on 127.0.0.1 in well "
         "under a millisecond, from the page cache, with no network, no TLS and no "
-        "authentication; it costs CPU on the same two cores instead. Real GCS from a VM in "
-        "the bucket's region answers a small request in roughly 20-50 ms (first byte), and "
-        "streams at 100s of MB/s per connection. For files of a few hundred KB the latency "
-        "dominates: each worker waits for its requests one after another, so a run's rate is "
-        "about workers ÷ (requests per file × latency + the CPU per file). The census above "
-        "gives requests per file and what they would cost; the levers are fewer requests "
-        "per file and more requests in flight (more worker processes than cores for "
-        "`gs://`, or threads fetching ahead inside each worker), not the CPU. Here, "
-        "without latency, the `gs://` runs are bound by CPU instead: the Google client's "
-        "per-request cost in the command, and the emulator's on the same cores.",
+        "authentication; it costs CPU on the same two cores instead, and creates objects "
+        "one at a time. Real GCS from a VM in the bucket's region answers a small request "
+        "in roughly 20-50 ms (first byte), streams at 100s of MB/s per connection, and "
+        "takes many writes at once. For files of a few hundred KB the latency dominates "
+        "unless requests overlap: a worker that waited for each in turn would run at about "
+        "1 ÷ (requests per file × latency + the CPU per file), the census's projection. "
+        "The commands keep requests in flight instead (8 reads ahead per worker, 32 "
+        "uploads in the command line's parent); `--latency-ms` measures what that buys. "
+        "Here, without latency, the `gs://` runs are bound by the emulator's serial "
+        "creates and by CPU: the Google client's per-request cost in the command, and the "
+        "emulator's on the same cores.",
         END_MARK,
     ]
     return "\n".join(lines) + "\n"
