@@ -201,3 +201,43 @@ def test_proxy_settings_are_read_once_for_the_endpoint(
     monkeypatch.setenv("NO_PROXY", "")  # read once: a later change does not apply
     assert [f.rel for f in GcsStore(f"gs://{bucket}/x", client=direct.client).list_files()
             ] == ["a"]
+
+
+def test_a_batch_that_stops_leaves_no_fetched_input_on_disk(
+    gcloud_env: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers fetch ahead; when the batch fails half way its pool is terminated (workers
+    killed with copies of identified inputs fetched and not yet opened): the run's
+    download folder goes with it."""
+    from dicom_deid.config.model import DeidConfig
+    from dicom_deid.deid.batch import run_batch
+
+    client = Client()
+    bucket = _bucket(client, "stop")
+    names = [f"{i:02d}.dcm" for i in range(40)]
+    for name in names:
+        client.bucket(bucket).blob(f"in/{name}").upload_from_filename(str(CT))
+    sources = [Source(f"gs://{bucket}/in/{name}", name) for name in names]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    class Failing:
+        """Stops the batch at its third published output."""
+
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def published(self, path: str, rel: str) -> None:
+            self.seen += 1
+            os.unlink(path)
+            if self.seen == 3:
+                raise OSError("the destination went away")
+
+        def removed(self, rel: str) -> None:
+            pass
+
+    with pytest.raises(OSError, match="went away"):
+        run_batch(sources, tmp_path / "out", DeidConfig(), KEY, workers=2,
+                  layout="relative", progress=False, sink=Failing())
+    assert not list(scratch.iterdir())

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -215,21 +216,24 @@ def _install_warning_filters() -> None:
 def _init_worker(
     config: DeidConfig, key: bytes, out_root: Path, layout: str, token: str,
     gate: frozenset[str] | None, metadata: bool, review: ReviewSpec | None = None,
+    downloads: Path | None = None,
 ) -> None:
     global _WORKER
     _install_warning_filters()
+    if downloads is not None:  # the run's folder for object-store inputs (see _outcomes)
+        _DOWNLOADS[:] = [downloads]
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     deid = Deidentifier(config, key)
     _WORKER = (deid, ByteDeidentifier(deid), out_root, layout, f"{token}-{os.getpid()}-",
                None if gate is None else Gate(gate), metadata, review)
 
 
-_DOWNLOADS: list[Path] = []  # this worker's private folder for inputs in object stores
+_DOWNLOADS: list[Path] = []  # the folder this worker copies object-store inputs into
 os.register_at_fork(after_in_child=_DOWNLOADS.clear)  # a forked worker makes its own
 
 
 def _fetch(src: Source) -> Path:
-    """Copy an object-store input into this worker's private folder (0700), with the
+    """Copy an object-store input into the run's private folder (0700), with the
     object's update time (the listing's, else looked up), which the duplicate rule
     compares. Errors name neither the object nor the store's text (which may)."""
     if not _DOWNLOADS:
@@ -254,9 +258,9 @@ def _fetched_ahead(sources: Iterable[Source]) -> Iterator[tuple[Source, Future[P
 
 
 def _open_source(src: Source, fetched: Future[Path] | None = None) -> InputFile:
-    """Open one input. An object store's (``gs://...``) is a copy in this worker's private
+    """Open one input. An object store's (``gs://...``) is a copy in the run's private
     folder (``fetched``, else made now), unlinked as soon as it is open: a worker holds a
-    few inputs at a time on disk, and none is left behind if it dies."""
+    few inputs at a time on disk, and the run removes the folder whatever happens."""
     if not is_object_uri(src.path):
         return open_input(src.path)
     local = fetched.result() if fetched is not None else _fetch(src)
@@ -526,25 +530,35 @@ def _outcomes(
     token: str, workers: int, start_method: str, gate: frozenset[str] | None, metadata: bool,
     review: ReviewSpec | None = None,
 ) -> Generator[FileOutcome, None, None]:
-    if workers <= 1 or len(sources) < 2:
-        _init_worker(config, key, out_root, layout, token, gate, metadata, review)
-        for src, fetched in _fetched_ahead(sources):
-            yield process_source(src, fetched)
-        return
-    size = max(1, min(32, len(sources) // (workers * 8) or 1))
-    chunks = [sources[i:i + size] for i in range(0, len(sources), size)]
-    # Objects alive now (modules, config) outlive the pool: frozen, a forked worker's
-    # collections do not touch them, so their pages stay shared (Python's gc.freeze
-    # advice for fork); thawed once the pool is gone.
-    gc.freeze()
+    # Object-store inputs are copied into one private folder of the run's, removed here
+    # once the workers are gone: a worker killed mid-batch (the pool is terminated when
+    # the batch fails) leaves the copies it had fetched ahead, never beyond the run.
+    downloads = (Path(tempfile.mkdtemp(prefix="dicom-deid-in-"))
+                 if any(is_object_uri(s.path) for s in sources) else None)
+    setup = (config, key, out_root, layout, token, gate, metadata, review, downloads)
     try:
-        with start_pool(workers, start_method, __name__, _init_worker,
-                        (config, key, out_root, layout, token, gate, metadata, review)
-                        ) as pool:
-            for done in pool.imap(process_chunk, chunks):
-                yield from done
+        if workers <= 1 or len(sources) < 2:
+            _init_worker(*setup)
+            for src, fetched in _fetched_ahead(sources):
+                yield process_source(src, fetched)
+            return
+        size = max(1, min(32, len(sources) // (workers * 8) or 1))
+        chunks = [sources[i:i + size] for i in range(0, len(sources), size)]
+        # Objects alive now (modules, config) outlive the pool: frozen, a forked worker's
+        # collections do not touch them, so their pages stay shared (Python's gc.freeze
+        # advice for fork); thawed once the pool is gone.
+        gc.freeze()
+        try:
+            with start_pool(workers, start_method, __name__, _init_worker, setup) as pool:
+                for done in pool.imap(process_chunk, chunks):
+                    yield from done
+        finally:
+            gc.unfreeze()
     finally:
-        gc.unfreeze()
+        if downloads is not None:
+            shutil.rmtree(downloads, ignore_errors=True)
+            if downloads in _DOWNLOADS:
+                _DOWNLOADS.clear()
 
 
 class OutputSink(Protocol):
