@@ -366,8 +366,8 @@ def plan_run_shards(
 
 def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Source]:
     """The shard's input files, named relative to the landing root (object store inputs
-    by URI, with the update time the export saw: each worker fetches its own, one at a
-    time, in one request)."""
+    by URI, with the update time and size the export saw: each worker fetches its own, a
+    few ahead, in one request each)."""
     path = ws.shard_list(plan)
     sized = "size_bytes" in pq.read_schema(path).names  # lists of earlier versions lack it
     table = pq.read_table(path, columns=[URI_COLUMN, "mtime", *(["size_bytes"] * sized)])
