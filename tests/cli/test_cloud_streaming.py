@@ -61,6 +61,18 @@ def _objects(client: Client, bucket: str, prefix: str) -> dict[str, bytes]:
             for b in client.list_blobs(bucket, prefix=f"{prefix}/")}
 
 
+def _key_and_private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                         ) -> tuple[Path, Path]:
+    """A key file, and a temporary folder of the test's own for everything the command
+    makes with ``tempfile`` (so what it leaves behind can be seen)."""
+    key = tmp_path / "k"
+    key.write_text(KEY.hex())
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    return key, scratch
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
             if p.is_file()}
@@ -79,11 +91,7 @@ def test_newer_duplicates_replace_what_was_uploaded_as_on_local_disk(
     bucket = _bucket(client, "dups")
     _copies(tmp_path / "src", ["a.dcm", "b.dcm", "c.dcm"])
     _upload_in_order(client, bucket, tmp_path / "src", "in")
-    key = tmp_path / "k"
-    key.write_text(KEY.hex())
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    key, scratch = _key_and_private_tmp(tmp_path, monkeypatch)
     common = ["--key-file", str(key), "--no-progress", "--layout", layout, "--workers", "1"]
 
     assert main(["deidentify", str(tmp_path / "src"), str(tmp_path / "out"), *common]) == 3
@@ -109,11 +117,7 @@ def test_an_upload_that_fails_stops_the_batch_without_naming_the_object(
     bucket = _bucket(client, "in")
     _copies(tmp_path / "src", ["a.dcm"])
     _upload_in_order(client, bucket, tmp_path / "src", "in")
-    key = tmp_path / "k"
-    key.write_text(KEY.hex())
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    key, scratch = _key_and_private_tmp(tmp_path, monkeypatch)
     missing = f"gone-{uuid.uuid4().hex[:8]}"
 
     code = main(["deidentify", f"gs://{bucket}/in", f"gs://{missing}/out", "--key-file",
