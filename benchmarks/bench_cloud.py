@@ -627,13 +627,10 @@ def _goals(rows: dict[str, Row]) -> list[str]:
 
 
 def _upload_threads() -> int:
-    """Upload lanes of the CLI (``staged_output``'s default)."""
-    import inspect
+    """Upload lanes of the CLI (``storage.upload.UPLOAD_LANES``)."""
+    from dicom_deid.storage.upload import UPLOAD_LANES
 
-    from dicom_deid.cli.remote import staged_output
-
-    default = inspect.signature(staged_output).parameters["workers"].default
-    return int(default) if isinstance(default, int) else 1
+    return UPLOAD_LANES
 
 
 def projected_seconds(name: str, seen: dict[str, int], files: int, workers: int,

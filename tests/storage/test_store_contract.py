@@ -125,6 +125,55 @@ def test_put_tree_replaces_a_tree_exactly(store: Store) -> None:
     store.delete_tree("stage")  # missing is fine
 
 
+def _publish(folder: Path, sink: object, rel: str, data: bytes) -> None:
+    """What a batch does with one output: write it, then hand it to the sink (if any)."""
+    path = folder / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if sink is not None:
+        sink.published(str(path), rel)  # type: ignore[attr-defined]
+
+
+def test_a_tree_writer_replaces_the_tree_with_what_the_batch_published(store: Store) -> None:
+    """Outputs handed to the sink as published (stored at once on an object store),
+    taken back, published twice, or just left in the folder: when the block ends the tree
+    holds exactly the batch's final outputs, the earlier tree's other files gone and no
+    local folder left."""
+    store.write_bytes("stage/s1/stale.dcm", b"from an earlier try")
+    store.write_bytes("stage/s1/a/replaced.dcm", b"earlier")
+    with store.tree_writer("stage/s1") as (folder, sink):
+        _publish(folder, sink, "a/replaced.dcm", b"first version")
+        _publish(folder, sink, "a/replaced.dcm", b"newer duplicate")
+        _publish(folder, sink, "b/taken-back.dcm", b"lost to a newer duplicate")
+        if sink is not None:
+            sink.removed("b/taken-back.dcm")
+        else:
+            (folder / "b" / "taken-back.dcm").unlink()
+        (folder / "c").mkdir()
+        (folder / "c" / "left.dcm").write_bytes(b"never handed over")
+    assert {f.rel: store.read_bytes(f.rel) for f in store.list_files("stage")} == {
+        "stage/s1/a/replaced.dcm": b"newer duplicate",
+        "stage/s1/c/left.dcm": b"never handed over",
+    }
+    assert not folder.exists()
+
+
+def test_a_tree_writer_that_fails_leaves_no_local_folder(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.tree_writer("stage/s2") as (folder, sink):
+        _publish(folder, sink, "x.dcm", b"unverified output")
+        raise RuntimeError("the batch failed")
+    assert not folder.exists()
+    store.write_bytes("stage/s2/x.dcm", b"a rerun")  # the tree stays usable
+
+
+def test_a_tree_writer_that_adds_keeps_what_was_there(store: Store) -> None:
+    store.write_bytes("out/old.dcm", b"an earlier run's")
+    with store.tree_writer("out", replace=False) as (folder, sink):
+        _publish(folder, sink, "new.dcm", b"this run's")
+    assert {f.rel: store.read_bytes(f.rel) for f in store.list_files("out")} == {
+        "out/old.dcm": b"an earlier run's", "out/new.dcm": b"this run's"}
+
+
 def _stage(store: Store, release: str, files: dict[str, bytes]) -> dict[str, str]:
     """Stage ``files`` (tree path -> bytes) as a night would; tree path -> staged path."""
     for path, data in files.items():

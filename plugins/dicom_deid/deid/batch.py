@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dicom_deid.config.model import DeidConfig
 from dicom_deid.dicom.files import (
@@ -55,6 +55,7 @@ from dicom_deid.pools import start_pool
 from dicom_deid.review.policy import ReviewPolicy
 from dicom_deid.storage import download, is_object_uri
 from dicom_deid.storage.prefetch import prefetched
+from dicom_deid.storage.upload import OutputSink
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
@@ -559,18 +560,6 @@ def _outcomes(
             shutil.rmtree(downloads, ignore_errors=True)
             if downloads in _DOWNLOADS:
                 _DOWNLOADS.clear()
-
-
-class OutputSink(Protocol):
-    """Where published outputs go from the batch's folder, file by file as the driver
-    publishes them (the command line's upload to an object store)."""
-
-    def published(self, path: str, rel: str) -> None:
-        """``rel`` was published at local ``path``; the sink takes the file away. The same
-        ``rel`` published again (a newer duplicate) replaces the earlier one."""
-
-    def removed(self, rel: str) -> None:
-        """The output published as ``rel`` is taken back (a newer duplicate won elsewhere)."""
 
 
 DUPLICATE_RULE = "the newest input is kept (latest modification time; equal: first path)"

@@ -413,19 +413,21 @@ def deidentify_shard(
             ws.folder(REVIEW)
             review = ReviewSpec(req.review, private_dir(ws.thumbnails(plan)),
                                 ws.review_cards(plan))
-        scratch = dest.scratch_dir(_staged(ws, tree, plan))
-        summary = run_batch(
-            sources, scratch, req.deid_config(), key, workers=settings.workers or None,
-            errors_path=ws.errors(plan), mapping_path=ws.mapping(plan), run_id=ws.batch_id,
-            progress=False, log_every=10.0, label=plan.name, start_method="forkserver",
-            gate=req.exceptions, verdicts_path=ws.verdicts(plan),
-            metadata_path=ws.metadata(plan), review=review,
-            mapping_seal=partial(seal, vault_key=vault_key) if vault_key else None,
-        )
+        # The shard's staging folder is replaced as a whole; on an object store each
+        # output is uploaded to it as soon as the batch publishes it.
+        with dest.tree_writer(_staged(ws, tree, plan)) as (scratch, sink):
+            summary = run_batch(
+                sources, scratch, req.deid_config(), key, workers=settings.workers or None,
+                errors_path=ws.errors(plan), mapping_path=ws.mapping(plan),
+                run_id=ws.batch_id, progress=False, log_every=10.0, label=plan.name,
+                start_method="forkserver", gate=req.exceptions,
+                verdicts_path=ws.verdicts(plan), metadata_path=ws.metadata(plan),
+                review=review, sink=sink,
+                mapping_seal=partial(seal, vault_key=vault_key) if vault_key else None,
+            )
         if review is not None:
             restrict_tree(ws.thumbnails(plan))
             restrict(ws.review_cards(plan))
-        dest.put_tree(scratch, _staged(ws, tree, plan))
         result = {
             "shard": plan.shard, "processed": summary.processed, "failed": summary.failed,
             "skipped": summary.skipped, "byte_path": summary.byte_path,

@@ -12,15 +12,17 @@ import hashlib
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from dicom_deid.errors import StorageError
+
+from .upload import OutputSink
 
 __all__ = [
     "HIDDEN",
@@ -217,6 +219,29 @@ class Store(ABC):
     @abstractmethod
     def put_tree(self, scratch: Path, rel: str) -> None:
         """Make ``rel`` hold exactly the tree built in ``scratch``, replacing what was there."""
+
+    @contextmanager
+    def tree_writer(self, rel: str, *, replace: bool = True
+                    ) -> Iterator[tuple[Path, OutputSink | None]]:
+        """A local folder to write a batch's outputs into for ``rel``, and the sink that
+        stores each output as the batch publishes it (None: the folder is the store's own,
+        or is stored when the block ends).
+
+        ``replace``: ``rel`` then holds exactly what the block wrote, replacing what was
+        there (on a failure the unfinished folder is removed). Otherwise the outputs are
+        added to what ``rel`` holds, as they come."""
+        if not replace:
+            folder = self.local_path(rel)
+            folder.mkdir(parents=True, exist_ok=True)
+            yield folder, None
+            return
+        scratch = self.scratch_dir(rel)
+        try:
+            yield scratch, None
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        self.put_tree(scratch, rel)
 
     @abstractmethod
     def delete_tree(self, rel: str) -> None:

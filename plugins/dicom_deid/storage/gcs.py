@@ -95,6 +95,7 @@ from .base import (
     split_rel,
 )
 from .releases import FileEntry, ReleaseManifest, next_manifest
+from .upload import UPLOAD_LANES, OutputSink, Upload
 
 __all__ = ["GcsStore"]
 
@@ -373,6 +374,33 @@ class GcsStore(Store):
             parallel(lambda item: self.upload_file(item[1], f"{rel}/{item[0]}"),
                      files.items(), self.workers)
             self._delete_keys([n for n in before if n[len(folder):] not in files])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @contextmanager
+    def tree_writer(self, rel: str, *, replace: bool = True
+                    ) -> Iterator[tuple[Path, OutputSink | None]]:
+        # Built in a private local folder; each output the batch publishes is uploaded at
+        # once (Upload), anything else left in the folder when the block ends after it.
+        folder = self._folder(rel)
+        before = self._names(folder) if replace else []
+        scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH))  # 0700: unverified outputs
+        tree = scratch / "tree"
+        tree.mkdir(mode=0o700)
+        upload = Upload(self, scratch / ".upload", prefix=rel, lanes=UPLOAD_LANES)
+        try:
+            yield tree, upload
+            upload.finish()
+            rest = {p.relative_to(tree).as_posix(): p for p in sorted(tree.rglob("*"))
+                    if p.is_file()}
+            parallel(lambda item: self.upload_file(item[1], upload.key(item[0])),
+                     rest.items(), self.workers)
+            if replace:
+                kept = upload.stored | rest.keys()
+                self._delete_keys([n for n in before if n[len(folder):] not in kept])
+        except BaseException:
+            upload.abandon()
+            raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
