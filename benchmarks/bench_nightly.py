@@ -572,7 +572,7 @@ def memory_template(small: Corpus) -> list[str]:
     out = MEMORY / "template"
     shutil.rmtree(out, ignore_errors=True)
     subprocess.run([str(deid_bin()), "export-metadata", str(small.dicom_dir), "--out",
-                    str(out)], check=True, capture_output=True)
+                    str(out), "--no-load"], check=True, capture_output=True)
     return sorted(str(p) for p in out.rglob("*.parquet"))
 
 

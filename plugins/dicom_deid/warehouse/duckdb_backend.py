@@ -78,6 +78,11 @@ def _connect(path: str, read_only: bool, wait_seconds: float = 120.0) -> duckdb.
         try:
             return duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as exc:
+            if "version number" in str(exc):  # a file another DuckDB release wrote
+                raise WarehouseError(
+                    f"{path} was written by a DuckDB release that DuckDB "
+                    f"{duckdb.__version__} (the one installed) cannot read; open it with the "
+                    "release that wrote it, or name another warehouse file") from None
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
