@@ -126,14 +126,14 @@ def _pending(store: Store, landed: list[StoredFile], state: ExportState,
     URIs of those among them modified before ``start``."""
     pending: list[Source] = []
     late: list[str] = []
+    root = os.path.join(store.url, "") if isinstance(store, LocalStore) else ""
     for f in landed:
         entry: Source
         if isinstance(store, LocalStore):
-            path = store.local_path(f.rel)
-            uri = str(path)
-            entry = path
+            uri = root + f.rel  # the listing's path, normalised: str(store.local_path(rel))
+            entry = uri
             try:
-                st = os.stat(path)
+                st = os.stat(uri)
             except OSError:  # gone since the listing: the export reports it
                 pass
             else:
