@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dicom_deid.deid.batch import Source
 from dicom_deid.storage import is_object_uri, open_store
-from dicom_deid.storage.upload import OutputSink
+from dicom_deid.storage.base import OutputSink
 
 __all__ = ["location", "staged_output", "store_sources"]
 

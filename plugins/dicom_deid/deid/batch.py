@@ -54,8 +54,8 @@ from dicom_deid.metadata.scan import scan_row
 from dicom_deid.pools import start_pool
 from dicom_deid.review.policy import ReviewPolicy
 from dicom_deid.storage import download, is_object_uri
+from dicom_deid.storage.base import OutputSink
 from dicom_deid.storage.prefetch import prefetched
-from dicom_deid.storage.upload import OutputSink
 
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings

@@ -18,15 +18,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 from dicom_deid.errors import StorageError
-
-from .upload import OutputSink
 
 __all__ = [
     "HIDDEN",
     "AlreadyExists",
+    "OutputSink",
     "Release",
     "Store",
     "StoredFile",
@@ -107,6 +106,18 @@ def parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
                 other.cancel()
             raise failed.exception()  # type: ignore[misc]
         return [f.result() for f in futures]
+
+
+class OutputSink(Protocol):
+    """Where published outputs go from a batch's folder, file by file as the batch
+    publishes them."""
+
+    def published(self, path: str, rel: str) -> None:
+        """``rel`` was published at local ``path``; the sink takes the file away. The same
+        ``rel`` published again (a newer duplicate) replaces the earlier one."""
+
+    def removed(self, rel: str) -> None:
+        """The output published as ``rel`` is taken back (a newer duplicate won elsewhere)."""
 
 
 class Store(ABC):

@@ -87,6 +87,7 @@ from dicom_deid.errors import StorageError
 
 from .base import (
     AlreadyExists,
+    OutputSink,
     Release,
     Store,
     StoredFile,
@@ -95,7 +96,7 @@ from .base import (
     split_rel,
 )
 from .releases import FileEntry, ReleaseManifest, next_manifest
-from .upload import UPLOAD_LANES, OutputSink, Upload
+from .upload import UPLOAD_LANES, Upload
 
 __all__ = ["GcsStore"]
 

@@ -14,35 +14,21 @@ import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from dicom_deid.errors import StorageError
 
-if TYPE_CHECKING:
-    from .base import Store
+from .base import Store
 
-__all__ = ["UPLOAD_LANES", "OutputSink", "Upload"]
+__all__ = ["UPLOAD_LANES", "Upload"]
 
 UPLOAD_LANES = 32
 """Uploads in flight at once: an object store answers each after tens of ms (and a
 write takes longer than a read), while the client's own CPU per upload is about 2 ms."""
 
 
-class OutputSink(Protocol):
-    """Where published outputs go from a batch's folder, file by file as the batch
-    publishes them."""
-
-    def published(self, path: str, rel: str) -> None:
-        """``rel`` was published at local ``path``; the sink takes the file away. The same
-        ``rel`` published again (a newer duplicate) replaces the earlier one."""
-
-    def removed(self, rel: str) -> None:
-        """The output published as ``rel`` is taken back (a newer duplicate won elsewhere)."""
-
-
 class Upload:
     """Stores each published output at ``prefix/<rel>`` in ``store`` as soon as it is
-    published (an :class:`OutputSink`).
+    published (a :class:`~.base.OutputSink`).
 
     The file is moved out of the batch's folder at once (so a later duplicate may take
     its path) into ``hold``, and sent by one of ``lanes`` single-thread uploaders chosen
