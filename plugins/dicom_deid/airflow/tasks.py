@@ -95,9 +95,10 @@ def load_metadata(export: dict[str, Any]) -> dict[str, Any]:
     when the interval brought nothing."""
     settings = _settings()
     out = settings.metadata_dir / "dicom_metadata"
-    if not export_parts(out, export["run_id"], export_key(settings.warehouse, "dicom_metadata")):
+    parts = export_parts(out, export["run_id"], export_key(settings.warehouse, "dicom_metadata"))
+    if not parts:
         raise AirflowSkipException("no new instances in this interval")
-    rows = load_export(settings.warehouse, out, export["run_id"], "dicom_metadata")
+    rows = load_export(settings.warehouse, out, export["run_id"], "dicom_metadata", parts)
     log.info("dicom_metadata: %d row(s) merged for interval %s", rows, export["run_id"])
     return {"run_id": export["run_id"], "rows_loaded": rows}
 

@@ -165,9 +165,13 @@ def export_parts(out: Path, run_id: str, key: bytes | None = None) -> list[str]:
     return sorted(str(out / p) for p in committed if f"/part-{run_id}-" in f"/{p}")
 
 
-def load_export(warehouse_url: str, out: Path, run_id: str, table: str) -> int:
-    """Merge all parts of ``run_id`` into ``table`` (idempotent); rows loaded."""
-    parts = export_parts(out, run_id, export_key(warehouse_url, table))
+def load_export(warehouse_url: str, out: Path, run_id: str, table: str,
+                parts: list[str] | None = None) -> int:
+    """Merge all parts of ``run_id`` into ``table`` (idempotent); rows loaded. ``parts``:
+    :func:`export_parts`' answer when the caller has it already (reading the export's
+    state again costs a decryption)."""
+    if parts is None:
+        parts = export_parts(out, run_id, export_key(warehouse_url, table))
     if not parts:
         return 0
     with open_private_warehouse(warehouse_url) as warehouse:
