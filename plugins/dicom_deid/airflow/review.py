@@ -24,7 +24,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from dicom_deid.errors import VerificationError
 from dicom_deid.pipeline.deid_steps import check_reviewable
 from dicom_deid.pipeline.projects import Project
-from dicom_deid.pipeline.withdraw import REASON_MAX
+from dicom_deid.pipeline.withdrawal_form import REASON_MAX
 from dicom_deid.review.cards import page_path, read_cards, review_summary
 
 from .review_page import ANSWER_KEY, REVIEW_TASK, phi_free_reason

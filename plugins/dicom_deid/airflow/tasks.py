@@ -18,28 +18,24 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from airflow.sdk import Asset, BaseHook, Context, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError
-from dicom_deid.pipeline import deid_steps, notify, run_record
-from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace, batch_id_for
-from dicom_deid.pipeline.interval_export import export_interval, export_parts, load_export
-from dicom_deid.pipeline.projects import (
-    Project,
-    default_destination,
-    load_project,
-    project_name,
-    projects_dir,
-)
-from dicom_deid.pipeline.settings import PipelineSettings, notify_conn_id
 from dicom_deid.pipeline.shards import ShardLimits
-from dicom_deid.warehouse.restricted_file import export_key
 
-from .google_conn import apply_google_connection, uses_google
-from .hooks import DeidKeyHook, apply_restricted_key
+if TYPE_CHECKING:
+    from dicom_deid.pipeline import run_record
+    from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace
+    from dicom_deid.pipeline.projects import Project
+    from dicom_deid.pipeline.settings import PipelineSettings
+
+# The engine (pydicom, pyarrow, DuckDB...) is imported by the task that runs, not here:
+# Airflow's DAG processor parses each DAG file in a fresh process, and what a DAG file
+# imports is paid on every parse (0.55-0.84 s of CPU a file when this module imported it
+# all; see BENCHMARKS.md).
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -59,6 +55,11 @@ class RunNotSuccessful(AirflowFailException):
 def _settings() -> PipelineSettings:
     """Settings from the workers' environment, then this run's params; a bad setting
     fails the task without retries (retrying cannot fix it)."""
+    from dicom_deid.pipeline.settings import PipelineSettings
+
+    from .google_conn import apply_google_connection, uses_google
+    from .hooks import apply_restricted_key
+
     try:
         settings = PipelineSettings.from_env()
         if uses_google(settings.landing, settings.destination, settings.warehouse):
@@ -85,6 +86,8 @@ def _interval() -> tuple[datetime, datetime]:
 def export_landing() -> dict[str, Any]:
     """Export, as this data interval's run, the metadata of every landing file modified
     before the interval's end and not exported yet (late arrivals included) or changed."""
+    from dicom_deid.pipeline.interval_export import export_interval
+
     start, end = _interval()
     return export_interval(_settings(), start, end).as_dict()
 
@@ -93,6 +96,9 @@ def export_landing() -> dict[str, Any]:
 def load_metadata(export: dict[str, Any]) -> dict[str, Any]:
     """Merge the interval's Parquet into ``dicom_metadata``; skipped (no Asset event)
     when the interval brought nothing."""
+    from dicom_deid.pipeline.interval_export import export_parts, load_export
+    from dicom_deid.warehouse.restricted_file import export_key
+
     settings = _settings()
     out = settings.metadata_dir / "dicom_metadata"
     parts = export_parts(out, export["run_id"], export_key(settings.warehouse, "dicom_metadata"))
@@ -114,6 +120,8 @@ def _label(ti: Any) -> str:
 
 def _project_name(ctx: Context) -> str:
     """The project this DAG runs, from its id (which no trigger can change)."""
+    from dicom_deid.pipeline.projects import project_name
+
     try:
         return project_name(ctx["dag"].dag_id)
     except ConfigError as exc:
@@ -121,18 +129,24 @@ def _project_name(ctx: Context) -> str:
 
 
 def _workspace(ctx: Context, settings: PipelineSettings) -> RunWorkspace:
+    from dicom_deid.pipeline.deid_steps import RunWorkspace, batch_id_for
+
     return RunWorkspace(settings.work_dir, batch_id_for(_when(ctx), _project_name(ctx)))
 
 
 def _projects_folder(ctx: Context) -> Path:
     """``$DICOM_DEID_PROJECTS_DIR``, else ``projects/`` beside the DAG file's folder (as
     the factory found it)."""
+    from dicom_deid.pipeline.projects import projects_dir
+
     return projects_dir(Path(ctx["dag"].fileloc).resolve().parent.parent / "projects")
 
 
 def _project(ctx: Context) -> Project:
     """The project file of this DAG, read now: ``$DICOM_DEID_PROJECTS_DIR``, else
     ``projects/`` beside the DAG file's folder (as the factory found it)."""
+    from dicom_deid.pipeline.projects import load_project
+
     try:
         folder = _projects_folder(ctx)
         return load_project(folder / f"{_project_name(ctx)}.yaml")
@@ -214,6 +228,8 @@ def _vault_key(project: Project) -> bytes:
     """The project's vault key, from its connection (never returned to XCom): it seals the
     mapping the workers write and opens it for the steps after. A project without one
     fails without retries."""
+    from .hooks import DeidKeyHook
+
     conn_id = project.vault_key_conn_id
     try:
         return DeidKeyHook(conn_id).get_key()
@@ -228,6 +244,8 @@ def _keys(ctx: Context) -> tuple[bytes, bytes]:
     """The project's pseudonym key and vault key, for the step that writes the mapping:
     connections holding the same key fail it (the two keys exist so that whoever makes
     pseudonyms cannot read the mapping)."""
+    from .hooks import DeidKeyHook
+
     project = _project(ctx)
     key, vault_key = DeidKeyHook(project.key_conn_id).get_key(), _vault_key(project)
     if vault_key == key:
@@ -253,6 +271,8 @@ def _when(ctx: Context) -> datetime:
 def _noted(step: Callable[P, R]) -> Callable[P, R]:
     """Leave a note in the run folder when the task fails (its id and the exception's
     type, for the run record), and take it back when a later try succeeds."""
+    from dicom_deid.pipeline import run_record
+
 
     @functools.wraps(step)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -273,6 +293,8 @@ def _noted(step: Callable[P, R]) -> Callable[P, R]:
 
 
 def _note(ctx: Context, label: str, exc: BaseException) -> None:
+    from dicom_deid.pipeline import run_record
+
     try:
         ws = _workspace(ctx, _settings())
         ws.prepare()  # a failure before the run folder existed is noted too
@@ -292,6 +314,8 @@ def _cause(exc: BaseException) -> BaseException:
 @_noted
 def run_cohort() -> dict[str, Any]:
     """Start the run: run the cohort SQL on the warehouse."""
+    from dicom_deid.pipeline import deid_steps
+
     _, ws, settings, req = _run()
     return deid_steps.run_cohort(ws, settings, req)
 
@@ -300,6 +324,8 @@ def run_cohort() -> dict[str, Any]:
 @_noted
 def write_filter_file() -> dict[str, Any]:
     """Write the cohort as a filter file, kept with the run."""
+    from dicom_deid.pipeline import deid_steps
+
     _, ws, _, _ = _run()
     return deid_steps.write_filter_file(ws)
 
@@ -309,6 +335,10 @@ def write_filter_file() -> dict[str, Any]:
 def resolve_instances() -> dict[str, Any]:
     """The filter file's instances in ``dicom_metadata`` that the project has not
     released yet under this config and key (the ledger)."""
+    from dicom_deid.pipeline import deid_steps, run_record
+
+    from .hooks import DeidKeyHook
+
     ctx, ws, settings, req = _run()
     key = DeidKeyHook(_project(ctx).key_conn_id).get_key()
     return deid_steps.resolve_instances(ws, settings, req, run_record.key_id(key))
@@ -318,6 +348,8 @@ def resolve_instances() -> dict[str, Any]:
 @_noted
 def plan_shards() -> list[dict[str, int]]:
     """Cut the instances into shards of whole series; each becomes one mapped task."""
+    from dicom_deid.pipeline import deid_steps
+
     ctx, ws, settings, _ = _run()
     params = _trigger(ctx)
     limits = ShardLimits(
@@ -332,6 +364,8 @@ def plan_shards() -> list[dict[str, int]]:
 @_noted
 def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
     """De-identify one shard into the staging area."""
+    from dicom_deid.pipeline import deid_steps
+
     ctx, ws, settings, req = _run()
     # read by map_index_template (a key of our own in the context, as Airflow documents)
     ctx["shard_label"] = f"shard {shard['shard']} ({shard['files']} files)"  # type: ignore[typeddict-unknown-key]
@@ -344,6 +378,8 @@ def deidentify_shard(shard: dict[str, int]) -> dict[str, Any]:
 def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
     """Fail the run if a staged output holds an original identifier (LeakError) or is
     not valid (VerificationError). No retries: the same outputs would fail again."""
+    from dicom_deid.pipeline import deid_steps
+
     ctx, ws, settings, req = _run()
     ctx["shard_label"] = f"shard {result['shard']}"  # type: ignore[typeddict-unknown-key]
     return deid_steps.verify_shard(ws, settings, req, result["shard"], _vault_key(_project(ctx)))
@@ -356,6 +392,8 @@ def verify_shard(result: dict[str, Any]) -> dict[str, Any]:
 def publish() -> dict[str, Any]:
     """Release the verified batch into the project's tree in one step, with its manifest,
     and record it in the ledger (skipped: dry run)."""
+    from dicom_deid.pipeline import deid_steps
+
     ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
     deid_steps.check_pinned(ws, req, settings)  # the policy every shard was made under
@@ -366,6 +404,8 @@ def publish() -> dict[str, Any]:
 @_noted
 def load_deid_metadata() -> dict[str, Any]:
     """Export the published files' metadata and load ``deid_metadata``."""
+    from dicom_deid.pipeline import deid_steps
+
     ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
     return deid_steps.load_deid_metadata(ws, settings, _when(ctx).date(), req.project,
@@ -376,6 +416,8 @@ def load_deid_metadata() -> dict[str, Any]:
 @_noted
 def load_mapping() -> dict[str, Any]:
     """Load the original<->pseudonym mapping (restricted) and the error list."""
+    from dicom_deid.pipeline import deid_steps
+
     ctx, ws, settings, req = _run()
     _skip_if_dry_run(req)
     return deid_steps.load_mapping(ws, settings, _vault_key(_project(ctx)))
@@ -412,6 +454,9 @@ def finish_run() -> dict[str, Any]:
     whatever the other tasks' states, and decide the DAG run's state). Not with the
     ``@teardown`` decorator: that one can be called once per process, and a DAG file
     is parsed again in the same process by ``dag.test()``."""
+    from dicom_deid.pipeline import deid_steps, run_record
+    from dicom_deid.pipeline.projects import default_destination
+
     ctx = get_current_context()
     deployment = _settings()
     ws = _workspace(ctx, deployment)
@@ -474,6 +519,9 @@ def notify_failure(context: Context) -> None:
     """``on_failure_callback``: log one PHI-free line (run, task, exception type) and,
     when ``$DICOM_DEID_NOTIFY_CONN_ID`` names a connection, post it to the connection's
     host as ``{"text": ...}``. Never raises: a notice must not hide the failure."""
+    from dicom_deid.pipeline import notify
+    from dicom_deid.pipeline.settings import notify_conn_id
+
     error = context.get("exception")
     if isinstance(error, RunNotSuccessful):
         return  # the teardown repeating a failure its task already reported
@@ -519,7 +567,7 @@ def withdraw_params() -> dict[str, Any]:
     PHI (:func:`dicom_deid.pipeline.withdraw.check_reason`)."""
     from airflow.sdk import Param
 
-    from dicom_deid.pipeline.withdraw import LEVELS, REASON_MAX, VALUE_MAX
+    from dicom_deid.pipeline.withdrawal_form import LEVELS, REASON_MAX, VALUE_MAX
 
     return {
         "project": Param(type="string", pattern="^[a-z0-9_]+$", title="Project",
@@ -544,6 +592,8 @@ def withdraw() -> dict[str, Any]:
     triggered the run; counts on XCom. A request the engine refuses (an unknown value, a
     reason that may hold PHI, an unknown project) fails the task without retries, having
     changed nothing."""
+    from dicom_deid.pipeline import run_record
+    from dicom_deid.pipeline.projects import load_project
     from dicom_deid.pipeline.withdraw import project_settings
     from dicom_deid.pipeline.withdraw import withdraw as withdraw_released
 
@@ -600,6 +650,8 @@ def reidentify() -> dict[str, Any]:
     """The originals behind the trigger's pseudonyms, for the user who triggered the run:
     opened with the project's vault key, audited before anything is written, written to a
     file readable by the pipeline's owner only (its path on XCom; never a value)."""
+    from dicom_deid.pipeline import run_record
+    from dicom_deid.pipeline.projects import load_project
     from dicom_deid.vault.reidentify import from_warehouse, write_answer
     from dicom_deid.vault.reidentify import reidentify as look_up
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from dicom_deid.errors import ConfigError
+
+if TYPE_CHECKING:  # pyarrow loads when shards are cut, not when a DAG file is parsed
+    import pyarrow as pa
 
 __all__ = ["ShardLimits", "ShardPlan", "plan_shards"]
 
@@ -75,6 +76,8 @@ def _series_groups(instances: pa.Table) -> list[_Series]:
         if "size_bytes" in instances.column_names
         else [0] * instances.num_rows
     )
+    import pyarrow.compute as pc
+
     order = pc.sort_indices(
         instances, sort_keys=[(k, "ascending") for k in (*SERIES_KEYS, "source_uri")]
     ).to_pylist()
@@ -144,5 +147,12 @@ def plan_shards(
         rows = [r for g in shard for r in g.rows]
         plans.append(ShardPlan(n, len(rows), sum(g.bytes for g in shard),
                                sum(g.series for g in shard)))
-        tables.append(instances.take(pa.array(rows, pa.int64())))
+        tables.append(instances.take(_row_array(rows)))
     return plans, tables
+
+
+def _row_array(rows: list[int]) -> pa.Array:
+    """Row numbers as an Arrow array (pyarrow imported here, on first use)."""
+    import pyarrow as pa
+
+    return pa.array(rows, pa.int64())

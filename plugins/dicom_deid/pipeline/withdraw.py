@@ -53,21 +53,16 @@ from .deid_steps import MANIFESTS, destination
 from .projects import load_project
 from .restricted import open_private_warehouse
 from .settings import PipelineSettings
+from .withdrawal_form import LEVELS, REASON_MAX, VALUE_MAX
 
 __all__ = ["LEVELS", "REASON_MAX", "WithdrawalError", "check_reason", "project_settings",
            "withdraw", "withdrawal_id_for"]
 
 log = logging.getLogger(__name__)
 
-#: Level -> the ledger column holding its pseudonymous identifier.
-LEVELS: dict[str, str] = {"patient": "patient_id", "study": "study_uid",
-                          "series": "series_uid", "instance": "sop_uid"}
 #: Level -> the ``deid_mapping`` column holding its original identifier.
 ORIGINALS: dict[str, str] = {"patient": "original_patient_id", "study": "original_study_uid",
                              "series": "original_series_uid", "instance": "original_sop_uid"}
-REASON_MAX = 200
-"""The longest reason accepted, in characters: a reason says why, not the case's story."""
-VALUE_MAX = 128
 USER_MAX = 100
 #: What a reason may not hold (the text detectors' info types); an organisation word
 #: alone ("clinic", "hospital") is ordinary in a reason and not refused.
