@@ -368,23 +368,32 @@ class GcsStore(Store):
         if not scratch.name.startswith(_SCRATCH) or not scratch.is_dir():
             raise StorageError("put_tree expects a folder made by scratch_dir")
         try:
-            files = {p.relative_to(scratch).as_posix(): p
-                     for p in sorted(scratch.rglob("*")) if p.is_file()}
-            folder = self._folder(rel)
-            before = self._names(folder)
-            parallel(lambda item: self.upload_file(item[1], f"{rel}/{item[0]}"),
-                     files.items(), self.workers)
-            self._delete_keys([n for n in before if n[len(folder):] not in files])
+            before = self._names(self._folder(rel))
+            self._keep_only(rel, before, self._store_folder(scratch, rel))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _store_folder(self, local: Path, rel: str) -> set[str]:
+        """Upload every file under local folder ``local`` to ``rel/<its path>`` (on the
+        store's pool); their paths below ``rel``."""
+        files = {p.relative_to(local).as_posix(): p
+                 for p in sorted(local.rglob("*")) if p.is_file()}
+        parallel(lambda item: self.upload_file(item[1], f"{rel}/{item[0]}" if rel else item[0]),
+                 files.items(), self.workers)
+        return set(files)
+
+    def _keep_only(self, rel: str, before: Collection[str], kept: Collection[str]) -> None:
+        """Delete the objects listed ``before`` under folder ``rel`` that are not ``kept``
+        (paths below ``rel``): a replaced tree's leftovers."""
+        folder = self._folder(rel)
+        self._delete_keys([n for n in before if n[len(folder):] not in kept])
 
     @contextmanager
     def tree_writer(self, rel: str, *, replace: bool = True
                     ) -> Iterator[tuple[Path, OutputSink | None]]:
         # Built in a private local folder; each output the batch publishes is uploaded at
         # once (Upload), anything else left in the folder when the block ends after it.
-        folder = self._folder(rel)
-        before = self._names(folder) if replace else []
+        before = self._names(self._folder(rel)) if replace else []
         scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH))  # 0700: unverified outputs
         tree = scratch / "tree"
         tree.mkdir(mode=0o700)
@@ -392,13 +401,9 @@ class GcsStore(Store):
         try:
             yield tree, upload
             upload.finish()
-            rest = {p.relative_to(tree).as_posix(): p for p in sorted(tree.rglob("*"))
-                    if p.is_file()}
-            parallel(lambda item: self.upload_file(item[1], upload.key(item[0])),
-                     rest.items(), self.workers)
+            rest = self._store_folder(tree, rel)
             if replace:
-                kept = upload.stored | rest.keys()
-                self._delete_keys([n for n in before if n[len(folder):] not in kept])
+                self._keep_only(rel, before, upload.stored | rest)
         except BaseException:
             upload.abandon()
             raise

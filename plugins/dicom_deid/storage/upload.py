@@ -49,7 +49,7 @@ class Upload:
         self._failed: BaseException | None = None
         self._lock = threading.Lock()
 
-    def key(self, rel: str) -> str:
+    def _key(self, rel: str) -> str:
         """Where ``rel`` is stored."""
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
@@ -83,14 +83,14 @@ class Upload:
 
     def _send(self, held: Path, rel: str) -> None:
         try:
-            self.store.upload_file(held, self.key(rel))
+            self.store.upload_file(held, self._key(rel))
         finally:
             held.unlink(missing_ok=True)
 
     def removed(self, rel: str) -> None:
         self._check()
         self.stored.discard(rel)
-        self._watch(self._lane(rel).submit(self.store.delete_tree, self.key(rel)))
+        self._watch(self._lane(rel).submit(self.store.delete_tree, self._key(rel)))
 
     def finish(self) -> None:
         """Wait for every upload; raise the first that failed."""
