@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from dicom_deid.config.model import privacy_first
 from dicom_deid.deid.batch import Source, run_batch
@@ -49,6 +50,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    # One core throughout: the contenders' CPU seconds then differ by their work, not by
+    # which core (and which of its caches) the scheduler gave each round.
+    core = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
     work = Path(tempfile.mkdtemp(prefix="bench-gate-"))
     key = generate(work / "corpus", patients=args.patients, seed=args.seed, bad_inputs=False,
                    duplicates=False)
@@ -58,7 +63,7 @@ def main() -> None:
     sources = [Source(str(root / r.path), r.path) for r in records]
     size = sum(os.path.getsize(s.path) for s in sources)
     config = privacy_first()
-    contenders = {
+    contenders: dict[str, dict[str, Any]] = {
         "deidentify": {},
         "+ gate": {"gate": ()},
         "+ gate + metadata": {"gate": (), "metadata": True},
@@ -87,7 +92,7 @@ def main() -> None:
     base = statistics.median(cpu["deidentify"])
     print(f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
           f"`benchmarks/bench_gate.py --patients {args.patients} --seed {args.seed} "
-          f"--repeat {args.repeat}`; {os.cpu_count()} cores, Python "
+          f"--repeat {args.repeat}`; {os.cpu_count()} cores (pinned to core {core}), Python "
           f"{platform.python_version()}.")
     print(f"Corpus: {len(sources)} files, {size / 2**20:.0f} MiB (generated; images at risk "
           "of burned-in text left out).\n")

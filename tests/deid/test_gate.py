@@ -81,6 +81,29 @@ def test_values_are_read_at_any_depth_of_the_source() -> None:
     assert verdict.problems == ("original PersonName value found",)
 
 
+def test_a_value_under_several_keywords_names_each_and_files_do_not_share_findings() -> None:
+    # The same text as an operator's name in a sequence (remembered by its bytes for the
+    # next file of the series) and as the next file's own PatientName: each file's
+    # findings name the attributes the value had in that file, and the first file's
+    # remembered sequence is not changed by the second's values.
+    def instance(name: str) -> bytes:
+        source = make_instance(name=name)
+        op = Dataset()
+        op.PersonName = "Lindqvist^Maja"
+        source.ContentSequence = Sequence([op])
+        source.ImageComments = "read by Maja Lindqvist"
+        return to_bytes(source)
+
+    gate = Gate()
+    first, second = instance("Doe^Jane"), instance("Lindqvist^Maja")
+    _, _, out1 = deidentify_bytes(first, _keeping("ImageComments"))
+    _, _, out2 = deidentify_bytes(second, _keeping("ImageComments"))
+    assert _verdict(first, out1, gate).problems == ("original PersonName value found",)
+    assert _verdict(second, out2, gate).problems == ("original PatientName value found",
+                                                     "original PersonName value found")
+    assert _verdict(first, out1, gate).problems == ("original PersonName value found",)
+
+
 def test_declared_exceptions_are_not_searched_and_nothing_else_is_spared() -> None:
     data = to_bytes(make_instance())
     _, _, output = deidentify_bytes(data, DeidConfig(options=frozenset({Option.RETAIN_UIDS})))

@@ -158,9 +158,10 @@ def _type1_tags(sop_class_uid: str) -> tuple[int, ...]:
 class SourceFacts:
     """What the gate reads from a source file: identifying values and top-level tags."""
 
-    values: dict[bytes, set[str]] = field(default_factory=dict)
-    """Each searchable byte form of a text value -> the keywords it came from."""
-    uids: dict[bytes, set[str]] = field(default_factory=dict)
+    values: dict[bytes, frozenset[str]] = field(default_factory=dict)
+    """Each searchable byte form of a text value -> the keywords it came from (shared
+    between files: never changed in place)."""
+    uids: dict[bytes, frozenset[str]] = field(default_factory=dict)
     """The same for UIDs (searched as digits-and-dots tokens, no pattern compiled)."""
     filled: set[int] = field(default_factory=set)
     """Top-level tags with a non-empty value."""
@@ -181,6 +182,11 @@ _REGISTERED = frozenset(uid.encode("ascii") for uid in UID_dictionary)
 instances...): they name no patient, and a profile keeps them."""
 _MAY_HOLD = frozenset({None, "PN", "SQ", "UN"})
 """Written VRs of elements that may hold a gathered value without a gathered tag."""
+
+
+@cache
+def _named(keyword: str) -> frozenset[str]:
+    return frozenset((keyword,))
 
 
 @lru_cache(maxsize=4096)
@@ -273,9 +279,9 @@ class Gate:
             for form in forms:
                 kws = out.get(form)
                 if kws is None:
-                    out[form] = {keyword}
-                else:
-                    kws.add(keyword)
+                    out[form] = _named(keyword)
+                elif keyword not in kws:
+                    out[form] = kws | _named(keyword)
 
     def _sequence(self, value: bytes, tag: int, implicit: bool, facts: SourceFacts,
                   depth: int) -> None:
@@ -294,9 +300,9 @@ class Gate:
             for form, kws in theirs.items():
                 known = mine.get(form)
                 if known is None:
-                    mine[form] = set(kws)
-                else:
-                    known |= kws
+                    mine[form] = kws
+                elif known is not kws and not kws <= known:
+                    mine[form] = known | kws
         facts.whole += found.whole
 
     # -- the output ------------------------------------------------------------------
@@ -394,11 +400,10 @@ class Gate:
 
     def _structure(self, data: bytes, top: Sequence[Element], meta: dict[int, str] | None,
                    facts: SourceFacts, uids: dict[int, str], problems: list[str]) -> None:
-        values = {tag: (vs, ve) for tag, _vr, _h, vs, ve, _u in top}
-        filled = {tag for tag, _vr, _h, vs, ve, u in top if u or ve > vs}
+        values = {tag: (vs, ve, u) for tag, _vr, _h, vs, ve, u in top}
 
         def text(tag: int) -> str:
-            vs, ve = values.get(tag, (0, 0))
+            vs, ve, _u = values.get(tag, (0, 0, False))
             return data[vs:ve].rstrip(b" \x00").decode("ascii", "replace")
 
         for tag in _UID_TAGS:
@@ -411,7 +416,8 @@ class Gate:
             if meta.get(0x00020002, "") != text(0x00080016):
                 problems.append("MediaStorageSOPClassUID differs from SOPClassUID")
         for tag in _type1_tags(facts.sop_class_uid):
-            if tag in facts.filled and tag not in filled:
+            vs, ve, undefined = values.get(tag, (0, 0, False))
+            if tag in facts.filled and not (undefined or ve > vs):
                 problems.append(f"Type 1 attribute {keyword_for_tag(tag)} lost its value")
 
     def _leaks(self, data: bytes, top: Sequence[Element], implicit: bool,
@@ -422,16 +428,13 @@ class Gate:
             # Case-folded once; each form is then a plain substring search (C speed),
             # whole tokens only (a name inside a longer word is not that name).
             region = data[lo:hi]
-            for haystack, forms, token in ((region.lower(), facts.values, _WORD_CHARS),
-                                           (region, facts.uids, _UID_CHARS)):
+            for haystack, forms, uid in ((region.lower(), facts.values, False),
+                                         (region, facts.uids, True)):
+                find = haystack.find
                 for form, kws in forms.items():
-                    if kws <= found:
+                    needle, border = _needle(form, uid)
+                    if find(needle) < 0 or kws <= found:  # most forms: one search
                         continue
-                    needle, border = form, token
-                    if token is _WORD_CHARS:
-                        needle = form.lower()
-                        if needle.isdigit():  # "10008" in a kept UID is not an ID
-                            border = _NUMBER_CHARS
                     for at in _tokens(haystack, needle, border):
                         if exempt is None:  # walked only when something matched (rarely)
                             exempt = _exempt_values(data, top, implicit)
@@ -447,6 +450,17 @@ class Gate:
 _UID_CHARS = frozenset(b"0123456789.")
 _WORD_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _NUMBER_CHARS = _WORD_CHARS | _UID_CHARS
+
+
+@lru_cache(maxsize=8192)
+def _needle(form: bytes, uid: bool) -> tuple[bytes, frozenset[int]]:
+    """What :meth:`Gate._leaks` searches for one form, and the bytes that may not touch
+    it: a UID as it is, inside digits and dots; a text value case-folded, inside letters
+    and digits ("10008" in a kept UID is not an ID: a number also inside dots)."""
+    if uid:
+        return form, _UID_CHARS
+    needle = form.lower()
+    return needle, _NUMBER_CHARS if needle.isdigit() else _WORD_CHARS
 
 
 def _tokens(haystack: bytes, needle: bytes, token: frozenset[int]) -> Iterable[int]:
