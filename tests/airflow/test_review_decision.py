@@ -17,7 +17,7 @@ WITHHELD = "reason withheld: it may hold PHI"
 
 
 def decision_of(answer: Any) -> Any:
-    from dicom_deid.airflow.review_page import decision_of as decide
+    from dicom_deid.airflow.review_answer import decision_of as decide
 
     return decide(answer)
 
@@ -29,7 +29,7 @@ def _decision(facts: dict[str, Any]) -> str:
 
 
 def test_the_withheld_text_is_the_pages() -> None:
-    from dicom_deid.airflow.review_page import WITHHELD as PAGES
+    from dicom_deid.airflow.review_answer import WITHHELD as PAGES
 
     assert PAGES == WITHHELD
 

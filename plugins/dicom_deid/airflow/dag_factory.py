@@ -15,8 +15,13 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from dicom_deid.pipeline.deid_steps import PRIORITIES
-from dicom_deid.pipeline.projects import DEFAULT_SCHEDULE, Project, load_projects, projects_dir
+from dicom_deid.pipeline.projects import (
+    DEFAULT_SCHEDULE,
+    PRIORITIES,
+    Project,
+    load_projects,
+    projects_dir,
+)
 
 from .review import ReviewRelease
 from .tasks import (

@@ -6,7 +6,7 @@ at least one image: *Approve* publishes, *Reject* skips everything after it, and
 answer within the project's ``review_timeout_hours`` counts as *Reject* (its default).
 Its message counts what was selected and links to the review page
 (:mod:`.review_page`). The ``finish_run`` teardown reads the answer
-(:func:`.review_page.decision_of`) and records the run as ``rejected`` with the reviewer and their
+(:func:`.review_answer.decision_of`) and records the run as ``rejected`` with the reviewer and their
 PHI-free reason.
 """
 
@@ -22,12 +22,11 @@ from airflow.sdk import Context, Param
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dicom_deid.errors import VerificationError
-from dicom_deid.pipeline.deid_steps import check_reviewable
 from dicom_deid.pipeline.projects import Project
 from dicom_deid.pipeline.withdrawal_form import REASON_MAX
 from dicom_deid.review.cards import page_path, read_cards, review_summary
 
-from .review_page import ANSWER_KEY, REVIEW_TASK, phi_free_reason
+from .review_answer import ANSWER_KEY, REVIEW_TASK, phi_free_reason
 from .tasks import run_settings, run_workspace
 
 log = logging.getLogger(__name__)
@@ -79,6 +78,8 @@ class ReviewRelease(ApprovalOperator):
         ws, req = run_workspace(context)
         if req.dry_run:
             raise AirflowSkipException("dry run: nothing is published, nothing to review")
+        from dicom_deid.pipeline.deid_steps import check_reviewable  # the engine: at run time
+
         try:
             check_reviewable(ws, run_settings(context))
         except VerificationError as exc:

@@ -12,9 +12,8 @@ plugins, and none of them serves a page.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
@@ -23,16 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from dicom_deid.review.cards import PAGE_PREFIX
 
-if TYPE_CHECKING:
-    from dicom_deid.pipeline.run_record import ReviewDecision
-
-#: The review step's task id in a project DAG.
-REVIEW_TASK = "review"
-#: The XCom key under which the review step keeps the reviewer's answer.
-ANSWER_KEY = "review_answer"
-_PAST = {"Approve": "approved", "Reject": "rejected"}
-#: What is recorded and shown instead of a reviewer's reason that may hold PHI.
-WITHHELD = "reason withheld: it may hold PHI"
+from .review_answer import PAST_TENSE, REVIEW_TASK, phi_free_reason
 
 #: No script, no frame of anyone else's, images from here only: the page is data.
 _HEADERS = {
@@ -100,26 +90,13 @@ def _run_facts(dag_id: str, run_id: str) -> dict[str, Any]:
         }
 
 
-def phi_free_reason(reason: str) -> str:
-    """A reviewer's reason as it may be kept and shown: checked (white space collapsed)
-    when PHI-free, :data:`WITHHELD` when it may hold PHI, "" when none was given."""
-    from dicom_deid.pipeline.withdraw import WithdrawalError, check_reason
-
-    if not reason.strip():
-        return ""
-    try:
-        return check_reason(reason)
-    except WithdrawalError:
-        return WITHHELD
-
-
 def _decision(facts: dict[str, Any]) -> str:
     if not facts["answered"]:
         return {"awaiting_input": "waiting for a reviewer", None: "no review step in this run"
                 }.get(facts["review_state"], f"review step: {facts['review_state']}")
     reason = phi_free_reason(facts["reason"])
     who = facts["by"] or "timeout"
-    said = " / ".join(_PAST.get(c, c.lower()) for c in facts["chosen"])
+    said = " / ".join(PAST_TENSE.get(c, c.lower()) for c in facts["chosen"])
     return f"{said} by {who}" + (f": {reason}" if reason else "")
 
 
@@ -191,25 +168,6 @@ async def thumbnail(request: Request, dag_id: str, run_id: str, shard: int,
     if path is None:
         raise HTTPException(status_code=404, detail="No such thumbnail")
     return FileResponse(path, media_type="image/png", headers=_HEADERS)
-
-
-def decision_of(answer: Mapping[str, Any] | None) -> ReviewDecision | None:
-    """The review task's result as a decision; None when there is none (no review step,
-    or the run ended before it). A reason that may hold PHI is withheld."""
-    from dicom_deid.pipeline.run_record import NONE_NEEDED, TIMEOUT, ReviewDecision
-
-    if not answer:
-        return None
-    if answer.get("auto"):
-        return ReviewDecision(True, NONE_NEEDED)
-    user = answer.get("responded_by_user")
-    reviewer = (str(user.get("name") or user.get("id") or "") if isinstance(user, Mapping)
-                else str(user or ""))
-    if answer.get("timed_out") or not reviewer:
-        return ReviewDecision(False, TIMEOUT, "no answer within the review timeout")
-    reason = phi_free_reason(str((answer.get("params_input") or {}).get("reason") or ""))
-    chosen = list(answer.get("chosen_options") or [])
-    return ReviewDecision(chosen == ["Approve"], reviewer, reason)
 
 
 class ReviewPagePlugin(AirflowPlugin):

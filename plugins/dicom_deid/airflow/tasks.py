@@ -497,7 +497,7 @@ def finish_run() -> dict[str, Any]:
 
 def _review_decision(ctx: Context, states: dict[str, str]) -> run_record.ReviewDecision | None:
     """The reviewer's answer, when this DAG has a review step that got one."""
-    from .review_page import ANSWER_KEY, REVIEW_TASK, decision_of
+    from .review_answer import ANSWER_KEY, REVIEW_TASK, decision_of
 
     if states.get(REVIEW_TASK) != "success":
         return None

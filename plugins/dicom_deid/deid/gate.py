@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from dicom_deid.config.declared_exceptions import expand_exceptions
 from dicom_deid.config.iod import AttributeType, iod_for
-from dicom_deid.config.model import Option, info_type_of, privacy_first
+from dicom_deid.config.model import info_type_of, privacy_first
 from dicom_deid.config.ps3_15 import ActionCode, load_table
 from dicom_deid.dicom.reader import PYDICOM_ONLY_SYNTAXES, parse_instance
 from dicom_deid.dicom.walker import (
@@ -114,21 +115,6 @@ def _gathered_tags() -> dict[int, str]:
         if row.basic is ActionCode.U:
             out[tag] = row.keyword
     return out
-
-
-def expand_exceptions(entries: Iterable[str]) -> frozenset[str]:
-    """Declared exceptions as keywords: a DICOM keyword stands for itself; a PS3.15
-    option name (``RetainUIDs``, ``RetainDeviceIdentity``...) for every attribute that
-    option keeps (``K`` in its column of Table E.1-1). Anything else: :class:`ConfigError`."""
-    out: set[str] = set()
-    for entry in entries:
-        if tag_for_keyword(entry) is not None or entry == "PersonName":
-            out.add(entry)
-            continue
-        option = Option.parse(entry)  # ConfigError naming the known options
-        out.update(row.keyword for row in load_table().exact.values()
-                   if row.keyword and dict(row.option_codes).get(option) is ActionCode.K)
-    return frozenset(out)
 
 
 @cache

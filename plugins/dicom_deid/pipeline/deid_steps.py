@@ -22,7 +22,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
@@ -34,12 +34,10 @@ import pyarrow.parquet as pq
 from dicom_deid import __version__
 from dicom_deid.cohort.cohorts import URI_COLUMN, cohort_to_filter, load_cohort
 from dicom_deid.cohort.filter_file import FilterSet, read_filter
-from dicom_deid.config.model import DeidConfig, privacy_first
 from dicom_deid.deid.batch import ReviewSpec, Source, run_batch
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
 from dicom_deid.metadata.export import ExportState, export_metadata
-from dicom_deid.review.policy import ReviewPolicy
 from dicom_deid.storage import LocalStore, Release, Store, open_store
 from dicom_deid.storage.permissions import private_dir, restrict, restrict_tree
 from dicom_deid.vault.columns import encrypt_columns
@@ -47,16 +45,16 @@ from dicom_deid.vault.envelope import VaultError, is_sealed, read_sealed_table, 
 from dicom_deid.warehouse.base import Warehouse
 
 from . import ledger, run_record
+from .projects import PRIORITIES, RunRequest
 from .restricted import open_private_warehouse
 from .run_record import DRY_RUN, REJECTED, SUCCESS, ReviewDecision, RunOutcome
 from .settings import PipelineSettings
 from .shards import ShardLimits, ShardPlan, plan_shards
 
-__all__ = ["RunOutcome", "RunRequest", "RunWorkspace", "batch_id_for"]
+__all__ = ["PRIORITIES", "RunOutcome", "RunRequest", "RunWorkspace", "batch_id_for"]
 
 log = logging.getLogger(__name__)
 MANIFESTS = "manifests"
-PRIORITIES = ("stat", "urgent", "routine", "low")
 _ERRORS_SCHEMA = pa.schema([(c, pa.string()) for c in ("run_id", "path", "stage", "kind",
                                                         "reason")])
 #: Per-shard artifacts: a new shard plan makes every one of them stale.
@@ -183,44 +181,6 @@ class RunWorkspace:
         if not found:
             raise ValueError(f"no shard {number} in this run's plan")
         return found[0]
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What to de-identify and how: a project's standing policy, narrowed by a trigger.
-
-    ``policy``: the effective de-identification config (a project's,
-    :meth:`~dicom_deid.pipeline.projects.Project.deid_config`; by default the privacy-first
-    one, never the bare profile by omission). ``exceptions``: DICOM keywords the project
-    deliberately keeps (the verification gate does not flag their values). ``dry_run``:
-    de-identify and verify, never publish or load (nor ask for a review). ``project``:
-    the project's name (for the run record).
-    """
-
-    cohort: str
-    cohort_params: dict[str, Any]
-    policy: DeidConfig = field(default_factory=privacy_first)
-    priority: str = "routine"
-    exceptions: frozenset[str] = frozenset()
-    dry_run: bool = False
-    project: str = ""
-    review: ReviewPolicy = field(default_factory=ReviewPolicy)
-    """Which outputs a reviewer sees before the release (a project's ``review:``)."""
-
-    def __post_init__(self) -> None:
-        if self.priority not in PRIORITIES:
-            raise ConfigError(f"priority must be one of {PRIORITIES}")
-        object.__setattr__(self, "exceptions", frozenset(self.exceptions))
-
-    def deid_config(self) -> DeidConfig:
-        """The effective configuration this run applies."""
-        return self.policy
-
-    def config_fingerprint(self) -> str:
-        """The effective configuration's fingerprint (:meth:`DeidConfig.fingerprint`):
-        the value whose first 16 hex digits every output names in DeidentificationMethod,
-        so manifests, ``deid_runs`` and files can be joined."""
-        return self.policy.fingerprint()
 
 
 def destination(settings: PipelineSettings) -> tuple[Store, str]:

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 import yaml
 from pydicom.datadict import keyword_dict, tag_for_keyword
 
+from dicom_deid.config.declared_exceptions import expand_exceptions
 from dicom_deid.config.google import config_from_options, load_config
 from dicom_deid.config.model import (
     BASIC_PROFILE_ALIASES,
@@ -36,20 +37,19 @@ from dicom_deid.config.model import (
     parse_options,
     privacy_first,
 )
-from dicom_deid.deid.gate import expand_exceptions
 from dicom_deid.errors import ConfigError
 from dicom_deid.review.policy import ReviewPolicy
-
-from .deid_steps import RunRequest
 
 __all__ = [
     "DAG_PREFIX",
     "DEFAULT_KEY_CONN_ID",
     "DEFAULT_SCHEDULE",
     "KNOWN_OPTIONS",
+    "PRIORITIES",
     "PROJECTS_DIR_ENV",
     "Policy",
     "Project",
+    "RunRequest",
     "default_destination",
     "load_project",
     "load_projects",
@@ -59,6 +59,8 @@ __all__ = [
 
 #: The folder of project files (absolute); unset, the ``projects/`` folder next to ``dags/``.
 PROJECTS_DIR_ENV = "DICOM_DEID_PROJECTS_DIR"
+#: A run's priority, as a trigger may set it (the shards' pool weight).
+PRIORITIES = ("stat", "urgent", "routine", "low")
 DAG_PREFIX = "dicom_deid__"
 DEFAULT_KEY_CONN_ID = "dicom_deid_key"
 #: Run when ``dicom_metadata`` gets new instances (the metadata export's Asset).
@@ -147,6 +149,44 @@ class _Checker:
 
 
 # --------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to de-identify and how: a project's standing policy, narrowed by a trigger.
+
+    ``policy``: the effective de-identification config (a project's,
+    :meth:`~dicom_deid.pipeline.projects.Project.deid_config`; by default the privacy-first
+    one, never the bare profile by omission). ``exceptions``: DICOM keywords the project
+    deliberately keeps (the verification gate does not flag their values). ``dry_run``:
+    de-identify and verify, never publish or load (nor ask for a review). ``project``:
+    the project's name (for the run record).
+    """
+
+    cohort: str
+    cohort_params: dict[str, Any]
+    policy: DeidConfig = field(default_factory=privacy_first)
+    priority: str = "routine"
+    exceptions: frozenset[str] = frozenset()
+    dry_run: bool = False
+    project: str = ""
+    review: ReviewPolicy = field(default_factory=ReviewPolicy)
+    """Which outputs a reviewer sees before the release (a project's ``review:``)."""
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITIES:
+            raise ConfigError(f"priority must be one of {PRIORITIES}")
+        object.__setattr__(self, "exceptions", frozenset(self.exceptions))
+
+    def deid_config(self) -> DeidConfig:
+        """The effective configuration this run applies."""
+        return self.policy
+
+    def config_fingerprint(self) -> str:
+        """The effective configuration's fingerprint (:meth:`DeidConfig.fingerprint`):
+        the value whose first 16 hex digits every output names in DeidentificationMethod,
+        so manifests, ``deid_runs`` and files can be joined."""
+        return self.policy.fingerprint()
 
 
 @dataclass(frozen=True)
