@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,32 @@ def _connect(path: str, read_only: bool, wait_seconds: float = 120.0) -> duckdb.
             delay = min(delay * 2, 2.0)
 
 
+def _declared(table: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The DuckDB statements creating ``table`` in its file, and the (name, DuckDB type)
+    of its declared columns in order."""
+    return _declarations()[table]
+
+
+@cache
+def _declarations() -> dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]]:
+    """:func:`_declared` of every table: transpiled from the BigQuery DDL once a process."""
+    out = {}
+    declared = duckdb.connect(":memory:")
+    try:
+        for table in TABLES:
+            statements = transpile_ddl(schema_ddl(table))
+            for statement in statements:
+                declared.execute(statement)
+            columns = declared.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+            out[table] = (tuple(_in_its_file(s, table) for s in statements),
+                          tuple((str(name), str(dtype)) for name, dtype in columns))
+    finally:
+        declared.close()
+    return out
+
+
 class DuckDBWarehouse(Warehouse):
     """The :class:`~.base.Warehouse` on an embedded DuckDB database."""
 
@@ -151,24 +178,35 @@ class DuckDBWarehouse(Warehouse):
         """Create every table from ``ddl/`` (BigQuery DDL transpiled) if missing, the
         restricted ones in the restricted file (moved there from an older single file),
         and add the declared columns an older version's table lacks (nullable, at the
-        end)."""
-        declared = duckdb.connect(":memory:")
-        try:
-            for table in TABLES:
+        end). Every step of a run opens the warehouse this way: when one look at the
+        catalog finds every table where it belongs with its declared columns, that is
+        all it costs."""
+        have = self._tables_present()
+        for table in TABLES:
+            statements, declared = _declared(table)
+            if table in RESTRICTED_TABLES and (self._main(), table) in have:
                 self._move_restricted(table)
-                for statement in transpile_ddl(schema_ddl(table)):
-                    self._con.execute(_in_its_file(statement, table))
-                    declared.execute(statement)
-                have = {name.lower() for name in self.columns(table)}
-                for name, dtype in declared.execute(
-                    "SELECT column_name, data_type FROM information_schema.columns "
-                    "WHERE table_name = ? ORDER BY ordinal_position", [table]
-                ).fetchall():
-                    if name.lower() not in have:
-                        self._con.execute(
-                            f"ALTER TABLE {_ref(table)} ADD COLUMN {_quote(name)} {dtype}")
-        finally:
-            declared.close()
+                have = self._tables_present()
+            columns = have.get((self._catalog(table), table))
+            if columns is None:
+                for statement in statements:
+                    self._con.execute(statement)
+                columns = {name.lower() for name in self.columns(table)}
+            for name, dtype in declared:
+                if name.lower() not in columns:
+                    self._con.execute(
+                        f"ALTER TABLE {_ref(table)} ADD COLUMN {_quote(name)} {dtype}")
+
+    def _tables_present(self) -> dict[tuple[str, str], set[str]]:
+        """(catalog, table) -> its column names (lower case), for every table of the
+        analysts' and the restricted file."""
+        found: dict[tuple[str, str], set[str]] = {}
+        for catalog, table, column in self._con.execute(
+                "SELECT table_catalog, table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = 'main' AND table_catalog IN (?, ?)",
+                [self._main(), RESTRICTED]).fetchall():
+            found.setdefault((catalog, table), set()).add(column.lower())
+        return found
 
     def _catalog(self, table: str) -> str:
         return RESTRICTED if table in RESTRICTED_TABLES else self._main()
