@@ -95,9 +95,13 @@ def test_reruns_read_the_encrypted_manifest_and_export_nothing_again(
     out = tmp_path / "x"
     first = export_metadata(sorted(landing.iterdir()), out, run_id="r1", ingest_date=DAY,
                             workers=1, key=key)
+    manifest = (out / "_state" / "exported.manifest").stat()
     again = export_metadata(sorted(landing.iterdir()), out, run_id="r2", ingest_date=DAY,
                             workers=1, key=key)
     assert first.exported > 0 and again.exported == 0 and not again.parts
+    # Nothing new: the manifest (every file ever exported, encrypted) is not written again.
+    after = (out / "_state" / "exported.manifest").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (manifest.st_ino, manifest.st_mtime_ns)
     assert again.skipped_unchanged == first.exported
     with pytest.raises(KeyConfigError, match="restricted key"):
         ExportState.for_export(out)  # the manifest lists landing paths: key only
@@ -114,6 +118,18 @@ def test_a_clear_manifest_is_encrypted_by_the_next_run_with_a_key(
     more = export_metadata(files, out, run_id="r2", ingest_date=DAY, workers=1, key=key)
     assert more.exported == len(files) - 5
     assert is_encrypted_parquet(manifest) and len(ExportState.for_export(out, key)) == len(files)
+
+
+def test_a_clear_manifest_is_encrypted_by_a_run_with_a_key_that_finds_nothing_new(
+        landing: Path, tmp_path: Path) -> None:
+    key = load_restricted_key()
+    out = tmp_path / "x"
+    files = sorted(landing.iterdir())
+    export_metadata(files, out, run_id="r1", ingest_date=DAY, workers=1)
+    again = export_metadata(files, out, run_id="r2", ingest_date=DAY, workers=1, key=key)
+    assert again.exported == 0
+    assert is_encrypted_parquet(out / "_state" / "exported.manifest")
+    assert len(ExportState.for_export(out, key)) == len(files)
 
 
 def test_the_warehouse_loads_clear_and_encrypted_parts_together(

@@ -97,6 +97,9 @@ class ExportState:
         self._part = array("i")  # index into _parts; 0 is None
         self._parts: list[str | None] = [None]
         self._part_ids: dict[str | None, int] = {None: 0}
+        self._unsaved = True
+        """Whether :meth:`save` has anything to write (a night with nothing new rewrites
+        nothing: the manifest grows with the archive, and is encrypted)."""
 
     @classmethod
     def for_export(cls, out_dir: Path, key: bytes | None = None) -> ExportState:
@@ -114,7 +117,8 @@ class ExportState:
             return state
         from dicom_deid.duckdb_crypto import is_encrypted_parquet, read_encrypted_parquet
 
-        if is_encrypted_parquet(path):
+        encrypted = is_encrypted_parquet(path)
+        if encrypted:
             if key is None:
                 raise KeyConfigError(f"the export manifest {path.name} is encrypted: it "
                                      "opens with the restricted key only")
@@ -128,6 +132,7 @@ class ExportState:
         if len(state._sha) != 32 * table.num_rows:
             raise ValueError("manifest has a malformed sha256 value")
         state._part = array("i", map(state._part_id, table.column("part").to_pylist()))
+        state._unsaved = key is not None and not encrypted  # to be encrypted when saved
         return state
 
     def _part_id(self, part: str | None) -> int:
@@ -153,6 +158,7 @@ class ExportState:
         if len(digest) != 32:
             raise ValueError("digest must be a raw SHA-256 (32 bytes)")
         pid = self._part_id(part)
+        self._unsaved = True
         row = self._rows.get(uri)
         if row is None:
             self._rows[uri] = len(self._size)
@@ -176,12 +182,13 @@ class ExportState:
         return _EntriesView(self)
 
     def save(self) -> None:
-        """Write the manifest atomically (tmp file + rename); no-op for an in-memory state.
+        """Write the manifest atomically (tmp file + rename); no-op for an in-memory state
+        and for one that is as it was read.
 
         Columns are built from the compact arrays as Arrow buffers, rows in URI order: no
         Python -> Arrow object conversion (which would import pandas into this process).
         """
-        if self.path is None:
+        if self.path is None or not self._unsaved:
             return
         uris = sorted(self._rows)
         rows = [self._rows[u] for u in uris]
@@ -200,6 +207,7 @@ class ExportState:
         ], schema=_STATE_SCHEMA)
         del uris, rows
         _write_parquet_atomic(table, self.path, row_group_size=max(n, 1), key=self.key)
+        self._unsaved = False
 
     def committed_parts(self) -> set[str]:
         """Part files (relative to the export folder) that hold rows of this manifest."""
