@@ -418,7 +418,8 @@ def query(warehouse: Path, sql: str) -> list[tuple[Any, ...]] | None:
     if not warehouse.exists():
         return None
     try:
-        with DuckDBWarehouse(warehouse, read_only=True) as wh:
+        wh = DuckDBWarehouse(warehouse, read_only=True)
+        with wh:
             return list(wh.connection.execute(sql).fetchall())
     except duckdb.Error:
         return None

@@ -63,14 +63,19 @@ WITH cohort AS (
   SELECT * FROM ({resolve}) WHERE TRUE
   QUALIFY ROW_NUMBER() OVER (PARTITION BY source_uri ORDER BY mtime DESC, content_sha256) = 1
 ),
+mine AS (
+  SELECT source_uri, source_sha256, config_sha256, key_id, status, released_at
+  FROM deid_ledger
+  WHERE project = @project AND source_uri IN (SELECT source_uri FROM cohort)
+),
 released AS (
-  SELECT source_uri, source_sha256, config_sha256, key_id FROM deid_ledger
-  WHERE project = @project AND status = 'released'
+  SELECT source_uri, source_sha256, config_sha256, key_id FROM mine
+  WHERE status = 'released'
   QUALIFY ROW_NUMBER() OVER (PARTITION BY source_uri ORDER BY released_at DESC) = 1
 ),
 done AS (
-  SELECT DISTINCT source_uri, source_sha256 FROM deid_ledger
-  WHERE project = @project AND config_sha256 = @config AND key_id = @key_id
+  SELECT DISTINCT source_uri, source_sha256 FROM mine
+  WHERE config_sha256 = @config AND key_id = @key_id
 )
 SELECT c.*,
   CASE WHEN r.source_uri IS NULL THEN 'new'
