@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -186,6 +187,11 @@ class RunRequest:
         """The effective configuration's fingerprint (:meth:`DeidConfig.fingerprint`):
         the value whose first 16 hex digits every output names in DeidentificationMethod,
         so manifests, ``deid_runs`` and files can be joined."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        # Every ledger row of a release names it: computed once (0.06 ms each time).
         return self.policy.fingerprint()
 
 
