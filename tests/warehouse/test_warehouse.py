@@ -571,7 +571,8 @@ def test_duckdb_long_list_parameters_give_what_bound_ones_give(tmp_path: Path) -
         # The long one is the one read from a table; the short one stays bound.
         views: list[str] = []
         rewritten, bound = wh._long_lists_as_tables(sql, {"u": wanted, "u2": ["y"]}, views)
-        assert views == ["__dicom_deid_param_u"] and bound == {"u2": ["y"]}
+        assert len(views) == 1 and views[0].startswith("__dicom_deid_param_u_")
+        assert bound == {"u2": ["y"]}
         assert "$u2" in rewritten and "'$u'" in rewritten and "$u " not in rewritten
         for view in views:
             wh.connection.unregister(view)

@@ -9,6 +9,7 @@ a keyword first seen tonight does not break last night's rows.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +53,8 @@ RESTRICTED = "restricted"  # the attached restricted database's name in SQL
 
 _BOUND_LIST_MAX = 256
 """Longer list parameters are read from a registered table (see ``query``)."""
+_VIEWS = itertools.count()
+"""Numbers the registered parameter tables: no two queries share one."""
 _QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
 
 
@@ -455,7 +458,7 @@ class DuckDBWarehouse(Warehouse):
                     column = pa.array(value)
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
                     continue  # mixed values: bound as they are
-                view = f"__dicom_deid_param_{check_identifier(name)}"
+                view = f"__dicom_deid_param_{check_identifier(name)}_{next(_VIEWS)}"
                 self._con.register(view, pa.table({
                     "i": pa.array(range(len(value)), pa.int64()), "v": column}))
                 views.append(view)
