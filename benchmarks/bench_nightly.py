@@ -531,7 +531,8 @@ def memory_child(folder: Path) -> None:
 
     from dicom_deid.config.google import load_config
     from dicom_deid.pipeline import deid_steps
-    from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace
+    from dicom_deid.pipeline.deid_steps import RunWorkspace
+    from dicom_deid.pipeline.projects import RunRequest
     from dicom_deid.pipeline.settings import PipelineSettings
 
     imported_mb = _status_mb("VmHWM")

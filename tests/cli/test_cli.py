@@ -134,7 +134,7 @@ def test_the_default_policy_is_privacy_first_and_the_pipelines_is_the_same() -> 
     without a policy file gets the very same configuration (one fingerprint)."""
     from dicom_deid.cli.main import _load_deid_config, _parser
     from dicom_deid.config.model import OcrScope, Option, TextRedactionMode, privacy_first
-    from dicom_deid.pipeline.deid_steps import RunRequest
+    from dicom_deid.pipeline.projects import RunRequest
 
     config = _load_deid_config(_parser().parse_args(["deidentify", "in", "out"]))
     assert config == privacy_first()

@@ -23,9 +23,10 @@ from dicom_deid.config.google import config_from_options, load_config
 from dicom_deid.config.model import privacy_first
 from dicom_deid.errors import ConfigError, LeakError, VerificationError
 from dicom_deid.pipeline import deid_steps
-from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace
+from dicom_deid.pipeline.deid_steps import RunWorkspace
 from dicom_deid.pipeline.interval_export import export_interval, load_export
 from dicom_deid.pipeline.notify import failure_reason, failure_text, post_webhook, webhook_url
+from dicom_deid.pipeline.projects import RunRequest
 from dicom_deid.pipeline.run_record import (
     decide_outcome,
     key_id,

@@ -30,8 +30,8 @@ from dicom_deid.pipeline.shards import ShardLimits
 
 if TYPE_CHECKING:
     from dicom_deid.pipeline import run_record
-    from dicom_deid.pipeline.deid_steps import RunRequest, RunWorkspace
-    from dicom_deid.pipeline.projects import Project
+    from dicom_deid.pipeline.deid_steps import RunWorkspace
+    from dicom_deid.pipeline.projects import Project, RunRequest
     from dicom_deid.pipeline.settings import PipelineSettings
 
 # The engine (pydicom, pyarrow, DuckDB...) is imported by the task that runs, not here:

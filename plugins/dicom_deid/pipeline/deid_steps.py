@@ -45,13 +45,13 @@ from dicom_deid.vault.envelope import VaultError, is_sealed, read_sealed_table, 
 from dicom_deid.warehouse.base import Warehouse
 
 from . import ledger, run_record
-from .projects import PRIORITIES, RunRequest
+from .projects import RunRequest
 from .restricted import open_private_warehouse
 from .run_record import DRY_RUN, REJECTED, SUCCESS, ReviewDecision, RunOutcome
 from .settings import PipelineSettings
 from .shards import ShardLimits, ShardPlan, plan_shards
 
-__all__ = ["PRIORITIES", "RunOutcome", "RunRequest", "RunWorkspace", "batch_id_for"]
+__all__ = ["RunOutcome", "RunWorkspace", "batch_id_for"]
 
 log = logging.getLogger(__name__)
 MANIFESTS = "manifests"
