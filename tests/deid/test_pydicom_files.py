@@ -59,7 +59,7 @@ from dicom_deid.config.model import DeidConfig
 from dicom_deid.deid.batch import iter_sources, output_rel_for, run_batch
 from dicom_deid.deid.deidentifier import Deidentifier
 from dicom_deid.dicom.reader import parse_instance
-from dicom_deid.pipeline.deid_steps import RunRequest
+from dicom_deid.pipeline.projects import RunRequest
 from instances import KEY
 
 DATA_ROOT = Path(pydicom.data.__file__).parent
@@ -310,12 +310,15 @@ class Run:
     mapping: list[dict[str, object]]
     verdicts: list[dict[str, object]] | None = None
     """The verification gate's verdicts (the pipeline runs it; the CLI does not)."""
+    paths: tuple[int, int] | None = None
+    """The pipeline run's (files processed, of them by the byte path)."""
 
 
 def deidentify(policy: str, corpus: Corpus, work: Path) -> Run:
     """One de-identification of the corpus through production's entry points: the CLI
     for its default; run_batch called as the pipeline's shard step calls it."""
     out, errors, mapping = work / "out", work / "errors.csv", work / "mapping.parquet"
+    paths = None
     if policy == "cli-default":
         key_file = work / "deid.key"
         key_file.write_text(KEY.hex())
@@ -326,14 +329,16 @@ def deidentify(policy: str, corpus: Corpus, work: Path) -> Run:
     else:
         # A pipeline run of a project that chooses no policy: the default.
         config = RunRequest(cohort="all", cohort_params={}).deid_config()
-        run_batch(iter_sources(corpus.root), out, config, KEY, workers=2,
-                  errors_path=errors, mapping_path=mapping, progress=False,
-                  start_method="forkserver", gate=(), verdicts_path=work / "verdicts.parquet")
+        summary = run_batch(iter_sources(corpus.root), out, config, KEY, workers=2,
+                            errors_path=errors, mapping_path=mapping, progress=False,
+                            start_method="forkserver", gate=(),
+                            verdicts_path=work / "verdicts.parquet")
+        paths = (summary.processed, summary.byte_path)
     with open(errors, newline="") as fh:
         error_rows = list(csv.DictReader(fh))
     verdicts = work / "verdicts.parquet"
     return Run(out, error_rows, pq.read_table(mapping).to_pylist(),
-               pq.read_table(verdicts).to_pylist() if verdicts.exists() else None)
+               pq.read_table(verdicts).to_pylist() if verdicts.exists() else None, paths)
 
 
 @pytest.fixture(scope="module", params=POLICIES)
@@ -355,6 +360,11 @@ def test_the_gate_passes_every_output_and_binds_it_by_its_bytes(run: Run) -> Non
         assert run.mapping  # the CLI run: no gate, nothing to check here
         return
     assert {v["output_path"] for v in run.verdicts} == {m["output_path"] for m in run.mapping}
+    # Both ways of making an output were judged: the byte path's and the Dataset path's
+    # (pixels cleaned, big endian, deflated...).
+    assert run.paths is not None
+    processed, by_bytes = run.paths
+    assert 0 < by_bytes < processed
     bad = [(v["output_path"], v["problems"]) for v in run.verdicts if not v["ok"]]
     assert not bad, "\n".join(map(str, bad))
     assert sum(v["values_checked"] > 0 for v in run.verdicts) >= len(run.verdicts) * 0.9
