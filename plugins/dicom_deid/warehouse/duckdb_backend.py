@@ -108,15 +108,10 @@ def _connect(path: str, read_only: bool, wait_seconds: float = 120.0) -> duckdb.
             delay = min(delay * 2, 2.0)
 
 
-def _declared(table: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """The DuckDB statements creating ``table`` in its file, and the (name, DuckDB type)
-    of its declared columns in order."""
-    return _declarations()[table]
-
-
 @cache
 def _declarations() -> dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]]:
-    """:func:`_declared` of every table: transpiled from the BigQuery DDL once a process."""
+    """Each table's DuckDB statements creating it in its file, and the (name, DuckDB type)
+    of its declared columns in order: transpiled from the BigQuery DDL once a process."""
     out = {}
     declared = duckdb.connect(":memory:")
     try:
@@ -199,13 +194,14 @@ class DuckDBWarehouse(Warehouse):
         end). Every step of a run opens the warehouse this way: when one look at the
         catalog finds every table where it belongs with its declared columns, that is
         all it costs."""
-        have = self._tables_present()
-        for table in TABLES:
-            statements, declared = _declared(table)
-            if table in RESTRICTED_TABLES and (self._main(), table) in have:
+        main = self._main()
+        have = self._tables_present(main)
+        for table, (statements, declared) in _declarations().items():
+            restricted = table in RESTRICTED_TABLES
+            if restricted and (main, table) in have:
                 self._move_restricted(table)
-                have = self._tables_present()
-            columns = have.get((self._catalog(table), table))
+                have = self._tables_present(main)
+            columns = have.get((RESTRICTED if restricted else main, table))
             if columns is None:
                 for statement in statements:
                     self._con.execute(statement)
@@ -215,14 +211,14 @@ class DuckDBWarehouse(Warehouse):
                     self._con.execute(
                         f"ALTER TABLE {_ref(table)} ADD COLUMN {_quote(name)} {dtype}")
 
-    def _tables_present(self) -> dict[tuple[str, str], set[str]]:
+    def _tables_present(self, main: str) -> dict[tuple[str, str], set[str]]:
         """(catalog, table) -> its column names (lower case), for every table of the
-        analysts' and the restricted file."""
+        analysts' file (``main``) and the restricted one."""
         found: dict[tuple[str, str], set[str]] = {}
         for catalog, table, column in self._con.execute(
                 "SELECT table_catalog, table_name, column_name FROM information_schema.columns "
                 "WHERE table_schema = 'main' AND table_catalog IN (?, ?)",
-                [self._main(), RESTRICTED]).fetchall():
+                [main, RESTRICTED]).fetchall():
             found.setdefault((catalog, table), set()).add(column.lower())
         return found
 
