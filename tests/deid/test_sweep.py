@@ -73,6 +73,40 @@ def test_diacritics_are_folded() -> None:
     assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "MR knee [CTX]"
 
 
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("Smith-Jones^Mary", "CT Smith Jones chest", "CT [CTX] chest"),  # hyphen dropped
+    ("Smith-Jones^Mary", "CT for Jones", "CT for [CTX]"),  # one part of a double name
+    ("O'Neill^Sean", "CT ONeill follow-up", "CT [CTX] follow-up"),  # apostrophe dropped
+    ("Müller^Jörg", "Herr Mueller", "Herr [CTX]"),  # umlauts written out
+    ("Zarkovsky^Belinda", "ZARKOVSKYBELINDA", "[CTX]"),  # run together
+    ("Zarkovsky^Belinda", "BelindaZarkovsky CT", "[CTX] CT"),
+])
+def test_names_as_sites_spell_them(name: str, text: str, expected: str) -> None:
+    """Spellings an external probe found kept: free text drops hyphens and apostrophes,
+    writes umlauts out and runs given and family names together."""
+    ds = make_instance(charset="ISO_IR 100", name=name)
+    ds.AnatomicRegionSequence = Sequence([_local_code(text)])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == expected
+
+
+@pytest.mark.parametrize("written", ["4/17/63", "17.04.63", "17-Apr-63", "Apr-17-1963"])
+def test_a_birth_date_with_a_two_digit_year_is_swept(written: str) -> None:
+    ds = make_instance()
+    ds.PatientBirthDate = "19630417"
+    ds.AnatomicRegionSequence = Sequence([_local_code(f"CT DOB {written}")])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "CT DOB [CTX]"
+    ds.AnatomicRegionSequence = Sequence([_local_code("CT 4/17/64 and 17.04.1964")])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "CT 4/17/64 and 17.04.1964"
+
+
+def test_a_place_written_by_one_distinctive_word_is_swept() -> None:
+    """"Quillan" names "Harborview Quillan Clinic" alone; "Clinic" and "General" do not."""
+    ds = make_instance()
+    ds.InstitutionName = "Harborview Quillan Clinic"
+    ds.AnatomicRegionSequence = Sequence([_local_code("CT Quillan site, General clinic")])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "CT [CTX] site, General clinic"
+
+
 def test_kept_private_blocks_are_swept() -> None:
     """RetainSafePrivate keeps GE's Internal Pulse Sequence Name (safe by Table E.3.10-1);
     this site wrote the patient's name into it."""
@@ -168,7 +202,7 @@ def test_kanji_in_kept_text_is_swept_in_iso_2022() -> None:
     ds = make_instance(charset=["", "ISO 2022 IR 87"], name="Yamada^Tarou=山田^太郎")
     ds.AnatomicRegionSequence = Sequence([_local_code("US ABDOMEN for 山田太郎")])
     out = run(ds)
-    assert out.AnatomicRegionSequence[0].CodeMeaning == "US ABDOMEN for [CTX][CTX]"
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "US ABDOMEN for [CTX]"
 
 
 @pytest.mark.parametrize("implicit", [True, False])

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pydicom.datadict import tag_for_keyword
 
 from dicom_deid.config.model import info_type_of
-from dicom_deid.text.chars import ascii_fold
+from dicom_deid.text.chars import ascii_fold, umlaut_fold
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER, splice
 
@@ -54,11 +54,13 @@ code of the instance. The code's value and meaning are still swept."""
 
 def attribute_context(tag: int, vr: str, texts: list[str]) -> PhiContext:
     """What one identifying attribute adds to the sweep's context: its decoded ``texts``
-    and the diacritic-folded spelling of each (banners and local codes often drop
-    diacritics)."""
+    and their spellings without diacritics (banners and local codes often drop them,
+    or write umlauts out: "Mueller")."""
     kind = info_type_of(SWEEP_TAGS[tag], vr)
     pairs = [(kind, text) for text in texts if text.strip()]
-    pairs.extend([(kind, folded) for _, text in pairs if (folded := ascii_fold(text)) != text])
+    pairs.extend([(kind, spelled) for _, text in list(pairs)
+                  for spelled in dict.fromkeys((ascii_fold(text), umlaut_fold(text)))
+                  if spelled != text])
     return PhiContext(tuple(pairs))  # info types from info_type_of: valid
 
 

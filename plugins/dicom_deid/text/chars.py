@@ -66,3 +66,12 @@ def ascii_fold(text: str) -> str:
         return text
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD_EXTRA))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+_UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
+
+
+def umlaut_fold(text: str) -> str:
+    """Latin text with umlauts written out, as German spells a name without them
+    ("Müller" -> "Mueller"), and other diacritics dropped as :func:`ascii_fold` does."""
+    return ascii_fold(text.translate(_UMLAUTS)) if not text.isascii() else text

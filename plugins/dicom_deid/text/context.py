@@ -17,6 +17,7 @@ from dicom_deid.config.model import INFO_TYPES
 from dicom_deid.dicom.dates import MONTHS, ORDINAL_SUFFIX, parse_written
 
 from .chars import CJK_RE, is_word, lazy_pattern
+from .lexicon import fold, lexicon
 from .spans import Span
 
 _NAME_PARTICLES = frozenset(
@@ -63,6 +64,17 @@ def _literal_words(raw: str) -> list[str] | None:
     return words if len(" ".join(words)) >= 2 else None
 
 
+_JOINERS_RE = lazy_pattern(r"[-'\u2019]+")
+"""Hyphens and apostrophes inside a word ("Smith-Jones", "O'Neill"): free text drops
+them or writes a space instead ("Smith Jones", "ONeill")."""
+_JOINED = r"[\s\-'\u2019]*"
+
+
+def _pieces(words: list[str]) -> list[str]:
+    """The words with their hyphens and apostrophes taken out (every match holds these)."""
+    return [p for w in words for p in _JOINERS_RE.split(w) if p]
+
+
 _COMMON_WORDS = frozenset({
     "medical", "medicine", "center", "centre", "hospital", "clinic", "clinical", "health",
     "healthcare", "university", "universitair", "department", "radiology", "imaging",
@@ -83,11 +95,12 @@ def _anchor_word(words: list[str]) -> str:
 
 def _literal(raw: str) -> _Variant | None:
     words = _literal_words(raw)
-    if words is None:
+    if words is None or not (pieces := _pieces(words)):
         return None
     text = " ".join(words)
-    fragment = r"[\s,.]+".join(re.escape(w) for w in words)
-    return _variant(fragment, len(text), _anchor_word(words), text)
+    fragment = r"[\s,.]+".join(
+        _JOINED.join(re.escape(p) for p in _JOINERS_RE.split(w) if p) for w in words)
+    return _variant(fragment, len(text), _anchor_word(pieces), text)
 
 
 def _name_parts(raw: str) -> Iterator[str]:
@@ -95,20 +108,42 @@ def _name_parts(raw: str) -> Iterator[str]:
     middle name components (not prefix and suffix) in every representation, and each word
     of a component of several words, name particles aside."""
     for group in raw.split("="):
-        for component in group.split("^")[:3]:
-            component = component.strip()
+        components = [c.strip() for c in group.split("^")[:3]]
+        for component in components:
             if len(component) >= 2:
                 yield component
-            words = [w for w in _PIECES_RE.split(component) if w]
+            words = _pieces([w for w in _PIECES_RE.split(component) if w])
             if len(words) > 1:
                 for word in words:
                     if len(word) >= 2 and word.lower().strip(".") not in _NAME_PARTICLES:
                         yield word
+        family, given = [*components, "", ""][:2]
+        if len(family) >= 2 and len(given) >= 2 and not _PIECES_RE.search(family + given):
+            yield family + given  # run together: "SmithJohn", "JOHNSMITH"
+            yield given + family
 
 
 def _literal_parts(info_type: str, raw: str) -> Iterable[str]:
-    """The texts the forms of a name, address, location or organisation are literals of."""
-    return _name_parts(raw) if info_type == "PERSON_NAME" else [raw, *_PARTS_RE.split(raw)]
+    """The texts the forms of a name, address, location or organisation are literals of:
+    besides the whole value and its lines, each of its distinctive words alone (a place
+    is often written by one word of its name: "Quillan" for "Harborview Quillan Clinic")."""
+    if info_type == "PERSON_NAME":
+        return _name_parts(raw)
+    parts = [raw, *_PARTS_RE.split(raw)]
+    return parts + sorted({w for part in parts for w in _PIECES_RE.split(part)
+                           if _distinctive(w)} - set(parts))
+
+
+def _distinctive(word: str) -> bool:
+    """A word of a place's name that names it alone: 5 letters or more and none of the
+    words institutions, addresses and image banners share ("General", "Street")."""
+    if len(word) < 5 or not word.isalpha():
+        return False
+    folded = fold(word)
+    words = lexicon()
+    return folded not in _COMMON_WORDS and folded not in words.generic \
+        and folded not in words.vocabulary and folded not in words.street_after \
+        and folded not in words.street_before
 
 
 def _date_variants(raw: str) -> Iterator[_Variant]:
@@ -124,16 +159,20 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
     dp = f"0?{d}" if d < 10 else str(d)
     full = MONTHS[m - 1]
     mon = f"(?:{full[:3]}|{full}|Sept)\\.?" if m == 9 else f"(?:{full[:3]}|{full})\\.?"
-    for fragment, sample, weight in (
-        (f"{y}{m:02d}{d:02d}", "0", 8),
-        (f"{y}[-/.]{mp}[-/.]{dp}", "0", 10),
-        (f"{dp}[-/.]{mp}[-/.]{y}", "0", 10),
-        (f"{mp}[-/.]{dp}[-/.]{y}", "0", 10),
-        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+{y}", "0", 11),
-        (f"{mon}\\s+{dp}{ORDINAL_SUFFIX},?\\s+{y}", "a0", 12),
-        (f"{y}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日", "0日", 10),
+    yy = y[2:]  # two-digit years ("4/17/63", "17-Apr-63"): anchored on those two digits
+    for fragment, sample, weight, anchor in (
+        (f"{y}{m:02d}{d:02d}", "0", 8, y),
+        (f"{y}[-/.]{mp}[-/.]{dp}", "0", 10, y),
+        (f"{dp}[-/.]{mp}[-/.]{y}", "0", 10, y),
+        (f"{mp}[-/.]{dp}[-/.]{y}", "0", 10, y),
+        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+{y}", "0", 11, y),
+        (f"{mon}[\\s\\-]+{dp}{ORDINAL_SUFFIX},?[\\s\\-]+{y}", "a0", 12, y),
+        (f"{y}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日", "0日", 10, y),
+        (f"{mp}[-/.]{dp}[-/.]{yy}", "0", 7, yy),
+        (f"{dp}[-/.]{mp}[-/.]{yy}", "0", 7, yy),
+        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+'?{yy}", "0", 9, yy),
     ):
-        yield _variant(fragment, weight, y, sample)
+        yield _variant(fragment, weight, anchor, sample)
 
 
 def _age_variants(raw: str) -> Iterator[_Variant]:
@@ -332,7 +371,7 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
     to make, by the forms' own rules; other values from their forms."""
     if info_type not in _WORD_TYPES and info_type not in _ID_TYPES:
         if info_type == "DATE" and _DA_RE.fullmatch(raw):
-            return (raw[:4],)  # a DA value: its forms' anchor is its year, else itself
+            return (raw[2:4],)  # a DA value: its forms hold its year's last two digits
         return tuple(sorted({v.anchor for v, _ in _variants_of(info_type, raw)}))
     anchors: set[str] = set()
     for one in raw.split("\\"):
@@ -343,8 +382,8 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
             anchors.add(m["core"])
             continue
         for part in _literal_parts(info_type, one) if info_type in _WORD_TYPES else [one]:
-            if words := _literal_words(part):
-                anchors.add(_anchor_word(words))
+            if (words := _literal_words(part)) and (pieces := _pieces(words)):
+                anchors.add(_anchor_word(pieces))
     return tuple(sorted(anchors))
 
 
