@@ -146,6 +146,24 @@ def test_scheme_designators_and_uid_digits_are_not_taken_for_identifiers() -> No
     assert "original PatientName value found" in _verdict(data, output).problems
 
 
+def test_a_number_in_a_number_element_is_not_taken_for_an_id() -> None:
+    # An external probe: StudyID 1500 beside the lung window's width 1500, a device serial
+    # number 1200 beside a tube current of 1200 mA, in the output the profile keeps.
+    source = make_instance()
+    source.StudyID, source.DeviceSerialNumber = "1500", "1200"
+    source.WindowCenter, source.WindowWidth = "-600", "1500"
+    source.XRayTubeCurrent, source.InstanceNumber = "1200", "1500"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, privacy_first())
+    assert b"1500" in output and b"1200" in output
+    verdict = _verdict(data, output)
+    assert verdict.ok, verdict.problems
+    source.ImageComments = "study 1500"  # the same number written as text is a leak
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+    assert _verdict(data, output).problems == ("original StudyID value found",)
+
+
 def test_structure_problems_are_named() -> None:
     data = to_bytes(make_instance())
     ds, result, output = deidentify_bytes(data, privacy_first())

@@ -409,7 +409,7 @@ class Gate:
     def _leaks(self, data: bytes, top: Sequence[Element], implicit: bool,
                facts: SourceFacts, problems: list[str]) -> int:
         found: set[str] = set()
-        exempt: list[tuple[int, int]] | None = None
+        exempt: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None
         for lo, hi in _outside_pixels(top, len(data)):
             # Case-folded once; each form is then a plain substring search (C speed),
             # whole tokens only (a name inside a longer word is not that name).
@@ -423,9 +423,12 @@ class Gate:
                         continue
                     for at in _tokens(haystack, needle, border):
                         if exempt is None:  # walked only when something matched (rarely)
-                            exempt = _exempt_values(data, top, implicit)
+                            schemes: list[tuple[int, int]] = []
+                            numbers: list[tuple[int, int]] = []
+                            _exempt_values(data, top, implicit, schemes, numbers)
+                            exempt = (schemes, schemes + numbers)
                         if not any(x <= lo + at and lo + at + len(needle) <= y
-                                   for x, y in exempt):
+                                   for x, y in exempt[needle.isdigit()]):
                             found |= kws
                             break
         for kw in sorted(found):
@@ -494,19 +497,28 @@ def _as_explicit_le(data: bytes) -> tuple[bytes, bool]:
     return buf.getvalue(), had_pixels
 
 
+_NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD",
+                         "OF", "OD", "OL", "OV", "AT"})
+"""VRs whose values are numbers: a number there ("1500", a lung window's width) is no
+written ID, even when an ID of the source is that number."""
+
+
 def _exempt_values(data: bytes, elems: Sequence[Element], implicit: bool,
-                   depth: int = 0) -> list[tuple[int, int]]:
-    """Value ranges of the elements the search skips at any depth: a code's scheme
-    designator and version ("TEST", "99LOCAL") name a scheme, never a person."""
-    out: list[tuple[int, int]] = []
+                   schemes: list[tuple[int, int]], numbers: list[tuple[int, int]],
+                   depth: int = 0) -> None:
+    """Value ranges the search skips at any depth: in ``schemes``, a code's scheme
+    designator and version ("TEST", "99LOCAL" name a scheme, never a person); in
+    ``numbers``, values of number VRs, skipped by the search for an all-digit value."""
     for tag, vr, _h, vs, ve, undefined in elems:
         if tag in SWEEP_EXEMPT:
-            out.append((vs, ve))
+            schemes.append((vs, ve))
         elif (vr == "SQ" or (vr in (None, "UN") and (undefined or _vr_of(tag) == "SQ"))
               ) and tag not in _PIXEL_TAGS and depth < 32:
             for item in sequence_items(data, vs, ve, implicit or vr == "UN", tag):
-                out += _exempt_values(data, item, implicit or vr == "UN", depth + 1)
-    return out
+                _exempt_values(data, item, implicit or vr == "UN", schemes, numbers,
+                               depth + 1)
+        elif (vr if vr not in (None, "UN") else _vr_of(tag)) in _NUMBER_VRS:
+            numbers.append((vs, ve))
 
 
 def _until_pixels(data: bytes, pos: int, end: int, implicit: bool) -> list[Element]:
