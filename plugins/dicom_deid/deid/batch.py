@@ -223,7 +223,6 @@ def _init_worker(
     _install_warning_filters()
     if downloads is not None:  # the run's folder for object-store inputs (see _outcomes)
         _DOWNLOADS[:] = [downloads]
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
     deid = Deidentifier(config, key)
     _WORKER = (deid, ByteDeidentifier(deid), out_root, layout, f"{token}-{os.getpid()}-",
                None if gate is None else Gate(gate), metadata, review)
