@@ -166,7 +166,15 @@ def main() -> None:
     import argparse
     import signal
     import tempfile
+    import threading
 
+    # A handler, not a blocked mask: a SIGTERM the kernel hands to another thread (the
+    # upload pool's, the client's) would otherwise kill the process halfway through
+    # stopping the servers, and leave fake-gcs-server listening. A second signal while
+    # they stop only sets the flag again.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--gcs-port", type=int, default=4443)
     p.add_argument("--bq-port", type=int, default=9050)
@@ -186,8 +194,8 @@ def main() -> None:
             upload_folder(client, bucket, Path(folder), prefix)
         for name, value in started.env.items():
             print(f"export {name}={value}", flush=True)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while not stop.wait(0.5):
+            pass
 
 
 if __name__ == "__main__":
