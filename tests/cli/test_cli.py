@@ -149,6 +149,27 @@ def test_the_default_policy_is_privacy_first_and_the_pipelines_is_the_same() -> 
     assert explicit.image.text_redaction_mode is TextRedactionMode.REDACT_NO_TEXT
 
 
+def test_an_option_alone_adds_to_the_default_as_a_project_file_does() -> None:
+    """An external probe took ``--option RetainLongitudinalFullDates`` for the default
+    plus full dates; it used to be the bare Basic Profile plus full dates (no Clean
+    Descriptors, no burned-in text cleaning). It now means what a project's options do."""
+    from dicom_deid.cli.main import _load_deid_config, _parser
+    from dicom_deid.config.model import Option, TextRedactionMode, privacy_first
+    from dicom_deid.pipeline.projects import Policy
+
+    args = ["deidentify", "in", "out", "--option", "RetainLongitudinalFullDates"]
+    config = _load_deid_config(_parser().parse_args(args))
+    assert config.options == frozenset({Option.CLEAN_DESCRIPTORS,
+                                        Option.RETAIN_LONGITUDINAL_FULL_DATES})
+    assert config.image.text_redaction_mode is \
+        TextRedactionMode.REDACT_SENSITIVE_TEXT_CLEAN_DESCRIPTORS and config.residual_sweep
+    project = Policy(options=("RetainLongitudinalFullDates",)).deid_config()
+    assert config.fingerprint() == project.fingerprint() != privacy_first().fingerprint()
+    bare = _load_deid_config(_parser().parse_args([*args, "--profile", "basic"]))
+    assert bare.options == frozenset({Option.RETAIN_LONGITUDINAL_FULL_DATES})
+    assert bare.image.text_redaction_mode is TextRedactionMode.REDACT_NO_TEXT
+
+
 def test_verify_removes_what_the_gate_rejects_and_lists_it(
     setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,11 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--profile", default=None,
                    help="profile when no --config: basic (PS3.15 Basic Profile), keep-all, "
                         "minimal-keep-list, deidentify-tag-contents, or Google's names. "
-                        "Without --config, --profile, --option and --text-redaction the "
+                        "Without --config, --profile and --text-redaction the "
                         "privacy-first default applies: basic + CleanDescriptors + the "
-                        "residual sweep + burned-in text of images at risk redacted")
+                        "residual sweep + burned-in text of images at risk redacted "
+                        "(--option adds to it); --profile basic is the bare profile")
     d.add_argument("--option", action="append", default=[], metavar="NAME",
-                   help="PS3.15 option, repeatable: RetainSafePrivate, RetainUIDs, "
+                   help="PS3.15 option added to the privacy-first default (or to "
+                        "--profile), repeatable: RetainSafePrivate, RetainUIDs, "
                         "RetainDeviceIdentity, RetainInstitutionIdentity, "
                         "RetainPatientCharacteristics, RetainLongitudinalFullDates, "
                         "RetainLongitudinalModifiedDates, CleanDescriptors, "
@@ -224,9 +226,15 @@ def _load_deid_config(args: argparse.Namespace) -> DeidConfig:
         if args.text_redaction:
             raise ConfigError("--config already holds cleanImage; drop --text-redaction")
         return _pixel_overrides(config, args)
-    if args.profile is None and not args.option and not args.text_redaction:
+    if args.profile is None and not args.text_redaction:
+        # --option alone adds to the privacy-first default, as a project file's options
+        # do; the bare profile with exactly these options needs --profile basic
+        from dicom_deid.pipeline.projects import Policy
+
+        chosen = Policy(options=tuple(args.option)).deid_config()
         return _pixel_overrides(privacy_first(
-            id_prefix=args.id_prefix, residual_sweep=not args.no_residual_sweep), args)
+            options=chosen.options, id_prefix=args.id_prefix,
+            residual_sweep=not args.no_residual_sweep), args)
     config = config_from_options(args.profile or "basic", args.option,
                                  id_prefix=args.id_prefix,
                                  residual_sweep=not args.no_residual_sweep)
