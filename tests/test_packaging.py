@@ -49,6 +49,9 @@ def test_the_wheel_carries_data_ddl_cohorts_and_types(installed: Path) -> None:
         "dicom_deid/config/data/ps3_15/SOURCE.md",
         "dicom_deid/config/data/minimal_keep_list.csv",
         "dicom_deid/config/data/deidentification_methods.csv",
+        "dicom_deid/config/data/iod/module_attributes.csv",
+        "dicom_deid/config/data/dummies/documents.csv",
+        "dicom_deid/config/data/dummies/empty.pdf",
         *(f"dicom_deid/warehouse/ddl/{t}.sql" for t in (
             "dicom_metadata", "deid_metadata", "deid_mapping", "deid_runs", "deid_errors")),
         *(f"dicom_deid/cohort/examples/{c}.sql" for c in (

@@ -106,7 +106,8 @@ def test_keyed_pseudonyms_for_identifiers() -> None:
     cleaned = run(options=opts(Option.CLEAN_DESCRIPTORS))  # request attributes kept, cleaned
     nested = cleaned.RequestAttributesSequence[0]
     assert nested.AccessionNumber == out.AccessionNumber  # same value, same pseudonym
-    assert "RequestedProcedureID" not in nested
+    # Type 1C in the Request Attributes Macro: the IOD needs it, so a dummy, not removal.
+    assert nested.RequestedProcedureID == "ANONYMIZED"
     assert nested.ReasonForRequestedProcedureCodeSequence[0].CodeMeaning == "Chest pain"
     other = deidentify_bytes(to_bytes(make_instance()), DeidConfig(), key=bytes(32 * [7]))[0]
     assert other.PatientID != out.PatientID
@@ -332,14 +333,16 @@ def test_google_keep_remove_delete_reset() -> None:
         act(TagActionKind.RESET, "StationName"),
     ))
     assert out.PatientSex == "F" and out.PatientAge == "053Y"
-    assert out.Manufacturer == "" and "Modality" not in out
+    # Modality is Type 1: deleteTag removes its value, the IOD keeps it (a dummy).
+    assert out.Manufacturer == "" and out.Modality == "ANONYMIZED"
     assert out.StationName == "PLACEHOLDER"
 
 
 def test_google_actions_apply_in_order_first_match_wins() -> None:
     out = run(actions=(act(TagActionKind.KEEP, "OperatorsName"), act(TagActionKind.DELETE, "PN")))
     assert out.OperatorsName == "Tech^Tina"
-    assert "PatientName" not in out and "ReferringPhysicianName" not in out
+    # Both Type 2: deleteTag empties them, as the IOD needs them present.
+    assert out.PatientName == "" and out.ReferringPhysicianName == ""
 
 
 def test_google_regen_uid_and_primary_ids() -> None:
@@ -458,7 +461,9 @@ def test_each_conditional_dependent_goes_with_its_removed_condition(row: dict[st
 
     keep_dependent = action(TagActionKind.KEEP, dependent)
     removed = run(ds, actions=(action(TagActionKind.DELETE, condition), keep_dependent))
-    assert condition not in removed and dependent not in removed
+    # (A Type 2C condition such as ResponsiblePerson is emptied rather than removed.)
+    assert condition not in removed or removed[condition].is_empty
+    assert dependent not in removed
     kept = run(ds, actions=(action(TagActionKind.KEEP, condition), keep_dependent))
     assert condition in kept and dependent in kept
 
@@ -468,4 +473,5 @@ def test_responsible_person_role_goes_with_responsible_person_under_the_profile(
     ds.ResponsiblePerson = "Guardian^Gail"
     ds.ResponsiblePersonRole = "PARENT"
     out = run(ds)
-    assert "ResponsiblePerson" not in out and "ResponsiblePersonRole" not in out
+    # Type 2C in the Patient Module: emptied, and its role (required if it has a value) goes.
+    assert out.ResponsiblePerson == "" and "ResponsiblePersonRole" not in out

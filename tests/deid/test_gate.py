@@ -331,7 +331,9 @@ def test_the_source_walk_the_byte_path_made_gives_the_same_facts() -> None:
         shared = gate.source_facts(data, len(data), byte_path.walked)
         assert shared == own
         compared += 1
-    assert compared >= 20  # enough different files for the comparison to mean something
+    # Enough different files for the comparison to mean something (those whose compressed
+    # frames carry COM or APPn segments, most JPEG 2000 ones, take the Dataset path).
+    assert compared >= 15
     other = bytes(sources[0])  # equal bytes, another object: the walk is not taken
     byte_path.deidentify(sources[0])
     assert gate.source_facts(other, len(other), byte_path.walked) == gate.source_facts(other)

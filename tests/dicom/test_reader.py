@@ -78,12 +78,23 @@ def test_raw_big_endian_dataset_without_preamble_becomes_part10() -> None:
     assert result.original_sop_uid == ds.SOPInstanceUID != result.sop_uid
 
 
+def _jpeg_frame() -> bytes:
+    """The frame of pydicom's own baseline JPEG test file (written by dcmtk)."""
+    from pydicom.encaps import generate_frames
+
+    src = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files"
+                          / "SC_rgb_jpeg_dcmtk.dcm")
+    return next(generate_frames(src.PixelData, number_of_frames=1))
+
+
 @pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, RLELossless, JPEGBaseline8Bit])
 def test_transfer_syntax_and_pixel_bytes_preserved(ts: str) -> None:
     ds = make_instance()
     ds.file_meta.TransferSyntaxUID = ts
     if ts != ImplicitVRLittleEndian:
-        ds.PixelData = encapsulate([b"\xff\xd8fake-frame-bytes\xff\xd9"])
+        # RLE frames are copied unread; a JPEG frame's markers are walked, so it is real
+        frame = _jpeg_frame() if ts == JPEGBaseline8Bit else b"\xff\xd8fake-frame-bytes\xff\xd9"
+        ds.PixelData = encapsulate([frame])
         ds["PixelData"].VR = "OB"
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, implicit_vr=ts == ImplicitVRLittleEndian, little_endian=True)

@@ -3,11 +3,13 @@
 A PS3.15 compound action (``X/Z``, ``X/D``, ``X/Z/D``, ``Z/D``) means "remove, unless
 the IOD needs the attribute": which one is right depends on the attribute's Type (1, 1C,
 2, 2C, 3) in the instance's IOD, at the place in the dataset where it is. These tables
-answer that: SOP Class UID -> IOD -> modules -> each attribute's Type, keyed by the
-keyword of the sequence it sits in ("" at the top level). Where an attribute has several
-Types in one IOD (several modules, or macros), the strictest counts. The data is derived
-from the standard by highdicom (see ``data/iod/SOURCE.md``); it is read once per process,
-and one IOD's table is assembled the first time a file of it is seen.
+answer that, and whether a plain ``X`` or ``Z`` would take away an attribute the IOD
+requires (``ps3_15.resolve_required``): SOP Class UID -> IOD -> modules -> each
+attribute's Type, keyed by the keyword of the sequence it sits in ("" at the top level).
+Where an attribute has several Types in one IOD (several modules, or macros), the
+strictest counts. The data is derived from the standard by highdicom (see
+``data/iod/SOURCE.md``); it is read once per process, and one IOD's table is assembled
+the first time a file of it is seen.
 
 ``conditional_dependents.csv`` lists attributes whose presence a condition ties to another
 attribute (Type 1C/2C, "Required if X is present"): when the profile removes X, they go

@@ -6,8 +6,12 @@ action; attributes it does not list are kept (standard) or removed (private).
 
 An action depends on where the attribute is (a :data:`Scope`: the instance's IOD and the
 keyword of the sequence holding it): compound profile codes resolve by the attribute's Type
-there, a sequence is never left with zero items where the IOD needs one, and attributes
-whose condition names a removed attribute go with it (:func:`dependents_to_drop`).
+there, so do plain removals of attributes the IOD requires there (``X`` or ``Z``, and
+Google's deleteTag / removeTag: a fixed dummy for Type 1, empty for Type 2; see
+:func:`~.ps3_15.resolve_required`), a sequence is never left with zero items where the IOD
+needs one, and attributes whose condition names a removed attribute go with it
+(:func:`dependents_to_drop`). A dummied Encapsulated Document becomes a minimal empty
+document of its MIME type, its length following it (``data/dummies/``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .ps3_15 import (
     load_safe_private,
     load_table,
     resolve_compound,
+    resolve_required,
     safe_private_vrs,
 )
 
@@ -54,6 +59,11 @@ class Act(IntEnum):
     """C on a sequence (Clean Structured Content / Graphics): recurse and clean free text."""
     DELETE_GROUP = auto()
     """Overlay data removed: the whole 60xx group goes, so no half overlay remains."""
+    DUMMY_DOCUMENT = auto()
+    """D on Encapsulated Document: a minimal empty document of the MIME type at its level
+    (:meth:`Plan.document_value`), not bytes that claim to be a PDF and are none."""
+    DOCUMENT_LENGTH = auto()
+    """Encapsulated Document Length beside a dummied document: the dummy's length."""
 
 
 class Mode(IntEnum):
@@ -65,6 +75,10 @@ class Mode(IntEnum):
 
 
 FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+_IDENTITY_CODES = frozenset({"PersonIdentificationCodeSequence", "InstitutionCodeSequence"})
+"""Code sequences whose code is a person's or an institution's identity ("ZB123456",
+"Belinda Zarkovsky, dosimetrist")."""
+_CODE_TEXT_VRS = frozenset({"LO", "SH", "UC"})
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
                       "UR", "UT"})
 CLEAN_TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "DA", "DT", "AS"})
@@ -78,6 +92,10 @@ TAG_STUDY_ID = 0x00200010
 PSEUDONYM_TAGS = frozenset({TAG_PATIENT_NAME, TAG_PATIENT_ID, TAG_ACCESSION, TAG_STUDY_ID})
 PRIMARY_UID_TAGS = frozenset({0x0020000D, 0x0020000E, 0x00080018, 0x00020003})
 OVERLAY_DATA_MASK = (0xFF01FFFF, 0x60003000)
+TAG_ENCAPSULATED_DOCUMENT = 0x00420011
+TAG_DOCUMENT_MIME = 0x00420012
+TAG_DOCUMENT_LENGTH = 0x00420015
+DOCUMENT_ACTS = frozenset({Act.DUMMY_DOCUMENT, Act.DOCUMENT_LENGTH})
 
 Scope = tuple[str, str]
 """Where an attribute is: (the instance's IOD name, "" when unknown; the keyword of the
@@ -134,6 +152,8 @@ class Plan:
         self._safe_private = load_safe_private()
         self._actions = [(self._compile(a), a) for a in config.actions]
         load_tables()  # before a batch forks its workers: read once, shared
+        _attribute_dummies()
+        _dummy_documents()
         self._memo: dict[tuple[int, str, Mode, Scope], Act] = {}
         cleaning_options = {
             opt
@@ -179,13 +199,40 @@ class Plan:
             found = self._resolve(tag, vr, mode, scope)
             if found is Act.EMPTY and vr == "SQ":
                 found = _empty_sequence_act(_attribute_type(tag, scope))
+            elif tag == TAG_ENCAPSULATED_DOCUMENT and (found is Act.DUMMY or found is Act.RESET):
+                found = Act.DUMMY_DOCUMENT  # resetTag's placeholder: the same empty document
+            elif tag == TAG_DOCUMENT_LENGTH and found is Act.KEEP and (
+                    self.explicit_action(tag, vr) is None
+                    and self.act(TAG_ENCAPSULATED_DOCUMENT, "OB", mode, scope)
+                    is Act.DUMMY_DOCUMENT):
+                found = Act.DOCUMENT_LENGTH
             self._memo[key] = found
         return found
+
+    def document_value(self, act: Act, mime: str, scope: Scope) -> bytes | int:
+        """The value of a :attr:`Act.DUMMY_DOCUMENT` (the document, padded to even length
+        with a NUL) or of a :attr:`Act.DOCUMENT_LENGTH` (its length before padding), for
+        ``mime``, the MIME Type of Encapsulated Document at its level.
+
+        A MIME type without a dummy of its own gets an empty value where the IOD allows
+        one (Type 2 or 3 at ``scope``); where it needs a value (Type 1 or 1C, or an
+        unknown IOD) an empty document would be invalid, so two NUL bytes, as any OB dummy.
+        """
+        document = document_dummy(mime)
+        if document is None:
+            optional = _attribute_type(TAG_ENCAPSULATED_DOCUMENT, scope) in _EMPTY_ALLOWED
+            document = b"" if optional else b"\x00\x00"
+        if act is Act.DOCUMENT_LENGTH:
+            return len(document)
+        return document + b"\x00" if len(document) % 2 else document
 
     def _resolve(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
         action = self.explicit_action(tag, vr)
         if action is not None:
-            return _ACTION_ACTS[action.kind]
+            found = _ACTION_ACTS[action.kind]
+            if found is Act.DELETE or found is Act.EMPTY:  # deleteTag, removeTag
+                return _required_act(found, tag, vr, scope)
+            return found
         if tag in PRIMARY_UID_TAGS and self.config.primary_ids is not PrimaryIds.UNSPECIFIED:
             return Act.KEEP if self.config.primary_ids is PrimaryIds.KEEP else Act.UID
         profile = self.config.profile
@@ -204,15 +251,22 @@ class Plan:
     def _basic(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
         row = self._table.row_for(tag)
         if row is None:
-            return self._unlisted(vr, mode)
+            return self._unlisted(vr, mode, scope)
         code, option = row.code_for(self.options)
-        return self._code_act(resolve_compound(code, _attribute_type(tag, scope)), option, tag,
-                              vr)
+        attribute_type = _attribute_type(tag, scope)
+        code = resolve_compound(code, attribute_type)
+        if not _in_repeating_group(tag):
+            code = resolve_required(code, attribute_type)
+        return self._code_act(code, option, tag, vr)
 
-    def _unlisted(self, vr: str, mode: Mode) -> Act:
+    def _unlisted(self, vr: str, mode: Mode, scope: Scope = NO_SCOPE) -> Act:
         """Attributes Table E.1-1 does not list are kept; UIDs and free text in D/C sequences
         still get treated, because a UID anywhere can re-identify and a dummied sequence
-        must not carry original text."""
+        must not carry original text. In the items of a dummied code sequence that names a
+        person or an institution, the codes' values and meanings are that identity: they
+        are dummied too."""
+        if mode is Mode.STRICT and scope[1] in _IDENTITY_CODES and vr in _CODE_TEXT_VRS:
+            return Act.DUMMY
         if vr == "SQ":
             return Act.RECURSE_STRICT if mode is Mode.STRICT else (
                 Act.RECURSE_CLEAN if mode is Mode.CLEAN else Act.RECURSE
@@ -298,6 +352,67 @@ def _attribute_type(tag: int, scope: Scope) -> AttributeType | None:
         return None
     keyword = keyword_for_tag(tag)
     return iod_named(scope[0]).type_of(scope[1], keyword) if keyword else None
+
+
+def _in_repeating_group(tag: int) -> bool:
+    """Overlays (60xx) and curves (50xx): removed with their whole group, their module
+    goes with them, so the Types of its attributes ask nothing of the output."""
+    return (tag >> 16) & 0xFF01 in (0x5000, 0x6000)
+
+
+def _required_act(act: Act, tag: int, vr: str, scope: Scope) -> Act:
+    """Google's deleteTag (``act`` DELETE) and removeTag (EMPTY) read as PS3.15's X and Z
+    where the IOD requires the attribute (:func:`~.ps3_15.resolve_required`): the value
+    still goes, the attribute stays as the IOD needs it (a fixed dummy, a new UID for a
+    UID, a sequence's items with their text dummied, or empty)."""
+    if _in_repeating_group(tag):
+        return act
+    code = ActionCode.X if act is Act.DELETE else ActionCode.Z
+    resolved = resolve_required(code, _attribute_type(tag, scope))
+    if resolved is code:
+        return act
+    if resolved is ActionCode.Z:
+        return Act.EMPTY
+    if vr == "SQ":
+        return Act.RECURSE_STRICT
+    return Act.UID if vr == "UI" else Act.DUMMY
+
+
+_EMPTY_ALLOWED = frozenset({AttributeType.T2, AttributeType.T2C, AttributeType.T3})
+
+
+@cache
+def _dummy_documents() -> dict[str, bytes]:
+    """data/dummies/documents.csv: the dummy document per MIME type (lower case)."""
+    folder = resources.files(__package__).joinpath("data/dummies")
+    text = folder.joinpath("documents.csv").read_text(encoding="utf-8")
+    return {r["mime_type"].lower(): folder.joinpath(r["file"]).read_bytes()
+            for r in csv.DictReader(text.splitlines())}
+
+
+def document_dummy(mime: str) -> bytes | None:
+    """The minimal empty document shipped for a MIME type (its parameters and case
+    ignored: the CDA IOD writes ``text/XML``); None for a type without one."""
+    return _dummy_documents().get(mime.split(";")[0].strip().lower())
+
+
+@cache
+def _attribute_dummies() -> dict[int, str]:
+    text = resources.files(__package__).joinpath("data/dummies/attribute_dummies.csv"
+                                                  ).read_text(encoding="utf-8")
+    found: dict[int, str] = {}
+    for rec in csv.DictReader(text.splitlines()):
+        tag = tag_for_keyword(rec["keyword"])
+        if tag is None:
+            raise ValueError(f"attribute_dummies.csv: unknown keyword {rec['keyword']!r}")
+        found[tag] = rec["value"]
+    return found
+
+
+def attribute_dummy(tag: int) -> str | None:
+    """The dummy of an attribute whose values have a form of their own beyond the VR's
+    (``data/dummies/attribute_dummies.csv``); None: the VR's dummy serves."""
+    return _attribute_dummies().get(tag)
 
 
 def _empty_sequence_act(attribute_type: AttributeType | None) -> Act:

@@ -2,7 +2,8 @@
 
 The standard's table is data (``data/ps3_15/``), never code: this module parses it
 once per process and answers "which action code applies to this attribute under
-these options". Compound codes are resolved here too (see :func:`resolve_compound`).
+these options". Compound codes are resolved here too (see :func:`resolve_compound`), and
+plain removals of attributes the IOD requires (:func:`resolve_required`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,22 @@ def resolve_compound(code: ActionCode, attribute_type: AttributeType | None = No
         return ActionCode.D if required or t is None else ActionCode.Z
     if code is ActionCode.X_Z_U:
         return ActionCode.U
+    return code
+
+
+def resolve_required(code: ActionCode, attribute_type: AttributeType | None) -> ActionCode:
+    """A plain ``X`` (remove) or ``Z`` (empty) where the IOD needs the attribute at its place
+    resolves as ``X/Z/D`` and ``Z/D`` do (:func:`resolve_compound`): Type 1 or 1C -> D (a
+    fixed dummy), ``X`` on Type 2 or 2C -> Z. Table E.1-1 gives a plain code to some
+    attributes that some IODs require (Presentation Creation Date in every Presentation
+    State); removing them there would write an invalid instance. Type 3 or unknown: as
+    given (removal stays the choice where nothing requires the attribute)."""
+    if attribute_type is None or attribute_type is AttributeType.T3:
+        return code
+    if code is ActionCode.X:
+        return resolve_compound(ActionCode.X_Z_D, attribute_type)
+    if code is ActionCode.Z:
+        return resolve_compound(ActionCode.Z_D, attribute_type)
     return code
 
 

@@ -12,9 +12,10 @@ then takes that path. It declines whatever it does not mirror exactly: bad or un
 input (the Dataset path then reports the precise reason), big-endian and deflated files,
 files whose pixels or overlays the configuration may change (images at risk under the
 OCR scope, overlays under Clean Graphics, any image when region rules are set: the
-decision reads the same four attributes as ``PixelCleaner.wants_ocr``), standard
-attributes written with VR UN, sequence items with their own character set, elements out
-of order. Tests compare both paths byte for byte.
+decision reads the same four attributes as ``PixelCleaner.wants_ocr``), compressed
+frames carrying text outside the image (COM, APPn: :mod:`dicom_deid.pixels.codestream`),
+standard attributes written with VR UN, sequence items with their own character set,
+elements out of order. Tests compare both paths byte for byte.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from pydicom.valuerep import PersonName
 
 from dicom_deid.config.model import info_type_of
 from dicom_deid.config.plan import (
+    DOCUMENT_ACTS,
     TAG_ACCESSION,
+    TAG_DOCUMENT_MIME,
     TAG_ISSUER_OF_PATIENT_ID,
     TAG_PATIENT_ID,
     Act,
     Mode,
+    Plan,
     Scope,
     dependents_to_drop,
     iod_name,
@@ -60,6 +64,8 @@ from dicom_deid.dicom.writer import (
     encode_file_meta,
     raw_header,
 )
+from dicom_deid.pixels.codestream import CODESTREAM_SYNTAXES, carries_metadata, number_of_frames
+from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.text.context import PhiContext
 
 from .deidentifier import (
@@ -167,6 +173,10 @@ class ByteDeidentifier:
             *(_text(data, by_tag.get(t)) for t in _PIXEL_DECISION_TAGS),
         ):
             raise _Decline  # its pixels (or overlays) may change: the Dataset path
+        if self.deid.drops_overlays and embedded_overlay_groups(by_tag):
+            raise _Decline  # an overlay plane in the pixel data's bits: the Dataset path
+        if ts in CODESTREAM_SYNTAXES and _frames_carry_metadata(data, by_tag, ts):
+            raise _Decline  # text in its compressed frames (COM, APPn): the Dataset path
         encodings = self._charset(data, by_tag.get(_TAG_CHARSET))
         res = InstanceResult(
             original_study_uid=_text(data, by_tag.get(_TAG_STUDY)),
@@ -377,8 +387,7 @@ class ByteDeidentifier:
             elif kind is _ADD:
                 out.append(op[1])
             elif kind is _CHANGE:
-                self._emit_changed(view, elems[op[1]], op[2], op[3], implicit, scope, state,
-                                   encodings, out, final)
+                self._emit_change(view, elems, op, implicit, scope, state, encodings, out, final)
             else:  # _PRIVATE: decided for this file
                 e, vr, act = acts[op[1]]
                 if e[0] >> 16 in deleted_groups:
@@ -393,6 +402,19 @@ class ByteDeidentifier:
             final.update((elems[i][0], bytes(view[elems[i][3]:elems[i][4]])) for i in captures)
         if issuer_at is not None:
             state.issuer = outer
+
+    def _emit_change(
+        self, view: memoryview, elems: list[_Elem], op: tuple[Any, ...], implicit: bool,
+        scope: Scope, state: WalkState, encodings: list[str], out: Chunks,
+        final: dict[int, bytes | DataElement] | None,
+    ) -> None:
+        """A ``(_CHANGE, i, vr, act)`` op: a dummy document (or its length), which its
+        level's MIME type decides, or :meth:`_emit_changed`."""
+        if op[3] in DOCUMENT_ACTS:
+            out.append(_document_element(self.plan, view, elems, op, implicit, scope))
+            return
+        self._emit_changed(view, elems[op[1]], op[2], op[3], implicit, scope, state, encodings,
+                           out, final)
 
     def _emit_private(
         self, view: memoryview, e: _Elem, vr: str, act: Act, implicit: bool, scope: Scope,
@@ -423,7 +445,7 @@ class ByteDeidentifier:
         if whole is not None:  # an empty, dummy or placeholder value seen before
             out.append(whole)
             if final is not None and tag in _RESULT_TAGS:
-                final[tag] = self.deid.fixed_value(vr, act)
+                final[tag] = self.deid.fixed_value(vr, act, tag)
             return
         new = self._changed(view, e, vr, act, implicit, scope, state, encodings, out)
         if final is not None and tag in _RESULT_TAGS and new is not None:
@@ -444,7 +466,7 @@ class ByteDeidentifier:
             if vr == "SQ":
                 out.append(_seq_header(tag, implicit) + SEQ_DELIM_ITEM)
                 return None
-            value = self.deid.fixed_value(vr, act)  # _level reuses the element next time
+            value = self.deid.fixed_value(vr, act, tag)  # _level reuses it next time
             whole = element_header(tag, vr, len(value), implicit) + value
             self._fixed[(tag, vr, act, implicit)] = whole
             out.append(whole)
@@ -946,6 +968,37 @@ def _text(data: bytes, e: _Elem | None) -> str:
     if not raw.isascii():
         raise _Decline
     return ascii_text(raw)
+
+
+def _frames_carry_metadata(data: bytes, by_tag: dict[int, _Elem], ts: str) -> bool:
+    """Whether encapsulated Pixel Data's frames carry a segment the Dataset path removes
+    (:func:`~dicom_deid.pixels.codestream.remove_frame_metadata`), read as it reads them:
+    NumberOfFrames, the Extended Offset Table. Only marker segments are walked."""
+    pixels = by_tag.get(PIXEL_DATA_TAG)
+    if pixels is None or not pixels[5]:
+        return False
+    if pixels[4] > len(data):
+        raise _Decline
+    found = [by_tag.get(t) for t in (0x00280008, 0x7FE00001, 0x7FE00002)]
+    frames, offsets, lengths = (b"" if e is None else data[e[3]:e[4]] for e in found)
+    return carries_metadata(data[pixels[3]:pixels[4]], ts, number_of_frames(frames),
+                            (offsets, lengths) if offsets and lengths else None)
+
+
+def _document_element(plan: Plan, view: memoryview, elems: list[_Elem], op: tuple[Any, ...],
+                      implicit: bool, scope: Scope) -> bytes:
+    """A dummy document or its length (``op``: ``(_CHANGE, i, vr, act)``) as
+    ``Deidentifier._process_level`` writes it, for the MIME type of its level as read."""
+    mime = ""
+    for e in elems:
+        if e[0] == TAG_DOCUMENT_MIME:
+            raw = bytes(view[e[3]:e[4]])
+            if e[4] > len(view) or e[5] or not raw.isascii():
+                raise _Decline  # the Dataset path reads it (decoded, past the head...)
+            mime = ascii_text(raw)
+    value = plan.document_value(op[3], mime, scope)
+    data = value if isinstance(value, bytes) else value.to_bytes(4, "little")
+    return element_header(elems[op[1]][0], op[2], len(data), implicit) + data
 
 
 def _final_text(value: bytes | DataElement | None) -> str:

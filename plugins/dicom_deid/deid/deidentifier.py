@@ -3,7 +3,9 @@
 Untouched elements stay pydicom ``RawDataElement`` objects and are never decoded;
 only values the plan changes (or needs as context) are converted. Pixel data is
 decoded only when the configuration cleans pixels and this instance needs it
-(see :mod:`dicom_deid.pixels.clean`); otherwise it stays the raw bytes that were read.
+(see :mod:`dicom_deid.pixels.clean`); otherwise it stays the raw bytes that were read,
+less the text compressed frames carry outside the image (see
+:mod:`dicom_deid.pixels.codestream`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from pydicom.valuerep import PersonName
 from dicom_deid import __version__
 from dicom_deid.config.model import DeidConfig, Option, ProfileType, TextRedactionMode, info_type_of
 from dicom_deid.config.plan import (
+    DOCUMENT_ACTS,
     NO_SCOPE,
     TAG_ACCESSION,
+    TAG_DOCUMENT_MIME,
     TAG_ISSUER_OF_PATIENT_ID,
     TAG_PATIENT_ID,
     TAG_PATIENT_NAME,
@@ -36,6 +40,7 @@ from dicom_deid.config.plan import (
     Mode,
     Plan,
     Scope,
+    attribute_dummy,
     dependents_to_drop,
     dictionary_vr,
     iod_name,
@@ -45,6 +50,8 @@ from dicom_deid.config.ps3_15 import TABLE_EDITION, method_codes
 from dicom_deid.dicom.dates import shift_da, shift_dt
 from dicom_deid.dicom.reader import text_value
 from dicom_deid.dicom.writer import encode_element_value
+from dicom_deid.pixels.codestream import remove_frame_metadata
+from dicom_deid.pixels.overlays import OVERLAY_DATA_TAG, remove_embedded_overlays
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.find import clean_descriptor
@@ -169,7 +176,9 @@ class Deidentifier:
         self.pseudo = Pseudonymizer(
             key, prefix=config.id_prefix, max_shift_days=config.max_date_shift_days
         )
-        self._fixed: dict[tuple[str, Act], bytes] = {}
+        self._fixed: dict[tuple[str, Act] | tuple[str, Act, int], bytes] = {}
+        self.drops_overlays = self.plan.act(OVERLAY_DATA_TAG, "OW", Mode.NORMAL) is not Act.KEEP
+        """Whether Overlay Data goes, and with it planes embedded in the pixel data."""
         self._method_elements = _method_elements(config)
         self.method_raw = {
             implicit: _pre_encode(self._method_elements, implicit) for implicit in (True, False)
@@ -191,6 +200,8 @@ class Deidentifier:
         patient_key = pseudonym_patient_key(res.original_patient_id, issuer,
                                             res.original_study_uid)
         state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid))
+        if self.drops_overlays:
+            remove_embedded_overlays(ds)
         if self.pixels is not None:  # before any attribute changes: rules and context read them
             from dicom_deid.pixels.clean import OcrReadout
 
@@ -199,6 +210,7 @@ class Deidentifier:
                                                    res.ocr)
             if not res.ocr.read and not res.ocr.boxes:
                 res.ocr = None
+        remove_frame_metadata(ds)  # text in compressed frames (COM, APPn...) is not copied
         if self.plan.needs_context:
             state.context = PhiContext.from_values(
                 self._context_values(ds, Mode.NORMAL, (state.iod, "")))
@@ -281,6 +293,8 @@ class Deidentifier:
         private_creator_tags: list[int] = []
         deleted_groups: set[int] = set()
         elements = _elements(ds)
+        # A dummy document follows its level's MIME type as read (before any change).
+        mime = text_value(ds, TAG_DOCUMENT_MIME) if TAG_DOCUMENT_MIME in elements else ""
         for tag, vr, act in self._acts(ds, mode, scope):
             if tag >> 16 & 1 and act is not Act.DELETE:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
@@ -294,6 +308,8 @@ class Deidentifier:
                 del elements[tag]
             elif act in (Act.RECURSE, Act.RECURSE_STRICT, Act.RECURSE_CLEAN):
                 self._recurse(ds, tag, vr, act, state, scope)
+            elif act in DOCUMENT_ACTS:
+                ds[tag] = DataElement(tag, vr, self.plan.document_value(act, mime, scope))
             else:
                 self._replace(ds, tag, vr, act, state)
         if not deleted_groups and not any(t >> 16 & 1 for t in elements):
@@ -338,7 +354,7 @@ class Deidentifier:
             if vr == "SQ":
                 ds[tag] = DataElement(tag, vr, Sequence([]))
             else:
-                _elements(ds)[tag] = _raw(tag, vr, self.fixed_value(vr, act))
+                _elements(ds)[tag] = _raw(tag, vr, self.fixed_value(vr, act, tag))
             return
         if vr in BYTES_VRS or vr == "SQ":
             del ds[tag]  # no text semantics to apply: privacy first
@@ -400,12 +416,15 @@ class Deidentifier:
             raise AssertionError(act)
         _set_values(elem, new)
 
-    def fixed_value(self, vr: str, act: Act) -> bytes:
-        """Encoded empty, dummy or placeholder value (memoised: the same for every file)."""
-        key = (vr, act)
+    def fixed_value(self, vr: str, act: Act, tag: int = 0) -> bytes:
+        """Encoded empty, dummy or placeholder value of ``tag`` (memoised: the same for
+        every file); a dummy of an attribute with a form of its own is its own."""
+        special = attribute_dummy(tag) if act is Act.DUMMY else None
+        key = (vr, act) if special is None else (vr, act, tag)
         found = self._fixed.get(key)
         if found is None:
-            found = _encode_fixed(vr, act, self.pseudo.uid("dummy"))
+            found = _encode_fixed(vr, act, self.pseudo.uid("dummy")) if special is None \
+                else _pad(special.encode("ascii"), b" ")
             self._fixed[key] = found
         return found
 

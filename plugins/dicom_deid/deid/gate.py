@@ -45,6 +45,12 @@ from dicom_deid.dicom.walker import (
     sequence_items,
 )
 from dicom_deid.errors import BadInput
+from dicom_deid.pixels.codestream import (
+    CODESTREAM_SYNTAXES,
+    number_of_frames,
+    pixel_data_segments,
+)
+from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
 
@@ -323,6 +329,7 @@ class Gate:
             return Verdict(name, digest, size, (f"not readable DICOM ({exc.kind})",))
         self._structure(data, top, start.meta, facts, uids, problems)
         leaks = self._leaks(data, top, start.implicit, facts, problems)
+        leaks += self._frame_metadata(data, top, start.transfer_syntax, problems)
         if self.at_risk(facts):
             lines = ocr.kept if ocr is not None and ocr.read else self._read_pixels(
                 written, problems)  # the bytes as written: the re-encoded copy has no pixels
@@ -333,6 +340,37 @@ class Gate:
                 leaks += 1
         return Verdict(name, digest, size, tuple(problems), leaks,
                        len(facts.values) + len(facts.uids))
+
+    @staticmethod
+    def _frame_metadata(data: bytes, top: Sequence[Element], transfer_syntax: str,
+                        problems: list[str]) -> int:
+        """Text left in the output's compressed frames outside the image (JPEG COM and
+        APPn segments, JPEG 2000 COM markers...), which the value search cannot see in
+        compressed bytes: 1 (a leak) when a frame carries any. Marker segments only are
+        walked; a frame that is no well-formed codestream fails the output too."""
+        if transfer_syntax not in CODESTREAM_SYNTAXES:
+            return 0
+        by_tag = {e[0]: e for e in top}
+        pixels = by_tag.get(PIXEL_DATA_TAG)
+        if pixels is None or not pixels[5]:
+            return 0
+        frames, offsets, lengths = (
+            b"" if e is None else bytes(data[e[3]:e[4]])
+            for e in (by_tag.get(t) for t in (0x00280008, 0x7FE00001, 0x7FE00002)))
+        try:
+            found = pixel_data_segments(
+                bytes(data[pixels[3]:pixels[4]]), transfer_syntax, number_of_frames(frames),
+                (offsets, lengths) if offsets and lengths else None)
+        except BadInput as exc:
+            problems.append(f"compressed pixel data cannot be walked ({exc.kind})")
+            return 0
+        where: dict[str, list[int]] = {}
+        for number, segment in found:
+            where.setdefault(segment.name, []).append(number)
+        for name, numbers in where.items():
+            more = f" (and {len(numbers) - 1} more)" if len(numbers) > 1 else ""
+            problems.append(f"pixel data carries {name} in frame {numbers[0]}{more}")
+        return 1 if found else 0
 
     @staticmethod
     def has_pixels(facts: SourceFacts) -> bool:
@@ -405,6 +443,8 @@ class Gate:
             vs, ve, undefined = values.get(tag, (0, 0, False))
             if tag in facts.filled and not (undefined or ve > vs):
                 problems.append(f"Type 1 attribute {keyword_for_tag(tag)} lost its value")
+        if embedded_overlay_groups(values):  # Overlay Data hidden in the pixels' high bits
+            problems.append("an overlay plane is embedded in the pixel data")
 
     def _leaks(self, data: bytes, top: Sequence[Element], implicit: bool,
                facts: SourceFacts, problems: list[str]) -> int:
