@@ -5,18 +5,14 @@ import only :mod:`dicom_deid.errors` (and pydicom).
 
 Importing it silences pydicom's own reports of odd values, because they quote the value
 (``Invalid value for VR UI: '<an original UID>'``) into stderr and, under Airflow, the task
-log: pydicom no longer validates values as it reads or writes them (this package checks
-what it needs itself), its warnings are not shown and its logger says only what is
-critical. The few pydicom warnings the engine turns into input errors (undecodable
-text) are filters added later, which take precedence.
+log: pydicom's warnings are not shown and its logger says only what is critical. The few
+pydicom warnings the engine turns into input errors (undecodable text) are filters added
+later, which take precedence. (Nothing here imports pydicom: the DAG files import parts of
+this package when they are parsed.)
 """
 
 import logging as _logging
 import warnings as _warnings
 
-import pydicom.config as _pydicom_config
-
-_pydicom_config.settings.reading_validation_mode = _pydicom_config.IGNORE
-_pydicom_config.settings.writing_validation_mode = _pydicom_config.IGNORE
 _warnings.filterwarnings("ignore", module="pydicom")
 _logging.getLogger("pydicom").setLevel(_logging.CRITICAL)
