@@ -21,6 +21,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRBigEndian
 
+import instances
 from dicom_deid.config.google import config_from_options, load_config
 from dicom_deid.config.model import DeidConfig
 from dicom_deid.deid.byte_path import ByteDeidentifier
@@ -31,7 +32,7 @@ from dicom_deid.dicom.walker import elements, locate_dataset
 from dicom_deid.dicom.writer import encode_instance_chunks
 from dicom_deid.errors import BadInput
 from dicom_deid.synth import generate
-from instances import KEY, make_instance
+from instances import KEY, deidentify_bytes, make_instance, to_bytes
 
 
 @pytest.fixture(scope="module")
@@ -388,3 +389,14 @@ def test_remembered_uid_and_pseudonym_elements_match_the_dataset_path() -> None:
         if ds is empty:
             assert out.PatientID == "" and out.AccessionNumber == ""
     assert fast._outputs  # the memo was used
+
+
+def test_a_level_with_no_identifying_value_to_sweep_stays_on_the_byte_path() -> None:
+    """KEEP_ALL with the residual sweep: nothing identifying is removed, so the sweep's
+    context has no source at the top level; the byte path used to fail on the empty
+    list and hand every such file to the Dataset path."""
+    from dicom_deid.config.model import ProfileType
+
+    taken = instances.BYTE_PATH_RUNS["taken"]
+    deidentify_bytes(to_bytes(make_instance()), DeidConfig(profile=ProfileType.KEEP_ALL))
+    assert instances.BYTE_PATH_RUNS["taken"] == taken + 1

@@ -841,6 +841,8 @@ def _raw_values(view: memoryview, elems: list[_Elem], positions: tuple[int, ...]
     """The raw values of the elements at ``positions`` (a text value read only in part,
     or of undefined length, declines)."""
     found = [elems[i] for i in positions]
+    if not found:
+        return []
     if found[-1][4] > len(view):  # elements are in file order: the last one ends last
         raise _Decline
     for e in found:
