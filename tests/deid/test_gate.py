@@ -128,22 +128,59 @@ def test_declared_exceptions_are_not_searched_and_nothing_else_is_spared() -> No
 
 
 def test_scheme_designators_and_uid_digits_are_not_taken_for_identifiers() -> None:
-    # A patient called "Test" whose codes come from scheme "TEST", and a numeric patient
-    # ID that is also a component of a kept standard UID: no false alarm that would fail
-    # a run closed for nothing. The same name in free text still is one.
-    source = make_instance(name="Test^Phantom")
+    # A patient called "Bari" whose codes come from the registered scheme "BARI", a
+    # private "99BARI" scheme, and a numeric patient ID that is also a component of a
+    # kept standard UID: no false alarm that would fail a run closed for nothing. The same
+    # name in free text still is one.
+    source = make_instance(name="Bari^Phantom")
     source.PatientID = "10008"
     code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "1111", "TEST", "Chest"
-    source.AnatomicRegionSequence = Sequence([code])
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "1111", "BARI", "Chest"
+    code.CodingSchemeVersion = "2.64"
+    local = Dataset()
+    local.CodeValue, local.CodingSchemeDesignator, local.CodeMeaning = "2", "99BARI", "Arm"
+    source.AnatomicRegionSequence = Sequence([code, local])
     data = to_bytes(source)
     _, _, output = deidentify_bytes(data, privacy_first())
-    assert b"TEST" in output and b"1.2.840.10008." in output
+    assert b"BARI" in output and b"1.2.840.10008." in output
     assert _verdict(data, output).ok
-    source.ImageComments = "phantom named test"
+    source.ImageComments = "phantom named bari"
     data = to_bytes(source)
     _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
     assert "original PatientName value found" in _verdict(data, output).problems
+
+
+@pytest.mark.parametrize(("designator", "version"), [("ZARKOVSKY", "1"),
+                                                     ("99LOCAL", "Zarkovsky")])
+def test_a_name_written_as_a_scheme_designator_or_version_is_a_leak(
+        designator: str, version: str) -> None:
+    """An external probe planted the patient's name where a code names its scheme: only a
+    registered or private designator, and a version without letters, are not searched."""
+    source = make_instance(name="Zarkovsky^Belinda")
+    code = Dataset()
+    code.CodeValue, code.CodeMeaning = "1111", "Chest"
+    code.CodingSchemeDesignator, code.CodingSchemeVersion = designator, version
+    source.AnatomicRegionSequence = Sequence([code])
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, privacy_first())
+    assert b"ZARKOVSKY" in output.upper()  # the profile keeps the code as it is
+    assert _verdict(data, output).problems == ("original PatientName value found",)
+
+
+def test_an_id_or_a_birth_date_written_as_a_scheme_version_is_a_leak() -> None:
+    source = make_instance()
+    source.PatientID, source.PatientBirthDate = "48213977", "19630417"
+    codes = []
+    for version in ("48213977", "19630417"):
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "1", "99X", "Arm"
+        code.CodingSchemeVersion = version
+        codes.append(code)
+    source.AnatomicRegionSequence = Sequence(codes)
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, privacy_first())
+    assert set(_verdict(data, output).problems) == {"original PatientID value found",
+                                                   "original PatientBirthDate value found"}
 
 
 def test_a_number_in_a_number_element_is_not_taken_for_an_id() -> None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from dicom_deid.config.coding_schemes import is_scheme_designator, is_scheme_version
 from dicom_deid.config.declared_exceptions import expand_exceptions
 from dicom_deid.config.iod import AttributeType, iod_for
 from dicom_deid.config.model import info_type_of, privacy_first
@@ -537,6 +538,7 @@ def _as_explicit_le(data: bytes) -> tuple[bytes, bool]:
     return buf.getvalue(), had_pixels
 
 
+_DESIGNATOR = 0x00080102
 _NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD",
                          "OF", "OD", "OL", "OV", "AT"})
 """VRs whose values are numbers: a number there ("1500", a lung window's width) is no
@@ -547,11 +549,16 @@ def _exempt_values(data: bytes, elems: Sequence[Element], implicit: bool,
                    schemes: list[tuple[int, int]], numbers: list[tuple[int, int]],
                    depth: int = 0) -> None:
     """Value ranges the search skips at any depth: in ``schemes``, a code's scheme
-    designator and version ("TEST", "99LOCAL" name a scheme, never a person); in
-    ``numbers``, values of number VRs, skipped by the search for an all-digit value."""
+    designator and version when they read as such ("BARI", "99LOCAL", "TEST" name a
+    scheme, never a person; "2.64" is a version: see :mod:`dicom_deid.config.coding_schemes`); in
+    ``numbers``, values of number VRs, skipped by the search for an all-digit value.
+    Any other designator or version is searched like any text: a name written there is
+    a leak."""
     for tag, vr, _h, vs, ve, undefined in elems:
         if tag in SWEEP_EXEMPT:
-            schemes.append((vs, ve))
+            value = data[vs:ve].decode("latin-1")
+            if (is_scheme_designator if tag == _DESIGNATOR else is_scheme_version)(value):
+                schemes.append((vs, ve))
         elif (vr == "SQ" or (vr in (None, "UN") and (undefined or _vr_of(tag) == "SQ"))
               ) and tag not in _PIXEL_TAGS and depth < 32:
             for item in sequence_items(data, vs, ve, implicit or vr == "UN", tag):
