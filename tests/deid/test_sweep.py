@@ -257,3 +257,20 @@ def test_coding_scheme_designators_are_codes_not_text() -> None:
     ds.AnatomicRegionSequence = Sequence([item])
     out = run(ds).AnatomicRegionSequence[0]
     assert (out.CodingSchemeDesignator, out.CodeMeaning) == ("TEST", "CT for [CTX]")
+
+
+def test_addresses_of_the_source_systems_go_and_code_urls_stay() -> None:
+    """Table E.1-1 does not list Retrieve URL, yet a DICOMweb source writes the original
+    Study Instance UID into it: the default CLI run (no gate) used to publish it. A code's
+    URN value names a concept, not a system, and stays."""
+    ds = make_instance()
+    ds.RetrieveURL = f"https://pacs.hospital.example/dicomweb/studies/{ds.StudyInstanceUID}"
+    code = Dataset()
+    code.URNCodeValue, code.CodingSchemeDesignator = "urn:oid:2.16.840.1.113883.6.1", "LN"
+    code.CodeMeaning = "Chest"
+    ds.AnatomicRegionSequence = Sequence([code])
+    out = run(ds)
+    assert "RetrieveURL" not in out
+    assert out.AnatomicRegionSequence[0].URNCodeValue == "urn:oid:2.16.840.1.113883.6.1"
+    kept = run(ds, options=frozenset({Option.RETAIN_INSTITUTION_IDENTITY}))
+    assert kept.RetrieveURL.startswith("https://pacs.hospital.example/")
