@@ -378,7 +378,7 @@ def command(ctx: Context, name: str, rnd: int) -> list[str]:
     gcs_in = f"gs://{BUCKET}/{LANDING}"
     local_in = str(ctx.corpus.dicom_dir)
     meta = str(RUNS / f"meta-{name}")
-    deid = ["--profile", "basic", "--key-file", str(ctx.key), *w, "--no-progress",
+    deid = ["--profile", "basic", "--no-verify", "--key-file", str(ctx.key), *w, "--no-progress",
             "--errors", str(RUNS / f"errors-{name}.csv")]
     if name == EXPORT_LOCAL:
         return [dd, "export-metadata", local_in, "--out", meta, "--no-load", *w]

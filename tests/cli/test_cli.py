@@ -207,4 +207,10 @@ def test_verify_removes_what_the_gate_rejects_and_lists_it(
                  "--exception", "PatientID"]) == 0
     assert len(list((root / "out2").rglob("*.dcm"))) == 2
     assert main([*args, "--exception", "NoSuchThing"]) == 2
-    assert main([*args[:-1], "--exception", "PatientName"]) == 2  # needs --verify
+    assert main([*args[:-1], "--no-verify", "--exception", "PatientName"]) == 2
+    # The gate is the default: the same run without --verify rejects the same output...
+    assert main([*args[:2], str(root / "out3"), *args[3:-1]]) == 3
+    assert "gate: 2 checked, 1 rejected" in capsys.readouterr().out
+    # ...and only --no-verify, an explicit weakening, writes it.
+    assert main([*args[:2], str(root / "out4"), *args[3:-1], "--no-verify"]) == 0
+    assert len(list((root / "out4").rglob("*.dcm"))) == 2

@@ -122,10 +122,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="warehouse URL for --filter: duckdb:///path.duckdb (default "
                         "var/warehouse/dicom_deid.duckdb) or bigquery://project/dataset")
     d.add_argument("--no-progress", action="store_true", help="never show a progress bar")
-    d.add_argument("--verify", action="store_true",
-                   help="check every output with the verification gate (the pipeline's): an "
-                        "output holding one of its source's identifying values, or unsound, "
-                        "is removed and its input listed as failed (kind leak/unverified)")
+    gate = d.add_mutually_exclusive_group()
+    gate.add_argument("--verify", dest="verify", action="store_true", default=True,
+                      help="(the default) check every output with the verification gate "
+                           "(the pipeline's): an output holding one of its source's "
+                           "identifying values, or unsound, is removed and its input listed "
+                           "as failed (kind leak/unverified)")
+    gate.add_argument("--no-verify", dest="verify", action="store_false",
+                      help="write outputs without the verification gate (an explicit "
+                           "weakening: nothing then checks what the policy left)")
     d.add_argument("--exception", action="append", default=[], metavar="NAME",
                    help="with --verify: a DICOM keyword (or a PS3.15 option name, for all "
                         "it keeps) whose original values this run keeps on purpose "
@@ -277,7 +282,8 @@ def _deidentify(args: argparse.Namespace) -> int:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.exception and not args.verify:
-        print("dicom-deid: --exception needs --verify", file=sys.stderr)
+        print("dicom-deid: --exception declares what the gate spares: drop --no-verify",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         seal = _mapping_seal(args, key)
