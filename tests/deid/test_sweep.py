@@ -274,3 +274,13 @@ def test_addresses_of_the_source_systems_go_and_code_urls_stay() -> None:
     assert out.AnatomicRegionSequence[0].URNCodeValue == "urn:oid:2.16.840.1.113883.6.1"
     kept = run(ds, options=frozenset({Option.RETAIN_INSTITUTION_IDENTITY}))
     assert kept.RetrieveURL.startswith("https://pacs.hospital.example/")
+
+
+@pytest.mark.parametrize("birth", ["19000000", "00000000", "19630231", "11111111"])
+def test_a_birth_date_that_is_no_date_leaves_kept_numbers_alone(birth: str) -> None:
+    """An external probe: a birth date that is no calendar date, beside kept text holding
+    its year's digits ("100 mAs"), failed every such file with a TypeError."""
+    ds = make_instance()
+    ds.PatientBirthDate = birth
+    ds.AnatomicRegionSequence = Sequence([_local_code("Abdomen 100 mAs 11 ml")])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "Abdomen 100 mAs 11 ml"

@@ -86,3 +86,14 @@ def test_the_gate_fails_an_output_that_still_holds_a_plane() -> None:
                                  ).problems
     assert problem not in gate.check("cleared.dcm", cleared,
                                      gate.source_facts(data, len(data)), {}).problems
+
+
+def test_a_group_without_data_at_a_stored_bit_leaves_the_pixels() -> None:
+    """An external probe: an earlier de-identification removed only Overlay Data, leaving
+    a group at bit 0 with 1 bit allocated; clearing bit 0 changed half the pixels."""
+    ds, pixels = _with_embedded_plane()
+    ds.PixelData = pixels.tobytes()  # no plane in bit 15 this time
+    ds[0x60000100].value, ds[0x60000102].value = 1, 0
+    out, _, _ = deidentify_bytes(to_bytes(ds), privacy_first())
+    assert np.array_equal(np.frombuffer(out.PixelData, "<u2").reshape(pixels.shape), pixels)
+    assert not embedded_overlay_groups(int(t) for t in out.keys())

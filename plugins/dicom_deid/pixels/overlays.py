@@ -51,11 +51,12 @@ def remove_embedded_overlays(ds: Dataset) -> int:
         dtype = np.dtype(f"{'<' if little else '>'}u{allocated // 8}")
         raw = bytes(value)
         usable = len(raw) - len(raw) % dtype.itemsize
-        values = np.frombuffer(raw[:usable], dtype).copy()
-        values &= np.array(~_overlay_bits(ds, groups, allocated) & ((1 << allocated) - 1),
-                           dtype)
-        vr = pixels.VR if pixels.VR in ("OB", "OW") else ("OB" if allocated == 8 else "OW")
-        ds[_PIXEL_DATA] = DataElement(_PIXEL_DATA, vr, values.tobytes() + raw[usable:])
+        mask = _overlay_bits(ds, groups, allocated)
+        if mask:
+            values = np.frombuffer(raw[:usable], dtype).copy()
+            values &= np.array(~mask & ((1 << allocated) - 1), dtype)
+            vr = pixels.VR if pixels.VR in ("OB", "OW") else ("OB" if allocated == 8 else "OW")
+            ds[_PIXEL_DATA] = DataElement(_PIXEL_DATA, vr, values.tobytes() + raw[usable:])
     for g in groups:
         for tag in [t for t in ds.keys() if int(t) >> 16 == g]:
             del ds[tag]
@@ -63,18 +64,18 @@ def remove_embedded_overlays(ds: Dataset) -> int:
 
 
 def _overlay_bits(ds: Dataset, groups: list[int], allocated: int) -> int:
-    """The mask of the planes' bits; a plane whose bit position cannot be read takes every
-    bit outside the stored pixel value with it (privacy first)."""
+    """The mask of the planes' bits, never a bit of the stored pixel value: a group at
+    bit 0 of a 12-bit image (what an earlier de-identification leaves: a description
+    without its Overlay Data) is no embedded plane, and its pixels stay. A plane whose
+    bit position cannot be read takes every bit outside the stored value with it."""
+    stored = _int(ds, 0x00280101) or allocated
+    high = _int(ds, 0x00280102, stored - 1)
+    kept = ((1 << stored) - 1) << max(0, high - stored + 1)
+    unused = ~kept & ((1 << allocated) - 1)
     mask = 0
     for group in groups:
         position = _int(ds, group << 16 | _OVERLAY_BIT_POSITION, -1)
-        if 0 <= position < allocated:
-            mask |= 1 << position
-        else:
-            stored = _int(ds, 0x00280101) or allocated
-            high = _int(ds, 0x00280102, stored - 1)
-            kept = ((1 << stored) - 1) << max(0, high - stored + 1)
-            mask |= ~kept & ((1 << allocated) - 1)
+        mask |= (1 << position) & unused if 0 <= position < allocated else unused
     return mask
 
 

@@ -325,6 +325,8 @@ class PhiContext:
         # found made) and tried, in the order all forms would be tried in.
         variants, group_types = _forms_of(self.live_pairs(folded))
         live = tuple(i for i, v in enumerate(variants) if v.anchor in folded)
+        if not live:  # a value's anchor is in the text, none of its forms' is
+            return
         pattern = _alternation(tuple(variants[i].fragment for i in live))
         pos, size = 0, len(text)
         while pos < size:
@@ -370,7 +372,7 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
     names, addresses, organisations and IDs, most of a context and the costliest forms
     to make, by the forms' own rules; other values from their forms."""
     if info_type not in _WORD_TYPES and info_type not in _ID_TYPES:
-        if info_type == "DATE" and _DA_RE.fullmatch(raw):
+        if info_type == "DATE" and _DA_RE.fullmatch(raw) and parse_written(raw) is not None:
             return (raw[2:4],)  # a DA value: its forms hold its year's last two digits
         return tuple(sorted({v.anchor for v, _ in _variants_of(info_type, raw)}))
     anchors: set[str] = set()
