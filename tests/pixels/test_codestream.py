@@ -275,6 +275,40 @@ def test_jp2_boxes_other_than_the_image_go() -> None:
     assert np.array_equal(pillow_pixels(clean), pillow_pixels(jp2))
 
 
+@pytest.mark.parametrize("ts", ["1.2.840.10008.1.2.4.53", "1.2.840.10008.1.2.4.55"])
+def test_retired_jpeg_processes_are_walked_too(ts: str) -> None:
+    """An external probe: dcmcjpeg's spectral selection (.53) and full progression (.55)
+    kept a comment and EXIF, because only the current JPEG syntaxes were walked."""
+    buf = io.BytesIO()
+    pillow_image().save(buf, "JPEG", quality=90, progressive=True)
+    frame = buf.getvalue()
+    planted = frame[:2] + segment(0xFE, PLANTED) + segment(0xE1, b"Exif\x00\x00" + PLANTED) \
+        + frame[2:]
+    assert names(planted, ts) == ["a JPEG COM segment", "a JPEG APP1 segment"]
+    clean = without_frame_metadata(planted, ts)
+    assert clean == frame and PLANTED not in clean
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload) + 8) + kind + payload
+
+
+def test_a_jpeg_xl_container_keeps_its_codestream_and_loses_its_metadata_boxes() -> None:
+    """JPEG XL (.110-.112): a container's Exif, XML and JPEG reconstruction boxes go, a
+    bare codestream (0xFF 0x0A) holds no text, anything else is refused."""
+    ts = "1.2.840.10008.1.2.4.110"
+    signature = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+    codestream = b"\xff\x0a" + bytes(range(64))
+    image = signature + _box(b"ftyp", b"jxl \x00\x00\x00\x00jxl ") + _box(b"jxlc", codestream)
+    frame = image + _box(b"Exif", b"\x00\x00\x00\x00" + PLANTED) + _box(b"xml ", PLANTED) \
+        + _box(b"jbrd", PLANTED)
+    assert names(frame, ts) == ["a JPEG XL metadata box"] * 3
+    assert without_frame_metadata(frame, ts) == image
+    assert frame_segments(codestream, ts) == []
+    with pytest.raises(BadInput):
+        frame_segments(PLANTED, ts)
+
+
 # -- not a codestream ---------------------------------------------------------------------
 
 

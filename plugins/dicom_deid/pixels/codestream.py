@@ -34,13 +34,20 @@ __all__ = ["CODESTREAM_SYNTAXES", "Encapsulated", "Segment", "carries_metadata",
 JPEG_SYNTAXES = frozenset({
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",  # baseline, extended
     "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",  # lossless
+    # the retired processes (spectral selection, progressive, hierarchical...): the same
+    # marker segments, and writers still use them
+    *(f"1.2.840.10008.1.2.4.{n}" for n in (52, 53, 54, 55, 56, 58, 59, 60, 61, 62, 63, 64,
+                                           65, 66)),
 })
 JPEG_LS_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
 J2K_SYNTAXES = frozenset({
     "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
 })
-CODESTREAM_SYNTAXES = JPEG_SYNTAXES | JPEG_LS_SYNTAXES | J2K_SYNTAXES
+JXL_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112",
+})
+CODESTREAM_SYNTAXES = JPEG_SYNTAXES | JPEG_LS_SYNTAXES | J2K_SYNTAXES | JXL_SYNTAXES
 """Transfer syntaxes whose frames are walked here."""
 
 PIXEL_DATA = 0x7FE00010
@@ -60,6 +67,11 @@ _JP2_KEPT = frozenset({b"jP  ", b"ftyp", b"rreq", b"jp2h", b"jp2c"})
 _JP2_NAMES = {b"xml ": "a JP2 XML box", b"uuid": "a JP2 UUID box",
               b"uinf": "a JP2 UUID info box", b"jp2i": "a JP2 IPR box"}
 _SPIFF_EOD = b"\x00\x00\x00\x01"
+_JXL_SIGNATURE = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+_JXL_KEPT = frozenset({b"JXL ", b"ftyp", b"jxll", b"jxlc", b"jxlp"})
+"""A JPEG XL container's image boxes; Exif, XML, JUMBF, Brotli-compressed boxes and the
+JPEG reconstruction data (the original JPEG's own segments) go."""
+_JXL_CODESTREAM = b"\xff\x0a"
 """A SPIFF end-of-directory entry (APP8): an SOI marker follows it (ITU-T T.84 F.2)."""
 
 
@@ -124,6 +136,12 @@ def _walk(frame: bytes, transfer_syntax: str) -> tuple[list[Segment], list[Segme
         return _jpeg(frame, False), []
     if transfer_syntax in JPEG_LS_SYNTAXES:
         return _jpeg(frame, True), []
+    if transfer_syntax in JXL_SYNTAXES:
+        if frame[:12] == _JXL_SIGNATURE:
+            return _jp2(frame, _JXL_KEPT, None)
+        if frame[:2] != _JXL_CODESTREAM:
+            raise _bad("a JPEG XL frame is neither a codestream nor a container")
+        return [], []  # a bare codestream holds no text
     return [], []
 
 
@@ -289,10 +307,12 @@ def _j2k_header(frame: bytes, pos: int, stop: int, last: int, found: list[Segmen
         pos = end
 
 
-def _jp2(frame: bytes) -> tuple[list[Segment], list[Segment]]:
-    """A JP2 file in a frame (PS3.5 forbids it; some writers do it): boxes other than the
-    signature, file type, requirements, header and codestream are removed; the
-    codestream box is walked (its length changes with what leaves it)."""
+def _jp2(frame: bytes, kept: frozenset[bytes] = _JP2_KEPT, codestream: bytes | None = b"jp2c"
+         ) -> tuple[list[Segment], list[Segment]]:
+    """A JP2 file in a frame (PS3.5 forbids it; some writers do it), or a JPEG XL
+    container: boxes other than ``kept`` (signature, file type, requirements, header and
+    codestream) are removed; a JP2 codestream box is walked (its length changes with what
+    leaves it)."""
     found: list[Segment] = []
     fixes: list[Segment] = []
     pos, n = 0, len(frame)
@@ -310,7 +330,7 @@ def _jp2(frame: bytes) -> tuple[list[Segment], list[Segment]]:
         end = n if size == 0 else pos + size
         if end > n or end < pos + head:
             raise _bad("a JP2 box runs past its frame")
-        if kind == b"jp2c":
+        if kind == codestream:
             inner, inner_fixes = _j2k(frame, pos + head, end)
             found += inner
             fixes += inner_fixes
@@ -319,8 +339,9 @@ def _jp2(frame: bytes) -> tuple[list[Segment], list[Segment]]:
                 at, width = (pos + 8, 8) if head == 16 else (pos, 4)
                 fixes.append(Segment("JP2 box length", at, at + width,
                                      (size - removed).to_bytes(width, "big")))
-        elif kind not in _JP2_KEPT:
-            found.append(Segment(_JP2_NAMES.get(kind, "a JP2 metadata box"), pos, end))
+        elif kind not in kept:
+            found.append(Segment(_JP2_NAMES.get(kind, "a JP2 metadata box") if codestream
+                                 else "a JPEG XL metadata box", pos, end))
         pos = end
     return found, fixes
 
