@@ -274,6 +274,8 @@ def test_addresses_of_the_source_systems_go_and_code_urls_stay() -> None:
     assert out.AnatomicRegionSequence[0].URNCodeValue == "urn:oid:2.16.840.1.113883.6.1"
     kept = run(ds, options=frozenset({Option.RETAIN_INSTITUTION_IDENTITY}))
     assert kept.RetrieveURL.startswith("https://pacs.hospital.example/")
+    ds.HL7InstanceIdentifier = "1.2.826.0.1.3680043.99.777.55^RPT7731-0042"  # a report's
+    assert run(ds).HL7InstanceIdentifier == "ANONYMIZED"  # an encapsulated CDA needs one
 
 
 @pytest.mark.parametrize("birth", ["19000000", "00000000", "19630231", "11111111"])
