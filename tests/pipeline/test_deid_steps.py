@@ -674,3 +674,43 @@ def test_a_success_removes_what_earlier_unsuccessful_runs_of_its_project_kept(
     assert "report.md" in left and not [n for n in left if n.startswith(
         ("cohort", "instances", "shards/shard-", "mapping/", "errors", "release"))]
     assert (other / "cohort.parquet").read_bytes() == b"not ours"
+
+
+def test_a_landing_file_replaced_after_its_export_is_listed_not_released(
+        tmp_path: Path) -> None:
+    """An external probe replaced an in-cohort landing file, after the export, with
+    another patient's: the shard de-identified what it found and released a patient the
+    cohort never chose. A file whose size or modification time is not what the export
+    catalogued is now listed as ``changed`` and left for the next export."""
+    landing = tmp_path / "data" / "landing"
+    generate(landing, patients=1, seed=11, instances_per_series=2, small=True,
+             duplicates=False, bad_inputs=False)
+    for path in (landing / "dicom").rglob("*"):
+        os.utime(path, (DAY1.timestamp() + 3600, DAY1.timestamp() + 3600))
+    settings = PipelineSettings.from_env({
+        "DICOM_DEID_DATA_DIR": str(tmp_path / "data"),
+        "DICOM_DEID_LANDING": str(landing / "dicom"), "DICOM_DEID_WORKERS": "1"})
+    day = export_interval(settings, DAY1, DAY1 + timedelta(days=1))
+    load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata", day.run_id,
+                "dicom_metadata")
+    victim = Path(_query(settings, "SELECT source_uri FROM dicom_metadata "
+                                   "WHERE Modality = 'CT' ORDER BY 1 LIMIT 1")[0]["source_uri"])
+    outsider = pydicom.dcmread(victim)
+    outsider.PatientName, outsider.PatientID = "Outsider^Olga", "OUT99817"
+    outsider.SOPInstanceUID = pydicom.uid.generate_uid()
+    outsider.save_as(victim)
+    cohort = tmp_path / "all.sql"
+    cohort.write_text(COHORT_SQL)
+    req = RunRequest(cohort=str(cohort), cohort_params={"modality": "ALL"},
+                     policy=privacy_first(), project="p")
+    settings = dataclasses.replace(settings, destination=f"{settings.destination}/p")
+    ws = RunWorkspace(settings.work_dir, "batch-replaced")
+    _run_steps(ws, settings, req)
+    published = list(Path(settings.destination).rglob("*.dcm"))
+    assert published
+    for path in published:
+        data = path.read_bytes().upper()
+        assert b"OUTSIDER" not in data and b"OUT99817" not in data
+    errors = _query(settings, "SELECT path, kind FROM deid_errors "
+                              "WHERE run_id = 'batch-replaced'")
+    assert [(Path(e["path"]).name, e["kind"]) for e in errors] == [(victim.name, "changed")]

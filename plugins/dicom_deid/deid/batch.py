@@ -86,6 +86,10 @@ class Source:
     size: int | None = None
     """An object store input's size, as its listing gave it (a small object is then read
     in one piece); only a hint."""
+    catalogued: tuple[int, int | None] | None = None
+    """Size and modification time (µs; None: not comparable) the metadata export read: the
+    pipeline chose the file from that catalogue, so a file that no longer matches (replaced
+    since) is listed as ``changed``, not de-identified (it may be another patient's)."""
 
 
 @dataclass
@@ -311,6 +315,13 @@ def output_rel_for(result: InstanceResult, source_rel: str, layout: str) -> str:
     return f"{names[0]}/{names[1]}/{names[2]}.dcm"
 
 
+def _changed(source: InputFile, size: int, mtime_us: int | None) -> bool:
+    """Whether an input is not the file the export catalogued: another size, or another
+    modification time (the catalogue holds it to the microsecond, through a float)."""
+    return source.size != size or (
+        mtime_us is not None and abs(source.mtime_ns / 1000 - mtime_us) > 2)
+
+
 def process_chunk(chunk: list[Source]) -> list[FileOutcome]:
     """:func:`process_source` over ``chunk`` in order, its object-store inputs fetched
     ahead (a worker's unit of work)."""
@@ -333,6 +344,9 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
     try:
         source = _open_source(src, fetched)
         outcome.size, outcome.mtime_ns = source.size, source.mtime_ns
+        if src.catalogued is not None and _changed(source, *src.catalogued):
+            raise BadInput("changed", "changed since the metadata export read it (the next "
+                                      "export catalogues it; then a run takes it)")
         raw = source.head
         fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None
         if fast is None and len(raw) < source.size:

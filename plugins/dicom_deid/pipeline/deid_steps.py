@@ -332,19 +332,21 @@ def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Sou
     sized = "size_bytes" in pq.read_schema(path).names  # lists of earlier versions lack it
     table = pq.read_table(path, columns=[URI_COLUMN, "mtime", *(["size_bytes"] * sized)])
     uris = table.column(URI_COLUMN).to_pylist()
+    times = table.column("mtime").cast(pa.int64()).to_pylist()
+    sizes = table.column("size_bytes").to_pylist() if sized else [None] * len(uris)
     if not isinstance(landing, LocalStore):  # the export's update times: one request a file
         root_uri = landing.uri("").rstrip("/") + "/"
-        times = table.column("mtime").cast(pa.int64()).to_pylist()
-        sizes = table.column("size_bytes").to_pylist() if sized else [None] * len(uris)
+        # the fetched copy takes the catalogued update time: only its size can differ
         return [Source(uri, uri[len(root_uri):] if uri.startswith(root_uri) else uri,
-                       None if us is None else us * 1000, size)
+                       None if us is None else us * 1000, size,
+                       None if size is None else (size, None))
                 for uri, us, size in zip(uris, times, sizes, strict=True)]
     root = landing.local_path("")
     out = []
-    for uri in uris:
+    for uri, us, size in zip(uris, times, sizes, strict=True):
         path = Path(uri)
         rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
-        out.append(Source(path, rel))
+        out.append(Source(path, rel, catalogued=None if size is None else (size, us)))
     return out
 
 
