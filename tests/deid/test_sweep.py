@@ -80,6 +80,9 @@ def test_diacritics_are_folded() -> None:
     ("Müller^Jörg", "Herr Mueller", "Herr [CTX]"),  # umlauts written out
     ("Zarkovsky^Belinda", "ZARKOVSKYBELINDA", "[CTX]"),  # run together
     ("Zarkovsky^Belinda", "BelindaZarkovsky CT", "[CTX] CT"),
+    ("van der Berg^Anna", "CT for Vanderberg", "CT for [CTX]"),  # words run together
+    ("Mc Allister^Ross", "follow-up McAllister", "follow-up [CTX]"),
+    ("Quinterra^Delphine", "pt Quintérra seen", "pt [CTX] seen"),  # accent in the text only
 ])
 def test_names_as_sites_spell_them(name: str, text: str, expected: str) -> None:
     """Spellings an external probe found kept: free text drops hyphens and apostrophes,

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from dicom_deid.config.model import INFO_TYPES
 from dicom_deid.dicom.dates import MONTHS, ORDINAL_SUFFIX, parse_written
 
-from .chars import CJK_RE, is_word, lazy_pattern
+from .chars import CJK_RE, ascii_fold, is_word, lazy_pattern
 from .lexicon import fold, lexicon
 from .spans import Span
 
@@ -117,6 +117,7 @@ def _name_parts(raw: str) -> Iterator[str]:
                 for word in words:
                     if len(word) >= 2 and word.lower().strip(".") not in _NAME_PARTICLES:
                         yield word
+                yield "".join(words)  # "VAN DER BERG" written "Vanderberg", "MC ALLISTER"
         family, given = [*components, "", ""][:2]
         if len(family) >= 2 and len(given) >= 2 and not _PIECES_RE.search(family + given):
             yield family + given  # run together: "SmithJohn", "JOHNSMITH"
@@ -317,7 +318,19 @@ class PhiContext:
         As one alternation of every form would find them: at each step the leftmost match
         of any form, and of the forms matching there the first in order. A form whose
         anchor (a substring of all its matches) is not in the text cannot match, so it is
-        not tried."""
+        not tried. A text with diacritics that holds no match is searched again without
+        them ("Quintérra" for a header's QUINTERRA), where that keeps its length."""
+        found = False
+        for span in self._matches(text):
+            found = True
+            yield span
+        if found or text.isascii():
+            return
+        plain = ascii_fold(text)
+        if plain != text and len(plain) == len(text):  # one character for one: same spans
+            yield from self._matches(plain)
+
+    def _matches(self, text: str) -> Iterator[Span]:
         folded = text.casefold()
         if not any(map(folded.__contains__, self.anchors)):
             return
