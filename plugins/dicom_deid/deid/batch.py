@@ -86,10 +86,11 @@ class Source:
     size: int | None = None
     """An object store input's size, as its listing gave it (a small object is then read
     in one piece); only a hint."""
-    catalogued: tuple[int, int | None] | None = None
-    """Size and modification time (µs; None: not comparable) the metadata export read: the
-    pipeline chose the file from that catalogue, so a file that no longer matches (replaced
-    since) is listed as ``changed``, not de-identified (it may be another patient's)."""
+    catalogued: tuple[int, int | None, str | None] | None = None
+    """Size, modification time (µs) and SOP Instance UID the metadata export read (None:
+    not comparable): the pipeline chose the file from that catalogue, so a file that no
+    longer matches (replaced since, even at the same size and time) is listed as
+    ``changed``, not de-identified (it may be another patient's)."""
 
 
 @dataclass
@@ -315,11 +316,21 @@ def output_rel_for(result: InstanceResult, source_rel: str, layout: str) -> str:
     return f"{names[0]}/{names[1]}/{names[2]}.dcm"
 
 
-def _changed(source: InputFile, size: int, mtime_us: int | None) -> bool:
-    """Whether an input is not the file the export catalogued: another size, or another
-    modification time (the catalogue holds it to the microsecond, through a float)."""
-    return source.size != size or (
-        mtime_us is not None and abs(source.mtime_ns / 1000 - mtime_us) > 2)
+def _check_catalogued(src: Source, source: InputFile, sop_uid: str | None = None) -> None:
+    """:class:`BadInput` ``changed`` when an input is not the file the export catalogued:
+    another size or modification time (held to the microsecond, through a float), or,
+    once read (``sop_uid``), another instance under the same name."""
+    if src.catalogued is None:
+        return
+    size, mtime_us, catalogued_sop = src.catalogued
+    if sop_uid is None:
+        changed = source.size != size or (
+            mtime_us is not None and abs(source.mtime_ns / 1000 - mtime_us) > 2)
+    else:
+        changed = catalogued_sop is not None and sop_uid != catalogued_sop
+    if changed:
+        raise BadInput("changed", "changed since the metadata export read it (the next "
+                                  "export catalogues it; then a run takes it)")
 
 
 def process_chunk(chunk: list[Source]) -> list[FileOutcome]:
@@ -344,9 +355,7 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
     try:
         source = _open_source(src, fetched)
         outcome.size, outcome.mtime_ns = source.size, source.mtime_ns
-        if src.catalogued is not None and _changed(source, *src.catalogued):
-            raise BadInput("changed", "changed since the metadata export read it (the next "
-                                      "export catalogues it; then a run takes it)")
+        _check_catalogued(src, source)
         raw = source.head
         fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None
         if fast is None and len(raw) < source.size:
@@ -365,6 +374,7 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
             stage = "write"
             data = encode_instance_chunks(inst.dataset, inst.transfer_syntax, encodings)
         stage = "write"
+        _check_catalogued(src, source, result.original_sop_uid)
         rel = output_rel_for(result, src.rel, layout)
         _STAGED[0] += 1
         outcome.tag = f"{tag_prefix}{_STAGED[0]}"

@@ -330,23 +330,25 @@ def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Sou
     few ahead, in one request each)."""
     path = ws.shard_list(plan)
     sized = "size_bytes" in pq.read_schema(path).names  # lists of earlier versions lack it
-    table = pq.read_table(path, columns=[URI_COLUMN, "mtime", *(["size_bytes"] * sized)])
+    table = pq.read_table(path, columns=[URI_COLUMN, "mtime", "SOPInstanceUID",
+                                         *(["size_bytes"] * sized)])
     uris = table.column(URI_COLUMN).to_pylist()
     times = table.column("mtime").cast(pa.int64()).to_pylist()
+    sops = table.column("SOPInstanceUID").to_pylist()
     sizes = table.column("size_bytes").to_pylist() if sized else [None] * len(uris)
     if not isinstance(landing, LocalStore):  # the export's update times: one request a file
         root_uri = landing.uri("").rstrip("/") + "/"
-        # the fetched copy takes the catalogued update time: only its size can differ
+        # the fetched copy takes the catalogued update time: its size and instance can differ
         return [Source(uri, uri[len(root_uri):] if uri.startswith(root_uri) else uri,
                        None if us is None else us * 1000, size,
-                       None if size is None else (size, None))
-                for uri, us, size in zip(uris, times, sizes, strict=True)]
+                       None if size is None else (size, None, sop))
+                for uri, us, size, sop in zip(uris, times, sizes, sops, strict=True)]
     root = landing.local_path("")
     out = []
-    for uri, us, size in zip(uris, times, sizes, strict=True):
+    for uri, us, size, sop in zip(uris, times, sizes, sops, strict=True):
         path = Path(uri)
         rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
-        out.append(Source(path, rel, catalogued=None if size is None else (size, us)))
+        out.append(Source(path, rel, catalogued=None if size is None else (size, us, sop)))
     return out
 
 
