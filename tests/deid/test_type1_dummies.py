@@ -188,15 +188,21 @@ def test_the_method_record_is_what_it_was() -> None:
         assert pr[keyword] == ct[keyword], keyword
 
 
-def test_inside_a_sequence_the_place_decides() -> None:
-    """pydicom's own RT Structure Set: Series Description is Type 1 in the items of Source
-    Series Information Sequence and Type 3 at the top level."""
+def _rtstruct() -> Dataset:
+    """pydicom's own RT Structure Set (written without file meta), given one."""
     path = Path(pydicom.data.__file__).parent / "test_files" / "rtstruct.dcm"
     ds = pydicom.dcmread(path, force=True)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+def test_inside_a_sequence_the_place_decides() -> None:
+    """pydicom's own RT Structure Set: Series Description is Type 1 in the items of Source
+    Series Information Sequence and Type 3 at the top level."""
+    ds = _rtstruct()
     ds.SeriesDescription = "Contours for Zarkovsky"
     ds.SourceSeriesInformationSequence = Sequence([_item(
         Modality="CT", SeriesInstanceUID=ROOT + "9", SeriesNumber=2,
@@ -213,12 +219,7 @@ def test_a_kept_interpreter_item_holds_no_identity(config: DeidConfig) -> None:
     interpreter's name is emptied (Z) and the code that identifies them (Person
     Identification Code Sequence, D) keeps no value or meaning of theirs: the gate found
     'original ROIInterpreter value found' in the meaning before."""
-    path = Path(pydicom.data.__file__).parent / "test_files" / "rtstruct.dcm"
-    ds = pydicom.dcmread(path, force=True)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = _rtstruct()
     code = _item(CodeValue="ZB123456", CodingSchemeDesignator="99HOSP",
                  CodeMeaning="Belinda Zarkovsky, dosimetrist")
     person = _item(ROIInterpreter="Zarkovsky^Belinda",
