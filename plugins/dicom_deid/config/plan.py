@@ -75,18 +75,19 @@ class Mode(IntEnum):
 
 
 FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
-_SYSTEM_ADDRESSES = frozenset(t for k in (
-    "RetrieveURL", "RetrieveURI", "StorageURL", "StoredInstanceBaseURI", "FolderAccessURI",
-    "FileAccessURI", "ContactURI", "PixelDataProviderURL",
-) if (t := tag_for_keyword(k)) is not None)
-_HL7_INSTANCE_IDENTIFIER = 0x0040E001
+_SOURCE_SYSTEM_CODES: dict[int, ActionCode] = {
+    **{t: ActionCode.X for k in (
+        "RetrieveURL", "RetrieveURI", "StorageURL", "StoredInstanceBaseURI",
+        "FolderAccessURI", "FileAccessURI", "ContactURI", "PixelDataProviderURL",
+    ) if (t := tag_for_keyword(k)) is not None},
+    0x0040E001: ActionCode.D,  # HL7 Instance Identifier: the encapsulated CDA needs one
+}
 """Addresses and identifiers the source systems gave the instance, which Table E.1-1 does
-not list: URLs name the institution's hosts and carry its original UIDs
-(``.../studies/<Study Instance UID>``); the HL7 Instance Identifier is the hospital's
-document OID and report number. Beyond PS3.15 (as Retrieve AE Title is by it) the
-addresses are removed (the D dummy where the IOD requires one) and the identifier gets
-the D dummy (the encapsulated CDA needs one), unless the configuration retains
-institution identity."""
+not list, with the code they get beyond PS3.15 (as Retrieve AE Title gets X by it) unless
+the configuration retains institution identity: URLs name the institution's hosts and
+carry its original UIDs (``.../studies/<Study Instance UID>``), removed (the D dummy where
+the IOD requires one); the HL7 Instance Identifier is the hospital's document OID and
+report number, dummied."""
 _IDENTITY_CODES = frozenset({"PersonIdentificationCodeSequence", "InstitutionCodeSequence"})
 """Code sequences whose code is a person's or an institution's identity ("ZB123456",
 "Belinda Zarkovsky, dosimetrist")."""
@@ -263,12 +264,11 @@ class Plan:
     def _basic(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
         row = self._table.row_for(tag)
         if row is None:
-            if (tag in _SYSTEM_ADDRESSES or tag == _HL7_INSTANCE_IDENTIFIER) and \
-                    Option.RETAIN_INSTITUTION_IDENTITY not in self.options:
-                code = ActionCode.D if tag == _HL7_INSTANCE_IDENTIFIER else \
-                    resolve_required(ActionCode.X, _attribute_type(tag, scope))
-                return self._code_act(code, None, tag, vr)
-            return self._unlisted(vr, mode, scope)
+            code = _SOURCE_SYSTEM_CODES.get(tag)
+            if code is None or Option.RETAIN_INSTITUTION_IDENTITY in self.options:
+                return self._unlisted(vr, mode, scope)
+            return self._code_act(resolve_required(code, _attribute_type(tag, scope)), None,
+                                  tag, vr)
         code, option = row.code_for(self.options)
         attribute_type = _attribute_type(tag, scope)
         code = resolve_compound(code, attribute_type)
