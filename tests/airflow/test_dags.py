@@ -356,6 +356,8 @@ def test_rerunning_changes_nothing(
     data = env["data"]
     counts = {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in (
         "dicom_metadata", "deid_metadata", "deid_mapping", "deid_runs", "deid_errors")}
+    released = _run_row(data, first_run["batch"])
+    report = (data / "runs" / first_run["batch"] / "report.md").read_text()
     assert dags["dicom_metadata_export"].test(logical_date=EXPORT_RUN).state == "success"
     again = dags[f"dicom_deid__{STUDY}"].test(logical_date=DEID_RUN,
                                               run_conf={"shard_max_files": 4})
@@ -363,6 +365,10 @@ def test_rerunning_changes_nothing(
     assert _tree_digest(first_run["tree"]) == first_run["digest"]
     assert _shows(first_run["tree"], first_run["batch"])
     assert {t: _warehouse_count(data, f"SELECT COUNT(*) FROM {t}") for t in counts} == counts
+    # The batch's row and report are the record of its release: a rerun that released
+    # nothing more leaves them as they were.
+    assert _run_row(data, first_run["batch"]) == released
+    assert (data / "runs" / first_run["batch"] / "report.md").read_text() == report
 
 
 class _Webhook(BaseHTTPRequestHandler):

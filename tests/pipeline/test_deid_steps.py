@@ -353,11 +353,12 @@ def _ledger(settings: PipelineSettings, project: str) -> list[dict[str, Any]]:
                             "ORDER BY source_uri, batch_id")
 
 
-def resend_corrected(settings: PipelineSettings, path: str, day: datetime) -> None:
+def resend_corrected(settings: PipelineSettings, path: str, day: datetime,
+                     description: str = "corrected") -> None:
     """``path`` re-sent with corrected content (StudyDescription) during ``day``, and that
     day's interval exported and loaded."""
     ds = pydicom.dcmread(path)
-    ds.StudyDescription = "corrected"
+    ds.StudyDescription = description
     ds.save_as(path)
     moment = (day + timedelta(hours=1)).timestamp()
     os.utime(path, (moment, moment))
@@ -432,6 +433,45 @@ def test_nights_release_only_what_is_new_or_changed_into_one_growing_tree(
     assert manifest["policy_change"] and sorted(manifest["removed"]) == sorted(first)
     assert len(_query(settings, "SELECT * FROM deid_metadata "
                                 f"WHERE source_uri LIKE '{tree}/%'")) == selected
+
+
+def test_a_released_batch_is_final_whatever_its_reruns_do(landed: dict[str, Any]) -> None:
+    """A rerun of a released batch (its DAG run cleared) keeps the release's record: the
+    deid_runs row, report, manifest and contact sheet, also when the rerun fails; what
+    changed since waits for the next batch instead of being released under the old one."""
+    settings, name = _settings(landed, "final"), "final"
+    tree = Path(settings.destination)
+    req = _req(landed, landed["other_modality"], project=name)
+    ws = RunWorkspace(settings.work_dir, "batch-f1")
+    _run_steps(ws, settings, req)
+    (ws.review_root / "sheet.txt").parent.mkdir(exist_ok=True)
+    (ws.review_root / "sheet.txt").write_text("what the reviewer saw")
+    assert _finish(ws, settings, req, [], completed=True)["status"] == "success"
+    row = "SELECT * FROM deid_runs WHERE run_id = 'batch-f1'"
+    record = (_query(settings, row), (ws.root / "report.md").read_text(),
+              (tree / "manifests" / "batch-f1.json").read_text())
+    files = {p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*.dcm")}
+    resend_corrected(settings, sorted(r["source_uri"] for r in _ledger(settings, name))[-1],
+                     DAY1 + timedelta(days=3), "corrected after the release")
+    ledger_before = _ledger(settings, name)
+    for failed, completed in (([], True), (["review"], False)):
+        assert _run_steps(ws, settings, req) == []
+        assert ws.read_json(ws.release_plan)["selected"]["waiting"] == 1
+        result = _finish(ws, settings, req, failed, completed)
+        assert result["status"] == ("success" if completed else "failed")
+        assert (_query(settings, row), (ws.root / "report.md").read_text(),
+                (tree / "manifests" / "batch-f1.json").read_text()) == record
+        assert (ws.review_root / "sheet.txt").read_text() == "what the reviewer saw"
+        assert "released nothing more" in (ws.root / "rerun-report.md").read_text()
+        assert "1 new or changed instance(s) wait" in (ws.root / "rerun-report.md").read_text()
+        assert _ledger(settings, name) == ledger_before
+        assert {p.relative_to(tree).as_posix(): p.read_bytes()
+                for p in tree.rglob("*.dcm")} == files
+    # The next batch releases what waited.
+    ws2 = RunWorkspace(settings.work_dir, "batch-f2")
+    assert sum(p["files"] for p in _run_steps(ws2, settings, req)) == 1
+    assert ws2.read_json(ws2.release_plan)["selected"]["changed"] == 1
+    assert not ws2.is_rerun_of_release()
 
 
 def test_a_leaking_run_is_recorded_as_a_leak_and_its_staged_outputs_go(

@@ -63,6 +63,10 @@ _SHARD_FOLDERS = ("mapping", "errors", "verdicts", "deid_metadata", "deidentifie
 #: The reviewer's cards and thumbnails (de-identified pixels; removed when the run fails
 #: or is rejected: a flagged image may show what should not have been there).
 REVIEW = "review"
+#: A released batch's record in its folder, which a rerun of the batch keeps (its
+#: ``deid_runs`` row, manifest and ledger rows are kept too): the report and the
+#: reviewer's contact sheet.
+_RELEASE_RECORD = ("report.md", REVIEW)
 #: What holds original identifiers and is no longer needed once a run has succeeded
 #: (the mapping and the error list are in the warehouse's restricted tables by then).
 _IDENTIFIED = ("cohort.parquet", "cohort.filter", "instances.parquet", "shards/*.parquet",
@@ -147,6 +151,14 @@ class RunWorkspace:
         return self.review_root / shard.name
 
     @property
+    def released_before(self) -> Path:
+        """Present when this run is a rerun of a batch that was released already."""
+        return self.root / "released-before.json"
+
+    def is_rerun_of_release(self) -> bool:
+        return self.released_before.exists()
+
+    @property
     def release_plan(self) -> Path:
         """What the run selected and why (counts), then what its release changed."""
         return self.root / "release.json"
@@ -220,17 +232,27 @@ def _in_workspace(ws: RunWorkspace) -> Iterator[None]:
 
 def run_cohort(ws: RunWorkspace, settings: PipelineSettings, req: RunRequest) -> dict[str, Any]:
     """Start the run: empty its folder (a rerun of a batch starts afresh), then run the
-    cohort SQL on the warehouse and keep its result with the run."""
-    with _in_workspace(ws):
-        for entry in list(ws.root.iterdir()):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        ws.write_json(ws.pinned, _policy_pin(req, settings))
+    cohort SQL on the warehouse and keep its result with the run.
+
+    A batch that was released already is final: its rerun keeps the release's record
+    (report, contact sheet, ``deid_runs`` row, manifest) and releases nothing more;
+    what is new or changed since waits for the next batch (:func:`resolve_instances`).
+    """
     cohort = load_cohort(req.cohort, settings.cohort_dir)
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
+        released = ledger.batch_released(warehouse, ws.batch_id)
+        with _in_workspace(ws):
+            for entry in list(ws.root.iterdir()):
+                if released and entry.name in _RELEASE_RECORD:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            ws.write_json(ws.pinned, _policy_pin(req, settings))
+            if released:
+                ws.write_json(ws.released_before, {"rerun_at": datetime.now(UTC)})
         table = cohort.run(warehouse, req.cohort_params)
     with _in_workspace(ws):
         pq.write_table(table, ws.cohort_result)
@@ -278,12 +300,18 @@ def resolve_instances(ws: RunWorkspace, settings: PipelineSettings, req: RunRequ
         table, cohort = ledger.pending_instances(
             warehouse, filter_set, project=req.project, config_sha256=req.config_fingerprint(),
             key_id=key_id)
+    waiting = 0
+    if ws.is_rerun_of_release():
+        waiting, table = table.num_rows, table.slice(0, 0)
+        log.warning("batch %s was released already: its rerun releases nothing more (%d "
+                    "new or changed instance(s) wait for the next batch)", ws.batch_id,
+                    waiting)
     reasons = (table.column("release_reason").to_pylist()
                if "release_reason" in table.column_names else [])
     counts = {reason: reasons.count(reason) for reason in ledger.REASONS}
     plan = {"cohort_instances": cohort, "to_release": table.num_rows,
-            "unchanged": cohort - table.num_rows, **counts, "key_id": key_id,
-            "config_sha256": req.config_fingerprint()}
+            "unchanged": cohort - table.num_rows - waiting, **counts, "key_id": key_id,
+            "config_sha256": req.config_fingerprint(), "waiting": waiting}
     with _in_workspace(ws):
         pq.write_table(table, ws.instances)
         ws.write_json(ws.release_plan, {"selected": plan})
@@ -311,7 +339,8 @@ def plan_run_shards(
         for stale in shards_dir.glob("shard-*.parquet"):
             stale.unlink()
         for name in _SHARD_FOLDERS:
-            shutil.rmtree(ws.root / name, ignore_errors=True)
+            if not (name == REVIEW and ws.is_rerun_of_release()):
+                shutil.rmtree(ws.root / name, ignore_errors=True)
         (ws.root / "errors.parquet").unlink(missing_ok=True)
         if settings is not None:
             discard_staged(ws, settings)
@@ -478,9 +507,7 @@ def check_reviewable(ws: RunWorkspace, settings: PipelineSettings) -> None:
             "were made without a review, or a rejection removed them; rerun the batch")
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
-        released = warehouse.run_cohort(
-            f"SELECT COUNT(*) AS n FROM {ledger.TABLE} WHERE batch_id = @batch",
-            {"batch": ws.batch_id}).column("n")[0].as_py()
+        released = ledger.batch_released(warehouse, ws.batch_id)
     if released:
         raise VerificationError(f"batch {ws.batch_id} is released already (the ledger has "
                                 "its rows): a review after the release decides nothing")
@@ -911,12 +938,17 @@ def finish_run(
             outcome = RunOutcome(REJECTED, f"rejected by {review.reviewer}"
                                  + (f": {review.reason}" if review.reason else ""))
         done = outcome.status in (SUCCESS, DRY_RUN)
+        rerun = ws.is_rerun_of_release()
         if not done:
             discard_staged(ws, settings)
-            shutil.rmtree(ws.review_root, ignore_errors=True)
-        result = record_run(ws, settings, req, outcome=outcome, started_at=started_at,
-                            user=user, cohort=cohort, project=project,
-                            reviewer=review.reviewer if review else None)
+            if not rerun:
+                shutil.rmtree(ws.review_root, ignore_errors=True)
+        if rerun:  # the release's row and report stand; the rerun's own report beside them
+            result = _rerun_report(ws, outcome)
+        else:
+            result = record_run(ws, settings, req, outcome=outcome, started_at=started_at,
+                                user=user, cohort=cohort, project=project,
+                                reviewer=review.reviewer if review else None)
         if done:
             discard_staged(ws, settings)  # publish removed it; an interrupted publish may not
             result["removed"] = len(remove_identified(ws))
@@ -965,11 +997,29 @@ def record_run(
             **totals, "report": str(ws.root / "report.md")}
 
 
+def _rerun_report(ws: RunWorkspace, outcome: RunOutcome) -> dict[str, Any]:
+    """Say what the rerun of a released batch did (nothing more released) without
+    touching the release's record; the result :func:`record_run` would return."""
+    results = [ws.read_json(p) for p in sorted((ws.root / "deidentified").glob("shard-*.json"))]
+    totals = {k: sum(r[k] for r in results) for k in ("processed", "failed", "skipped")}
+    _write_report(ws, results, totals, outcome, name="rerun-report.md", rerun=True)
+    log.warning("run %s: a rerun of a released batch (%s); the release's deid_runs row, "
+                "report and manifest are unchanged", ws.batch_id, outcome.status)
+    return {"run_id": ws.batch_id, "status": outcome.status, "reason": outcome.reason,
+            **totals, "report": str(ws.root / "rerun-report.md")}
+
+
 def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[str, int],
-                  outcome: RunOutcome) -> None:
-    lines = [f"# De-identification run {ws.batch_id}", "",
+                  outcome: RunOutcome, *, name: str = "report.md", rerun: bool = False
+                  ) -> None:
+    lines = [f"# De-identification run {ws.batch_id}" + (" (rerun)" if rerun else ""), "",
              f"Status: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""),
-             "",
+             ""]
+    if rerun:
+        lines += ["The batch was released already: this rerun released nothing more, and "
+                  "the release's report (report.md), deid_runs row and manifest are "
+                  "unchanged.", ""]
+    lines += [
              "| shard | processed | by the byte path | failed | skipped | seconds | files/s |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
@@ -990,6 +1040,9 @@ def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[
             f" instance(s) (new {selected['new']}, changed {selected['changed']}, released "
             f"again under a new config or key {selected['policy']}); "
             f"{selected['unchanged']} released before, unchanged.")
+        if selected.get("waiting"):
+            lines.append(f"{selected['waiting']} new or changed instance(s) wait for the "
+                         "next batch (this one was released already).")
         if selected["policy"]:
             lines.append("The project's config or key changed since its last release: "
                          "everything is released again, under the new pseudonyms.")
@@ -1000,5 +1053,5 @@ def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[
     if kinds:
         lines.append("Failures by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(
             kinds.items())) + " (paths in the deid_errors table, restricted).")
-    write_atomic(ws.root / "report.md", ("\n".join(lines) + "\n").encode())
-    restrict(ws.root / "report.md")
+    write_atomic(ws.root / name, ("\n".join(lines) + "\n").encode())
+    restrict(ws.root / name)

@@ -176,6 +176,14 @@ def current_rows(warehouse: Warehouse, project: str, *, source_uris: Sequence[st
     return sorted(found.values(), key=lambda r: (r.output_path, r.source_uri))
 
 
+def batch_released(warehouse: Warehouse, batch_id: str) -> bool:
+    """Whether the batch has released anything (rows in any status: a later withdrawal
+    or supersession does not undo that it was released)."""
+    table = warehouse.run_cohort(
+        f"SELECT COUNT(*) AS n FROM {TABLE} WHERE batch_id = @batch", {"batch": batch_id})
+    return bool(table.column("n")[0].as_py())
+
+
 def _has_clear_rows(warehouse: Warehouse, project: str) -> bool:
     """Whether ``project`` has released rows kept in clear (no blind index: written
     before the ledger was encrypted, or without a vault key), found only by value."""
