@@ -668,3 +668,36 @@ def test_part_schema_in_tag_order_across_batches(tmp_path: Path,
     rows = pq.read_table(parts[0]).to_pylist()
     assert rows[0]["RequestAttributesSequence"] == [
         {"ScheduledProtocolCodeSequence": None, "RequestedProcedureID": "RP9"}]
+
+
+_PROVENANCE = {f.name for f in ms.PROVENANCE_FIELDS} | {"TransferSyntaxUID"}
+
+
+def _rows_without_provenance(paths: list[Path], out: Path) -> list[dict[str, object]]:
+    summary = export_metadata(paths, out, run_id="r1", ingest_date=NIGHT1, workers=1)
+    assert summary.exported == len(paths) and not summary.errors
+    rows = sorted(read_rows(out).to_pylist(), key=lambda r: str(r["source_uri"]))
+    return [{k: v for k, v in r.items() if k not in _PROVENANCE} for r in rows]
+
+
+def test_big_endian_sequences_give_the_rows_little_endian_gives(tmp_path: Path) -> None:
+    """Explicit VR Big Endian files (pydicom's own pair of one enhanced CT, and a file
+    written big endian here) are read through pydicom: their sequences must come out as
+    queryable items, the same as the little-endian file's, not set aside as malformed."""
+    import pydicom.data
+    from pydicom.uid import ExplicitVRBigEndian
+
+    bundled = Path(pydicom.data.__file__).parent / "test_files"
+    little, big = _rows_without_provenance([bundled / "liver_1frame.dcm"], tmp_path / "le"), \
+        _rows_without_provenance([bundled / "liver_expb_1frame.dcm"], tmp_path / "be")
+    assert little == big
+    assert big[0]["SharedFunctionalGroupsSequence"] and not big[0]["malformed_json"]
+    ds = make_dataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ds["PixelData"].VR = "OB"
+    path = tmp_path / "big.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    ours = _rows_without_provenance([path], tmp_path / "mine")[0]
+    assert ours["RequestAttributesSequence"][0]["ScheduledProtocolCodeSequence"][0][
+        "CodeValue"] == "P1"
+    assert not ours["malformed_json"]

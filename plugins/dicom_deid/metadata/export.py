@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.abc
+import io
 import math
 import os
 import re
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydicom.datadict import private_dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.filereader import read_sequence
 from pydicom.sequence import Sequence as DicomSequence
 
 from dicom_deid.arrow_build import string_array
@@ -946,6 +948,11 @@ def _sequence_items(elem: Any) -> list[Elements]:
         raise ValueError("not a sequence")
     raw = bytes(value)
     implicit = bool(elem.is_implicit_VR) or elem.VR == "UN"
+    if not getattr(elem, "is_little_endian", True) and elem.VR != "UN":
+        # big endian (a UN value is always little endian): pydicom splits the items, and
+        # leaves their values raw, big endian, as the converter reads them
+        items = read_sequence(io.BytesIO(raw), implicit, False, len(raw), "iso8859")
+        return [dict(item.items()) for item in items]
     return [dict(item) for item in raw_items(raw, implicit, int(elem.tag))]
 
 
