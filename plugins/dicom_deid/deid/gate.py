@@ -469,7 +469,8 @@ class Gate:
                             _exempt_values(data, top, implicit, schemes, numbers)
                             exempt = (schemes, schemes + numbers)
                         if not any(x <= lo + at and lo + at + len(needle) <= y
-                                   for x, y in exempt[needle.isdigit()]):
+                                   for x, y in exempt[needle.isdigit()
+                                                      and len(needle) < _LONG_NUMBER]):
                             found |= kws
                             break
         for kw in sorted(found):
@@ -542,7 +543,10 @@ _DESIGNATOR = 0x00080102
 _NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD",
                          "OF", "OD", "OL", "OV", "AT"})
 """VRs whose values are numbers: a number there ("1500", a lung window's width) is no
-written ID, even when an ID of the source is that number."""
+written ID, even when an ID of the source is that number..."""
+_LONG_NUMBER = 6
+"""... unless it has this many digits or more: an MRN or a birth date written as a number
+is no coincidence."""
 
 
 def _exempt_values(data: bytes, elems: Sequence[Element], implicit: bool,
