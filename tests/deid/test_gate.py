@@ -381,3 +381,22 @@ def test_the_source_walk_the_byte_path_made_gives_the_same_facts() -> None:
     other = bytes(sources[0])  # equal bytes, another object: the walk is not taken
     byte_path.deidentify(sources[0])
     assert gate.source_facts(other, len(other), byte_path.walked) == gate.source_facts(other)
+
+
+@pytest.mark.parametrize("label", ["QA SMITH", "SMITHY", "SMITH\\SMITHY"])
+def test_a_value_ending_where_the_next_tag_starts_is_searched_whole(label: str) -> None:
+    """An external probe: a kept value of even length has no padding, so the byte after
+    it is the next tag's group ("p" for 0x0070). "SMITH" + "p" is no longer word: the
+    border of a match is its value's."""
+    name = label.rsplit(" ", 1)[-1].split("\\")[-1]
+    source = make_instance(name=f"{name}^John")
+    source.ContentLabel = label  # (0070,0080), even length, followed by (0070,0081)
+    source.ContentDescription = "presentation"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ContentLabel", "ContentDescription"))
+    assert len(label) % 2 == 0 and label.encode() + b"p\x00" in output
+    assert "original PatientName value found" in _verdict(data, output).problems
+    source.ContentLabel = f"{name}SO"  # a longer word within its value is no match
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ContentLabel", "ContentDescription"))
+    assert _verdict(data, output).ok

@@ -6,6 +6,8 @@ to write the same bytes where it takes the file) and checks the byte path took i
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -131,6 +133,31 @@ def test_a_kept_person_name_holding_an_identifier_gets_the_pseudonym() -> None:
     assert out.PerformingPhysicianName == Pseudonymizer(KEY).patient_name("Smith^John")
     ds.PerformingPhysicianName = "Jones^Ann"  # nobody this instance names: kept
     assert run(ds, actions=(keep,)).PerformingPhysicianName == "Jones^Ann"
+
+
+def test_a_code_string_a_user_typed_a_name_into_gets_one_pseudonym_everywhere() -> None:
+    """An external probe: a presentation state's ContentLabel and GraphicLayer (CS, kept
+    by PS3.15) held the patient's surname. A CS cannot hold ``[CTX]``: the value becomes
+    one keyed pseudonym, still a CS, so the layer and its references stay linked. The
+    code strings that say how to read the file are never rewritten (the gate judges them)."""
+    ds = make_instance()  # PatientName Smith^John, ISO_IR 100
+    layer = Dataset()
+    layer.GraphicLayer, layer.GraphicLayerOrder = "SMITH", 1
+    annotation = Dataset()
+    annotation.GraphicLayer = "SMITH"
+    ds.GraphicLayerSequence = Sequence([layer])
+    ds.GraphicAnnotationSequence = Sequence([annotation])
+    ds.ContentLabel, ds.BodyPartExamined = "SMITH", "CHEST"
+    out = run(ds)
+    pseudonym = Pseudonymizer(KEY).code_string("SMITH")
+    assert re.fullmatch(r"[A-Z0-9]{12}", pseudonym)
+    assert (out.ContentLabel, out.GraphicLayerSequence[0].GraphicLayer,
+            out.GraphicAnnotationSequence[0].GraphicLayer) == (pseudonym,) * 3
+    assert out.BodyPartExamined == "CHEST" and out.Modality == ds.Modality
+    ds.PatientName, ds.PhotometricInterpretation = "Monochrome2^Ann", "MONOCHROME2"
+    assert run(ds).PhotometricInterpretation == "MONOCHROME2"
+    ds.PatientName, ds.Modality = "Test^S R", "SR"  # pydicom's test-SR.dcm: no initials
+    assert run(ds).Modality == "SR"
 
 
 def test_values_the_configuration_keeps_are_not_searched_for() -> None:

@@ -60,13 +60,14 @@ from dicom_deid.text.transform import apply_text_config, transform_whole_value
 from .pseudonyms import Pseudonymizer
 from .pseudonyms import patient_key as pseudonym_patient_key
 from .sweep import (
-    SWEEP_EXEMPT,
+    CODE_MATCH,
+    NOT_SWEPT,
     SWEEP_TAGS,
     SWEEP_VRS,
     attribute_context,
     sweep_context,
-    sweep_name,
     sweep_text,
+    sweep_whole,
 )
 
 if TYPE_CHECKING:
@@ -299,7 +300,7 @@ class Deidentifier:
             if tag >> 16 & 1 and act is not Act.DELETE:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             if act is Act.KEEP:
-                if state.sweep and vr in SWEEP_VRS and tag not in SWEEP_EXEMPT:
+                if state.sweep and vr in SWEEP_VRS and tag not in NOT_SWEPT:
                     self._sweep_kept(ds, tag, vr, state.sweep)
                 continue
             if act is Act.DELETE_GROUP:
@@ -372,11 +373,13 @@ class Deidentifier:
 
     def sweep_element(self, elem: DataElement, vr: str, ctx: PhiContext) -> bool:
         """The residual sweep of one kept text element, in place: phrases holding the
-        instance's identifying values become ``[CTX]``, a person name holding one its
-        pseudonym. True when the value changed."""
+        instance's identifying values become ``[CTX]``, a person name or code string
+        holding one its pseudonym. True when the value changed."""
         values = self.element_values(elem)
         if vr == "PN":
-            found = [sweep_name(v, ctx, self.pseudo.patient_name) for v in values]
+            found = [sweep_whole(v, ctx, self.pseudo.patient_name) for v in values]
+        elif vr == "CS":
+            found = [sweep_whole(v, ctx, self.pseudo.code_string, CODE_MATCH) for v in values]
         else:
             found = [sweep_text(v, ctx) for v in values]
         if all(new is None for new in found):

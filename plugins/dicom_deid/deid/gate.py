@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -450,7 +451,7 @@ class Gate:
     def _leaks(self, data: bytes, top: Sequence[Element], implicit: bool,
                facts: SourceFacts, problems: list[str]) -> int:
         found: set[str] = set()
-        exempt: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None
+        exempt: _Exempt | None = None
         for lo, hi in _outside_pixels(top, len(data)):
             # Case-folded once; each form is then a plain substring search (C speed),
             # whole tokens only (a name inside a longer word is not that name).
@@ -462,15 +463,17 @@ class Gate:
                     needle, border = _needle(form, uid)
                     if find(needle) < 0 or kws <= found:  # most forms: one search
                         continue
-                    for at in _tokens(haystack, needle, border):
+                    for at, whole in _occurrences(haystack, needle, border):
                         if exempt is None:  # walked only when something matched (rarely)
-                            schemes: list[tuple[int, int]] = []
-                            numbers: list[tuple[int, int]] = []
-                            _exempt_values(data, top, implicit, schemes, numbers)
-                            exempt = (schemes, schemes + numbers)
-                        if not any(x <= lo + at and lo + at + len(needle) <= y
-                                   for x, y in exempt[needle.isdigit()
-                                                      and len(needle) < _LONG_NUMBER]):
+                            exempt = _Exempt.walk(data, top, implicit)
+                        start = lo + at
+                        if not whole and not exempt.whole_in_value(
+                                data, start, start + len(needle), border):
+                            continue  # inside a longer word, even within its value
+                        if not any(x <= start and start + len(needle) <= y
+                                   for x, y in (exempt.schemes_and_numbers if (
+                                       needle.isdigit() and len(needle) < _LONG_NUMBER)
+                                       else exempt.schemes)):
                             found |= kws
                             break
         for kw in sorted(found):
@@ -494,20 +497,54 @@ def _needle(form: bytes, uid: bool) -> tuple[bytes, frozenset[int]]:
     return needle, _NUMBER_CHARS if needle.isdigit() else _WORD_CHARS
 
 
-def _tokens(haystack: bytes, needle: bytes, token: frozenset[int]) -> Iterable[int]:
-    """Where ``needle`` occurs in ``haystack`` not touching a ``token`` byte on either
-    side (an alphanumeric name inside a longer word, a UID inside a longer UID, is not
-    it); a side of the needle that is itself no token byte needs no such border."""
+def _occurrences(haystack: bytes, needle: bytes, token: frozenset[int]
+                 ) -> Iterable[tuple[int, bool]]:
+    """Where ``needle`` occurs in ``haystack``, and whether it touches no ``token`` byte
+    on either side there (an alphanumeric name inside a longer word, a UID inside a longer
+    UID, is not it); a side of the needle that is itself no token byte needs no such
+    border. A side that touches one may still be the end of its value (the next bytes
+    are the next element's tag): :meth:`_Exempt.whole_in_value` decides those."""
     check_left = needle[0] in token
     check_right = needle[-1] in token
     end = len(haystack)
     at = haystack.find(needle)
     while at >= 0:
         after = at + len(needle)
-        if (not check_left or at == 0 or haystack[at - 1] not in token) and (
-                not check_right or after >= end or haystack[after] not in token):
-            yield at
+        yield at, (not check_left or at == 0 or haystack[at - 1] not in token) and (
+            not check_right or after >= end or haystack[after] not in token)
         at = haystack.find(needle, at + 1)
+
+
+@dataclass
+class _Exempt:
+    """What the search of one output needs once something matched: the value ranges it
+    skips (:func:`_exempt_values`) and where every value starts and ends, at any depth."""
+
+    schemes: list[tuple[int, int]]
+    schemes_and_numbers: list[tuple[int, int]]
+    starts: list[int]
+    ends: list[int]
+
+    @classmethod
+    def walk(cls, data: bytes, top: Sequence[Element], implicit: bool) -> _Exempt:
+        schemes: list[tuple[int, int]] = []
+        numbers: list[tuple[int, int]] = []
+        values: list[tuple[int, int]] = []
+        _exempt_values(data, top, implicit, schemes, numbers, values)
+        values.sort()
+        return cls(schemes, schemes + numbers, [v[0] for v in values], [v[1] for v in values])
+
+    def whole_in_value(self, data: bytes, start: int, stop: int, token: frozenset[int]
+                       ) -> bool:
+        """Whether ``data[start:stop]``, inside one value, touches no ``token`` byte of
+        that value: a value of even length has no padding, and the byte after it is the
+        low byte of the next tag's group ("p" for group 0x0070)."""
+        i = bisect_right(self.starts, start) - 1
+        if i < 0 or stop > self.ends[i]:
+            return False
+        vs, ve = self.starts[i], self.ends[i]
+        return (start == vs or data[start - 1] not in token) and (
+            stop == ve or data[stop] not in token)
 
 
 _WALKER_CANNOT = frozenset({EXPLICIT_BE, *PYDICOM_ONLY_SYNTAXES})
@@ -551,14 +588,16 @@ is no coincidence."""
 
 def _exempt_values(data: bytes, elems: Sequence[Element], implicit: bool,
                    schemes: list[tuple[int, int]], numbers: list[tuple[int, int]],
-                   depth: int = 0) -> None:
+                   values: list[tuple[int, int]], depth: int = 0) -> None:
     """Value ranges the search skips at any depth: in ``schemes``, a code's scheme
     designator and version when they read as such ("BARI", "99LOCAL", "TEST" name a
     scheme, never a person; "2.64" is a version: see :mod:`dicom_deid.config.coding_schemes`); in
     ``numbers``, values of number VRs, skipped by the search for an all-digit value.
     Any other designator or version is searched like any text: a name written there is
-    a leak."""
+    a leak. ``values``: every value's range that is not a sequence's."""
     for tag, vr, _h, vs, ve, undefined in elems:
+        if not (vr == "SQ" or undefined):
+            values.append((vs, ve))
         if tag in SWEEP_EXEMPT:
             value = data[vs:ve].decode("latin-1")
             if (is_scheme_designator if tag == _DESIGNATOR else is_scheme_version)(value):
@@ -567,7 +606,7 @@ def _exempt_values(data: bytes, elems: Sequence[Element], implicit: bool,
               ) and tag not in _PIXEL_TAGS and depth < 32:
             for item in sequence_items(data, vs, ve, implicit or vr == "UN", tag):
                 _exempt_values(data, item, implicit or vr == "UN", schemes, numbers,
-                               depth + 1)
+                               values, depth + 1)
         elif (vr if vr not in (None, "UN") else _vr_of(tag)) in _NUMBER_VRS:
             numbers.append((vs, ve))
 

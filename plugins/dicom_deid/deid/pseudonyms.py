@@ -99,6 +99,12 @@ class Pseudonymizer:
         norm = " ".join(value.upper().split())
         return self._prefix + self._code(b"patient-name", norm, 12)
 
+    def code_string(self, value: str) -> str:
+        """A kept code string (CS) that held an identifying value: 12 base32 characters,
+        upper case and digits, so still a CS (no prefix: it may not be one). Keyed on the
+        value alone, so a label and the references to it stay equal (GraphicLayer)."""
+        return self._code(b"code-string", value.strip(), 12)
+
     def accession_number(self, value: str) -> str:
         """AccessionNumber pseudonym that fits SH (16 characters) with the prefix."""
         return self._prefix + self._code(b"accession", value.strip(), 16 - len(self._prefix))

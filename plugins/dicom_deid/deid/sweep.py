@@ -8,8 +8,9 @@ instance's own identifying values -- its patient's names (components in any orde
 diacritics folded), IDs (with or without leading zeros and prefixes), accession number,
 study ID, birth date in common written formats, institution and department, the people
 named in it -- the ones the configuration does not itself keep. A phrase that matches
-becomes ``[CTX]``, as Clean Descriptors writes it; a kept person name that matches becomes
-its keyed pseudonym. This goes beyond PS3.15 and is on by default
+becomes ``[CTX]``, as Clean Descriptors writes it; a kept person name or code string
+(CS: a presentation state's ContentLabel and GraphicLayer are labels a user types) that
+matches becomes its keyed pseudonym. This goes beyond PS3.15 and is on by default
 (``DeidConfig.residual_sweep``; ``dicomDeid.residualSweep: false`` turns it off).
 
 Both paths call these functions on the same decoded values, so they write the same bytes.
@@ -27,8 +28,15 @@ from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER, splice
 
 __all__ = [
-    "SWEEP_EXEMPT", "SWEEP_TAGS", "SWEEP_VRS", "attribute_context", "sweep_context",
-    "sweep_name", "sweep_text",
+    "CODE_MATCH",
+    "NOT_SWEPT",
+    "SWEEP_EXEMPT",
+    "SWEEP_TAGS",
+    "SWEEP_VRS",
+    "attribute_context",
+    "sweep_context",
+    "sweep_text",
+    "sweep_whole",
 ]
 
 _SWEEP_KEYWORDS = (
@@ -44,12 +52,19 @@ _SWEEP_KEYWORDS = (
 SWEEP_TAGS: dict[int, str] = {t: k for k in _SWEEP_KEYWORDS
                               if (t := tag_for_keyword(k)) is not None}
 """The top-level attributes whose values are searched for (when not kept by the plan)."""
-SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "PN"})
+SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "PN", "CS"})
 """Kept values of these VRs are swept (text a site can write a name or an ID into)."""
+CODE_MATCH = 4
+"""The fewest characters of an identifying value a code string must hold to be swept:
+the gate's own least (shorter ones are terms and initials: "SR", "L", "CT")."""
 SWEEP_EXEMPT = frozenset({0x00080102, 0x00080103})
 """Coding Scheme Designator and Version name a code's scheme ("DCM", "SCT", "99LOCAL"),
 never a person: a patient whose name is a scheme's ("Test", "Ln") must not break every
 code of the instance. The code's value and meaning are still swept."""
+NOT_SWEPT = SWEEP_EXEMPT | {0x00080005, 0x00280004}
+"""What the sweep leaves alone: :data:`SWEEP_EXEMPT`, and the code strings that say how
+to read the file (Specific Character Set, Photometric Interpretation): a pseudonym there
+would make it unreadable, so an identifier in one is left to the gate (fails closed)."""
 
 
 def attribute_context(tag: int, vr: str, texts: list[str]) -> PhiContext:
@@ -80,9 +95,13 @@ def sweep_text(text: str, ctx: PhiContext) -> str | None:
     return splice(text, spans, lambda _: CTX_MARKER)
 
 
-def sweep_name(name: str, ctx: PhiContext, pseudonym: Callable[[str], str]) -> str | None:
-    """A kept person name that holds an identifying value becomes its keyed pseudonym;
-    None when it holds none."""
-    if not any(True for _ in ctx.matches(name)):
+def sweep_whole(value: str, ctx: PhiContext, pseudonym: Callable[[str], str],
+                shortest: int = 1) -> str | None:
+    """A kept person name or code string that holds an identifying value becomes its
+    keyed pseudonym (``[CTX]`` is no name, and no code string's characters); None when
+    it holds none. ``shortest``: the fewest
+    characters a match must have (a code string's "SR" is a modality, not the initials
+    of "Test^S R")."""
+    if not any(m.end - m.start >= shortest for m in ctx.matches(value)):
         return None
-    return pseudonym(name)
+    return pseudonym(value)
