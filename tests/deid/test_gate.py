@@ -400,3 +400,12 @@ def test_a_value_ending_where_the_next_tag_starts_is_searched_whole(label: str) 
     data = to_bytes(source)
     _, _, output = deidentify_bytes(data, _keeping("ContentLabel", "ContentDescription"))
     assert _verdict(data, output).ok
+
+
+def test_a_name_with_a_title_glued_on_is_searched_without_it() -> None:
+    """An external probe: "DRWOBBLEFORD^HANS" (a PACS habit) and "Dr Wobbleford" kept."""
+    source = make_instance(name="DRWOBBLEFORD^HANS")
+    source.ImageComments = "ref Dr Wobbleford"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+    assert "original PatientName value found" in _verdict(data, output).problems

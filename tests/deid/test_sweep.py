@@ -85,6 +85,8 @@ def test_diacritics_are_folded() -> None:
     ("van der Berg^Anna", "CT for Vanderberg", "CT for [CTX]"),  # words run together
     ("Mc Allister^Ross", "follow-up McAllister", "follow-up [CTX]"),
     ("Quinterra^Delphine", "pt Quintérra seen", "pt [CTX] seen"),  # accent in the text only
+    ("DRWOBBLEFORD^HANS", "ref Dr Wobbleford", "ref Dr [CTX]"),  # a title glued on
+    ("DRWOBBLEFORD^HANS", "by Hans Wobbleford", "by [CTX] [CTX]"),
 ])
 def test_names_as_sites_spell_them(name: str, text: str, expected: str) -> None:
     """Spellings an external probe found kept: free text drops hyphens and apostrophes,

@@ -54,7 +54,7 @@ from dicom_deid.pixels.codestream import (
 )
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.text.chars import ascii_fold
-from dicom_deid.text.context import PhiContext
+from dicom_deid.text.context import PhiContext, untitled
 
 from .sweep import SWEEP_EXEMPT
 
@@ -189,7 +189,11 @@ def _forms(raw: bytes, name: bool) -> tuple[bytes, ...]:
     (values of a multi-valued element; a name's groups and components). A series'
     files repeat most values: remembered."""
     out = set()
-    for part in {raw, *(_NAME_SPLIT if name else _TEXT_SPLIT).split(raw)}:
+    parts = {raw, *(_NAME_SPLIT if name else _TEXT_SPLIT).split(raw)}
+    if name:  # "DRSMITH^JOHN": also "SMITH" (text writes "Dr Smith")
+        parts |= {bare.encode("ascii") for p in parts if p.isascii()
+                  and (bare := untitled(p.decode("ascii").strip())) is not None}
+    for part in parts:
         part = part.strip(b" \x00^=")  # an empty name is "^^^^": no form of anything
         if len(part) >= _MIN_TEXT or (len(part) >= 2 and not part.isascii()):
             out.add(part)

@@ -103,6 +103,18 @@ def _literal(raw: str) -> _Variant | None:
     return _variant(fragment, len(text), _anchor_word(pieces), text)
 
 
+_GLUED_TITLE_RE = lazy_pattern(r"(?i)(?:prof|mrs|dr|mr|ms)(?=[^\W\d_]{4,}$)")
+"""A title written onto a name component without a space ("DRSMITH^JOHN", a habit of
+some PACS for referring physicians): free text writes "Dr Smith" or "John Smith"."""
+
+
+def untitled(component: str) -> str | None:
+    """``component`` without a title glued to its front ("DRWOBBLEFORD" -> "WOBBLEFORD"),
+    when it has one and four letters or more are left; else None."""
+    m = _GLUED_TITLE_RE.match(component)
+    return component[m.end():] if m else None
+
+
 def _name_parts(raw: str) -> Iterator[str]:
     """The texts a person name's forms are literals of: each of the family, given and
     middle name components (not prefix and suffix) in every representation, and each word
@@ -112,6 +124,8 @@ def _name_parts(raw: str) -> Iterator[str]:
         for component in components:
             if len(component) >= 2:
                 yield component
+            if (bare := untitled(component)) is not None:
+                yield bare
             words = _pieces([w for w in _PIECES_RE.split(component) if w])
             if len(words) > 1:
                 for word in words:
