@@ -80,3 +80,29 @@ def test_cohort_filter_and_deidentify_only_the_selection(
     assert _count(wh, "SELECT COUNT(*) FROM deid_metadata") == expected
     assert _count(wh, f"SELECT COUNT(*) FROM deid_metadata "
                       f"WHERE StudyInstanceUID IN ({quoted})") == 0
+
+
+def test_a_load_that_cannot_run_exports_nothing_and_no_part_is_left_unloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An external probe: without the restricted key, the load failed with a traceback
+    after the export had recorded every file, so no later run loaded the rows."""
+    generate(tmp_path / "landing", patients=1, seed=3, small=True, bad_inputs=False)
+    out, wh = tmp_path / "meta", f"duckdb://{tmp_path / 'wh.duckdb'}"
+    args = ["export-metadata", str(tmp_path / "landing" / "dicom"), "--out", str(out),
+            "--warehouse", wh, "--table", "deid_metadata"]
+    with monkeypatch.context() as mp:
+        mp.delenv("DICOM_DEID_RESTRICTED_KEY")
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dicom-deid: ") and "restricted" in err and "Traceback" not in err
+    assert not list(out.rglob("*.parquet"))  # checked before anything was exported
+    # Exported without a load (or a load that failed): the next run loads those parts,
+    # although it finds every file unchanged.
+    assert main([*args, "--no-load"]) == 0
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "exported 0," in printed and "an earlier run did not load" in printed
+    assert _count(wh, "SELECT COUNT(*) FROM deid_metadata") == len(
+        [p for p in (tmp_path / "landing" / "dicom").rglob("*") if p.is_file()])
+    assert main(args) == 0 and "loaded" not in capsys.readouterr().out  # nothing pending

@@ -371,8 +371,13 @@ def _filtered_sources(root: Path | str, filter_path: Path, warehouse_url: str | 
 
 
 def _export_metadata(args: argparse.Namespace) -> int:
-    from dicom_deid.errors import WarehouseError
-    from dicom_deid.metadata.export import ExportState, Listed, export_metadata
+    from dicom_deid.metadata.export import (
+        ExportState,
+        Listed,
+        export_metadata,
+        pending_parts,
+        set_pending_parts,
+    )
     from dicom_deid.storage import open_store
     from dicom_deid.warehouse.factory import open_warehouse
     from dicom_deid.warehouse.restricted_file import export_key
@@ -395,7 +400,10 @@ def _export_metadata(args: argparse.Namespace) -> int:
     try:
         key = export_key(args.warehouse, args.table, required=not args.no_load)
         state = ExportState.for_export(out, key)
-    except DicomDeidError as exc:
+        if not args.no_load:  # what the load will need (a key, say), before any export
+            with open_warehouse(args.warehouse):
+                pass
+    except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     summary = export_metadata(
@@ -413,16 +421,21 @@ def _export_metadata(args: argparse.Namespace) -> int:
           f"in {summary.seconds:.1f} s ({rate:.0f} files/s) to {out}")
     for uri, reason in summary.errors:
         print(f"  {uri}: {reason}", file=sys.stderr)
-    if summary.parts and not args.no_load:
+    earlier = [p for p in pending_parts(out) if p not in set(summary.parts)]
+    to_load = [*earlier, *summary.parts]
+    set_pending_parts(out, to_load)  # until the warehouse has them
+    if to_load and not args.no_load:
         try:
             with open_warehouse(args.warehouse) as warehouse:
                 warehouse.ensure_schema()
-                rows = warehouse.load_parquet(
-                    args.table, [str(p) for p in summary.parts], mode="merge")
-        except (WarehouseError, OSError) as exc:
-            print(f"dicom-deid: {exc}", file=sys.stderr)
+                rows = warehouse.load_parquet(args.table, [str(p) for p in to_load],
+                                              mode="merge")
+        except (DicomDeidError, OSError) as exc:
+            print(f"dicom-deid: {exc} (the rows are loaded by the next run)", file=sys.stderr)
             return EXIT_USAGE
-        print(f"loaded {rows} row(s) into {args.table}")
+        set_pending_parts(out, [])
+        print(f"loaded {rows} row(s) into {args.table}" + (
+            f" (with {len(earlier)} part(s) an earlier run did not load)" if earlier else ""))
     return EXIT_SOME_FAILED if summary.errors else EXIT_OK
 
 

@@ -52,6 +52,32 @@ from .scan import scan_row
 
 STATE_DIR = "_state"
 STATE_FILE = "exported.manifest"  # Parquet; not *.parquet, so globs of parts skip it
+PENDING_FILE = "pending-load.txt"
+"""Parts written but not loaded into the warehouse yet (names relative to the export)."""
+
+
+def pending_parts(out_dir: Path) -> list[Path]:
+    """The parts of ``out_dir`` that no load has taken yet (an earlier load failed, or
+    the export ran with ``--no-load``): the next load takes them too, so none is lost
+    when a later run finds every file unchanged."""
+    path = Path(out_dir) / STATE_DIR / PENDING_FILE
+    if not path.exists():
+        return []
+    names = path.read_text(encoding="utf-8").split("\n")
+    return [Path(out_dir) / n for n in names if n and (Path(out_dir) / n).is_file()]
+
+
+def set_pending_parts(out_dir: Path, parts: Iterable[Path]) -> None:
+    """Record the parts no load has taken yet (none: the record goes)."""
+    path = Path(out_dir) / STATE_DIR / PENDING_FILE
+    names = sorted({Path(p).relative_to(out_dir).as_posix() for p in parts})
+    if not names:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(names) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 DEFAULT_ROWS_PER_FILE = 20_000
 _BATCH_ROWS = 1_000  # files per batch in process (one worker): rows converted at a time
 _BATCH_FILES = 256  # files per batch sent to a pool worker: small, to keep all cores busy
