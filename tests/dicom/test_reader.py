@@ -202,3 +202,23 @@ def test_an_input_that_shrinks_before_its_tail_is_copied_leaves_no_output(
         os.close(source.fd)
     assert info.value.kind == "truncated"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_value_read_without_a_vr_is_written_with_its_dictionarys() -> None:
+    """An item of a UN sequence is read implicitly: its values have no VR. Written in an
+    explicit-VR file they take the data dictionary's (the bytes are the same), and stay
+    UN where the dictionary has none, where it is ambiguous or a sequence."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    from dicom_deid.dicom.writer import raw_header
+
+    def vr_written(tag: int, value: bytes, length: int | None = None) -> bytes:
+        elem = RawDataElement(BaseTag(tag), None, len(value) if length is None else length,
+                              value, 0, True, True)
+        return raw_header(elem, implicit=False)[4:6]
+
+    assert vr_written(0x00080102, b"99LOCAL ") == b"SH"  # CodingSchemeDesignator
+    assert vr_written(0x00090010, b"ACME") == b"UN"  # private
+    assert vr_written(0x00280106, b"\x00\x00") == b"UN"  # US or SS
+    assert vr_written(0x00400275, b"", 0xFFFFFFFF) == b"UN"  # a sequence, items implicit

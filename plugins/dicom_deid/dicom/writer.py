@@ -12,6 +12,7 @@ import uuid
 
 import pydicom
 from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -114,7 +115,23 @@ def _encode_dataset(
 def raw_header(elem: RawDataElement, implicit: bool) -> bytes:
     """The header of a raw element as this writer writes it (its length recomputed)."""
     length = elem.length if elem.length == UNDEFINED else len(elem.value or b"")
-    return element_header(elem.tag, elem.VR or "UN", length, implicit)
+    return element_header(elem.tag, elem.VR or _vr_read_implicitly(elem.tag, length),
+                          length, implicit)
+
+
+def _vr_read_implicitly(tag: int, length: int) -> str:
+    """The explicit VR of a value read without one (an item of a UN sequence): the data
+    dictionary's for a public leaf element whose value fits it (implicit and explicit
+    little endian encode values alike), else UN (a sequence's items stay implicit)."""
+    if tag >> 16 & 1 or length == UNDEFINED:
+        return "UN"
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    if vr == "SQ" or " or " in vr or (vr not in LONG_VRS and length > 0xFFFF):
+        return "UN"
+    return str(vr)
 
 
 def element_header(tag: int, vr: str, length: int, implicit: bool) -> bytes:
