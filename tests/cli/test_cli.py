@@ -44,11 +44,19 @@ def test_summary_counts_files_the_dataset_path_wrote(setup: tuple[Path, Path], c
     assert "0 by the byte path" in line
 
 
-def test_relative_layout_keeps_paths(setup: tuple[Path, Path]) -> None:
+def test_relative_layout_keeps_paths_that_name_nobody(setup: tuple[Path, Path]) -> None:
+    """``--layout relative`` keeps the input's paths, and the gate refuses one that holds
+    the source's identifiers (the folder ``patient-smith`` of the patient Smith)."""
     root, key = setup
+    errors = root / "errors.csv"
+    assert main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
+                 "--layout", "relative", "--no-progress", "--errors", str(errors)]) == 3
+    assert not [p for p in (root / "out").rglob("*") if p.is_file()]
+    assert "original PatientName value found in the file's path" in errors.read_text()
+    (root / "in" / "patient-smith").rename(root / "in" / "case-0001")
     assert main(["deidentify", str(root / "in"), str(root / "out"), "--key-file", str(key),
                  "--layout", "relative", "--no-progress"]) == 0
-    assert (root / "out" / "patient-smith" / "img1").exists()
+    assert (root / "out" / "case-0001" / "img1").exists()
 
 
 def test_invalid_config_touches_nothing(setup: tuple[Path, Path], capsys) -> None:

@@ -25,13 +25,13 @@ UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
 
 
 def _verdict(source: bytes, output: bytes, gate: Gate | None = None,
-             uids: dict[int, str] | None = None) -> Verdict:
+             uids: dict[int, str] | None = None, name: str = "out.dcm") -> Verdict:
     gate = gate or Gate()
     facts = gate.source_facts(source, len(source))
     if uids is None:
         ds = pydicom.dcmread(io.BytesIO(output))
         uids = {t: str(ds[t].value) for t in UID_TAGS if t in ds}
-    return gate.check("out.dcm", output, facts, uids)
+    return gate.check(name, output, facts, uids)
 
 
 def _keeping(*keywords: str, sweep: bool = False) -> DeidConfig:
@@ -409,3 +409,16 @@ def test_a_name_with_a_title_glued_on_is_searched_without_it() -> None:
     data = to_bytes(source)
     _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
     assert "original PatientName value found" in _verdict(data, output).problems
+
+
+def test_an_identifier_in_the_outputs_path_is_a_leak() -> None:
+    """``--layout relative`` keeps the input's path: a folder named after the patient, or
+    an original UID as a file name, would publish them."""
+    source = make_instance()  # Smith^John
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, privacy_first())
+    assert _verdict(data, output, name="SMITH_JOHN/ct/im1.dcm").problems == (
+        "original PatientName value found in the file's path",)
+    assert "original SOPInstanceUID value found in the file's path" in _verdict(
+        data, output, name=f"ct/{source.SOPInstanceUID}.dcm").problems
+    assert _verdict(data, output, name="SMITHSON/ct/im1.dcm").ok

@@ -79,6 +79,7 @@ _MIN_TEXT = 4
 """Shorter values ("M", "12", an initial) match by chance in any file; non-ASCII values
 of two bytes or more are searched (two CJK characters are a name)."""
 _PIXEL_TAGS = frozenset({PIXEL_DATA_TAG, 0x7FE00008, 0x7FE00009})
+_EXTENSION = re.compile(rb"\.(?:dcm|dicom|dic|ima)(?=/|$)", re.IGNORECASE)
 _TEXT_SPLIT = re.compile(rb"[\\]")
 _NAME_SPLIT = re.compile(rb"[\\=^]")
 _SEQUENCE_MEMO = 4096
@@ -335,6 +336,7 @@ class Gate:
             return Verdict(name, digest, size, (f"not readable DICOM ({exc.kind})",))
         self._structure(data, top, start.meta, facts, uids, problems)
         leaks = self._leaks(data, top, start.implicit, facts, problems)
+        leaks += self._name_leaks(name, facts, problems)
         leaks += self._frame_metadata(data, top, start.transfer_syntax, problems)
         if self.at_risk(facts):
             lines = ocr.kept if ocr is not None and ocr.read else self._read_pixels(
@@ -451,6 +453,23 @@ class Gate:
                 problems.append(f"Type 1 attribute {keyword_for_tag(tag)} lost its value")
         if embedded_overlay_groups(values):  # Overlay Data hidden in the pixels' high bits
             problems.append("an overlay plane is embedded in the pixel data")
+
+    @staticmethod
+    def _name_leaks(name: str, facts: SourceFacts, problems: list[str]) -> int:
+        """The source's values in the output's own path (``--layout relative`` keeps the
+        input's: a folder named after the patient)."""
+        raw = _EXTENSION.sub(b"", name.encode("utf-8", "replace"))  # "<uid>.dcm": a UID
+        found: set[str] = set()
+        for haystack, forms, uid in ((raw.lower(), facts.values, False),
+                                     (raw, facts.uids, True)):
+            for form, kws in forms.items():
+                needle, border = _needle(form, uid)
+                if haystack.find(needle) >= 0 and not kws <= found and any(
+                        whole for _, whole in _occurrences(haystack, needle, border)):
+                    found |= kws
+        for kw in sorted(found):
+            problems.append(f"original {kw} value found in the file's path")
+        return len(found)
 
     def _leaks(self, data: bytes, top: Sequence[Element], implicit: bool,
                facts: SourceFacts, problems: list[str]) -> int:
