@@ -140,8 +140,7 @@ def test_a_kept_person_name_holding_an_identifier_gets_the_pseudonym() -> None:
 def test_a_code_string_a_user_typed_a_name_into_gets_one_pseudonym_everywhere() -> None:
     """An external probe: a presentation state's ContentLabel and GraphicLayer (CS, kept
     by PS3.15) held the patient's surname. A CS cannot hold ``[CTX]``: the value becomes
-    one keyed pseudonym, still a CS, so the layer and its references stay linked. The
-    code strings that say how to read the file are never rewritten (the gate judges them)."""
+    one keyed pseudonym, still a CS, so the layer and its references stay linked."""
     ds = make_instance()  # PatientName Smith^John, ISO_IR 100
     layer = Dataset()
     layer.GraphicLayer, layer.GraphicLayerOrder = "SMITH", 1
@@ -156,10 +155,17 @@ def test_a_code_string_a_user_typed_a_name_into_gets_one_pseudonym_everywhere() 
     assert (out.ContentLabel, out.GraphicLayerSequence[0].GraphicLayer,
             out.GraphicAnnotationSequence[0].GraphicLayer) == (pseudonym,) * 3
     assert out.BodyPartExamined == "CHEST" and out.Modality == ds.Modality
-    ds.PatientName, ds.PhotometricInterpretation = "Monochrome2^Ann", "MONOCHROME2"
-    assert run(ds).PhotometricInterpretation == "MONOCHROME2"
-    ds.PatientName, ds.Modality = "Test^S R", "SR"  # pydicom's test-SR.dcm: no initials
-    assert run(ds).Modality == "SR"
+    # Any other code string holds a standard term, which a name may equal by chance: a
+    # pseudonym would make the output less valid (a second probe: ImageType ORIGINAL).
+    ds.PatientName, ds.BodyPartExamined = "Head^Original", "HEAD"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    out = run(ds)
+    assert (out.BodyPartExamined, list(out.ImageType)) == ("HEAD", ["ORIGINAL", "PRIMARY",
+                                                                     "AXIAL"])
+    assert out.PhotometricInterpretation == "MONOCHROME2"
+    ds.PatientName, ds.ContentLabel = "Test^S R", "SR"  # pydicom's test-SR.dcm: no initials
+    assert run(ds).ContentLabel == "SR"
 
 
 def test_values_the_configuration_keeps_are_not_searched_for() -> None:

@@ -78,7 +78,7 @@ from .deidentifier import (
     WalkState,
 )
 from .pseudonyms import patient_key as pseudonym_patient_key
-from .sweep import NOT_SWEPT, SWEEP_TAGS, SWEEP_VRS, attribute_context, sweep_context
+from .sweep import SWEEP_TAGS, SWEEP_VRS, attribute_context, sweep_context, sweeps
 
 _TAG_SOP_CLASS = 0x00080016
 _TAG_SOP_INSTANCE = 0x00080018
@@ -786,7 +786,7 @@ def _compile_plan(
                 sq_checks.append(i)
             if not nested and tag in _RESULT_TAGS:
                 captures.append(i)
-            if sweep and vr in SWEEP_VRS and tag not in NOT_SWEPT:
+            if sweep and sweeps(tag, vr):
                 swept.append((i, tag, vr))
             if run_start < 0:
                 run_start = i

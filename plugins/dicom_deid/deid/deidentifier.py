@@ -61,13 +61,13 @@ from .pseudonyms import Pseudonymizer
 from .pseudonyms import patient_key as pseudonym_patient_key
 from .sweep import (
     CODE_MATCH,
-    NOT_SWEPT,
     SWEEP_TAGS,
     SWEEP_VRS,
     attribute_context,
     sweep_context,
     sweep_text,
     sweep_whole,
+    sweeps,
 )
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ class Deidentifier:
             if tag >> 16 & 1 and act is not Act.DELETE:
                 kept_blocks.add((tag >> 16, (tag >> 8) & 0xFF))
             if act is Act.KEEP:
-                if state.sweep and vr in SWEEP_VRS and tag not in NOT_SWEPT:
+                if state.sweep and sweeps(tag, vr):
                     self._sweep_kept(ds, tag, vr, state.sweep)
                 continue
             if act is Act.DELETE_GROUP:

@@ -604,9 +604,10 @@ _NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "
                          "OF", "OD", "OL", "OV", "AT"})
 """VRs whose values are numbers: a number there ("1500", a lung window's width) is no
 written ID, even when an ID of the source is that number..."""
-_LONG_NUMBER = 6
-"""... unless it has this many digits or more: an MRN or a birth date written as a number
-is no coincidence."""
+_LONG_NUMBER = 8
+"""... unless it has this many digits or more: a birth date or a long MRN written as a
+number is no coincidence, where a 6-digit MRN equal to an exposure time of 250000 can be
+(a rejection fails the whole batch, night after night)."""
 
 
 def _exempt_values(data: bytes, elems: Sequence[Element], implicit: bool,

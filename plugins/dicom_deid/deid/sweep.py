@@ -9,9 +9,10 @@ diacritics folded), IDs (with or without leading zeros and prefixes), accession 
 study ID, birth date in common written formats, institution and department, the people
 named in it -- the ones the configuration does not itself keep. A phrase that matches
 becomes ``[CTX]``, as Clean Descriptors writes it; a kept person name or code string
-(CS: a presentation state's ContentLabel and GraphicLayer are labels a user types) that
-matches becomes its keyed pseudonym. This goes beyond PS3.15 and is on by default
-(``DeidConfig.residual_sweep``; ``dicomDeid.residualSweep: false`` turns it off).
+(CS: a presentation state's ContentLabel and GraphicLayer, labels a user types, not
+standard terms) that matches becomes its keyed pseudonym. This goes beyond PS3.15 and is
+on by default (``DeidConfig.residual_sweep``; ``dicomDeid.residualSweep: false`` turns it
+off).
 
 Both paths call these functions on the same decoded values, so they write the same bytes.
 """
@@ -29,7 +30,7 @@ from dicom_deid.text.spans import CTX_MARKER, splice
 
 __all__ = [
     "CODE_MATCH",
-    "NOT_SWEPT",
+    "LABEL_CODE_STRINGS",
     "SWEEP_EXEMPT",
     "SWEEP_TAGS",
     "SWEEP_VRS",
@@ -37,6 +38,7 @@ __all__ = [
     "sweep_context",
     "sweep_text",
     "sweep_whole",
+    "sweeps",
 ]
 
 _SWEEP_KEYWORDS = (
@@ -52,8 +54,13 @@ _SWEEP_KEYWORDS = (
 SWEEP_TAGS: dict[int, str] = {t: k for k in _SWEEP_KEYWORDS
                               if (t := tag_for_keyword(k)) is not None}
 """The top-level attributes whose values are searched for (when not kept by the plan)."""
-SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "PN", "CS"})
+SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "PN"})
 """Kept values of these VRs are swept (text a site can write a name or an ID into)."""
+LABEL_CODE_STRINGS = frozenset({0x00700002, 0x00700080})
+"""Code strings (CS) whose values a user types, not terms of the standard: a
+presentation state's Graphic Layer and Content Label. They are swept too; any other CS
+holds a standard term ("HEAD", "ORIGINAL", "HELICAL"), which a patient's name may equal
+by chance and a pseudonym would break: a name there is left to the gate (fails closed)."""
 CODE_MATCH = 4
 """The fewest characters of an identifying value a code string must hold to be swept:
 the gate's own least (shorter ones are terms and initials: "SR", "L", "CT")."""
@@ -61,10 +68,12 @@ SWEEP_EXEMPT = frozenset({0x00080102, 0x00080103})
 """Coding Scheme Designator and Version name a code's scheme ("DCM", "SCT", "99LOCAL"),
 never a person: a patient whose name is a scheme's ("Test", "Ln") must not break every
 code of the instance. The code's value and meaning are still swept."""
-NOT_SWEPT = SWEEP_EXEMPT | {0x00080005, 0x00280004}
-"""What the sweep leaves alone: :data:`SWEEP_EXEMPT`, and the code strings that say how
-to read the file (Specific Character Set, Photometric Interpretation): a pseudonym there
-would make it unreadable, so an identifier in one is left to the gate (fails closed)."""
+
+
+def sweeps(tag: int, vr: str) -> bool:
+    """Whether a kept public element is swept: text (:data:`SWEEP_VRS`) that is no
+    coding scheme's name (:data:`SWEEP_EXEMPT`), or a label code string."""
+    return (vr in SWEEP_VRS and tag not in SWEEP_EXEMPT) or tag in LABEL_CODE_STRINGS
 
 
 def attribute_context(tag: int, vr: str, texts: list[str]) -> PhiContext:
