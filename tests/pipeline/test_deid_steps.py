@@ -447,6 +447,8 @@ def test_a_released_batch_is_final_whatever_its_reruns_do(landed: dict[str, Any]
     (ws.review_root / "sheet.txt").parent.mkdir(exist_ok=True)
     (ws.review_root / "sheet.txt").write_text("what the reviewer saw")
     assert _finish(ws, settings, req, [], completed=True)["status"] == "success"
+    kept = {name: _tree(ws.root / name) for name in ("verdicts", "verified", "deidentified")}
+    assert all(kept.values())
     row = "SELECT * FROM deid_runs WHERE run_id = 'batch-f1'"
     record = (_query(settings, row), (ws.root / "report.md").read_text(),
               (tree / "manifests" / "batch-f1.json").read_text())
@@ -462,6 +464,7 @@ def test_a_released_batch_is_final_whatever_its_reruns_do(landed: dict[str, Any]
         assert (_query(settings, row), (ws.root / "report.md").read_text(),
                 (tree / "manifests" / "batch-f1.json").read_text()) == record
         assert (ws.review_root / "sheet.txt").read_text() == "what the reviewer saw"
+        assert {name: _tree(ws.root / name) for name in kept} == kept  # the gate's record
         assert "released nothing more" in (ws.root / "rerun-report.md").read_text()
         assert "1 new or changed instance(s) wait" in (ws.root / "rerun-report.md").read_text()
         assert _ledger(settings, name) == ledger_before

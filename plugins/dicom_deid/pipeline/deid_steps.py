@@ -64,9 +64,9 @@ _SHARD_FOLDERS = ("mapping", "errors", "verdicts", "deid_metadata", "deidentifie
 #: or is rejected: a flagged image may show what should not have been there).
 REVIEW = "review"
 #: A released batch's record in its folder, which a rerun of the batch keeps (its
-#: ``deid_runs`` row, manifest and ledger rows are kept too): the report and the
-#: reviewer's contact sheet.
-_RELEASE_RECORD = ("report.md", REVIEW)
+#: ``deid_runs`` row, manifest and ledger rows are kept too): the report, the reviewer's
+#: contact sheet, the gate's verdicts, the verification results and per-shard counts.
+_RELEASE_RECORD = ("report.md", REVIEW, "verdicts", "verified", "deidentified")
 #: What holds original identifiers and is no longer needed once a run has succeeded
 #: (the mapping and the error list are in the warehouse's restricted tables by then).
 _IDENTIFIED = ("cohort.parquet", "cohort.filter", "instances.parquet", "shards/*.parquet",
@@ -339,7 +339,7 @@ def plan_run_shards(
         for stale in shards_dir.glob("shard-*.parquet"):
             stale.unlink()
         for name in _SHARD_FOLDERS:
-            if not (name == REVIEW and ws.is_rerun_of_release()):
+            if not (name in _RELEASE_RECORD and ws.is_rerun_of_release()):
                 shutil.rmtree(ws.root / name, ignore_errors=True)
         (ws.root / "errors.parquet").unlink(missing_ok=True)
         if settings is not None:
@@ -999,10 +999,11 @@ def record_run(
 
 def _rerun_report(ws: RunWorkspace, outcome: RunOutcome) -> dict[str, Any]:
     """Say what the rerun of a released batch did (nothing more released) without
-    touching the release's record; the result :func:`record_run` would return."""
-    results = [ws.read_json(p) for p in sorted((ws.root / "deidentified").glob("shard-*.json"))]
-    totals = {k: sum(r[k] for r in results) for k in ("processed", "failed", "skipped")}
-    _write_report(ws, results, totals, outcome, name="rerun-report.md", rerun=True)
+    touching the release's record; the result :func:`record_run` would return. It
+    processed nothing (:func:`resolve_instances` selected nothing): the per-shard counts
+    in the folder are the release's."""
+    totals = dict.fromkeys(("processed", "failed", "skipped"), 0)
+    _write_report(ws, [], totals, outcome, name="rerun-report.md", rerun=True)
     log.warning("run %s: a rerun of a released batch (%s); the release's deid_runs row, "
                 "report and manifest are unchanged", ws.batch_id, outcome.status)
     return {"run_id": ws.batch_id, "status": outcome.status, "reason": outcome.reason,
