@@ -69,3 +69,13 @@ def test_keys_have_no_default_and_a_minimum_length(tmp_path) -> None:
     with pytest.raises(KeyConfigError):
         generate_key_file(path)
     assert load_key(None, environ={"DICOM_DEID_KEY": "cd" * 32}) == bytes([0xCD]) * 32
+
+
+def test_a_name_written_with_other_spaces_or_trailing_carets_is_one_name() -> None:
+    """A second probe: " Kowalczyk ^ Jan" got another pseudonym than "KOWALCZYK^JAN"."""
+    p = Pseudonymizer(bytes(range(32)))
+    same = {p.patient_name(n) for n in ("Kowalczyk^Jan", "KOWALCZYK^JAN", " Kowalczyk ^ Jan",
+                                        "Kowalczyk^Jan^^^", "Kowalczyk^Jan=", "kowalczyk^ jan")}
+    assert len(same) == 1
+    assert p.patient_name("Kowalczyk^Anna") not in same
+    assert p.patient_name("Jan^Kowalczyk") not in same  # the order of components counts

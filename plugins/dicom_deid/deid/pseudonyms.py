@@ -95,8 +95,12 @@ class Pseudonymizer:
         return self._prefix + self._code(b"patient-id@issuer", f"{issuer}\0{value.strip()}", 16)
 
     def patient_name(self, value: str) -> str:
-        """PatientName pseudonym, one family-name component; case and spaces ignored."""
-        norm = " ".join(value.upper().split())
+        """PatientName pseudonym, one family-name component. Case, spaces and empty
+        trailing components do not count: "KOWALCZYK^JAN", " Kowalczyk ^ Jan" and
+        "Kowalczyk^Jan^^^" are one name."""
+        groups = ["^".join(" ".join(c.split()) for c in g.upper().split("^")).rstrip("^")
+                  for g in value.split("=")]
+        norm = "=".join(groups).rstrip("=")
         return self._prefix + self._code(b"patient-name", norm, 12)
 
     def code_string(self, value: str) -> str:
