@@ -168,6 +168,19 @@ def test_a_code_string_a_user_typed_a_name_into_gets_one_pseudonym_everywhere() 
     assert run(ds).ContentLabel == "SR"
 
 
+def test_an_earlier_mrn_in_other_patient_ids_sequence_is_swept() -> None:
+    """A second probe: a local code quoting the patient's earlier MRN, which only the
+    Other Patient IDs Sequence holds, was rejected by the gate instead of swept."""
+    ds = make_instance()
+    other = Dataset()
+    other.PatientID, other.IssuerOfPatientID = "MRN-998877", "ST MARYS"
+    ds.OtherPatientIDsSequence = Sequence([other])
+    ds.AnatomicRegionSequence = Sequence([_local_code("CT MRN-998877")])
+    out = run(ds)  # the byte path too (run asserts it took the file)
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "CT [CTX]"
+    assert "OtherPatientIDsSequence" not in out
+
+
 def test_values_the_configuration_keeps_are_not_searched_for() -> None:
     """A project that keeps institution identity keeps the institution in descriptions."""
     ds = make_instance()

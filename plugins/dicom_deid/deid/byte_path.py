@@ -78,7 +78,14 @@ from .deidentifier import (
     WalkState,
 )
 from .pseudonyms import patient_key as pseudonym_patient_key
-from .sweep import SWEEP_TAGS, SWEEP_VRS, attribute_context, sweep_context, sweeps
+from .sweep import (
+    NESTED_SWEEP_TAGS,
+    SWEEP_TAGS,
+    SWEEP_VRS,
+    attribute_context,
+    sweep_context,
+    sweeps,
+)
 
 _TAG_SOP_CLASS = 0x00080016
 _TAG_SOP_INSTANCE = 0x00080018
@@ -532,8 +539,13 @@ class ByteDeidentifier:
                 akey = (tag, vr, raw, *encodings)
                 part = self._attributes.get(akey)
                 if part is None:
-                    part = attribute_context(tag, vr, self._values(view, elems[i], vr,
-                                                                   implicit, encodings))
+                    inner = NESTED_SWEEP_TAGS.get(tag)
+                    values = self._values(view, elems[i], vr, implicit, encodings) \
+                        if inner is None else [
+                            v for item in _items(view, elems[i], implicit)
+                            for e in item if e[0] == inner
+                            for v in self._values(view, e, "LO", implicit, encodings)]
+                    part = attribute_context(tag, vr, values)
                     _remember(self._attributes, akey, part)
                 parts.append(part)
             ctx = sweep_context(parts)

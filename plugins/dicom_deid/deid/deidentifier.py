@@ -61,6 +61,7 @@ from .pseudonyms import Pseudonymizer
 from .pseudonyms import patient_key as pseudonym_patient_key
 from .sweep import (
     CODE_MATCH,
+    NESTED_SWEEP_TAGS,
     SWEEP_TAGS,
     SWEEP_VRS,
     attribute_context,
@@ -394,8 +395,14 @@ class Deidentifier:
         acts = {tag: (vr, act) for tag, vr, act in self._acts(ds, Mode.NORMAL, scope)}
         for tag in sorted(SWEEP_TAGS):
             found = acts.get(tag)
-            if found is not None and found[1] is not Act.KEEP:
+            if found is None or found[1] is Act.KEEP:
+                continue
+            inner = NESTED_SWEEP_TAGS.get(tag)
+            if inner is None:
                 yield tag, found[0], self.element_values(ds[tag])
+            elif isinstance(items := ds[tag].value, Sequence):
+                yield tag, found[0], [v for item in items if inner in item
+                                      for v in self.element_values(item[inner])]
 
     def uid_value(self, values: list[str]) -> bytes:
         """Encoded pseudonymous UIDs for ``values`` (empty ones dropped)."""

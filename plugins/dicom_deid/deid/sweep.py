@@ -31,6 +31,7 @@ from dicom_deid.text.spans import CTX_MARKER, splice
 __all__ = [
     "CODE_MATCH",
     "LABEL_CODE_STRINGS",
+    "NESTED_SWEEP_TAGS",
     "SWEEP_EXEMPT",
     "SWEEP_TAGS",
     "SWEEP_VRS",
@@ -51,9 +52,14 @@ _SWEEP_KEYWORDS = (
     "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
     "OperatorsName", "ResponsiblePerson", "ResponsibleOrganization",
 )
+NESTED_SWEEP_TAGS: dict[int, int] = {0x00101002: 0x00100020}
+"""Sequences whose items' values are searched for too: Other Patient IDs Sequence >
+Patient ID (an earlier MRN, which a local code may still quote)."""
 SWEEP_TAGS: dict[int, str] = {t: k for k in _SWEEP_KEYWORDS
-                              if (t := tag_for_keyword(k)) is not None}
-"""The top-level attributes whose values are searched for (when not kept by the plan)."""
+                              if (t := tag_for_keyword(k)) is not None} | {
+    0x00101002: "OtherPatientIDs"}
+"""The top-level attributes whose values are searched for (when not kept by the plan);
+for a sequence of :data:`NESTED_SWEEP_TAGS`, its items' values, as IDs."""
 SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "PN"})
 """Kept values of these VRs are swept (text a site can write a name or an ID into)."""
 LABEL_CODE_STRINGS = frozenset({0x00700002, 0x00700080})
