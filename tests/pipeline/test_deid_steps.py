@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -511,6 +512,14 @@ def test_a_leaking_run_is_recorded_as_a_leak_and_its_staged_outputs_go(
     row = _query(settings, "SELECT * FROM deid_runs WHERE run_id = 'batch-leak'")
     assert [(r["status"], r["user"]) for r in row] == [("leak", "alice")]
     assert row[0]["config_sha256"] == req.config_fingerprint()
+    # The report names what the gate found, by pseudonymous path and attribute: what an
+    # operator needs to act on, and nothing of the source.
+    report = (ws.root / "report.md").read_text()
+    assert "Found by the verification" in report
+    assert re.search(r"^- [0-9.]+/[0-9.]+/[0-9.]+\.dcm: .*original \w+ value found", report,
+                     re.MULTILINE)
+    for source in landed["rows"]:
+        assert Path(source["source_uri"]).name not in report
     # A failed run keeps its (private) workspace for a rerun; the notes say what failed.
     assert (ws.root / "instances.parquet").exists()
     assert read_failures(ws.root) == dict.fromkeys(failed, "LeakError")

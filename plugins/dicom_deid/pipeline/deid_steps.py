@@ -63,6 +63,9 @@ _SHARD_FOLDERS = ("mapping", "errors", "verdicts", "deid_metadata", "deidentifie
 #: The reviewer's cards and thumbnails (de-identified pixels; removed when the run fails
 #: or is rejected: a flagged image may show what should not have been there).
 REVIEW = "review"
+_REPORTED_FINDINGS = 50
+"""A shard's verification findings kept for the run report (PHI-free: pseudonymous
+paths and attribute names); the task log has the first ten."""
 #: A released batch's record in its folder, which a rerun of the batch keeps (its
 #: ``deid_runs`` row, manifest and ledger rows are kept too): the report, the reviewer's
 #: contact sheet, the gate's verdicts, the verification results and per-shard counts.
@@ -478,7 +481,7 @@ def verify_shard(
     ok = not findings and accounted == plan.files
     result = {"shard": plan.shard, "files": len(files), "values_checked": values,
               "findings": len(findings), "ok": ok, "leaks": leaks, "inputs": plan.files,
-              "accounted": accounted}
+              "accounted": accounted, "problems": findings[:_REPORTED_FINDINGS]}
     with _in_workspace(ws):
         ws.write_json(ws.result("verified", plan), result)
     summary = (f"{len(files)} file(s), {values} value(s) checked: "
@@ -1054,5 +1057,12 @@ def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[
     if kinds:
         lines.append("Failures by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(
             kinds.items())) + " (paths in the deid_errors table, restricted).")
+    found = [line for path in sorted((ws.root / "verified").glob("*.json"))
+             for line in ws.read_json(path).get("problems", [])] if not rerun else []
+    if found:
+        lines += ["", "Found by the verification (outputs by their pseudonymous paths; "
+                  "nothing was released). A source value in a kept attribute: fix the "
+                  "source, or declare the attribute in the project's `exceptions` if the "
+                  "project means to keep it.", ""] + [f"- {line}" for line in found]
     write_atomic(ws.root / name, ("\n".join(lines) + "\n").encode())
     restrict(ws.root / name)
