@@ -64,7 +64,7 @@ from dicom_deid.dicom.writer import (
     encode_file_meta,
     raw_header,
 )
-from dicom_deid.pixels.codestream import CODESTREAM_SYNTAXES, carries_metadata, number_of_frames
+from dicom_deid.pixels.codestream import CODESTREAM_SYNTAXES, carries_metadata, frame_layout
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.text.context import PhiContext
 
@@ -993,10 +993,7 @@ def _frames_carry_metadata(data: bytes, by_tag: dict[int, _Elem], ts: str) -> bo
         return False
     if pixels[4] > len(data):
         raise _Decline
-    found = [by_tag.get(t) for t in (0x00280008, 0x7FE00001, 0x7FE00002)]
-    frames, offsets, lengths = (b"" if e is None else data[e[3]:e[4]] for e in found)
-    return carries_metadata(data[pixels[3]:pixels[4]], ts, number_of_frames(frames),
-                            (offsets, lengths) if offsets and lengths else None)
+    return carries_metadata(data[pixels[3]:pixels[4]], ts, *frame_layout(data, by_tag))
 
 
 def _document_element(plan: Plan, view: memoryview, elems: list[_Elem], op: tuple[Any, ...],

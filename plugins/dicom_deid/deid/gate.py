@@ -49,7 +49,7 @@ from dicom_deid.dicom.walker import (
 from dicom_deid.errors import BadInput
 from dicom_deid.pixels.codestream import (
     CODESTREAM_SYNTAXES,
-    number_of_frames,
+    frame_layout,
     pixel_data_segments,
 )
 from dicom_deid.pixels.overlays import embedded_overlay_groups
@@ -362,13 +362,9 @@ class Gate:
         pixels = by_tag.get(PIXEL_DATA_TAG)
         if pixels is None or not pixels[5]:
             return 0
-        frames, offsets, lengths = (
-            b"" if e is None else bytes(data[e[3]:e[4]])
-            for e in (by_tag.get(t) for t in (0x00280008, 0x7FE00001, 0x7FE00002)))
         try:
-            found = pixel_data_segments(
-                bytes(data[pixels[3]:pixels[4]]), transfer_syntax, number_of_frames(frames),
-                (offsets, lengths) if offsets and lengths else None)
+            found = pixel_data_segments(bytes(data[pixels[3]:pixels[4]]), transfer_syntax,
+                                        *frame_layout(data, by_tag))
         except BadInput as exc:
             problems.append(f"compressed pixel data cannot be walked ({exc.kind})")
             return 0

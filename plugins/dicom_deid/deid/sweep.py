@@ -114,9 +114,8 @@ def sweep_whole(value: str, ctx: PhiContext, pseudonym: Callable[[str], str],
                 shortest: int = 1) -> str | None:
     """A kept person name or code string that holds an identifying value becomes its
     keyed pseudonym (``[CTX]`` is no name, and no code string's characters); None when
-    it holds none. ``shortest``: the fewest
-    characters a match must have (a code string's "SR" is a modality, not the initials
-    of "Test^S R")."""
+    it holds none. ``shortest``: the fewest characters a match must have (a code
+    string's "SR" is a modality, not the initials of "Test^S R")."""
     if not any(m.end - m.start >= shortest for m in ctx.matches(value)):
         return None
     return pseudonym(value)

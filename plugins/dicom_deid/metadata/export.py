@@ -38,6 +38,7 @@ from pydicom.filereader import read_sequence
 from pydicom.sequence import Sequence as DicomSequence
 
 from dicom_deid.arrow_build import string_array
+from dicom_deid.dicom.files import write_atomic
 from dicom_deid.dicom.reader import parse_instance, raw_items
 from dicom_deid.errors import BadInput, KeyConfigError, StorageError
 from dicom_deid.pools import start_pool
@@ -75,9 +76,9 @@ def set_pending_parts(out_dir: Path, parts: Iterable[Path]) -> None:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(names) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, ("\n".join(names) + "\n").encode("utf-8"))
+
+
 DEFAULT_ROWS_PER_FILE = 20_000
 _BATCH_ROWS = 1_000  # files per batch in process (one worker): rows converted at a time
 _BATCH_FILES = 256  # files per batch sent to a pool worker: small, to keep all cores busy

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -25,6 +25,7 @@ from pydicom.encaps import encapsulate, encapsulate_extended, generate_fragmente
 from pydicom.tag import BaseTag
 
 from dicom_deid.dicom.reader import input_transfer_syntax, output_transfer_syntax, text_value
+from dicom_deid.dicom.walker import Element
 from dicom_deid.errors import BadInput
 
 __all__ = ["CODESTREAM_SYNTAXES", "Encapsulated", "Segment", "carries_metadata",
@@ -409,6 +410,21 @@ def without_metadata(value: bytes | bytearray | memoryview, transfer_syntax: str
             pass
     data, offsets, lengths = encapsulate_extended(frames)
     return Encapsulated(data, (offsets, lengths), removed)
+
+
+_LAYOUT_TAGS = (0x00280008, 0x7FE00001, 0x7FE00002)
+"""NumberOfFrames, Extended Offset Table, Extended Offset Table Lengths."""
+
+
+def frame_layout(data: bytes | memoryview, by_tag: Mapping[int, Element]
+                 ) -> tuple[int | None, tuple[bytes, bytes] | None]:
+    """How an encapsulated Pixel Data's frames are found, from the walked elements of
+    ``data`` (tag -> element): :func:`number_of_frames` and the Extended Offset Table
+    (its offsets and lengths; None without one), as :func:`pixel_data_segments` takes
+    them."""
+    frames, offsets, lengths = (b"" if e is None else bytes(data[e[3]:e[4]])
+                                for e in (by_tag.get(t) for t in _LAYOUT_TAGS))
+    return number_of_frames(frames), (offsets, lengths) if offsets and lengths else None
 
 
 def number_of_frames(raw: bytes | str | None) -> int | None:
