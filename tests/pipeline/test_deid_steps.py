@@ -531,6 +531,56 @@ def test_a_leaking_run_is_recorded_as_a_leak_and_its_staged_outputs_go(
     assert row == [{"status": "success"}]
 
 
+def test_a_steward_holds_back_what_the_gate_rejected_and_the_rest_is_released(
+    landed: dict[str, Any], tmp_path: Path
+) -> None:
+    """One rejected file must not stop a project every night: the report names each
+    rejected output's source by its content hash, and a project that holds those back
+    releases the rest of its cohort (the held files get no ledger row)."""
+    settings = _settings(landed, "held")
+    config = tmp_path / "leaky.json"  # keeps ProtocolName, which some files' name a patient
+    config.write_text(json.dumps({
+        "dicomTagConfig": {"actions": [{"queries": ["ProtocolName"], "keepTag": {}}]},
+        "dicomDeid": {"residualSweep": False}}))
+    leaky = _req(landed, "ALL", config=str(config), project="held")
+    ws = RunWorkspace(settings.work_dir, "batch-held-1")
+    failed = []
+    deid_steps.run_cohort(ws, settings, leaky)
+    deid_steps.write_filter_file(ws)
+    deid_steps.resolve_instances(ws, settings, leaky, key_id(KEY))
+    for plan in deid_steps.plan_run_shards(ws, ShardLimits(max_files=3), settings):
+        deid_steps.deidentify_shard(ws, settings, leaky, plan["shard"], KEY)
+        try:
+            deid_steps.verify_shard(ws, settings, leaky, plan["shard"])
+        except LeakError:
+            failed.append(f"verify_shard[{plan['shard']}]")
+    assert failed
+    _finish(ws, settings, leaky, failed, completed=False)
+    report = (ws.root / "report.md").read_text()
+    named = set(re.findall(r"\(source sha256 ([0-9a-f]{64})\)", report))
+    hashes = {hashlib.sha256(Path(r["source_uri"]).read_bytes()).hexdigest(): r["source_uri"]
+              for r in landed["rows"]}
+    assert named and named <= set(hashes)  # each a landing file's own content hash
+    assert len(named) < len(hashes) - 1  # the rest (but the truncated file) is clean
+
+    held = dataclasses.replace(leaky, hold_back=frozenset(named))
+    ws = RunWorkspace(settings.work_dir, "batch-held-2")
+    _run_steps(ws, settings, held)
+    result = _finish(ws, settings, held, [], completed=True)
+    assert result["status"] == "success"
+    released = {r["source_uri"] for r in _query(
+        settings, "SELECT source_uri FROM deid_ledger WHERE project = 'held'")}
+    assert released and not released & {hashes[h] for h in named}
+    assert f"{len(named)} new or changed instance(s) held back" in \
+        (ws.root / "report.md").read_text()
+    # The next night holds them back again, and releases nothing else.
+    ws = RunWorkspace(settings.work_dir, "batch-held-3")
+    deid_steps.run_cohort(ws, settings, held)
+    deid_steps.write_filter_file(ws)
+    again = deid_steps.resolve_instances(ws, settings, held, key_id(KEY))
+    assert (again["held_back"], again["to_release"]) == (len(named), 1)  # 1: truncated
+
+
 def test_outcomes_tell_success_failure_and_leak_apart() -> None:
     ok = decide_outcome([], True, {}, [{"leaks": 0}])
     assert (ok.status, ok.reason) == ("success", None)

@@ -181,6 +181,37 @@ def test_exceptions_are_dicom_keywords_the_project_keeps(tmp_path: Path) -> None
     assert {"SOPInstanceUID", "ReferencedSOPInstanceUID"} <= expand_exceptions(uids.exceptions)
 
 
+def test_hold_back_names_sources_by_content_hash_with_a_reason(tmp_path: Path) -> None:
+    digest = "ab" * 32
+    project = _project(tmp_path, BASE + f"hold_back:\n  - source_sha256: {digest}\n"
+                       "    reason: gate rejected PatientName (RAD-1234)\n")
+    assert dict(project.hold_back) == {digest: "gate rejected PatientName (RAD-1234)"}
+    request = project.request()
+    assert request.hold_back == {digest}
+    # Holding a file back is not policy: the fingerprint every output names is unchanged.
+    assert request.config_fingerprint() == _project(tmp_path, BASE).fingerprint()
+    assert _project(tmp_path, BASE).request().hold_back == frozenset()
+    for entry, field, why in (
+        (f"- source_sha256: {digest.upper()}\n    reason: x", "hold_back[0].source_sha256",
+         "64 lower-case hex digits"),
+        (f"- source_sha256: {digest[:-1]}\n    reason: x", "hold_back[0].source_sha256",
+         "64 lower-case hex digits"),
+        (f"- source_sha256: {digest}", "hold_back[0].reason", "missing"),
+        (f"- source_sha256: {digest}\n    reason: '{'x' * 201}'", "hold_back[0].reason",
+         "one line of 1 to 200"),
+        (f"- source_sha256: {digest}\n    reason: \"a\\nb\"", "hold_back[0].reason",
+         "one line"),
+        (f"- {{source_sha256: {digest}, reason: a}}\n  - {{source_sha256: {digest}, reason: b}}",
+         "hold_back[1].source_sha256", "given twice"),
+        (f"- {{source_sha256: {digest}, reason: a, path: /x}}", "hold_back[0].path",
+         "unknown key"),
+    ):
+        message = _error(tmp_path, BASE + "hold_back:\n  " + entry + "\n")
+        assert message.startswith(f"p.yaml: {field}: "), message
+        assert why in message, message
+    assert _error(tmp_path, BASE + f"hold_back: {digest}\n").startswith("p.yaml: hold_back: ")
+
+
 def test_schedules_and_destinations(tmp_path: Path) -> None:
     assert _project(tmp_path, BASE + "schedule: null\n").schedule is None
     assert _project(tmp_path, BASE + "schedule: '@daily'\n").schedule == "@daily"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dicom_deid import __version__
@@ -303,6 +304,7 @@ def resolve_instances(ws: RunWorkspace, settings: PipelineSettings, req: RunRequ
         table, cohort = ledger.pending_instances(
             warehouse, filter_set, project=req.project, config_sha256=req.config_fingerprint(),
             key_id=key_id)
+    table, held = _without_held_back(table, req.hold_back)
     waiting = 0
     if ws.is_rerun_of_release():
         waiting, table = table.num_rows, table.slice(0, 0)
@@ -313,18 +315,32 @@ def resolve_instances(ws: RunWorkspace, settings: PipelineSettings, req: RunRequ
                if "release_reason" in table.column_names else [])
     counts = {reason: reasons.count(reason) for reason in ledger.REASONS}
     plan = {"cohort_instances": cohort, "to_release": table.num_rows,
-            "unchanged": cohort - table.num_rows - waiting, **counts, "key_id": key_id,
-            "config_sha256": req.config_fingerprint(), "waiting": waiting}
+            "unchanged": cohort - table.num_rows - waiting - held, **counts,
+            "key_id": key_id, "config_sha256": req.config_fingerprint(), "waiting": waiting,
+            "held_back": held}
     with _in_workspace(ws):
         pq.write_table(table, ws.instances)
         ws.write_json(ws.release_plan, {"selected": plan})
     if counts["policy"]:
         log.warning("%d released instance(s) are released again: the project's config or "
                     "key changed since", counts["policy"])
+    if held:
+        log.warning("%d new or changed instance(s) held back by the project's hold_back "
+                    "list: not released", held)
     log.info("cohort: %d instance(s); to release: %d (new %d, changed %d, new config or key "
              "%d), unchanged %d", cohort, table.num_rows, counts["new"], counts["changed"],
-             counts["policy"], cohort - table.num_rows)
+             counts["policy"], plan["unchanged"])
     return plan
+
+
+def _without_held_back(table: pa.Table, hold_back: frozenset[str]) -> tuple[pa.Table, int]:
+    """``table`` without the landing files whose content the project holds back, and how
+    many those were (a file re-sent with other content is new, and judged again)."""
+    if not hold_back or not table.num_rows:
+        return table, 0
+    held = pc.is_in(table.column("content_sha256"), value_set=pa.array(sorted(hold_back)))
+    kept = table.filter(pc.invert(pc.fill_null(held, False)))
+    return kept, table.num_rows - kept.num_rows
 
 
 def plan_run_shards(
@@ -456,13 +472,15 @@ def verify_shard(
     staged = _staged(ws, tree, plan)
     verdicts = {v["output_path"]: v for v in (
         pq.read_table(ws.verdicts(plan)).to_pylist() if ws.verdicts(plan).exists() else [])}
-    mapped = (set(read_mapping(ws.mapping(plan), vault_key).column("output_path").to_pylist())
-              if ws.mapping(plan).exists() else set())
+    mapping = (read_mapping(ws.mapping(plan), vault_key).select(["source_path", "output_path"])
+               .to_pylist() if ws.mapping(plan).exists() else [])
+    mapped = {row["output_path"] for row in mapping}
     files = {f.rel[len(staged) + 1:]: f for f in dest.list_files(staged)} \
         if dest.exists(staged) else {}
     digests = {rel[len(staged) + 1:]: digest for rel, digest in dest.sha256(
         [f"{staged}/{rel}" for rel in files], workers=settings.workers or 8).items()}
     findings: list[str] = []
+    source_sha256: dict[str, str] = {}
     leaks = values = 0
     for rel in sorted(files):
         verdict = verdicts.get(rel)
@@ -471,7 +489,11 @@ def verify_shard(
         elif verdict["sha256"] != digests[rel]:
             findings.append(f"{rel}: not the bytes the gate checked")
         elif not verdict["ok"]:
-            findings.append(f"{rel}: {verdict['problems']}")
+            if not source_sha256:
+                source_sha256 = _source_digests(ws, plan, settings, mapping)
+            held = source_sha256.get(rel)
+            findings.append(f"{rel}: {verdict['problems']}"
+                            + (f" (source sha256 {held})" if held else ""))
             leaks += verdict["leaks"] > 0
         if verdict is not None:
             values += verdict["values_checked"]
@@ -497,6 +519,18 @@ def verify_shard(
                                 "output nor an error record")
     log.info("%s verified: %s", plan.name, summary)
     return result
+
+
+def _source_digests(ws: RunWorkspace, plan: ShardPlan, settings: PipelineSettings,
+                    mapping: list[dict[str, str]]) -> dict[str, str]:
+    """Each output's source content SHA-256, as the metadata export recorded it: what a
+    project's ``hold_back`` names (a hash names the file without naming anyone)."""
+    digests = pq.read_table(ws.shard_list(plan), columns=["content_sha256"]).column(0)
+    by_rel = {source.rel: digest for source, digest in zip(
+        _shard_inputs(ws, plan, open_store(settings.landing)), digests.to_pylist(),
+        strict=True)}
+    return {row["output_path"]: by_rel[row["source_path"]] for row in mapping
+            if by_rel.get(row["source_path"])}
 
 
 def check_reviewable(ws: RunWorkspace, settings: PipelineSettings) -> None:
@@ -1047,13 +1081,17 @@ def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[
         if selected.get("waiting"):
             lines.append(f"{selected['waiting']} new or changed instance(s) wait for the "
                          "next batch (this one was released already).")
+        if selected.get("held_back"):
+            lines.append(f"{selected['held_back']} new or changed instance(s) held back by "
+                         "the project's `hold_back` list: not released (remove an entry "
+                         "to release its file).")
         if selected["policy"]:
             lines.append("The project's config or key changed since its last release: "
                          "everything is released again, under the new pseudonyms.")
     if release:
         lines.append(f"Released: {len(release['added'])} added, {len(release['replaced'])} "
                      f"replaced, {len(release['removed'])} removed, "
-                     f"{len(release['withdrawn'])} withdrawn (held back).")
+                     f"{len(release['withdrawn'])} kept out as withdrawn earlier.")
     if kinds:
         lines.append("Failures by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(
             kinds.items())) + " (paths in the deid_errors table, restricted).")
@@ -1062,7 +1100,9 @@ def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[
     if found:
         lines += ["", "Found by the verification (outputs by their pseudonymous paths; "
                   "nothing was released). A source value in a kept attribute: fix the "
-                  "source, or declare the attribute in the project's `exceptions` if the "
-                  "project means to keep it.", ""] + [f"- {line}" for line in found]
+                  "source, declare the attribute in the project's `exceptions` if the "
+                  "project means to keep it, or add the source's sha256 to the project's "
+                  "`hold_back` list to release the rest without it.", ""]
+        lines += [f"- {line}" for line in found]
     write_atomic(ws.root / name, ("\n".join(lines) + "\n").encode())
     restrict(ws.root / name)

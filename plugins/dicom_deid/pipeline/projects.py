@@ -73,7 +73,7 @@ WINDOW = ("start_date", "end_date")
 
 _TOP_KEYS = ("name", "description", "policy", "key_conn_id", "destination", "cohort",
              "cohort_params", "schedule", "exceptions", "review", "review_timeout_hours",
-             "reviewers", "vault_key_conn_id")
+             "reviewers", "vault_key_conn_id", "hold_back")
 DEFAULT_VAULT_KEY_CONN_ID = "dicom_deid_vault_key"
 #: Without ``review:``, a person looks at every image at risk before it is released.
 DEFAULT_REVIEW = ReviewPolicy("at-risk")
@@ -173,11 +173,14 @@ class RunRequest:
     project: str = ""
     review: ReviewPolicy = field(default_factory=ReviewPolicy)
     """Which outputs a reviewer sees before the release (a project's ``review:``)."""
+    hold_back: frozenset[str] = frozenset()
+    """Content SHA-256s of landing files not to release (a project's ``hold_back:``)."""
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
             raise ConfigError(f"priority must be one of {PRIORITIES}")
         object.__setattr__(self, "exceptions", frozenset(self.exceptions))
+        object.__setattr__(self, "hold_back", frozenset(self.hold_back))
 
     def deid_config(self) -> DeidConfig:
         """The effective configuration this run applies."""
@@ -317,6 +320,10 @@ class Project:
     review_timeout_hours: float = DEFAULT_REVIEW_TIMEOUT_HOURS
     reviewers: tuple[str, ...] = ()
     """Airflow user names who may answer the review (empty: anyone Airflow lets)."""
+    hold_back: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Landing files this project does not release, by the SHA-256 of their content, each
+    with the steward's PHI-free reason (a file the gate rejects, until its source is
+    fixed): the rest of the cohort is released without them."""
     path: Path | None = None
     _config: DeidConfig | None = field(default=None, repr=False, compare=False)
 
@@ -370,7 +377,8 @@ class Project:
             raise ConfigError("start_date: after end_date: the window is empty")
         return RunRequest(cohort=self.cohort, cohort_params=params, policy=self.deid_config(),
                           priority=priority or "routine", exceptions=self.exceptions,
-                          dry_run=bool(dry_run), project=self.name, review=self.review)
+                          dry_run=bool(dry_run), project=self.name, review=self.review,
+                          hold_back=frozenset(self.hold_back))
 
 
 def _trigger_date(key: str, value: str | date) -> date:
@@ -459,6 +467,37 @@ def _parse_exceptions(check: _Checker, raw: object) -> frozenset[str]:
             check.fail(f"exceptions[{i}]", f"{_tok(keyword)} is neither a DICOM keyword nor "
                        f"a PS3.15 option name{hint}")
     return frozenset(keywords)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REASON_MAX = 200
+
+
+def _parse_hold_back(check: _Checker, raw: object) -> dict[str, str]:
+    """``hold_back:``, a list of ``{source_sha256, reason}``: what the run report names
+    for a file the gate rejected, and why the steward holds it back (one line, no PHI:
+    the file is version-controlled)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        check.fail("hold_back", f"expected a list of {{source_sha256, reason}}, got {_tok(raw)}")
+    held: dict[str, str] = {}
+    for i, entry in enumerate(raw):
+        fields = check.mapping(entry, f"hold_back[{i}]", ("source_sha256", "reason"))
+        for required in ("source_sha256", "reason"):
+            if required not in fields:
+                check.fail(f"hold_back[{i}].{required}", "missing (required)")
+        digest = check.string(fields["source_sha256"], f"hold_back[{i}].source_sha256",
+                              _SHA256, "64 lower-case hex digits (the run report's "
+                              "source sha256)")
+        reason = check.string(fields["reason"], f"hold_back[{i}].reason").strip()
+        if not reason or "\n" in reason or len(reason) > _REASON_MAX:
+            check.fail(f"hold_back[{i}].reason", f"one line of 1 to {_REASON_MAX} "
+                       "characters, without PHI (a ticket, the finding's attribute)")
+        if digest in held:
+            check.fail(f"hold_back[{i}].source_sha256", "given twice")
+        held[digest] = reason
+    return held
 
 
 def _parse_review(check: _Checker, raw: object) -> ReviewPolicy:
@@ -575,6 +614,7 @@ def load_project(path: str | Path) -> Project:
         review_timeout_hours=_parse_hours(check, fields.get(
             "review_timeout_hours", DEFAULT_REVIEW_TIMEOUT_HOURS), "review_timeout_hours"),
         reviewers=tuple(_parse_reviewers(check, fields.get("reviewers"))),
+        hold_back=MappingProxyType(_parse_hold_back(check, fields.get("hold_back"))),
         path=path.resolve(),
         _config=config,
     )
