@@ -213,6 +213,24 @@ def test_a_number_in_a_number_element_is_not_taken_for_an_id() -> None:
     assert _verdict(data, output).ok
 
 
+def test_an_id_written_in_groups_is_found() -> None:
+    # A kept comment quoting the MRN the way a clerk writes it: "48-21-39-77".
+    source = make_instance()
+    source.PatientID, source.ImageComments = "48213977", "MRN 48-21-39-77 on file"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+    assert b"48-21-39-77" in output
+    assert _verdict(data, output).problems == ("original PatientID value found",)
+    # The sweep (on by default) writes a placeholder instead; then nothing is found.
+    _, _, output = deidentify_bytes(data, _keeping("ImageComments", sweep=True))
+    assert b"48-21-39" not in output and _verdict(data, output).ok
+    # Grouped digits inside a longer number, and another number, are not the ID.
+    source.ImageComments = "ref 148-21-39-77 and 48-21-39"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+    assert b"148-21-39-77" in output and _verdict(data, output).ok
+
+
 def test_structure_problems_are_named() -> None:
     data = to_bytes(make_instance())
     ds, result, output = deidentify_bytes(data, privacy_first())

@@ -103,6 +103,26 @@ def test_ids_also_without_prefix_and_leading_zeros(ctx: PhiContext, text: str) -
     assert span.from_context and span.info_type == "MEDICAL_RECORD_NUMBER"
 
 
+@pytest.mark.parametrize("text", ["MRN 123-4567", "mrn 12 34 567", "MRN: 12/345/67",
+                                  "ID 0123 - 4567", "MRN1234-567"])
+def test_ids_of_six_digits_or_more_also_written_in_groups(ctx: PhiContext, text: str) -> None:
+    (span,) = find_spans(text, ctx)
+    assert span.from_context and span.info_type == "MEDICAL_RECORD_NUMBER"
+    assert text[span.start:span.end].replace(" ", "").replace("-", "").replace(
+        "/", "").replace(":", "").lower().endswith("1234567")
+
+
+def test_grouped_digits_are_an_id_only_as_a_whole_token() -> None:
+    mrn = PhiContext.from_values([("MEDICAL_RECORD_NUMBER", "48213977")])
+    assert clean_descriptor("MRN 48-21-39-77, again 4821 3977.", mrn) == \
+        "MRN [CTX], again [CTX]."
+    for other in ("ref 148-21-39-77", "48-21-39-770", "width 48 21", "1.2.48.21.39.77",
+                  "48-21-39"):
+        assert clean_descriptor(other, mrn) == other
+    short = PhiContext.from_values([("MEDICAL_RECORD_NUMBER", "48213")])  # 5 digits: as is
+    assert clean_descriptor("48-213 and 48213", short) == "48-213 and [CTX]"
+
+
 def test_ids_with_leading_zeros() -> None:
     zeros = PhiContext.from_values([("MEDICAL_RECORD_NUMBER", "00012345")])
     assert clean_descriptor("ref 12345 and 00012345", zeros) == "ref [CTX] and [CTX]"

@@ -54,7 +54,7 @@ from dicom_deid.pixels.codestream import (
 )
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.text.chars import ascii_fold
-from dicom_deid.text.context import PhiContext, untitled
+from dicom_deid.text.context import SPACED_ID_DIGITS, PhiContext, spaced_digits, untitled
 
 from .sweep import SWEEP_EXEMPT
 
@@ -495,9 +495,56 @@ class Gate:
                                        else exempt.schemes)):
                             found |= kws
                             break
+            if _grouped_ids_in(region, facts, found):  # rare
+                exempt = exempt or _Exempt.walk(data, top, implicit)
+                found |= _grouped_ids(data, lo, region, facts, found, exempt)
         for kw in sorted(found):
             problems.append(f"original {kw} value found")
         return len(found)
+
+
+def _grouped_ids_in(region: bytes, facts: SourceFacts, found: set[str]) -> bool:
+    """Whether any all-digit source value of 6 digits or more is written in groups in
+    ``region``, whole number or not: most regions are cleared here, before the value
+    bounds are walked."""
+    return any(len(form) >= SPACED_ID_DIGITS and form.isdigit() and not kws <= found
+               and next(iter(_spaced_occurrences(region, form)), None) is not None
+               for form, kws in facts.values.items())
+
+
+def _grouped_ids(data: bytes, lo: int, region: bytes, facts: SourceFacts, found: set[str],
+                 exempt: _Exempt) -> set[str]:
+    """The keywords of the all-digit source values written in groups in ``region`` (at
+    ``lo`` in ``data``) as whole numbers, outside code scheme designators."""
+    hits: set[str] = set()
+    for form, kws in facts.values.items():
+        if len(form) < SPACED_ID_DIGITS or not form.isdigit() or kws <= found | hits:
+            continue
+        for at, stop in _spaced_occurrences(region, form):
+            start, end = lo + at, lo + stop
+            touches = (at > 0 and region[at - 1] in _NUMBER_CHARS) or (
+                stop < len(region) and region[stop] in _NUMBER_CHARS)
+            if touches and not exempt.whole_in_value(data, start, end, _NUMBER_CHARS):
+                continue  # part of a longer number
+            if not any(x <= start and end <= y for x, y in exempt.schemes):
+                hits |= kws
+                break
+    return hits
+
+
+@lru_cache(maxsize=4096)
+def _spaced_id(digits: bytes) -> re.Pattern[bytes]:
+    return re.compile(spaced_digits(digits.decode("ascii")).encode("ascii"))
+
+
+def _spaced_occurrences(region: bytes, digits: bytes) -> Iterable[tuple[int, int]]:
+    """Where an all-digit ID is written in groups ("48-21-39-77" for 48213977): its
+    compact form is the plain search's."""
+    if region.find(digits[:2]) < 0:
+        return
+    for m in _spaced_id(digits).finditer(region):
+        if not m.group().isdigit():
+            yield m.span()
 
 
 _UID_CHARS = frozenset(b"0123456789.")

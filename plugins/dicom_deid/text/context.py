@@ -221,6 +221,18 @@ def _phone_variants(raw: str) -> Iterator[_Variant]:
                 yield _variant("0?" + sep.join(national), len(national), digits[-1], "0")
 
 
+SPACED_ID_DIGITS = 6
+"""An ID of this many digits or more is also found written in groups ("48-21-39-77",
+"4821 3977"); a shorter one would match too many grouped numbers by chance."""
+_GROUP_SEP = r"[\s\-/]{0,3}"
+
+
+def spaced_digits(core: str) -> str:
+    """A pattern of ``core``'s digits in groups: its first two digits together (every
+    grouping writes them so: the anchor), then any digit after a space, hyphen or slash."""
+    return core[:2] + "".join(_GROUP_SEP + d for d in core[2:])
+
+
 def _id_variants(raw: str) -> Iterator[_Variant]:
     value = raw.strip()
     m = _ID_RE.fullmatch(value)
@@ -228,9 +240,12 @@ def _id_variants(raw: str) -> Iterator[_Variant]:
         if variant := _literal(value):
             yield variant
         return
+    core = m["core"]
     prefix = f"(?:{re.escape(m['prefix'])}[\\s:#\\-]*)?" if m["prefix"] else ""
     sample = value if m["prefix"] else "0"
-    yield _variant(f"{prefix}0*{m['core']}", len(value), m["core"], sample)
+    yield _variant(f"{prefix}0*{core}", len(value), core, sample)
+    if len(core) >= SPACED_ID_DIGITS:
+        yield _variant(f"{prefix}0*{spaced_digits(core)}", len(value) - 1, core[:2], sample)
 
 
 def _ssn_variants(raw: str) -> Iterator[_Variant]:
@@ -408,7 +423,8 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
             continue
         m = _ID_RE.fullmatch(one.strip()) if info_type in _ID_TYPES else None
         if m is not None and len(m["core"]) >= 4:
-            anchors.add(m["core"])
+            # written in groups, only its first two digits are sure to stay together
+            anchors.add(m["core"] if len(m["core"]) < SPACED_ID_DIGITS else m["core"][:2])
             continue
         for part in _literal_parts(info_type, one) if info_type in _WORD_TYPES else [one]:
             if (words := _literal_words(part)) and (pieces := _pieces(words)):
