@@ -337,3 +337,44 @@ def test_a_birth_date_that_is_no_date_leaves_kept_numbers_alone(birth: str) -> N
     ds.PatientBirthDate = birth
     ds.AnatomicRegionSequence = Sequence([_local_code("Abdomen 100 mAs 11 ml")])
     assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "Abdomen 100 mAs 11 ml"
+
+
+# Written forms an external probe (files built from pydicom's CT_small, the default run)
+# found released in a kept code meaning: each is the source's value as another writer
+# spells it. Both paths must sweep them, the byte path first.
+_WRITTEN_FORMS = [  # (source values, the kept meaning, what of it must go)
+    ({"PatientName": "KOWALCZYK^JAN"}, "badanie Kowalczyka, dla Kowalczykowi", ["Kowalczyk"]),
+    ({"PatientName": "KOWALCZYK^JAN"}, "KowalczykJ head", ["Kowalczyk"]),
+    ({"PatientName": "Иванов^Иван"}, "КТ Иванова", ["Иванов"]),
+    ({"ReferringPhysicianName": "NOWAK^ANNA"}, "skier. dr Nowaka", ["Nowak"]),
+    ({"PatientName": "MUELLER^JUERGEN"}, "Jürgen Müller", ["Jürgen", "Müller"]),
+    ({"PatientName": "MUELLER^JUERGEN"}, "Ju\u0308rgen Mu\u0308ller", ["rgen", "ller"]),
+    ({"PatientName": "GROSSKOPF^ANNA"}, "CT Großkopf", ["Großkopf"]),
+    ({"PatientName": "YILMAZ^AYSE"}, "CT Yılmaz", ["Yılmaz"]),
+    ({"PatientName": "OEHLER^KARL"}, "CT Œhler", ["Œhler"]),
+    ({"PatientName": "Guðmundsdóttir^Sigríður"}, "Sigridur GUDMUNDSDOTTIR",
+     ["Sigridur", "GUDMUNDSDOTTIR"]),
+    ({"PatientID": "48213977"}, "MRN48213977 CT", ["48213977"]),
+    ({"PatientID": "48213977"}, "ＩＤ４８２１３９７７", ["４８２１３９７７"]),
+    ({"PatientID": "48213977"}, "ID 48.213.977", ["48.213.977"]),
+    ({"PatientBirthDate": "19610314"}, "ur. 14 marca 1961", ["1961"]),
+    ({"PatientBirthDate": "19610314"}, "geb. 14. März 1961", ["1961"]),
+    ({"PatientBirthDate": "19610314"}, "ur.14.03.1961r.", ["1961"]),
+    ({"PatientBirthDate": "19610314"}, "DOB 610314", ["610314"]),
+    ({"PatientBirthDate": "19610314"}, "생년월일 1961년 3월 14일", ["1961"]),
+    ({"PatientTelephoneNumbers": "+48 601 234 567"}, "tel 601-234-567", ["601-234-567"]),
+    ({"PlacerOrderNumberImagingServiceRequest": "ORD77125"}, "order 77125", ["77125"]),
+]
+
+
+@pytest.mark.parametrize(("values", "meaning", "planted"), _WRITTEN_FORMS)
+def test_a_value_written_another_way_in_a_kept_code_meaning_is_swept(
+    values: dict[str, str], meaning: str, planted: list[str]
+) -> None:
+    ds = make_instance()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    ds.AnatomicRegionSequence = Sequence([_local_code(meaning)])
+    out = run(ds).AnatomicRegionSequence[0].CodeMeaning
+    assert "[CTX]" in out and not [p for p in planted if p in out], out

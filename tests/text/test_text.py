@@ -76,8 +76,13 @@ def test_japanese_names_inside_japanese_text(ctx: PhiContext) -> None:
 
 
 def test_no_match_inside_longer_words(ctx: PhiContext) -> None:
-    for text in ("Oblique view", "Linear probe", "Weight 60", "Tarouxyz", "Yamadas", "Clinic"):
+    for text in ("Oblique view", "Linear probe", "Weight 60", "Tarouxyzzy", "Yamadastadt",
+                 "Clinic", "xYamada"):
         assert find_spans(text, ctx) == [], text
+    # A name of 5 letters or more with up to four glued on is that name, inflected or
+    # with an initial: "Yamadas", "Kowalczyka", "KowalczykJ" (an external probe).
+    for text in ("Yamadas", "Tarouxyz", "YamadaT"):
+        assert [s.info_type for s in find_spans(text, ctx)] == ["PERSON_NAME"], text
     assert clean_descriptor("Dr Li reviewed", ctx) == "Dr [CTX] reviewed"
 
 
@@ -114,8 +119,11 @@ def test_ids_of_six_digits_or_more_also_written_in_groups(ctx: PhiContext, text:
 
 def test_grouped_digits_are_an_id_only_as_a_whole_token() -> None:
     mrn = PhiContext.from_values([("MEDICAL_RECORD_NUMBER", "48213977")])
-    assert clean_descriptor("MRN 48-21-39-77, again 4821 3977.", mrn) == \
-        "MRN [CTX], again [CTX]."
+    assert clean_descriptor("MRN 48-21-39-77, again 4821 3977, ID 48.213.977.", mrn) == \
+        "MRN [CTX], again [CTX], ID [CTX]."
+    # Letters touching a long number do not make it another one (an external probe).
+    assert [text[m.start:m.end] for text in ("MRN48213977 CT", "48213977a")
+            for m in mrn.matches(text)] == ["48213977", "48213977"]
     for other in ("ref 148-21-39-77", "48-21-39-770", "width 48 21", "1.2.48.21.39.77",
                   "48-21-39"):
         assert clean_descriptor(other, mrn) == other

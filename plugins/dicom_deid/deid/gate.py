@@ -196,9 +196,20 @@ def _forms(raw: bytes, name: bool) -> tuple[bytes, ...]:
                   and (bare := untitled(p.decode("ascii").strip())) is not None}
     for part in parts:
         part = part.strip(b" \x00^=")  # an empty name is "^^^^": no form of anything
-        if len(part) >= _MIN_TEXT or (len(part) >= 2 and not part.isascii()):
+        if len(part) >= _MIN_TEXT if part.isascii() else _characters(part) >= 2:
             out.add(part)
     return tuple(sorted(out))
+
+
+def _characters(raw: bytes) -> int:
+    """How many characters a non-ASCII value holds, about: UTF-8 when it decodes as such;
+    two bytes both above 127 are one character of a double-byte set (EUC-KR, GB2312);
+    else a byte each. A one-character family name (김, 王) is no form: the sweep leaves
+    it too, as every kept CJK text holds it."""
+    try:
+        return len(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return 1 if len(raw) == 2 and raw[0] > 127 and raw[1] > 127 else len(raw)
 
 
 class Gate:
@@ -522,9 +533,10 @@ def _grouped_ids(data: bytes, lo: int, region: bytes, facts: SourceFacts, found:
             continue
         for at, stop in _spaced_occurrences(region, form):
             start, end = lo + at, lo + stop
-            touches = (at > 0 and region[at - 1] in _NUMBER_CHARS) or (
-                stop < len(region) and region[stop] in _NUMBER_CHARS)
-            if touches and not exempt.whole_in_value(data, start, end, _NUMBER_CHARS):
+            border = _number_border(form)
+            touches = (at > 0 and region[at - 1] in border) or (
+                stop < len(region) and region[stop] in border)
+            if touches and not exempt.whole_in_value(data, start, end, border):
                 continue  # part of a longer number
             if not any(x <= start and end <= y for x, y in exempt.schemes):
                 hits |= kws
@@ -560,7 +572,14 @@ def _needle(form: bytes, uid: bool) -> tuple[bytes, frozenset[int]]:
     if uid:
         return form, _UID_CHARS
     needle = form.lower()
-    return needle, _NUMBER_CHARS if needle.isdigit() else _WORD_CHARS
+    return needle, _number_border(needle) if needle.isdigit() else _WORD_CHARS
+
+
+def _number_border(digits: bytes) -> frozenset[int]:
+    """What may not touch an all-digit value: a letter, digit or dot ("10008" in a kept
+    UID, "A1500" is not StudyID 1500); a long one (an MRN, a birth date) is one whatever
+    letters touch it ("MRN48213977"), so only digits and dots."""
+    return _UID_CHARS if len(digits) >= _LONG_NUMBER else _NUMBER_CHARS
 
 
 def _occurrences(haystack: bytes, needle: bytes, token: frozenset[int]

@@ -52,8 +52,10 @@ def is_word(char: str) -> bool:
 
 
 
-_FOLD_EXTRA = str.maketrans({"ß": "ss", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "đ": "d",
-                             "Đ": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "Th"})
+_FOLD_EXTRA = str.maketrans({"ß": "ss", "ẞ": "SS", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE",
+                             "đ": "d", "Đ": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "Th",
+                             "ı": "i", "İ": "I", "ð": "d", "Ð": "D", "œ": "oe", "Œ": "OE",
+                             "ŀ": "l", "Ŀ": "L", "ħ": "h", "Ħ": "H"})
 
 
 def ascii_fold(text: str) -> str:
@@ -75,3 +77,27 @@ def umlaut_fold(text: str) -> str:
     """Latin text with umlauts written out, as German spells a name without them
     ("Müller" -> "Mueller"), and other diacritics dropped as :func:`ascii_fold` does."""
     return ascii_fold(text.translate(_UMLAUTS)) if not text.isascii() else text
+
+
+_DIAERESIS = "\u0308"
+
+
+def fold_map(text: str, umlauts: bool = False) -> tuple[str, list[int]]:
+    """:func:`ascii_fold` of ``text`` (or :func:`umlaut_fold`), one character at a time,
+    and for each character of the result the index of the one it came from: a match
+    found in the folded text is a span of the original ("Œhler" for OEHLER, "Großkopf"
+    for GROSSKOPF, a decomposed "Mu\u0308ller" for MUELLER, full-width "４８２" for 482,
+    half-width "ﾔﾏﾀﾞ" for ヤマダ)."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        if umlauts and ch == _DIAERESIS and i and text[i - 1] in "aouAOU":
+            piece = "e"  # "u" + a combining diaeresis: "ue"
+        else:
+            if umlauts:
+                ch = ch.translate(_UMLAUTS)
+            piece = "".join(c for c in unicodedata.normalize("NFKD", ch.translate(_FOLD_EXTRA))
+                            if not unicodedata.combining(c))
+        out.append(piece)
+        origin.extend([i] * len(piece))
+    return "".join(out), origin

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from dicom_deid.config.model import INFO_TYPES
 from dicom_deid.dicom.dates import MONTHS, ORDINAL_SUFFIX, parse_written
 
-from .chars import CJK_RE, ascii_fold, is_word, lazy_pattern
+from .chars import CJK_RE, fold_map, is_word, lazy_pattern
 from .lexicon import fold, lexicon
 from .spans import Span
 
@@ -93,13 +93,25 @@ def _anchor_word(words: list[str]) -> str:
     return max(rare or folded, key=len)
 
 
-def _literal(raw: str) -> _Variant | None:
+_INFLECTED = 5
+"""A name word of this many letters or more is also found with up to four letters glued
+on: inflected ("Kowalczyka", "Kowalczykowi", "Иванова", "Müllers"), or with an initial
+("KowalczykJ"); a shorter one would take in too many other words."""
+_ENDING = "(?:[a-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff]{1,4})?"
+"""Latin, Greek and Cyrillic letters: a script written with spaces (a Japanese name is
+followed by さん, which is no ending of it)."""
+
+
+def _literal(raw: str, inflect: bool = False) -> _Variant | None:
     words = _literal_words(raw)
     if words is None or not (pieces := _pieces(words)):
         return None
     text = " ".join(words)
     fragment = r"[\s,.]+".join(
         _JOINED.join(re.escape(p) for p in _JOINERS_RE.split(w) if p) for w in words)
+    last = pieces[-1]
+    if inflect and len(last) >= _INFLECTED and last.isalpha() and not CJK_RE.search(last):
+        fragment += _ENDING
     return _variant(fragment, len(text), _anchor_word(pieces), text)
 
 
@@ -175,19 +187,28 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
     full = MONTHS[m - 1]
     mon = f"(?:{full[:3]}|{full}|Sept)\\.?" if m == 9 else f"(?:{full[:3]}|{full})\\.?"
     yy = y[2:]  # two-digit years ("4/17/63", "17-Apr-63"): anchored on those two digits
-    for fragment, sample, weight, anchor in (
-        (f"{y}{m:02d}{d:02d}", "0", 8, y),
-        (f"{y}[-/.]{mp}[-/.]{dp}", "0", 10, y),
-        (f"{dp}[-/.]{mp}[-/.]{y}", "0", 10, y),
-        (f"{mp}[-/.]{dp}[-/.]{y}", "0", 10, y),
-        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+{y}", "0", 11, y),
-        (f"{mon}[\\s\\-]+{dp}{ORDINAL_SUFFIX},?[\\s\\-]+{y}", "a0", 12, y),
-        (f"{y}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日", "0日", 10, y),
-        (f"{mp}[-/.]{dp}[-/.]{yy}", "0", 7, yy),
-        (f"{dp}[-/.]{mp}[-/.]{yy}", "0", 7, yy),
-        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+'?{yy}", "0", 9, yy),
+    mm, dd = f"{m:02d}", f"{d:02d}"
+    # Numbers touching letters are still the date ("14.03.1961r.", "DOB19610314"): only
+    # a digit on either side makes them part of another number.
+    for fragment, weight, anchor in (
+        (f"{y}{mm}{dd}(?:\\d{{2,6}}(?:\\.\\d{{1,6}})?)?", 8, y),  # DA, or a DT of that day
+        (f"{y}[^\\d\\n]{{1,3}}{mp}[^\\d\\n]{{1,3}}{dp}", 10, y),  # 1961-03-14, 1961년 3월 14일
+        (f"{dp}[-/.]{mp}[-/.]{y}", 10, y),
+        (f"{mp}[-/.]{dp}[-/.]{y}", 10, y),
+        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+{y}", 11, y),
+        # a month in any language or in Roman numerals: "14 marca 1961", "14. März 1961",
+        # "14th of March 1961", "14.III.1961"
+        (f"{dp}{ORDINAL_SUFFIX}[.\\s]*(?:of\\s+)?[^\\d\\s.,]{{2,12}}\\.?[\\s,]*{y}", 9, y),
+        (f"{mm}{dd}{y}", 7, y), (f"{dd}{mm}{y}", 7, y),
+        (f"{mp}[-/.]{dp}[-/.]{yy}", 7, yy),
+        (f"{dp}[-/.]{mp}[-/.]{yy}", 7, yy),
+        (f"{yy}[-/.]{mm}[-/.]{dd}", 7, yy),
+        (f"{yy}{mm}{dd}", 6, yy),
+        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+'?{yy}", 9, yy),
     ):
-        yield _variant(fragment, weight, anchor, sample)
+        yield _Variant(f"(?<!\\d){fragment}(?!\\d)", weight, anchor, False, False)
+    yield _variant(f"{mon}[\\s\\-]+{dp}{ORDINAL_SUFFIX},?[\\s\\-]+{y}", 12, y, "a0")
+    yield _variant(f"{y}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日", 11, y, "0日")
 
 
 def _age_variants(raw: str) -> Iterator[_Variant]:
@@ -213,6 +234,8 @@ def _phone_variants(raw: str) -> Iterator[_Variant]:
         return
     sep = r"[\s().\-]*"
     yield _variant(r"\+?" + sep.join(digits), len(digits), digits[-1], "0")
+    if digits.startswith("0") and len(digits) >= 7:  # a trunk "0" dropped: "601 234 567"
+        yield _variant(sep.join(digits[1:]), len(digits) - 1, digits[-1], "0")
     if raw.lstrip().startswith("+"):
         # National forms: without the 1-3 digit country code, perhaps with a trunk "0".
         for cc in range(1, 4):
@@ -224,7 +247,7 @@ def _phone_variants(raw: str) -> Iterator[_Variant]:
 SPACED_ID_DIGITS = 6
 """An ID of this many digits or more is also found written in groups ("48-21-39-77",
 "4821 3977"); a shorter one would match too many grouped numbers by chance."""
-_GROUP_SEP = r"[\s\-/]{0,3}"
+_GROUP_SEP = r"[\s\-/.]{0,3}"
 
 
 def spaced_digits(core: str) -> str:
@@ -242,10 +265,14 @@ def _id_variants(raw: str) -> Iterator[_Variant]:
         return
     core = m["core"]
     prefix = f"(?:{re.escape(m['prefix'])}[\\s:#\\-]*)?" if m["prefix"] else ""
-    sample = value if m["prefix"] else "0"
-    yield _variant(f"{prefix}0*{core}", len(value), core, sample)
-    if len(core) >= SPACED_ID_DIGITS:
-        yield _variant(f"{prefix}0*{spaced_digits(core)}", len(value) - 1, core[:2], sample)
+    if len(core) < SPACED_ID_DIGITS:
+        yield _variant(f"{prefix}0*{core}", len(value), core, value if m["prefix"] else "0")
+        return
+    # A long number is an ID whatever letters touch it ("MRN48213977", "48213977a"):
+    # only a digit on either side makes it part of another number.
+    yield _Variant(f"(?<!\\d){prefix}0*{core}(?!\\d)", len(value), core, False, False)
+    yield _Variant(f"(?<!\\d)(?<!\\d[.,]){prefix}0*{spaced_digits(core)}(?![.,]?\\d)",
+                   len(value) - 1, core[:2], False, False)  # not inside a dotted UID
 
 
 def _ssn_variants(raw: str) -> Iterator[_Variant]:
@@ -261,7 +288,7 @@ def _variants(info_type: str, raw: str) -> Iterator[_Variant]:
     """The written forms of one context value."""
     if info_type in _WORD_TYPES:
         for part in _literal_parts(info_type, raw):
-            if variant := _literal(part):
+            if variant := _literal(part, inflect=info_type == "PERSON_NAME"):
                 yield variant
     elif info_type == "DATE":
         yield from _date_variants(raw)
@@ -347,17 +374,29 @@ class PhiContext:
         As one alternation of every form would find them: at each step the leftmost match
         of any form, and of the forms matching there the first in order. A form whose
         anchor (a substring of all its matches) is not in the text cannot match, so it is
-        not tried. A text with diacritics that holds no match is searched again without
-        them ("Quintérra" for a header's QUINTERRA), where that keeps its length."""
-        found = False
-        for span in self._matches(text):
-            found = True
-            yield span
-        if found or text.isascii():
+        not tried. A text with other than ASCII is also searched without its diacritics,
+        or with umlauts written out, and its matches there are spans of the text
+        ("Quintérra" or "Œhler" for a header's QUINTERRA or OEHLER)."""
+        if text.isascii():
+            yield from self._matches(text)
             return
-        plain = ascii_fold(text)
-        if plain != text and len(plain) == len(text):  # one character for one: same spans
-            yield from self._matches(plain)
+        spans = list(self._matches(text))
+        for umlauts in (False, True):
+            plain, origin = fold_map(text, umlauts)
+            if plain == text:
+                continue
+            kept = set(origin)
+            for span in self._matches(plain):
+                start, end = origin[span.start], origin[span.end - 1] + 1
+                while end < len(text) and end not in kept:
+                    end += 1  # an accent of the span's last letter written apart ("ﾀﾞ")
+                spans.append(Span(start, end, span.info_type, span.from_context))
+        spans.sort(key=lambda s: (s.start, s.start - s.end))
+        last = 0
+        for span in spans:
+            if span.start >= last:
+                yield span
+                last = span.end
 
     def _matches(self, text: str) -> Iterator[Span]:
         folded = text.casefold()
