@@ -246,6 +246,10 @@ def test_a_long_number_with_letters_glued_on_is_the_id_and_one_cjk_character_no_
     data = to_bytes(source)
     _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
     assert "김".encode() in output and _verdict(data, output).ok
+    source.ImageComments = "김민준님"  # the name run together is searched
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+    assert _verdict(data, output).problems == ("original PatientName value found",)
     source.ImageComments = "민준 검사"  # the given name, two characters, is searched
     data = to_bytes(source)
     _, _, output = deidentify_bytes(data, _keeping("ImageComments"))

@@ -7,7 +7,9 @@ to write the same bytes where it takes the file) and checks the byte path took i
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -364,7 +366,19 @@ _WRITTEN_FORMS = [  # (source values, the kept meaning, what of it must go)
     ({"PatientBirthDate": "19610314"}, "생년월일 1961년 3월 14일", ["1961"]),
     ({"PatientTelephoneNumbers": "+48 601 234 567"}, "tel 601-234-567", ["601-234-567"]),
     ({"PlacerOrderNumberImagingServiceRequest": "ORD77125"}, "order 77125", ["77125"]),
+    ({"PatientBirthDate": "19610314"}, "DOB 14 03 1961", ["1961"]),
+    ({"PatientName": "王^伟"}, "王伟 CT", ["王伟"]),
 ]
+
+
+def test_a_one_character_anchor_is_swept_by_the_byte_path_too() -> None:
+    """pydicom's CT_small with a telephone number (its forms' anchor was one digit,
+    which the byte path's first-letters filter could not hold): the byte path left a
+    kept code meaning the Dataset path swept (an external probe's file)."""
+    ds = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
+    ds.PatientTelephoneNumbers, ds.PatientBirthDate = "+48 601 234 567", "19610314"
+    ds.AnatomicRegionSequence = Sequence([_local_code("tel 601-234-567")])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "tel [CTX]"
 
 
 @pytest.mark.parametrize(("values", "meaning", "planted"), _WRITTEN_FORMS)

@@ -884,11 +884,11 @@ def _is_ascii_text(raw: bytes) -> bool:
 
 
 def _pieces(folded: str) -> tuple[str, frozenset[str]]:
-    """A text with its 2- and 3-letter pieces: an anchor (2 letters or more) occurs in it
-    only if its first three letters (or both) are among them."""
+    """A text with its 1-, 2- and 3-letter pieces: an anchor occurs in it only if its
+    first three letters (or all of a shorter one) are among them."""
     return folded, frozenset(
         [folded[i:i + 3] for i in range(len(folded) - 2)]
-        + [folded[i:i + 2] for i in range(len(folded) - 1)])
+        + [folded[i:i + 2] for i in range(len(folded) - 1)] + list(folded))
 
 
 def _check_head(top: list[_Elem], head: int) -> None:

@@ -145,7 +145,9 @@ def _name_parts(raw: str) -> Iterator[str]:
                         yield word
                 yield "".join(words)  # "VAN DER BERG" written "Vanderberg", "MC ALLISTER"
         family, given = [*components, "", ""][:2]
-        if len(family) >= 2 and len(given) >= 2 and not _PIECES_RE.search(family + given):
+        if family and given and not _PIECES_RE.search(family + given) and (
+                (len(family) >= 2 and len(given) >= 2) or CJK_RE.search(family + given)):
+            # (a one-character CJK family name is written onto the given name: 王伟)
             yield family + given  # run together: "SmithJohn", "JOHNSMITH"
             yield given + family
 
@@ -194,6 +196,7 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
         (f"{y}{mm}{dd}(?:\\d{{2,6}}(?:\\.\\d{{1,6}})?)?", 8, y),  # DA, or a DT of that day
         (f"{y}[^\\d\\n]{{1,3}}{mp}[^\\d\\n]{{1,3}}{dp}", 10, y),  # 1961-03-14, 1961년 3월 14일
         (f"{dp}[-/.]{mp}[-/.]{y}", 10, y),
+        (f"{dp}\\s{mp}\\s{y}", 9, y),  # "14 03 1961"
         (f"{mp}[-/.]{dp}[-/.]{y}", 10, y),
         (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+{y}", 11, y),
         # a month in any language or in Roman numerals: "14 marca 1961", "14. März 1961",
@@ -233,15 +236,19 @@ def _phone_variants(raw: str) -> Iterator[_Variant]:
             yield variant
         return
     sep = r"[\s().\-]*"
-    yield _variant(r"\+?" + sep.join(digits), len(digits), digits[-1], "0")
+
+    def spaced(number: str) -> str:  # its last two digits together: the anchor
+        return sep.join([*number[:-2], number[-2:]])
+
+    yield _variant(r"\+?" + spaced(digits), len(digits), digits[-2:], "0")
     if digits.startswith("0") and len(digits) >= 7:  # a trunk "0" dropped: "601 234 567"
-        yield _variant(sep.join(digits[1:]), len(digits) - 1, digits[-1], "0")
+        yield _variant(spaced(digits[1:]), len(digits) - 1, digits[-2:], "0")
     if raw.lstrip().startswith("+"):
         # National forms: without the 1-3 digit country code, perhaps with a trunk "0".
         for cc in range(1, 4):
             national = digits[cc:]
             if len(national) >= 6:
-                yield _variant("0?" + sep.join(national), len(national), digits[-1], "0")
+                yield _variant("0?" + spaced(national), len(national), digits[-2:], "0")
 
 
 SPACED_ID_DIGITS = 6
