@@ -229,6 +229,12 @@ def test_an_id_written_in_groups_is_found() -> None:
     data = to_bytes(source)
     _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
     assert b"148-21-39-77" in output and _verdict(data, output).ok
+    # A decimal is no grouping: accession 123456 beside a slice location of 123.456.
+    source = make_instance()
+    source.AccessionNumber, source.SliceLocation = "123456", "123.456"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, privacy_first())
+    assert b"123.456" in output and _verdict(data, output).ok
 
 
 def test_a_long_number_with_letters_glued_on_is_the_id_and_one_cjk_character_no_name(

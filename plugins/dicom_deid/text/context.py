@@ -254,13 +254,16 @@ def _phone_variants(raw: str) -> Iterator[_Variant]:
 SPACED_ID_DIGITS = 6
 """An ID of this many digits or more is also found written in groups ("48-21-39-77",
 "4821 3977"); a shorter one would match too many grouped numbers by chance."""
-_GROUP_SEP = r"[\s\-/.]{0,3}"
+_GROUP_SEP = r"[\s\-/]{0,3}"
+_DOTTED_SEP = r"[\s\-/.]{0,3}"
 
 
-def spaced_digits(core: str) -> str:
+def spaced_digits(core: str, dots: bool = False) -> str:
     """A pattern of ``core``'s digits in groups: its first two digits together (every
-    grouping writes them so: the anchor), then any digit after a space, hyphen or slash."""
-    return core[:2] + "".join(_GROUP_SEP + d for d in core[2:])
+    grouping writes them so: the anchor), then any digit after a space, hyphen or slash
+    (or a dot: ``dots``, for a long ID, "48.213.977"; a short one would be a decimal)."""
+    sep = _DOTTED_SEP if dots else _GROUP_SEP
+    return core[:2] + "".join(sep + d for d in core[2:])
 
 
 def _id_variants(raw: str) -> Iterator[_Variant]:
@@ -278,7 +281,8 @@ def _id_variants(raw: str) -> Iterator[_Variant]:
     # A long number is an ID whatever letters touch it ("MRN48213977", "48213977a"):
     # only a digit on either side makes it part of another number.
     yield _Variant(f"(?<!\\d){prefix}0*{core}(?!\\d)", len(value), core, False, False)
-    yield _Variant(f"(?<!\\d)(?<!\\d[.,]){prefix}0*{spaced_digits(core)}(?![.,]?\\d)",
+    grouped = spaced_digits(core, dots=len(core) >= 8)
+    yield _Variant(f"(?<!\\d)(?<!\\d[.,]){prefix}0*{grouped}(?![.,]?\\d)",
                    len(value) - 1, core[:2], False, False)  # not inside a dotted UID
 
 
