@@ -347,7 +347,8 @@ def test_a_successful_run_is_recorded_once_and_leaves_no_identified_files(
     assert _mode(_staging(env, STUDY)) == 0o700
     # The report says what the night selected and released (counts only).
     report = (ws / "report.md").read_text()
-    assert f"Released: {len(published)} added, 0 replaced, 0 removed, 0 withdrawn" in report
+    assert (f"Released: {len(published)} added, 0 replaced, 0 removed, 0 kept out as "
+            "withdrawn earlier") in report
 
 
 def test_rerunning_changes_nothing(
