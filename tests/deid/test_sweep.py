@@ -367,6 +367,10 @@ _WRITTEN_FORMS = [  # (source values, the kept meaning, what of it must go)
     ({"PatientTelephoneNumbers": "+48 601 234 567"}, "tel 601-234-567", ["601-234-567"]),
     ({"PlacerOrderNumberImagingServiceRequest": "ORD77125"}, "order 77125", ["77125"]),
     ({"PatientBirthDate": "19610314"}, "DOB 14 03 1961", ["1961"]),
+    ({"PatientBirthDate": "19610314"}, "生年月日 昭和36年3月14日", ["36年"]),
+    ({"PatientBirthDate": "19610314"}, "S36.3.14生", ["S36"]),
+    ({"PatientBirthDate": "19610314"}, "民國50年3月14日", ["50年"]),
+    ({"PatientBirthDate": "19610314"}, "เกิด 14/03/2504", ["2504"]),
     ({"PatientName": "王^伟"}, "王伟 CT", ["王伟"]),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator
+from datetime import date
 from typing import NamedTuple
 
 from dicom_deid.config.model import INFO_TYPES
@@ -212,6 +213,43 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
         yield _Variant(f"(?<!\\d){fragment}(?!\\d)", weight, anchor, False, False)
     yield _variant(f"{mon}[\\s\\-]+{dp}{ORDINAL_SUFFIX},?[\\s\\-]+{y}", 12, y, "a0")
     yield _variant(f"{y}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日", 11, y, "0日")
+    yield from _calendar_variants(day)
+
+
+_JAPANESE_ERAS = (  # (first day, name, letter, the Gregorian year before its year 1)
+    (date(2019, 5, 1), "令和", "R", 2018), (date(1989, 1, 8), "平成", "H", 1988),
+    (date(1926, 12, 25), "昭和", "S", 1925), (date(1912, 7, 30), "大正", "T", 1911),
+    (date(1868, 1, 25), "明治", "M", 1867),
+)
+
+
+def _calendar_variants(day: date) -> Iterator[_Variant]:
+    """The day in the calendars Asian records write birth dates in: a Japanese era
+    (昭和36年3月14日, S36.3.14), the Republic of China's years (民國50年3月14日,
+    50/03/14) and the Thai Buddhist era (14/03/2504). Anchors: the era's name, its letter
+    with the year, the ROC year, the Buddhist year."""
+    mp = f"0?{day.month}" if day.month < 10 else str(day.month)
+    dp = f"0?{day.day}" if day.day < 10 else str(day.day)
+    for start, name, letter, before in _JAPANESE_ERAS:
+        if day >= start:
+            n = day.year - before
+            year = f"(?:{n}|元)" if n == 1 else str(n)
+            yield _variant(f"{name}\\s*{year}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日?", 11, name,
+                           "年日")
+            yield _Variant(f"(?<![^\\W\\d_]){letter}{n}[./\\-]{mp}[./\\-]{dp}(?!\\d)", 9,
+                           f"{letter.lower()}{n}", False, False)
+            break
+    if day.year > 1911:
+        roc = day.year - 1911
+        yield _variant(f"民[國国]\\s*{roc}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日?", 11, "民", "年日")
+        if roc >= 10:
+            yield _Variant(f"(?<!\\d){roc}[/.\\-]{mp}[/.\\-]{dp}(?!\\d)", 7, str(roc), False,
+                           False)
+    thai = str(day.year + 543)
+    yield _Variant(f"(?<!\\d){dp}[/.\\-\\s]{mp}[/.\\-\\s]{thai}(?!\\d)", 9, thai, False,
+                   False)
+    yield _Variant(f"(?<!\\d){dp}\\s*[^\\d\\s.,]{{2,12}}\\.?\\s*{thai}(?!\\d)", 9, thai, False,
+                   False)
 
 
 def _age_variants(raw: str) -> Iterator[_Variant]:
@@ -464,8 +502,10 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
     names, addresses, organisations and IDs, most of a context and the costliest forms
     to make, by the forms' own rules; other values from their forms."""
     if info_type not in _WORD_TYPES and info_type not in _ID_TYPES:
-        if info_type == "DATE" and _DA_RE.fullmatch(raw) and parse_written(raw) is not None:
-            return (raw[2:4],)  # a DA value: its forms hold its year's last two digits
+        if info_type == "DATE" and _DA_RE.fullmatch(raw) and (
+                parsed := parse_written(raw)) is not None:
+            # a DA value: its forms hold its year's last two digits, but for the calendars'
+            return tuple(sorted({raw[2:4], *(v.anchor for v in _calendar_variants(parsed[0]))}))
         return tuple(sorted({v.anchor for v, _ in _variants_of(info_type, raw)}))
     anchors: set[str] = set()
     for one in raw.split("\\"):
