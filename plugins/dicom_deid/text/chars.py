@@ -7,6 +7,7 @@ which every run would pay at start though most clean no text.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any, cast
@@ -82,7 +83,8 @@ def umlaut_fold(text: str) -> str:
 _DIAERESIS = "\u0308"
 
 
-def fold_map(text: str, umlauts: bool = False) -> tuple[str, list[int]]:
+@functools.lru_cache(maxsize=4096)
+def fold_map(text: str, umlauts: bool = False) -> tuple[str, tuple[int, ...]]:
     """:func:`ascii_fold` of ``text`` (or :func:`umlaut_fold`), one character at a time,
     and for each character of the result the index of the one it came from: a match
     found in the folded text is a span of the original ("Œhler" for OEHLER, "Großkopf"
@@ -100,4 +102,4 @@ def fold_map(text: str, umlauts: bool = False) -> tuple[str, list[int]]:
                             if not unicodedata.combining(c))
         out.append(piece)
         origin.extend([i] * len(piece))
-    return "".join(out), origin
+    return "".join(out), tuple(origin)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import NamedTuple
@@ -17,7 +18,7 @@ from typing import NamedTuple
 from dicom_deid.config.model import INFO_TYPES
 from dicom_deid.dicom.dates import MONTHS, ORDINAL_SUFFIX, parse_written
 
-from .chars import CJK_RE, fold_map, is_word, lazy_pattern
+from .chars import CJK_RE, ascii_fold, fold_map, is_word, lazy_pattern, umlaut_fold
 from .lexicon import fold, lexicon
 from .spans import Span
 
@@ -431,9 +432,12 @@ class PhiContext:
             return
         spans = list(self._matches(text))
         for umlauts in (False, True):
-            plain, origin = fold_map(text, umlauts)
-            if plain == text:
+            # The same folding at C speed first: most texts hold no anchor folded either.
+            quick = umlaut_fold(unicodedata.normalize("NFC", text)) if umlauts \
+                else ascii_fold(text)
+            if quick == text or not any(map(quick.casefold().__contains__, self.anchors)):
                 continue
+            plain, origin = fold_map(text, umlauts)
             kept = set(origin)
             for span in self._matches(plain):
                 start, end = origin[span.start], origin[span.end - 1] + 1
