@@ -194,10 +194,11 @@ def _forms(raw: bytes, name: bool) -> tuple[bytes, ...]:
     if name:  # "DRSMITH^JOHN": also "SMITH" (text writes "Dr Smith")
         parts |= {bare.encode("ascii") for p in parts if p.isascii()
                   and (bare := untitled(p.decode("ascii").strip())) is not None}
-        family, _, rest = raw.split(b"=")[0].partition(b"^")
-        given = rest.split(b"^")[0]
-        if family and given and not (family + given).isascii():  # 王^伟 written 王伟
-            parts.add(family.strip() + given.strip())
+        for value in raw.split(b"\\"):  # 王^伟 written 王伟
+            family, _, rest = value.split(b"=")[0].partition(b"^")
+            given = rest.split(b"^")[0]
+            if family.strip() and given.strip() and not (family + given).isascii():
+                parts.add(family.strip() + given.strip())
     for part in parts:
         part = part.strip(b" \x00^=")  # an empty name is "^^^^": no form of anything
         if len(part) >= _MIN_TEXT if part.isascii() else _characters(part) >= 2:
