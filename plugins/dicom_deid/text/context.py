@@ -51,6 +51,8 @@ class _Variant(NamedTuple):
     anchor: str
     left: bool
     right: bool
+    ending: bool = False
+    """It may take letters glued on (:data:`_ENDING`): CJK ones it took are given back."""
 
 
 def _variant(fragment: str, weight: int, anchor: str, sample: str) -> _Variant:
@@ -99,9 +101,10 @@ _INFLECTED = 5
 """A name word of this many letters or more is also found with up to four letters glued
 on: inflected ("Kowalczyka", "Kowalczykowi", "Иванова", "Müllers"), or with an initial
 ("KowalczykJ"); a shorter one would take in too many other words."""
-_ENDING = "(?:[a-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff]{1,4})?"
-"""Latin, Greek and Cyrillic letters: a script written with spaces (a Japanese name is
-followed by さん, which is no ending of it)."""
+_ENDING = r"[^\W\d_]{0,4}"
+"""Letters glued on (a category class: a class of ranges costs a compile ten times as
+long, in every alternation made of it). CJK letters it takes are given back: a Japanese
+name is followed by さん, which is no ending of it."""
 
 
 def _literal(raw: str, inflect: bool = False) -> _Variant | None:
@@ -112,9 +115,10 @@ def _literal(raw: str, inflect: bool = False) -> _Variant | None:
     fragment = r"[\s,.]+".join(
         _JOINED.join(re.escape(p) for p in _JOINERS_RE.split(w) if p) for w in words)
     last = pieces[-1]
+    variant = _variant(fragment, len(text), _anchor_word(pieces), text)
     if inflect and len(last) >= _INFLECTED and last.isalpha() and not CJK_RE.search(last):
-        fragment += _ENDING
-    return _variant(fragment, len(text), _anchor_word(pieces), text)
+        return variant._replace(fragment=fragment + _ENDING, ending=True)
+    return variant
 
 
 _GLUED_TITLE_RE = lazy_pattern(r"(?i)(?:prof|mrs|dr|mr|ms)(?=[^\W\d_]{4,}$)")
@@ -456,20 +460,39 @@ class PhiContext:
         if not any(map(folded.__contains__, self.anchors)):
             return
         # Only the values with an anchor in the text can match: their forms are made (or
-        # found made) and tried, in the order all forms would be tried in.
-        variants, group_types = _forms_of(self.live_pairs(folded))
+        # found made) and tried, in the order all forms would be tried in. Each value's
+        # live forms are one alternation, compiled once for every text that makes the
+        # same of them live (one for all values would be compiled again for every other
+        # set of values live together).
+        pairs = self.live_pairs(folded)
+        variants, group_types = _forms_of(pairs)
         live = tuple(i for i, v in enumerate(variants) if v.anchor in folded)
         if not live:  # a value's anchor is in the text, none of its forms' is
             return
-        pattern = _alternation(tuple(variants[i].fragment for i in live))
+        groups = _by_value(pairs, live)
+        patterns = [_alternation(tuple(variants[i].fragment for i in g)) for g in groups]
+        # each one's next match from ``pos`` on (None: no more; _UNSEARCHED: not yet)
+        ahead: list[re.Match[str] | object | None] = [_UNSEARCHED] * len(groups)
         pos, size = 0, len(text)
         while pos < size:
-            best = pattern.search(text, pos)
+            best: tuple[int, int, re.Match[str]] | None = None
+            for k, pattern in enumerate(patterns):
+                m = ahead[k]
+                if m is _UNSEARCHED or (isinstance(m, re.Match) and m.start() < pos):
+                    m = ahead[k] = pattern.search(text, pos)
+                if not isinstance(m, re.Match):
+                    continue
+                rank = (m.start(), groups[k][int(m.lastgroup[1:])])  # type: ignore[index]
+                if best is None or rank < best[:2]:
+                    best = (*rank, m)
             if best is None:
                 return
-            index = live[int(best.lastgroup[1:])]  # type: ignore[index]
-            start, end = best.span()
+            start, index, found = best
+            end = found.end()
             variant = variants[index]
+            if variant.ending:
+                while end > start and CJK_RE.match(text[end - 1]):
+                    end -= 1
             if (
                 end > start
                 and not (variant.left and start > 0 and is_word(text[start - 1]))
@@ -479,6 +502,25 @@ class PhiContext:
                 pos = end
             else:
                 pos = start + 1
+
+
+_UNSEARCHED = object()
+
+
+@functools.lru_cache(maxsize=4096)
+def _by_value(pairs: tuple[tuple[str, str], ...], live: tuple[int, ...]
+              ) -> tuple[tuple[int, ...], ...]:
+    """The live forms (indexes into :func:`_forms_of`'s, in its order) of each value of
+    ``pairs``: a form two values share is the first one's."""
+    variants = _forms_of(pairs)[0]
+    owner: dict[str, int] = {}
+    for n, pair in enumerate(pairs):
+        for variant, _ in _variants_of(*pair):
+            owner.setdefault(variant.fragment, n)
+    groups: dict[int, list[int]] = {}
+    for i in live:
+        groups.setdefault(owner.get(variants[i].fragment, -1), []).append(i)
+    return tuple(tuple(g) for g in groups.values())
 
 
 @functools.lru_cache(maxsize=4096)
