@@ -83,8 +83,19 @@ def umlaut_fold(text: str) -> str:
 _DIAERESIS = "\u0308"
 
 
-@functools.lru_cache(maxsize=4096)
 def fold_map(text: str, umlauts: bool = False) -> tuple[str, tuple[int, ...]]:
+    """:func:`_fold_map`, remembered for texts of a descriptor's size (a series repeats
+    them; a long report is folded each time rather than held in memory)."""
+    return _fold_map_remembered(text, umlauts) if len(text) <= 1024 else \
+        _fold_map(text, umlauts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_map_remembered(text: str, umlauts: bool) -> tuple[str, tuple[int, ...]]:
+    return _fold_map(text, umlauts)
+
+
+def _fold_map(text: str, umlauts: bool = False) -> tuple[str, tuple[int, ...]]:
     """:func:`ascii_fold` of ``text`` (or :func:`umlaut_fold`), one character at a time,
     and for each character of the result the index of the one it came from: a match
     found in the folded text is a span of the original ("Œhler" for OEHLER, "Großkopf"
