@@ -441,6 +441,57 @@ def test_a_leak_fails_the_run_before_anything_is_published(
     assert not [p for p in patterns for t in texts if p in t.encode()]
 
 
+HELD = "held"  # LEAKY's policy in a project of its own, which then holds sources back
+HELD_RUNS = (datetime(2026, 3, 20, 9, 0, tzinfo=UTC), datetime(2026, 3, 21, 9, 0, tzinfo=UTC))
+
+
+def test_a_project_holds_back_what_the_gate_rejected_and_releases_the_rest(
+    env: dict[str, Any], first_run: dict[str, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The steward's way out of a batch the gate fails every night: the report names
+    the rejected sources by content hash; the project file holds them back (reviewed and
+    committed like its policy); the next run releases the rest, and none of them."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from dicom_deid.pipeline.deid_steps import batch_id_for
+
+    folder = tmp_path / "projects"
+    folder.mkdir()
+    (folder / "leaky.json").write_text(json.dumps(LEAKY_CONFIG))
+    project = LEAKY_YAML.replace(f"name: {LEAKY}", f"name: {HELD}")
+    (folder / f"{HELD}.yaml").write_text(project)
+    monkeypatch.setenv("DICOM_DEID_PROJECTS_DIR", str(folder))
+
+    def run(logical_date: datetime) -> Any:
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        assert bag.import_errors == {}
+        dag = bag.dags[f"dicom_deid__{HELD}"]
+        for t in dag.tasks:
+            t.retries = 0
+        return dag.test(logical_date=logical_date)
+
+    assert run(HELD_RUNS[0]).state == "failed"
+    report = (env["data"] / "runs" / batch_id_for(HELD_RUNS[0], HELD) / "report.md"
+              ).read_text()
+    held = sorted(set(re.findall(r"\(source sha256 ([0-9a-f]{64})\)", report)))
+    by_hash = {hashlib.sha256(p.read_bytes()).hexdigest(): str(p)
+               for p in (env["data"] / "landing" / "dicom").rglob("*") if p.is_file()}
+    assert held and set(held) <= set(by_hash)  # landing files, named by their content
+    (folder / f"{HELD}.yaml").write_text(project + "hold_back:\n" + "".join(
+        f"  - {{source_sha256: {h}, reason: 'gate: StudyDescription kept (TEST-1)'}}\n"
+        for h in held))
+
+    second = run(HELD_RUNS[1])
+    assert second.state == "success"
+    batch = batch_id_for(HELD_RUNS[1], HELD)
+    assert _run_row(env["data"], batch)["status"] == "success"
+    released = {r["source_uri"] for r in _ledger_rows(env["data"], HELD)}
+    assert not released & {by_hash[h] for h in held}
+    assert f"{len(held)} new or changed instance(s) held back" in (
+        env["data"] / "runs" / batch / "report.md").read_text()
+
+
 def test_a_trigger_cannot_weaken_the_policy_and_the_refusal_is_recorded(
     env: dict[str, Any], dags: dict[str, Any], first_run: dict[str, Any], tmp_path: Path,
 ) -> None:
