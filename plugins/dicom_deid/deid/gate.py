@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING
@@ -486,7 +486,8 @@ class Gate:
     def _leaks(self, data: bytes, top: Sequence[Element], implicit: bool,
                facts: SourceFacts, problems: list[str]) -> int:
         found: set[str] = set()
-        exempt: _Exempt | None = None
+        # walked only when something matched (rarely), once
+        exempt = cache(lambda: _Exempt.walk(data, top, implicit))
         for lo, hi in _outside_pixels(top, len(data)):
             # Case-folded once; each form is then a plain substring search (C speed),
             # whole tokens only (a name inside a longer word is not that name).
@@ -499,51 +500,39 @@ class Gate:
                     if find(needle) < 0 or kws <= found:  # most forms: one search
                         continue
                     for at, whole in _occurrences(haystack, needle, border):
-                        if exempt is None:  # walked only when something matched (rarely)
-                            exempt = _Exempt.walk(data, top, implicit)
                         start = lo + at
-                        if not whole and not exempt.whole_in_value(
+                        if not whole and not exempt().whole_in_value(
                                 data, start, start + len(needle), border):
                             continue  # inside a longer word, even within its value
                         if not any(x <= start and start + len(needle) <= y
-                                   for x, y in (exempt.schemes_and_numbers if (
+                                   for x, y in (exempt().schemes_and_numbers if (
                                        needle.isdigit() and len(needle) < _LONG_NUMBER)
-                                       else exempt.schemes)):
+                                       else exempt().schemes)):
                             found |= kws
                             break
-            if _grouped_ids_in(region, facts, found):  # rare
-                exempt = exempt or _Exempt.walk(data, top, implicit)
-                found |= _grouped_ids(data, lo, region, facts, found, exempt)
+            found |= _grouped_ids(data, lo, region, facts, found, exempt)
         for kw in sorted(found):
             problems.append(f"original {kw} value found")
         return len(found)
 
 
-def _grouped_ids_in(region: bytes, facts: SourceFacts, found: set[str]) -> bool:
-    """Whether any all-digit source value of 6 digits or more is written in groups in
-    ``region``, whole number or not: most regions are cleared here, before the value
-    bounds are walked."""
-    return any(len(form) >= SPACED_ID_DIGITS and form.isdigit() and not kws <= found
-               and next(iter(_spaced_occurrences(region, form)), None) is not None
-               for form, kws in facts.values.items())
-
-
 def _grouped_ids(data: bytes, lo: int, region: bytes, facts: SourceFacts, found: set[str],
-                 exempt: _Exempt) -> set[str]:
-    """The keywords of the all-digit source values written in groups in ``region`` (at
-    ``lo`` in ``data``) as whole numbers, outside code scheme designators."""
+                 exempt: Callable[[], _Exempt]) -> set[str]:
+    """The keywords of the all-digit source values of 6 digits or more written in groups
+    in ``region`` (at ``lo`` in ``data``) as whole numbers, outside code scheme
+    designators (``exempt``: walked only if a grouping is there at all)."""
     hits: set[str] = set()
     for form, kws in facts.values.items():
         if len(form) < SPACED_ID_DIGITS or not form.isdigit() or kws <= found | hits:
             continue
+        border = _number_border(form)
         for at, stop in _spaced_occurrences(region, form):
             start, end = lo + at, lo + stop
-            border = _number_border(form)
             touches = (at > 0 and region[at - 1] in border) or (
                 stop < len(region) and region[stop] in border)
-            if touches and not exempt.whole_in_value(data, start, end, border):
+            if touches and not exempt().whole_in_value(data, start, end, border):
                 continue  # part of a longer number
-            if not any(x <= start and end <= y for x, y in exempt.schemes):
+            if not any(x <= start and end <= y for x, y in exempt().schemes):
                 hits |= kws
                 break
     return hits
