@@ -2,9 +2,10 @@
 
 The int8 detection model must find every line the wheel's original model finds, on text
 drawn here (sizes, fonts, colours and backgrounds other than the ones it was calibrated
-on); the detection input must be rapidocr's own; boxes too tall for a line never reach
-the recogniser; and in a cine loop, text in one late frame and text that never changes
-are both blanked in every frame.
+on); the detection input must be rapidocr's own; regions too thick for a line are kept
+only when they read as text; large images are read in tiles at their own scale, the
+pieces of a line joined; vertical lines are read either way up; and in a cine loop, text
+in one late frame and text that never changes are both blanked in every frame.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
-from pydicom.uid import UltrasoundMultiFrameImageStorage
+from pydicom.uid import (
+    DigitalMammographyXRayImageStorageForPresentation,
+    UltrasoundMultiFrameImageStorage,
+)
 from test_pixel_redaction import IDENTITY, NAME_LINE, SENSITIVE, _draw, _image, _leaks, _run, _texts
 
 from dicom_deid.pixels import ocr
@@ -62,7 +66,8 @@ def _held_out() -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
 def _covered(image: np.ndarray, inks: list[np.ndarray]) -> list[bool]:
     """For each line, whether the padded boxes OCR finds cover all of its ink."""
     mask = np.zeros(image.shape[:2], bool)
-    for _, box in ocr.detect(image):
+    for found in ocr.detect(image):
+        box = found.box
         padded = _padded(box).clip(*image.shape[:2])
         assert padded is not None
         mask[padded.y0:padded.y1, padded.x0:padded.x1] = True
@@ -110,10 +115,12 @@ def test_detection_input_is_rapidocrs_own() -> None:
 
 
 class _FakeEngine:
-    """Detects one text line and one region as tall as the image; records what it reads."""
+    """Detects one text line and one region as tall as the image; reads the region as
+    ``region_reads`` (text, confidence) and the line as "TEXT"; records what it reads."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, region_reads: tuple[str, float]) -> None:
         self.inner = inner
+        self.region_reads = region_reads
         self.read: list[tuple[int, ...]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -131,21 +138,105 @@ class _FakeEngine:
     def _load_rec_model(self) -> Any:
         def recognise(args: Any) -> Any:
             self.read.extend(img.shape for img in args.img)
-            return SimpleNamespace(txts=["TEXT"] * len(args.img), scores=[0.9] * len(args.img))
+            reads = [("TEXT", 0.9) if img.shape[0] <= 25 else self.region_reads
+                     for img in args.img]
+            return SimpleNamespace(txts=[t for t, _ in reads], scores=[c for _, c in reads])
         return recognise
 
 
-def test_regions_too_tall_for_a_line_are_never_recognised(
+def test_regions_too_thick_for_a_line_are_kept_only_when_they_read_as_text(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeEngine(ocr._engine())
-    monkeypatch.setattr(ocr, "_engine", lambda: fake)
-    lines = ocr.find_text(np.zeros((200, 200, 3), np.uint8))
-    assert [line.box for line in lines] == [ocr.Box(10, 10, 151, 31)]
-    assert len(fake.read) == 1 and fake.read[0][0] <= 25  # the line's crop, not the region
-    fake.read.clear()
-    assert [line.text for line in ocr.find_text(np.zeros((200, 200, 3), np.uint8),
-                                                recognise=False)] == [""]
-    assert fake.read == []
+    """An organ the detector outlines reads as noise and is dropped; lettering too large
+    for the line rule (an 80 px name) reads as text and is kept, in every mode: also
+    when the caller blanks all text and recognises nothing else."""
+    image = np.zeros((200, 200, 3), np.uint8)
+    noise = _FakeEngine(ocr._engine(), ("~.", 0.3))
+    lettering = _FakeEngine(ocr._engine(), ("HALVORSEN", 0.95))
+    monkeypatch.setattr(ocr, "_engine", lambda: noise)
+    assert [line.box for line in ocr.find_text(image)] == [ocr.Box(10, 10, 151, 31)]
+    assert [line.box for line in ocr.find_text(image, recognise=False)] == [
+        ocr.Box(10, 10, 151, 31)]
+    assert len(noise.read) == 3 and noise.read[-1][0] > 25  # without recognise: the region
+    monkeypatch.setattr(ocr, "_engine", lambda: lettering)
+    for recognise in (True, False):
+        assert sorted(line.box for line in ocr.find_text(image, recognise=recognise)) == [
+            ocr.Box(0, 0, 200, 200), ocr.Box(10, 10, 151, 31)]
+
+
+def test_pieces_of_a_line_are_joined_and_stacked_lines_are_not() -> None:
+    """A line cut by a tile's edge, and found whole in the next tile, is one line; two
+    lines one above the other stay two; a vertical line's pieces join along it."""
+    def quad(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+
+    pieces = [quad(700, 100, 960, 120), quad(800, 101, 1100, 121),  # one line, two tiles
+              quad(700, 124, 1000, 144),  # the next line, 4 px below
+              quad(20, 300, 40, 700), quad(21, 650, 41, 1000)]  # a vertical line
+    joined = sorted((ocr._box_of(q) for q in ocr._joined(pieces)), key=lambda b: (b.x0, b.y0))
+    assert joined == [ocr.Box(20, 300, 42, 1001), ocr.Box(700, 100, 1101, 122),
+                      ocr.Box(700, 124, 1001, 145)]
+
+
+def _mammogram(rows: int, cols: int, lines: list[tuple[int, int, str]], size: int
+               ) -> np.ndarray:
+    """A 12-bit breast-like gradient on black, with ``lines`` burned in at full white."""
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    tissue = np.clip(3000 - np.hypot(yy - rows / 2, xx) * 1.4, 0, 2600).astype(np.uint16)
+    label = Image.new("L", (cols, rows))
+    draw = ImageDraw.Draw(label)
+    font = ImageFont.load_default(size=size)
+    for x, y, text in lines:
+        draw.text((x, y), text, fill=255, font=font)
+    ink = np.array(label) > 0
+    tissue[ink] = 4095
+    return tissue
+
+
+def test_small_labels_on_a_large_image_are_read_at_its_own_scale() -> None:
+    """A 4,096 x 3,328 mammogram with 15 px labels: scaled to 960 px they are 3.5 px and
+    only the name is read; read in tiles, every label is, and blanked (one crosses a
+    tile's edge), and the image is released without them."""
+    rows, cols = 3328, 4096
+    lines = [(cols - 900, 60, f"{NAME_LINE}   MRN1234567"), (cols - 900, 95, "DOB 14/05/2023"),
+             (700, rows - 100, "SMITH JOHN 1234567")]  # x 700-870: across the first seam
+    arr = _mammogram(rows, cols, lines, 15)
+    assert _leaks(_texts(arr)) == list(IDENTITY)  # every label, at the image's own scale
+    ds = _image(arr, "MONOCHROME2", modality="MG",
+                sop_class=DigitalMammographyXRayImageStorageForPresentation, bits_stored=12)
+    ds.BurnedInAnnotation = "YES"
+    _, _, after, boxes, _ = _run(ds, SENSITIVE)
+    assert boxes >= 3
+    assert _leaks(_texts(after.pixel_array)) == []
+    assert not (after.pixel_array[arr == 4095] == 4095).any()  # no ink left
+
+
+@pytest.mark.parametrize("turn", [1, 3], ids=["bottom-to-top", "top-to-bottom"])
+def test_vertical_labels_are_read_either_way_up(turn: int) -> None:
+    """A name and ID written along the left edge, turned either way: read and blanked
+    as sensitive, the rest of the image untouched."""
+    rng = np.random.default_rng(3)
+    strip = _draw(np.zeros((30, 360, 3), np.uint8), [(4, 6, f"{NAME_LINE}  MRN1234567")],
+                  (255, 255, 255))
+    rgb = np.repeat(rng.integers(20, 110, (480, 640, 1), dtype=np.uint8), 3, axis=2)
+    rgb[40:400, :30] = np.rot90(strip, turn)
+    ds = _image(rgb, "RGB")
+    before = ds.pixel_array.copy()
+    _, _, after, boxes, _ = _run(ds, SENSITIVE)
+    assert boxes >= 1
+    out = after.pixel_array
+    assert not out[40:400, :30].any()
+    assert np.array_equal(out[:, 80:], before[:, 80:])
+
+
+def test_lettering_larger_than_a_line_is_blanked() -> None:
+    """An 80 px name on a 480-row ultrasound (thicker than 15 % of the rows)."""
+    rng = np.random.default_rng(4)
+    rgb = np.repeat(rng.integers(20, 110, (480, 640, 1), dtype=np.uint8), 3, axis=2)
+    rgb[300:420] = 0
+    drawn = _draw(rgb, [(20, 310, "SMITH JOHN")], (255, 255, 255), size=80)
+    assert "SMITH" in _leaks(_texts(drawn))
+    _, _, after, boxes, _ = _run(_image(drawn, "RGB"), SENSITIVE)
+    assert boxes >= 1 and _leaks(_texts(after.pixel_array)) == []
 
 
 def test_cine_late_text_and_unchanging_text_are_blanked_in_every_frame() -> None:

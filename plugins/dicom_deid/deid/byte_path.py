@@ -66,6 +66,7 @@ from dicom_deid.dicom.writer import (
 )
 from dicom_deid.pixels.codestream import CODESTREAM_SYNTAXES, carries_metadata, frame_layout
 from dicom_deid.pixels.overlays import embedded_overlay_groups
+from dicom_deid.pixels.risk import RISK_TAGS
 from dicom_deid.text.context import PhiContext
 
 from .deidentifier import (
@@ -177,7 +178,7 @@ class ByteDeidentifier:
             raise _Decline
         if self.deid.pixels is not None and self.deid.pixels.may_change_by_header(
             0x7FE00010 in by_tag, any(e[0] & 0xFF01FFFF == 0x60003000 for e in top),
-            *(_text(data, by_tag.get(t)) for t in _PIXEL_DECISION_TAGS),
+            {t: _text(data, by_tag.get(t)) for t in RISK_TAGS},
         ):
             raise _Decline  # its pixels (or overlays) may change: the Dataset path
         if self.deid.drops_overlays and embedded_overlay_groups(by_tag):
@@ -736,8 +737,6 @@ def _level_elements(data: bytes, pos: int, end: int, implicit: bool) -> list[_El
 
 
 _MISSING: Any = object()
-_PIXEL_DECISION_TAGS = (0x00280301, 0x00080060, 0x00080016, 0x00080008)
-"""BurnedInAnnotation, Modality, SOPClassUID, ImageType: what PixelCleaner.wants_ocr reads."""
 _RUN, _ADD, _CHANGE, _PRIVATE = "run", "add", "change", "private"
 _Sites = tuple[tuple[int, ...], tuple[tuple[int, str], ...], int]
 """Positions of some of a level's elements, their (tag, VR)s, and a number naming the two

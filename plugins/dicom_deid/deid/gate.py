@@ -53,6 +53,7 @@ from dicom_deid.pixels.codestream import (
     pixel_data_segments,
 )
 from dicom_deid.pixels.overlays import embedded_overlay_groups
+from dicom_deid.pixels.risk import RISK_TAGS
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import SPACED_ID_DIGITS, PhiContext, spaced_digits, untitled
 
@@ -84,8 +85,8 @@ _TEXT_SPLIT = re.compile(rb"[\\]")
 _NAME_SPLIT = re.compile(rb"[\\=^]")
 _SEQUENCE_MEMO = 4096
 _UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
-_RISK_TAGS = frozenset({0x00280301, 0x00080060, 0x00080016, 0x00080008})
-"""BurnedInAnnotation, Modality, SOPClassUID, ImageType: what decides an image at risk."""
+_RISK_TAGS = frozenset(RISK_TAGS)
+"""What decides an image at risk (:func:`~dicom_deid.pixels.clean.at_risk_by_header`)."""
 _UID_NAMES = {0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
               0x00080018: "SOPInstanceUID"}
 
@@ -407,10 +408,7 @@ class Gate:
             from dicom_deid.pixels.clean import PixelCleaner
 
             self._risk = PixelCleaner(privacy_first())
-        h = facts.header
-        return self._risk.ocr_by_header(
-            h.get(0x00280301, ""), h.get(0x00080060, ""), h.get(0x00080016, ""),
-            h.get(0x00080008, ""))
+        return self._risk.ocr_by_header(facts.header)
 
     @staticmethod
     def _read_pixels(data: bytes, problems: list[str]) -> list[str]:

@@ -24,7 +24,7 @@ address and person-name layouts whatever they name.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,10 +48,11 @@ from dicom_deid.text.banner import line_spans
 from dicom_deid.text.context import PhiContext
 
 from .ocr import Box, TextLine, find_text, line_cache, to_detection_image
+from .risk import RISK_TAGS, TEXT_PRONE_MODALITIES, at_risk_by_header
 from .rules import RuleSet, load_rules
 
-__all__ = ["DEFAULT_IMAGE_INFO_TYPES", "TEXT_PRONE_MODALITIES", "OcrReadout", "PixelCleaner",
-           "read_text_lines"]
+__all__ = ["DEFAULT_IMAGE_INFO_TYPES", "RISK_TAGS", "TEXT_PRONE_MODALITIES", "OcrReadout",
+           "PixelCleaner", "at_risk_by_header", "read_text_lines"]
 
 PIXEL_DATA = 0x7FE00010
 _BURNED_IN = 0x00280301
@@ -59,11 +60,6 @@ _EXTENDED_OFFSETS = (0x7FE00001, 0x7FE00002)
 _NATIVE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
                      "1.2.840.10008.1.2.1.99"})
 
-TEXT_PRONE_MODALITIES = frozenset(
-    {"US", "SC", "OT", "XA", "RF", "ES", "XC", "DOC", "GM", "IVUS", "OP", "PX", "IO", "SM"}
-)
-"""Modalities whose images usually carry burned-in annotation (OCR'd under AUTO scope)."""
-_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DEFAULT_IMAGE_INFO_TYPES = INFO_TYPES - {"AGE", "URL", "IP_ADDRESS"}
 """What REDACT_SENSITIVE_TEXT looks for unless additionalInfoTypes adds the others."""
 _MARGIN_FRACTION = 0.2
@@ -115,34 +111,24 @@ class PixelCleaner:
     def wants_ocr(self, ds: Dataset) -> bool:
         """Whether this instance's pixels are read by OCR (no pixel is decoded here)."""
         return PIXEL_DATA in ds and self.ocr_by_header(
-            text_value(ds, _BURNED_IN), text_value(ds, 0x00080060),
-            text_value(ds, 0x00080016), text_value(ds, 0x00080008))
+            {tag: text_value(ds, tag) for tag in RISK_TAGS})
 
-    def ocr_by_header(self, burned_in: str, modality: str, sop_class: str,
-                      image_type: str) -> bool:
-        """:meth:`wants_ocr` from the four attributes it reads (an image with pixel data):
-        the byte path asks it without a Dataset."""
+    def ocr_by_header(self, header: Mapping[int, str]) -> bool:
+        """:meth:`wants_ocr` from the top-level attributes :data:`RISK_TAGS` (tag -> text,
+        missing or "" when absent) of an image with pixel data: the byte path and the
+        verification gate ask it without a Dataset."""
         if self.mode is TextRedactionMode.REDACT_NO_TEXT:
             return False
-        if self.scope is OcrScope.ALL:
-            return True
-        if burned_in.upper() == "YES":
-            return True
-        if modality.upper() in TEXT_PRONE_MODALITIES:
-            return True
-        if sop_class.startswith(_SECONDARY_CAPTURE):
-            return True
-        return "SCREEN SAVE" in image_type.upper()
+        return self.scope is OcrScope.ALL or at_risk_by_header(header)
 
     def may_change_by_header(self, has_pixels: bool, has_overlay_data: bool,
-                             burned_in: str, modality: str, sop_class: str,
-                             image_type: str) -> bool:
+                             header: Mapping[int, str]) -> bool:
         """Whether :meth:`clean` could change an instance with these attributes: False
         means it returns 0 and leaves every byte as it is (the file may take the byte
         path). Region rules match on the Dataset, so with rules this is always True."""
         if self.rules is not None or (self.clean_graphics and has_overlay_data):
             return True
-        return has_pixels and self.ocr_by_header(burned_in, modality, sop_class, image_type)
+        return has_pixels and self.ocr_by_header(header)
 
     def _job(self, ds: Dataset) -> _Job:
         boxes = []

@@ -10,9 +10,16 @@ and must never be logged.
 Detection, four fifths of the cost, runs an 8-bit integer copy of the wheel's detection
 model (``data/``, built by :mod:`.quantize`: about four times faster, and it found
 every line the original found on held-out images) on CPUs whose integer dot products
-cannot saturate (VNNI); elsewhere the wheel's own model. Boxes too tall to be a line of
-text are dropped before recognition, and a caller that needs no text
-(``REDACT_ALL_TEXT``) skips recognition altogether.
+cannot saturate (VNNI); elsewhere the wheel's own model. A caller that needs no text
+(``REDACT_ALL_TEXT``) skips recognition of ordinary lines.
+
+The detector sees an image at most :data:`MAX_SIDE` pixels on its longest side. A larger
+one (a mammogram, a CR, a stitched long-leg view) is also read in overlapping tiles at
+its own scale, so a 14 px label is not shrunk to 4 px and lost; the pieces of a line cut
+by a tile's edge are joined again. A region thicker than a line of text can be (the
+detector outlining an organ, or very large lettering) is kept only when it reads as
+text. Vertical lines are read both ways up (a label written bottom to top as well as
+top to bottom).
 
 Multi-frame images (cine loops) repeat most of their text from frame to frame: inside
 :func:`line_cache` a line image whose pixels were already read is not recognised again
@@ -46,8 +53,17 @@ MAX_SIDE = 960
 """Images are never upscaled for detection; larger ones are scaled down to this side."""
 _MAX_LINE_FRACTION = 0.15
 _MAX_LINE_MIN = 64
-"""A "line" taller than max(64 px, 15 % of the image) is the detector outlining image
-content (an ultrasound sector, a bright organ), not text: such boxes are dropped."""
+"""A "line" thicker than max(64 px, 15 % of the image) is usually the detector outlining
+image content (an ultrasound sector, a bright organ): kept only if it reads as text."""
+_THICK_MIN_SCORE = 0.7
+"""How sure the recogniser must be that a thick region is text (anatomy reads as noise
+with low confidence; large clean lettering reads at 0.9 and more)."""
+_TILE_ABOVE = 1.25
+"""An image whose longest side exceeds this many times MAX_SIDE is also read in tiles."""
+_TILE_OVERLAP = 160
+"""Tiles overlap by this many pixels: a word shorter than that lies whole in one tile."""
+_FLAT_RANGE = 16
+"""A tile whose samples span fewer grey levels holds no legible text (skipped)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -232,35 +248,153 @@ def to_detection_image(frame: np.ndarray, invert: bool = False) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
 
 
+@dataclass(frozen=True, eq=False)
+class _Found:
+    """One detected region: its quadrilateral (4 x 2 float32), enclosing box, and whether
+    it is thicker than a line of text (kept only if it reads as text)."""
+
+    quad: np.ndarray
+    box: Box
+    thick: bool
+
+
+def _box_of(quad: np.ndarray) -> Box:
+    return Box(int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min())),
+               int(np.ceil(quad[:, 0].max())) + 1, int(np.ceil(quad[:, 1].max())) + 1)
+
+
+def _sides(quad: np.ndarray) -> tuple[float, float]:
+    """The quadrilateral's length along its first edge and across it (as rapidocr crops)."""
+    along = max(float(np.linalg.norm(quad[0] - quad[1])), float(np.linalg.norm(quad[2] - quad[3])))
+    across = max(float(np.linalg.norm(quad[0] - quad[3])), float(np.linalg.norm(quad[1] - quad[2])))
+    return along, across
+
+
+def _is_vertical(quad: np.ndarray) -> bool:
+    """Whether rapidocr's crop of this line is turned a quarter (a vertical line)."""
+    along, across = _sides(quad)
+    return along > 0 and across / along >= 1.5
+
+
 def find_text(image: np.ndarray, recognise: bool = True) -> list[TextLine]:
     """Text lines in an 8-bit RGB image (see :func:`to_detection_image`), top to bottom.
 
     Without ``recognise`` every detected line is returned with empty text (its box is all
-    a caller blanking all text needs); otherwise lines read as blank are left out.
+    a caller blanking all text needs); otherwise lines read as blank are left out. Thick
+    regions are always recognised, and kept only when they read as text.
     """
     found = detect(image)
     if not found:
         return []
-    if recognise:
-        texts = read_lines(image, [quad for quad, _ in found])
-        lines = [TextLine(box, text, score) for (_, box), (text, score) in zip(
-            found, texts, strict=True) if text.strip()]
-    else:
-        lines = [TextLine(box, "", 0.0) for _, box in found]
+    read = [f for f in found if recognise or f.thick]
+    texts = dict(zip((id(f) for f in read), read_lines(image, [f.quad for f in read]),
+                     strict=True))
+    lines = []
+    for f in found:
+        text, score = texts.get(id(f), ("", 0.0))
+        if f.thick and not _reads_as_text(text, score):
+            continue  # image content the detector outlined
+        if recognise and not text.strip():
+            continue
+        lines.append(TextLine(f.box, text if recognise else "", score if recognise else 0.0))
     lines.sort(key=lambda line: (line.box.y0, line.box.x0))
     return lines
 
 
-def detect(image: np.ndarray) -> list[tuple[np.ndarray, Box]]:
-    """The text lines detected in an 8-bit RGB image: each one's quadrilateral (4 x 2,
-    float32, for :func:`read_lines`) and enclosing box. Boxes taller than a line of text
-    can be (the detector outlining image content) are left out.
+def _reads_as_text(text: str, score: float) -> bool:
+    return score >= _THICK_MIN_SCORE and sum(ch.isalnum() for ch in text) >= 2
 
-    rapidocr's own detection steps (its bounds on the image size, vertical padding of
-    very wide images, resizing to multiples of 32, DB post-processing) with the input
-    normalised by table lookup, and without cropping every box (recognition crops only
-    the lines kept).
+
+def detect(image: np.ndarray) -> list[_Found]:
+    """The text regions detected in an 8-bit RGB image, each marked thick when it is
+    thicker than a line of text can be (the detector outlining image content, or very
+    large lettering: :func:`find_text` keeps those only if they read as text).
+
+    An image larger than :data:`MAX_SIDE` (by :data:`_TILE_ABOVE`) is read whole, scaled
+    down, for lettering too large for a tile, and in overlapping tiles at its own scale;
+    the pieces of one line are joined (:func:`_joined`).
     """
+    rows, cols = image.shape[:2]
+    quads = _detect_once(image)
+    if max(rows, cols) > MAX_SIDE * _TILE_ABOVE:
+        # the scaled-down pass only for what no tile can hold whole
+        quads = [q for q in quads if min(_sides(q)) > _TILE_OVERLAP / 2]
+        for y0 in _tile_starts(rows):
+            for x0 in _tile_starts(cols):
+                tile = image[y0:y0 + MAX_SIDE, x0:x0 + MAX_SIDE]
+                if int(tile.max()) - int(tile.min()) < _FLAT_RANGE:
+                    continue
+                offset = np.array([x0, y0], np.float32)
+                quads += [q + offset for q in _detect_once(np.ascontiguousarray(tile))]
+        quads = _joined(quads)
+    thickest = max(_MAX_LINE_MIN, round(rows * _MAX_LINE_FRACTION))
+    return [_Found(np.ascontiguousarray(q, np.float32), _box_of(q), min(_sides(q)) > thickest)
+            for q in quads]
+
+
+def _tile_starts(size: int) -> list[int]:
+    if size <= MAX_SIDE:
+        return [0]
+    step = MAX_SIDE - _TILE_OVERLAP
+    return [*range(0, size - MAX_SIDE, step), size - MAX_SIDE]
+
+
+def _joined(quads: list[np.ndarray]) -> list[np.ndarray]:
+    """Regions found in overlapping tiles, with the pieces of one line (cut by a tile's
+    edge, or found whole in one tile and in part in the next) joined into one upright
+    rectangle; a region that joins nothing keeps its own quadrilateral."""
+    boxes = [_box_of(q) for q in quads]
+    parent = list(range(len(quads)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if _same_line(boxes[i], boxes[j]):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(quads)):
+        groups.setdefault(root(i), []).append(i)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(quads[members[0]])
+            continue
+        x0 = min(boxes[i].x0 for i in members)
+        y0 = min(boxes[i].y0 for i in members)
+        x1 = max(boxes[i].x1 for i in members) - 1
+        y1 = max(boxes[i].y1 for i in members) - 1
+        # upright, clockwise from the top left, as the detector's own: a tall one is
+        # then read as a vertical line (turned, both ways up)
+        out.append(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32))
+    return out
+
+
+def _same_line(a: Box, b: Box) -> bool:
+    """Whether two boxes are pieces of one line: overlapping (or touching) along the
+    line, and sharing most of their extent across it; a vertical pair by the same rule
+    turned a quarter. Stacked lines share their extent along the line, not across it."""
+    aw, ah, bw, bh = a.x1 - a.x0, a.y1 - a.y0, b.x1 - b.x0, b.y1 - b.y0
+    vertical = ah > 2 * aw and bh > 2 * bw
+    if vertical:
+        across = min(a.x1, b.x1) - max(a.x0, b.x0)
+        gap = max(a.y0, b.y0) - min(a.y1, b.y1)
+        thickness = min(aw, bw)
+    else:
+        across = min(a.y1, b.y1) - max(a.y0, b.y0)
+        gap = max(a.x0, b.x0) - min(a.x1, b.x1)
+        thickness = min(ah, bh)
+    return across >= 0.5 * thickness and gap <= 0.25 * thickness
+
+
+def _detect_once(image: np.ndarray) -> list[np.ndarray]:
+    """rapidocr's own detection steps (its bounds on the image size, vertical padding of
+    very wide images, resizing to multiples of 32, DB post-processing) with the input
+    normalised by table lookup: the quadrilaterals found, in ``image``'s coordinates."""
     from rapidocr.utils.process_img import (
         apply_vertical_padding,
         map_boxes_to_original,
@@ -282,17 +416,8 @@ def detect(image: np.ndarray) -> list[tuple[np.ndarray, Box]]:
     quads, _scores = det.postprocess_op(pred, img.shape[:2])
     if len(quads) == 0:
         return []
-    quads = map_boxes_to_original(np.asarray(quads, np.float32), record, rows, cols)
-    tallest = max(_MAX_LINE_MIN, round(rows * _MAX_LINE_FRACTION))
-    found = []
-    for pts in quads:
-        box = Box(
-            int(np.floor(pts[:, 0].min())), int(np.floor(pts[:, 1].min())),
-            int(np.ceil(pts[:, 0].max())) + 1, int(np.ceil(pts[:, 1].max())) + 1,
-        )
-        if box.y1 - box.y0 <= tallest:
-            found.append((np.ascontiguousarray(pts, np.float32), box))
-    return found
+    mapped = map_boxes_to_original(np.asarray(quads, np.float32), record, rows, cols)
+    return [np.asarray(q, np.float32) for q in mapped]
 
 
 def _det_input(img: np.ndarray) -> np.ndarray | None:
@@ -334,5 +459,14 @@ def read_lines(image: np.ndarray, quads: list[np.ndarray]) -> list[tuple[str, fl
     if not quads:
         return []
     crops = [get_rotate_crop_image(image, quad.copy()) for quad in quads]
-    out = _engine()._load_rec_model()(TextRecInput(img=crops, return_word_box=False))
-    return [(str(text), float(score)) for text, score in zip(out.txts, out.scores, strict=True)]
+    # A vertical line's crop is turned a quarter one way; its text may run the other way
+    # (bottom to top): it is read upside down too, and both readings are judged.
+    turned = [i for i, quad in enumerate(quads) if _is_vertical(quad)]
+    batch = crops + [np.ascontiguousarray(np.rot90(crops[i], 2)) for i in turned]
+    out = _engine()._load_rec_model()(TextRecInput(img=batch, return_word_box=False))
+    read = [(str(text), float(score)) for text, score in zip(out.txts, out.scores, strict=True)]
+    lines = read[:len(quads)]
+    for i, (text, score) in zip(turned, read[len(quads):], strict=True):
+        first, first_score = lines[i]
+        lines[i] = ("\n".join(t for t in (first, text) if t.strip()), max(first_score, score))
+    return lines
