@@ -17,7 +17,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
-from dicom_deid.config.model import DeidConfig
+from dicom_deid.config.model import DeidConfig, privacy_first
 from dicom_deid.deid.batch import BatchSummary, Source, iter_sources, run_batch
 from instances import KEY, ROOT, make_instance, to_bytes
 
@@ -207,3 +207,24 @@ def test_nothing_is_written_outside_the_output_folder(tmp_path: Path) -> None:
                         progress=False)
     assert (summary.processed, summary.failures_by_kind) == (0, {"bad-path": 1})
     assert not (tmp_path / "rel" / "escaped.dcm").exists()
+
+
+def test_a_rejected_output_leaves_no_folder_named_after_the_patient(tmp_path: Path) -> None:
+    """``--layout relative`` keeps the input's folders; the gate rejects an output whose
+    path names the patient, and the folders made for it go with it (an external probe
+    found ``OUT/HALVORSEN_INGRID_19540822/73019455/`` left behind, empty)."""
+    src = tmp_path / "in"
+    named = src / "SMITH_JOHN" / "MRN1234567" / "1.dcm"
+    named.parent.mkdir(parents=True)
+    named.write_bytes(to_bytes(make_instance()))
+    other = src / "batch7" / "2.dcm"
+    other.parent.mkdir(parents=True)
+    other_ds = make_instance()
+    other_ds.SOPInstanceUID = other_ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6"
+    other.write_bytes(to_bytes(other_ds))
+    out = tmp_path / "out"
+    summary = run_batch(list(iter_sources(src)), out, privacy_first(), KEY, workers=2,
+                        layout="relative", progress=False, gate=(), drop_rejected=True)
+    assert summary.rejected == 1 and summary.processed == 1
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "batch7", "batch7/2.dcm"]

@@ -75,6 +75,8 @@ class Mode(IntEnum):
 
 
 FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+_LONG_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+"""Free text by its VR alone (UC also holds long code values)."""
 _SOURCE_SYSTEM_CODES: dict[int, ActionCode] = {
     **{t: ActionCode.X for k in (
         "RetrieveURL", "RetrieveURI", "StorageURL", "StoredInstanceBaseURI",
@@ -88,6 +90,25 @@ the configuration retains institution identity: URLs name the institution's host
 carry its original UIDs (``.../studies/<Study Instance UID>``), removed (the D dummy where
 the IOD requires one); the HL7 Instance Identifier is the hospital's document OID and
 report number, dummied."""
+
+
+@cache
+def beyond_table() -> dict[int, ActionCode]:
+    """Attributes Table E.1-1 does not list that hold a patient's dates, people's names
+    or free text about them (``data/beyond_table_e1.csv``): the code each gets, as if the
+    table listed it. What the list misses, the rule for unlisted free text still cleans
+    (:meth:`Plan._unlisted`)."""
+    text = resources.files(__package__).joinpath("data/beyond_table_e1.csv").read_text(
+        encoding="utf-8")
+    codes: dict[int, ActionCode] = {}
+    for rec in csv.DictReader(text.splitlines()):
+        tag = tag_for_keyword(rec["keyword"])
+        if tag is None:
+            raise ValueError(f"beyond_table_e1.csv: unknown keyword {rec['keyword']!r}")
+        codes[tag] = ActionCode(rec["code"])
+    return codes
+
+
 _IDENTITY_CODES = frozenset({"PersonIdentificationCodeSequence", "InstitutionCodeSequence"})
 """Code sequences whose code is a person's or an institution's identity ("ZB123456",
 "Belinda Zarkovsky, dosimetrist")."""
@@ -265,7 +286,10 @@ class Plan:
         row = self._table.row_for(tag)
         if row is None:
             code = _SOURCE_SYSTEM_CODES.get(tag)
-            if code is None or Option.RETAIN_INSTITUTION_IDENTITY in self.options:
+            if code is not None and Option.RETAIN_INSTITUTION_IDENTITY in self.options:
+                code = None
+            code = code or beyond_table().get(tag)
+            if code is None:
                 return self._unlisted(vr, mode, scope)
             return self._code_act(resolve_required(code, _attribute_type(tag, scope)), None,
                                   tag, vr)
@@ -297,6 +321,8 @@ class Plan:
                 return Act.CLEAN
             if vr == "PN":
                 return Act.DUMMY
+        if vr in _LONG_TEXT_VRS and Option.CLEAN_DESCRIPTORS in self.options:
+            return Act.CLEAN  # comments and notes the table does not know of: descriptors
         return Act.KEEP
 
     def _code_act(self, code: ActionCode, option: Option | None, tag: int, vr: str) -> Act:

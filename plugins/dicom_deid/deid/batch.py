@@ -395,7 +395,8 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
                         stage = "metadata"
                         outcome.metadata = _metadata_row(output, staged, outcome.verdict)
         except BaseException:
-            os.unlink(staged)  # nobody will publish it: it must not stay behind
+            # nobody will publish it: it must not stay behind, nor the folders made for it
+            _unlink_with_empty_parents(staged, os.fspath(out_root))
             if review is not None and outcome.review is not None:
                 _drop_thumbnails(review.folder, outcome.review, outcome.tag)
             raise
@@ -761,7 +762,10 @@ def _unless_rejected(out_root: Path, o: FileOutcome, summary: BatchSummary,
         return o
     summary.verified += 1
     summary.rejected += 1
-    os.unlink(staged_name(os.path.join(out_root, o.output_rel), o.tag))
+    # the folders made for it too: under ``--layout relative`` they are the input's, which
+    # may name the patient (the reason the gate rejected it)
+    _unlink_with_empty_parents(staged_name(os.path.join(out_root, o.output_rel), o.tag),
+                               os.fspath(out_root))
     if review is not None and o.review is not None:
         _drop_thumbnails(review.folder, o.review, o.tag)
     kind = "leak" if o.verdict.leaks else "unverified"

@@ -130,16 +130,20 @@ def write_staged(
     path = os.fspath(path)
     folder = os.path.dirname(path)
     tmp = staged_name(path, tag)
-    try:
-        fd = os.open(tmp, _NEW_FILE, 0o666)
-    except FileNotFoundError:  # first file of its folder (most files skip this)
+    for attempt in range(3):
         try:
-            os.mkdir(folder)  # a new series of a known study: its parent exists
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-        except FileExistsError:  # made meanwhile by another worker
-            pass
-        fd = os.open(tmp, _NEW_FILE, 0o666)
+            fd = os.open(tmp, _NEW_FILE, 0o666)
+            break
+        except FileNotFoundError:  # first file of its folder (most files skip this)
+            if attempt == 2:
+                raise
+            # made again when the batch removed it meanwhile, empty, with a rejected output
+            try:
+                os.mkdir(folder)  # a new series of a known study: its parent exists
+            except FileNotFoundError:
+                os.makedirs(folder, exist_ok=True)
+            except FileExistsError:  # made meanwhile by another worker
+                pass
     try:
         try:
             _write_chunks(fd, [data] if isinstance(data, bytes) else data, source_fd)

@@ -1,0 +1,69 @@
+"""Attributes PS3.15 Table E.1-1 does not list, which hold a patient's dates, people's
+names or free text about them.
+
+An external probe found them kept by the privacy-first default: a birth date written in
+the Thai calendar (PatientBirthDateInAlternativeCalendar), the death date, comments on a
+worklist step with a daughter's name and phone number (nested in the step's sequence,
+itself unlisted), the contact for a procedure step, a hanging protocol's author, the
+patient's bed. Each is removed or cleaned as if the table listed it
+(``config/data/beyond_table_e1.csv``), and long free text the list misses is cleaned as
+a descriptor.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from dicom_deid.config.model import DeidConfig, privacy_first
+from dicom_deid.config.plan import beyond_table
+from instances import deidentify_bytes, make_instance, to_bytes
+
+_PHONE = "+47 912 34 567"
+_TALK = f"Daughter Sofie Berg will bring her, call {_PHONE} before 03.04.2024"
+_NOTES = "Neighbour will call 555-867-5309 on 03.04.2024"
+
+
+def _planted() -> Dataset:
+    ds = make_instance()
+    ds.PatientBirthDateInAlternativeCalendar = "2497-08-22"
+    ds.PatientDeathDateInAlternativeCalendar = "2567-03-02"
+    ds.PatientAlternativeCalendar = "I"
+    ds.ContactDisplayName = "Dr Amara Okafor"
+    ds.HangingProtocolCreator = "Mortensen"
+    ds.AssignedLocation = "WARD7B-BED4"
+    ds.CommentsOnTheScheduledProcedureStep = _TALK
+    step = Dataset()
+    step.CommentsOnTheScheduledProcedureStep = _TALK
+    step.ScheduledProcedureStepID = "SPS1"
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    ds.ReasonForCancellation = _TALK
+    ds.MaterialNotes = _NOTES  # not in the list: long free text, cleaned as a descriptor
+    return ds
+
+
+def test_what_the_table_leaves_out_is_removed_or_cleaned() -> None:
+    out, _, raw = deidentify_bytes(to_bytes(_planted()), privacy_first())
+    for keyword in ("PatientBirthDateInAlternativeCalendar",
+                    "PatientDeathDateInAlternativeCalendar", "ContactDisplayName",
+                    "HangingProtocolCreator", "AssignedLocation",
+                    "CommentsOnTheScheduledProcedureStep", "ReasonForCancellation"):
+        assert keyword not in out, keyword
+    assert "CommentsOnTheScheduledProcedureStep" not in out.ScheduledProcedureStepSequence[0]
+    assert out.PatientAlternativeCalendar == "I"  # which calendar: no one's date
+    for value in ("2497", "2567", "Okafor", "Mortensen", "BED4", "Sofie", "912 34",
+                  "03.04.2024"):
+        assert value.encode() not in raw, value
+    assert str(out.MaterialNotes) == "Neighbour will call [PHONE_NUMBER] on [DATE]"
+
+
+def test_unlisted_free_text_is_kept_without_clean_descriptors() -> None:
+    """The Basic Profile alone keeps what the table does not list (the list above is
+    applied, the descriptor rule is Clean Descriptors')."""
+    out, _, _ = deidentify_bytes(to_bytes(_planted()), DeidConfig(options=frozenset()))
+    assert str(out.MaterialNotes) == _NOTES
+    assert "PatientBirthDateInAlternativeCalendar" not in out
+
+
+def test_every_keyword_of_the_list_is_a_dicom_keyword() -> None:
+    assert len(beyond_table()) >= 19
