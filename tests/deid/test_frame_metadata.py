@@ -236,3 +236,22 @@ def test_the_gate_fails_an_output_whose_frames_it_cannot_walk() -> None:
     # (a colour "CT" is also an image at risk, whose frames cannot be read back either)
     assert verdict.problems[0] == "compressed pixel data cannot be walked (bad-codestream)"
     assert not verdict.ok
+
+
+def test_the_gate_fails_video_it_cannot_inspect() -> None:
+    """An H.264 stream's SEI user data may hold a name (an external probe released one
+    from a grey "CT" video, which no header rule takes to be at risk): video is never
+    released unread."""
+    source = (Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm").read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(source))
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.MPEG4HP41
+    ds.PixelData = encapsulate([b"\x00\x00\x00\x01\x06\x05" + PLANTED + b"\x80"])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    gate = Gate()
+    verdict = gate.check("out.dcm", buf.getvalue(), gate.source_facts(source, len(source)), {})
+    assert not gate.at_risk(gate.source_facts(source, len(source)))
+    assert "video pixel data cannot be inspected (its stream may carry text)" in verdict.problems
+    assert not verdict.ok

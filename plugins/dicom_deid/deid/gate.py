@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.uid import MPEGTransferSyntaxes
 
 from dicom_deid.config.coding_schemes import is_scheme_designator, is_scheme_version
 from dicom_deid.config.declared_exceptions import expand_exceptions
@@ -85,6 +86,7 @@ _TEXT_SPLIT = re.compile(rb"[\\]")
 _NAME_SPLIT = re.compile(rb"[\\=^]")
 _SEQUENCE_MEMO = 4096
 _UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
+_VIDEO_SYNTAXES = frozenset(MPEGTransferSyntaxes)
 _RISK_TAGS = frozenset(RISK_TAGS)
 """What decides an image at risk (:func:`~dicom_deid.pixels.clean.at_risk_by_header`)."""
 _UID_NAMES = {0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
@@ -372,7 +374,12 @@ class Gate:
         """Text left in the output's compressed frames outside the image (JPEG COM and
         APPn segments, JPEG 2000 COM markers...), which the value search cannot see in
         compressed bytes: 1 (a leak) when a frame carries any. Marker segments only are
-        walked; a frame that is no well-formed codestream fails the output too."""
+        walked; a frame that is no well-formed codestream fails the output too. A video
+        stream (MPEG, HEVC) is not walked and fails the output: its user data and SEI
+        messages may carry any text, and no decoder here can read its frames."""
+        if transfer_syntax in _VIDEO_SYNTAXES:
+            problems.append("video pixel data cannot be inspected (its stream may carry text)")
+            return 0
         if transfer_syntax not in CODESTREAM_SYNTAXES:
             return 0
         by_tag = {e[0]: e for e in top}
