@@ -42,6 +42,21 @@ def _local_code(meaning: str) -> Dataset:
     return item
 
 
+def test_a_long_code_value_stays_longer_than_a_code_value() -> None:
+    """A Long Code Value holds codes of more than 16 characters; one the sweep shortened
+    ("SMITH-JOHN-KNEE-L" to 16) would be invalid (an external probe's dciodvfy error):
+    it is filled up to 17."""
+    ds = make_instance()
+    item = _local_code("knee")
+    del item.CodeValue
+    item.LongCodeValue = "SMITH-JOHN-KNEE-L"
+    ds.AnatomicRegionSequence = Sequence([item])
+    code = run(ds).AnatomicRegionSequence[0].LongCodeValue
+    assert code == "[CTX]-[CTX]-KNEE-L" and len(code) > 16
+    item.LongCodeValue = "SMITH-JOHN-KNEE"
+    assert run(ds).AnatomicRegionSequence[0].LongCodeValue == "[CTX]-[CTX]-KNEE_"
+
+
 def test_a_surname_in_a_local_code_meaning_is_swept() -> None:
     """The profile keeps AnatomicRegionSequence and its code meaning (Table E.1-1 does
     not list them); the site wrote the patient's surname into it."""

@@ -255,6 +255,11 @@ def test_every_form_anchor_contains_one_of_the_values_anchors(info_type: str, ra
         ("+44 20 7946 0958", "PHONE_NUMBER"),
         ("03-1234-5678", "PHONE_NUMBER"),
         ("555-0134", "PHONE_NUMBER"),
+        ("+47 912 34 567", "PHONE_NUMBER"),  # international numbers, grouped any way
+        ("+33 1 23 45 67 89", "PHONE_NUMBER"),
+        ("+49 30 1234567", "PHONE_NUMBER"),
+        ("06 12 34 56 78", "PHONE_NUMBER"),  # in pairs
+        ("06.12.34.56.78", "PHONE_NUMBER"),
         ("tarou.yamada@example.org", "EMAIL_ADDRESS"),
         ("123-45-6789", "US_SOCIAL_SECURITY_NUMBER"),
         ("MRN9876543", "MEDICAL_RECORD_NUMBER"),
@@ -284,6 +289,8 @@ def test_generic_detectors(text: str, info_type: str) -> None:
         "time 12:30:45",
         "Series 3 of 12",
         "CT 120 kV 250 mAs",
+        "offset +120 mm, +12.5 dB",
+        "Series 12 34 56 78 90",
         "3D reconstruction",
     ],
 )

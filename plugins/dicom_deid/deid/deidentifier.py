@@ -385,7 +385,7 @@ class Deidentifier:
             found = [sweep_text(v, ctx) for v in values]
         if all(new is None for new in found):
             return False
-        _set_values(elem, [v if new is None else _fit(vr, new)
+        _set_values(elem, [v if new is None else _long_enough(elem.tag, _fit(vr, new))
                            for v, new in zip(values, found, strict=True)])
         return True
 
@@ -638,6 +638,18 @@ def _raw(tag: int, vr: str, value: bytes) -> RawDataElement:
 _MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "PN": 64}
 _FORMAT = {"DA": re.compile(r"\d{8}"), "DT": re.compile(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})?"),
            "AS": re.compile(r"\d{3}[DWMY]")}
+
+
+_LONG_CODE_VALUE = 0x00080119
+_LONG_CODE_MIN = 17
+"""A Long Code Value holds a code longer than Code Value's 16 characters (PS3.3 8.8):
+one the sweep shortened is filled up to stay one."""
+
+
+def _long_enough(tag: int, value: str) -> str:
+    if tag == _LONG_CODE_VALUE and 0 < len(value) < _LONG_CODE_MIN:
+        return value.ljust(_LONG_CODE_MIN, "_")
+    return value
 
 
 def _fit(vr: str, value: str) -> str:

@@ -49,6 +49,8 @@ _PHONE_RE = lazy_pattern(
     LB
     + NO_DEC_B
     + r"(?:(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]\d{3,4}"
+    + r"|\+(?=(?:[\s.\-]?\d){8,15}(?!\d))\d{1,3}(?:[\s.\-]?\d{1,4}){2,5}"  # +47 912 34 567
+    + r"|0\d([ .])\d{2}(?:\1\d{2}){3}"  # in pairs, as France writes them: 06 12 34 56 78
     + r"|\d{3}[.\-]\d{4})"  # or a local number, 555-0134
     + LA
     + NO_DEC_A
@@ -116,7 +118,7 @@ DETECTORS: tuple[tuple[str, _Detector, _Gate], ...] = (
     ("IP_ADDRESS", _ips, lambda t, run: run > 0 and ("." in t or ":" in t)),
     ("US_SOCIAL_SECURITY_NUMBER", _simple(_SSN_RE), lambda _, run: run >= 3),
     ("DATE", _dates, lambda _, run: run >= 4),
-    ("PHONE_NUMBER", _simple(_PHONE_RE), lambda _, run: run >= 3),
+    ("PHONE_NUMBER", _simple(_PHONE_RE), lambda _, run: run >= 2),
     ("AGE", _simple(_AGE_RE), lambda _, run: run > 0),
     ("MEDICAL_RECORD_NUMBER", _simple(_MRN_RE), lambda _, run: run >= 6),
 )
