@@ -115,7 +115,8 @@ def test_detection_input_is_rapidocrs_own() -> None:
 
 
 class _FakeEngine:
-    """Detects one text line and one region as tall as the image; reads the region as
+    """Detects one text line, one region twice as long as it is thick (large lettering,
+    or an organ outlined) and one as round as the image; reads the thick ones as
     ``region_reads`` (text, confidence) and the line as "TEXT"; records what it reads."""
 
     def __init__(self, inner: Any, region_reads: tuple[str, float]) -> None:
@@ -129,10 +130,11 @@ class _FakeEngine:
     def _load_det_model(self) -> Any:
         real = self.inner._load_det_model()
         line = np.array([[10, 10], [150, 10], [150, 30], [10, 30]], np.float32)
-        region = np.array([[0, 0], [199, 0], [199, 199], [0, 199]], np.float32)
+        region = np.array([[0, 100], [199, 100], [199, 189], [0, 189]], np.float32)
+        blob = np.array([[0, 0], [199, 0], [199, 199], [0, 199]], np.float32)
         return SimpleNamespace(
             session=lambda tensor: np.zeros((1, 1, *tensor.shape[2:]), np.float32),
-            postprocess_op=lambda pred, shape: (np.stack([line, region]), [0.9, 0.9]),
+            postprocess_op=lambda pred, shape: (np.stack([line, region, blob]), [0.9] * 3),
             get_preprocess=real.get_preprocess)
 
     def _load_rec_model(self) -> Any:
@@ -146,21 +148,23 @@ class _FakeEngine:
 
 def test_regions_too_thick_for_a_line_are_kept_only_when_they_read_as_text(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """An organ the detector outlines reads as noise and is dropped; lettering too large
-    for the line rule (an 80 px name) reads as text and is kept, in every mode: also
-    when the caller blanks all text and recognises nothing else."""
+    """An organ the detector outlines as a long region reads as noise and is dropped;
+    lettering too large for the line rule (an 80 px name) reads as text and is kept, in
+    every mode: also when the caller blanks all text and recognises nothing else. A
+    region as round as the image is no line: never read, never kept."""
     image = np.zeros((200, 200, 3), np.uint8)
     noise = _FakeEngine(ocr._engine(), ("~.", 0.3))
     lettering = _FakeEngine(ocr._engine(), ("HALVORSEN", 0.95))
     monkeypatch.setattr(ocr, "_engine", lambda: noise)
     assert [line.box for line in ocr.find_text(image)] == [ocr.Box(10, 10, 151, 31)]
+    assert len(noise.read) == 2  # the line and the long region, not the round one
     assert [line.box for line in ocr.find_text(image, recognise=False)] == [
         ocr.Box(10, 10, 151, 31)]
     assert len(noise.read) == 3 and noise.read[-1][0] > 25  # without recognise: the region
     monkeypatch.setattr(ocr, "_engine", lambda: lettering)
     for recognise in (True, False):
         assert sorted(line.box for line in ocr.find_text(image, recognise=recognise)) == [
-            ocr.Box(0, 0, 200, 200), ocr.Box(10, 10, 151, 31)]
+            ocr.Box(0, 100, 200, 190), ocr.Box(10, 10, 151, 31)]
 
 
 def test_pieces_of_a_line_are_joined_and_stacked_lines_are_not() -> None:

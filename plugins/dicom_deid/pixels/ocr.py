@@ -58,6 +58,9 @@ image content (an ultrasound sector, a bright organ): kept only if it reads as t
 _THICK_MIN_SCORE = 0.7
 """How sure the recogniser must be that a thick region is text (anatomy reads as noise
 with low confidence; large clean lettering reads at 0.9 and more)."""
+_THICK_MIN_ASPECT = 2.0
+"""A thick region is read only if it is at least this many times longer than thick (a
+word of two letters or more): a rounder one is an organ or the image outlined."""
 _TILE_ABOVE = 1.25
 """An image whose longest side exceeds this many times MAX_SIDE is also read in tiles."""
 _TILE_OVERLAP = 160
@@ -308,7 +311,8 @@ def _reads_as_text(text: str, score: float) -> bool:
 def detect(image: np.ndarray) -> list[_Found]:
     """The text regions detected in an 8-bit RGB image, each marked thick when it is
     thicker than a line of text can be (the detector outlining image content, or very
-    large lettering: :func:`find_text` keeps those only if they read as text).
+    large lettering: :func:`find_text` keeps those only if they read as text); a thick
+    region less than twice as long as it is thick is no line and is left out.
 
     An image larger than :data:`MAX_SIDE` (by :data:`_TILE_ABOVE`) is read whole, scaled
     down, for lettering too large for a tile, and in overlapping tiles at its own scale;
@@ -328,8 +332,14 @@ def detect(image: np.ndarray) -> list[_Found]:
                 quads += [q + offset for q in _detect_once(np.ascontiguousarray(tile))]
         quads = _joined(quads)
     thickest = max(_MAX_LINE_MIN, round(rows * _MAX_LINE_FRACTION))
-    return [_Found(np.ascontiguousarray(q, np.float32), _box_of(q), min(_sides(q)) > thickest)
-            for q in quads]
+    found = []
+    for q in quads:
+        short, long = sorted(_sides(q))
+        thick = short > thickest
+        if thick and long < short * _THICK_MIN_ASPECT:
+            continue  # an organ, a sector, the image itself: no line of lettering
+        found.append(_Found(np.ascontiguousarray(q, np.float32), _box_of(q), thick))
+    return found
 
 
 def _tile_starts(size: int) -> list[int]:
