@@ -331,7 +331,9 @@ def detect(image: np.ndarray) -> list[_Found]:
                 offset = np.array([x0, y0], np.float32)
                 quads += [q + offset for q in _detect_once(np.ascontiguousarray(tile))]
         quads = _joined(quads)
-    thickest = max(_MAX_LINE_MIN, round(rows * _MAX_LINE_FRACTION))
+    # what the detector saw: the image, or on a large one a tile (a 614 px "line" on a
+    # 4,096-row mammogram is an outline of tissue, not lettering to blank unread)
+    thickest = max(_MAX_LINE_MIN, round(min(rows, MAX_SIDE) * _MAX_LINE_FRACTION))
     found = []
     for q in quads:
         short, long = sorted(_sides(q))
