@@ -238,10 +238,8 @@ def test_the_gate_fails_an_output_whose_frames_it_cannot_walk() -> None:
     assert not verdict.ok
 
 
-def test_the_gate_fails_video_it_cannot_inspect() -> None:
-    """An H.264 stream's SEI user data may hold a name (an external probe released one
-    from a grey "CT" video, which no header rule takes to be at risk): video is never
-    released unread."""
+def _ct_video() -> tuple[bytes, bytes]:
+    """CT_small's header around an H.264 stream whose SEI user data names the patient."""
     source = (Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm").read_bytes()
     ds = pydicom.dcmread(io.BytesIO(source))
     ds.file_meta.TransferSyntaxUID = pydicom.uid.MPEG4HP41
@@ -250,6 +248,27 @@ def test_the_gate_fails_video_it_cannot_inspect() -> None:
     ds["PixelData"].is_undefined_length = True
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
+    return source, buf.getvalue()
+
+
+def test_video_is_never_de_identified(tmp_path: Path) -> None:
+    """A stream's user data may hold a name (an external probe released one from a grey
+    "CT" video, which no header rule takes to be at risk): listed as failed, both paths,
+    and nothing written."""
+    _, video = _ct_video()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "v.dcm").write_bytes(video)
+    summary = run_batch(list(iter_sources(tmp_path / "in")), tmp_path / "out", DeidConfig(), KEY,
+                        workers=1, progress=False)
+    assert summary.failures_by_kind == {"pixel-decode": 1} and summary.processed == 0
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+    assert ByteDeidentifier(Deidentifier(DeidConfig(), KEY)).deidentify(video) is None
+
+
+def test_the_gate_fails_video_it_cannot_inspect() -> None:
+    """The gate too: a video output is never passed, whatever wrote it."""
+    source, video = _ct_video()
+    buf = io.BytesIO(video)
     gate = Gate()
     verdict = gate.check("out.dcm", buf.getvalue(), gate.source_facts(source, len(source)), {})
     assert not gate.at_risk(gate.source_facts(source, len(source)))

@@ -64,7 +64,12 @@ from dicom_deid.dicom.writer import (
     encode_file_meta,
     raw_header,
 )
-from dicom_deid.pixels.codestream import CODESTREAM_SYNTAXES, carries_metadata, frame_layout
+from dicom_deid.pixels.codestream import (
+    CODESTREAM_SYNTAXES,
+    VIDEO_SYNTAXES,
+    carries_metadata,
+    frame_layout,
+)
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.pixels.risk import RISK_TAGS
 from dicom_deid.text.context import PhiContext
@@ -165,8 +170,8 @@ class ByteDeidentifier:
     # -- whole file ---------------------------------------------------------------------
     def _deidentify(self, data: bytes, size: int) -> tuple[Chunks, InstanceResult]:
         ts, implicit, pos, _meta, _preamble = locate_dataset(data)
-        if ts in PYDICOM_ONLY_SYNTAXES:
-            raise _Decline
+        if ts in PYDICOM_ONLY_SYNTAXES or ts in VIDEO_SYNTAXES:
+            raise _Decline  # (video: the Dataset path reports it)
         view = memoryview(data)
         self.walked = None
         top = _level_elements(data, pos, size, implicit)

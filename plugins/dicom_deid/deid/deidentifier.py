@@ -48,9 +48,10 @@ from dicom_deid.config.plan import (
 )
 from dicom_deid.config.ps3_15 import TABLE_EDITION, method_codes
 from dicom_deid.dicom.dates import shift_da, shift_dt
-from dicom_deid.dicom.reader import text_value
+from dicom_deid.dicom.reader import input_transfer_syntax, text_value
 from dicom_deid.dicom.writer import encode_element_value
-from dicom_deid.pixels.codestream import remove_frame_metadata
+from dicom_deid.errors import BadInput
+from dicom_deid.pixels.codestream import VIDEO_SYNTAXES, remove_frame_metadata
 from dicom_deid.pixels.overlays import OVERLAY_DATA_TAG, remove_embedded_overlays
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
@@ -198,6 +199,9 @@ class Deidentifier:
             sop_class_uid=text_value(ds, 0x00080016),
             modality=text_value(ds, 0x00080060),
         )
+        if 0x7FE00010 in ds and input_transfer_syntax(ds) in VIDEO_SYNTAXES:
+            raise BadInput("pixel-decode", "video pixel data (MPEG, HEVC) cannot be inspected "
+                           "for text in its frames or its stream's user data")
         issuer = text_value(ds, TAG_ISSUER_OF_PATIENT_ID)
         patient_key = pseudonym_patient_key(res.original_patient_id, issuer,
                                             res.original_study_uid)

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.uid import MPEGTransferSyntaxes
 
 from dicom_deid.config.coding_schemes import is_scheme_designator, is_scheme_version
 from dicom_deid.config.declared_exceptions import expand_exceptions
@@ -50,6 +49,7 @@ from dicom_deid.dicom.walker import (
 from dicom_deid.errors import BadInput
 from dicom_deid.pixels.codestream import (
     CODESTREAM_SYNTAXES,
+    VIDEO_SYNTAXES,
     frame_layout,
     pixel_data_segments,
 )
@@ -86,9 +86,8 @@ _TEXT_SPLIT = re.compile(rb"[\\]")
 _NAME_SPLIT = re.compile(rb"[\\=^]")
 _SEQUENCE_MEMO = 4096
 _UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
-_VIDEO_SYNTAXES = frozenset(MPEGTransferSyntaxes)
 _RISK_TAGS = frozenset(RISK_TAGS)
-"""What decides an image at risk (:func:`~dicom_deid.pixels.clean.at_risk_by_header`)."""
+"""What decides an image at risk (:func:`~dicom_deid.pixels.risk.at_risk_by_header`)."""
 _UID_NAMES = {0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
               0x00080018: "SOPInstanceUID"}
 
@@ -377,7 +376,7 @@ class Gate:
         walked; a frame that is no well-formed codestream fails the output too. A video
         stream (MPEG, HEVC) is not walked and fails the output: its user data and SEI
         messages may carry any text, and no decoder here can read its frames."""
-        if transfer_syntax in _VIDEO_SYNTAXES:
+        if transfer_syntax in VIDEO_SYNTAXES:
             problems.append("video pixel data cannot be inspected (its stream may carry text)")
             return 0
         if transfer_syntax not in CODESTREAM_SYNTAXES:

@@ -23,12 +23,13 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_fragmented_frames
 from pydicom.tag import BaseTag
+from pydicom.uid import MPEGTransferSyntaxes
 
 from dicom_deid.dicom.reader import input_transfer_syntax, output_transfer_syntax, text_value
 from dicom_deid.dicom.walker import Element
 from dicom_deid.errors import BadInput
 
-__all__ = ["CODESTREAM_SYNTAXES", "Encapsulated", "Segment", "carries_metadata",
+__all__ = ["CODESTREAM_SYNTAXES", "VIDEO_SYNTAXES", "Encapsulated", "Segment", "carries_metadata",
            "frame_segments", "pixel_data_segments", "remove_frame_metadata",
            "without_frame_metadata", "without_metadata"]
 
@@ -50,6 +51,9 @@ JXL_SYNTAXES = frozenset({
 })
 CODESTREAM_SYNTAXES = JPEG_SYNTAXES | JPEG_LS_SYNTAXES | J2K_SYNTAXES | JXL_SYNTAXES
 """Transfer syntaxes whose frames are walked here."""
+VIDEO_SYNTAXES = frozenset(MPEGTransferSyntaxes)
+"""MPEG-2, MPEG-4 AVC and HEVC streams: neither decoded nor walked here, so nothing can
+tell whether their frames or user data (SEI messages) carry text; never de-identified."""
 
 PIXEL_DATA = 0x7FE00010
 _EXTENDED_OFFSETS = (0x7FE00001, 0x7FE00002)
