@@ -173,12 +173,27 @@ def test_pieces_of_a_line_are_joined_and_stacked_lines_are_not() -> None:
     def quad(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
 
+    def turned(x0: float, y0: float, length: float, thickness: float, degrees: float
+               ) -> np.ndarray:
+        a = np.radians(degrees)
+        along, across = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+        start = np.array([x0, y0])
+        return np.array([start, start + along * length,
+                         start + along * length + across * thickness,
+                         start + across * thickness], np.float32)
+
     pieces = [quad(700, 100, 960, 120), quad(800, 101, 1100, 121),  # one line, two tiles
               quad(700, 124, 1000, 144),  # the next line, 4 px below
               quad(20, 300, 40, 700), quad(21, 650, 41, 1000)]  # a vertical line
     joined = sorted((ocr._box_of(q) for q in ocr._joined(pieces)), key=lambda b: (b.x0, b.y0))
     assert joined == [ocr.Box(20, 300, 42, 1001), ocr.Box(700, 100, 1101, 122),
                       ocr.Box(700, 124, 1001, 145)]
+    # three lines slanted 10 degrees, each cut in two at a seam: three lines again
+    slanted = [piece for row in range(3) for piece in (
+        turned(700, 100 + 40 * row, 200, 24, 10), turned(890, 133 + 40 * row, 200, 24, 10))]
+    lines = ocr._joined(slanted)
+    assert len(lines) == 3
+    assert all(min(ocr._sides(q)) < 30 and max(ocr._sides(q)) > 380 for q in lines)
 
 
 def _mammogram(rows: int, cols: int, lines: list[tuple[int, int, str]], size: int
@@ -212,6 +227,32 @@ def test_small_labels_on_a_large_image_are_read_at_its_own_scale() -> None:
     assert boxes >= 3
     assert _leaks(_texts(after.pixel_array)) == []
     assert not (after.pixel_array[arr == 4095] == 4095).any()  # no ink left
+
+
+def test_a_slanted_banner_on_a_large_image_is_blanked() -> None:
+    """Three lines turned 10 degrees on a 2,048 px CR: their upright boxes overlap, so
+    joining tile pieces by upright boxes made them one unreadable region, dropped (an
+    external probe's leak); pieces are joined along the way each line runs."""
+    rows = cols = 2048
+    layer = Image.new("L", (600, 140))
+    draw = ImageDraw.Draw(layer)
+    font = ImageFont.load_default(size=22)
+    for y, text in ((10, f"{NAME_LINE}   MRN1234567"), (50, "DOB 14/05/2023"),
+                    (90, "St Elsewhere Hospital")):
+        draw.text((10, y), text, fill=255, font=font)
+    turned = np.array(layer.rotate(10, expand=True, resample=Image.Resampling.BICUBIC))
+    arr = _mammogram(rows, cols, [], 15)
+    y0, x0 = 700, 640  # across the seam of the first tiles (800 px)
+    ink = np.zeros((rows, cols), bool)
+    ink[y0:y0 + turned.shape[0], x0:x0 + turned.shape[1]] = turned > 96
+    arr[ink] = 4095
+    assert _leaks(_texts(arr)) == list(IDENTITY)
+    ds = _image(arr, "MONOCHROME2", modality="CR",
+                sop_class="1.2.840.10008.5.1.4.1.1.1", bits_stored=12)
+    ds.BurnedInAnnotation = "YES"
+    _, _, after, boxes, _ = _run(ds, SENSITIVE)
+    assert boxes >= 1 and _leaks(_texts(after.pixel_array)) == []
+    assert not (after.pixel_array[ink] == 4095).any()
 
 
 @pytest.mark.parametrize("turn", [1, 3], ids=["bottom-to-top", "top-to-bottom"])

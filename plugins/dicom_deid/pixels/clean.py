@@ -63,7 +63,8 @@ _NATIVE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRB
 DEFAULT_IMAGE_INFO_TYPES = INFO_TYPES - {"AGE", "URL", "IP_ADDRESS"}
 """What REDACT_SENSITIVE_TEXT looks for unless additionalInfoTypes adds the others."""
 _MARGIN_FRACTION = 0.2
-"""OCR boxes are grown by this fraction of their height (at least 2 px) on every side."""
+"""OCR boxes are grown by this fraction of their thickness (height, or width if narrower;
+at least 2 px) on every side."""
 
 
 @dataclass
@@ -503,7 +504,11 @@ def _ybr_black(photometric: str, sample: int) -> int:
 
 
 def _padded(box: Box) -> Box:
-    return box.grow(max(2, round((box.y1 - box.y0) * _MARGIN_FRACTION)))
+    """The box grown by a fraction of the line's thickness: its height, or its width for
+    a vertical line (grown by its length, a label along the edge took five times its
+    area)."""
+    thickness = min(box.y1 - box.y0, box.x1 - box.x0)
+    return box.grow(max(2, round(thickness * _MARGIN_FRACTION)))
 
 
 def _int(ds: Dataset, tag: int) -> int:

@@ -353,9 +353,11 @@ def _tile_starts(size: int) -> list[int]:
 
 def _joined(quads: list[np.ndarray]) -> list[np.ndarray]:
     """Regions found in overlapping tiles, with the pieces of one line (cut by a tile's
-    edge, or found whole in one tile and in part in the next) joined into one upright
-    rectangle; a region that joins nothing keeps its own quadrilateral."""
-    boxes = [_box_of(q) for q in quads]
+    edge, or found whole in one tile and in part in the next) joined into the smallest
+    rectangle around them, turned as the line runs; a region that joins nothing keeps
+    its own quadrilateral. A join that comes out thicker than its pieces (lines one
+    above the other, however slanted) is undone: each piece stays a line of its own."""
+    shapes = [_Shape.of(q) for q in quads]
     parent = list(range(len(quads)))
 
     def root(i: int) -> int:
@@ -364,9 +366,9 @@ def _joined(quads: list[np.ndarray]) -> list[np.ndarray]:
             i = parent[i]
         return i
 
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            if _same_line(boxes[i], boxes[j]):
+    for i in range(len(shapes)):
+        for j in range(i + 1, len(shapes)):
+            if _same_line(shapes[i], shapes[j]):
                 parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(quads)):
@@ -376,31 +378,57 @@ def _joined(quads: list[np.ndarray]) -> list[np.ndarray]:
         if len(members) == 1:
             out.append(quads[members[0]])
             continue
-        x0 = min(boxes[i].x0 for i in members)
-        y0 = min(boxes[i].y0 for i in members)
-        x1 = max(boxes[i].x1 for i in members) - 1
-        y1 = max(boxes[i].y1 for i in members) - 1
-        # upright, clockwise from the top left, as the detector's own: a tall one is
-        # then read as a vertical line (turned, both ways up)
-        out.append(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32))
+        joined = _enclosing(np.concatenate([quads[i] for i in members]))
+        if min(_sides(joined)) > 1.5 * max(shapes[i].thickness for i in members):
+            out += [quads[i] for i in members]
+        else:
+            out.append(joined)
     return out
 
 
-def _same_line(a: Box, b: Box) -> bool:
-    """Whether two boxes are pieces of one line: overlapping (or touching) along the
-    line, and sharing most of their extent across it; a vertical pair by the same rule
-    turned a quarter. Stacked lines share their extent along the line, not across it."""
-    aw, ah, bw, bh = a.x1 - a.x0, a.y1 - a.y0, b.x1 - b.x0, b.y1 - b.y0
-    vertical = ah > 2 * aw and bh > 2 * bw
-    if vertical:
-        across = min(a.x1, b.x1) - max(a.x0, b.x0)
-        gap = max(a.y0, b.y0) - min(a.y1, b.y1)
-        thickness = min(aw, bw)
-    else:
-        across = min(a.y1, b.y1) - max(a.y0, b.y0)
-        gap = max(a.x0, b.x0) - min(a.x1, b.x1)
-        thickness = min(ah, bh)
-    return across >= 0.5 * thickness and gap <= 0.25 * thickness
+@dataclass(frozen=True)
+class _Shape:
+    """A region as a line: its centre, the unit vector it runs along, its length along
+    that and its thickness across it."""
+
+    centre: np.ndarray
+    along: np.ndarray
+    length: float
+    thickness: float
+
+    @classmethod
+    def of(cls, quad: np.ndarray) -> _Shape:
+        edge, side = quad[1] - quad[0], quad[3] - quad[0]
+        first, second = float(np.linalg.norm(edge)), float(np.linalg.norm(side))
+        vector, length, thickness = (edge, first, second) if first >= second else (
+            side, second, first)
+        along = vector / length if length else np.array([1.0, 0.0], np.float32)
+        return cls(quad.mean(axis=0), along, length, thickness)
+
+
+def _same_line(a: _Shape, b: _Shape) -> bool:
+    """Whether two regions are pieces of one line: running the same way (the longer
+    piece's direction), their centres on one line across it (within half the thinner
+    one's thickness), and overlapping or touching along it."""
+    ref = a if a.length >= b.length else b
+    thickness = min(a.thickness, b.thickness)
+    offset = b.centre - a.centre
+    across = abs(float(offset[0] * ref.along[1] - offset[1] * ref.along[0]))
+    gap = abs(float(offset @ ref.along)) - (a.length + b.length) / 2
+    return across <= 0.5 * thickness and gap <= 0.25 * thickness
+
+
+def _enclosing(points: np.ndarray) -> np.ndarray:
+    """The smallest rectangle around ``points``, clockwise from its top left (the first
+    edge along the top: a tall one is then read as a vertical line)."""
+    import cv2
+
+    corners = cv2.boxPoints(cv2.minAreaRect(points.astype(np.float32)))
+    by_x = corners[np.argsort(corners[:, 0], kind="stable")]
+    left, right = by_x[:2], by_x[2:]
+    top_left, bottom_left = left[np.argsort(left[:, 1], kind="stable")]
+    top_right, bottom_right = right[np.argsort(right[:, 1], kind="stable")]
+    return np.array([top_left, top_right, bottom_right, bottom_left], np.float32)
 
 
 def _detect_once(image: np.ndarray) -> list[np.ndarray]:
