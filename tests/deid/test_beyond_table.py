@@ -67,3 +67,16 @@ def test_unlisted_free_text_is_kept_without_clean_descriptors() -> None:
 
 def test_every_keyword_of_the_list_is_a_dicom_keyword() -> None:
     assert len(beyond_table()) >= 19
+
+
+def test_a_value_cut_to_its_length_loses_the_word_the_limit_falls_in() -> None:
+    """A cleaned LO longer than 64 characters was cut at 64: the study's own UID at its
+    end lost its tail, so the gate no longer saw it, and the first 43 characters of it
+    were released (an external probe). The word the limit falls in goes whole."""
+    ds = make_instance()
+    uid = "1.2.826.0.1.3680043.10.543.777." + "1234567890" * 3  # 61 characters
+    ds.StudyInstanceUID = uid
+    ds.SeriesDescription = "Reformat of prior study " + uid
+    out, _, raw = deidentify_bytes(to_bytes(ds), privacy_first())
+    assert str(out.SeriesDescription) == "Reformat of prior study"
+    assert uid[:20].encode() not in raw

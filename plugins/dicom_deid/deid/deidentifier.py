@@ -658,13 +658,18 @@ def _long_enough(tag: int, value: str) -> str:
 
 def _fit(vr: str, value: str) -> str:
     """Keep a cleaned value valid for its VR: dates and ages that are no longer dates or
-    ages become empty; text is cut to the VR's maximum length."""
+    ages become empty; text is cut to the VR's maximum length, before the word the limit
+    falls in (a UID or an ID cut in half is no longer the value the gate searches for,
+    yet its first half still names the study)."""
     fmt = _FORMAT.get(vr)
     if fmt is not None:
         return value if fmt.fullmatch(value) else ""
     limit = _MAX_LENGTH.get(vr)
     if limit is not None and len(value) > limit:
-        return value[:limit].rstrip()
+        cut = value[:limit]
+        if not value[limit].isspace():
+            cut = cut[:cut.rfind(" ") + 1]  # "" when the value is one long word
+        return cut.rstrip()
     return value
 
 
