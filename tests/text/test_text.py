@@ -503,3 +503,21 @@ def test_form_anchors_are_covered_on_random_values(info_type: str) -> None:
         anchors = context_module._anchors_of(info_type, raw)
         for form, _ in context_module._variants_of(info_type, raw):
             assert any(a in form.anchor for a in anchors), (raw, form.anchor)
+
+
+@pytest.mark.parametrize(("stored", "written"), [
+    ("MACDONALD^ANNA", "McDonald"), ("MACDONALD^ANNA", "Mc Donald"),
+    ("MACDONALD^ANNA", "M'Donald"), ("MCDONALD^ANNA", "MacDonald"),
+    ("MCDONALD^ANNA", "Mac Donald"), ("MACKENZIE^JO", "McKenzie"),
+    ("MC DONALD^ANNA", "MacDonald"),
+])
+def test_a_mac_surname_is_found_in_its_other_spellings(stored: str, written: str) -> None:
+    """An external probe released "McDonald" for MACDONALD, and back."""
+    ctx = PhiContext.from_values([("PERSON_NAME", stored)])
+    assert clean_descriptor(f"seen by {written} today", ctx) == "seen by [CTX] today"
+
+
+def test_a_mac_surname_does_not_take_other_mac_names() -> None:
+    ctx = PhiContext.from_values([("PERSON_NAME", "MACDONALD^ANNA")])
+    assert clean_descriptor("McKenzie, the machine, Mackintosh", ctx) == (
+        "McKenzie, the machine, Mackintosh")

@@ -133,15 +133,32 @@ def untitled(component: str) -> str | None:
     return component[m.end():] if m else None
 
 
+_MAC_RE = lazy_pattern(r"(?i)(?:mac|mc|m')\s?([^\W\d_]{3,})")
+"""A Gaelic patronymic: "MACDONALD" is written McDonald, Mc Donald, M'Donald and the
+other way round."""
+
+
+def _mac_spellings(word: str) -> list[str]:
+    """The other spellings of a Mac/Mc surname (none for other words)."""
+    m = _MAC_RE.fullmatch(word)
+    if not m:
+        return []
+    rest = m.group(1)
+    return [f for f in (f"Mac{rest}", f"Mc{rest}", f"M'{rest}", f"Mac {rest}", f"Mc {rest}")
+            if f.lower() != word.lower()]
+
+
 def _name_parts(raw: str) -> Iterator[str]:
     """The texts a person name's forms are literals of: each of the family, given and
     middle name components (not prefix and suffix) in every representation, and each word
-    of a component of several words, name particles aside."""
+    of a component of several words, name particles aside; a Mac/Mc surname in its other
+    spellings."""
     for group in raw.split("="):
         components = [c.strip() for c in group.split("^")[:3]]
         for component in components:
             if len(component) >= 2:
                 yield component
+                yield from _mac_spellings(component)
             if (bare := untitled(component)) is not None:
                 yield bare
             words = _pieces([w for w in _PIECES_RE.split(component) if w])
@@ -150,6 +167,7 @@ def _name_parts(raw: str) -> Iterator[str]:
                     if len(word) >= 2 and word.lower().strip(".") not in _NAME_PARTICLES:
                         yield word
                 yield "".join(words)  # "VAN DER BERG" written "Vanderberg", "MC ALLISTER"
+                yield from _mac_spellings("".join(words))
         family, given = [*components, "", ""][:2]
         if family and given and not _PIECES_RE.search(family + given) and (
                 (len(family) >= 2 and len(given) >= 2) or CJK_RE.search(family + given)):
