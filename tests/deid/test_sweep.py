@@ -42,6 +42,26 @@ def _local_code(meaning: str) -> Dataset:
     return item
 
 
+def test_uids_written_in_kept_text_are_mapped_as_uids_are() -> None:
+    """The study's own UID in a comment, a prior study's in a kept code meaning: each
+    becomes its keyed pseudonym (the one the study's own UI elements get), so the file is
+    released, not rejected by the gate, and the original can no longer find the study;
+    a registered UID (a SOP class) and decimals stay."""
+    ds = make_instance()
+    prior = "1.2.826.0.1.3680043.10.543.99.7"
+    ds.ImageComments = f"Reformat of {ds.StudyInstanceUID}"
+    standard = "CT 1.2.840.10008.5.1.4.1.1.2 at 1.25 mm, v2.1.0.5, 10.1.2.3"
+    ds.AnatomicRegionSequence = Sequence([_local_code(f"prior {prior}"),
+                                          _local_code(standard)])
+    out = run(ds, options=frozenset({Option.CLEAN_DESCRIPTORS}))
+    assert str(out.ImageComments) == f"Reformat of {out.StudyInstanceUID}"
+    meaning = out.AnatomicRegionSequence[0].CodeMeaning
+    assert prior not in meaning and meaning.startswith("prior 2.25.")
+    assert out.AnatomicRegionSequence[1].CodeMeaning == standard
+    again = run(ds).AnatomicRegionSequence[0].CodeMeaning  # (kept by the profile alone)
+    assert again == meaning  # keyed: the same pseudonym every time
+
+
 def test_a_long_code_value_stays_longer_than_a_code_value() -> None:
     """A Long Code Value holds codes of more than 16 characters; one the sweep shortened
     ("SMITH-JOHN-KNEE-L" to 16) would be invalid (an external probe's dciodvfy error):

@@ -88,6 +88,7 @@ from .sweep import (
     NESTED_SWEEP_TAGS,
     SWEEP_TAGS,
     SWEEP_VRS,
+    UID_IN_BYTES,
     attribute_context,
     sweep_context,
     sweeps,
@@ -587,7 +588,9 @@ class ByteDeidentifier:
         kept = self._kept_texts.get(key, _MISSING)
         if kept is _MISSING:
             joined = b"\0".join(raws)  # an anchor holds no NUL: it cannot span two values
-            kept = _pieces(joined.decode("ascii").lower()) if _is_ascii_text(joined) else None
+            # (text without a UID written in it, which the sweep maps whatever the context)
+            kept = _pieces(joined.decode("ascii").lower()) if _is_ascii_text(
+                joined) and not UID_IN_BYTES.search(joined) else None
             _remember(self._kept_texts, key, kept, size=_KEPT_TEXTS)
         if kept is not None and (state.sweep_heads.isdisjoint(kept[1]) or not any(
                 map(kept[0].__contains__, state.sweep.anchors if state.sweep else ()))):
@@ -623,7 +626,7 @@ class ByteDeidentifier:
         if known is not _MISSING:
             return known
         shared: tuple[Any, ...] | None = None
-        if _is_ascii_text(raw):
+        if _is_ascii_text(raw) and not UID_IN_BYTES.search(raw):
             folded = raw.decode("ascii").casefold()
             if not any(map(folded.__contains__, state.sweep.anchors)):
                 _remember(memo, key, None)

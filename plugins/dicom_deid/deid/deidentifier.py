@@ -66,6 +66,7 @@ from .sweep import (
     SWEEP_TAGS,
     SWEEP_VRS,
     attribute_context,
+    remap_uids,
     sweep_context,
     sweep_text,
     sweep_whole,
@@ -386,12 +387,18 @@ class Deidentifier:
         elif vr == "CS":
             found = [sweep_whole(v, ctx, self.pseudo.code_string, CODE_MATCH) for v in values]
         else:
-            found = [sweep_text(v, ctx) for v in values]
+            found = [self._uids_remapped(sweep_text(v, ctx), v) for v in values]
         if all(new is None for new in found):
             return False
         _set_values(elem, [v if new is None else _long_enough(elem.tag, _fit(vr, new))
                            for v, new in zip(values, found, strict=True)])
         return True
+
+    def _uids_remapped(self, swept: str | None, value: str) -> str | None:
+        """``swept`` (or the value, when the sweep left it) with the UIDs written in it
+        mapped as UI elements are (:func:`~.sweep.remap_uids`); None when neither changed."""
+        remapped = remap_uids(value if swept is None else swept, self.pseudo.uid)
+        return swept if remapped is None else remapped
 
     def _sweep_values(self, ds: Dataset, scope: Scope) -> Iterator[tuple[int, str, list[str]]]:
         """(tag, VR, values) of the identifying attributes at the top of ``ds`` that the
@@ -421,11 +428,12 @@ class Deidentifier:
         elif act is Act.SHIFT:
             shifted = [self._shift(v, vr, state) for v in values]
             new = [] if any(s is None for s in shifted) else [s for s in shifted if s]
-        elif act is Act.CLEAN:
-            new = [_fit(vr, _swept(clean_descriptor(v, state.context), state))
-                   for v in values]
+        elif act is Act.CLEAN:  # UIDs mapped first: an ID detector would cut them up
+            new = [_fit(vr, _swept(clean_descriptor(self._uids_remapped(None, v) or v,
+                                                    state.context), state)) for v in values]
         elif act is Act.CLEAN_TEXT:
-            new = [_fit(vr, _swept(self._clean_text(v, vr, state), state)) for v in values]
+            new = [_fit(vr, _swept(self._clean_text(self._uids_remapped(None, v) or v, vr,
+                                                    state), state)) for v in values]
         else:  # pragma: no cover - every Act is handled above
             raise AssertionError(act)
         _set_values(elem, new)

@@ -12,19 +12,24 @@ becomes ``[CTX]``, as Clean Descriptors writes it; a kept person name or code st
 (CS: a presentation state's ContentLabel and GraphicLayer, labels a user types, not
 standard terms) that matches becomes its keyed pseudonym. This goes beyond PS3.15 and is
 on by default (``DeidConfig.residual_sweep``; ``dicomDeid.residualSweep: false`` turns it
-off).
+off). A UID written into kept text (the study's own, a prior study's, a referenced
+instance's) becomes its keyed pseudonym, as the profile maps UIDs in UI elements: the
+original would find the study in the hospital's archive, and the pseudonym still links
+the text to the de-identified objects it names.
 
 Both paths call these functions on the same decoded values, so they write the same bytes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
+from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import tag_for_keyword
 
 from dicom_deid.config.model import info_type_of
-from dicom_deid.text.chars import ascii_fold, umlaut_fold
+from dicom_deid.text.chars import ascii_fold, lazy_pattern, umlaut_fold
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER, splice
 
@@ -35,7 +40,9 @@ __all__ = [
     "SWEEP_EXEMPT",
     "SWEEP_TAGS",
     "SWEEP_VRS",
+    "UID_IN_BYTES",
     "attribute_context",
+    "remap_uids",
     "sweep_context",
     "sweep_text",
     "sweep_whole",
@@ -121,3 +128,31 @@ def sweep_whole(value: str, ctx: PhiContext, pseudonym: Callable[[str], str],
     if not any(m.end - m.start >= shortest for m in ctx.matches(value)):
         return None
     return pseudonym(value)
+
+
+_UID_FORM = r"(?:[0-2](?:\.(?:0|[1-9][0-9]*)){4,}|2\.25\.[0-9]{18,})"
+"""A UID as text: five components or more ("1.2.840.113619.2.55..."), or a UUID-derived
+"2.25." one (version strings and decimals have fewer)."""
+UID_IN_TEXT = lazy_pattern(r"(?<![0-9.])" + _UID_FORM + r"(?![0-9.])")
+UID_IN_BYTES = re.compile((r"(?<![0-9.])" + _UID_FORM + r"(?![0-9.])").encode("ascii"))
+"""The same for raw values: the byte path's test of whether a kept value needs the sweep."""
+_REGISTERED = frozenset(UID_dictionary)
+
+
+def remap_uids(text: str, uid: Callable[[str], str]) -> str | None:
+    """``text`` with each UID written in it replaced by ``uid(original)`` (the keyed
+    pseudonym), the standard's registered UIDs (SOP classes, transfer syntaxes) kept;
+    None when it holds none."""
+    if "." not in text:
+        return None
+    changed = False
+
+    def swap(m: re.Match[str]) -> str:
+        nonlocal changed
+        if m.group() in _REGISTERED:
+            return m.group()
+        changed = True
+        return uid(m.group())
+
+    new = UID_IN_TEXT.sub(swap, text)
+    return new if changed else None
