@@ -50,7 +50,7 @@ def test_uids_written_in_kept_text_are_mapped_as_uids_are() -> None:
     ds = make_instance()
     prior = "1.2.826.0.1.3680043.10.543.99.7"
     ds.ImageComments = f"Reformat of {ds.StudyInstanceUID}"
-    standard = "CT 1.2.840.10008.5.1.4.1.1.2 at 1.25 mm, v2.1.0.5, 10.1.2.3"
+    standard = "CT 1.2.840.10008.5.1.4.1.1.2 at 1.25 mm, v2.1.0.5.17, 10.1.2.3"
     ds.AnatomicRegionSequence = Sequence([_local_code(f"prior {prior}"),
                                           _local_code(standard)])
     out = run(ds, options=frozenset({Option.CLEAN_DESCRIPTORS}))

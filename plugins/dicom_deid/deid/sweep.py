@@ -130,9 +130,9 @@ def sweep_whole(value: str, ctx: PhiContext, pseudonym: Callable[[str], str],
     return pseudonym(value)
 
 
-_UID_FORM = r"(?:[0-2](?:\.(?:0|[1-9][0-9]*)){4,}|2\.25\.[0-9]{18,})"
-"""A UID as text: five components or more ("1.2.840.113619.2.55..."), or a UUID-derived
-"2.25." one (version strings and decimals have fewer)."""
+_UID_FORM = r"(?:[0-2](?:\.(?:0|[1-9][0-9]*)){5,}|2\.25\.[0-9]{18,})"
+"""A UID as text: six components or more ("1.2.840.113619.2.55..."), or a UUID-derived
+"2.25." one (decimals, dates and version strings such as "5.0.1.23.4" have fewer)."""
 UID_IN_TEXT = lazy_pattern(r"(?<![0-9.])" + _UID_FORM + r"(?![0-9.])")
 UID_IN_BYTES = re.compile((r"(?<![0-9.])" + _UID_FORM + r"(?![0-9.])").encode("ascii"))
 """The same for raw values: the byte path's test of whether a kept value needs the sweep."""
