@@ -285,10 +285,10 @@ class Plan:
     def _basic(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
         row = self._table.row_for(tag)
         if row is None:
-            code = _SOURCE_SYSTEM_CODES.get(tag)
-            if code is not None and Option.RETAIN_INSTITUTION_IDENTITY in self.options:
-                code = None
-            code = code or beyond_table().get(tag)
+            code = None if Option.RETAIN_INSTITUTION_IDENTITY in self.options else \
+                _SOURCE_SYSTEM_CODES.get(tag)
+            if code is None:
+                code = beyond_table().get(tag)
             if code is None:
                 return self._unlisted(vr, mode, scope)
             return self._code_act(resolve_required(code, _attribute_type(tag, scope)), None,

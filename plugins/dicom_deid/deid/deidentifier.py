@@ -387,18 +387,21 @@ class Deidentifier:
         elif vr == "CS":
             found = [sweep_whole(v, ctx, self.pseudo.code_string, CODE_MATCH) for v in values]
         else:
-            found = [self._uids_remapped(sweep_text(v, ctx), v) for v in values]
+            found = []
+            for v in values:
+                swept = sweep_text(v, ctx)
+                mapped = self._uids_mapped(v if swept is None else swept)
+                found.append(None if mapped == v else mapped)
         if all(new is None for new in found):
             return False
-        _set_values(elem, [v if new is None else _long_enough(elem.tag, _fit(vr, new))
+        _set_values(elem, [v if new is None else _fit(vr, new, elem.tag)
                            for v, new in zip(values, found, strict=True)])
         return True
 
-    def _uids_remapped(self, swept: str | None, value: str) -> str | None:
-        """``swept`` (or the value, when the sweep left it) with the UIDs written in it
-        mapped as UI elements are (:func:`~.sweep.remap_uids`); None when neither changed."""
-        remapped = remap_uids(value if swept is None else swept, self.pseudo.uid)
-        return swept if remapped is None else remapped
+    def _uids_mapped(self, text: str) -> str:
+        """``text`` with the UIDs written in it mapped as UI elements are
+        (:func:`~.sweep.remap_uids`)."""
+        return remap_uids(text, self.pseudo.uid) or text
 
     def _sweep_values(self, ds: Dataset, scope: Scope) -> Iterator[tuple[int, str, list[str]]]:
         """(tag, VR, values) of the identifying attributes at the top of ``ds`` that the
@@ -429,11 +432,11 @@ class Deidentifier:
             shifted = [self._shift(v, vr, state) for v in values]
             new = [] if any(s is None for s in shifted) else [s for s in shifted if s]
         elif act is Act.CLEAN:  # UIDs mapped first: an ID detector would cut them up
-            new = [_fit(vr, _swept(clean_descriptor(self._uids_remapped(None, v) or v,
-                                                    state.context), state)) for v in values]
+            new = [_fit(vr, _swept(clean_descriptor(self._uids_mapped(v), state.context),
+                                   state), tag) for v in values]
         elif act is Act.CLEAN_TEXT:
-            new = [_fit(vr, _swept(self._clean_text(self._uids_remapped(None, v) or v, vr,
-                                                    state), state)) for v in values]
+            new = [_fit(vr, _swept(self._clean_text(self._uids_mapped(v), vr, state), state),
+                        tag) for v in values]
         else:  # pragma: no cover - every Act is handled above
             raise AssertionError(act)
         _set_values(elem, new)
@@ -655,20 +658,15 @@ _FORMAT = {"DA": re.compile(r"\d{8}"), "DT": re.compile(r"\d{4,14}(\.\d{1,6})?([
 _LONG_CODE_VALUE = 0x00080119
 _LONG_CODE_MIN = 17
 """A Long Code Value holds a code longer than Code Value's 16 characters (PS3.3 8.8):
-one the sweep shortened is filled up to stay one."""
+one that cleaning shortened is filled up to stay one."""
 
 
-def _long_enough(tag: int, value: str) -> str:
-    if tag == _LONG_CODE_VALUE and 0 < len(value) < _LONG_CODE_MIN:
-        return value.ljust(_LONG_CODE_MIN, "_")
-    return value
-
-
-def _fit(vr: str, value: str) -> str:
-    """Keep a cleaned value valid for its VR: dates and ages that are no longer dates or
-    ages become empty; text is cut to the VR's maximum length, before the word the limit
-    falls in (a UID or an ID cut in half is no longer the value the gate searches for,
-    yet its first half still names the study)."""
+def _fit(vr: str, value: str, tag: int) -> str:
+    """Keep a cleaned value of ``tag`` valid for its VR: dates and ages that are no longer
+    dates or ages become empty; text is cut to the VR's maximum length, before the word
+    the limit falls in (a UID or an ID cut in half is no longer the value the gate
+    searches for, yet its first half still names the study); a Long Code Value is kept
+    longer than 16 characters."""
     fmt = _FORMAT.get(vr)
     if fmt is not None:
         return value if fmt.fullmatch(value) else ""
@@ -678,6 +676,8 @@ def _fit(vr: str, value: str) -> str:
         if not value[limit].isspace():
             cut = cut[:cut.rfind(" ") + 1]  # "" when the value is one long word
         return cut.rstrip()
+    if tag == _LONG_CODE_VALUE and 0 < len(value) < _LONG_CODE_MIN:
+        return value.ljust(_LONG_CODE_MIN, "_")
     return value
 
 

@@ -398,11 +398,11 @@ class _Shape:
 
     @classmethod
     def of(cls, quad: np.ndarray) -> _Shape:
-        edge, side = quad[1] - quad[0], quad[3] - quad[0]
-        first, second = float(np.linalg.norm(edge)), float(np.linalg.norm(side))
-        vector, length, thickness = (edge, first, second) if first >= second else (
-            side, second, first)
-        along = vector / length if length else np.array([1.0, 0.0], np.float32)
+        first, second = _sides(quad)
+        vector, length, thickness = (quad[1] - quad[0], first, second) if first >= second \
+            else (quad[3] - quad[0], second, first)
+        norm = float(np.linalg.norm(vector))
+        along = vector / norm if norm else np.array([1.0, 0.0], np.float32)
         return cls(quad.mean(axis=0), along, length, thickness)
 
 
