@@ -81,6 +81,17 @@ def test_shard_count_is_capped_by_growing_shards() -> None:
     assert again == plans  # deterministic
 
 
+def test_shards_are_evened_out_when_the_limits_grow() -> None:
+    """Two shards asked for, three by the limits: the grown limits used to fill the first
+    and leave the rest to the second (a run waits for its largest shard)."""
+    sizes = [40] * 10 + [30] * 5
+    plans, tables = plan_shards(_instances(sizes), ShardLimits(max_files=250, max_shards=2))
+    assert [p.files for p in plans] == [280, 270]  # greedy at the grown 375: [360, 190]
+    assert sum(t.num_rows for t in tables) == sum(sizes)
+    by_bytes = ShardLimits(max_files=10_000, max_bytes=25_000, max_shards=2)  # 100 B a file
+    assert [p.files for p in plan_shards(_instances(sizes), by_bytes)[0]] == [280, 270]
+
+
 def test_series_sharing_a_sop_instance_uid_meet_in_one_shard() -> None:
     """A re-send of an instance under another study lands in the shard of the first, so
     the batch's duplicate rule sees both (in two shards both would be published)."""

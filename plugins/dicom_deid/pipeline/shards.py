@@ -4,6 +4,8 @@ A shard is the unit of one mapped Airflow task: a list of instances, whole serie
 (so one series' outputs are written, verified and retried together), bounded by file
 count and bytes. The shard count is capped well below Airflow's ``max_map_length``
 (1024 by default): when the limits would give more shards, the limits grow instead.
+The shards are then evened out: as many as the limits need, the largest as small as it
+can be (mapped shards run side by side, so a run lasts as long as its largest).
 The plan is a pure function of the instance list, so a rerun plans the same shards.
 """
 
@@ -123,6 +125,25 @@ def _pack(groups: Sequence[_Series], max_files: int, max_bytes: int) -> list[lis
     return shards
 
 
+def _balanced(groups: Sequence[_Series], shards: int, max_files: int,
+              max_bytes: int) -> list[list[_Series]]:
+    """The same number of shards with the largest as small as it can be.
+
+    Greedy packing fills each shard to its limit and leaves the rest to the last (grown
+    limits gave 4,017 and 1,338 files for 5,355 in two shards): mapped tasks run side by
+    side, so the run waits for the largest. Limits scaled down together, found by
+    bisection (greedy packing never needs more shards under larger limits).
+    """
+    low, high = 1, max_files  # ``high`` packs into ``shards``; find the least that does
+    while low < high:
+        mid = (low + high) // 2
+        if len(_pack(groups, mid, math.ceil(max_bytes * mid / max_files))) <= shards:
+            high = mid
+        else:
+            low = mid + 1
+    return _pack(groups, high, math.ceil(max_bytes * high / max_files))
+
+
 def plan_shards(
     instances: pa.Table, limits: ShardLimits | None = None
 ) -> tuple[list[ShardPlan], list[pa.Table]]:
@@ -141,6 +162,7 @@ def plan_shards(
         max_files = math.ceil(max_files * grow)
         max_bytes = math.ceil(max_bytes * grow)
         packed = _pack(groups, max_files, max_bytes)
+    packed = _balanced(groups, len(packed), max_files, max_bytes)
     plans: list[ShardPlan] = []
     tables: list[pa.Table] = []
     for n, shard in enumerate(packed):
