@@ -4,7 +4,11 @@ Data and Clean Graphics, and known-region rules (CTP DicomPixelAnonymizer format
 Per instance, decided from attributes only (no decoding): which known regions apply
 (:mod:`.rules`) and whether the image is read by OCR (:class:`~dicom_deid.config.model.OcrScope`).
 Only when one of them has something to do is the pixel data decoded. Every frame is
-read; the boxes found in any frame are blanked in all frames.
+read; the boxes found in any frame are blanked in all frames, except in a tiled image (a
+whole-slide level, :mod:`.tiles`), whose planes are read whole and whose boxes are blanked
+in the tiles under them. Machine-readable codes (QR, Data Matrix, barcodes: :mod:`.codes`)
+are blanked whatever they say, and a whole-slide LABEL image, which shows nothing but the
+slide's label (printed, handwritten, coded), is blanked whole.
 
 Output encoding: native (uncompressed) input — Implicit/Explicit VR Little Endian,
 Explicit VR Big Endian, Deflated Explicit VR Little Endian, 8/16/32 bits or bit-packed
@@ -24,7 +28,7 @@ address and person-name layouts whatever they name.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,9 +51,11 @@ from dicom_deid.errors import BadInput
 from dicom_deid.text.banner import line_spans
 from dicom_deid.text.context import PhiContext
 
+from .codes import find_codes
 from .ocr import Box, TextLine, find_text, line_cache, to_detection_image
 from .risk import RISK_TAGS, TEXT_PRONE_MODALITIES, at_risk_by_header
 from .rules import RuleSet, load_rules
+from .tiles import Tile, tile_layout, window_starts
 
 __all__ = ["DEFAULT_IMAGE_INFO_TYPES", "RISK_TAGS", "TEXT_PRONE_MODALITIES", "OcrReadout",
            "PixelCleaner", "at_risk_by_header", "read_text_lines"]
@@ -67,12 +73,50 @@ _MARGIN_FRACTION = 0.2
 at least 2 px) on every side."""
 
 
+_SLIDE_MICROSCOPY = "1.2.840.10008.5.1.4.1.1.77.1.6"
+_FLAT_RANGE = 16
+"""A window of a tiled image whose samples span fewer grey levels (bare glass, an empty
+corner of the matrix) holds no legible text: not read."""
+
+
 @dataclass
 class _Job:
-    """What one instance needs: rule boxes, and whether OCR reads it."""
+    """What one instance needs: rule boxes, whether OCR reads it, and whether it is
+    blanked whole (a slide label)."""
 
     rule_boxes: list[Box]
     ocr: bool
+    whole: bool = False
+
+
+@dataclass(frozen=True)
+class _View:
+    """One image OCR reads: a frame (its boxes are blanked in every frame: a loop repeats
+    its text), or a window of one plane of a tiled image at ``y``, ``x`` (its boxes are
+    blanked in the tiles under them)."""
+
+    image: np.ndarray
+    plane: int | None = None
+    y: int = 0
+    x: int = 0
+
+
+@dataclass
+class _Boxes:
+    """Boxes to blank: in every frame, and in one plane of a tiled image."""
+
+    every: set[Box] = field(default_factory=set)
+    planes: dict[int, set[Box]] = field(default_factory=dict)
+
+    def add(self, view: _View, box: Box) -> None:
+        if view.plane is None:
+            self.every.add(box)
+        else:
+            self.planes.setdefault(view.plane, set()).add(
+                Box(box.x0 + view.x, box.y0 + view.y, box.x1 + view.x, box.y1 + view.y))
+
+    def __len__(self) -> int:
+        return len(self.every) + sum(len(b) for b in self.planes.values())
 
 
 @dataclass
@@ -133,11 +177,13 @@ class PixelCleaner:
 
     def _job(self, ds: Dataset) -> _Job:
         boxes = []
-        if self.rules is not None and PIXEL_DATA in ds:
-            rows, cols = _int(ds, 0x00280010), _int(ds, 0x00280011)
-            if rows and cols:
-                boxes = self.rules.boxes_for(ds, rows, cols)
-        return _Job(boxes, self.wants_ocr(ds))
+        rows, cols = _int(ds, 0x00280010), _int(ds, 0x00280011)
+        if self.rules is not None and PIXEL_DATA in ds and rows and cols:
+            boxes = self.rules.boxes_for(ds, rows, cols)
+        ocr = self.wants_ocr(ds)
+        if ocr and rows and cols and _is_slide_label(ds):
+            return _Job([*boxes, Box(0, 0, cols, rows)], False, True)
+        return _Job(boxes, ocr)
 
     # -- doing --------------------------------------------------------------------------
     def clean(self, ds: Dataset, context: Callable[[], PhiContext],
@@ -164,41 +210,45 @@ class PixelCleaner:
         if not job.rule_boxes and not job.ocr:
             return count
         pixels = _open_pixels(ds)
-        boxes = set(job.rule_boxes)
+        boxes = _Boxes(set(job.rule_boxes))
         if job.ocr:
-            boxes.update(self._ocr_boxes(pixels, keep_line, readout, self.uses_context))
+            self._ocr_boxes(pixels, keep_line, boxes, readout, self.uses_context)
         if boxes:
-            pixels.fill(sorted(boxes))
+            pixels.fill(sorted(boxes.every))
+            for plane, found in boxes.planes.items():
+                pixels.fill_plane(plane, sorted(found))
             pixels.store(ds)
             if readout is not None:
-                readout.boxes = sorted(boxes)
-        if job.ocr and (boxes or text_value(ds, _BURNED_IN).upper() != "YES"):
+                readout.boxes = sorted(boxes.every | {b for found in boxes.planes.values()
+                                                      for b in found})
+        if job.whole or (job.ocr and (boxes or text_value(ds, _BURNED_IN).upper() != "YES")):
             # OCR read every frame and every identifying line it found is now black.
             ds[_BURNED_IN] = DataElement(_BURNED_IN, "CS", "NO")
         return count + len(boxes)
 
     @staticmethod
-    def _ocr_boxes(pixels: _Pixels, keep_line: Callable[[TextLine], bool],
-                   readout: OcrReadout | None = None, recognise: bool = True) -> set[Box]:
-        """Boxes of the text lines to blank, read from every distinct frame.
+    def _ocr_boxes(pixels: _Pixels, keep_line: Callable[[TextLine], bool], boxes: _Boxes,
+                   readout: OcrReadout | None = None, recognise: bool = True) -> None:
+        """Add the boxes of the text lines and codes to blank, read from every distinct
+        frame (or every window of a tiled image's planes).
 
         A frame identical to one already read adds nothing and is skipped; within one
         image a line whose pixels were already recognised is not recognised again. Without
         ``recognise`` (all text is blanked, whatever it says) lines are only detected.
+        Codes are blanked whatever they say.
         """
-        boxes: set[Box] = set()
-        for line in _distinct_lines(pixels, recognise):
-            box = _padded(line.box).clip(pixels.rows, pixels.cols)
+        for view, line, code in _distinct_lines(pixels, recognise):
+            rows, cols = view.image.shape[:2]
+            box = (line.box if code else _padded(line.box)).clip(rows, cols)
             if box is None:
                 continue
-            if keep_line(line):
+            if not code and keep_line(line):
                 if readout is not None:
                     readout.kept.append(line.text)
             else:
-                boxes.add(box)
+                boxes.add(view, box)
         if readout is not None:
             readout.read = True
-        return boxes
 
     def _clean_overlays(self, ds: Dataset) -> int:
         """Clean Graphics: blank text found in 1-bit overlay planes (60xx,3000)."""
@@ -265,6 +315,7 @@ class _Pixels:
         self._ds = ds
         self.meta: dict[str, str | int] = {}
         self.decoded = self._decode(ds, ts)
+        self.tiles: list[Tile] | None = tile_layout(ds, self.frames, self.rows, self.cols)
 
     def _decode(self, ds: Dataset, ts: str) -> np.ndarray:
         """All frames as (frames, rows, cols, samples), colour as RGB (pydicom's decoders)."""
@@ -285,15 +336,56 @@ class _Pixels:
                 f"transfer syntax {ts})") from None
         return arr.reshape(self.frames, self.rows, self.cols, -1)
 
-    def detection_frames(self) -> Iterable[np.ndarray]:
-        """Each frame as 8-bit RGB, for OCR only."""
-        for frame in self.decoded:
-            if self.palette:
-                yield to_detection_image(apply_color_lut(frame[..., 0], self._ds))
-            elif frame.shape[2] == 1:
-                yield to_detection_image(frame[..., 0], invert=self.photometric == "MONOCHROME1")
-            else:
-                yield to_detection_image(frame)
+    def detection_image(self, data: np.ndarray) -> np.ndarray:
+        """A frame (or a window of tiles) as 8-bit RGB, for OCR only."""
+        if self.palette:
+            return to_detection_image(apply_color_lut(data[..., 0], self._ds))
+        if data.shape[2] == 1:
+            return to_detection_image(data[..., 0], invert=self.photometric == "MONOCHROME1")
+        return to_detection_image(data)
+
+    def views(self) -> Iterator[_View]:
+        """What OCR reads: every distinct frame, or the tile-sized windows of a tiled
+        image's planes assembled from its tiles (:mod:`.tiles`)."""
+        if self.tiles is None:
+            seen: set[bytes] = set()
+            for frame in self.decoded:
+                image = self.detection_image(frame)
+                if self.frames > 1:
+                    digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+                    if digest in seen:
+                        continue
+                    seen.add(digest)
+                yield _View(image)
+            return
+        for plane in sorted({t.plane for t in self.tiles}):
+            members = [(f, t) for f, t in enumerate(self.tiles) if t.plane == plane]
+            height = max(t.row for _, t in members) + self.rows
+            width = max(t.col for _, t in members) + self.cols
+            for y in window_starts(height, self.rows):
+                for x in window_starts(width, self.cols):
+                    window = Box(x, y, min(x + self.cols, width), min(y + self.rows, height))
+                    data = np.zeros((window.y1 - y, window.x1 - x, self.decoded.shape[3]),
+                                    self.decoded.dtype)
+                    for f, t in members:
+                        part = t.local(window, self.rows, self.cols)
+                        if part is not None:
+                            data[t.row + part.y0 - y:t.row + part.y1 - y,
+                                 t.col + part.x0 - x:t.col + part.x1 - x] = \
+                                self.decoded[f, part.y0:part.y1, part.x0:part.x1]
+                    image = self.detection_image(data)
+                    if int(image.max()) - int(image.min()) >= _FLAT_RANGE:
+                        yield _View(image, plane, y, x)
+
+    def fill_plane(self, plane: int, boxes: list[Box]) -> None:
+        """Blank ``boxes`` (in the plane's coordinates) in the tiles of one plane."""
+        assert self.tiles is not None
+        for f, tile in enumerate(self.tiles):
+            if tile.plane == plane:
+                local = [b for b in (tile.local(box, self.rows, self.cols) for box in boxes)
+                         if b is not None]
+                if local:
+                    self.fill(local, (f,))
 
     def fill_value(self, frame: int) -> np.ndarray:
         """The black of this frame in stored values (per sample)."""
@@ -306,7 +398,9 @@ class _Pixels:
             return np.array([data.max() if self.photometric == "MONOCHROME1" else data.min()])
         return np.zeros(data.shape[2], data.dtype)
 
-    def fill(self, boxes: list[Box]) -> None:  # pragma: no cover - abstract
+    def fill(self, boxes: list[Box],
+             frames: Iterable[int] | None = None) -> None:  # pragma: no cover - abstract
+        """Blank ``boxes`` in ``frames`` (every frame when None)."""
         raise NotImplementedError
 
     def store(self, ds: Dataset) -> None:  # pragma: no cover - abstract
@@ -338,8 +432,8 @@ class _NativePixels(_Pixels):
             raise BadInput("pixel-decode", "pixel data is shorter than its description")
         self.view = np.frombuffer(self.buffer, dtype, count).reshape(shape)
 
-    def fill(self, boxes: list[Box]) -> None:
-        for f in range(self.frames):
+    def fill(self, boxes: list[Box], frames: Iterable[int] | None = None) -> None:
+        for f in range(self.frames) if frames is None else frames:
             value = self.fill_value(f)
             for b in boxes:
                 if self.photometric == "YBR_FULL_422":
@@ -386,10 +480,11 @@ class _BitPixels(_Pixels):
             raise BadInput("pixel-decode", "pixel data is shorter than its description")
         return self.unpacked[:count].reshape(self.frames, self.rows, self.cols, 1)
 
-    def fill(self, boxes: list[Box]) -> None:
+    def fill(self, boxes: list[Box], frames: Iterable[int] | None = None) -> None:
         black = 1 if self.photometric == "MONOCHROME1" else 0
-        for b in boxes:
-            self.decoded[:, b.y0:b.y1, b.x0:b.x1, 0] = black  # a view on self.unpacked
+        for f in range(self.frames) if frames is None else frames:
+            for b in boxes:
+                self.decoded[f, b.y0:b.y1, b.x0:b.x1, 0] = black  # a view on self.unpacked
 
     def store(self, ds: Dataset) -> None:
         packed = np.frombuffer(pack_bits(self.unpacked, pad=False), np.uint8)
@@ -405,8 +500,8 @@ class _EncapsulatedPixels(_Pixels):
         super().__init__(ds, ts)
         self.work = np.array(self.decoded)
 
-    def fill(self, boxes: list[Box]) -> None:
-        for f in range(self.frames):
+    def fill(self, boxes: list[Box], frames: Iterable[int] | None = None) -> None:
+        for f in range(self.frames) if frames is None else frames:
             value = self.fill_value(f)
             for b in boxes:
                 self.work[f, b.y0:b.y1, b.x0:b.x1, :] = value
@@ -453,24 +548,31 @@ class _EncapsulatedPixels(_Pixels):
         set_output_transfer_syntax(ds, out_ts)
 
 
-def _distinct_lines(pixels: _Pixels, recognise: bool = True) -> Iterable[TextLine]:
-    """The text lines of every distinct frame (an identical frame is read once; within
-    one image a line whose pixels were already recognised is not recognised again)."""
-    seen: set[bytes] = set()
+def _distinct_lines(pixels: _Pixels, recognise: bool = True
+                    ) -> Iterator[tuple[_View, TextLine, bool]]:
+    """The text lines and the codes (flagged True) of every view (an identical frame is
+    read once; within one image a line whose pixels were already recognised is not
+    recognised again)."""
     with line_cache():
-        for frame in pixels.detection_frames():
-            if pixels.frames > 1:
-                digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
-                if digest in seen:
-                    continue
-                seen.add(digest)
-            yield from find_text(frame, recognise=recognise)
+        for view in pixels.views():
+            for code in find_codes(view.image):
+                yield view, code, True
+            for line in find_text(view.image, recognise=recognise):
+                yield view, line, False
 
 
 def read_text_lines(ds: Dataset) -> list[str]:
-    """The text OCR reads in ``ds``'s pixel data, every distinct frame (the verification
-    gate's read-back of an image at risk that the policy did not clean)."""
-    return [line.text for line in _distinct_lines(_open_pixels(ds))]
+    """The text OCR reads in ``ds``'s pixel data, every distinct frame, and what its codes
+    say (the verification gate's read-back of an image at risk the policy did not clean)."""
+    return [line.text for _, line, _ in _distinct_lines(_open_pixels(ds))]
+
+
+def _is_slide_label(ds: Dataset) -> bool:
+    """A whole-slide LABEL image (ImageType value 3): a picture of the slide's label."""
+    image_type = [v.strip().upper() for v in text_value(ds, 0x00080008).split("\\")]
+    return len(image_type) > 2 and image_type[2] == "LABEL" and (
+        text_value(ds, 0x00080016) == _SLIDE_MICROSCOPY
+        or text_value(ds, 0x00080060).strip().upper() == "SM")
 
 
 def _open_pixels(ds: Dataset) -> _Pixels:
