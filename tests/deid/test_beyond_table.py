@@ -80,3 +80,27 @@ def test_a_value_cut_to_its_length_loses_the_word_the_limit_falls_in() -> None:
     out, _, raw = deidentify_bytes(to_bytes(ds), privacy_first())
     assert str(out.SeriesDescription) == "Reformat of prior study"
     assert uid[:20].encode() not in raw
+
+
+def test_a_registry_number_of_an_animal_or_a_traveller_is_replaced() -> None:
+    """A dog's breed registry number names its owner through the registry (an external
+    probe found it kept); a screened traveller's boarding pass and itinerary name the
+    person. Type 1 in its item, the registry number gets a dummy: still valid DICOM."""
+    ds = make_instance()
+    ds.PatientSpeciesDescription = "Canine"
+    item = Dataset()
+    item.BreedRegistrationNumber = "HP55123401"
+    registry = Dataset()
+    registry.CodeValue, registry.CodingSchemeDesignator = "109200", "DCM"
+    registry.CodeMeaning = "America Kennel Club"
+    item.BreedRegistryCodeSequence = Sequence([registry])
+    ds.BreedRegistrationSequence = Sequence([item])
+    ds.BoardingPassID = "BP7781203"
+    ds.ItineraryID = "IT99120"
+    data = to_bytes(ds)
+    out, _, raw = deidentify_bytes(data, privacy_first())
+    for value in ("HP55123401", "BP7781203", "IT99120"):
+        assert value.encode() not in raw, value
+    assert out.BreedRegistrationSequence[0].BreedRegistrationNumber not in ("", None)
+    assert "BoardingPassID" not in out and "ItineraryID" not in out
+    assert {int(beyond) for beyond in beyond_table()} >= {0x00102295, 0x4010101A, 0x40101051}

@@ -62,6 +62,19 @@ def test_uids_written_in_kept_text_are_mapped_as_uids_are() -> None:
     assert again == meaning  # keyed: the same pseudonym every time
 
 
+def test_identifiers_in_kept_urls_are_swept_and_the_url_stays_a_uri() -> None:
+    """A kept URL (UR) can hold the patient's ID in its path or as a URN; the sweep
+    writes the marker percent-encoded, as RFC 3986 wants brackets in a path."""
+    ds = make_instance()
+    ds.FilenameInContainer = "export/1234567/img0001.dcm"
+    ds.AnatomicRegionSequence = Sequence([_local_code("abdomen")])
+    ds.AnatomicRegionSequence[0].URNCodeValue = "urn:site:mrn:MRN1234567"
+    out = run(ds)
+    assert out.FilenameInContainer == "export/%5BCTX%5D/img0001.dcm"
+    assert out.AnatomicRegionSequence[0].URNCodeValue == "urn:site:mrn:%5BCTX%5D"
+    assert b"1234567" not in to_bytes(out)
+
+
 def test_a_long_code_value_stays_longer_than_a_code_value() -> None:
     """A Long Code Value holds codes of more than 16 characters; one the sweep shortened
     ("SMITH-JOHN-KNEE-L" to 16) would be invalid (an external probe's dciodvfy error):

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import zxingcpp
 from pydicom.dataset import Dataset
+from test_pixel_redaction import _dciodvfy_errors, _draw, _image, _leaks, _run, _texts
 
 from dicom_deid.config.model import privacy_first
 from dicom_deid.pixels.codes import find_codes
 from dicom_deid.pixels.tiles import Tile, tile_layout, window_starts
-from test_pixel_redaction import _dciodvfy_errors, _draw, _image, _leaks, _run, _texts
 
 WSM = "1.2.840.10008.5.1.4.1.1.77.1.6"
 TILE, ACROSS, DOWN = 256, 4, 3

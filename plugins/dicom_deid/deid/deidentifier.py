@@ -56,6 +56,7 @@ from dicom_deid.pixels.overlays import OVERLAY_DATA_TAG, remove_embedded_overlay
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.find import clean_descriptor
+from dicom_deid.text.spans import CTX_MARKER
 from dicom_deid.text.transform import apply_text_config, transform_whole_value
 
 from .pseudonyms import Pseudonymizer
@@ -65,6 +66,7 @@ from .sweep import (
     NESTED_SWEEP_TAGS,
     SWEEP_TAGS,
     SWEEP_VRS,
+    URL_MARKER,
     attribute_context,
     remap_uids,
     sweep_context,
@@ -388,9 +390,13 @@ class Deidentifier:
             found = [sweep_whole(v, ctx, self.pseudo.code_string, CODE_MATCH) for v in values]
         else:
             found = []
+            marker = URL_MARKER if vr == "UR" else CTX_MARKER
             for v in values:
-                swept = sweep_text(v, ctx)
-                mapped = self._uids_mapped(v if swept is None else swept)
+                swept = sweep_text(v, ctx, marker)
+                mapped = v if swept is None else swept
+                if not (vr == "UR" and mapped.lower().startswith("urn:oid:")):
+                    # (an OID URN names a registered object: a code system, an issuer)
+                    mapped = self._uids_mapped(mapped)
                 found.append(None if mapped == v else mapped)
         if all(new is None for new in found):
             return False

@@ -41,6 +41,7 @@ __all__ = [
     "SWEEP_TAGS",
     "SWEEP_VRS",
     "UID_IN_BYTES",
+    "URL_MARKER",
     "attribute_context",
     "remap_uids",
     "sweep_context",
@@ -69,8 +70,12 @@ SWEEP_TAGS: dict[int, str] = {t: k for k in _SWEEP_KEYWORDS
     0x00101002: "OtherPatientIDs"}
 """The top-level attributes whose values are searched for (when not kept by the plan);
 for a sequence of :data:`NESTED_SWEEP_TAGS`, its items' values, as IDs."""
-SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "PN"})
-"""Kept values of these VRs are swept (text a site can write a name or an ID into)."""
+SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR", "PN"})
+"""Kept values of these VRs are swept (text a site can write a name or an ID into: a
+URL's path or query too, "export/8841207/img.dcm", "urn:site:mrn:8841207")."""
+URL_MARKER = "%5BCTX%5D"
+"""``[CTX]`` in a URL (UR): brackets are reserved characters of RFC 3986, so they are
+percent-encoded; the value stays a valid URI and reads as ``[CTX]`` when decoded."""
 LABEL_CODE_STRINGS = frozenset({0x00700002, 0x00700080})
 """Code strings (CS) whose values a user types, not terms of the standard: a
 presentation state's Graphic Layer and Content Label. They are swept too; any other CS
@@ -110,13 +115,13 @@ def sweep_context(parts: Iterable[PhiContext]) -> PhiContext:
     return PhiContext.merge(parts)
 
 
-def sweep_text(text: str, ctx: PhiContext) -> str | None:
-    """``text`` with each phrase matching the context replaced by ``[CTX]``; None when
-    nothing matches (the value stays as it is)."""
+def sweep_text(text: str, ctx: PhiContext, marker: str = CTX_MARKER) -> str | None:
+    """``text`` with each phrase matching the context replaced by ``marker`` (``[CTX]``;
+    :data:`URL_MARKER` in a URL); None when nothing matches (the value stays as it is)."""
     spans = list(ctx.matches(text))
     if not spans:
         return None
-    return splice(text, spans, lambda _: CTX_MARKER)
+    return splice(text, spans, lambda _: marker)
 
 
 def sweep_whole(value: str, ctx: PhiContext, pseudonym: Callable[[str], str],
