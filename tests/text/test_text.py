@@ -12,7 +12,8 @@ import pytest
 import dicom_deid.text.context as context_module
 from dicom_deid.config.model import INFO_TYPES, TextConfig, Transformation, TransformationKind
 from dicom_deid.text.context import PhiContext
-from dicom_deid.text.find import clean_descriptor, find_spans
+from dicom_deid.text.banner import clean_descriptor
+from dicom_deid.text.find import find_spans
 from dicom_deid.text.spans import CTX_MARKER, Span
 from dicom_deid.text.transform import apply_text_config, transform_whole_value
 
@@ -198,7 +199,7 @@ def test_forms_are_made_once_per_patient_and_only_when_a_text_needs_them() -> No
     assert clean_descriptor("Yamada", first) == "[CTX]"
     assert clean_descriptor("Yamada", PhiContext.from_values(list(VALUES))) == "[CTX]"
     info = context_module._forms_of.cache_info()
-    assert (info.misses, info.hits) == (1, 1)
+    assert info.misses == 1 and info.hits >= 1  # made for the first context, reused
 
 
 _ANCHOR_VALUES = [
@@ -521,3 +522,24 @@ def test_a_mac_surname_does_not_take_other_mac_names() -> None:
     ctx = PhiContext.from_values([("PERSON_NAME", "MACDONALD^ANNA")])
     assert clean_descriptor("McKenzie, the machine, Mackintosh", ctx) == (
         "McKenzie, the machine, Mackintosh")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Prior for DUNSTERFORD^MARGERY", "Prior for [PERSON_NAME]"),
+    ("Seen with Mrs Margery Dunsterford", "Seen with [PERSON_NAME]"),
+    ("Patient: Jane Doe", "Patient: [PERSON_NAME]"),
+    ("Home: 12 Baker Street, London NW1 6XE", "Home: [STREET_ADDRESS], London [LOCATION]"),
+    ("Lives at 221B Quillfeather Avenue", "Lives at [STREET_ADDRESS]"),
+    ("Dr. Smith request", "[PERSON_NAME] request"),
+    # what descriptions write of anatomy and procedures stays
+    ("Biopsy, Core", "Biopsy, Core"),
+    ("Neuro, Stroke Protocol", "Neuro, Stroke Protocol"),
+    ("MS lesion follow-up", "MS lesion follow-up"),
+    ("DR Chest PA", "DR Chest PA"),
+    ("5000 Units heparin", "5000 Units heparin"),
+    ("CT CHEST ABDOMEN PELVIS W CONTRAST", "CT CHEST ABDOMEN PELVIS W CONTRAST"),
+])
+def test_descriptors_lose_anyones_name_and_address(text: str, expected: str) -> None:
+    """An external probe: Clean Descriptors kept a third person's name written as a form
+    writes it, and street addresses, which the same line burned into pixels loses."""
+    assert clean_descriptor(text, None) == expected

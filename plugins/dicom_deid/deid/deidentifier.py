@@ -53,9 +53,9 @@ from dicom_deid.dicom.writer import encode_element_value
 from dicom_deid.errors import BadInput
 from dicom_deid.pixels.codestream import VIDEO_SYNTAXES, remove_frame_metadata
 from dicom_deid.pixels.overlays import OVERLAY_DATA_TAG, remove_embedded_overlays
+from dicom_deid.text.banner import clean_descriptor
 from dicom_deid.text.chars import ascii_fold
 from dicom_deid.text.context import PhiContext
-from dicom_deid.text.find import clean_descriptor
 from dicom_deid.text.spans import CTX_MARKER
 from dicom_deid.text.transform import apply_text_config, transform_whole_value
 

@@ -4,9 +4,12 @@ person names (Google info types ORGANIZATION_NAME, LOCATION, STREET_ADDRESS, PER
 A banner names a hospital, a street or a patient without spelling the header's values:
 "Kessington Univ Klinikum", "12 Harbour Rd", "DOE^JANE" are found here from the words
 around them (facility words, street words, name layouts; lists in ``data/``), without
-any header value. They judge OCR'd lines only: in header free text ("CT chest for ...",
-a kept description) the same words are ordinary text, so the text cleaners of
-:mod:`.find` do not use them.
+any header value. They judge OCR'd lines. Free text that Clean Descriptors cleans
+("Prior for DUNSTERFORD^MARGERY", "Home: 12 Baker Street, London NW1 6XE") is judged by
+the layouts that do not take ordinary words for names (:func:`clean_descriptor`): person
+names as forms write them, street addresses and postal codes; not facility words ("outside
+hospital" is ordinary text), and a title in capitals only with its period ("MS lesion",
+"DR chest" are no people).
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from dataclasses import dataclass
 
 from .chars import lazy_pattern
 from .context import PhiContext
-from .detectors import PRIORITY
+from .detectors import PLACEHOLDER_RE, PRIORITY
 from .find import find_spans
 from .fuzzy import fuzzy_matches
 from .lexicon import Lexicon, fold, lexicon
-from .spans import Span
+from .spans import CTX_MARKER, Span, splice
 
-__all__ = ["LINE_DETECTORS", "Token", "line_spans", "tokens"]
+__all__ = ["LINE_DETECTORS", "Token", "clean_descriptor", "line_spans", "tokens"]
 
 _TOKEN_RE = lazy_pattern(r"[^\W_]+(?:['’][^\W_]+)*")
 _NUMBER_RE = lazy_pattern(r"\d{1,5}[A-Za-z]?")
@@ -48,6 +51,9 @@ _AFTER_LABEL_RE = lazy_pattern(r"\s*[:：]?\s*([^\W\d_]+)")
 _PO_BOX_RE = lazy_pattern(r"(?<!\w)P\.?\s?O\.?\s+Box\s+\d+", re.IGNORECASE)
 _CARET_RE = lazy_pattern(
     r"(?<![^\W_])[^\W\d_]{2,}(?:[ '\-][^\W\d_]+)*(?:\^[^\W\d_]+(?:[ '\-][^\W\d_]+)*)+")
+
+_CARET_WORDS_RE = lazy_pattern(
+    r"(?<![^\W_])[^\W\d_]{2,}(?:['\-][^\W\d_]+)*(?:\^[^\W\d_]+(?:['\-][^\W\d_]+)*)+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +138,17 @@ def _saints(toks: list[Token]) -> _Found:
             yield tok.start, nxt.end
 
 
-def _postal(text: str) -> _Found:
-    """A postal code with a town, or a postal code of a form that needs none (UK, Japan)."""
+def _postal(text: str, written: bool = False) -> _Found:
+    """A postal code with a town, or a postal code of a form that needs none (UK, Japan).
+    ``written`` (free text): not a number opening the text ("5000 Units heparin")."""
     vocabulary = lexicon().vocabulary
-    for pattern in _POSTAL_RES:
+    for n, pattern in enumerate(_POSTAL_RES):
         for m in pattern.finditer(text):
             town = m.groupdict().get("town")
             if town is not None and (not town[0].isupper() or fold(town) in vocabulary):
+                continue
+            if written and n == 0 and not text[:m.start()].strip() and \
+                    text[m.start():m.end()].lstrip()[:1].isdigit():
                 continue
             yield m.span()
 
@@ -241,14 +251,27 @@ def _cased_alike(a: str, b: str) -> bool:
     return (a.isupper() and b.isupper()) or (not a.isupper() and not b.isupper()) or len(b) == 1
 
 
-def _titled_names(toks: list[Token], lex: Lexicon) -> _Found:
-    """A title and a name: "Dr Ruth", "Frau Weber", "Dott. Rossi" ("MR BRAIN" is a modality)."""
+def _titled_names(toks: list[Token], lex: Lexicon, strict: bool = False) -> _Found:
+    """A title and a name: "Dr Ruth", "Frau Weber", "Dott. Rossi" ("MR BRAIN" is a modality;
+    ``strict``: a short title in capitals counts only with its period, as "MS lesion" and
+    "DR chest" are no people)."""
     for i, tok in enumerate(toks[:-1]):
         if tok.folded not in lex.titles or not tok.capitalised or tok.text == "MR":
             continue
+        if strict and tok.text.isupper() and len(tok.text) <= 3 and tok.after.strip() != ".":
+            continue
         nxt = toks[i + 1]
         if tok.after.strip() in ("", ".") and _is_name_word(nxt, lex):
-            yield tok.start, nxt.end
+            yield tok.start, _name_end(toks, i + 1, lex)
+
+
+def _name_end(toks: list[Token], i: int, lex: Lexicon) -> int:
+    """The end of a name starting at ``toks[i]``: with the name word after it, if one
+    follows after a space ("Mrs Margery Dunsterford", "Patient: Jane Doe")."""
+    if i + 1 < len(toks) and toks[i].after == " " and _is_name_word(toks[i + 1], lex) and \
+            _cased_alike(toks[i].text, toks[i + 1].text):
+        return toks[i + 1].end
+    return toks[i].end
 
 
 def _labelled_names(text: str, toks: list[Token], lex: Lexicon) -> _Found:
@@ -260,7 +283,7 @@ def _labelled_names(text: str, toks: list[Token], lex: Lexicon) -> _Found:
             if (j < len(toks) and tuple(folded[i:j]) == label
                     and toks[j - 1].after.strip() in (":", "：")
                     and toks[j].alphabetic and toks[j].folded not in lex.vocabulary):
-                yield toks[j].start, toks[j].end
+                yield toks[j].start, _name_end(toks, j, lex)
                 break
     for cjk_label in lex.cjk_labels:
         pos = text.find(cjk_label)
@@ -296,6 +319,19 @@ def _people(text: str, toks: list[Token]) -> _Found:
     yield from _honorifics(text, lex)
 
 
+def _written_people(text: str, toks: list[Token]) -> _Found:
+    """:func:`_people` for free text: a caret name of words without spaces ("Prior for
+    DUNSTERFORD^MARGERY": not "Prior for"), titles as :func:`_titled_names` takes them
+    ``strict``, labels and honorifics; not two words around a comma, which descriptions
+    write of anatomy and procedures ("Biopsy, Core", "Neuro, Stroke")."""
+    lex = lexicon()
+    for m in _CARET_WORDS_RE.finditer(text):
+        yield m.span()
+    yield from _titled_names(toks, lex, strict=True)
+    yield from _labelled_names(text, toks, lex)
+    yield from _honorifics(text, lex)
+
+
 _LineDetector = Callable[[str, list[Token]], _Found]
 
 LINE_DETECTORS: tuple[tuple[str, _LineDetector], ...] = (
@@ -306,6 +342,68 @@ LINE_DETECTORS: tuple[tuple[str, _LineDetector], ...] = (
 )
 """The generic detectors of burned-in text lines, by info type: each takes the line and
 its words (:func:`tokens`) and yields ``(start, end)`` spans."""
+
+
+DESCRIPTOR_DETECTORS: tuple[tuple[str, _LineDetector], ...] = (
+    ("STREET_ADDRESS", _addresses),
+    ("LOCATION", lambda text, _toks: _postal(text, written=True)),
+    ("PERSON_NAME", _written_people),
+)
+"""The line detectors free text is judged by too (not facility words or saints' names:
+ordinary words in a description)."""
+
+
+def clean_descriptor(text: str, ctx: PhiContext | None) -> str:
+    """PS3.15 Clean Descriptors / Google ``cleanDescriptors`` for one free-text value.
+
+    Phrases matching the instance's own identifying values become ``[CTX]``; generic
+    detections (dates, phones, IDs... and the layouts of :data:`DESCRIPTOR_DETECTORS`:
+    anyone's name as a form writes it, a street address, a postal code) become
+    ``[<INFO_TYPE>]``. Repeated until nothing changes, so the result is idempotent:
+    ``clean_descriptor(clean_descriptor(t, c), c) == clean_descriptor(t, c)``.
+    """
+    for _ in range(6):
+        # the instance's own values and the generic detectors first; the layouts then
+        # judge what they left ("Dr [CTX]" is written, not "[PERSON_NAME]")
+        spans = find_spans(text, ctx) or _resolved(text, [], DESCRIPTOR_DETECTORS)
+        if not spans:
+            return text
+        text = splice(text, spans, lambda s: CTX_MARKER if s.from_context else f"[{s.info_type}]")
+    return text
+
+
+def _ranked(spans: list[Span]) -> list[tuple[Span, int]]:
+    """Spans of :func:`~.find.find_spans` with their rank: a context match first, then the
+    generic detectors' order."""
+    return [(span, -1 if span.from_context else PRIORITY.get(span.info_type, len(PRIORITY)))
+            for span in spans]
+
+
+def _resolved(text: str, found: list[tuple[Span, int]],
+              detectors: tuple[tuple[str, _LineDetector], ...],
+              include: frozenset[str] | None = None) -> list[Span]:
+    """``found`` (ranked spans) with what ``detectors`` find after them, overlaps resolved:
+    the longest span, on equal length the better rank; a detection touching a placeholder
+    already written (``[CTX]``...) is no one's name."""
+    toks = tokens(text)
+    for rank, (info_type, detect) in enumerate(detectors, len(PRIORITY)):
+        if include is None or info_type in include:
+            found += [(Span(start, end, info_type), rank) for start, end in detect(text, toks)
+                      if end > start and not _in_placeholder(text, start, end)]
+    found.sort(key=lambda sp: (sp[0].start - sp[0].end, sp[1], sp[0].start))
+    taken = bytearray(len(text))
+    accepted: list[Span] = []
+    for span, _ in found:
+        if any(taken[span.start : span.end]):
+            continue
+        taken[span.start : span.end] = b"\x01" * (span.end - span.start)
+        accepted.append(span)
+    return sorted(accepted)
+
+
+def _in_placeholder(text: str, start: int, end: int) -> bool:
+    """Whether a span touches a placeholder already written (``[CTX]``, ``[DATE]``...)."""
+    return any(m.start() < end and start < m.end() for m in PLACEHOLDER_RE.finditer(text))
 
 
 def line_spans(
@@ -326,23 +424,8 @@ def line_spans(
     """
     if not text.strip():
         return []
-    found: list[tuple[Span, int]] = [
-        (span, -1 if span.from_context else PRIORITY.get(span.info_type, len(PRIORITY)))
-        for span in find_spans(text, ctx, include=include)
-    ]
+    found = _ranked(find_spans(text, ctx, include=include))
     found += [(span, -1) for span in fuzzy_matches(text, ctx)
               if include is None or span.info_type in include]
-    toks = tokens(text)
-    for rank, (info_type, detect) in enumerate(LINE_DETECTORS, len(PRIORITY)):
-        if include is None or info_type in include:
-            found += [(Span(start, end, info_type), rank) for start, end in detect(text, toks)
-                      if end > start]
-    found.sort(key=lambda sp: (sp[0].start - sp[0].end, sp[1], sp[0].start))
-    taken = bytearray(len(text))
-    accepted: list[Span] = []
-    for span, _ in found:
-        if any(taken[span.start : span.end]):
-            continue
-        taken[span.start : span.end] = b"\x01" * (span.end - span.start)
-        accepted.append(span)
-    return sorted(s for s in accepted if s.info_type not in exclude)
+    return [s for s in _resolved(text, found, LINE_DETECTORS, include)
+            if s.info_type not in exclude]

@@ -1,4 +1,4 @@
-"""Find sensitive spans in free text, and clean descriptors with them.
+"""Find sensitive spans in free text (descriptors are cleaned with them: banner.clean_descriptor).
 
 Context matches (:class:`~.context.PhiContext`) and generic detections
 (:mod:`.detectors`) feed one list; overlaps resolve to the longest span.
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from .chars import lazy_pattern
 from .context import PhiContext
 from .detectors import DETECTORS, DIGIT_RUN, PLACEHOLDER_RE, PRIORITY
-from .spans import CTX_MARKER, Span, splice
+from .spans import Span
 
 _NAME_GAP = lazy_pattern(r"[\s,^=・·]*")
 
@@ -83,18 +83,3 @@ def find_spans(
         accepted.append(span)
     accepted.sort()
     return [s for s in _merge_names(text, accepted) if s.info_type not in exclude]
-
-
-def clean_descriptor(text: str, ctx: PhiContext | None) -> str:
-    """PS3.15 Clean Descriptors / Google ``cleanDescriptors`` for one free-text value.
-
-    Phrases matching the instance's own identifying values become ``[CTX]``; generic
-    detections become ``[<INFO_TYPE>]``. Repeated until nothing changes, so the result is
-    idempotent: ``clean_descriptor(clean_descriptor(t, c), c) == clean_descriptor(t, c)``.
-    """
-    for _ in range(4):
-        spans = find_spans(text, ctx)
-        if not spans:
-            return text
-        text = splice(text, spans, lambda s: CTX_MARKER if s.from_context else f"[{s.info_type}]")
-    return text
