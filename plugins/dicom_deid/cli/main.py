@@ -38,6 +38,7 @@ from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError, Stora
 
 from .audit_cmd import add_parser as add_audit_parser
 from .audit_cmd import run as audit
+from .paths import check_run_paths
 from .pseudonymize_cmd import add_parser as add_pseudonymize_parser
 from .pseudonymize_cmd import run as pseudonymize
 from .remote import location, staged_output, store_sources
@@ -271,6 +272,13 @@ def _deidentify(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if isinstance(args.input, Path) and not args.input.exists():
         print(f"dicom-deid: input {args.input} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_run_paths(args.input, args.output, args.errors, args.mapping,
+                        {"--key-file": args.key_file, "--vault-key-file": args.vault_key_file,
+                         "--filter": args.filter_file})
+    except ConfigError as exc:
+        print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     run_id = args.run_id or uuid.uuid4().hex[:12]
     try:

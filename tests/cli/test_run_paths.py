@@ -1,0 +1,72 @@
+"""A one-word slip on the command line must not destroy a key, an original or a tree.
+
+An external probe: ``--errors`` on the key file replaced the key (every later run got
+other pseudonyms), ``--mapping`` on the vault key shredded the mapping it sealed,
+``--errors`` on a landing file overwrote the original, and OUTPUT inside INPUT put the
+originals in the research tree and de-identified its own outputs on a rerun.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_deid.cli.main import main
+from instances import KEY, make_instance, to_bytes
+
+_ARGS = ["--workers", "1", "--no-progress"]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.dcm").write_bytes(to_bytes(make_instance()))
+    (tmp_path / "key").write_text(KEY.hex())
+    (tmp_path / "vault").write_text(bytes(range(32)).hex())
+    return tmp_path
+
+
+def _run(root: Path, *extra: str, out: str = "out") -> int:
+    return main(["deidentify", str(root / "in"), str(root / out), "--key-file",
+                 str(root / "key"), *_ARGS, *extra])
+
+
+@pytest.mark.parametrize(("extra", "kept"), [
+    (("--errors", "key"), "key"),
+    (("--mapping", "vault", "--vault-key-file", "vault"), "vault"),
+    (("--errors", "in/a.dcm"), "in/a.dcm"),
+    (("--errors", "notes.txt"), "notes.txt"),
+])
+def test_restricted_files_never_overwrite_what_the_tool_did_not_write(
+        root: Path, extra: tuple[str, ...], kept: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (root / "notes.txt").write_text("someone's notes\n")
+    before = (root / kept).read_bytes()
+    args = [str(root / a) if a in ("key", "vault", "in/a.dcm", "notes.txt") else a
+            for a in extra]
+    assert _run(root, *args) == 2
+    assert (root / kept).read_bytes() == before
+    assert not (root / "out").exists()
+    err = capsys.readouterr().err
+    assert str(root) not in err  # the options are named, not the paths
+
+
+def test_errors_and_mapping_on_one_file_are_refused(root: Path) -> None:
+    same = str(root / "both")
+    assert _run(root, "--errors", same, "--mapping", same, "--plain-mapping") == 2
+
+
+def test_a_rerun_replaces_its_own_errors_list_and_mapping(root: Path) -> None:
+    (root / "in" / "bad.dcm").write_bytes(b"not dicom")
+    extra = ("--errors", str(root / "e.csv"), "--mapping", str(root / "m.parquet"),
+             "--plain-mapping")
+    assert _run(root, *extra) == 3
+    assert _run(root, *extra) == 3  # its own files are replaced
+    assert (root / "e.csv").read_text().startswith("path,kind,stage,reason")
+
+
+@pytest.mark.parametrize("out", ["in", "in/out", "."])
+def test_output_apart_from_input(root: Path, out: str) -> None:
+    assert _run(root, out=out) == 2
+    assert sorted(p.name for p in (root / "in").rglob("*")) == ["a.dcm"]
