@@ -70,3 +70,22 @@ def test_a_rerun_replaces_its_own_errors_list_and_mapping(root: Path) -> None:
 def test_output_apart_from_input(root: Path, out: str) -> None:
     assert _run(root, out=out) == 2
     assert sorted(p.name for p in (root / "in").rglob("*")) == ["a.dcm"]
+
+
+def test_a_plain_mapping_is_the_owners_alone_while_written_and_after(root: Path) -> None:
+    """An external probe: the clear mapping (MRNs, names) and the temporary file a
+    killed run leaves were 0644 under the usual umask."""
+    import os
+
+    from dicom_deid.deid.mapping import MappingWriter
+
+    old = os.umask(0o022)
+    try:
+        writer = MappingWriter(root / "m.parquet")
+        writer.add({"source_path": "a", "patient_id": "MRN1234567"})
+        writer.open()
+        assert (root / ".m.parquet.tmp").stat().st_mode & 0o777 == 0o600
+        writer.close()
+    finally:
+        os.umask(old)
+    assert (root / "m.parquet").stat().st_mode & 0o777 == 0o600

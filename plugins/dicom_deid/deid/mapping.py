@@ -96,6 +96,11 @@ class MappingWriter:
 
             if self._seal is not None:
                 self._sink = pa.BufferOutputStream()
+            else:  # original identifiers in clear: readable by the owner only, from the start
+                import os
+
+                os.close(os.open(self._tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+                os.chmod(self._tmp, 0o600)
             self._writer = pq.ParquetWriter(
                 self._sink if self._sink is not None else self._tmp, mapping_schema(),
                 compression="zstd")
@@ -128,6 +133,7 @@ class MappingWriter:
 
             table = self._without_dropped(pq.read_table(self._tmp, schema=mapping_schema()))
             pq.write_table(table, self._tmp, compression="zstd")
+        self._tmp.chmod(0o600)
         self._tmp.replace(self.path)
 
     def _without_dropped(self, table: pa.Table) -> pa.Table:
