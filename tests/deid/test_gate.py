@@ -475,4 +475,15 @@ def test_an_identifier_in_the_outputs_path_is_a_leak() -> None:
         "original PatientName value found in the file's path",)
     assert "original SOPInstanceUID value found in the file's path" in _verdict(
         data, output, name=f"ct/{source.SOPInstanceUID}.dcm").problems
-    assert _verdict(data, output, name="SMITHSON/ct/im1.dcm").ok
+    assert _verdict(data, output, name="case-0001/series_000123/im1.dcm").ok
+
+
+@pytest.mark.parametrize("folder", ["JohnSmith", "smith-john", "Smith_J", "MRN-1234567",
+                                    "MRN 1234567", "MRN1234567ct", "SMITHSON"])
+def test_an_identifier_spelled_another_way_in_the_path_is_a_leak(folder: str) -> None:
+    """An external probe: CamelCase, separated or suffixed spellings in a relative path
+    were published. The path is judged as the sweep judges text ("SMITHSON" holds the
+    name as "Smithy" or "Browning" would)."""
+    data = to_bytes(make_instance())  # Smith^John, MRN1234567
+    _, _, output = deidentify_bytes(data, privacy_first())
+    assert not _verdict(data, output, name=f"{folder}/ct/im1.dcm").ok

@@ -181,6 +181,37 @@ _MAY_HOLD = frozenset({None, "PN", "SQ", "UN"})
 """Written VRs of elements that may hold a gathered value without a gathered tag."""
 
 
+def _context(facts: SourceFacts) -> PhiContext:
+    """The source's values as the pixel cleaner judges text against them (every
+    spelling it recognises: run together, cut, reordered, dates in other formats)."""
+    pairs = []
+    for keyword, vr, raw in facts.whole:
+        text = raw.decode(facts.encodings, "replace").strip(" \x00")
+        for value in text.split("\\"):
+            if value.strip():
+                pairs.append((info_type_of(keyword, vr), value))
+    pairs += [(t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v]
+    return PhiContext.from_values(pairs)
+
+
+_UID_PATH = re.compile(rb"[0-9./]*")
+"""A path of UIDs alone (``--layout uid``: pseudonyms, searched as UIDs above)."""
+_PATH_EXTENSION = re.compile(r"\.(?:dcm|dicom|dic|ima)$", re.IGNORECASE)
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_PATH_SEPARATORS = re.compile(r"[_/\\]+")
+
+
+def _spelled_in_path(name: str, ctx: PhiContext) -> bool:
+    """Whether a path spells one of the source's values another way than it is written
+    ("JaneDoe/", "born_1960-01-01/", "MRN-777009/"): words split at separators and at
+    CamelCase, then matched as burned-in text is against the source's own values (a
+    date or a number that is not one of them, "series_000123", names no one)."""
+    from dicom_deid.text.fuzzy import fuzzy_matches
+
+    text = _PATH_SEPARATORS.sub(" ", _CAMEL.sub(" ", _PATH_EXTENSION.sub("", name)))
+    return any(True for _ in ctx.matches(text)) or bool(fuzzy_matches(text, ctx))
+
+
 @cache
 def _named(keyword: str) -> frozenset[str]:
     return frozenset((keyword,))
@@ -435,14 +466,7 @@ class Gate:
         from dicom_deid.pixels.clean import DEFAULT_IMAGE_INFO_TYPES
         from dicom_deid.text.banner import line_spans
 
-        pairs = []
-        for keyword, vr, raw in facts.whole:
-            text = raw.decode(facts.encodings, "replace").strip(" \x00")
-            for value in text.split("\\"):
-                if value.strip():
-                    pairs.append((info_type_of(keyword, vr), value))
-        pairs += [(t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v]
-        ctx = PhiContext.from_values(pairs)
+        ctx = _context(facts)
         return sum(bool(line_spans(line, ctx, include=DEFAULT_IMAGE_INFO_TYPES))
                    for line in lines)
 
@@ -483,6 +507,9 @@ class Gate:
                 if haystack.find(needle) >= 0 and not kws <= found and any(
                         whole for _, whole in _occurrences(haystack, needle, border)):
                     found |= kws
+        if not found and not _UID_PATH.fullmatch(raw) and \
+                _spelled_in_path(name, _context(facts)):
+            found.add("identifying")  # (the spelling that matched is not named)
         for kw in sorted(found):
             problems.append(f"original {kw} value found in the file's path")
         return len(found)
