@@ -362,12 +362,20 @@ class _Pixels:
             members = [(f, t) for f, t in enumerate(self.tiles) if t.plane == plane]
             height = max(t.row for _, t in members) + self.rows
             width = max(t.col for _, t in members) + self.cols
+            grid = {(t.row, t.col): f for f, t in members}
+            on_grid = all(t.row % self.rows == 0 and t.col % self.cols == 0 for _, t in members)
             for y in window_starts(height, self.rows):
                 for x in window_starts(width, self.cols):
                     window = Box(x, y, min(x + self.cols, width), min(y + self.rows, height))
                     data = np.zeros((window.y1 - y, window.x1 - x, self.decoded.shape[3]),
                                     self.decoded.dtype)
-                    for f, t in members:
+                    # a window of a tile's size meets at most four tiles of the grid
+                    near = members if not on_grid else [
+                        (grid[key], self.tiles[grid[key]]) for key in (
+                            (r, c) for r in {y - y % self.rows, y - y % self.rows + self.rows}
+                            for c in {x - x % self.cols, x - x % self.cols + self.cols})
+                        if key in grid]
+                    for f, t in near:
                         part = t.local(window, self.rows, self.cols)
                         if part is not None:
                             data[t.row + part.y0 - y:t.row + part.y1 - y,
