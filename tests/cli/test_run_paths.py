@@ -89,3 +89,35 @@ def test_a_plain_mapping_is_the_owners_alone_while_written_and_after(root: Path)
     finally:
         os.umask(old)
     assert (root / "m.parquet").stat().st_mode & 0o777 == 0o600
+
+
+def test_sigterm_removes_what_workers_staged(tmp_path: Path) -> None:
+    """An external probe: SIGTERM (what a scheduler or ``docker stop`` sends) left every
+    output the workers had staged in OUTPUT for good; SIGINT already cleaned up."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(1500):
+        ds = make_instance()
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.543.7.{i}"
+        (inputs / f"{i:05d}.dcm").write_bytes(to_bytes(ds))
+    (tmp_path / "key").write_text(KEY.hex())
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from dicom_deid.cli.main import run; run()", "deidentify",
+         str(inputs), str(out), "--key-file", str(tmp_path / "key"), "--workers", "2",
+         "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and any(out.rglob("*.dcm"))):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode(errors="replace")[-500:]
+    published = [p for p in out.rglob("*.dcm") if not p.name.startswith(".")]
+    assert 0 < len(published) < 1500  # it was stopped mid-batch
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert b"Traceback" not in err

@@ -7,6 +7,7 @@ import gc
 import getpass
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -572,9 +573,24 @@ def main(argv: list[str] | None = None) -> int:
     return handlers[args.command](args)
 
 
+def _terminated(main_pid: int) -> Callable[[int, object], None]:
+    """SIGTERM as SIGINT is taken: the command unwinds (a batch removes the outputs its
+    workers staged and nobody published) and exits 143. A forked worker keeps the
+    default: it dies at once, as its pool expects."""
+    def handler(signum: int, _frame: object) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    return handler
+
+
 def run() -> NoReturn:
     """The ``dicom-deid`` console script: :func:`main`, then exit with the heap frozen, so
     that shutdown's garbage collections skip it (about 30 ms after a 5,000-file run)."""
+    signal.signal(signal.SIGTERM, _terminated(os.getpid()))
     code = main()
     gc.freeze()
     sys.exit(code)
