@@ -472,11 +472,13 @@ def _cohort(args: argparse.Namespace) -> int:
     from dicom_deid.cohort.cohorts import cohort_to_filter, load_cohort
     from dicom_deid.warehouse.factory import open_warehouse
 
+    # The analyst's SQL reads only: the embedded warehouse opens read-only, so DuckDB
+    # itself also refuses file access once the cohort runs (warehouse/duckdb_backend.py).
+    duck = not args.warehouse or args.warehouse.startswith("duckdb://")
     try:
         cohort = load_cohort(args.sql, args.cohort_dir)
-        params = cohort.bind(args.param)
-        with open_warehouse(args.warehouse) as warehouse:
-            table = warehouse.run_cohort(cohort.sql, params)
+        with open_warehouse(args.warehouse, **({"read_only": True} if duck else {})) as wh:
+            table = cohort.run(wh, args.param)
         filter_set = cohort_to_filter(table)
     except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)

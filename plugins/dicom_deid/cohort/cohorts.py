@@ -12,6 +12,10 @@ Types: DATE, STRING, INT64, FLOAT64, BOOL; ``default NULL`` is allowed. On BigQu
 SQL runs as written with typed query parameters; on DuckDB it is transpiled with
 sqlglot (``@name`` -> ``$name``). The result becomes a :class:`FilterSet`, and
 :func:`resolve_filter` turns a filter into the instance URIs in ``dicom_metadata``.
+
+A cohort only reads the warehouse's tables (:func:`~dicom_deid.warehouse.sql.parse_query`:
+no table functions, files, writes or settings), and its errors never echo data: a bad
+result row is named by its number and column, a failure on the warehouse by its class.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from dicom_deid.errors import CohortError, FilterFileError, WarehouseError
+from dicom_deid.errors import CohortError, DicomDeidError, FilterFileError, WarehouseError
 from dicom_deid.warehouse.base import Typed, Warehouse, check_identifier
 from dicom_deid.warehouse.sql import parameter_names, parse_query
 
-from .filter_file import FilterEntry, FilterSet
+from .filter_file import FilterEntry, FilterSet, uid_problem
 
 __all__ = [
     "PARAM_TYPES",
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 PARAM_TYPES = frozenset({"DATE", "STRING", "INT64", "FLOAT64", "BOOL"})
 URI_COLUMN = "source_uri"
 UID_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_UID_NAMES = ("study UID", "series UID", "instance UID")
 
 _PARAM_LINE = re.compile(
     r"--\s*param\s+(?P<name>\S+)\s+(?P<type>\S+)(?:\s+default\s+(?P<default>.+?))?\s*$",
@@ -154,8 +159,24 @@ class Cohort:
 
     def run(self, warehouse: Warehouse, values: Mapping[str, Any] | Iterable[str] | None = None,
             ) -> pa.Table:
-        """Run the cohort on ``warehouse`` with validated parameters."""
-        return warehouse.run_cohort(self.sql, self.bind(values))
+        """Run the cohort on ``warehouse`` with validated parameters. A failure the
+        backend does not report itself (BigQuery's, whose messages can quote values) is a
+        :class:`CohortError` naming its class (and place) only."""
+        bound = self.bind(values)
+        try:
+            return warehouse.run_cohort(self.sql, bound)
+        except DicomDeidError:
+            raise
+        except Exception as exc:
+            raise CohortError(f"cohort {self.name} failed on the warehouse: "
+                              f"{type(exc).__name__}{_place(str(exc))}") from None
+
+
+def _place(message: str) -> str:
+    """`` at line L, column C`` from a warehouse's error message (BigQuery's ``at [L:C]``),
+    else nothing: the rest of it may quote values."""
+    found = re.search(r"\bat \[(\d+):(\d+)\]", message)
+    return f" at line {found[1]}, column {found[2]}" if found else ""
 
 
 def parse_param_args(args: Iterable[str] | None) -> dict[str, str]:
@@ -220,9 +241,11 @@ def _header_params(text: str) -> tuple[tuple[CohortParam, ...], str]:
 
 
 def parse_cohort(text: str, name: str = "cohort", path: Path | None = None) -> Cohort:
-    """Parse cohort SQL text: header parameters, SQL validity, declared == used params."""
+    """Parse cohort SQL text: header parameters, SQL validity (one query that only reads
+    plain table names; which tables the warehouse has is checked when it runs), declared
+    == used params."""
     params, description = _header_params(text)
-    used = set(parameter_names(parse_query(text)))
+    used = set(parameter_names(parse_query(text, tables=None)))
     declared = {p.name for p in params}
     if used - declared:
         raise CohortError(f"undeclared parameter(s): {', '.join(sorted(used - declared))}")
@@ -288,7 +311,8 @@ def cohort_to_filter(table: pa.Table) -> FilterSet:
     Study-only rows give study lines, rows with a series give series lines, rows with
     a SOP instance give instance lines. Rows without a study UID are skipped (logged);
     a SOP UID without its series is an error (it cannot be expressed without widening
-    the selection).
+    the selection), and so is a value that is no UID: named by row, column and what is
+    wrong, never the value (a cohort selecting the wrong column must not print it).
     """
     studies = _column(table, "StudyInstanceUID")
     if studies is None:
@@ -305,9 +329,15 @@ def cohort_to_filter(table: pa.Table) -> FilterSet:
             continue
         if sop_uid is not None and series_uid is None:
             raise CohortError(f"result row {row}: SOPInstanceUID without SeriesInstanceUID")
+        for column, what, value in zip(UID_COLUMNS, _UID_NAMES, (study_uid, series_uid, sop_uid),
+                                       strict=True):
+            problem = uid_problem(value) if value is not None else None
+            if problem is not None:
+                raise CohortError(f"result row {row}: invalid {what} in column {column}: "
+                                  f"not a UID ({problem})")
         try:
             entries.append(FilterEntry(study_uid, series_uid, sop_uid))
-        except FilterFileError as exc:
+        except FilterFileError as exc:  # its messages hold no value
             raise CohortError(f"result row {row}: {exc}") from None
     if skipped:
         log.warning("cohort: %d result rows without StudyInstanceUID skipped", skipped)

@@ -30,6 +30,7 @@ __all__ = [
     "FilterSet",
     "parse_filter",
     "read_filter",
+    "uid_problem",
     "validate_uid",
 ]
 
@@ -37,7 +38,7 @@ MAX_UID_LENGTH = 64
 _UID_COMPONENT = re.compile(r"0|[1-9][0-9]*")
 _SEGMENTS = ("studies", "series", "instances")
 _LEVEL_NAMES = {"studies": "study", "series": "series", "instances": "instance"}
-_MAX_ECHO = 40
+_WORD = re.compile(r"[a-z]{1,20}")
 
 Level = Literal["study", "series", "instance"]
 
@@ -45,12 +46,30 @@ Level = Literal["study", "series", "instance"]
 
 
 def _echo(text: str) -> str:
-    """Quote a fragment for an error message, shortened so messages stay short."""
-    return repr(text if len(text) <= _MAX_ECHO else text[: _MAX_ECHO - 3] + "...")
+    """A fragment for an error message: a short lower-case word (a misspelt segment name)
+    quoted, anything else left out. A file given as a filter file by mistake (a key, a
+    list of identifiers) must not come back in its error."""
+    return f" {text!r}" if _WORD.fullmatch(text) else ""
+
+
+def uid_problem(uid: str) -> str | None:
+    """What makes ``uid`` no PS3.5 §9.1 UID (``empty``, ``leading zero``...), or None
+    when it is one; never the value."""
+    if not uid:
+        return "empty"
+    if len(uid) > MAX_UID_LENGTH:
+        return f"longer than {MAX_UID_LENGTH} characters"
+    for component in uid.split("."):
+        if not _UID_COMPONENT.fullmatch(component):
+            if not component:
+                return "empty component"
+            return "leading zero" if component[:1] == "0" else "not digits"
+    return None
 
 
 def validate_uid(uid: str, what: str = "UID") -> str:
-    """Return ``uid`` if it is a valid PS3.5 §9.1 UID, else raise :class:`FilterFileError`.
+    """Return ``uid`` if it is a valid PS3.5 §9.1 UID, else raise :class:`FilterFileError`
+    saying what is wrong (never the value: it may be anything but a UID).
 
     Components are digits without leading zeros (except ``0`` itself), separated by
     single dots, at most 64 characters in total.
@@ -58,17 +77,10 @@ def validate_uid(uid: str, what: str = "UID") -> str:
     >>> validate_uid("1.2.840.10008.1.2")
     '1.2.840.10008.1.2'
     """
-    if not uid:
-        raise FilterFileError(f"empty {what}")
-    if len(uid) > MAX_UID_LENGTH:
-        raise FilterFileError(f"{what} longer than {MAX_UID_LENGTH} characters")
-    for component in uid.split("."):
-        if not _UID_COMPONENT.fullmatch(component):
-            problem = "leading zero" if component[:1] == "0" else "not digits"
-            if not component:
-                problem = "empty component"
-            raise FilterFileError(f"invalid {what} {_echo(uid)}: {problem}")
-    return uid
+    problem = uid_problem(uid)
+    if problem is None:
+        return uid
+    raise FilterFileError(f"empty {what}" if problem == "empty" else f"invalid {what}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -105,18 +117,19 @@ class FilterEntry:
         """Parse ``/studies/UID[/series/UID[/instances/UID]]`` (surrounding blanks ignored)."""
         text = line.strip()
         if not text.startswith("/"):
-            raise FilterFileError(f"must start with '/studies/', got {_echo(text)}")
+            raise FilterFileError("must start with '/studies/'")
         if text.endswith("/"):
             raise FilterFileError("trailing '/'")
         parts = text[1:].split("/")
         if len(parts) % 2:
-            raise FilterFileError(f"missing UID after {_echo(parts[-1])}")
+            after = _echo(parts[-1])
+            raise FilterFileError(f"missing UID after{after}" if after else "missing UID")
         uids: list[str | None] = []
         for index in range(0, len(parts), 2):
             segment, uid = parts[index], parts[index + 1]
             depth = index // 2
             if segment not in _SEGMENTS:
-                raise FilterFileError(f"unknown segment {_echo(segment)}")
+                raise FilterFileError(f"unknown segment{_echo(segment)}")
             if depth >= len(_SEGMENTS) or segment != _SEGMENTS[depth]:
                 expected = _SEGMENTS[depth] if depth < len(_SEGMENTS) else "end of line"
                 raise FilterFileError(

@@ -5,14 +5,22 @@ same key are deleted and the staged rows inserted in one transaction. Tables in
 :data:`~.base.EVOLVING_TABLES` take the columns of whatever Parquet
 arrives (``read_parquet(..., union_by_name=true)`` plus ``ALTER TABLE ADD COLUMN``), so
 a keyword first seen tonight does not break last night's rows.
+
+Analyst SQL (:meth:`DuckDBWarehouse.run_cohort`, and :meth:`~DuckDBWarehouse.query` on a
+read-only warehouse, the analysts' view) only reads the warehouse's tables: sqlglot's
+check (:func:`~.sql.confine`) and DuckDB's own parser (:func:`_only_reads`) both refuse
+table functions, files, writes and settings; a read-only warehouse also locks DuckDB's
+configuration with external access off before it runs any. Its failures are reported by
+class and line, never with DuckDB's message (which can quote values).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,7 +31,7 @@ import sqlglot
 from sqlglot import exp
 
 from dicom_deid.duckdb_crypto import add_parquet_key, is_encrypted_parquet, sql_literal
-from dicom_deid.errors import KeyConfigError, WarehouseError
+from dicom_deid.errors import CohortError, KeyConfigError, WarehouseError
 
 from .base import (
     EVOLVING_TABLES,
@@ -41,7 +49,7 @@ from .base import (
 )
 from .ddl import schema_ddl
 from .restricted_file import HOW, attach_restricted, load_restricted_key
-from .sql import transpile_ddl
+from .sql import READ_ONLY, parse_query, to_duckdb_sql, transpile_ddl
 
 __all__ = ["DuckDBWarehouse"]
 
@@ -56,6 +64,112 @@ _BOUND_LIST_MAX = 256
 _VIEWS = itertools.count()
 """Numbers the registered parameter tables: no two queries share one."""
 _QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: What a DuckDB failure of analyst SQL is reported as: its class, and this instead of
+#: its message (which quotes values: "Could not convert string 'DOE^JANE' to INT64").
+_FAILURES = {
+    "ConversionException": "a value could not be converted to the type asked for (a CAST, "
+                           "or a comparison of different types)",
+    "OutOfRangeException": "a value is out of range for its type",
+    "InvalidInputException": "a function was given a value it cannot take",
+    "BinderException": "a name or function the SQL uses is unknown, or does not fit",
+    "CatalogException": "a table, column or function the SQL names does not exist",
+    "ParserException": "the SQL does not parse",
+    "PermissionException": READ_ONLY,
+    "OutOfMemoryException": "out of memory",
+    "InterruptException": "interrupted",
+}
+#: Table references of DuckDB's parse tree analyst SQL may not hold: ``DESCRIBE`` /
+#: ``SUMMARIZE`` (which name a file as readily as a table) and the engine's own.
+_NOT_READS = frozenset({"SHOW_REF", "COLUMN_DATA", "DELIM_GET"})
+#: The one table function analyst SQL may call (BigQuery's ``UNNEST`` transpiled).
+_ROW_FUNCTIONS = frozenset({"unnest"})
+_CONFIG_FUNCTIONS = frozenset({"current_setting", "getenv"})
+
+
+def _refused(reason: str) -> CohortError:
+    return CohortError(f"{READ_ONLY}: {reason}")
+
+
+def _only_reads(node: Any, ctes: frozenset[str], tables: frozenset[str]) -> None:
+    """Check a node of DuckDB's own parse tree (``json_serialize_sql``) of analyst SQL:
+    every table it names is one of ``tables`` (lower case) or a CTE in scope, unqualified;
+    no table function but ``UNNEST``; no ``DESCRIBE``/``SUMMARIZE``; no configuration
+    functions. What sqlglot checked, checked again by the parser that runs it."""
+    if isinstance(node, list):
+        for item in node:
+            _only_reads(item, ctes, tables)
+        return
+    if not isinstance(node, dict):
+        return
+    cte_map = node.get("cte_map")
+    if isinstance(cte_map, dict):
+        ctes = _cte_scope(cte_map, ctes, tables)
+    _check_node(node, ctes, tables)
+    for key, value in node.items():
+        if key != "cte_map":
+            _only_reads(value, ctes, tables)
+
+
+def _cte_scope(cte_map: dict[str, Any], ctes: frozenset[str], tables: frozenset[str]
+               ) -> frozenset[str]:
+    """Check the bodies of a ``WITH``'s CTEs (each sees those before it, a recursive one
+    itself too); the CTE names in scope below it."""
+    visible = set(ctes)
+    for entry in cte_map.get("map") or []:
+        name = str(entry.get("key", ""))
+        if not _PLAIN.fullmatch(name):
+            raise _refused("a CTE's name must be a plain identifier")
+        body = entry.get("value")
+        kind = (((body or {}).get("query") or {}).get("node") or {}).get("type")
+        itself = {name.lower()} if kind == "RECURSIVE_CTE_NODE" else set()
+        _only_reads(body, frozenset(visible | itself), tables)
+        visible.add(name.lower())
+    return frozenset(visible)
+
+
+def _check_node(node: dict[str, Any], ctes: frozenset[str], tables: frozenset[str]) -> None:
+    """One node of :func:`_only_reads`, without its children."""
+    kind = node.get("type") if isinstance(node.get("type"), str) else None
+    if "class" in node:  # an expression
+        name = str(node.get("function_name", "")).lower()
+        if node.get("class") == "FUNCTION" and name in _CONFIG_FUNCTIONS:
+            raise _refused(f"no {name.upper()}")
+    elif kind == "BASE_TABLE":
+        name = str(node.get("table_name", ""))
+        if node.get("schema_name") or node.get("catalog_name"):
+            raise _refused("name tables unqualified (the warehouse finds them), no files")
+        if not _PLAIN.fullmatch(name):
+            raise _refused("a table name must be a plain identifier (no files)")
+        if name.lower() not in ctes and name.lower() not in tables:
+            raise CohortError(f"{READ_ONLY}, and {name} is not one of them")
+    elif kind == "TABLE_FUNCTION":
+        function = node.get("function") or {}
+        name = str(function.get("function_name", ""))
+        if name.lower() not in _ROW_FUNCTIONS or function.get("schema") or \
+                function.get("catalog"):
+            shown = f" ({name.upper()})" if _PLAIN.fullmatch(name) else ""
+            raise _refused(f"no table functions{shown}")
+    elif kind in _NOT_READS:
+        raise _refused("no DESCRIBE, SUMMARIZE or SHOW")
+
+
+def _failure(exc: duckdb.Error, sql: str) -> str:
+    """A DuckDB failure of analyst SQL without DuckDB's message: the class, what it
+    means, the line, and the first name it quotes if the SQL itself holds it (a column
+    not found: a name of the SQL, never a value of the warehouse)."""
+    kind = type(exc).__name__
+    text = str(exc)
+    line = re.search(r"\bLINE (\d+):", text)
+    where = f" at line {line.group(1)}" if line else ""
+    names = ""
+    if kind in ("BinderException", "CatalogException"):
+        quoted = [n for n in re.findall(r'"([A-Za-z_][A-Za-z0-9_]*)"', text)
+                  if re.search(rf"\b{re.escape(n)}\b", sql, re.IGNORECASE)]
+        names = f" ({quoted[0]})" if quoted else ""
+    return (f"the SQL failed in DuckDB{where}: {kind}: "
+            f"{_FAILURES.get(kind, 'DuckDB could not run it')}{names}")
 
 
 def _replace_parameters(sql: str, replacements: Mapping[str, str]) -> str:
@@ -146,6 +260,10 @@ class DuckDBWarehouse(Warehouse):
         environment names, see :mod:`.restricted_file`); read-only without one, the
         restricted tables are absent."""
         self.path = str(path)
+        self.read_only = read_only
+        # the analysts' view: its engine is locked down before its first analyst SQL
+        # (only when the connection is its own: a caller's may still need files)
+        self._lockable = read_only and connection is None
         if connection is not None:
             self._con = connection
         else:
@@ -429,6 +547,29 @@ class DuckDBWarehouse(Warehouse):
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run DuckDB SQL with ``$name`` parameters; an empty table for statements.
 
+        On a read-only warehouse (the analysts' view, ``dicom-deid query``) the SQL is
+        analyst SQL: one SELECT that only reads the warehouse's tables (else
+        :class:`WarehouseError` saying why), run with the engine locked
+        (:meth:`_lock_engine`); its failures are :class:`WarehouseError` naming the
+        class and line, never DuckDB's message.
+        """
+        if not self.read_only:
+            return self._execute(sql, params)
+        tables = self._readable_tables()
+        try:
+            parse_query(sql, tables, dialect="duckdb")
+            self._check_only_reads(sql, tables)
+        except CohortError as exc:
+            raise WarehouseError(str(exc)) from None
+        self._lock_engine()
+        try:
+            return self._execute(sql, params)
+        except duckdb.Error as exc:
+            raise WarehouseError(_failure(exc, sql)) from None
+
+    def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run DuckDB SQL as :meth:`query` does, unchecked.
+
         A long list parameter (a night's 5,000 landing files) is not bound as a value:
         DuckDB's Python binding takes about 0.1 ms an element, 0.4-0.7 s for 5,000
         strings, on every query. It is registered as an Arrow table instead, and the
@@ -465,11 +606,51 @@ class DuckDBWarehouse(Warehouse):
                 {k: v for k, v in values.items() if k not in long})
 
     def run_cohort(self, sql_text: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        """Transpile BigQuery SQL to DuckDB and run it with the parameters it uses."""
-        from .sql import to_duckdb_sql
+        """Transpile BigQuery SQL to DuckDB and run it with the parameters it uses.
 
-        sql, names = to_duckdb_sql(sql_text)
-        return self.query(sql, used_params(names, params))
+        It is analyst SQL: one SELECT that only reads the warehouse's tables, checked by
+        sqlglot and again by DuckDB's parser; on a read-only warehouse the engine is
+        locked first. Refusals and failures are :class:`CohortError`, naming the class
+        and line of a failure, never DuckDB's message (which can quote values)."""
+        tables = self._readable_tables()
+        sql, names = to_duckdb_sql(sql_text, tables)
+        self._check_only_reads(sql, tables)
+        values = used_params(names, params)
+        self._lock_engine()
+        try:
+            return self._execute(sql, values)
+        except duckdb.Error as exc:
+            raise CohortError(_failure(exc, sql_text)) from None
+
+    def _readable_tables(self) -> frozenset[str]:
+        """The tables analyst SQL may read (lower case): the stored tables of both files
+        (not views: a view could read anything)."""
+        rows = self._con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND table_type = 'BASE TABLE' AND table_catalog IN (?, ?)",
+            [self._main(), RESTRICTED]).fetchall()
+        return frozenset(str(row[0]).lower() for row in rows)
+
+    def _check_only_reads(self, sql: str, tables: Collection[str]) -> None:
+        """DuckDB's own parser on the very SQL it will run: one SELECT reading only
+        ``tables`` and its CTEs (:func:`_only_reads`), else :class:`CohortError`."""
+        row = self._con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        tree: dict[str, Any] = json.loads(str(row[0])) if row else {"error": True}
+        statements = tree.get("statements") or []
+        if tree.get("error") or len(statements) != 1:
+            raise CohortError("the SQL must be exactly one SELECT query (it may only read)")
+        _only_reads(statements[0], frozenset(), frozenset(t.lower() for t in tables))
+
+    def _lock_engine(self) -> None:
+        """On a read-only warehouse opened here: no file access but the warehouse's own
+        files (already attached), no more settings. For the rest of the connection's
+        life: DuckDB cannot turn external access back on while the file is open."""
+        if not self._lockable:
+            return
+        locked = self._con.execute("SELECT current_setting('lock_configuration')").fetchone()
+        if not (locked and locked[0]):
+            self._con.execute("SET enable_external_access = false")
+            self._con.execute("SET lock_configuration = true")
 
     def close(self) -> None:
         """Close the connection (checkpointing the file)."""
