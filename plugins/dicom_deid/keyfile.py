@@ -11,8 +11,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from dicom_deid.errors import KeyConfigError
@@ -23,6 +25,11 @@ __all__ = ["KEY_ENV", "MIN_KEY_BYTES", "generate_key_file", "key_fingerprint", "
 KEY_ENV = "DICOM_DEID_KEY"
 """Environment variable holding the pseudonym key (hex or base64) when no file is given."""
 MIN_KEY_BYTES = 32
+MAX_KEY_FILE_BYTES = 64 * 1024
+"""A key file larger than this is no key file (``keygen`` writes 65 bytes)."""
+
+log = logging.getLogger(__name__)
+log.setLevel(logging.WARNING)  # a key open to others is said whatever the verbosity
 
 
 def parse_key(text_or_bytes: bytes, *, hex_only: bool = False) -> bytes:
@@ -69,16 +76,48 @@ def load_key(key_file: Path | None = None, *, environ: dict[str, str] | None = N
     """The key from ``key_file`` if given, else from ``$DICOM_DEID_KEY`` (``env_var``);
     never a default. ``what`` and ``how`` word the refusal for another kind of key."""
     if key_file is not None:
-        try:
-            data = Path(key_file).read_bytes()
-        except OSError as exc:
-            raise KeyConfigError(f"cannot read {what} file {key_file}: {exc.strerror}") from None
-        return parse_key(data)
+        return parse_key(_read_key_file(Path(key_file), what))
     env = os.environ if environ is None else environ
     value = env.get(env_var)
     if not value:
         raise KeyConfigError(f"no {what}: {how.replace('{var}', env_var)}")
     return parse_key(value.encode())
+
+
+def _read_key_file(path: Path, what: str) -> bytes:
+    """The bytes of a key file: a regular file (a link to one is followed) of at most
+    :data:`MAX_KEY_FILE_BYTES`, opened without blocking (a FIFO or ``/dev/zero`` given by
+    mistake is refused at once, never waited on nor read without end). A key file that
+    group or others may read is used, with a warning logged (shown on the command line
+    whatever its verbosity; naming the file, no key material)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise KeyConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyConfigError(f"{what} file {path} is not a regular file")
+        if st.st_size > MAX_KEY_FILE_BYTES:
+            raise KeyConfigError(f"{what} file {path} is larger than "
+                                 f"{MAX_KEY_FILE_BYTES // 1024} KiB: not a key file")
+        os.set_blocking(fd, True)
+        data = b""
+        while len(data) <= MAX_KEY_FILE_BYTES and (
+                more := os.read(fd, MAX_KEY_FILE_BYTES + 1 - len(data))):
+            data += more
+    except OSError as exc:
+        raise KeyConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE_BYTES:  # grew while read
+        raise KeyConfigError(f"{what} file {path} is larger than "
+                             f"{MAX_KEY_FILE_BYTES // 1024} KiB: not a key file")
+    if st.st_mode & 0o077:
+        log.warning("%s file %s is open to group or others (mode %04o); a key should be "
+                    "readable by its owner only: chmod 600 it", what, path,
+                    stat.S_IMODE(st.st_mode))
+    return data
 
 
 def generate_key_file(path: Path, *, overwrite: bool = False) -> None:

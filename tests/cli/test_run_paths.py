@@ -121,3 +121,47 @@ def test_sigterm_removes_what_workers_staged(tmp_path: Path) -> None:
     assert 0 < len(published) < 1500  # it was stopped mid-batch
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert b"Traceback" not in err
+
+
+def test_export_lists_failures_by_count_and_writes_paths_to_its_errors_file_only(
+        root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An external probe: export-metadata printed failed files' landing paths (a folder
+    named after the patient) on stderr. URIs are absolute, whatever the working folder."""
+    import csv
+    import os
+
+    bad = root / "in" / "DOE_JANE_MRN777009"
+    bad.mkdir()
+    (bad / "x.dcm").write_bytes(b"not dicom")
+    monkeypatch.chdir(root)
+    errors = root / "export-errors.csv"
+    code = main(["export-metadata", "in", "--out", str(root / "meta"), "--no-load",
+                 "--errors", str(errors)])
+    assert code == 3
+    captured = capsys.readouterr()
+    assert "DOE_JANE" not in captured.err + captured.out
+    assert "1 file(s): not a DICOM file" in captured.err
+    assert errors.stat().st_mode & 0o777 == 0o600
+    rows = list(csv.reader(errors.open()))
+    assert rows[0] == ["path", "kind", "stage", "reason"]
+    assert rows[1][0] == os.path.join(os.path.abspath(root / "in"), "DOE_JANE_MRN777009",
+                                      "x.dcm")
+
+
+def test_restricted_lists_are_the_owners_alone(root: Path) -> None:
+    """The errors list of ``deidentify`` and a cohort's filter file (original UIDs) were
+    0644 under the usual umask."""
+    import os
+
+    from dicom_deid.cohort.filter_file import parse_filter
+
+    (root / "in" / "bad.dcm").write_bytes(b"")
+    old = os.umask(0o022)
+    try:
+        assert _run(root, "--errors", str(root / "e.csv")) == 3
+        parse_filter("/studies/1.2.3\n").write(root / "c.filter")
+    finally:
+        os.umask(old)
+    assert (root / "e.csv").stat().st_mode & 0o777 == 0o600
+    assert (root / "c.filter").stat().st_mode & 0o777 == 0o600

@@ -11,8 +11,8 @@ import pytest
 
 import dicom_deid.text.context as context_module
 from dicom_deid.config.model import INFO_TYPES, TextConfig, Transformation, TransformationKind
-from dicom_deid.text.context import PhiContext
 from dicom_deid.text.banner import clean_descriptor
+from dicom_deid.text.context import PhiContext
 from dicom_deid.text.find import find_spans
 from dicom_deid.text.spans import CTX_MARKER, Span
 from dicom_deid.text.transform import apply_text_config, transform_whole_value

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError, Stora
 
 from .audit_cmd import add_parser as add_audit_parser
 from .audit_cmd import run as audit
-from .paths import check_run_paths
+from .paths import check_run_paths, write_errors_csv
 from .pseudonymize_cmd import add_parser as add_pseudonymize_parser
 from .pseudonymize_cmd import run as pseudonymize
 from .remote import location, staged_output, store_sources
@@ -163,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--ingest-date", type=date.fromisoformat, default=None,
                    help="partition date YYYY-MM-DD (default: today, UTC)")
     e.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    e.add_argument("--errors", type=Path, default=None,
+                   help="CSV (0600) listing each file that failed with its reason: the "
+                        "console gives counts only (landing paths can name patients)")
 
     qy = sub.add_parser("query", help="run SQL on the warehouse and print the result")
     qy.add_argument("sql", help="SQL in the warehouse's dialect (DuckDB by default)")
@@ -282,11 +286,12 @@ def _deidentify(args: argparse.Namespace) -> int:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     run_id = args.run_id or uuid.uuid4().hex[:12]
+    outside = 0
     try:
         sources: Iterable[Source] = (iter_sources(args.input) if isinstance(args.input, Path)
                                      else store_sources(args.input))
         if args.filter_file:
-            sources = _filtered_sources(args.input, args.filter_file, args.warehouse)
+            sources, outside = _filtered_sources(args.input, args.filter_file, args.warehouse)
     except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -317,7 +322,7 @@ def _deidentify(args: argparse.Namespace) -> int:
         where = f"; see {args.errors}" if args.errors else " (use --errors FILE to list them)"
         print(f"{summary.failed} input(s) failed{where}", file=sys.stderr)
         return EXIT_SOME_FAILED
-    return EXIT_OK
+    return EXIT_SOME_FAILED if outside else EXIT_OK  # selected, not de-identified
 
 
 def _mapping_seal(args: argparse.Namespace, key: bytes) -> Callable[[bytes], bytes] | None:
@@ -347,8 +352,9 @@ def _mapping_seal(args: argparse.Namespace, key: bytes) -> Callable[[bytes], byt
 
 
 def _filtered_sources(root: Path | str, filter_path: Path, warehouse_url: str | None
-                      ) -> list[Source]:
-    """The input files a filter file selects, via dicom_metadata (exact instance URIs)."""
+                      ) -> tuple[list[Source], int]:
+    """The input files a filter file selects, via dicom_metadata (exact instance URIs),
+    and how many selected instances lie outside ``root`` (not de-identified: exit 3)."""
     from dicom_deid.cohort.cohorts import resolve_filter
     from dicom_deid.warehouse.factory import open_warehouse
 
@@ -374,9 +380,9 @@ def _filtered_sources(root: Path | str, filter_path: Path, warehouse_url: str | 
             else:
                 outside += 1
     if outside:
-        print(f"dicom-deid: {outside} selected instance(s) are not under {root}; skipped",
+        print(f"dicom-deid: {outside} selected instance(s) are not under INPUT; skipped",
               file=sys.stderr)
-    return sources
+    return sources, outside
 
 
 def _export_metadata(args: argparse.Namespace) -> int:
@@ -396,7 +402,14 @@ def _export_metadata(args: argparse.Namespace) -> int:
         if not args.source.exists():
             print(f"dicom-deid: source {args.source} does not exist", file=sys.stderr)
             return EXIT_USAGE
-        sources = (s.path for s in iter_sources(args.source))
+        try:
+            # URIs are absolute: the same files exported from another working folder
+            # are the same rows, and a --filter run anywhere finds them
+            sources = (s.path for s in iter_sources(Path(os.path.abspath(args.source))))
+            check_run_paths(args.source, args.out, args.errors, None, {})
+        except (DicomDeidError, OSError) as exc:
+            print(f"dicom-deid: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     else:
         try:
             store = open_store(args.source)
@@ -428,8 +441,11 @@ def _export_metadata(args: argparse.Namespace) -> int:
     unchanged = summary.skipped_unchanged + summary.unchanged_content
     print(f"exported {summary.exported}, unchanged {unchanged}, failed {len(summary.errors)} "
           f"in {summary.seconds:.1f} s ({rate:.0f} files/s) to {out}")
-    for uri, reason in summary.errors:
-        print(f"  {uri}: {reason}", file=sys.stderr)
+    for reason, count in sorted(Counter(r for _, r in summary.errors).items()):
+        print(f"  {count} file(s): {reason}", file=sys.stderr)  # paths: --errors only
+    if args.errors is not None:
+        write_errors_csv(args.errors, [(uri, "", "export", reason)
+                                       for uri, reason in summary.errors])
     earlier = [p for p in pending_parts(out) if p not in set(summary.parts)]
     to_load = [*earlier, *summary.parts]
     set_pending_parts(out, to_load)  # until the warehouse has them

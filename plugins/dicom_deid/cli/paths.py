@@ -9,13 +9,15 @@ landing path can carry a patient's name).
 
 from __future__ import annotations
 
+import csv
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from dicom_deid.errors import ConfigError
 from dicom_deid.vault.envelope import MAGIC as SEALED_MAGIC
 
-__all__ = ["ERRORS_HEADER", "check_run_paths"]
+__all__ = ["ERRORS_HEADER", "check_run_paths", "write_errors_csv"]
 
 ERRORS_HEADER = b"path,kind,stage,reason"
 """How the errors list this tool writes starts."""
@@ -75,3 +77,15 @@ def _ours(path: Path, option: str) -> bool:
     if option == "--errors":
         return head.startswith(ERRORS_HEADER) or not head
     return head.startswith((_PARQUET_MAGIC, SEALED_MAGIC)) or not head
+
+
+def write_errors_csv(path: Path, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    """An errors list (path, kind, stage, reason) only its owner may read: landing paths
+    can carry names and MRNs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with open(fd, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(ERRORS_HEADER.decode().split(","))
+        writer.writerows(rows)

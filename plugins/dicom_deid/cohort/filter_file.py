@@ -233,10 +233,16 @@ class FilterSet:
         return "".join(e.to_line() + "\n" for e in self.entries)
 
     def write(self, path: str | Path) -> Path:
-        """Write :meth:`to_text` to ``path`` (parents created)."""
+        """Write :meth:`to_text` to ``path`` (parents created), readable by its owner only:
+        it holds the cohort's original UIDs."""
+        import os
+
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(self.to_text(), encoding="ascii", newline="")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "w", encoding="ascii", newline="") as fh:
+            fh.write(self.to_text())
         return target
 
 

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from typing import Any
 
 from dicom_deid.config.model import DeidConfig
 from dicom_deid.dicom.files import (
+    HEAD_BYTES,
     Chunk,
     InputFile,
     open_input,
@@ -55,6 +57,7 @@ from dicom_deid.pools import start_pool
 from dicom_deid.review.policy import ReviewPolicy
 from dicom_deid.storage import download, is_object_uri
 from dicom_deid.storage.base import OutputSink
+from dicom_deid.storage.local import NOT_A_FILE, not_a_file, open_regular, path_text
 from dicom_deid.storage.prefetch import prefetched
 
 from .byte_path import ByteDeidentifier
@@ -91,6 +94,9 @@ class Source:
     not comparable): the pipeline chose the file from that catalogue, so a file that no
     longer matches (replaced since, even at the same size and time) is listed as
     ``changed``, not de-identified (it may be another patient's)."""
+    problem: tuple[str, str] | None = None
+    """(kind, reason) of an entry the walk found but cannot read as a file (a symbolic
+    link, a special file, a folder it cannot list): listed as failed, never opened."""
 
 
 @dataclass
@@ -185,25 +191,64 @@ class BatchSummary:
 
 def iter_sources(root: Path) -> Iterator[Source]:
     """Every regular file under ``root`` (with or without .dcm), hidden ones skipped, in
-    the order of their path parts (a depth-first walk of each folder sorted by name)."""
+    the order of their path parts (a depth-first walk of each folder sorted by name).
+
+    Symbolic links inside ``root`` are never followed (one can lead out of it, to another
+    patient's files) and special files (FIFOs, devices, sockets) never opened: each is
+    a :class:`Source` with its ``problem`` (kind ``not-a-file``), as is a folder that
+    cannot be listed (kind ``unreadable``), so the batch lists them as failed, with their
+    reason, and goes on. ``root`` itself is followed. Relative paths (``rel``) are text
+    (:func:`~dicom_deid.storage.local.path_text`: a name that is not UTF-8 escaped);
+    ``path`` is the name as on disk.
+
+    ``root`` is checked now: one that is neither a folder nor a regular file, or a folder
+    that cannot be listed, is a :class:`ConfigError` (naming no path)."""
     root = Path(root)
-    if root.is_file():
-        yield Source(str(root), root.name)
-        return
-    yield from _walk(os.fspath(root), "")
+    try:
+        mode = os.stat(root).st_mode
+        if stat.S_ISDIR(mode):
+            os.scandir(root).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the input: {exc.strerror}") from None
+    if stat.S_ISREG(mode):
+        return iter([Source(os.path.realpath(root), path_text(root.name))])
+    if not stat.S_ISDIR(mode):
+        raise ConfigError(f"the input is neither a folder nor a file: "
+                          f"{not_a_file(os.fspath(root), mode)}")
+    return _walk(os.fspath(root), "")
 
 
 def _walk(folder: str, prefix: str) -> Iterator[Source]:
-    with os.scandir(folder) as it:
-        entries = sorted(
-            (e.name, e.is_dir(follow_symlinks=False), e.is_file())
-            for e in it if not e.name.startswith(".")
-        )
-    for name, is_dir, is_file in entries:
-        if is_dir:
-            yield from _walk(f"{folder}/{name}", f"{prefix}{name}/")
-        elif is_file:
-            yield Source(f"{folder}/{name}", prefix + name)
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e.name, _entry_kind(e)) for e in it if not e.name.startswith("."))
+    except OSError as exc:  # unlistable (no permission, an I/O error): listed, not raised
+        yield Source(folder, path_text(prefix.rstrip("/")) or ".", problem=(
+            "unreadable", f"cannot list folder: {exc.strerror}"))
+        return
+    for name, kind in entries:
+        path = f"{folder}/{name}"
+        if kind == "dir":
+            yield from _walk(path, f"{prefix}{name}/")
+        elif kind == "file":
+            yield Source(path, path_text(prefix + name))
+        else:
+            try:
+                reason = not_a_file(path, os.lstat(path).st_mode) if kind == "other" else kind
+            except OSError as exc:
+                reason = f"cannot read entry: {exc.strerror}"
+            yield Source(path, path_text(prefix + name), problem=(
+                "unreadable" if reason.startswith("cannot") else NOT_A_FILE, reason))
+
+
+def _entry_kind(entry: os.DirEntry[str]) -> str:
+    """"dir", "file" (regular), "other" (a link, a special file), or why it is unreadable."""
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return "dir"
+        return "file" if entry.is_file(follow_symlinks=False) else "other"
+    except OSError as exc:
+        return f"cannot read entry: {exc.strerror}"
 
 
 # -- worker side ------------------------------------------------------------------------
@@ -266,8 +311,10 @@ def _open_source(src: Source, fetched: Future[Path] | None = None) -> InputFile:
     """Open one input. An object store's (``gs://...``) is a copy in the run's private
     folder (``fetched``, else made now), unlinked as soon as it is open: a worker holds a
     few inputs at a time on disk, and the run removes the folder whatever happens."""
+    if src.problem is not None:
+        raise BadInput(*src.problem)
     if not is_object_uri(src.path):
-        return open_input(src.path)
+        return _open_local(os.fspath(src.path))
     local = fetched.result() if fetched is not None else _fetch(src)
     try:
         return open_input(local)
@@ -275,9 +322,31 @@ def _open_source(src: Source, fetched: Future[Path] | None = None) -> InputFile:
         local.unlink()
 
 
+def _open_local(path: str) -> InputFile:
+    """Open a local input and read its head (as
+    :func:`~dicom_deid.dicom.files.open_input` does), through
+    :func:`~dicom_deid.storage.local.open_regular`: anything but a regular file (a FIFO or
+    a device put where a catalogued file was, a symbolic link) is a :class:`BadInput`
+    before a byte is read, and never blocks the worker."""
+    fd, st = open_regular(path)
+    size = st.st_size
+    want = size if size <= 2 * HEAD_BYTES else HEAD_BYTES
+    try:
+        head = os.pread(fd, want, 0) if want else b""
+        while 0 < len(head) < want and (more := os.pread(fd, want - len(head), len(head))):
+            head += more
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+        raise
+    # shrunk while read: what is there (the parser says why)
+    return InputFile(fd, len(head) if len(head) < want else size, head, st.st_mtime_ns)
+
+
 def _skipped(src: Source) -> bool:
     """A file that is never de-identified (a DICOMDIR), so never fetched."""
-    return os.path.basename(src.path).upper() in _SKIP_NAMES
+    return src.problem is None and os.path.basename(src.path).upper() in _SKIP_NAMES
 
 
 def _safe_reason(stage: str, exc: BaseException) -> str:
@@ -856,13 +925,16 @@ class _ErrorsFile:
         self._fh = None
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "w", newline="")  # noqa: SIM115
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # the owner's alone, whatever the umask or an older file
+            self._fh = open(fd, "w", newline="", encoding="utf-8")  # noqa: SIM115
             self._csv = csv.writer(self._fh)
             self._csv.writerow(["path", "kind", "stage", "reason"])
 
     def write(self, rel: str, o: FileOutcome) -> None:
+        """One input's row; a path that is not UTF-8 as escaped text (``path_text``)."""
         if self._fh is not None:
-            self._csv.writerow([rel, o.kind, o.stage, o.reason])
+            self._csv.writerow([path_text(rel), o.kind, o.stage, path_text(o.reason)])
 
     def close(self) -> None:
         if self._fh is not None:

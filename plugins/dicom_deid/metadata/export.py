@@ -20,6 +20,7 @@ import io
 import math
 import os
 import re
+import stat
 import sys
 import time
 from array import array
@@ -43,6 +44,7 @@ from dicom_deid.dicom.reader import parse_instance, raw_items
 from dicom_deid.errors import BadInput, KeyConfigError, StorageError
 from dicom_deid.pools import start_pool
 from dicom_deid.storage import is_object_uri, object_at
+from dicom_deid.storage.local import NOT_A_FILE, not_a_file, open_regular, path_text
 from dicom_deid.storage.prefetch import prefetched
 
 from . import schema as ms
@@ -292,6 +294,7 @@ class _Task:
     prev_sha: str | None  # set when the file was exported before with another size/mtime
     prev_part: str | None
     listed: StoredObject | None = None  # an object's generation and checksum, as listed
+    path: str | None = None  # a local file's name as on disk, when ``uri`` escapes it
 
 
 @dataclass
@@ -306,12 +309,13 @@ class _Plan:
     mtimes: array[int] = field(default_factory=lambda: array("q"))
     prev: dict[int, StateEntry] = field(default_factory=dict)  # changed since exported
     objects: dict[int, StoredObject] = field(default_factory=dict)  # as a listing gave them
+    paths: dict[int, str] = field(default_factory=dict)  # names not UTF-8, as on disk
 
     def task(self, i: int) -> _Task:
         prev = self.prev.get(i)
         return _Task(self.uris[i], self.sizes[i], self.mtimes[i],
                      prev.sha256 if prev else None, prev.part if prev else None,
-                     self.objects.get(i))
+                     self.objects.get(i), self.paths.get(i))
 
 
 @dataclass
@@ -468,20 +472,29 @@ def _clear_orphans(folder: Path, partition: str, run_id: str, state: ExportState
 
 
 def _plan(sources: Iterable[Source], state: ExportState, summary: ExportSummary) -> _Plan:
-    """Files that are new or whose size/mtime changed since the manifest, in URI order."""
+    """Files that are new or whose size/mtime changed since the manifest, in URI order.
+
+    A local file's URI is its path as text (:func:`~dicom_deid.storage.local.path_text`:
+    a name that is not UTF-8 escaped, read by its name on disk); an entry that is no
+    regular file (a symbolic link, never followed; a FIFO, a device; a folder the walk
+    could not list) is listed with its reason, never opened."""
     plan = _Plan()
     listed: dict[str, Listed] = {}
-    named: set[str] = set()
+    named: dict[str, str] = {}  # URI -> the name on disk
     for source in sources:
         if isinstance(source, Listed):
             listed[source.uri] = source
         else:
-            named.add(str(source))
-    for uri in sorted(listed.keys() | named):
+            path = os.fspath(source)
+            named[path_text(path)] = path
+    for uri in sorted(listed.keys() | named.keys()):
         summary.files_seen += 1
         try:
             size, mtime_ns = (listed[uri].size, listed[uri].mtime_ns) if uri in listed \
-                else _stat(uri)
+                else _stat(named[uri])
+        except BadInput as exc:
+            summary.errors.append((uri, exc.reason))
+            continue
         except (OSError, StorageError) as exc:  # a store's text may name the object
             reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
                       else "not found" if isinstance(exc, FileNotFoundError)
@@ -496,6 +509,8 @@ def _plan(sources: Iterable[Source], state: ExportState, summary: ExportSummary)
             plan.prev[len(plan.uris)] = prev
         if uri in listed and (found := listed[uri]).generation and found.checksum:
             plan.objects[len(plan.uris)] = StoredObject(found.generation, found.checksum)
+        if named.get(uri, uri) != uri:
+            plan.paths[len(plan.uris)] = named[uri]
         plan.uris.append(uri)
         plan.sizes.append(size)
         plan.mtimes.append(mtime_ns)
@@ -524,9 +539,12 @@ Source = Path | str | Listed
 
 
 def _stat(uri: str) -> tuple[int, int]:
-    """(size, mtime in ns) of a local path or an object store URI."""
+    """(size, mtime in ns) of a local path or an object store URI; a local entry that is
+    no regular file (not followed, if a link) is a :class:`BadInput`."""
     if not is_object_uri(uri):
-        st = os.stat(uri)
+        st = os.lstat(uri)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInput(NOT_A_FILE, not_a_file(uri, st.st_mode))
         return st.st_size, st.st_mtime_ns
     store, rel = object_at(uri)
     found = store.stat(rel)
@@ -631,7 +649,7 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
                 result.remote_files += 1
                 result.remote_bytes += fetched
             else:
-                data = _read(task.uri, task.size)
+                data = _read(task.path or task.uri, task.size)
                 digest = hashlib.sha256(data).digest()
         except BadInput as exc:
             result.errors.append((task.uri, exc.reason))
@@ -718,10 +736,12 @@ def _read(uri: str, size: int = 0) -> bytes:
     """The whole file (hashed and parsed from memory: one read, pixels never decoded).
 
     ``size`` (from the plan's stat) sizes the first read; a file that changed since is
-    still read to its end.
+    still read to its end. Anything but a regular file is a :class:`BadInput` before a
+    byte is read (:func:`~dicom_deid.storage.local.open_regular`: a FIFO put where a file
+    was never blocks the worker).
     """
+    fd, _st = open_regular(uri)
     try:
-        fd = os.open(uri, os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = os.read(fd, size + 1)
             more = os.read(fd, 1 << 20) if data else b""  # b"" at the end (the usual)

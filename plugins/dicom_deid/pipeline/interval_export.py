@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dicom_deid.metadata.export import ExportState, Listed, Source, export_metadata
 from dicom_deid.storage import LocalStore, Store, StoredFile, open_store
+from dicom_deid.storage.local import path_text
 from dicom_deid.storage.permissions import private_dir, restrict_tree
 from dicom_deid.warehouse.restricted_file import export_key
 
@@ -136,8 +137,8 @@ def _pending(store: Store, landed: list[StoredFile], state: ExportState,
                 st = os.stat(uri)
             except OSError:  # gone since the listing: the export reports it
                 pass
-            else:
-                if state.is_current(uri, st.st_size, st.st_mtime_ns):
+            else:  # the state knows a name that is not UTF-8 by its escaped text
+                if state.is_current(path_text(uri), st.st_size, st.st_mtime_ns):
                     continue
         else:
             uri = store.uri(f.rel)
@@ -146,7 +147,7 @@ def _pending(store: Store, landed: list[StoredFile], state: ExportState,
                 continue
         pending.append(entry)
         if f.modified < start:
-            late.append(uri)
+            late.append(path_text(uri))
     return pending, late
 
 

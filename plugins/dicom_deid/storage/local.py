@@ -7,8 +7,11 @@ a file's content, only store-relative paths.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
+import re
 import shutil
 import stat
 import threading
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dicom_deid.dicom.files import write_atomic, write_staged
-from dicom_deid.errors import StorageError
+from dicom_deid.errors import BadInput, StorageError
 
 from .base import (
     HIDDEN,
@@ -35,7 +38,105 @@ from .base import (
 )
 from .permissions import private_dir
 
-__all__ = ["LocalStore"]
+__all__ = ["NOT_A_FILE", "LocalStore", "not_a_file", "open_regular", "path_text", "text_path"]
+
+log = logging.getLogger(__name__)
+
+
+def path_text(path: str) -> str:
+    """``path`` as text every CSV and Parquet writer takes: ``path`` itself when it is
+    UTF-8 (nearly always). A name that is not (bytes of a Latin-1 or Windows sender, which
+    Python carries as surrogates, see :func:`os.fsdecode`) has each byte that does not
+    decode written as ``\\xHH`` (Python's ``backslashreplace``); :func:`text_path` gives
+    the name back."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name holds: escaped as itself
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def text_path(text: str) -> str:
+    """The file name :func:`path_text` wrote as ``text`` (each ``\\xHH`` of a byte that is
+    not UTF-8 back to that byte, as :func:`os.fsdecode` carries it)."""
+    if "\\x" not in text:
+        return text
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
+
+
+_SPECIAL = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+            (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def not_a_file(path: str, mode: int) -> str:
+    """Why the entry at ``path``, of ``lstat`` mode ``mode``, is not read as an input file
+    (naming no path): a symbolic link (never followed: it may lead out of the folder read,
+    to another patient's files), a folder that cannot be listed, or a special file."""
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.stat(path).st_mode  # described, never opened
+        except OSError as exc:
+            what = {errno.ELOOP: "symbolic link loop",
+                    errno.ENOENT: "dangling symbolic link"}.get(exc.errno or 0, "symbolic link")
+            return f"{what} (links are not followed)"
+        to = ("a folder" if stat.S_ISDIR(target) else "a file" if stat.S_ISREG(target)
+              else "a special file")
+        return f"symbolic link to {to} (links are not followed)"
+    if stat.S_ISDIR(mode):
+        try:
+            os.scandir(path).close()
+        except OSError as exc:
+            return f"cannot list folder: {exc.strerror}"
+        return "a folder, not a file"
+    kind = next((name for test, name in _SPECIAL if test(mode)), "special file")
+    return f"not a regular file ({kind})"
+
+
+NOT_A_FILE = "not-a-file"
+"""The :class:`BadInput` kind of an input that is no regular file (a link, a FIFO...)."""
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """A descriptor of the regular file at ``path`` (blocking reads) and its ``fstat``.
+    Opened without blocking and without following a symbolic link, so a FIFO or a device
+    put where a file was never hangs the reader: anything but a regular file is a
+    :class:`BadInput` (kind :data:`NOT_A_FILE`; ``unreadable`` when it cannot be opened)
+    naming no path. A name not there as given may be the text :func:`path_text` made of a
+    name that is not UTF-8: that name is tried."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+    try:
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            if text_path(path) == path:
+                raise
+            fd = os.open(text_path(path), flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BadInput(NOT_A_FILE, "symbolic link (links are not followed)") from None
+        if exc.errno == errno.ENXIO:
+            raise BadInput(NOT_A_FILE, "not a regular file (socket)") from None
+        raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInput(NOT_A_FILE, not_a_file(path, st.st_mode))
+        os.set_blocking(fd, True)
+    except OSError as exc:
+        os.close(fd)
+        raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
 
 
 class LocalStore(Store):
@@ -64,8 +165,11 @@ class LocalStore(Store):
         # Paths as strings (a landing zone's listing is every night's fixed cost: Path
         # objects made it three times slower); entries are under the root by construction.
         skip = len(os.path.join(str(self.root), ""))
-        for entry in _walk(str(base)):
-            st = entry.stat(follow_symlinks=False)
+        for entry in _walk(str(base), tolerant=True):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:  # gone since it was listed: not in the folder any more
+                continue
             too_old = lo is not None and st.st_mtime_ns < lo
             if too_old or (hi is not None and st.st_mtime_ns >= hi):
                 continue
@@ -347,17 +451,44 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _walk(base: str | Path) -> Iterator[os.DirEntry[str]]:
+def _walk(base: str | Path, *, tolerant: bool = False) -> Iterator[os.DirEntry[str]]:
+    """The regular files under ``base`` (hidden names skipped; symbolic links and special
+    files never listed, nor followed). A folder that cannot be listed is a
+    :class:`StorageError` naming no path, or, ``tolerant`` (a landing zone's listing),
+    left out with the rest: one warning then counts what was left out, by reason."""
     stack = [str(base)]
+    left_out: dict[str, int] = {}
     while stack:
-        with os.scandir(stack.pop()) as it:
-            for entry in it:
-                if entry.name.startswith(HIDDEN):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    yield entry
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    if entry.name.startswith(HIDDEN):
+                        continue
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                        is_file = not is_dir and entry.is_file(follow_symlinks=False)
+                        reason = "" if is_dir or is_file else not_a_file(
+                            entry.path, entry.stat(follow_symlinks=False).st_mode)
+                    except OSError as exc:
+                        is_dir = is_file = False
+                        reason = f"cannot read entry: {exc.strerror}"
+                    if is_dir:
+                        stack.append(entry.path)
+                    elif is_file:
+                        yield entry
+                    else:
+                        left_out[reason] = left_out.get(reason, 0) + 1
+        except OSError as exc:
+            if not tolerant or folder == str(base):
+                raise StorageError(f"cannot list a folder of the store: {exc.strerror}"
+                                   ) from None
+            reason = f"cannot list folder: {exc.strerror}"
+            left_out[reason] = left_out.get(reason, 0) + 1
+    if left_out:
+        log.warning("%d entr(ies) not listed (not regular files, or unreadable): %s",
+                    sum(left_out.values()),
+                    "; ".join(f"{n} {why}" for why, n in sorted(left_out.items())))
 
 
 def _from_ns(ns: int) -> datetime:
