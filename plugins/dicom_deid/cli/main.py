@@ -486,11 +486,13 @@ def _query(args: argparse.Namespace) -> int:
 
 def _cohort(args: argparse.Namespace) -> int:
     from dicom_deid.cohort.cohorts import cohort_to_filter, load_cohort
-    from dicom_deid.warehouse.factory import open_warehouse
+    from dicom_deid.warehouse.factory import duckdb_path, open_warehouse
 
     # The analyst's SQL reads only: the embedded warehouse opens read-only, so DuckDB
-    # itself also refuses file access once the cohort runs (warehouse/duckdb_backend.py).
-    duck = not args.warehouse or args.warehouse.startswith("duckdb://")
+    # itself also refuses file access once the cohort runs (warehouse/duckdb_backend.py);
+    # an in-memory one (a test's) cannot be opened read-only, and holds no file to read.
+    duck = (not args.warehouse or args.warehouse.startswith("duckdb://")) and \
+        duckdb_path(args.warehouse) != ":memory:"
     try:
         cohort = load_cohort(args.sql, args.cohort_dir)
         with open_warehouse(args.warehouse, **({"read_only": True} if duck else {})) as wh:
