@@ -165,3 +165,32 @@ def test_restricted_lists_are_the_owners_alone(root: Path) -> None:
         os.umask(old)
     assert (root / "e.csv").stat().st_mode & 0o777 == 0o600
     assert (root / "c.filter").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_input(
+        root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An external probe: a read-only OUTPUT read and de-identified every input, then
+    failed each one ('write failed: PermissionError'). /proc takes no file, even root's."""
+    code = main(["deidentify", str(root / "in"), "/proc/dicom-deid-out", "--key-file",
+                 str(root / "key"), *_ARGS])
+    assert code == 2
+    assert "OUTPUT cannot be written" in capsys.readouterr().err
+
+
+def test_a_mapping_that_cannot_be_written_is_a_clear_failure(
+        root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under the mapping ended in a traceback (exit 1); now a message saying
+    what stands and what to do, with the system's words and no path."""
+    import errno
+
+    from dicom_deid.deid.mapping import MappingWriter
+
+    def full(self: MappingWriter) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(MappingWriter, "close", full)
+    code = _run(root, "--mapping", str(root / "m.parquet"), "--plain-mapping")
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and "rerun" in err
+    assert str(root) not in err and "Traceback" not in err

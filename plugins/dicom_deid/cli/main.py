@@ -50,8 +50,10 @@ from .vault_cmd import reidentify, vault
 from .warehouse_cmd import add_parser as add_warehouse_parser
 from .warehouse_cmd import run as warehouse_cmd
 
-EPILOG = """exit codes: 0 all inputs de-identified; 2 bad arguments, config or key (nothing
-was touched); 3 some inputs failed (listed in --errors, never copied to OUTPUT)."""
+EPILOG = """exit codes: 0 all inputs de-identified; 1 the errors list or the mapping could not
+be written (rerun when fixed); 2 bad arguments, config or key (nothing was touched); 3 some
+inputs failed (listed in --errors, never copied to OUTPUT); 143 stopped by SIGTERM."""
+EXIT_WRITE_FAILED = 1
 
 WITHDRAW_EPILOG = """exit codes: 0 withdrawn, or withdrawn already (nothing changed); 2 refused
 (bad arguments, settings or project, an unknown value, a reason that may hold PHI):
@@ -317,6 +319,12 @@ def _deidentify(args: argparse.Namespace) -> int:
     except (ConfigError, StorageError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # the run's own files (errors list, mapping): no path, no trace
+        why = exc.strerror or type(exc).__name__
+        print(f"dicom-deid: writing the run's errors list or mapping failed ({why}): the "
+              "outputs published before it stand without them; fix it and rerun (the same "
+              "bytes, and the lists written)", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     print(summary.line())
     if summary.failed:
         where = f"; see {args.errors}" if args.errors else " (use --errors FILE to list them)"

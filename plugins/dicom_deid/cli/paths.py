@@ -36,6 +36,8 @@ def check_run_paths(source: object, output: object, errors: Path | None,
             or local_out in local_in.parents):
         raise ConfigError("OUTPUT is INPUT, inside it or around it: the originals would be "
                           "mixed with the de-identified tree; choose a folder apart")
+    if local_out is not None:
+        _writable(local_out)
     written = {"--errors": errors, "--mapping": mapping}
     if errors is not None and mapping is not None and _same(errors, mapping):
         raise ConfigError("--errors and --mapping name the same file")
@@ -54,6 +56,20 @@ def check_run_paths(source: object, output: object, errors: Path | None,
             raise ConfigError(f"{option} names an existing file this tool did not write "
                               "(not an errors list or a mapping): remove it or choose another "
                               "path")
+
+
+def _writable(folder: Path) -> None:
+    """Refuse an OUTPUT (or the folder it would be made in) where no file can be created:
+    a read-only mount would otherwise fail every input after reading it."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    probe = existing / f".dicom-deid-write-check-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"OUTPUT cannot be written ({exc.strerror})") from None
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -353,6 +353,8 @@ def _safe_reason(stage: str, exc: BaseException) -> str:
     """Exception text from libraries can quote values: keep only the type and a tag."""
     if isinstance(exc, UserWarning) and "decode" in str(exc):
         return "text not decodable with its Specific Character Set"
+    if isinstance(exc, OSError) and exc.strerror:  # the system's words, never the path
+        return f"{stage} failed: {type(exc).__name__} ({exc.strerror})"
     m = _TAG_IN_MESSAGE.search(str(exc))
     where = f" at ({m.group(1).upper()},{m.group(2).upper()})" if m else ""
     return f"{stage} failed: {type(exc).__name__}{where}"
