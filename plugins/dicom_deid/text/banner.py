@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .chars import lazy_pattern
 from .context import PhiContext
@@ -365,11 +366,18 @@ def clean_descriptor(text: str, ctx: PhiContext | None) -> str:
     for _ in range(6):
         # the instance's own values and the generic detectors first; the layouts then
         # judge what they left ("Dr [CTX]" is written, not "[PERSON_NAME]")
-        spans = find_spans(text, ctx) or _resolved(text, [], DESCRIPTOR_DETECTORS)
+        spans = find_spans(text, ctx) or list(_layouts(text))
         if not spans:
             return text
         text = splice(text, spans, lambda s: CTX_MARKER if s.from_context else f"[{s.info_type}]")
     return text
+
+
+@lru_cache(maxsize=8192)
+def _layouts(text: str) -> tuple[Span, ...]:
+    """What :data:`DESCRIPTOR_DETECTORS` find in ``text`` (no instance's values: the same
+    for every file of a series, so remembered)."""
+    return tuple(_resolved(text, [], DESCRIPTOR_DETECTORS))
 
 
 def _ranked(spans: list[Span]) -> list[tuple[Span, int]]:
