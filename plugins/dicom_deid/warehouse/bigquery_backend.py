@@ -74,7 +74,7 @@ from .base import (
     used_params,
 )
 from .ddl import schema_ddl
-from .sql import ddl_columns, parameter_names, parse_query
+from .sql import ddl_columns, is_cte_reference, parameter_names, parse_query
 
 __all__ = [
     "EMULATOR_HOST_ENV",
@@ -204,37 +204,6 @@ def _schema_key(fields: Sequence[bigquery.SchemaField]) -> str:
 # -- table names in SQL ----------------------------------------------------------------
 
 
-def _cte_names(with_: exp.With, before: exp.Expr | None) -> set[str]:
-    """Names of ``with_``'s CTEs visible from inside ``before`` (a CTE of it: those defined
-    earlier, itself too if RECURSIVE), or from the query body (``None``: all)."""
-    names: list[str] = []
-    for cte in with_.expressions:
-        if cte is before and not with_.args.get("recursive"):
-            break
-        names.append(cte.alias_or_name.lower())
-        if cte is before:
-            break
-    return set(names)
-
-
-def _is_cte_reference(table: exp.Table) -> bool:
-    """Whether ``table`` names a CTE in scope rather than a stored table."""
-    name = table.name.lower()
-    child: exp.Expr = table
-    node = table.parent
-    while node is not None:
-        if isinstance(node, exp.With):
-            if name in _cte_names(node, child):
-                return True
-        else:
-            with_ = node.args.get("with_") or node.args.get("with")
-            if isinstance(with_, exp.With) and with_ is not child and name in _cte_names(
-                    with_, None):
-                return True
-        child, node = node, node.parent
-    return False
-
-
 def qualify_tables(sql: str, datasets: Mapping[str, str]) -> str:
     """``sql`` with every unqualified reference to a table of ``datasets`` (name ->
     ``project.dataset``) written as `` `project.dataset.name` ``; CTE names, qualified
@@ -251,7 +220,7 @@ def qualify_tables(sql: str, datasets: Mapping[str, str]) -> str:
             ident = table.this
             if (not isinstance(ident, exp.Identifier) or table.args.get("db") is not None
                     or table.args.get("catalog") is not None or ident.name not in datasets
-                    or _is_cte_reference(table)):
+                    or is_cte_reference(table)):
                 continue
             start, end = ident.meta.get("start"), ident.meta.get("end")
             if start is None or end is None or sql[start:end + 1].strip("`") != ident.name:
