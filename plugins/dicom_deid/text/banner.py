@@ -25,7 +25,7 @@ from .detectors import PLACEHOLDER_RE, PRIORITY
 from .find import find_spans
 from .fuzzy import fuzzy_matches
 from .lexicon import Lexicon, fold, lexicon
-from .spans import CTX_MARKER, Span, splice
+from .spans import CTX_MARKER, Span, non_overlapping, splice
 
 __all__ = ["LINE_DETECTORS", "Token", "clean_descriptor", "line_spans", "tokens"]
 
@@ -390,28 +390,15 @@ def _ranked(spans: list[Span]) -> list[tuple[Span, int]]:
 def _resolved(text: str, found: list[tuple[Span, int]],
               detectors: tuple[tuple[str, _LineDetector], ...],
               include: frozenset[str] | None = None) -> list[Span]:
-    """``found`` (ranked spans) with what ``detectors`` find after them, overlaps resolved:
-    the longest span, on equal length the better rank; a detection touching a placeholder
-    already written (``[CTX]``...) is no one's name."""
+    """``found`` (ranked spans) with what ``detectors`` find after them, overlaps resolved
+    (:func:`~.spans.non_overlapping`): a detection touching a placeholder already written
+    (``[CTX]``...) is no one's name."""
     toks = tokens(text)
     for rank, (info_type, detect) in enumerate(detectors, len(PRIORITY)):
         if include is None or info_type in include:
             found += [(Span(start, end, info_type), rank) for start, end in detect(text, toks)
-                      if end > start and not _in_placeholder(text, start, end)]
-    found.sort(key=lambda sp: (sp[0].start - sp[0].end, sp[1], sp[0].start))
-    taken = bytearray(len(text))
-    accepted: list[Span] = []
-    for span, _ in found:
-        if any(taken[span.start : span.end]):
-            continue
-        taken[span.start : span.end] = b"\x01" * (span.end - span.start)
-        accepted.append(span)
-    return sorted(accepted)
-
-
-def _in_placeholder(text: str, start: int, end: int) -> bool:
-    """Whether a span touches a placeholder already written (``[CTX]``, ``[DATE]``...)."""
-    return any(m.start() < end and start < m.end() for m in PLACEHOLDER_RE.finditer(text))
+                      if end > start]
+    return non_overlapping(text, found, PLACEHOLDER_RE)
 
 
 def line_spans(

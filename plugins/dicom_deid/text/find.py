@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from .chars import lazy_pattern
 from .context import PhiContext
 from .detectors import DETECTORS, DIGIT_RUN, PLACEHOLDER_RE, PRIORITY
-from .spans import Span
+from .spans import Span, non_overlapping
 
 _NAME_GAP = lazy_pattern(r"[\s,^=・·]*")
 
@@ -66,20 +66,10 @@ def find_spans(
     """
     if not text:
         return []
-    taken = bytearray(len(text))
-    for m in PLACEHOLDER_RE.finditer(text):
-        taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
     found = [
         (span, prio)
         for span, prio in _candidates(text, ctx)
         if include is None or span.info_type in include
     ]
-    found.sort(key=lambda sp: (sp[0].start - sp[0].end, sp[1], sp[0].start))
-    accepted: list[Span] = []
-    for span, _ in found:
-        if any(taken[span.start : span.end]):
-            continue
-        taken[span.start : span.end] = b"\x01" * (span.end - span.start)
-        accepted.append(span)
-    accepted.sort()
+    accepted = non_overlapping(text, found, PLACEHOLDER_RE)
     return [s for s in _merge_names(text, accepted) if s.info_type not in exclude]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from re import Pattern
 
 from dicom_deid.config.model import CONTEXT
 
@@ -23,6 +24,24 @@ class Span:
     end: int
     info_type: str
     from_context: bool = False
+
+
+def non_overlapping(text: str, found: list[tuple[Span, int]], blocked: Pattern[str]
+                    ) -> list[Span]:
+    """The spans of ``found`` ((span, rank) pairs) that overlap no better one, sorted:
+    the longest first, on equal length the lower rank, then the earlier; none that
+    touches a match of ``blocked`` (the placeholders a cleaning already wrote)."""
+    taken = bytearray(len(text))
+    for m in blocked.finditer(text):
+        taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
+    found.sort(key=lambda sp: (sp[0].start - sp[0].end, sp[1], sp[0].start))
+    accepted: list[Span] = []
+    for span, _ in found:
+        if any(taken[span.start : span.end]):
+            continue
+        taken[span.start : span.end] = b"\x01" * (span.end - span.start)
+        accepted.append(span)
+    return sorted(accepted)
 
 
 def placeholder(info_type: str) -> str:
