@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 from pydicom.dataset import Dataset
@@ -37,3 +39,18 @@ def gcloud_env(gcloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Cloud:
     for name, value in gcloud.env.items():
         monkeypatch.setenv(name, value)
     return gcloud
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """Fails the test instead of hanging it (a FIFO or /dev/zero opened for reading blocks
+    forever): an alarm after 30 s."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError("the test hung (a FIFO or a device was opened for reading?)")
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(30)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

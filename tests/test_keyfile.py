@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 import pytest
 
@@ -18,17 +16,6 @@ from dicom_deid.keyfile import MAX_KEY_FILE_BYTES, load_key
 KEY = bytes(range(32))
 
 
-@pytest.fixture
-def no_hang() -> Iterator[None]:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError("reading the key hung")
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(20)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _key_file(path: Path, mode: int) -> Path:

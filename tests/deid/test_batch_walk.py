@@ -13,13 +13,11 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 import pyarrow.parquet as pq
 import pytest
@@ -39,18 +37,6 @@ def _instance(i: int) -> bytes:
     return to_bytes(ds)
 
 
-@pytest.fixture
-def no_hang() -> Iterator[None]:
-    """Fails the test instead of hanging it (a FIFO opened for reading blocks forever)."""
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError("the batch hung")
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(30)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _run(sources: Iterator[Source] | list[Source], tmp: Path, layout: str = "uid",

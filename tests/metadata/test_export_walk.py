@@ -5,11 +5,8 @@ not UTF-8 is exported, its ``source_uri`` the escaped text of its path."""
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from types import FrameType
 
 import pyarrow.parquet as pq
 import pytest
@@ -27,17 +24,6 @@ def _instance(i: int) -> bytes:
     return to_bytes(ds)
 
 
-@pytest.fixture
-def no_hang() -> Iterator[None]:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError("the export hung")
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(30)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture

@@ -5,29 +5,13 @@ was left out, naming no path. :func:`open_regular` never blocks on a FIFO."""
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 import pytest
 
 from dicom_deid.errors import BadInput
 from dicom_deid.storage import LocalStore
 from dicom_deid.storage.local import NOT_A_FILE, open_regular
-
-
-@pytest.fixture
-def no_hang() -> Iterator[None]:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError("hung")
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(20)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def test_the_listing_leaves_out_links_special_files_and_unlistable_folders(
