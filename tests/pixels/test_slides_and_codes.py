@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
 import pytest
 import zxingcpp
 from pydicom.dataset import Dataset
@@ -19,6 +20,7 @@ from test_pixel_redaction import _dciodvfy_errors, _draw, _image, _leaks, _run, 
 
 from dicom_deid.config.model import privacy_first
 from dicom_deid.pixels.codes import find_codes
+from dicom_deid.pixels.ocr import to_detection_image
 from dicom_deid.pixels.tiles import Tile, tile_layout, window_starts
 
 WSM = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -144,3 +146,43 @@ def test_a_slide_label_image_is_blanked_whole() -> None:
     assert boxes == 1
     assert not np.asarray(after.pixel_array).any()
     assert after.BurnedInAnnotation == "NO"
+
+
+_PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
+
+
+def test_pydicoms_images_at_risk_hold_no_code() -> None:
+    """Images the project did not make: nothing in pydicom's own ultrasound and secondary
+    captures reads as a code (a false code would blank a piece of the image)."""
+    checked = 0
+    for path in sorted(_PYDICOM_FILES.glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(path)
+            if ds.get("Modality") not in ("US", "OT", "SC") or "PixelData" not in ds:
+                continue
+            frames = np.asarray(ds.pixel_array)
+        except Exception:  # a file pydicom itself cannot decode here
+            continue
+        if int(ds.get("NumberOfFrames", 1) or 1) == 1:
+            frames = frames[None]
+        for frame in frames[:3]:
+            assert find_codes(to_detection_image(frame)) == [], path.name
+        checked += 1
+    assert checked >= 15
+
+
+def test_a_code_planted_in_pydicoms_ultrasound_is_blanked(tmp_path: Path) -> None:
+    """pydicom's own RGB ultrasound with a case code planted in it: the code is blanked
+    by the default run, and every pixel away from it is as it was."""
+    ds = pydicom.dcmread(_PYDICOM_FILES / "examples_rgb_color.dcm")
+    arr = np.array(ds.pixel_array)
+    qr = _qr("MRN1234567^SMITH^JOHN", scale=2)
+    arr[4:4 + qr.shape[0], 4:4 + qr.shape[1]] = qr[..., None]
+    ds.PixelData = arr.tobytes()
+    assert [c.text for c in find_codes(arr)] == ["MRN1234567^SMITH^JOHN"]
+    data, _before, after, boxes, out = _run(ds, privacy_first())
+    result = np.asarray(after.pixel_array)
+    assert boxes >= 1 and find_codes(result) == []
+    edge = 4 + qr.shape[0] + 20
+    assert (result[edge:] == arr[edge:]).all() and (result[:, edge:] == arr[:, edge:]).all()
+    assert len(_dciodvfy_errors(out, tmp_path)) <= len(_dciodvfy_errors(data, tmp_path))
