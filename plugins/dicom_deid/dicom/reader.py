@@ -178,6 +178,17 @@ def _check_charset(ds: Dataset) -> None:
             )
 
 
+def int_value(ds: Dataset, tag: int) -> int:
+    """An integer attribute (US/IS), 0 when absent, empty or not a number."""
+    if tag not in ds:
+        return 0
+    value = ds[tag].value
+    try:
+        return int(value) if value not in (None, "") else 0
+    except (TypeError, ValueError):
+        return 0
+
+
 def text_value(ds: Dataset, tag: int) -> str:
     """A single-valued string attribute; raw ASCII bytes are decoded without pydicom."""
     elem = ds.get_item(tag)

@@ -46,7 +46,12 @@ from pydicom.uid import (
 )
 
 from dicom_deid.config.model import INFO_TYPES, DeidConfig, OcrScope, Option, TextRedactionMode
-from dicom_deid.dicom.reader import input_transfer_syntax, set_output_transfer_syntax, text_value
+from dicom_deid.dicom.reader import (
+    input_transfer_syntax,
+    int_value,
+    set_output_transfer_syntax,
+    text_value,
+)
 from dicom_deid.errors import BadInput
 from dicom_deid.text.banner import line_spans
 from dicom_deid.text.context import PhiContext
@@ -177,7 +182,7 @@ class PixelCleaner:
 
     def _job(self, ds: Dataset) -> _Job:
         boxes = []
-        rows, cols = _int(ds, 0x00280010), _int(ds, 0x00280011)
+        rows, cols = int_value(ds, 0x00280010), int_value(ds, 0x00280011)
         if self.rules is not None and PIXEL_DATA in ds and rows and cols:
             boxes = self.rules.boxes_for(ds, rows, cols)
         ocr = self.wants_ocr(ds)
@@ -257,8 +262,8 @@ class PixelCleaner:
             tag = group << 16 | 0x3000
             if tag not in ds:
                 continue
-            rows, cols = _int(ds, group << 16 | 0x0010), _int(ds, group << 16 | 0x0011)
-            frames = _int(ds, group << 16 | 0x0015) or 1
+            rows, cols = int_value(ds, group << 16 | 0x0010), int_value(ds, group << 16 | 0x0011)
+            frames = int_value(ds, group << 16 | 0x0015) or 1
             raw = _bytes_of(ds, tag)
             if not rows or not cols or ds.original_encoding[1] is False or raw is None:
                 _delete_group(ds, group)  # cannot read it: privacy first
@@ -304,12 +309,12 @@ class _Pixels:
 
     def __init__(self, ds: Dataset, ts: str) -> None:
         self.ts = ts
-        self.rows = _int(ds, 0x00280010)
-        self.cols = _int(ds, 0x00280011)
-        self.frames = max(_int(ds, 0x00280008), 1)
-        self.spp = _int(ds, 0x00280002) or 1
-        self.bits = _int(ds, 0x00280100)
-        self.signed = _int(ds, 0x00280103) == 1
+        self.rows = int_value(ds, 0x00280010)
+        self.cols = int_value(ds, 0x00280011)
+        self.frames = max(int_value(ds, 0x00280008), 1)
+        self.spp = int_value(ds, 0x00280002) or 1
+        self.bits = int_value(ds, 0x00280100)
+        self.signed = int_value(ds, 0x00280103) == 1
         self.photometric = text_value(ds, 0x00280004).upper()
         self.palette = self.photometric == "PALETTE COLOR"
         self._ds = ds
@@ -427,7 +432,7 @@ class _NativePixels(_Pixels):
         self.buffer = bytearray(raw)
         order = ">" if ts == ExplicitVRBigEndian else "<"
         dtype = np.dtype(f"{order}{'i' if self.signed else 'u'}{self.bits // 8}")
-        self.planar = self.spp > 1 and _int(ds, 0x00280006) == 1
+        self.planar = self.spp > 1 and int_value(ds, 0x00280006) == 1
         if self.photometric == "YBR_FULL_422":  # Y1 Y2 Cb Cr per pair of pixels
             dtype, shape = np.dtype(np.uint8), (self.frames, self.rows, self.cols // 2, 4)
             self.planar = False
@@ -521,7 +526,7 @@ class _EncapsulatedPixels(_Pixels):
         if spp == 3 and photometric.startswith("YBR"):
             photometric = "RGB"
         bits = int(meta.get("bits_allocated", self.work.dtype.itemsize * 8))
-        stored = int(meta.get("bits_stored", _int(ds, 0x00280101) or bits))
+        stored = int(meta.get("bits_stored", int_value(ds, 0x00280101) or bits))
         signed = int(meta.get("pixel_representation", int(self.signed)))
         arr = self.work if spp > 1 else self.work[..., 0]
         if self.frames == 1:
@@ -587,7 +592,7 @@ def _open_pixels(ds: Dataset) -> _Pixels:
     ts = input_transfer_syntax(ds)
     if not ts:
         raise BadInput("pixel-decode", "transfer syntax unknown: cannot clean pixel data")
-    if _int(ds, 0x00280100) == 1:
+    if int_value(ds, 0x00280100) == 1:
         if ts not in _NATIVE:
             raise BadInput("pixel-decode", "1-bit pixel data is supported for pixel cleaning "
                            "only uncompressed")
@@ -619,17 +624,6 @@ def _padded(box: Box) -> Box:
     area)."""
     thickness = min(box.y1 - box.y0, box.x1 - box.x0)
     return box.grow(max(2, round(thickness * _MARGIN_FRACTION)))
-
-
-def _int(ds: Dataset, tag: int) -> int:
-    """An integer attribute (US/IS), 0 when absent or empty."""
-    if tag not in ds:
-        return 0
-    value = ds[tag].value
-    try:
-        return int(value) if value not in (None, "") else 0
-    except (TypeError, ValueError):
-        return 0
 
 
 def _bytes_of(ds: Dataset, tag: int) -> bytes | None:

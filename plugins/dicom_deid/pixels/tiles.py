@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from dicom_deid.dicom.reader import text_value
+from dicom_deid.dicom.reader import int_value, text_value
 
 from .ocr import Box
 
@@ -50,7 +50,7 @@ def tile_layout(ds: Dataset, frames: int, rows: int, cols: int) -> list[Tile] | 
         return None
     organisation = text_value(ds, _DIMENSION_ORGANIZATION).strip().upper()
     if organisation == "TILED_FULL":
-        total_cols, total_rows = _int(ds, _TOTAL_COLS), _int(ds, _TOTAL_ROWS)
+        total_cols, total_rows = int_value(ds, _TOTAL_COLS), int_value(ds, _TOTAL_ROWS)
         if not (total_cols and total_rows and rows and cols):
             return None
         across, down = math.ceil(total_cols / cols), math.ceil(total_rows / rows)
@@ -92,10 +92,3 @@ def window_starts(size: int, step: int) -> list[int]:
     """Where the windows of side ``step`` along one side of a plane of ``size`` start: at
     each tile, and half a tile later (over each edge between two tiles)."""
     return sorted({*range(0, size, step), *range(step // 2, size - step // 2, step)})
-
-
-def _int(ds: Dataset, tag: int) -> int:
-    try:
-        return int(ds[tag].value) if tag in ds and ds[tag].value not in (None, "") else 0
-    except (TypeError, ValueError):
-        return 0
