@@ -60,6 +60,7 @@ from dicom_deid.storage.base import OutputSink
 from dicom_deid.storage.local import NOT_A_FILE, not_a_file, open_regular, path_text
 from dicom_deid.storage.prefetch import prefetched
 
+from . import staging
 from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
 from .gate import Gate, SourceFacts, Verdict, expand_exceptions
@@ -863,16 +864,6 @@ def _unlink_with_empty_parents(path: str, root: str) -> None:
         folder = os.path.dirname(folder)
 
 
-def _remove_staged(out_root: Path, token: str) -> None:
-    """After a failed run, the outputs workers staged and nobody published."""
-    marker = f".{token}-"
-    for folder, _, names in os.walk(out_root):
-        for name in names:
-            if marker in name and name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(folder, name))
-
-
 class _NoBar:
     """Stands in for a progress bar that is not shown."""
 
@@ -1023,48 +1014,52 @@ def run_batch(
     workers = workers or os.cpu_count() or 1
     summary = BatchSummary()
     show = sys.stderr.isatty() if progress is None else progress
-    started = time.perf_counter()
-    mapping = MappingWriter(mapping_path, seal=mapping_seal) if mapping_path else None
-    errors = _ErrorsFile(errors_path)
-    token = os.urandom(6).hex()  # this run's staged names (a crash's leftovers: _remove_staged)
-    publisher = _Publisher(out_root, src_list, summary, mapping, run_id, review, sink)
-    exceptions = None if gate is None else frozenset(gate)
-    outcomes = _outcomes(src_list, config, key, out_root, layout, token, workers, start_method,
-                         exceptions, metadata_path is not None, review)
-    try:
-        bar = _progress_bar(len(src_list), show)
-        ticker = _ProgressLog(label, len(src_list), log_every)
-        for index, o in enumerate(outcomes):
-            if mapping and ticker.done_count == 0:
-                mapping.open()  # pyarrow's import overlaps the workers, not the start
-            bar.update(1)
-            ticker.tick()
-            if drop_rejected:
-                o = _unless_rejected(out_root, o, summary, review)
-            losers = publisher.take(index, o) if o.kind == "ok" else [(o.rel, o)]
-            for rel, lost in losers:
-                if lost.kind != "duplicate":  # those are listed at the end (loser_rows)
-                    errors.write(rel, lost)
-                _log_failure(label, lost)
-            if o.kind != "ok":
-                summary.count(o)
-        for rel, lost in publisher.loser_rows():
-            errors.write(rel, lost)
-        bar.close()
-        ticker.done()
-        publisher.write_checks(verdicts_path, metadata_path)
-        if mapping:
-            mapping.close()
-            mapping = None
-    except BaseException:
-        outcomes.close()  # stops the workers (the pool terminates) before the clean-up
-        _remove_staged(out_root, token)
-        if review is not None and review.folder.exists():
-            _remove_staged(review.folder, token)
-        raise
-    finally:
-        errors.close()
-        if mapping:
-            mapping.__exit__(RuntimeError, None, None)
-    summary.seconds = time.perf_counter() - started
+    token = os.urandom(6).hex()  # this run's staged names (see staging)
+    with staging.held(out_root, token, [review.folder] if review else []) as swept:
+        if swept:
+            log.warning("%s: removed %d staged output(s) that a run killed earlier left "
+                        "in the output folder (never published)", label, swept)
+        started = time.perf_counter()
+        mapping = MappingWriter(mapping_path, seal=mapping_seal) if mapping_path else None
+        errors = _ErrorsFile(errors_path)
+        publisher = _Publisher(out_root, src_list, summary, mapping, run_id, review, sink)
+        exceptions = None if gate is None else frozenset(gate)
+        outcomes = _outcomes(src_list, config, key, out_root, layout, token, workers,
+                             start_method, exceptions, metadata_path is not None, review)
+        try:
+            bar = _progress_bar(len(src_list), show)
+            ticker = _ProgressLog(label, len(src_list), log_every)
+            for index, o in enumerate(outcomes):
+                if mapping and ticker.done_count == 0:
+                    mapping.open()  # pyarrow's import overlaps the workers, not the start
+                bar.update(1)
+                ticker.tick()
+                if drop_rejected:
+                    o = _unless_rejected(out_root, o, summary, review)
+                losers = publisher.take(index, o) if o.kind == "ok" else [(o.rel, o)]
+                for rel, lost in losers:
+                    if lost.kind != "duplicate":  # those are listed at the end (loser_rows)
+                        errors.write(rel, lost)
+                    _log_failure(label, lost)
+                if o.kind != "ok":
+                    summary.count(o)
+            for rel, lost in publisher.loser_rows():
+                errors.write(rel, lost)
+            bar.close()
+            ticker.done()
+            publisher.write_checks(verdicts_path, metadata_path)
+            if mapping:
+                mapping.close()
+                mapping = None
+        except BaseException:
+            outcomes.close()  # stops the workers (the pool terminates) before the clean-up
+            staging.remove_staged(out_root, token)
+            if review is not None and review.folder.exists():
+                staging.remove_staged(review.folder, token)
+            raise
+        finally:
+            errors.close()
+            if mapping:
+                mapping.__exit__(RuntimeError, None, None)
+        summary.seconds = time.perf_counter() - started
     return summary
