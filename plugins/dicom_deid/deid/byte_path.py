@@ -108,6 +108,7 @@ _RECURSE_MODES = {Act.RECURSE: Mode.NORMAL, Act.RECURSE_STRICT: Mode.STRICT,
 _FIXED_ACTS = frozenset({Act.EMPTY, Act.DUMMY, Act.RESET})
 _TEXT_ACTS = frozenset({Act.PSEUDONYM, Act.SHIFT, Act.CLEAN, Act.CLEAN_TEXT})
 
+_TAG_METHOD_CODES = 0x00120064  # De-identification Method Code Sequence
 _Elem = Element  # tag, VR as read, header, value start, value end, undefined length
 Chunks = list[Chunk]
 
@@ -189,6 +190,8 @@ class ByteDeidentifier:
             raise _Decline  # its pixels (or overlays) may change: the Dataset path
         if self.deid.drops_overlays and embedded_overlay_groups(by_tag):
             raise _Decline  # an overlay plane in the pixel data's bits: the Dataset path
+        if not self.deid.claims.identity_removed and _TAG_METHOD_CODES in by_tag:
+            raise _Decline  # the source's claims go (Patient Identity Removed NO): rare
         if ts in CODESTREAM_SYNTAXES and _frames_carry_metadata(data, by_tag, ts):
             raise _Decline  # text in its compressed frames (COM, APPn): the Dataset path
         encodings = self._charset(data, by_tag.get(_TAG_CHARSET))

@@ -26,7 +26,8 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from dicom_deid import __version__
-from dicom_deid.config.model import DeidConfig, Option, ProfileType, TextRedactionMode, info_type_of
+from dicom_deid.config.claims import Claims, claims_of
+from dicom_deid.config.model import DeidConfig, Option, TextRedactionMode, info_type_of
 from dicom_deid.config.plan import (
     DOCUMENT_ACTS,
     NO_SCOPE,
@@ -185,14 +186,26 @@ class Deidentifier:
         self._fixed: dict[tuple[str, Act] | tuple[str, Act, int], bytes] = {}
         self.drops_overlays = self.plan.act(OVERLAY_DATA_TAG, "OW", Mode.NORMAL) is not Act.KEEP
         """Whether Overlay Data goes, and with it planes embedded in the pixel data."""
-        self._method_elements = _method_elements(config)
+        self.claims = claims_of(config)
+        # Clean Pixel Data is claimed only for pixels examined (read by OCR, or blanked by
+        # rule or whole): the elements with it, and without it (the byte path's: it never
+        # takes an image whose pixels may change).
+        self._method_elements = {
+            examined: _method_elements(config, self.claims, examined)
+            for examined in (False, True)}
         self.method_raw = {
-            implicit: _pre_encode(self._method_elements, implicit) for implicit in (True, False)
+            implicit: _pre_encode(self._method_elements[False], implicit)
+            for implicit in (True, False)
+        }
+        self._method_raw_examined = {
+            implicit: _pre_encode(self._method_elements[True], implicit)
+            for implicit in (True, False)
         }
 
     # -- public -----------------------------------------------------------------------
     def deidentify(self, ds: Dataset) -> InstanceResult:
         """De-identify ``ds`` (and its file meta) in place; return what changed."""
+        examined = False
         res = InstanceResult(
             original_study_uid=text_value(ds, 0x0020000D),
             original_series_uid=text_value(ds, 0x0020000E),
@@ -219,6 +232,7 @@ class Deidentifier:
                                                    res.ocr)
             if not res.ocr.read and not res.ocr.boxes:
                 res.ocr = None
+        examined = res.ocr is not None
         remove_frame_metadata(ds)  # text in compressed frames (COM, APPn...) is not copied
         if self.plan.needs_context:
             state.context = PhiContext.from_values(
@@ -228,7 +242,7 @@ class Deidentifier:
                 attribute_context(tag, vr, values)
                 for tag, vr, values in self._sweep_values(ds, (state.iod, "")))
         self._process(ds, Mode.NORMAL, state, (state.iod, ""))
-        self._record_method(ds)
+        self._record_method(ds, examined)
         res.study_uid = text_value(ds, 0x0020000D)
         res.series_uid = text_value(ds, 0x0020000E)
         res.sop_uid = text_value(ds, 0x00080018)
@@ -557,9 +571,12 @@ class Deidentifier:
         pairs.extend((t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v)
         return PhiContext.from_values(pairs)
 
-    def _record_method(self, ds: Dataset) -> None:
+    def _record_method(self, ds: Dataset, examined: bool) -> None:
         implicit, little = ds.original_encoding
-        elements = self.method_raw[bool(implicit)] if little else self._method_elements
+        raw = self._method_raw_examined if examined else self.method_raw
+        elements = raw[bool(implicit)] if little else self._method_elements[examined]
+        if not self.claims.identity_removed:  # nothing of a profile to claim (PS3.3 C.12.1)
+            ds.pop(0x00120064, None)  # a code sequence the source had
         for elem in elements:
             ds[elem.tag] = elem
 
@@ -583,18 +600,18 @@ class WalkState:
     shift_used: bool = False
 
 
-def _method_elements(config: DeidConfig) -> list[DataElement]:
-    """The PatientIdentityRemoved / DeidentificationMethod attributes PS3.15 asks for.
-
-    Built once per configuration: they are the same for every instance of a run.
-    """
+def _method_elements(config: DeidConfig, claims: Claims, examined: bool
+                     ) -> list[DataElement]:
+    """The PatientIdentityRemoved / DeidentificationMethod attributes PS3.15 asks for,
+    as :mod:`~dicom_deid.config.claims` allows them; ``examined``: this instance's pixel
+    data was examined by the pixel cleaner (Clean Pixel Data may be claimed)."""
     ds = Dataset()
-    if config.profile in (ProfileType.BASIC, ProfileType.MINIMAL_KEEP_LIST):
+    if claims.identity_removed:
         codes = method_codes()
-        items = []
-        names = {o.name for o in config.options}
-        if config.cleans_pixels:
+        names = {o.name for o in claims.options}
+        if examined and config.cleans_pixels:
             names.add("CLEAN_PIXEL_DATA")
+        items = []
         for key in ["BASIC", *sorted(names)]:
             code_value, meaning = codes[key]
             item = Dataset()
@@ -604,18 +621,31 @@ def _method_elements(config: DeidConfig) -> list[DataElement]:
             items.append(item)
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethodCodeSequence = Sequence(items)
-        if Option.RETAIN_LONGITUDINAL_FULL_DATES in config.options:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
-        elif Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in config.options:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
+    else:
+        ds.PatientIdentityRemoved = "NO"
+    ds.LongitudinalTemporalInformationModified = claims.dates
     ds.DeidentificationMethod = [
         f"dicom-deid {__version__}",
         f"{config.profile.value} (PS3.15 {TABLE_EDITION})"[:64],
         f"config sha256 {config.fingerprint()[:16]}",
+        *_kept_values(claims.kept),
     ]
     return [ds[tag] for tag in ds.keys()]
+
+
+def _kept_values(keywords: tuple[str, ...], lines: int = 3) -> list[str]:
+    """``kept: A B ...`` in at most ``lines`` values of 64 characters (LO): the attributes
+    kept beyond the profile, named (keywords only, never values); a long list is counted."""
+    values: list[str] = []
+    line = "kept:"
+    for i, keyword in enumerate(keywords):
+        if len(line) + 1 + len(keyword) > 64:
+            values.append(line)
+            line = "kept:"
+            if len(values) == lines - 1:
+                return [*values, f"kept: {len(keywords) - i} more attributes"]
+        line += f" {keyword}"
+    return [*values, line] if keywords else []
 
 
 def _pre_encode(elements: list[DataElement], implicit: bool) -> list[RawDataElement]:
