@@ -14,7 +14,7 @@ Information Modified says what was done to the dates themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 
 from .model import DeidConfig, Option, PrimaryIds, ProfileType, TransformationKind
 from .plan import DATE_VRS, Act, Mode, Plan, beyond_table, dictionary_vr
@@ -66,6 +66,7 @@ def _attributes() -> tuple[tuple[int, str, str, tuple[tuple[Option, ActionCode],
     return tuple(rows)
 
 
+@lru_cache(maxsize=32)  # each Deidentifier asks; the work is the same per configuration
 def claims_of(config: DeidConfig) -> Claims:
     """The claims of ``config``'s outputs (pixel data aside: Clean Pixel Data is claimed
     per instance, for pixels that were examined)."""
