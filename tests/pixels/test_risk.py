@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydicom.uid import ComputedRadiographyImageStorage, CTImageStorage
+from pydicom.uid import (
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+)
 from test_pixel_redaction import BANNER, IDENTITY, SENSITIVE, _draw, _image, _leaks, _run, _texts
 
 from dicom_deid.deid.gate import Gate
@@ -31,6 +35,11 @@ def _header(**values: str) -> dict[int, str]:
     (_header(modality="CR", burned_in="NO", photometric="MONOCHROME1"), False),
     (_header(modality="DX", burned_in="NO", photometric="MONOCHROME2"), False),  # Type 1: said
     (_header(modality="MG", burned_in="YES"), True),
+    (_header(modality="DX", photometric="MONOCHROME2"), True),  # Type 1, yet missing
+    (_header(modality="MG", burned_in=" ", photometric="MONOCHROME1"), True),  # empty
+    (_header(modality="NM", photometric="MONOCHROME2"), True),  # optional in NM
+    (_header(modality="NM", burned_in="NO", photometric="MONOCHROME2"), False),
+    (_header(modality="PT", photometric="MONOCHROME2", position="0\\0\\0"), False),
     (_header(modality="CT", sop_class=_CT, image_type="DERIVED\\SECONDARY\\DOSE_INFO",
              photometric="MONOCHROME2"), True),  # a screen: no position in the patient
     (_header(modality="CT", sop_class=_CT, image_type="DERIVED\\SECONDARY\\MPR",
@@ -43,7 +52,8 @@ def _header(**values: str) -> dict[int, str]:
     (_header(modality="US", burned_in="NO"), True),  # not trusted on text-prone images
     (_header(modality="MR", sop_class="1.2.840.10008.5.1.4.1.1.7"), True),
     (_header(), False),
-], ids=["cr-silent", "cr-no", "dx-no", "mg-yes", "ct-dose-screen", "ct-reformat", "ct-axial",
+], ids=["cr-silent", "cr-no", "dx-no", "mg-yes", "dx-silent", "mg-empty", "nm-silent",
+         "nm-no", "pt-slice", "ct-dose-screen", "ct-reformat", "ct-axial",
         "mr-colour", "screen-save", "us-no", "secondary-capture", "nothing"])
 def test_the_header_rule(header: dict[int, str], at_risk: bool) -> None:
     assert at_risk_by_header(header) is at_risk
@@ -56,14 +66,17 @@ def _grey_with_banner(rows: int = 512, cols: int = 512) -> np.ndarray:
     return _draw(gray, [(6, 6, BANNER)], 255)
 
 
-@pytest.mark.parametrize("kind", ["cr-silent", "ct-dose-screen"])
+@pytest.mark.parametrize("kind", ["cr-silent", "dx-silent", "ct-dose-screen"])
 def test_images_the_rule_now_takes_are_cleaned_and_checked(kind: str) -> None:
-    """A CR without BurnedInAnnotation and a dose screen stored as CT, each with a name
+    """A CR or a DX without BurnedInAnnotation and a dose screen stored as CT, each with a name
     banner: OCR reads and blanks it, and the gate reads such an output back."""
     arr = _grey_with_banner()
     assert _leaks(_texts(arr)) == list(IDENTITY)
     if kind == "cr-silent":
         ds = _image(arr, "MONOCHROME2", modality="CR", sop_class=ComputedRadiographyImageStorage)
+    elif kind == "dx-silent":  # Type 1 in DX, left out by the sending system
+        ds = _image(arr, "MONOCHROME2", modality="DX",
+                    sop_class=DigitalXRayImageStorageForPresentation)
     else:
         ds = _image(arr, "MONOCHROME2", modality="CT", sop_class=CTImageStorage)
         ds.ImageType = ["DERIVED", "SECONDARY", "DOSE_INFO"]

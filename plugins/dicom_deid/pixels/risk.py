@@ -22,17 +22,21 @@ _MODALITY, _SOP_CLASS, _IMAGE_TYPE = 0x00080060, 0x00080016, 0x00080008
 _PHOTOMETRIC, _POSITION = 0x00280004, 0x00200032
 RISK_TAGS = (_BURNED_IN, _MODALITY, _SOP_CLASS, _IMAGE_TYPE, _PHOTOMETRIC, _POSITION)
 """The top-level attributes :func:`at_risk_by_header` reads."""
-_BURNED_IN_OPTIONAL = frozenset({"CR"})
-"""Projection modalities whose IOD leaves BurnedInAnnotation optional (Type 3 in CR; Type
-1 in DX, MG, IO): an image of these that does not say is not taken to be clean."""
+_BURNED_IN_UNSAID = frozenset({"CR", "DX", "MG", "NM"})
+"""Modalities whose images that do not say (BurnedInAnnotation absent or empty) are not
+taken to be clean: optional in CR and NM (Type 3), and the systems that leave it out
+print names; required in DX and MG (Type 1), so an image without it comes from a system
+that does not follow the IOD, and its silence says nothing. (IO and PX are text-prone
+anyway.) A grey CT, MR or PT slice is not read: its scanners do not burn in names, and
+reading every slice would cost more than the de-identification itself."""
 
 
 def at_risk_by_header(header: Mapping[int, str]) -> bool:
     """Whether an image may carry burned-in text, by its header (``ocrScope`` AUTO).
 
     BurnedInAnnotation YES; a text-prone modality (:data:`TEXT_PRONE_MODALITIES`); a
-    secondary capture or a screen save; a CR that does not say (the attribute is
-    optional there: older CR systems leave it out and print names); a colour image of
+    secondary capture or a screen save; a CR, DX, MG or NM that does not say
+    (:data:`_BURNED_IN_UNSAID`); a colour image of
     any other modality (a rendering, a fused or annotated screen: acquisitions are
     grey); a derived secondary image with no position in the patient (a dose screen or
     a rendering stored as CT or MR, not a reformatted slice).
@@ -44,7 +48,7 @@ def at_risk_by_header(header: Mapping[int, str]) -> bool:
         return True
     if header.get(_SOP_CLASS, "").startswith(_SECONDARY_CAPTURE) or "SCREEN SAVE" in image_type:
         return True
-    if not burned_in and modality in _BURNED_IN_OPTIONAL:
+    if not burned_in and modality in _BURNED_IN_UNSAID:
         return True
     photometric = header.get(_PHOTOMETRIC, "").strip().upper()
     if photometric and not photometric.startswith("MONOCHROME"):
