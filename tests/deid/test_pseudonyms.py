@@ -31,6 +31,14 @@ def test_well_known_uids_never_change() -> None:
         assert p.uid(uid) == uid
 
 
+def test_instance_uids_minted_under_the_dicom_root_are_replaced() -> None:
+    """Devices that mint UIDs under 1.2.840.10008 put dates and record numbers in them."""
+    p = Pseudonymizer(K1)
+    for uid in ("1.2.840.10008.999.7734521.1", "1.2.840.10008.5.1.4.1.1.4.20240115.1"):
+        assert not is_well_known_uid(uid)
+        assert p.uid(uid).startswith("2.25.")
+
+
 def test_identifier_pseudonyms_fit_their_vr_and_use_the_prefix() -> None:
     p = Pseudonymizer(K1, prefix="HOSP")
     assert p.patient_id("MRN1234567").startswith("HOSP")

@@ -24,10 +24,18 @@ _UID_CACHE_SIZE = 10_000  # study/series UIDs repeat within a batch; instance UI
 def is_well_known_uid(value: str) -> bool:
     """True for UIDs defined by the standard (SOP classes, transfer syntaxes, coding schemes...).
 
-    Everything under the DICOM root 1.2.840.10008 is standard-defined, which also covers
-    UIDs newer than pydicom's registry; other registry entries are matched exactly.
+    pydicom's registry is matched exactly. Beyond it, a UID under the DICOM root
+    1.2.840.10008 counts as standard (one newer than the registry) only when every arc
+    after the root is a short number: some devices mint instance UIDs under the root,
+    against the standard, with a date, a serial or a record number in them
+    (``1.2.840.10008.999.7734521.1``); an arc of six digits or more is such a number,
+    and the UID is replaced like any other.
     """
-    return value.startswith(_WELL_KNOWN_ROOT) or value in UID_dictionary
+    if value in UID_dictionary:
+        return True
+    if not value.startswith(_WELL_KNOWN_ROOT):
+        return False
+    return all(len(arc) < 6 for arc in value[len(_WELL_KNOWN_ROOT):].split("."))
 
 
 def patient_key(patient_id: str, issuer: str, study_uid: str) -> str:
