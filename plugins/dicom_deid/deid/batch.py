@@ -65,6 +65,8 @@ from .byte_path import ByteDeidentifier
 from .deidentifier import Deidentifier, InstanceResult, dataset_encodings
 from .gate import Gate, SourceFacts, Verdict, expand_exceptions
 from .mapping import MappingWriter
+from .related import RelatedValues
+from .related import gather as gather_related
 
 log = logging.getLogger(__name__)
 
@@ -268,13 +270,14 @@ def _install_warning_filters() -> None:
 def _init_worker(
     config: DeidConfig, key: bytes, out_root: Path, layout: str, token: str,
     gate: frozenset[str] | None, metadata: bool, review: ReviewSpec | None = None,
-    downloads: Path | None = None,
+    downloads: Path | None = None, related: RelatedValues | None = None,
 ) -> None:
     global _WORKER
     _install_warning_filters()
     if downloads is not None:  # the run's folder for object-store inputs (see _outcomes)
         _DOWNLOADS[:] = [downloads]
     deid = Deidentifier(config, key)
+    deid.related = related or {}
     _WORKER = (deid, ByteDeidentifier(deid), out_root, layout, f"{token}-{os.getpid()}-",
                None if gate is None else Gate(gate), metadata, review)
 
@@ -632,7 +635,10 @@ def _outcomes(
     # the batch fails) leaves the copies it had fetched ahead, never beyond the run.
     downloads = (Path(tempfile.mkdtemp(prefix="dicom-deid-in-"))
                  if any(is_object_uri(s.path) for s in sources) else None)
-    setup = (config, key, out_root, layout, token, gate, metadata, review, downloads)
+    # every input's relatives, before any is de-identified: whatever the order or the
+    # number of workers, an instance is swept for the same values
+    related = gather_related(sources)
+    setup = (config, key, out_root, layout, token, gate, metadata, review, downloads, related)
     try:
         if workers <= 1 or len(sources) < 2:
             _init_worker(*setup)

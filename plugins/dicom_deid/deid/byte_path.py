@@ -84,6 +84,7 @@ from .deidentifier import (
     WalkState,
 )
 from .pseudonyms import patient_key as pseudonym_patient_key
+from .related import group_keys
 from .sweep import (
     NESTED_SWEEP_TAGS,
     SWEEP_TAGS,
@@ -207,7 +208,8 @@ class ByteDeidentifier:
         issuer = _text(data, by_tag.get(0x00100021))
         patient_key = pseudonym_patient_key(res.original_patient_id, issuer,
                                             res.original_study_uid)
-        state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid))
+        state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid),
+                          groups=group_keys(patient_key, res.original_study_uid))
         scope = (state.iod, "")
         if self.plan.needs_context:
             state.context = PhiContext.from_values(
@@ -388,7 +390,7 @@ class ByteDeidentifier:
             outer, state.issuer = state.issuer, _level_issuer(view, elems, issuer_at)
         if final is not None and self.deid.config.residual_sweep:
             state.sweep, state.sweep_memo, state.sweep_heads = self._sweep_context(
-                view, elems, sources, implicit, encodings)
+                view, elems, sources, implicit, encodings, state.groups, scope)
         changed = self._swept(view, elems, swept, implicit, state, encodings) \
             if swept[0] and state.sweep is not None else None
         if any(elems[i][5] for i in sq_checks):
@@ -532,16 +534,19 @@ class ByteDeidentifier:
 
     def _sweep_context(
         self, view: memoryview, elems: list[_Elem], sources: _Sites,
-        implicit: bool, encodings: list[str],
+        implicit: bool, encodings: list[str], groups: tuple[str, ...] = (),
+        scope: Scope = ("", ""),
     ) -> tuple[PhiContext, dict[Any, Chunk | None], frozenset[str]]:
         """The residual sweep's context from the top level's identifying values the plan
         does not keep (``sources``: their positions and (tag, VR)s, as
         ``Deidentifier._sweep_values`` reads them), the memo of swept values for it and
         this VR encoding, and its anchors' heads (see :meth:`_swept`): a patient's files
-        share them, and an attribute's part of the context recurs across patients."""
+        share them, and an attribute's part of the context recurs across patients. The
+        values of the instance's ``groups`` in the batch are part of it (see
+        :meth:`Deidentifier.related_context`)."""
         positions, signature, number = sources
         raws = _raw_values(view, elems, positions)
-        key = (number, *encodings, *raws)  # values decode alike in either VR encoding
+        key = (number, groups, scope, *encodings, *raws)  # alike in either VR encoding
         known = self._sweeps.get(key)
         if known is None:
             parts = []
@@ -558,6 +563,7 @@ class ByteDeidentifier:
                     part = attribute_context(tag, vr, values)
                     _remember(self._attributes, akey, part)
                 parts.append(part)
+            parts.append(self.deid.related_context(groups, scope))
             ctx = sweep_context(parts)
             known = (ctx, ({}, {}), frozenset(a[:3] for a in ctx.anchors))
             _remember(self._sweeps, key, known, size=_SWEEP_CONTEXTS)

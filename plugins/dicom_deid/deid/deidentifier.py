@@ -62,6 +62,7 @@ from dicom_deid.text.transform import apply_text_config, transform_whole_value
 
 from .pseudonyms import Pseudonymizer
 from .pseudonyms import patient_key as pseudonym_patient_key
+from .related import RelatedValues, group_keys, of_instance
 from .sweep import (
     CODE_MATCH,
     NESTED_SWEEP_TAGS,
@@ -187,6 +188,9 @@ class Deidentifier:
         self.drops_overlays = self.plan.act(OVERLAY_DATA_TAG, "OW", Mode.NORMAL) is not Act.KEEP
         """Whether Overlay Data goes, and with it planes embedded in the pixel data."""
         self.claims = claims_of(config)
+        self.related: RelatedValues = {}
+        """Identifying values of the batch's groups (set by the batch's workers)."""
+        self._related_contexts: dict[Any, PhiContext] = {}
         # Clean Pixel Data is claimed only for pixels examined (read by OCR, or blanked by
         # rule or whole): the elements with it, and without it (the byte path's: it never
         # takes an image whose pixels may change).
@@ -221,7 +225,8 @@ class Deidentifier:
         issuer = text_value(ds, TAG_ISSUER_OF_PATIENT_ID)
         patient_key = pseudonym_patient_key(res.original_patient_id, issuer,
                                             res.original_study_uid)
-        state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid))
+        state = WalkState(patient_key=patient_key, iod=iod_name(res.sop_class_uid),
+                          groups=group_keys(patient_key, res.original_study_uid))
         if self.drops_overlays:
             remove_embedded_overlays(ds)
         if self.pixels is not None:  # before any attribute changes: rules and context read them
@@ -238,9 +243,10 @@ class Deidentifier:
             state.context = PhiContext.from_values(
                 self._context_values(ds, Mode.NORMAL, (state.iod, "")))
         if self.config.residual_sweep:
-            state.sweep = sweep_context(
-                attribute_context(tag, vr, values)
-                for tag, vr, values in self._sweep_values(ds, (state.iod, "")))
+            state.sweep = sweep_context([
+                *(attribute_context(tag, vr, values)
+                  for tag, vr, values in self._sweep_values(ds, (state.iod, ""))),
+                self.related_context(state.groups, (state.iod, ""))])
         self._process(ds, Mode.NORMAL, state, (state.iod, ""))
         self._record_method(ds, examined)
         res.study_uid = text_value(ds, 0x0020000D)
@@ -423,6 +429,21 @@ class Deidentifier:
         (:func:`~.sweep.remap_uids`)."""
         return remap_uids(text, self.pseudo.uid) or text
 
+    def related_context(self, groups: tuple[str, ...], scope: Scope) -> PhiContext:
+        """The sweep's context from the identifying values of the instance's relatives in
+        the batch (:mod:`.related`) that the plan does not keep, remembered per groups."""
+        key = (groups, scope)
+        found = self._related_contexts.get(key)
+        if found is None:
+            found = PhiContext.merge(
+                attribute_context(tag, vr, list(values))
+                for tag, vr, values in of_instance(self.related, groups)
+                if self.plan.act(tag, vr, Mode.NORMAL, scope) is not Act.KEEP)
+            if len(self._related_contexts) >= 256:
+                self._related_contexts.clear()
+            self._related_contexts[key] = found
+        return found
+
     def _sweep_values(self, ds: Dataset, scope: Scope) -> Iterator[tuple[int, str, list[str]]]:
         """(tag, VR, values) of the identifying attributes at the top of ``ds`` that the
         plan does not keep: what the residual sweep searches kept text for."""
@@ -598,6 +619,9 @@ class WalkState:
     issuer: str = ""
     """IssuerOfPatientID of the dataset level at hand (the PatientID pseudonym takes it)."""
     shift_used: bool = False
+    groups: tuple[str, ...] = ()
+    """The batch's groups the instance belongs to (its patient's, its study's): their
+    identifying values are swept for too (see :mod:`.related`)."""
 
 
 def _method_elements(config: DeidConfig, claims: Claims, examined: bool
