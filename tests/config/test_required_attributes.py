@@ -144,10 +144,12 @@ def test_google_delete_and_remove_read_as_x_and_z() -> None:
         0x00081115, "SQ", Mode.NORMAL, gsps) is Act.RECURSE_STRICT
 
 
-def test_the_minimal_keep_list_profile_is_google_s_own() -> None:
+def test_the_minimal_keep_list_profile_still_writes_valid_objects() -> None:
+    """Presentation Creation Date is Type 1 in a presentation state: dummied, not deleted
+    (the keep list removes the value, not what the IOD requires)."""
     plan = Plan(DeidConfig(profile=ProfileType.MINIMAL_KEEP_LIST))
     assert plan.act(0x00700082, "DA", Mode.NORMAL,
-                    ("grayscale-softcopy-presentation-state", "")) is Act.DELETE
+                    ("grayscale-softcopy-presentation-state", "")) is Act.DUMMY
 
 
 def test_a_dummied_document_and_its_length_follow_its_mime_type() -> None:

@@ -27,7 +27,7 @@ from importlib import resources
 from pydicom.datadict import tag_for_keyword
 
 __all__ = ["AttributeType", "ConditionKind", "IodTypes", "dependents_of", "iod_for", "iod_named",
-           "load_tables"]
+           "load_tables", "module_keywords"]
 
 
 class AttributeType(StrEnum):
@@ -112,6 +112,15 @@ def iod_named(name: str) -> IodTypes:
     return IodTypes(name, types)
 
 
+@cache
+def module_keywords(module: str) -> frozenset[str]:
+    """The keywords of the top-level attributes the tables give ``module`` (a key of
+    ``module_attributes.csv``, e.g. ``image-pixel``; its Type 3 attributes are left out
+    unless Table E.1-1 lists them)."""
+    return frozenset(keyword for parent, keyword, _ in _module_types().get(module, ())
+                     if not parent)
+
+
 def iod_for(sop_class_uid: str) -> IodTypes | None:
     """The IOD of a SOP class (None for a SOP class the tables do not know)."""
     name = _sop_class_iods().get(sop_class_uid)
@@ -138,7 +147,7 @@ def dependents_of(condition_tag: int) -> tuple[tuple[int, ConditionKind], ...]:
 
 
 def load_tables() -> None:
-    """Read the tables now (about 30 ms): a parent process that then forks its workers
+    """Read the tables now (about 60 ms): a parent process that then forks its workers
     reads them once for all of them."""
     _sop_class_iods()
     _iod_modules()

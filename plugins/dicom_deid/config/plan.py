@@ -11,22 +11,50 @@ Google's deleteTag / removeTag: a fixed dummy for Type 1, empty for Type 2; see
 :func:`~.ps3_15.resolve_required`), a sequence is never left with zero items where the IOD
 needs one, and attributes whose condition names a removed attribute go with it
 (:func:`dependents_to_drop`). A dummied Encapsulated Document becomes a minimal empty
-document of its MIME type, its length following it (``data/dummies/``).
+document of its MIME type, its length following it (``data/dummies/``). Google's resetTag
+writes its placeholder only where one is valid (:func:`_reset_act`).
+
+The profiles other than the Basic Profile follow the same rules where they would write an
+instance less valid than its input: MINIMAL_KEEP_LIST keeps or resolves what the IOD
+requires (:meth:`Plan._minimal`), DEIDENTIFY_TAG_CONTENTS does not clean required values
+into empty ones nor codes into placeholders (:meth:`Plan._tag_contents`). The cleaning
+options (Clean Descriptors, Structured Content, Graphics) clean what any profile keeps
+(:meth:`Plan._option_clean`). ``primaryIds`` decides the UIDs that reference the primary
+UIDs as it decides them (:func:`referencing_uid_tags`), so references still resolve.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum, auto
 from functools import cache
 from importlib import resources
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from .iod import AttributeType, ConditionKind, dependents_of, iod_for, iod_named, load_tables
-from .model import DeidConfig, Option, PrimaryIds, ProfileType, QueryKind, TagAction, TagActionKind
+from .iod import (
+    AttributeType,
+    ConditionKind,
+    dependents_of,
+    iod_for,
+    iod_named,
+    load_tables,
+    module_keywords,
+)
+from .model import (
+    DeidConfig,
+    Option,
+    PrimaryIds,
+    ProfileType,
+    QueryKind,
+    TagAction,
+    TagActionKind,
+    TextConfig,
+    TransformationKind,
+)
 from .ps3_15 import (
     ActionCode,
     load_safe_private,
@@ -125,6 +153,28 @@ TAG_ACCESSION = 0x00080050
 TAG_STUDY_ID = 0x00200010
 PSEUDONYM_TAGS = frozenset({TAG_PATIENT_NAME, TAG_PATIENT_ID, TAG_ACCESSION, TAG_STUDY_ID})
 PRIMARY_UID_TAGS = frozenset({0x0020000D, 0x0020000E, 0x00080018, 0x00020003})
+CLEANING_OPTIONS = frozenset({Option.CLEAN_DESCRIPTORS, Option.CLEAN_STRUCTURED_CONTENT,
+                              Option.CLEAN_GRAPHICS})
+"""The options that clean (Table E.1-1 ``C``) what a profile would keep: they apply under
+every profile, the retain options only under the Basic Profile."""
+CODE_TAGS = frozenset(t for k in (
+    "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "LongCodeValue",
+    "URNCodeValue",
+) if (t := tag_for_keyword(k)) is not None)
+"""The code of a coded concept (PS3.3 8.1): a value from a coding scheme ("121071", "DCM"),
+never a record number, except in the sequences whose codes are an identity."""
+_SHORT_TEXT_VRS = frozenset({"AE", "SH"})
+"""Text VRs too short for a placeholder: DEIDENTIFY_TAG_CONTENTS's cleaned value of one
+detected as a whole is cut to nothing."""
+_PLACEHOLDER_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "DA",
+                              "DT", "TM", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+"""VRs whose values are free in form: Google resetTag's placeholder is a valid value of
+them. A code string (enumerated values), a number (a count, a size) or a tag pointer is
+not free: a placeholder there says something false or invalid."""
+_PIXEL_MODULES = ("image-pixel", "floating-point-image-pixel",
+                  "double-floating-point-image-pixel", "multi-frame")
+"""The modules that describe the pixel data (and hold it): a placeholder in them makes
+the pixels unreadable."""
 OVERLAY_DATA_MASK = (0xFF01FFFF, 0x60003000)
 TAG_ENCAPSULATED_DOCUMENT = 0x00420011
 TAG_DOCUMENT_MIME = 0x00420012
@@ -266,21 +316,89 @@ class Plan:
             found = _ACTION_ACTS[action.kind]
             if found is Act.DELETE or found is Act.EMPTY:  # deleteTag, removeTag
                 return _required_act(found, tag, vr, scope)
+            if found is Act.RESET:
+                return _reset_act(tag, vr, scope)
             return found
-        if tag in PRIMARY_UID_TAGS and self.config.primary_ids is not PrimaryIds.UNSPECIFIED:
-            return Act.KEEP if self.config.primary_ids is PrimaryIds.KEEP else Act.UID
+        primary_ids = self.config.primary_ids
+        if primary_ids is not PrimaryIds.UNSPECIFIED and (
+                tag in PRIMARY_UID_TAGS or tag in referencing_uid_tags()):
+            return Act.KEEP if primary_ids is PrimaryIds.KEEP else Act.UID
         profile = self.config.profile
+        if profile is ProfileType.BASIC:
+            return self._basic(tag, vr, mode, scope)
         if profile is ProfileType.KEEP_ALL:
-            return Act.RECURSE if vr == "SQ" else Act.KEEP
-        if profile is ProfileType.MINIMAL_KEEP_LIST:
-            if tag not in minimal_keep_tags():
-                return Act.DELETE
+            found = Act.RECURSE if vr == "SQ" else Act.KEEP
+        elif profile is ProfileType.MINIMAL_KEEP_LIST:
+            found = self._minimal(tag, vr, mode, scope)
+        else:
+            found = self._tag_contents(tag, vr, scope)
+        if found is Act.KEEP or found is Act.RECURSE:
+            return self._option_clean(tag, vr, mode, scope) or found
+        return found
+
+    def _minimal(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
+        """MINIMAL_KEEP_LIST_PROFILE ("keep only the tags required to produce valid DICOM"):
+        the keep list, and what the IOD requires where the attribute is. A required
+        attribute that identifies (Table E.1-1 or :func:`beyond_table` lists it, or it names
+        the source systems) is removed as a required one is elsewhere
+        (:func:`_required_act`: a dummy for Type 1, empty for Type 2); one the standard
+        does not count as identifying (an SR's Value Type, a code, the KVP) is kept as the
+        Basic Profile keeps it (:meth:`_unlisted`). Anything else goes, overlays and curves
+        with their whole group (:func:`_in_repeating_group`)."""
+        if tag in minimal_keep_tags():
             return Act.UID if vr == "UI" else Act.KEEP
-        if profile is ProfileType.DEIDENTIFY_TAG_CONTENTS:
-            if vr == "SQ":
-                return Act.RECURSE
-            return Act.CLEAN_TEXT if vr in CLEAN_TEXT_VRS else Act.KEEP
-        return self._basic(tag, vr, mode, scope)
+        if _in_repeating_group(tag) or _attribute_type(tag, scope) in _REMOVABLE:
+            return Act.DELETE
+        if (self._table.row_for(tag) is not None or tag in beyond_table()
+                or tag in _SOURCE_SYSTEM_CODES):
+            return _required_act(Act.DELETE, tag, vr, scope)
+        return self._unlisted(vr, mode, scope)
+
+    def _tag_contents(self, tag: int, vr: str, scope: Scope) -> Act:
+        """DEIDENTIFY_TAG_CONTENTS: Google's cleanTextTag on every text attribute, except
+        where it would write an invalid value: the code of a coded concept is kept (outside
+        the sequences whose codes are an identity), and a value the IOD requires
+        (Type 1 or 1C at ``scope``) that cleaning could leave empty (a date not shifted,
+        an age, a text too short for a placeholder) gets the fixed dummy instead."""
+        if vr == "SQ":
+            return Act.RECURSE
+        if vr not in CLEAN_TEXT_VRS:
+            return Act.KEEP
+        if tag in CODE_TAGS and scope[1] and scope[1] not in _IDENTITY_CODES:
+            return Act.KEEP
+        if _attribute_type(tag, scope) in _VALUE_REQUIRED and not self._cleaned_never_empty(vr):
+            return Act.DUMMY
+        return Act.CLEAN_TEXT
+
+    def _cleaned_never_empty(self, vr: str) -> bool:
+        """Whether cleanTextTag's value of a ``vr`` attribute is non-empty whatever it finds:
+        a date only when dates are shifted (any other transformation of a whole date is no
+        date), an age never, a short text never; longer text keeps room for a placeholder
+        unless the configuration redacts."""
+        if vr in DATE_VRS:
+            return _shifts_dates(self.config.text)
+        if vr == "AS" or vr in _SHORT_TEXT_VRS:
+            return False
+        return not _redacts(self.config.text)
+
+    def _option_clean(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act | None:
+        """What a selected cleaning option (:data:`CLEANING_OPTIONS`) does to an attribute a
+        profile other than the Basic Profile keeps: ``C`` in Table E.1-1 under the option
+        cleans it as under the Basic Profile; free text the table does not list is cleaned
+        as :meth:`_unlisted` cleans it (UIDs stay the profile's). None: kept."""
+        selected = self.options & CLEANING_OPTIONS
+        if not selected:
+            return None
+        row = self._table.row_for(tag)
+        if row is not None:
+            code, option = row.code_for(selected)
+            if code is not ActionCode.C:
+                return None
+            return self._clean_act(option, vr, tag & OVERLAY_DATA_MASK[0] == OVERLAY_DATA_MASK[1])
+        if vr == "UI":
+            return None
+        found = self._unlisted(vr, mode, scope)
+        return None if found is Act.KEEP or found is Act.RECURSE else found
 
     def _basic(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
         row = self._table.row_for(tag)
@@ -395,6 +513,68 @@ def _attribute_type(tag: int, scope: Scope) -> AttributeType | None:
         return None
     keyword = keyword_for_tag(tag)
     return iod_named(scope[0]).type_of(scope[1], keyword) if keyword else None
+
+
+_REMOVABLE = frozenset({None, AttributeType.T3})
+"""Types that let an attribute go: optional, or not known to the IOD there."""
+_VALUE_REQUIRED = frozenset({AttributeType.T1, AttributeType.T1C})
+
+
+def _shifts_dates(text: TextConfig) -> bool:
+    """Whether cleanTextTag shifts a DATE under ``text`` (Google's choice of transformation:
+    additional ones first, one naming DATE before a catch-all; none listed: replaced)."""
+    if "DATE" in text.exclude_info_types:
+        return False
+    for group in (text.additional_transformations, text.transformations):
+        chosen = next((t for t in group if "DATE" in t.info_types), None) or next(
+            (t for t in group if not t.info_types), None)
+        if chosen is not None:
+            return chosen.kind is TransformationKind.DATE_SHIFT
+    return False
+
+
+def _redacts(text: TextConfig) -> bool:
+    """Whether some transformation of ``text`` redacts (writes nothing for what it finds)."""
+    return any(t.kind is TransformationKind.REDACT
+               for t in (*text.transformations, *text.additional_transformations))
+
+
+@cache
+def referencing_uid_tags() -> frozenset[int]:
+    """The UID attributes that hold a SOP, Series or Study Instance UID of an instance
+    (Referenced SOP Instance UID, ... in File, Multi-frame Source SOP Instance UID...), by
+    the dictionary's names (PS3.6): they follow the primary UIDs' fate under
+    ``primaryIds``, or the references would name instances that no longer exist."""
+    named = re.compile(r"\b(SOP|Study|Series) Instance UID\b")
+    return frozenset(tag for tag, (vr, _, name, _, _) in DicomDictionary.items()
+                     if vr == "UI" and named.search(name)) - PRIMARY_UID_TAGS
+
+
+@cache
+def _pixel_description_tags() -> frozenset[int]:
+    """The attributes of the modules that describe the pixel data (:data:`_PIXEL_MODULES`)
+    and the pixel data itself, as the IOD tables give them (not the provider's URL: where
+    the pixels are, not what they are)."""
+    keywords = frozenset().union(*(module_keywords(m) for m in _PIXEL_MODULES))
+    return frozenset(tag for k in keywords if (tag := tag_for_keyword(k)) is not None
+                     and dictionary_vr(tag) != "UR")
+
+
+def _reset_act(tag: int, vr: str, scope: Scope) -> Act:
+    """Google's resetTag (a placeholder value) where the placeholder is valid: free-form
+    values (:data:`_PLACEHOLDER_VRS`). The pixel description stays as it is (a placeholder
+    Rows would leave the pixels unreadable; the configuration should not ask for it);
+    a required UID gets a new one (one fixed placeholder would be the same in every
+    file); elsewhere, and for sequences, it reads as removeTag (:func:`_required_act`):
+    empty where the IOD allows, the dummy where it needs a value, a sequence's items
+    kept (text dummied) where it needs items."""
+    if tag in _pixel_description_tags():
+        return Act.KEEP
+    if vr == "UI":
+        return Act.UID if _attribute_type(tag, scope) in _VALUE_REQUIRED else Act.RESET
+    if vr in _PLACEHOLDER_VRS:
+        return Act.RESET
+    return _required_act(Act.EMPTY, tag, vr, scope)
 
 
 def _in_repeating_group(tag: int) -> bool:
