@@ -491,10 +491,13 @@ def test_top_level_must_be_an_object(tmp_path: Path) -> None:
 
 
 def test_legacy_dicom_block() -> None:
-    message = _error({"config": {"dicom": {"filterProfile": "KEEP_ALL_PROFILE"}}})
-    assert message.startswith("config.dicom: the v1 DicomConfig")
-    assert "use dicomTagConfig" in message
-    assert "use dicomTagConfig" in _error({"keepList": {"tags": ["PatientID"]}})
+    """Google's v1 DicomConfig loads (config/google.py); mixing it with v1beta1 fields is
+    refused."""
+    config = load_config({"config": {"dicom": {"filterProfile": "KEEP_ALL_PROFILE"}}})
+    assert config.profile is ProfileType.KEEP_ALL
+    assert config.primary_ids is PrimaryIds.REGEN
+    assert _error({"keepList": {"tags": ["PatientID"]}, "actions": []}).startswith(
+        "(top level): mixes the v1 DicomConfig")
 
 
 def test_contradictory_date_options_via_dicom_deid() -> None:

@@ -1,10 +1,13 @@
-"""Load a Google Cloud Healthcare API (v1beta1) de-identification config into a DeidConfig.
+"""Load a Google Cloud Healthcare API de-identification config into a DeidConfig.
 
-Users paste the JSON they use with Google's ``deidentify`` method, unchanged. Accepted
-shapes:
+Users paste the JSON they use with Google's ``deidentify`` method, unchanged, from the
+v1beta1 API (``dicomTagConfig``) or the GA v1 API (``dicom``: ``DicomConfig``, mapped onto
+the same model by :func:`_parse_dicom_config`). Accepted shapes:
 
-* a bare ``DicomTagConfig``: ``{"profileType": ..., "actions": [...], "options": {...}}``;
-* a ``DeidentifyConfig``: ``{"dicomTagConfig": {...}, "text": {...}, ...}``, optionally
+* a bare ``DicomTagConfig``: ``{"profileType": ..., "actions": [...], "options": {...}}``,
+  or a bare v1 ``DicomConfig``: ``{"filterProfile": ..., "skipIdRedaction": ...}``;
+* a ``DeidentifyConfig``: ``{"dicomTagConfig": {...}, "text": {...}, ...}`` (or
+  ``{"dicom": {...}, ...}``, not both), optionally
   with our extension block ``"dicomDeid": {"ps315Options": [...], "idPrefix": "HOSP",
   "maxDateShiftDays": 365}``;
 * a request body: ``{"config": {...DeidentifyConfig...}, "destinationStore": ...}``
@@ -12,6 +15,10 @@ shapes:
 
 Validation is complete and pure: any problem raises :class:`ConfigError` naming the JSON
 path (``config.dicomTagConfig.actions[2].queries[0]``) before any DICOM file is touched.
+That includes what Google would accept but this tool cannot honour: retain options with
+a profile other than the Basic Profile, ``primaryIds: REGEN`` with RetainUIDs
+(:func:`~.model.profile_conflict`), and actions that would change what the output needs
+unchanged (:func:`~.model.protected_action_problem`).
 Messages quote at most the short offending token, never a whole value.
 """
 
@@ -31,7 +38,9 @@ from dicom_deid.errors import ConfigError
 
 from .model import (
     BASIC_PROFILE_ALIASES,
+    IMAGE_PIXEL_KEYWORDS,
     INFO_TYPES,
+    STRUCTURAL_KEYWORDS,
     DeidConfig,
     ImageConfig,
     OcrScope,
@@ -47,12 +56,13 @@ from .model import (
     Transformation,
     TransformationKind,
     parse_options,
+    profile_conflict,
+    protected_action_problem,
     split_clean_pixel_data,
+    unsupported_option,
 )
 
 __all__ = ["VALUE_REPRESENTATIONS", "ConfigError", "config_from_options", "load_config"]
-
-
 
 
 VALUE_REPRESENTATIONS = frozenset(
@@ -107,7 +117,10 @@ _DEIDENTIFY_KEYS = frozenset(
 )
 _IGNORED_DEIDENTIFY_KEYS = frozenset({"fhir", "fhirFieldConfig", "operationMetadata"})
 _TAG_CONFIG_KEYS = frozenset({"profileType", "actions", "options"})
-_LEGACY_DICOM_KEYS = frozenset({"filterProfile", "keepList", "removeList", "skipIdRedaction"})
+_DICOM_CONFIG_KEYS = frozenset({"filterProfile", "keepList", "removeList", "skipIdRedaction"})
+"""Fields of the GA (v1) ``DicomConfig`` (``DeidentifyConfig.dicom``)."""
+_TAG_FILTERS = ("filterProfile", "keepList", "removeList")
+"""The ``tag_filter`` oneof of ``DicomConfig``: at most one of them."""
 _OPTIONS_KEYS = frozenset({"primaryIds", "cleanDescriptors", "cleanImage"})
 _IMAGE_KEYS = frozenset({"textRedactionMode", "additionalInfoTypes", "excludeInfoTypes"})
 _TEXT_KEYS = frozenset(
@@ -122,6 +135,18 @@ _PROFILES: dict[str, ProfileType] = {
     "PROFILE_TYPE_UNSPECIFIED": ProfileType.BASIC,
     **{p.value: p for p in ProfileType},
 }
+"""v1beta1 ``DicomTagConfig.profileType``: unspecified is the Basic Profile, as Google
+documents it."""
+_FILTER_PROFILES: dict[str, ProfileType] = {
+    "TAG_FILTER_PROFILE_UNSPECIFIED": ProfileType.KEEP_ALL,
+    **{p.value: p for p in ProfileType},
+}
+"""v1 ``DicomConfig.filterProfile``: unspecified (or unset) is KEEP_ALL_PROFILE, as Google
+documents it ("No tag filtration profile provided. Same as KEEP_ALL_PROFILE")."""
+_PRIMARY_UID_KEYWORDS = (
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "MediaStorageSOPInstanceUID",
+)
+"""What v1's ``skipIdRedaction`` keeps when true and regenerates when false (the default)."""
 _PRIMARY_IDS: dict[str, PrimaryIds] = {p.value: p for p in PrimaryIds}
 _REDACTION_MODES: dict[str, TextRedactionMode] = {
     "TEXT_REDACTION_MODE_UNSPECIFIED": TextRedactionMode.REDACT_NO_TEXT,
@@ -462,31 +487,58 @@ def _parse_text(raw: object, path: str) -> TextConfig:
 
 
 class _TagPart:
-    """What a DicomTagConfig contributes to the DeidConfig."""
+    """What a DicomTagConfig (v1beta1) or DicomConfig (v1) contributes to the DeidConfig,
+    with the JSON paths its messages name."""
 
     def __init__(self) -> None:
         self.profile = ProfileType.BASIC
         self.actions: tuple[TagAction, ...] = ()
+        self.query_paths: tuple[tuple[str, ...], ...] = ()
+        """For each action, the JSON path of each of its queries."""
+        self.labels: tuple[str, ...] = ()
+        """For each action, how messages name it ("" = "<its JSON field> on", e.g.
+        "deleteTag on"; a v1 list's: "removing")."""
         self.primary_ids = PrimaryIds.UNSPECIFIED
+        self.primary_ids_path = ""
+        self.v1 = False
+        """True: from a v1 DicomConfig (primaryIds comes from skipIdRedaction)."""
         self.clean_descriptors = False
         self.clean_image: ImageConfig | None = None
         self.clean_image_path = ""
 
+    def check_protected(self) -> None:
+        """Refuse an action that would change an attribute the output needs unchanged."""
+        problem = protected_action_problem(self.actions)
+        if problem is not None:
+            index, query, message = problem
+            label = self.labels[index] if self.labels else ""
+            if label:
+                message = message.replace(f"{self.actions[index].kind.value} on", label, 1)
+            _fail(self.query_paths[index][query], message)
 
-def _legacy(path: str) -> NoReturn:
+
+def _mixed_versions(path: str, keys: set[str]) -> NoReturn:
+    v1 = ", ".join(sorted(keys & _DICOM_CONFIG_KEYS))
+    v1beta1 = ", ".join(sorted(keys & _TAG_CONFIG_KEYS))
     _fail(
         path,
-        "the v1 DicomConfig (filterProfile/keepList/removeList/skipIdRedaction) is not "
-        "supported: use dicomTagConfig (filterProfile -> profileType, keepList/removeList -> "
-        "actions with keepTag/removeTag, skipIdRedaction -> options.primaryIds KEEP)",
+        f"mixes the v1 DicomConfig ({v1}; it goes in \"dicom\") with the v1beta1 "
+        f"DicomTagConfig ({v1beta1}; it goes in \"dicomTagConfig\"): give one of them",
     )
 
 
 def _parse_tag_config(raw: object, path: str) -> _TagPart:
     if isinstance(raw, Mapping):
         keys = {_camel(k) for k in raw if isinstance(k, str)}
-        if keys & _LEGACY_DICOM_KEYS and not keys & _TAG_CONFIG_KEYS:
-            _legacy(path)
+        if keys & _DICOM_CONFIG_KEYS:
+            if keys & _TAG_CONFIG_KEYS:
+                _mixed_versions(path, keys)
+            if path:
+                _fail(
+                    _key(path, sorted(keys & _DICOM_CONFIG_KEYS)[0]),
+                    "a v1 DicomConfig field: the v1 DicomConfig goes in \"dicom\", "
+                    "not in \"dicomTagConfig\"",
+                )
         if "dicomDeid" in keys:
             _fail(
                 _key(path, "dicomDeid"),
@@ -499,16 +551,146 @@ def _parse_tag_config(raw: object, path: str) -> _TagPart:
         part.profile = _enum(fields["profileType"][1], fields["profileType"][0], _PROFILES)
     if "actions" in fields:
         actions_path, value = fields["actions"]
+        items = _list(value, actions_path)
         part.actions = tuple(
-            _parse_action(item, f"{actions_path}[{i}]")
-            for i, item in enumerate(_list(value, actions_path))
+            _parse_action(item, f"{actions_path}[{i}]") for i, item in enumerate(items)
+        )
+        part.query_paths = tuple(
+            tuple(f"{actions_path}[{i}].queries[{j}]" for j in range(len(action.queries)))
+            for i, action in enumerate(part.actions)
         )
     if "options" in fields:
         options_path, value = fields["options"]
         part.primary_ids, part.clean_descriptors, part.clean_image = _parse_options(
             value, options_path
         )
+        part.primary_ids_path = _key(options_path, "primaryIds")
         part.clean_image_path = _key(options_path, "cleanImage")
+    part.check_protected()
+    return part
+
+
+# --- the v1 DicomConfig ---------------------------------------------------------------------
+
+
+def _keyword_queries(keywords: Iterable[str]) -> tuple[TagQuery, ...]:
+    return tuple(
+        TagQuery(QueryKind.KEYWORD, tag=int(keyword_dict[k]), keyword=k) for k in keywords
+    )
+
+
+_READABLE_KEEP = _keyword_queries((*STRUCTURAL_KEYWORDS, *IMAGE_PIXEL_KEYWORDS))
+"""Attributes a keepList always keeps: without them the output is not a readable instance
+(their actions are refused for the same reason: model.protected_action_problem)."""
+_EVERY_VR = tuple(TagQuery(QueryKind.VR, vr=vr) for vr in sorted(VALUE_REPRESENTATIONS))
+"""Selects every attribute, private ones included: keepList's "remove all others"."""
+
+
+def _parse_tag_list(raw: object, path: str, kind: TagActionKind) -> tuple[TagQuery, ...]:
+    """A ``TagFilterList``: ``{"tags": [...]}``, DICOM keywords or tag IDs (not VRs)."""
+    fields = _object(raw, path, {"tags"})
+    if "tags" not in fields:
+        return ()
+    tags_path, value = fields["tags"]
+    queries: list[TagQuery] = []
+    for i, item in enumerate(_list(value, tags_path)):
+        query = _parse_query(item, f"{tags_path}[{i}]", kind)
+        if query.kind is QueryKind.VR:
+            _fail(
+                f"{tags_path}[{i}]",
+                f"{query.vr} is a VR; a tag list takes DICOM keywords or tag IDs "
+                "(select by VR with dicomTagConfig actions)",
+            )
+        queries.append(query)
+    return tuple(queries)
+
+
+def _parse_dicom_config(raw: object, path: str) -> _TagPart:
+    """Google's GA (v1) ``DicomConfig`` as the same model a DicomTagConfig gives.
+
+    * ``filterProfile``: the profile (``TAG_FILTER_PROFILE_UNSPECIFIED`` or unset:
+      KEEP_ALL_PROFILE, as Google documents);
+    * ``keepList``: keep these tags, remove all others (deleteTag, read per IOD as
+      deleteTag always is); the attributes a readable instance needs are kept too;
+    * ``removeList``: remove these tags (deleteTag), keep all others;
+    * ``skipIdRedaction``: true keeps Study/Series/SOP/MediaStorageSOP Instance UIDs
+      (primaryIds KEEP); false, the default, regenerates them (primaryIds REGEN), as
+      Google does by default, whatever the profile or list.
+
+    The three tag filters are Google's ``tag_filter`` oneof: at most one is given.
+    """
+    if isinstance(raw, Mapping):
+        keys = {_camel(k) for k in raw if isinstance(k, str)}
+        if keys & _TAG_CONFIG_KEYS:
+            if keys & _DICOM_CONFIG_KEYS:
+                _mixed_versions(path, keys)
+            _fail(
+                _key(path, sorted(keys & _TAG_CONFIG_KEYS)[0]),
+                "a v1beta1 DicomTagConfig field: it goes in \"dicomTagConfig\"; the v1 "
+                "DicomConfig takes filterProfile, keepList, removeList, skipIdRedaction",
+            )
+    fields = _object(raw, path, _DICOM_CONFIG_KEYS)
+    filters = [name for name in _TAG_FILTERS if name in fields]
+    if len(filters) > 1:
+        _fail(
+            fields[filters[1]][0],
+            f"filterProfile, keepList and removeList are alternatives (one tag filter); "
+            f"found {', '.join(filters)}",
+        )
+    part = _TagPart()
+    part.v1 = True
+    part.profile = ProfileType.KEEP_ALL
+    skip = False
+    part.primary_ids_path = _key(path, "skipIdRedaction")
+    if "skipIdRedaction" in fields:
+        part.primary_ids_path, flag = fields["skipIdRedaction"]
+        if not isinstance(flag, bool):
+            _fail(part.primary_ids_path, f"must be true or false, not {_tok(flag)}")
+        skip = flag
+    part.primary_ids = PrimaryIds.KEEP if skip else PrimaryIds.REGEN
+    if "filterProfile" in fields:
+        profile_path, value = fields["filterProfile"]
+        part.profile = _enum(value, profile_path, _FILTER_PROFILES)
+        return part
+    if not filters:
+        return part
+    list_path, value = fields[filters[0]]
+    keep = filters[0] == "keepList"
+    kind = TagActionKind.KEEP if keep else TagActionKind.DELETE
+    listed = _parse_tag_list(value, list_path, kind)
+    listed_paths = tuple(f"{list_path}.tags[{i}]" for i in range(len(listed)))
+    # Explicit actions win over primaryIds (plan.py), so under a list the primary UIDs'
+    # fate is an action of its own, first: the list neither keeps nor removes them.
+    primary = TagAction(
+        _keyword_queries(_PRIMARY_UID_KEYWORDS),
+        TagActionKind.KEEP if skip else TagActionKind.REGEN_UID,
+    )
+    if skip and not keep:
+        for query, query_path in zip(listed, listed_paths, strict=True):
+            if query.keyword in _PRIMARY_UID_KEYWORDS or (
+                query.tag in {int(keyword_dict[k]) for k in _PRIMARY_UID_KEYWORDS}
+            ):
+                _fail(query_path, "skipIdRedaction true keeps this UID: remove it from the "
+                      "list, or set skipIdRedaction false")
+    primary_paths = (part.primary_ids_path,) * len(primary.queries)
+    if keep:
+        actions = [primary, TagAction(_READABLE_KEEP, TagActionKind.KEEP)]
+        paths = [primary_paths, (list_path,) * len(_READABLE_KEEP)]
+        if listed:
+            actions.append(TagAction(listed, TagActionKind.KEEP))
+            paths.append(listed_paths)
+        actions.append(TagAction(_EVERY_VR, TagActionKind.DELETE))
+        paths.append((list_path,) * len(_EVERY_VR))
+    else:
+        actions, paths = [primary], [primary_paths]
+        if listed:
+            actions.append(TagAction(listed, TagActionKind.DELETE))
+            paths.append(listed_paths)
+    part.actions, part.query_paths = tuple(actions), tuple(paths)
+    part.labels = tuple(
+        "" if action is primary else ("keeping" if keep else "removing") for action in actions
+    )
+    part.check_protected()
     return part
 
 
@@ -524,6 +706,20 @@ class _Extension:
         self.ocr_scope = OcrScope.AUTO
         self.residual_sweep = True
         self.path = "dicomDeid"
+        self.options_path = "dicomDeid.ps315Options"
+
+
+def _check_option_name(name: str, path: str) -> None:
+    """Fail unless ``name`` is an option this tool implements, telling a real PS3.15
+    option it does not support apart from a name that is no option at all."""
+    unsupported = unsupported_option(name)
+    if unsupported:
+        _fail(path, unsupported)
+    try:
+        parse_options([name])
+    except ConfigError:
+        known = ", ".join(sorted(o.name for o in Option))
+        _fail(path, f"{_tok(name)} is not a PS3.15 option; known: {known}")
 
 
 def _parse_extension(raw: object, path: str) -> _Extension:
@@ -535,15 +731,12 @@ def _parse_extension(raw: object, path: str) -> _Extension:
         names = [_string(item, f"{opt_path}[{i}]") for i, item in enumerate(_list(value, opt_path))]
         ext.clean_pixel_data, names = split_clean_pixel_data(names)
         for i, name in enumerate(names):
-            try:
-                parse_options([name])
-            except ConfigError:
-                known = ", ".join(sorted(o.name for o in Option))
-                _fail(f"{opt_path}[{i}]", f"{_tok(name)} is not a PS3.15 option; known: {known}")
+            _check_option_name(name, f"{opt_path}[{i}]")
         try:
             ext.options = parse_options(names)
         except ConfigError as exc:
             _fail(opt_path, str(exc))
+        ext.options_path = opt_path
     if "idPrefix" in fields:
         ext.id_prefix = _string(fields["idPrefix"][1], fields["idPrefix"][0])
     if "maxDateShiftDays" in fields:
@@ -577,6 +770,16 @@ def _build(
     options = set(ext.options)
     if part.clean_descriptors:
         options.add(Option.CLEAN_DESCRIPTORS)
+    conflict = profile_conflict(part.profile, frozenset(options), part.primary_ids)
+    if conflict is not None:
+        field_name, message = conflict
+        if field_name == "options":
+            _fail(ext.options_path, message)
+        if part.v1:
+            _fail(part.primary_ids_path, "skipIdRedaction false (the default) "
+                  + message.removeprefix("REGEN ").replace("drop primaryIds REGEN",
+                                                          "set skipIdRedaction true"))
+        _fail(part.primary_ids_path, "primaryIds " + message)
     try:
         return DeidConfig(
             profile=part.profile,
@@ -603,8 +806,11 @@ def _build(
 
 def _parse_deidentify(raw: object, path: str) -> DeidConfig:
     fields = _object(raw, path, _DEIDENTIFY_KEYS)
-    if "dicom" in fields:
-        _legacy(fields["dicom"][0])
+    if "dicom" in fields and "dicomTagConfig" in fields:
+        _fail(
+            fields["dicom"][0],
+            "give either dicom (the v1 DicomConfig) or dicomTagConfig (v1beta1), not both",
+        )
     if "annotation" in fields:
         _fail(fields["annotation"][0], "annotation stores are not supported: remove the block")
     if "useRegionalDataProcessing" in fields:
@@ -614,6 +820,8 @@ def _parse_deidentify(raw: object, path: str) -> DeidConfig:
     part = _TagPart()
     if "dicomTagConfig" in fields:
         part = _parse_tag_config(fields["dicomTagConfig"][1], fields["dicomTagConfig"][0])
+    elif "dicom" in fields:
+        part = _parse_dicom_config(fields["dicom"][1], fields["dicom"][0])
     text = TextConfig()
     if "text" in fields:
         text = _parse_text(fields["text"][1], fields["text"][0])
@@ -643,15 +851,21 @@ def _parse_document(doc: object) -> DeidConfig:
     if "config" in keys or keys & _REQUEST_SIBLINGS:
         return _parse_request(doc)
     if keys & _DEIDENTIFY_KEYS:
-        misplaced = sorted(keys & _TAG_CONFIG_KEYS)
-        if misplaced:
-            _fail(
-                misplaced[0],
-                "DicomTagConfig fields go inside dicomTagConfig when DeidentifyConfig fields "
-                f"({', '.join(sorted(keys & _DEIDENTIFY_KEYS))}) are present",
-            )
+        for misplaced, name, holder in (
+            (sorted(keys & _TAG_CONFIG_KEYS), "DicomTagConfig", "dicomTagConfig"),
+            (sorted(keys & _DICOM_CONFIG_KEYS), "DicomConfig", "dicom"),
+        ):
+            if misplaced:
+                _fail(
+                    misplaced[0],
+                    f"{name} fields go inside {holder} when DeidentifyConfig fields "
+                    f"({', '.join(sorted(keys & _DEIDENTIFY_KEYS))}) are present",
+                )
         return _parse_deidentify(doc, "")
-    part = _parse_tag_config(doc, "")
+    if keys & _DICOM_CONFIG_KEYS and not keys & _TAG_CONFIG_KEYS:
+        part = _parse_dicom_config(doc, "")  # a bare v1 DicomConfig
+    else:
+        part = _parse_tag_config(doc, "")
     return _build(part, TextConfig(), _Extension(), None)
 
 
@@ -737,15 +951,14 @@ def config_from_options(profile: str, options: list[str], **kw: Any) -> DeidConf
     if clean_pixel:
         kw = {"clean_pixel_data": True, **kw}
     for name in options:
-        try:
-            parse_options([name])
-        except ConfigError:
-            known = ", ".join(sorted(o.name for o in Option))
-            _fail("--option", f"{_tok(name)} is not a PS3.15 option; known: {known}")
+        _check_option_name(name, "--option")
     try:
         parsed = parse_options(options)
     except ConfigError as exc:
         _fail("--option", str(exc))
+    conflict = profile_conflict(chosen, parsed, PrimaryIds.UNSPECIFIED)
+    if conflict is not None:
+        _fail("--option", conflict[1])
     try:
         return DeidConfig(profile=chosen, options=parsed, **kw)
     except ConfigError as exc:

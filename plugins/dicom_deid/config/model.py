@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
 
+from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
+
 from dicom_deid.errors import ConfigError
 
 
@@ -46,13 +48,68 @@ class Option(Enum):
 
     @classmethod
     def parse(cls, name: str) -> Option:
-        """Accept the enum name, the CSV column, the PS3.15 title or an Aspose-style alias."""
+        """Accept the enum name, the CSV column, the PS3.15 title or an Aspose-style alias.
+
+        A real PS3.15 option this tool does not implement is reported as such, not as
+        unknown (:func:`unsupported_option`)."""
         key = "".join(ch for ch in name.lower() if ch.isalnum())
         try:
             return _OPTION_ALIASES[key]
         except KeyError:
+            unsupported = unsupported_option(name)
+            if unsupported:
+                raise ConfigError(unsupported) from None
             known = ", ".join(sorted(o.name for o in cls))
             raise ConfigError(f"unknown PS3.15 option {name!r}; known options: {known}") from None
+
+    @property
+    def title(self) -> str:
+        """The option's name as the command line and the README write it (``RetainUIDs``)."""
+        return _OPTION_TITLES[self]
+
+
+_OPTION_TITLES: dict[Option, str] = {
+    Option.RETAIN_SAFE_PRIVATE: "RetainSafePrivate",
+    Option.RETAIN_UIDS: "RetainUIDs",
+    Option.RETAIN_DEVICE_IDENTITY: "RetainDeviceIdentity",
+    Option.RETAIN_INSTITUTION_IDENTITY: "RetainInstitutionIdentity",
+    Option.RETAIN_PATIENT_CHARACTERISTICS: "RetainPatientCharacteristics",
+    Option.RETAIN_LONGITUDINAL_FULL_DATES: "RetainLongitudinalFullDates",
+    Option.RETAIN_LONGITUDINAL_MODIFIED_DATES: "RetainLongitudinalModifiedDates",
+    Option.CLEAN_DESCRIPTORS: "CleanDescriptors",
+    Option.CLEAN_STRUCTURED_CONTENT: "CleanStructuredContent",
+    Option.CLEAN_GRAPHICS: "CleanGraphics",
+}
+
+RETAIN_OPTIONS = frozenset({
+    Option.RETAIN_SAFE_PRIVATE,
+    Option.RETAIN_UIDS,
+    Option.RETAIN_DEVICE_IDENTITY,
+    Option.RETAIN_INSTITUTION_IDENTITY,
+    Option.RETAIN_PATIENT_CHARACTERISTICS,
+    Option.RETAIN_LONGITUDINAL_FULL_DATES,
+    Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+})
+"""The PS3.15 *retain* options: each changes codes of the Basic Profile's Table E.1-1 (to
+``K``, or ``C`` for modified dates) so something the Basic Profile removes is kept. They
+modify the Basic Profile only: under another profile there is no Basic Profile removal
+for them to relax, so they are refused there (:func:`profile_conflict`). The cleaning
+options (Clean Descriptors, Structured Content, Graphics, Pixel Data) are allowed with
+every profile."""
+
+_UNSUPPORTED_OPTIONS: dict[str, str] = dict.fromkeys(
+    ("cleanrecognizablevisualfeatures", "cleanrecognizablevisualfeaturesoption"),
+    "Clean Recognizable Visual Features (PS3.15 E.3.2, code 113102) is a PS3.15 option this "
+    "tool does not support: it would have to alter the image itself (faces in photographs, "
+    "surface renderings) so the patient cannot be recognized; de-identify such images "
+    "elsewhere, or leave them out",
+)
+
+
+def unsupported_option(name: str) -> str | None:
+    """The message for a real PS3.15 option this tool does not implement (Clean
+    Recognizable Visual Features), so it is not reported as a typo; None otherwise."""
+    return _UNSUPPORTED_OPTIONS.get("".join(c for c in name.lower() if c.isalnum()))
 
 
 # Every spelling reduces to lower-case alphanumerics before lookup.
@@ -276,6 +333,181 @@ class PrimaryIds(StrEnum):
     REGEN = "REGEN"
 
 
+_PROFILE_HINTS: dict[ProfileType, str] = {
+    ProfileType.KEEP_ALL: "it keeps every attribute already; what goes is what your actions "
+    "remove, so drop those actions instead",
+    ProfileType.MINIMAL_KEEP_LIST: "it deletes every attribute outside its keep list; keep one "
+    "with a keepTag action",
+    ProfileType.DEIDENTIFY_TAG_CONTENTS: "it cleans the text of every text attribute; keep one "
+    "unchanged with a keepTag action, shift dates with text.transformations dateShiftConfig",
+}
+
+
+def profile_conflict(
+    profile: ProfileType, options: frozenset[Option], primary_ids: PrimaryIds
+) -> tuple[str, str] | None:
+    """A combination of profile, options and primaryIds that cannot be honoured, as
+    (the :class:`DeidConfig` field to blame, the message); None when there is none.
+
+    * a retain option (:data:`RETAIN_OPTIONS`) with a profile other than the Basic
+      Profile: it modifies the Basic Profile only, and would be silently ignored while
+      the output claimed it (DeidentificationMethodCodeSequence);
+    * ``primaryIds: REGEN`` with RetainUIDs: the primary UIDs would be regenerated while
+      the UIDs referencing them were kept, leaving every reference dangling.
+    """
+    retained = options & RETAIN_OPTIONS
+    if retained and profile is not ProfileType.BASIC:
+        names = ", ".join(sorted(o.title for o in retained))
+        return "options", (
+            f"{names}: the PS3.15 retain options modify the Basic Profile (Table E.1-1) only; "
+            f"with {profile.value} they would change nothing ({_PROFILE_HINTS[profile]}). "
+            f"Drop them, or use {ProfileType.BASIC.value}"
+        )
+    if primary_ids is PrimaryIds.REGEN and Option.RETAIN_UIDS in options:
+        return "primary_ids", (
+            "REGEN regenerates the Study, Series and SOP Instance UIDs that the RetainUIDs "
+            "option keeps, while the UIDs referencing them (ReferencedSOPInstanceUID...) "
+            "would keep their original values and point at nothing: drop RetainUIDs, or "
+            "drop primaryIds REGEN"
+        )
+    return None
+
+
+# --- attributes an action must not change ------------------------------------------------
+
+TAG_MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
+TAG_PIXEL_DATA = 0x7FE00010
+
+_FILE_META_REASON = (
+    "the File Meta Information (group 0002) is written anew for every output from the "
+    "dataset (its SOP Class and Instance UIDs, the transfer syntax written), so an action "
+    "on it would never be applied"
+)
+_GROUP_LENGTH_REASON = (
+    "group lengths are always removed from the output (retired, PS3.5 7.2), so no action "
+    "applies to them"
+)
+_PIXEL_REASON = (
+    "it belongs to the Image Pixel module, without which the pixel data cannot be read "
+    "(a placeholder, an empty value or none at all leaves an unreadable image)"
+)
+_STRUCTURAL_REASONS: dict[str, str] = {
+    "SpecificCharacterSet": "it says how every text value is decoded, so the engine never "
+    "changes it",
+    "SOPClassUID": "it is a registered UID naming the kind of object (what a viewer reads it "
+    "as), not an identifier of the patient, so the engine never changes it",
+}
+IMAGE_PIXEL_KEYWORDS: tuple[str, ...] = (
+    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+    "BitsStored", "HighBit", "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames",
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData", "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    *(f"{colour}PaletteColorLookupTable{part}"
+      for colour in ("Red", "Green", "Blue", "Alpha") for part in ("Descriptor", "Data")),
+    *(f"Segmented{colour}PaletteColorLookupTableData"
+      for colour in ("Red", "Green", "Blue", "Alpha")),
+)
+"""The Image Pixel module's description of the pixel data (PS3.3 C.7.6.3), the pixel data
+itself and its palette: what a reader needs to decode the image."""
+STRUCTURAL_KEYWORDS: tuple[str, ...] = tuple(_STRUCTURAL_REASONS)
+"""Attributes of the dataset the engine keeps whatever the configuration says."""
+
+_PROTECTED: dict[int, str] = {
+    **{int(keyword_dict[k]): _STRUCTURAL_REASONS[k] for k in STRUCTURAL_KEYWORDS},
+    **{int(keyword_dict[k]): _PIXEL_REASON for k in IMAGE_PIXEL_KEYWORDS},
+}
+PROTECTED_TAGS: frozenset[int] = frozenset(_PROTECTED)
+"""Tags of :data:`STRUCTURAL_KEYWORDS` and :data:`IMAGE_PIXEL_KEYWORDS`: kept by every
+profile; an action naming one may only keep it (and cleanImageTag may redact PixelData).
+File Meta Information (group 0002) and group lengths are protected too (by rule, not
+listed here)."""
+_VERBS = {TagActionKind.REMOVE: "empty", TagActionKind.DELETE: "remove",
+          TagActionKind.RESET: "reset"}
+_VR_WIDE_BREAKING: tuple[tuple[int, frozenset[TagActionKind]], ...] = (
+    # Removing a Type 1 UID gives it a new UID (plan.py), and a registered UID's new UID
+    # is itself; a placeholder is no UID.
+    (int(keyword_dict["SOPClassUID"]), frozenset({TagActionKind.RESET})),
+    *((int(keyword_dict[k]), frozenset(_VERBS)) for k in IMAGE_PIXEL_KEYWORDS),
+)
+"""Attributes an action selecting by VR would break, in the order messages list them,
+with the action kinds that would break them (SpecificCharacterSet: the engine keeps it)."""
+
+
+def protected_reason(tag: int) -> str | None:
+    """Why an action must not change ``tag`` (None: it may)."""
+    group, element = tag >> 16, tag & 0xFFFF
+    if group == 0x0002:
+        if tag == TAG_MEDIA_STORAGE_SOP_INSTANCE_UID:
+            return (f"{_FILE_META_REASON}; MediaStorageSOPInstanceUID always equals "
+                    "SOPInstanceUID: act on SOPInstanceUID")
+        return _FILE_META_REASON
+    if element == 0 and not group & 1:
+        return _GROUP_LENGTH_REASON
+    return _PROTECTED.get(tag)
+
+
+def _allowed_kinds(tag: int) -> frozenset[TagActionKind]:
+    """Action kinds an action naming the protected ``tag`` may have."""
+    if tag & 0xFFFF == 0 and not tag >> 16 & 1 and tag >> 16 != 0x0002:
+        return frozenset()
+    if tag == TAG_MEDIA_STORAGE_SOP_INSTANCE_UID:  # follows SOPInstanceUID, as asked
+        return frozenset({TagActionKind.KEEP, TagActionKind.REGEN_UID})
+    if tag == TAG_PIXEL_DATA:
+        return frozenset({TagActionKind.KEEP, TagActionKind.CLEAN_IMAGE})
+    return frozenset({TagActionKind.KEEP})
+
+
+def _name(tag: int) -> str:
+    keyword = keyword_for_tag(tag)
+    return f"{keyword} ({tag:08X})" if keyword else f"{tag:08X}"
+
+
+def protected_action_problem(actions: tuple[TagAction, ...]) -> tuple[int, int, str] | None:
+    """The first action that would change an attribute the output needs unchanged, as
+    (action index, query index, message); None when there is none.
+
+    An action naming a protected attribute (:func:`protected_reason`) by tag or keyword
+    may only keep it: anything else would be silently ignored (the engine keeps it) or
+    would leave an unreadable file. An action selecting by VR is refused when it is the
+    first to select an Image Pixel attribute (first match wins, plan.py) and would empty,
+    remove or reset it, or would reset SOPClassUID; a keepTag action naming those
+    attributes before it makes it valid.
+    """
+    problems: list[tuple[int, int, str]] = []
+    for i, action in enumerate(actions):
+        for j, query in enumerate(action.queries):
+            if query.kind is QueryKind.VR or query.tag is None:
+                continue
+            reason = protected_reason(query.tag)
+            if reason and action.kind not in _allowed_kinds(query.tag):
+                problems.append((i, j, f"{action.kind.value} on {_name(query.tag)} is not "
+                                       f"allowed: {reason}"))
+    hits: dict[tuple[int, int], list[int]] = {}
+    for tag, breaking in _VR_WIDE_BREAKING:
+        vrs = set(str(dictionary_VR(tag)).split(" or "))
+        for i, action in enumerate(actions):
+            hit = next((j for j, q in enumerate(action.queries)
+                        if q.tag == tag or (q.kind is QueryKind.VR and q.vr in vrs)), None)
+            if hit is None:
+                continue
+            if action.queries[hit].kind is QueryKind.VR and action.kind in breaking:
+                hits.setdefault((i, hit), []).append(tag)
+            break  # the first action selecting the attribute decides (plan.py)
+    for (i, j), tags in hits.items():
+        action = actions[i]
+        names = [keyword_for_tag(t) for t in tags]
+        why = (_STRUCTURAL_REASONS["SOPClassUID"] if names == ["SOPClassUID"] else
+               "the Image Pixel module's attributes say how the pixel data is read: a "
+               "placeholder, an empty value or none at all leaves an unreadable image")
+        keep = ", ".join(f'"{n}"' for n in names)
+        them = "it" if len(names) == 1 else "them"
+        problems.append((i, j, (
+            f"{action.kind.value} on VR {action.queries[j].vr} would "
+            f"{_VERBS[action.kind]} {', '.join(names)}: {why}. Keep {them}: put "
+            f'{{"queries": [{keep}], "keepTag": {{}}}} before this action')))
+    return min(problems) if problems else None
+
+
 @dataclass(frozen=True)
 class DeidConfig:
     """Everything the engine needs to know about what to change; hashed into the run record."""
@@ -309,6 +541,15 @@ class DeidConfig:
             )
         if not 1 <= self.max_date_shift_days <= 36500:
             raise ConfigError("max_date_shift_days: must be between 1 and 36500")
+        # The loaders check these first, naming the JSON field or flag; here for every
+        # other way a DeidConfig is made (project files, DeidConfig(**changes)).
+        conflict = profile_conflict(self.profile, self.options, self.primary_ids)
+        if conflict is not None:
+            raise ConfigError(f"{conflict[0]}: {conflict[1]}")
+        problem = protected_action_problem(self.actions)
+        if problem is not None:
+            index, query, message = problem
+            raise ConfigError(f"actions[{index}].queries[{query}]: {message}")
 
     @property
     def clean_descriptors(self) -> bool:

@@ -114,7 +114,10 @@ CONTEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "DA", "
 REMOVING_ACTS = frozenset(
     {Act.DELETE, Act.EMPTY, Act.DUMMY, Act.PSEUDONYM, Act.RESET, Act.SHIFT, Act.DELETE_GROUP}
 )
-_STRUCTURAL_TAGS = frozenset({0x00080005})  # SpecificCharacterSet: decodes the rest
+_STRUCTURAL_TAGS = frozenset({
+    0x00080005,  # SpecificCharacterSet: decodes the rest
+    0x00080016,  # SOPClassUID: what the object is (a private class's UID names no one)
+})
 # Values that identify the patient or visit whatever the profile does with them: free
 # text is checked against them even when the attribute itself is kept (KEEP_ALL etc.).
 _IDENTITY_KEYWORDS = (
