@@ -366,7 +366,8 @@ def test_google_keep_all_profile_with_recurse_and_clean_text() -> None:
     assert "John" not in out.StudyDescription
     assert "AccessionNumber" not in out.RequestAttributesSequence[0]  # action applied nested
     # KEEP_ALL keeps private tags; the residual sweep still takes the patient's name out
-    assert out[0x00091011].value == "[CTX]^[CTX] private copy"
+    # (written as its PN: the whole caret-joined name)
+    assert out[0x00091011].value == "[CTX] private copy"
     unswept = run(profile=ProfileType.KEEP_ALL, residual_sweep=False, actions=(
         act(TagActionKind.CLEAN_TEXT, "PatientName", "StudyDescription"),))
     assert unswept[0x00091011].value == "Smith^John private copy"
@@ -388,13 +389,20 @@ def test_google_clean_text_transformations() -> None:
 
 def test_google_minimal_keep_list_profile() -> None:
     out = run(profile=ProfileType.MINIMAL_KEEP_LIST)
+    emptied = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+               "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"}
+    # Type 2 in a CT, and identifying: present, empty; what identifies no one (the
+    # Manufacturer, also Type 2) is kept as the Basic Profile keeps it
     assert {e.keyword for e in out} <= {
         "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
         "FrameOfReferenceUID", "SeriesNumber", "InstanceNumber", "Rows", "Columns",
         "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
         "HighBit", "PixelRepresentation", "PixelData", "PatientIdentityRemoved",
         "DeidentificationMethod", "DeidentificationMethodCodeSequence",
-        "LongitudinalTemporalInformationModified"}
+        "LongitudinalTemporalInformationModified", "ContentDate", "Manufacturer", *emptied}
+    for keyword in emptied & {e.keyword for e in out}:
+        assert out[keyword].value in ("", None), keyword
+    assert "PatientName" in out and "StudyDate" in out
     assert out.StudyInstanceUID == P.uid(ROOT + "1")
 
 

@@ -8,8 +8,10 @@ that produced it:
   by component), ID, accession number, birth date, institution, station and device
   identifier, and every UID the Basic Profile replaces, read from the source file itself
   at any depth (not from possibly stale metadata), is searched for in every byte of the
-  output outside the pixel data, case-insensitively, as a whole token. Only the
-  project's declared exceptions (keywords it deliberately keeps) are not searched.
+  output outside the pixel data, case-insensitively, as a whole token; an ID also in the
+  forms the residual sweep finds it in (its digits without a letter prefix: "4821397" of
+  "MRN4821397"), and its digits as a whole component of a UID. Only the project's
+  declared exceptions (keywords it deliberately keeps) are not searched.
 - **The output is structurally sound.** File meta present and naming the instance, the
   Study/Series/SOP Instance UIDs those of the mapping, and every Type 1 attribute of the
   IOD that the source had with a value still there with one.
@@ -55,10 +57,18 @@ from dicom_deid.pixels.codestream import (
 )
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.pixels.risk import RISK_TAGS
-from dicom_deid.text.chars import ascii_fold
-from dicom_deid.text.context import SPACED_ID_DIGITS, PhiContext, spaced_digits, untitled
+from dicom_deid.text.chars import CJK_RE, ascii_fold
+from dicom_deid.text.context import (
+    ID_TYPES,
+    REPLACED_GIVEN,
+    SPACED_ID_DIGITS,
+    PhiContext,
+    id_digit_forms,
+    spaced_digits,
+    untitled,
+)
 
-from .sweep import SWEEP_EXEMPT
+from .sweep import SWEEP_EXEMPT, SWEEP_TAGS
 
 if TYPE_CHECKING:  # the pixel modules (numpy, the OCR engine) load on first use
     from dicom_deid.pixels.clean import OcrReadout, PixelCleaner
@@ -126,6 +136,16 @@ def _gathered_tags() -> dict[int, str]:
         if row.basic is ActionCode.U:
             out[tag] = row.keyword
     return out
+
+
+@cache
+def _id_keywords() -> frozenset[str]:
+    """The gathered keywords whose values the residual sweep reads as IDs: searched for
+    in the forms it finds them in without their letter prefix too
+    (:func:`~dicom_deid.text.context.id_digit_forms`)."""
+    gathered = set(_gathered_tags().values())
+    return frozenset(keyword for tag, keyword in SWEEP_TAGS.items() if keyword in gathered
+                     and info_type_of(keyword, _vr_of(tag)) in ID_TYPES)
 
 
 @cache
@@ -218,20 +238,27 @@ def _named(keyword: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=4096)
-def _forms(raw: bytes, name: bool) -> tuple[bytes, ...]:
+def _forms(raw: bytes, name: bool, ident: bool = False) -> tuple[bytes, ...]:
     """The byte forms of one value worth searching for: the whole value and its parts
-    (values of a multi-valued element; a name's groups and components). A series'
-    files repeat most values: remembered."""
+    (values of a multi-valued element; a name's groups and components; an ID's digits
+    without its letter prefix, ``ident``). A series' files repeat most values:
+    remembered."""
     out = set()
     parts = {raw, *(_NAME_SPLIT if name else _TEXT_SPLIT).split(raw)}
+    if ident and raw.isascii():  # "MRN4821397": also "4821397", as the sweep finds it
+        parts |= {form.encode("ascii") for form in id_digit_forms(
+            raw.decode("ascii").rstrip(" \x00"))}
     if name:  # "DRSMITH^JOHN": also "SMITH" (text writes "Dr Smith")
         parts |= {bare.encode("ascii") for p in parts if p.isascii()
                   and (bare := untitled(p.decode("ascii").strip())) is not None}
-        for value in raw.split(b"\\"):  # 王^伟 written 王伟
-            family, _, rest = value.split(b"=")[0].partition(b"^")
-            given = rest.split(b"^")[0]
-            if family.strip() and given.strip() and not (family + given).isascii():
-                parts.add(family.strip() + given.strip())
+        for value in raw.split(b"\\"):
+            for group in value.split(b"="):  # 王^伟 written 王伟, in any group
+                family, _, rest = group.partition(b"^")
+                family, given = family.strip(b" \x00"), rest.split(b"^")[0].strip(b" \x00")
+                if family and given and not (family + given).isascii():
+                    parts.add(family + given)
+                if rest and _one_cjk(family):  # 王 of "王^[CTX]" (a one-character
+                    parts.add(family + _REPLACED_GIVEN)  # family name is no form alone)
     for part in parts:
         part = part.strip(b" \x00^=")  # an empty name is "^^^^": no form of anything
         if len(part) >= _MIN_TEXT if part.isascii() else _characters(part) >= 2:
@@ -239,11 +266,25 @@ def _forms(raw: bytes, name: bool) -> tuple[bytes, ...]:
     return tuple(sorted(out))
 
 
+_REPLACED_GIVEN = REPLACED_GIVEN.encode("ascii")
+
+
+def _one_cjk(raw: bytes) -> bool:
+    """Whether a value is one CJK character: in UTF-8, or two bytes of a double-byte set
+    (GB2312, EUC-KR) both above 127."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return len(raw) == 2 and raw[0] > 127 and raw[1] > 127
+    return len(text) == 1 and CJK_RE.match(text) is not None
+
+
 def _characters(raw: bytes) -> int:
     """How many characters a non-ASCII value holds, about: UTF-8 when it decodes as such;
     two bytes both above 127 are one character of a double-byte set (EUC-KR, GB2312);
     else a byte each. A one-character family name (김, 王) is no form: the sweep leaves
-    it too, as every kept CJK text holds it."""
+    it too, as every kept CJK text holds it (but where it stands before a replaced given
+    name, :data:`~dicom_deid.text.context.REPLACED_GIVEN`)."""
     try:
         return len(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -321,7 +362,8 @@ class Gate:
                 out = facts.uids
                 forms = tuple(u for u in _forms(data[vs:ve], False) if u not in _REGISTERED)
             else:
-                out, forms = facts.values, _forms(data[vs:ve], vr == "PN")
+                out = facts.values
+                forms = _forms(data[vs:ve], vr == "PN", keyword in _id_keywords())
                 if forms:
                     facts.whole.append((keyword, vr, data[vs:ve]))
             for form in forms:
@@ -533,7 +575,9 @@ class Gate:
                     for at, whole in _occurrences(haystack, needle, border):
                         start = lo + at
                         if not whole and not exempt().whole_in_value(
-                                data, start, start + len(needle), border):
+                                data, start, start + len(needle), border) and not (
+                                not uid and _id_digits(needle, kws)
+                                and exempt().uid_component(data, start, start + len(needle))):
                             continue  # inside a longer word, even within its value
                         if not any(x <= start and start + len(needle) <= y
                                    for x, y in (exempt().schemes_and_numbers if (
@@ -545,6 +589,13 @@ class Gate:
         for kw in sorted(found):
             problems.append(f"original {kw} value found")
         return len(found)
+
+
+def _id_digits(form: bytes, kws: frozenset[str]) -> bool:
+    """Whether a form is the digits of an ID (:func:`_id_keywords`) long enough to be
+    judged as a UID's component (:meth:`_Exempt.uid_component`)."""
+    return len(form) >= SPACED_ID_DIGITS and form.isdigit() and not kws.isdisjoint(
+        _id_keywords())
 
 
 def _grouped_ids(data: bytes, lo: int, region: bytes, facts: SourceFacts, found: set[str],
@@ -569,6 +620,12 @@ def _grouped_ids(data: bytes, lo: int, region: bytes, facts: SourceFacts, found:
     return hits
 
 
+@lru_cache(maxsize=128)
+def _grouping_head(head: bytes) -> re.Pattern[bytes]:
+    """Two digits, then a separator :func:`~dicom_deid.text.context.spaced_digits` writes."""
+    return re.compile(re.escape(head) + rb"[\s\-/]")
+
+
 @lru_cache(maxsize=4096)
 def _spaced_id(digits: bytes) -> re.Pattern[bytes]:
     return re.compile(spaced_digits(digits.decode("ascii")).encode("ascii"))
@@ -576,8 +633,10 @@ def _spaced_id(digits: bytes) -> re.Pattern[bytes]:
 
 def _spaced_occurrences(region: bytes, digits: bytes) -> Iterable[tuple[int, int]]:
     """Where an all-digit ID is written in groups ("48-21-39-77" for 48213977): its
-    compact form is the plain search's."""
-    if region.find(digits[:2]) < 0:
+    compact form is the plain search's. Each grouping starts with its first two digits
+    and then its third or a separator: a region holding neither (most, for most IDs) is
+    not scanned by the ID's own pattern."""
+    if region.find(digits[:3]) < 0 and _grouping_head(digits[:2]).search(region) is None:
         return
     for m in _spaced_id(digits).finditer(region):
         if not m.group().isdigit():
@@ -585,6 +644,10 @@ def _spaced_occurrences(region: bytes, digits: bytes) -> Iterable[tuple[int, int
 
 
 _UID_CHARS = frozenset(b"0123456789.")
+_DOT = ord(".")
+_UID_SHAPE = re.compile(rb"[0-9]+(?:\.[0-9]+){2,}")
+"""A UID as the gate judges one an ID's digits are a component of: three components or
+more (a decimal number has two)."""
 _WORD_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _NUMBER_CHARS = _WORD_CHARS | _UID_CHARS
 
@@ -655,6 +718,30 @@ class _Exempt:
         vs, ve = self.starts[i], self.ends[i]
         return (start == vs or data[start - 1] not in token) and (
             stop == ve or data[stop] not in token)
+
+    def uid_component(self, data: bytes, start: int, stop: int) -> bool:
+        """Whether the digits ``data[start:stop]`` are a whole component of a UID written
+        in one value (digits and dots, three components or more, no letter or digit
+        touching it): an ID's digits there ("...2.1125.4821397.4.1" for MRN4821397, a
+        site's UIDs built from the patient's record number and kept by RetainUIDs) name
+        the patient. A UID's components are an organisation's registered root and numbers
+        its systems count; one equal to this patient's ID of 6 digits or more is no
+        chance but where the ID equals a registered root's number (113619, GE's), which
+        then fails closed."""
+        i = bisect_right(self.starts, start) - 1
+        if i < 0 or stop > self.ends[i]:
+            return False
+        vs, ve = self.starts[i], self.ends[i]
+        first, last = start, stop
+        while first > vs and data[first - 1] in _UID_CHARS:
+            first -= 1
+        while last < ve and data[last] in _UID_CHARS:
+            last += 1
+        return (start == first or data[start - 1] == _DOT) and (
+            stop == last or data[stop] == _DOT) and not (
+            first > vs and data[first - 1] in _WORD_CHARS) and not (
+            last < ve and data[last] in _WORD_CHARS) and _UID_SHAPE.fullmatch(
+            data[first:last].strip(b".")) is not None
 
 
 _WALKER_CANNOT = frozenset({EXPLICIT_BE, *PYDICOM_ONLY_SYNTAXES})

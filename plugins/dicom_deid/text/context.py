@@ -20,7 +20,7 @@ from dicom_deid.dicom.dates import MONTHS, ORDINAL_SUFFIX, parse_written
 
 from .chars import CJK_RE, ascii_fold, fold_map, is_word, lazy_pattern, umlaut_fold
 from .lexicon import fold, lexicon
-from .spans import Span
+from .spans import CTX_MARKER, Span
 
 _NAME_PARTICLES = frozenset(
     {"van", "von", "de", "der", "den", "del", "della", "di", "da", "du", "dos", "das", "la"}
@@ -176,6 +176,24 @@ def _name_parts(raw: str) -> Iterator[str]:
             yield given + family
 
 
+REPLACED_GIVEN = "^" + CTX_MARKER
+"""What a person name's family name stands before once its given name was replaced: a
+one-character CJK family name (王, 김) is in every kept Chinese or Korean text, no form of
+the name alone; written as its own caret component before a replaced given name
+("=王^[CTX]", a PN's ideographic group cleaned by an earlier pass), it is the name. The
+sweep replaces it there (:func:`_variants`), and the gate searches it so
+(:mod:`dicom_deid.deid.gate`)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def cjk_families(raw: str) -> tuple[str, ...]:
+    """The family names of a person name (each value, each component group) that are one
+    CJK character."""
+    found = {family for one in raw.split("\\") for group in one.split("=")
+             if len(family := group.split("^")[0].strip()) == 1 and CJK_RE.match(family)}
+    return tuple(sorted(found))
+
+
 def _literal_parts(info_type: str, raw: str) -> Iterable[str]:
     """The texts the forms of a name, address, location or organisation are literals of:
     besides the whole value and its lines, each of its distinctive words alone (a place
@@ -327,10 +345,38 @@ def spaced_digits(core: str, dots: bool = False) -> str:
     return core[:2] + "".join(sep + d for d in core[2:])
 
 
+ID_TYPES = _ID_TYPES
+"""Info types whose values read as IDs when they look like one (prefix letters, digits):
+found with or without their letter prefix and leading zeros (:func:`id_digit_forms`)."""
+
+
+def _id_parts(value: str) -> re.Match[str] | None:
+    """An ID's letter prefix, separator, leading zeros and digits (``core``) when ``value``
+    reads as one: letters then 4 digits or more."""
+    m = _ID_RE.fullmatch(value.strip())
+    return m if m is not None and len(m["core"]) >= 4 else None
+
+
+def id_digit_forms(raw: str) -> tuple[str, ...]:
+    """The forms of an ID (each ``\\``-separated value of ``raw``) the sweep finds on their
+    own, whatever letters touch them (the first form :func:`_id_variants` makes of a long
+    one: its digits after the letter prefix, with or without their leading zeros): for
+    "MRN0004821397", "0004821397" and "4821397". None of a value of fewer than
+    :data:`SPACED_ID_DIGITS` digits (the sweep finds a shorter one alone as a whole word
+    only: a 4- or 5-digit number is in too many files by chance). The gate searches an
+    ID's values in these forms too (:mod:`dicom_deid.deid.gate`)."""
+    forms: dict[str, None] = {}
+    for one in raw.split("\\"):
+        m = _id_parts(one)
+        if m is not None and len(m["core"]) >= SPACED_ID_DIGITS:
+            forms |= {f: None for f in (m["zeros"] + m["core"], m["core"]) if f != one.strip()}
+    return tuple(forms)
+
+
 def _id_variants(raw: str) -> Iterator[_Variant]:
     value = raw.strip()
-    m = _ID_RE.fullmatch(value)
-    if m is None or len(m["core"]) < 4:
+    m = _id_parts(value)
+    if m is None:
         if variant := _literal(value):
             yield variant
         return
@@ -362,6 +408,10 @@ def _variants(info_type: str, raw: str) -> Iterator[_Variant]:
         for part in _literal_parts(info_type, raw):
             if variant := _literal(part, inflect=info_type == "PERSON_NAME"):
                 yield variant
+        if info_type == "PERSON_NAME":
+            for family in cjk_families(raw):  # "王" of "王^[CTX]"
+                yield _Variant(re.escape(family) + r"(?=\^\[CTX\])", 1,
+                               (family + REPLACED_GIVEN).casefold(), False, False)
     elif info_type == "DATE":
         yield from _date_variants(raw)
     elif info_type == "AGE":
@@ -448,7 +498,16 @@ class PhiContext:
         anchor (a substring of all its matches) is not in the text cannot match, so it is
         not tried. A text with other than ASCII is also searched without its diacritics,
         or with umlauts written out, and its matches there are spans of the text
-        ("Quintérra" or "Œhler" for a header's QUINTERRA or OEHLER)."""
+        ("Quintérra" or "Œhler" for a header's QUINTERRA or OEHLER). A person name's
+        component matched in a caret-joined name is the whole name
+        (:func:`_caret_names`)."""
+        found = self._found(text)
+        if "^" in text:
+            yield from _caret_names(text, found)
+        else:
+            yield from found
+
+    def _found(self, text: str) -> Iterator[Span]:
         if text.isascii():
             yield from self._matches(text)
             return
@@ -525,6 +584,110 @@ class PhiContext:
 _UNSEARCHED = object()
 
 
+def _name_char(char: str) -> bool:
+    """A character of a name component in a caret-joined name written in text."""
+    return char.isalnum() or char in "-'\u2019"
+
+
+def _component_end(text: str, pos: int) -> int:
+    """Where the name component starting at ``pos`` ends (a ``[CTX]`` one already wrote
+    is one)."""
+    if text.startswith(CTX_MARKER, pos):
+        return pos + len(CTX_MARKER)
+    while pos < len(text) and _name_char(text[pos]):
+        pos += 1
+    return pos
+
+
+def _component_start(text: str, pos: int) -> int:
+    """Where the name component ending at ``pos`` starts."""
+    if text.endswith(CTX_MARKER, 0, pos):
+        return pos - len(CTX_MARKER)
+    while pos > 0 and _name_char(text[pos - 1]):
+        pos -= 1
+    return pos
+
+
+def _caret_name(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The caret-joined name ``text[start:end]`` is a whole component of, as a PN writes
+    one ("Wang^XiaoDong=王^小東"): its component group, with the groups joined to it by
+    ``=`` that are caret-joined too; None when it is no component of a group of two or
+    more (a word of a longer one, "Smith" alone, "ref=Smith")."""
+    size = len(text)
+    if (start > 0 and _name_char(text[start - 1])) or (end < size and _name_char(text[end])):
+        return None
+    lo, hi, carets = {0: start}, {0: end}, {0: False}
+    group, pos = 0, end
+    while pos < size and text[pos] in "^=":
+        if text[pos] == "=":
+            group += 1
+            carets[group] = False
+        else:
+            carets[group] = True
+        pos = hi[group] = _component_end(text, pos + 1)
+    last, group, pos = group, 0, start
+    while pos > 0 and text[pos - 1] in "^=":
+        if text[pos - 1] == "=":
+            group -= 1
+            carets[group] = False
+        else:
+            carets[group] = True
+        pos = lo[group] = _component_start(text, pos - 1)
+    first = group
+    if not carets[0]:
+        return None
+    right = 0
+    while right < last and carets[right + 1]:
+        right += 1
+    left = 0
+    while left > first and carets[left - 1]:
+        left -= 1
+    return lo[left], hi[right]
+
+
+def _unreplaced(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """The parts of a caret-joined name ``text[start:end]`` around the components already
+    written ``[CTX]`` (a cleaner does not take its own placeholders again)."""
+    while start < end:
+        at = text.find(CTX_MARKER, start, end)
+        stop = end if at < 0 else at
+        while start < stop and text[start] in "^=":
+            start += 1
+        last = stop
+        while last > start and text[last - 1] in "^=":
+            last -= 1
+        if last > start:
+            yield start, last
+        start = end if at < 0 else at + len(CTX_MARKER)
+
+
+def _caret_names(text: str, spans: Iterable[Span]) -> Iterator[Span]:
+    """``spans`` with each person name's that is a component of a caret-joined name
+    widened to that whole name (:func:`_caret_name`; but its ``[CTX]`` components),
+    overlaps merged: free text that writes a name as its PN is ("seen by
+    Wang^XiaoDong=王^小東") loses it all, components too short to be searched alone (王,
+    an initial) with the ones that matched."""
+    pieces: list[Span] = []
+    for found in spans:
+        whole = _caret_name(text, found.start, found.end) \
+            if found.info_type == "PERSON_NAME" else None
+        if whole is None:
+            pieces.append(found)
+            continue
+        pieces += [Span(start, end, found.info_type, found.from_context)
+                   for start, end in _unreplaced(text, *whole)]
+    pieces.sort()
+    out: list[Span] = []
+    for span in pieces:
+        if out and span.start < out[-1].end:
+            last = out[-1]
+            out[-1] = Span(last.start, max(last.end, span.end), last.info_type,
+                           last.from_context and span.from_context)
+        else:
+            out.append(span)
+    yield from out
+
+
 @functools.lru_cache(maxsize=4096)
 def _by_value(pairs: tuple[tuple[str, str], ...], live: tuple[int, ...]
               ) -> tuple[tuple[int, ...], ...]:
@@ -575,14 +738,16 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
     for one in raw.split("\\"):
         if len(one.strip()) < 2:
             continue
-        m = _ID_RE.fullmatch(one.strip()) if info_type in _ID_TYPES else None
-        if m is not None and len(m["core"]) >= 4:
+        m = _id_parts(one) if info_type in _ID_TYPES else None
+        if m is not None:
             # written in groups, only its first two digits are sure to stay together
             anchors.add(m["core"] if len(m["core"]) < SPACED_ID_DIGITS else m["core"][:2])
             continue
         for part in _literal_parts(info_type, one) if info_type in _WORD_TYPES else [one]:
             if (words := _literal_words(part)) and (pieces := _pieces(words)):
                 anchors.add(_anchor_word(pieces))
+        if info_type == "PERSON_NAME":
+            anchors.update((f + REPLACED_GIVEN).casefold() for f in cjk_families(one))
     return tuple(sorted(anchors))
 
 
