@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 import pydicom
+import pydicom.data
 
 from dicom_deid.config.model import privacy_first
 from dicom_deid.deid.batch import Source, run_batch
@@ -99,3 +100,22 @@ def test_without_relatives_the_file_alone_would_leak(tmp_path: Path) -> None:
     run_batch(sources[1:], out, privacy_first(), KEY, workers=1, progress=False)
     (only,) = out.rglob("*.dcm")
     assert _leaks(only.read_bytes())
+
+
+def test_values_inside_sequences_are_swept_as_the_gate_searches_them(tmp_path: Path) -> None:
+    """pydicom's rtplan.dcm names its institution "Here" inside a sequence and writes
+    "Manufacturer name here" at the top: the gate reads values at any depth, so the sweep
+    must too, or the gate rejects what the sweep left (a whole pipeline batch blocked)."""
+    ds = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "rtplan.dcm")
+    ds.InstitutionName = "Quillan Harbour Clinic"  # the top level's own, another value
+    nested = [e.value for e in ds.iterall() if e.keyword == "InstitutionName"]
+    assert "Here" in nested
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "rt.dcm").write_bytes(to_bytes(ds))
+    out = tmp_path / "out"
+    summary = run_batch([Source(str(folder / "rt.dcm"), "rt.dcm")], out, privacy_first(), KEY,
+                        workers=1, progress=False, gate=(), drop_rejected=True)
+    assert summary.rejected == 0 and summary.processed == 1
+    (written,) = out.rglob("*.dcm")
+    assert pydicom.dcmread(written).Manufacturer == "Manufacturer name [CTX]"

@@ -67,6 +67,7 @@ from .gate import Gate, SourceFacts, Verdict, expand_exceptions
 from .mapping import MappingWriter
 from .related import RelatedValues
 from .related import gather as gather_related
+from .sweep import SWEEP_KEYWORD_TAGS
 
 log = logging.getLogger(__name__)
 
@@ -432,6 +433,8 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
         outcome.size, outcome.mtime_ns = source.size, source.mtime_ns
         _check_catalogued(src, source)
         raw = source.head
+        facts = _early_facts(gate, raw, source.size) if gate is not None else None
+        deid.nested_values = nested_sweep_values(facts) if facts is not None else ()
         fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None
         if fast is None and len(raw) < source.size:
             raw = source.whole()  # the head was not enough, or the byte path declines
@@ -461,7 +464,7 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
                         stage = "verify"
                         walked = fast_path.walked if outcome.byte_path else None
                         outcome.verdict, facts = _verdict(gate, rel, raw, source, output,
-                                                          result, walked)
+                                                          result, walked, facts)
                         if review is not None and facts is not None:
                             stage = "review"
                             outcome.review = _review_card(review, gate, facts, rel, output,
@@ -506,16 +509,43 @@ def _metadata_row(output: bytes, staged: str, verdict: Verdict | None
     return row, shape
 
 
+def _early_facts(gate: Gate, head: bytes, size: int) -> SourceFacts | None:
+    """What the gate reads of a source, read before it is de-identified (from its head;
+    None when the head is not enough: the verdict reads it later, as before)."""
+    try:
+        return gate.source_facts(head, size)
+    except BadInput:
+        return None
+
+
+def nested_sweep_values(facts: SourceFacts) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """(tag, VR, values) of the identifying attributes the gate found inside the source's
+    sequences, among those the residual sweep searches for (a station or a UID is not)."""
+    found: dict[tuple[int, str], set[str]] = {}
+    for keyword, vr, raw in facts.nested:
+        tag = SWEEP_KEYWORD_TAGS.get(keyword)
+        if tag is None:
+            continue
+        text = raw.decode(facts.encodings, "replace")
+        found.setdefault((tag, vr), set()).update(
+            v for part in text.split("\\") if (v := part.strip(" \x00")))
+    return tuple((tag, vr, tuple(sorted(values)))
+                 for (tag, vr), values in sorted(found.items()) if values)
+
+
 def _verdict(gate: Gate, rel: str, raw: bytes, source: InputFile, output: bytes,
              result: InstanceResult,
-             walked: tuple[bytes, bool, list[Element]] | None = None
+             walked: tuple[bytes, bool, list[Element]] | None = None,
+             facts: SourceFacts | None = None,
              ) -> tuple[Verdict, SourceFacts | None]:
     """The gate's verdict on one output as written, against its source's own bytes (the
     head the byte path read, or the whole file when the head does not reach the pixel
-    data), and what the gate read of the source (None: it could not)."""
+    data), and what the gate read of the source (None: it could not; ``facts``: read
+    already)."""
     try:
         try:
-            facts = gate.source_facts(raw, source.size, walked)
+            if facts is None:
+                facts = gate.source_facts(raw, source.size, walked)
         except BadInput:
             if len(raw) >= source.size:
                 raise

@@ -546,7 +546,7 @@ class ByteDeidentifier:
         :meth:`Deidentifier.related_context`)."""
         positions, signature, number = sources
         raws = _raw_values(view, elems, positions)
-        key = (number, groups, scope, *encodings, *raws)  # alike in either VR encoding
+        key = (number, groups, scope, self.deid.nested_values, *encodings, *raws)
         known = self._sweeps.get(key)
         if known is None:
             parts = []

@@ -194,6 +194,10 @@ class Deidentifier:
         self.related: RelatedValues = {}
         """Identifying values of the batch's groups (set by the batch's workers)."""
         self._related_contexts: dict[Any, PhiContext] = {}
+        self.nested_values: tuple[tuple[int, str, tuple[str, ...]], ...] = ()
+        """(tag, VR, values) of the identifying attributes inside the next instance's
+        sequences, as the verification gate read them before it was de-identified (set by
+        the batch's worker: the sweep then searches for what the gate will)."""
         # Clean Pixel Data is claimed only for pixels examined (read by OCR, or blanked by
         # rule or whole): the elements with it, and without it (the byte path's: it never
         # takes an image whose pixels may change).
@@ -434,13 +438,15 @@ class Deidentifier:
 
     def related_context(self, groups: tuple[str, ...], scope: Scope) -> PhiContext:
         """The sweep's context from the identifying values of the instance's relatives in
-        the batch (:mod:`.related`) that the plan does not keep, remembered per groups."""
-        key = (groups, scope)
+        the batch (:mod:`.related`) and of its own sequences (:attr:`nested_values`) that
+        the plan does not keep, remembered per groups and values."""
+        key = (groups, scope, self.nested_values)
         found = self._related_contexts.get(key)
         if found is None:
             found = PhiContext.merge(
                 attribute_context(tag, vr, list(values))
-                for tag, vr, values in of_instance(self.related, groups)
+                for tag, vr, values in (*of_instance(self.related, groups),
+                                        *self.nested_values)
                 if self.plan.act(tag, vr, Mode.NORMAL, scope) is not Act.KEEP)
             if len(self._related_contexts) >= 256:
                 self._related_contexts.clear()

@@ -187,6 +187,9 @@ class SourceFacts:
     whole: list[tuple[str, str, bytes]] = field(default_factory=list)
     """Each gathered text value as written (keyword, VR, bytes): the context burned-in
     text is judged against."""
+    nested: list[tuple[str, str, bytes]] = field(default_factory=list)
+    """The part of :attr:`whole` found inside sequences (the residual sweep searches kept
+    text for these too, so that it and the gate agree on what is a leak)."""
     encodings: str = "latin-1"
 
     @property
@@ -394,6 +397,7 @@ class Gate:
                 elif known is not kws and not kws <= known:
                     mine[form] = known | kws
         facts.whole += found.whole
+        facts.nested += found.whole
 
     # -- the output ------------------------------------------------------------------
 

@@ -70,6 +70,9 @@ SWEEP_TAGS: dict[int, str] = {t: k for k in _SWEEP_KEYWORDS
     0x00101002: "OtherPatientIDs"}
 """The top-level attributes whose values are searched for (when not kept by the plan);
 for a sequence of :data:`NESTED_SWEEP_TAGS`, its items' values, as IDs."""
+SWEEP_KEYWORD_TAGS: dict[str, int] = {k: t for t, k in SWEEP_TAGS.items()
+                                      if t not in NESTED_SWEEP_TAGS}
+"""The same attributes by keyword (as the gate names what it reads at any depth)."""
 SWEEP_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "UR", "PN"})
 """Kept values of these VRs are swept (text a site can write a name or an ID into: a
 URL's path or query too, "export/8841207/img.dcm", "urn:site:mrn:8841207")."""
