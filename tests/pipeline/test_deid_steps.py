@@ -827,3 +827,53 @@ def test_a_landing_file_replaced_after_its_export_is_listed_not_released(
     errors = _query(settings, "SELECT path, kind FROM deid_errors "
                               "WHERE run_id = 'batch-replaced'")
     assert [(Path(e["path"]).name, e["kind"]) for e in errors] == [(victim.name, "changed")]
+
+
+def test_a_landing_file_swapped_at_the_same_size_time_and_sop_uid_is_not_released(
+        tmp_path: Path) -> None:
+    """Probe 10 #5: an in-cohort landing file replaced after the export by another
+    patient's instance with the same size, modification time (to the ns) and SOP
+    Instance UID (``cp -p`` of a corrected re-send) was released, and the ledger named
+    the content the export had hashed. The worker now checks the file's bytes against
+    the export's content SHA-256: the file is listed as ``changed`` and not released,
+    and every released file's ledger hash is the hash of the file that was released."""
+    landing = tmp_path / "data" / "landing"
+    generate(landing, patients=1, seed=11, instances_per_series=2, small=True,
+             duplicates=False, bad_inputs=False)
+    for path in (landing / "dicom").rglob("*"):
+        os.utime(path, (DAY1.timestamp() + 3600, DAY1.timestamp() + 3600))
+    settings = PipelineSettings.from_env({
+        "DICOM_DEID_DATA_DIR": str(tmp_path / "data"),
+        "DICOM_DEID_LANDING": str(landing / "dicom"), "DICOM_DEID_WORKERS": "1"})
+    day = export_interval(settings, DAY1, DAY1 + timedelta(days=1))
+    load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata", day.run_id,
+                "dicom_metadata")
+    victim = Path(_query(settings, "SELECT source_uri FROM dicom_metadata "
+                                   "WHERE Modality = 'CT' ORDER BY 1 LIMIT 1")[0]["source_uri"])
+    before = os.stat(victim)
+    outsider = pydicom.dcmread(victim)
+    outsider.PatientID = "Q" * len(str(outsider.PatientID))  # same length: same size
+    outsider.SeriesDescription = "X" * len(str(outsider.get("SeriesDescription", "")))
+    outsider.save_as(victim)
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(victim)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    cohort = tmp_path / "all.sql"
+    cohort.write_text(COHORT_SQL)
+    req = RunRequest(cohort=str(cohort), cohort_params={"modality": "ALL"},
+                     policy=privacy_first(), project="p")
+    settings = dataclasses.replace(settings, destination=f"{settings.destination}/p")
+    ws = RunWorkspace(settings.work_dir, "batch-swapped")
+    _run_steps(ws, settings, req)
+    errors = _query(settings, "SELECT path, kind, reason FROM deid_errors "
+                              "WHERE run_id = 'batch-swapped'")
+    assert [(Path(e["path"]).name, e["kind"]) for e in errors] == [(victim.name, "changed")]
+    assert "content is not what the export catalogued" in errors[0]["reason"]
+    released = _query(settings, "SELECT source_uri, source_sha256 FROM deid_ledger "
+                                "WHERE project = 'p' AND status = 'released'")
+    assert released and str(victim) not in {r["source_uri"] for r in released}
+    for row in released:
+        assert row["source_sha256"] == hashlib.sha256(
+            Path(row["source_uri"]).read_bytes()).hexdigest()
+    for path in Path(settings.destination).rglob("*.dcm"):
+        assert b"QQQQ" not in path.read_bytes()

@@ -42,6 +42,7 @@ from dicom_deid.dicom.files import (
     HEAD_BYTES,
     Chunk,
     InputFile,
+    content_sha256,
     open_input,
     staged_name,
     write_staged,
@@ -98,6 +99,13 @@ class Source:
     not comparable): the pipeline chose the file from that catalogue, so a file that no
     longer matches (replaced since, even at the same size and time) is listed as
     ``changed``, not de-identified (it may be another patient's)."""
+    catalogued_sha256: str | None = None
+    """SHA-256 (hex) of the bytes the export read (None: not known as a hash of the bytes,
+    as an object store's, taken over the store's checksum): the input is hashed once
+    opened and is ``changed`` unless its bytes are those, so a file replaced at the same
+    size, time and SOP Instance UID is never released in the catalogued one's place
+    (nor recorded in the ledger under the catalogued content). Inputs without it (the
+    command line) are not hashed."""
     problem: tuple[str, str] | None = None
     """(kind, reason) of an entry the walk found but cannot read as a file (a symbolic
     link, a special file, a folder it cannot list): listed as failed, never opened."""
@@ -392,21 +400,52 @@ def output_rel_for(result: InstanceResult, source_rel: str, layout: str) -> str:
     return f"{names[0]}/{names[1]}/{names[2]}.dcm"
 
 
-def _check_catalogued(src: Source, source: InputFile, sop_uid: str | None = None) -> None:
+_CHANGED = "changed since the metadata export read it (the next export catalogues it; " \
+    "then a run takes it)"
+_CONTENT_CHANGED = "changed since the metadata export read it: its content is not what " \
+    "the export catalogued, at the same size and modification time (which the export " \
+    "does not take for a change: touch the file so the next export catalogues it)"
+
+
+def _check_catalogued(src: Source, source: InputFile, sop_uid: str | None = None
+                      ) -> int | None:
     """:class:`BadInput` ``changed`` when an input is not the file the export catalogued:
-    another size or modification time (held to the microsecond, through a float), or,
-    once read (``sop_uid``), another instance under the same name."""
-    if src.catalogued is None:
-        return
-    size, mtime_us, catalogued_sop = src.catalogued
-    if sop_uid is None:
-        changed = source.size != size or (
-            mtime_us is not None and abs(source.mtime_ns / 1000 - mtime_us) > 2)
-    else:
-        changed = catalogued_sop is not None and sop_uid != catalogued_sop
-    if changed:
-        raise BadInput("changed", "changed since the metadata export read it (the next "
-                                  "export catalogues it; then a run takes it)")
+    another size or modification time (held to the microsecond, through a float), other
+    bytes than those whose SHA-256 it recorded, or, once read (``sop_uid``), another
+    instance under the same name.
+
+    Opened (no ``sop_uid``) and hashed: the input's status change time (``st_ctime_ns``,
+    which no one can set back) as it was hashed, for :func:`_check_unchanged`; else None."""
+    stamp = None
+    if src.catalogued is not None:
+        size, mtime_us, catalogued_sop = src.catalogued
+        if sop_uid is None:
+            changed = source.size != size or (
+                mtime_us is not None and abs(source.mtime_ns / 1000 - mtime_us) > 2)
+        else:
+            changed = catalogued_sop is not None and sop_uid != catalogued_sop
+        if changed:
+            raise BadInput("changed", _CHANGED)
+    if sop_uid is None and src.catalogued_sha256 is not None:
+        stamp = _ctime_ns(source)
+        if content_sha256(source) != src.catalogued_sha256.lower():
+            raise BadInput("changed", _CONTENT_CHANGED)
+    return stamp
+
+
+def _ctime_ns(source: InputFile) -> int:
+    try:
+        return os.fstat(source.fd).st_ctime_ns
+    except OSError as exc:
+        raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+
+
+def _check_unchanged(source: InputFile, stamp: int | None) -> None:
+    """:class:`BadInput` ``changed`` when the input hashed at ``stamp`` (see
+    :func:`_check_catalogued`) was written to (or had its times set) while it was
+    de-identified: what was released would not be the bytes hashed."""
+    if stamp is not None and _ctime_ns(source) != stamp:
+        raise BadInput("changed", f"{_CHANGED}; it was written to while it was read")
 
 
 def process_chunk(chunk: list[Source]) -> list[FileOutcome]:
@@ -431,7 +470,7 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
     try:
         source = _open_source(src, fetched)
         outcome.size, outcome.mtime_ns = source.size, source.mtime_ns
-        _check_catalogued(src, source)
+        stamp = _check_catalogued(src, source)
         raw = source.head
         facts = _early_facts(gate, raw, source.size) if gate is not None else None
         deid.nested_values = nested_sweep_values(facts) if facts is not None else ()
@@ -472,6 +511,7 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
                     if metadata:
                         stage = "metadata"
                         outcome.metadata = _metadata_row(output, staged, outcome.verdict)
+            _check_unchanged(source, stamp)
         except BaseException:
             # nobody will publish it: it must not stay behind, nor the folders made for it
             _unlink_with_empty_parents(staged, os.fspath(out_root))

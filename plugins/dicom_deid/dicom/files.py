@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import mmap
 import os
 import sys
@@ -78,6 +79,35 @@ def open_input(
     except BaseException:
         os.close(fd)
         raise
+
+
+_HASH_BLOCK = 1 << 20
+
+
+def content_sha256(source: InputFile) -> str:
+    """SHA-256 (hex) of an open input's ``size`` bytes as they are now: its head (read
+    already) and the rest read through one reused 1 MiB buffer (about 1.6 GB/s, bound by
+    SHA-256 itself; a map of the file would fault the worker if the file were cut short
+    meanwhile). A file shorter than ``size`` now gives another digest; unreadable:
+    :class:`BadInput`."""
+    digest = hashlib.sha256(source.head[:source.size])
+    offset = min(len(source.head), source.size)
+    if offset >= source.size:
+        return digest.hexdigest()
+    buffer = bytearray(min(_HASH_BLOCK, source.size - offset))
+    view = memoryview(buffer)
+    try:
+        while offset < source.size:
+            got = os.preadv(source.fd, [view[:source.size - offset]], offset)
+            if not got:
+                break  # shrunk since it was opened: a digest of what is there
+            digest.update(view[:got])
+            offset += got
+    except OSError as exc:
+        raise BadInput("unreadable", f"cannot read file: {exc.strerror}") from None
+    finally:
+        view.release()
+    return digest.hexdigest()
 
 
 def _read_at(fd: int, offset: int, length: int) -> bytes:

@@ -375,11 +375,15 @@ def plan_run_shards(
 def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Source]:
     """The shard's input files, named relative to the landing root (object store inputs
     by URI, with the update time and size the export saw: each worker fetches its own, a
-    few ahead, in one request each)."""
+    few ahead, in one request each), local ones with the content SHA-256 the export
+    recorded (the worker checks the bytes against it)."""
     path = ws.shard_list(plan)
-    sized = "size_bytes" in pq.read_schema(path).names  # lists of earlier versions lack it
+    names = pq.read_schema(path).names
+    sized = "size_bytes" in names  # lists of earlier versions lack it
+    hashed = "content_sha256" in names
     table = pq.read_table(path, columns=[URI_COLUMN, "mtime", "SOPInstanceUID",
-                                         *(["size_bytes"] * sized)])
+                                         *(["size_bytes"] * sized),
+                                         *(["content_sha256"] * hashed)])
     uris = table.column(URI_COLUMN).to_pylist()
     times = table.column("mtime").cast(pa.int64()).to_pylist()
     sops = table.column("SOPInstanceUID").to_pylist()
@@ -391,12 +395,16 @@ def _shard_inputs(ws: RunWorkspace, plan: ShardPlan, landing: Store) -> list[Sou
                        None if us is None else us * 1000, size,
                        None if size is None else (size, None, sop))
                 for uri, us, size, sop in zip(uris, times, sizes, sops, strict=True)]
+    # A local file's catalogued content_sha256 is over its bytes (an object's is over the
+    # store's checksum): the worker hashes the file and releases it only if it matches.
+    digests = table.column("content_sha256").to_pylist() if hashed else [None] * len(uris)
     root = landing.local_path("")
     out = []
-    for uri, us, size, sop in zip(uris, times, sizes, sops, strict=True):
+    for uri, us, size, sop, digest in zip(uris, times, sizes, sops, digests, strict=True):
         path = Path(uri)
         rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
-        out.append(Source(path, rel, catalogued=None if size is None else (size, us, sop)))
+        out.append(Source(path, rel, catalogued=None if size is None else (size, us, sop),
+                          catalogued_sha256=digest))
     return out
 
 
@@ -737,7 +745,8 @@ def _manifest(ws: RunWorkspace, req: RunRequest, logical_date: datetime,
         "study_count": len(studies), "image_count": sum(s["images"] for s in studies.values()),
         "studies": [{"study_uid": uid, "images": s["images"], "series": len(s["series"])}
                     for uid, s in sorted(studies.items())],
-        "deidentification": {"config_sha256": req.config_fingerprint(), "engine": __version__},
+        "deidentification": {"config_sha256": req.config_fingerprint(), "engine": __version__,
+                             **(_policy(req) or {})},
     }
     return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
@@ -981,7 +990,7 @@ def finish_run(
             if not rerun:
                 shutil.rmtree(ws.review_root, ignore_errors=True)
         if rerun:  # the release's row and report stand; the rerun's own report beside them
-            result = _rerun_report(ws, outcome)
+            result = _rerun_report(ws, outcome, _policy(req))
         else:
             result = record_run(ws, settings, req, outcome=outcome, started_at=started_at,
                                 user=user, cohort=cohort, project=project,
@@ -1008,6 +1017,18 @@ def _effective_fingerprint(req: RunRequest | None) -> str | None:
         return None
 
 
+def _policy(req: RunRequest | None) -> dict[str, Any] | None:
+    """What the run's policy did (:func:`~.run_record.policy_record`), or None when the
+    run has no request or its configuration itself is what failed."""
+    if req is None:
+        return None
+    try:
+        return run_record.policy_record(req.deid_config(), req.exceptions, req.review)
+    except (ConfigError, OSError, ValueError) as exc:
+        log.warning("no policy for the run record: %s", type(exc).__name__)
+        return None
+
+
 def record_run(
     ws: RunWorkspace, settings: PipelineSettings, req: RunRequest | None, *,
     outcome: RunOutcome, started_at: datetime, user: str, cohort: str = "", project: str = "",
@@ -1025,22 +1046,25 @@ def record_run(
         "engine": __version__, "project": (req.project if req else project) or None,
         "reviewer": reviewer,
     }
+    policy = _policy(req)
+    row.update(policy or dict.fromkeys(run_record.POLICY_COLUMNS))
     with open_private_warehouse(settings.warehouse) as warehouse:
         warehouse.ensure_schema()
         warehouse.insert_rows("deid_runs", [row], key_columns=("run_id",))
-    _write_report(ws, results, totals, outcome)
+    _write_report(ws, results, totals, outcome, policy=policy)
     log.info("run %s: %s", ws.batch_id, ", ".join(f"{k} {v}" for k, v in totals.items()))
     return {"run_id": ws.batch_id, "status": outcome.status, "reason": outcome.reason,
             **totals, "report": str(ws.root / "report.md")}
 
 
-def _rerun_report(ws: RunWorkspace, outcome: RunOutcome) -> dict[str, Any]:
+def _rerun_report(ws: RunWorkspace, outcome: RunOutcome, policy: dict[str, Any] | None
+                  ) -> dict[str, Any]:
     """Say what the rerun of a released batch did (nothing more released) without
     touching the release's record; the result :func:`record_run` would return. It
     processed nothing (:func:`resolve_instances` selected nothing): the per-shard counts
     in the folder are the release's."""
     totals = dict.fromkeys(("processed", "failed", "skipped"), 0)
-    _write_report(ws, [], totals, outcome, name="rerun-report.md", rerun=True)
+    _write_report(ws, [], totals, outcome, name="rerun-report.md", rerun=True, policy=policy)
     log.warning("run %s: a rerun of a released batch (%s); the release's deid_runs row, "
                 "report and manifest are unchanged", ws.batch_id, outcome.status)
     return {"run_id": ws.batch_id, "status": outcome.status, "reason": outcome.reason,
@@ -1048,11 +1072,11 @@ def _rerun_report(ws: RunWorkspace, outcome: RunOutcome) -> dict[str, Any]:
 
 
 def _write_report(ws: RunWorkspace, results: list[dict[str, Any]], totals: dict[str, int],
-                  outcome: RunOutcome, *, name: str = "report.md", rerun: bool = False
-                  ) -> None:
+                  outcome: RunOutcome, *, name: str = "report.md", rerun: bool = False,
+                  policy: dict[str, Any] | None = None) -> None:
     lines = [f"# De-identification run {ws.batch_id}" + (" (rerun)" if rerun else ""), "",
              f"Status: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""),
-             ""]
+             "", *run_record.policy_lines(policy)]
     if rerun:
         lines += ["The batch was released already: this rerun released nothing more, and "
                   "the release's report (report.md), deid_runs row and manifest are "

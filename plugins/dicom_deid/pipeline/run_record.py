@@ -1,4 +1,5 @@
-"""What a run leaves for auditors: its outcome, its ``deid_runs`` row, its failure notes.
+"""What a run leaves for auditors: its outcome, its ``deid_runs`` row, its failure notes,
+and what its policy did (:func:`policy_record`).
 
 A run's outcome is decided once, at its end, from what the orchestrator says failed and
 from the notes the failing steps left in the run workspace (``failures/<task>.json``:
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicom_deid.config.claims import claims_of
+from dicom_deid.config.model import DeidConfig, ProfileType
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.keyfile import key_fingerprint
 from dicom_deid.storage.permissions import private_dir, restrict
@@ -24,6 +27,7 @@ __all__ = [
     "DRY_RUN",
     "FAILED",
     "LEAK",
+    "POLICY_COLUMNS",
     "REJECTED",
     "STATUSES",
     "SUCCESS",
@@ -33,6 +37,8 @@ __all__ = [
     "decide_outcome",
     "key_id",
     "note_failure",
+    "policy_lines",
+    "policy_record",
     "read_failures",
     "triggering_user",
 ]
@@ -150,3 +156,96 @@ def decide_outcome(
         reasons = [*reasons[:_MAX_REASONS], f"+{len(reasons) - _MAX_REASONS} more"]
     leaked = leaked or any(notes.get(t) in _LEAK_ERRORS for t in failed_tasks)
     return RunOutcome(LEAK if leaked else FAILED, "; ".join(reasons))
+
+
+# --------------------------------------------------------------------------- policy
+
+#: The ``deid_runs`` columns that say what the run's policy did (:func:`policy_record`).
+POLICY_COLUMNS = ("profile", "identity_removed", "options_claimed", "kept_beyond_profile",
+                  "gate_exceptions", "review", "dates", "pixels", "residual_sweep",
+                  "weakened")
+NOT_WEAKENED = "none"
+"""``weakened`` of a policy at least as strong as the privacy-first default."""
+_STRONG_PROFILES = frozenset({ProfileType.BASIC, ProfileType.MINIMAL_KEEP_LIST})
+_REVIEWED = frozenset({"at-risk", "all"})
+
+
+def policy_record(config: DeidConfig, exceptions: Iterable[str], review: object
+                  ) -> dict[str, Any]:
+    """What the run's policy did, PHI-free (configuration names and DICOM keywords,
+    never a value): the profile; whether the outputs claim Patient Identity Removed, as
+    :func:`~dicom_deid.config.claims.claims_of` decides it; the PS3.15 options claimed;
+    the attributes kept beyond the profile and its options (keywords); the gate
+    exceptions the project declared; the review rule (``review``, its ``str``); what
+    happens to dates (Longitudinal Temporal Information Modified); whether burned-in
+    text is redacted (``pixels``) and whether the residual sweep runs; and ``weakened``:
+    each way the policy is weaker than the privacy-first default, ``"; "``-separated
+    (:data:`NOT_WEAKENED` when none), so a weakened run is plain in ``deid_runs``, the
+    manifest and the report alike.
+
+    Lists are comma-separated text (``""``: none), so every warehouse can hold them."""
+    claims = claims_of(config)
+    options = sorted(o.name for o in claims.options)
+    declared = sorted(set(exceptions))
+    rule = str(review)
+    pixels = ("cleaned" if config.cleans_pixels else "not cleaned") + (
+        f" (OCR {config.ocr_scope.value})" if config.cleans_pixels else "")
+    weakened: list[str] = []
+    if not claims.identity_removed:
+        weakened.append("patient identity NOT removed"
+                        + (f": {len(claims.kept)} attribute(s) kept beyond any option"
+                           if claims.kept else ""))
+    if config.profile not in _STRONG_PROFILES:
+        weakened.append(f"profile {config.profile.value}")
+    retained = [o for o in options if o.startswith("RETAIN_")]
+    if retained:
+        weakened.append(f"options keep: {', '.join(retained)}")
+    if declared:
+        weakened.append(f"gate exceptions: {', '.join(declared)}")
+    if rule not in _REVIEWED:
+        weakened.append("no review" if rule == "none" else f"review of a {rule} only")
+    if not config.cleans_pixels:
+        weakened.append("burned-in text not redacted")
+    if not config.residual_sweep:
+        weakened.append("no residual sweep")
+    return {
+        "profile": config.profile.value,
+        "identity_removed": claims.identity_removed,
+        "options_claimed": ",".join(options),
+        "kept_beyond_profile": ",".join(claims.kept),
+        "gate_exceptions": ",".join(declared),
+        "review": rule,
+        "dates": claims.dates,
+        "pixels": pixels,
+        "residual_sweep": config.residual_sweep,
+        "weakened": "; ".join(weakened) or NOT_WEAKENED,
+    }
+
+
+def policy_lines(record: dict[str, Any] | None) -> list[str]:
+    """The report's policy section (Markdown) of a :func:`policy_record`; None: the run
+    ended before its policy was known."""
+    if record is None:
+        return ["## Policy", "", "Not recorded: the run ended before its policy was known.",
+                ""]
+    weakened = record["weakened"] != NOT_WEAKENED
+
+    def listed(value: str) -> str:
+        return ", ".join(value.split(",")) if value else "none"
+
+    lines = ["## Policy", ""]
+    if weakened:
+        lines += [f"**WEAKENED: {record['weakened']}.**", ""]
+    lines += [
+        f"- Profile: {record['profile']}",
+        "- Patient identity removed: " + ("YES" if record["identity_removed"] else "**NO**"),
+        f"- Options claimed: {listed(record['options_claimed'])}",
+        f"- Kept beyond the profile and its options: {listed(record['kept_beyond_profile'])}",
+        f"- Gate exceptions declared: {listed(record['gate_exceptions'])}",
+        f"- Review: {record['review']}",
+        f"- Dates: {record['dates']}",
+        f"- Burned-in text: {record['pixels']}",
+        "- Residual sweep: " + ("on" if record["residual_sweep"] else "off"),
+        "",
+    ]
+    return lines
