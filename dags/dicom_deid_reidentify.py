@@ -1,10 +1,13 @@
 """Re-identify pseudonymous identifiers, on request: manual trigger only, audited.
 
 One DAG for every project. A trigger gives four params, all required: ``project`` (whose
-vault key opens the mapping), ``kind`` (patient_id, accession, study_uid, series_uid or
-sop_uid), ``values`` (the PSEUDONYMOUS identifiers, as ``deid_metadata`` shows them) and
-``purpose``. The requester is the user who triggered the run. The one task opens the
-project's rows of ``deid_mapping`` with its vault key, appends a record to the project's
+mapping is looked up, opened with its vault key), ``kind`` (patient_id, accession,
+study_uid, series_uid or sop_uid), ``values`` (the PSEUDONYMOUS identifiers, as
+``deid_metadata`` shows them) and ``purpose``. The requester is the user who triggered the
+run. The one task looks the values up in the project's own rows of ``deid_mapping`` only
+(those of the batches its ledger records: another project's pseudonym is "not found",
+even when both projects share the deployment's vault key), opens them with the project's
+vault key, appends a record to the project's
 hash-chained audit (``reidentify-<project>.jsonl`` in ``$DICOM_DEID_AUDIT_DIR``, else in
 ``audit/`` beside the run folders) before anything else, and writes the originals to a
 file readable by the pipeline's owner only (``<runs>/reidentified/<run id>.csv``); XCom

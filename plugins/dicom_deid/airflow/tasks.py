@@ -626,7 +626,7 @@ def withdraw() -> dict[str, Any]:
     vault_key = _vault_key(project)  # the originals to hold back are encrypted under it
     try:
         return withdraw_released(settings, conf["project"], conf["level"], conf["value"],
-                                 conf["reason"], user, vault_key)
+                                 conf["reason"], user, vault_key, project.deid_config())
     except ConfigError as exc:
         raise AirflowFailException(f"withdrawal refused: {exc}") from exc
 
@@ -645,8 +645,9 @@ def reidentify_params() -> dict[str, Any]:
 
     return {
         "project": Param(type="string", pattern="^[a-z0-9_]+$", title="Project",
-                         description="The project whose vault key opens the mapping "
-                         "(its file projects/<name>.yaml)."),
+                         description="The project whose pseudonyms these are (its file "
+                         "projects/<name>.yaml): only its own mapping rows are looked up, "
+                         "opened with its vault key, and the audit goes to its log."),
         "kind": Param(type="string", enum=list(KINDS), title="Kind",
                       description="What the values are: pseudonymous patient IDs, accession "
                       "numbers, or Study/Series/SOP Instance UIDs."),
@@ -661,7 +662,9 @@ def reidentify_params() -> dict[str, Any]:
 @task(retries=0)
 def reidentify() -> dict[str, Any]:
     """The originals behind the trigger's pseudonyms, for the user who triggered the run:
-    opened with the project's vault key, audited before anything is written, written to a
+    looked up in the project's own rows of ``deid_mapping`` only (another project's
+    pseudonym is not found, whichever vault key the two share), opened with the project's
+    vault key, audited in the project's log before anything is written, written to a
     file readable by the pipeline's owner only (its path on XCom; never a value)."""
     from dicom_deid.pipeline import run_record
     from dicom_deid.pipeline.projects import load_project
@@ -686,7 +689,8 @@ def reidentify() -> dict[str, Any]:
         from dicom_deid.pipeline.restricted import open_private_warehouse
 
         with open_private_warehouse(settings.warehouse) as warehouse:
-            table, source = from_warehouse(warehouse, vault_key, "warehouse:deid_mapping")
+            table, source = from_warehouse(warehouse, vault_key, "warehouse:deid_mapping",
+                                           project=conf["project"])
         from dicom_deid.pipeline.withdraw import check_reason
 
         answer = look_up(table, source, {conf["kind"]: [str(v) for v in values]},
@@ -697,8 +701,9 @@ def reidentify() -> dict[str, Any]:
     out = settings.work_dir / "reidentified" / f"{_safe_name(dag_run.run_id)}.csv"
     write_answer(out, answer)
     audit = settings.audit_log(conf["project"])
-    log.info("re-identification for %s: %d of %d found; audited in %s; originals in %s",
-             requester, answer.found, answer.asked, audit, out)
+    log.info("re-identification for %s in project %s: %d of %d found (%d not found in "
+             "the project's mapping); audited in %s; originals in %s", requester,
+             conf["project"], answer.found, answer.asked, answer.missing, audit, out)
     return {"asked": answer.asked, "found": answer.found, "missing": answer.missing,
             "answer": str(out), "audit": str(audit), "requester": requester}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from dicom_deid.errors import DicomDeidError, KeyConfigError
+from dicom_deid.errors import ConfigError, DicomDeidError, KeyConfigError
 from dicom_deid.vault.reidentify import KINDS
 
 from .table import print_table
@@ -37,6 +37,9 @@ def add_parsers(sub: Any) -> None:
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--mapping", type=Path, help="a mapping file (`deidentify --mapping`)")
     src.add_argument("--warehouse", help="a warehouse URL: its deid_mapping table")
+    r.add_argument("--project", default=None,
+                   help="with --warehouse: only this project's mapping rows (the batches its "
+                        "ledger records), so another project's pseudonyms are not found")
     r.add_argument("--vault-key-file", type=Path, default=None,
                    help="the vault key (default: $DICOM_DEID_VAULT_KEY)")
     r.add_argument("--purpose", required=True, help="why (recorded in the audit)")
@@ -86,13 +89,16 @@ def _mapping(args: argparse.Namespace, vault_key: bytes) -> tuple[Any, str]:
     from dicom_deid.vault.reidentify import from_file, from_warehouse
 
     if args.mapping is not None:
+        if args.project is not None:
+            raise ConfigError("--project scopes --warehouse lookups; a mapping file is one "
+                              "run's already")
         return from_file(args.mapping, vault_key)
     from dicom_deid.warehouse.factory import open_warehouse
 
     parts = urlsplit(args.warehouse)
     source = urlunsplit(parts._replace(netloc=parts.hostname or "", query=""))
     with open_warehouse(args.warehouse) as wh:
-        return from_warehouse(wh, vault_key, source)
+        return from_warehouse(wh, vault_key, source, project=args.project)
 
 
 def reidentify(args: argparse.Namespace) -> int:

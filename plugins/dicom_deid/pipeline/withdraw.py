@@ -14,11 +14,19 @@ original identifiers in the restricted ``deid_mapping``, and then, in this order
 3. deletes their ``deid_metadata`` rows;
 4. marks their ledger rows ``withdrawn`` (when, by whom, why).
 
+Step 2 leaves no copy of the files in the destination: the release shown until then,
+kept for the readers that resolved it, loses them too (and on an object store every
+stored version of them is deleted), in the same step.
+
 Each step can be repeated: a withdrawal interrupted anywhere is finished by asking again,
 and one asked again when it is done changes nothing and says so. The reason must be
-PHI-free: it is refused when the project's text detectors find a name, a date, an ID-like
-number, a UID or a value of the withdrawn instances themselves in it. No message and no
-log line holds an original value, nor the reason (it is refused *because* it may hold one).
+PHI-free: it is refused when the project's text detectors find a name, a date (a written
+one too: "march fourteenth nineteen fifty eight"), an ID-like number, a UID or a value of
+the withdrawn instances themselves in it. No message and no log line holds an original
+value, nor the reason (it is refused *because* it may hold one). A value that is not a
+pseudonym of the project's form, or that the project never released, is refused with one
+message, by its form and the ledger alone: original identifiers are never consulted to
+answer, so the answer never tells whether a value is a real patient's identifier.
 """
 
 from __future__ import annotations
@@ -36,8 +44,10 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from dicom_deid.config.model import info_type_of
+from dicom_deid.config.model import DeidConfig, info_type_of
+from dicom_deid.config.plan import Act, Mode, Plan
 from dicom_deid.deid.sweep import SWEEP_TAGS
+from dicom_deid.dicom.dates import MONTH_RE
 from dicom_deid.errors import ConfigError, StorageError
 from dicom_deid.storage import Store
 from dicom_deid.text.banner import line_spans
@@ -56,7 +66,7 @@ from .settings import PipelineSettings
 from .withdrawal_form import LEVELS, REASON_MAX, VALUE_MAX
 
 __all__ = ["LEVELS", "REASON_MAX", "WithdrawalError", "check_reason", "project_settings",
-           "withdraw", "withdrawal_id_for"]
+           "pseudonym_form", "withdraw", "withdrawal_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +90,12 @@ _WHAT = {"PERSON_NAME": "a person's name", "DATE": "a date", "AGE": "an age",
          "LOCATION": "a place", "IP_ADDRESS": "an IP address", "URL": "a URL",
          "CONTEXT": "a value of the withdrawn instances"}
 _MAPPING_COLUMNS = ("run_id", "output_path", "sop_uid", "original_accession", *ORIGINALS.values())
-#: Level -> the ``dicom_metadata`` column of its original identifier.
-_METADATA_COLUMNS = {"patient": "PatientID", "study": "StudyInstanceUID",
-                     "series": "SeriesInstanceUID", "instance": "SOPInstanceUID"}
+#: Level -> the attribute holding its identifier, and its VR (the project's policy says
+#: whether, and how, it is replaced: the form a pseudonym of it takes).
+_ATTRIBUTES = {"patient": ("PatientID", "LO"), "study": ("StudyInstanceUID", "UI"),
+               "series": ("SeriesInstanceUID", "UI"), "instance": ("SOPInstanceUID", "UI")}
+_PSEUDONYMOUS_UID = re.compile(r"2\.25\.([1-9][0-9]{0,38})")
+_PSEUDONYMOUS_CODE = "[A-Z2-7]{16}"
 
 
 class WithdrawalError(ConfigError):
@@ -135,8 +148,10 @@ def check_reason(reason: str, context: PhiContext | None = None) -> str:
 
     Refused: an empty or over-long reason, control characters, and anything the text
     detectors find (a person's name as forms write them, a date, an ID-like number, a phone
-    number, an address...), a UID, or -- with ``context`` -- a value of the withdrawn
-    instances (their patient's names and IDs, in any spelling the sweep knows)."""
+    number, an address...), a UID, a date written with a month's name (:data:`_WRITTEN_DATE`:
+    "march 1958", "the fourteenth of march", "march fourteenth nineteen fifty eight"), or
+    -- with ``context`` -- a value of the withdrawn instances (their patient's names and
+    IDs, in any spelling the sweep knows)."""
     text = _SPACES.sub(" ", reason or "").strip()
     if not text:
         raise WithdrawalError("a reason is required (PHI-free: why, not who)")
@@ -149,6 +164,8 @@ def check_reason(reason: str, context: PhiContext | None = None) -> str:
              if s.from_context or s.info_type in REFUSED_TYPES}
     if _UID_RE.search(text):
         found.add("UID")
+    if _WRITTEN_DATE.search(text):
+        found.add("DATE")
     if _proper_names(text):
         found.add("PERSON_NAME")
     if found:
@@ -159,6 +176,31 @@ def check_reason(reason: str, context: PhiContext | None = None) -> str:
             "apart, and is recorded)")
     return text
 
+
+_UNITS = "one|two|three|four|five|six|seven|eight|nine"
+_TEENS = ("ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|"
+          "nineteen")
+_TENS = "twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety"
+_ORDINALS = ("first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|"
+             "twelfth|thirteenth|fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|"
+             "nineteenth|twentieth|thirtieth")
+_NUMBER_WORD = rf"(?:{_UNITS}|{_TEENS}|{_TENS}|hundred|thousand|oh)"
+#: A day of the month as a date writes it: 14, 14th, fourteenth, twenty-first.
+_DAY = rf"(?:\d{{1,2}}(?:st|nd|rd|th)?|(?:(?:twenty|thirty)[\s-]+)?(?:{_ORDINALS}))"
+_ORDINAL_DAY = rf"(?:\d{{1,2}}(?:st|nd|rd|th)|(?:(?:twenty|thirty)[\s-]+)?(?:{_ORDINALS}))"
+#: A year: four digits, '58, or two number words or more ("nineteen fifty eight").
+_YEAR = (rf"(?:\d{{4}}|'\d{{2}}|(?:{_NUMBER_WORD})(?:[\s-]+(?:and[\s-]+)?"
+         rf"(?:{_NUMBER_WORD})){{1,5}})")
+_WRITTEN_DATE = re.compile(
+    rf"(?<![\w'])(?:"
+    rf"{MONTH_RE}[\s,]+(?:the\s+)?(?:{_DAY}[\s,]+)?{_YEAR}"  # march (14th) 1958
+    rf"|{MONTH_RE}\s+(?:the\s+)?{_DAY}"  # march fourteenth, march the 14th
+    rf"|{_ORDINAL_DAY}\s+(?:of\s+)?{MONTH_RE}"  # fourteenth (of) march, 14th march
+    rf"|\d{{1,2}}\s+of\s+{MONTH_RE}"  # 14 of march
+    rf")(?![\w])", re.IGNORECASE)
+"""A date written with a month's name, its day or year in digits or in words: what the
+detectors (tuned to dates as forms and headers write them) let through. A month's name
+alone ("in March", "data may be kept") is not a date."""
 
 #: Capitalised words a reason may use mid-sentence: modality codes and common acronyms
 #: (a reason is free text written by someone who has just seen the PHI it must not hold).
@@ -203,15 +245,21 @@ def project_settings(settings: PipelineSettings, folder: Path, project: str
 
 
 def withdraw(settings: PipelineSettings, project: str, level: str, value: str, reason: str,
-             requested_by: str, vault_key: bytes | None = None) -> dict[str, Any]:
+             requested_by: str, vault_key: bytes | None = None,
+             policy: DeidConfig | None = None) -> dict[str, Any]:
     """Withdraw ``project``'s released files of one patient, study, series or instance
     (``level``; ``value`` its pseudonymous identifier) from its research tree, whose
     location ``settings.destination`` gives (the project's, as for the de-identification
     steps). Counts of what was done; ``status`` is ``withdrawn`` or ``unchanged`` (it was
     withdrawn already). :class:`WithdrawalError` for a request that cannot be carried out,
     before anything is changed. ``vault_key`` opens the mapping's encrypted identifying
-    columns (the originals to hold back); without it, a sealed mapping is refused."""
+    columns (the originals to hold back); without it, a sealed mapping is refused.
+    ``policy``: the project's de-identification policy; a value that does not have the
+    form it gives the level's pseudonyms is refused before any lookup (with the message
+    of a value the project never released)."""
     req = _checked(project, level, value, reason, requested_by)
+    if policy is not None and not pseudonym_form(policy, req.level, req.value):
+        raise _not_released(req)
     dest, tree = destination(settings)
     now = datetime.now(UTC)
     wid = withdrawal_id_for(now, req.project)
@@ -241,8 +289,10 @@ def _withdraw(settings: PipelineSettings, req: _Request, dest: Store, tree: str,
         warehouse.insert_rows(ledger.WITHDRAWALS, blocks,
                               key_columns=DEFAULT_KEYS[ledger.WITHDRAWALS])
     paths = sorted({r.output_path for r in rows})
+    # The release shown until now loses the files too (readers that resolved it lose
+    # them): a withdrawal leaves no copy of them in the destination.
     release = dest.publish_release(tree, wid, {}, paths, {
-        f"{MANIFESTS}/{wid}.json": _manifest(wid, req, now, paths)})
+        f"{MANIFESTS}/{wid}.json": _manifest(wid, req, now, paths)}, withdraw=True)
     with open_private_warehouse(settings.warehouse) as warehouse:
         deleted = warehouse.delete_in("deid_metadata", "source_uri",
                                       [dest.uri(f"{tree}/{p}") for p in paths])
@@ -299,29 +349,41 @@ def _nothing_released(warehouse: Warehouse, req: _Request, vault_key: bytes | No
     if sealed and not mine:
         raise WithdrawalError("deid_ledger does not open with this vault key: none of "
                               f"project {req.project}'s rows is encrypted under it")
-    if _is_original(warehouse, req):  # never repeated back
-        raise WithdrawalError(
-            f"the {req.level} given is an ORIGINAL identifier, not a pseudonym: give the "
-            f"{req.level}'s identifier as the research tree and deid_metadata show it")
-    # Not repeated either: a mistyped original identifier is still close to one.
-    raise WithdrawalError(f"project {req.project} has no released {req.level} with the "
-                          "identifier given (give the pseudonymous identifier the research "
-                          "tree shows)")
+    raise _not_released(req)
 
 
-def _is_original(warehouse: Warehouse, req: _Request) -> bool:
-    """Whether the value given is an original identifier at its level (de-identified
-    before, or only exported): a message must not repeat it."""
-    found = warehouse.run_cohort(
-        f"SELECT COUNT(*) AS n FROM deid_mapping WHERE {ORIGINALS[req.level]} = @value",
-        {"value": req.value}).column("n")[0].as_py()
-    column = _METADATA_COLUMNS[req.level]
-    if not found and column in warehouse.run_cohort(
-            "SELECT * FROM dicom_metadata LIMIT 0").column_names:
-        found = warehouse.run_cohort(
-            f"SELECT COUNT(*) AS n FROM dicom_metadata WHERE {column} = @value",
-            {"value": req.value}).column("n")[0].as_py()
-    return bool(found)
+def _not_released(req: _Request) -> WithdrawalError:
+    """The one refusal of a value the project has no released file of, whatever it is (a
+    typo, another project's pseudonym, an original identifier): the value is not
+    repeated (a mistyped original is still close to one), and original identifiers are
+    never consulted to word it, so it never tells whether the value is a real one."""
+    return WithdrawalError(f"project {req.project} has no released {req.level} with the "
+                           "identifier given (give the pseudonymous identifier the research "
+                           "tree and deid_metadata show)")
+
+
+def pseudonym_form(policy: DeidConfig, level: str, value: str) -> bool:
+    """Whether ``value`` has the form ``policy`` gives the pseudonyms of ``level``'s
+    identifier: a ``2.25.`` UID of a version-8 UUID (:meth:`Pseudonymizer.uid
+    <dicom_deid.deid.pseudonyms.Pseudonymizer.uid>`) where the UID is replaced; the
+    policy's ``id_prefix`` and 16 base32 characters where the PatientID is pseudonymised.
+    An identifier the policy keeps (or changes otherwise) has no form of its own: any
+    value passes. Decided on the value's text alone."""
+    if level not in _ATTRIBUTES:
+        raise WithdrawalError(f"level must be one of {', '.join(LEVELS)}")
+    keyword, vr = _ATTRIBUTES[level]
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    act = Plan(policy).act(tag, vr, Mode.NORMAL)
+    if act is Act.UID:
+        m = _PSEUDONYMOUS_UID.fullmatch(value)
+        if m is None or int(m.group(1)) >= 1 << 128:
+            return False
+        raw = int(m.group(1)).to_bytes(16, "big")
+        return raw[6] >> 4 == 8 and raw[8] >> 6 == 2  # RFC 9562 version 8, its variant
+    if act is Act.PSEUDONYM:
+        return re.fullmatch(re.escape(policy.id_prefix) + _PSEUDONYMOUS_CODE, value) is not None
+    return True
 
 
 def _originals(warehouse: Warehouse, rows: Sequence[ledger.LedgerRow],

@@ -267,14 +267,23 @@ class Store(ABC):
 
     @abstractmethod
     def publish_release(self, tree: str, release: str, add: Mapping[str, str],
-                        remove: Collection[str], files: Mapping[str, bytes]) -> Release:
+                        remove: Collection[str], files: Mapping[str, bytes], *,
+                        withdraw: bool = False) -> Release:
         """Make ``release`` the content of the growing tree at ``tree`` in one step: the
         current tree without the paths in ``remove``, with each staged file of ``add``
         (tree path -> store-relative staged path) added or replacing the file at its
         path, and the small ``files`` written. Readers see the old tree or the new one,
         never a mix; releases of one tree are built one at a time. Publishing a release
         again (its record was lost: a crash between the release and the ledger) is
-        idempotent: it is built on the release it was built on, never on itself."""
+        idempotent: it is built on the release it was built on, never on itself.
+
+        The release shown until now is kept for the readers that resolved it, until the
+        next release. ``withdraw``: the paths in ``remove`` are withdrawn, and that
+        overrides it: once the release is shown, before this returns, no copy of them is
+        left in the store (taken out of every earlier release still kept, and on object
+        stores every stored version of them deleted); a reader of an earlier release
+        finds them gone (:class:`FileNotFoundError`), as a reader of a replaced file
+        does."""
 
     @abstractmethod
     def lock(self, tree: str) -> AbstractContextManager[None]:

@@ -53,6 +53,11 @@ In a bucket without object versioning, replacing a file overwrites the object re
 the previous release pinned: they get :class:`FileNotFoundError` and move to the new
 release (step 3), they never read the new bytes as the old release's. With versioning,
 they keep reading the old release until they finish.
+
+A release that withdraws files (``publish_release(..., withdraw=True)``) deletes, once its
+pointer has moved, every stored generation of them, noncurrent ones included: a reader of
+an earlier release gets :class:`FileNotFoundError` for them (step 3), and no version of a
+withdrawn file is left in the bucket (a soft-delete retention policy is the bucket's).
 """
 
 from __future__ import annotations
@@ -504,7 +509,8 @@ class GcsStore(Store):
                 for path, e in sorted(manifest.files.items())]
 
     def publish_release(self, tree: str, release: str, add: Mapping[str, str],
-                        remove: Collection[str], files: Mapping[str, bytes]) -> Release:
+                        remove: Collection[str], files: Mapping[str, bytes], *,
+                        withdraw: bool = False) -> Release:
         tree = _tree_name(tree)
         _check_release_name(release)
         # Tree paths as the manifest names them ('..' refused, no empty segments).
@@ -537,6 +543,8 @@ class GcsStore(Store):
                     raise StorageError(f"{self.uri(tree)}: its pointer changed while its "
                                        "lock was held (a writer without the lock?)") from None
             self._after_commit(tree, manifest, base)
+            if withdraw:
+                self._withdraw_versions(tree, remove - set(manifest.files))
             before = base.files if base is not None else {}
             return Release(release, len(manifest.files), len(add),
                            sum(1 for p in set(remove) if p in before))
@@ -630,6 +638,33 @@ class GcsStore(Store):
                and not k[len(folder):].endswith(_PENDING) and k[len(folder):] not in keep]
         self._delete_keys([*(self._key(f"{tree}/{p}") for p in sorted(gone)), *old,
                            self._key(f"{tree}/{RELEASES}/{manifest.release}{_PENDING}")])
+
+
+    def _withdraw_versions(self, tree: str, paths: Collection[str]) -> None:
+        """Delete every stored generation of the tree ``paths`` (the live object, and in
+        a bucket with object versioning the noncurrent ones readers of earlier releases
+        pinned); one left is a :class:`StorageError` naming no path (the withdrawal is
+        then not done, and is finished by asking again). A bucket's soft-delete
+        retention is its own: see the README."""
+        keys = sorted({self._key(f"{tree}/{p}") for p in paths})
+
+        def versions(key: str) -> list[tuple[str, int]]:
+            return [(b.name, int(b.generation)) for b in self.client.list_blobs(
+                self.bucket_name, prefix=key, versions=True, page_size=self.page_size,
+                fields="items(name,generation),nextPageToken", timeout=self.timeout,
+                retry=DEFAULT_RETRY) if b.name == key]
+
+        def delete(item: tuple[str, int]) -> None:
+            with suppress(gexc.NotFound):
+                self.bucket.blob(item[0], generation=item[1]).delete(
+                    timeout=self.timeout, retry=DEFAULT_RETRY)
+
+        stored = [v for found in parallel(versions, keys, self.workers) for v in found]
+        parallel(delete, stored, self.workers)
+        left = sum(len(found) for found in parallel(versions, keys, self.workers))
+        if left:
+            raise StorageError(f"{self.uri(tree)}: {left} stored version(s) of withdrawn "
+                               "files could not be deleted: the withdrawal is not complete")
 
 
 _HELD: dict[tuple[str, str, int], int] = {}

@@ -256,11 +256,14 @@ class LocalStore(Store):
         return found
 
     def publish_release(self, tree: str, release: str, add: Mapping[str, str],
-                        remove: Collection[str], files: Mapping[str, bytes]) -> Release:
+                        remove: Collection[str], files: Mapping[str, bytes], *,
+                        withdraw: bool = False) -> Release:
         # ``tree`` is a symbolic link to ``.releases-<tree>/<release>/``, a full tree whose
         # unchanged files are hard links to the previous release's: building one costs a
         # link per file, and replacing the link is one atomic rename. The previous
-        # release stays (a reader that resolved the link keeps a whole tree).
+        # release stays (a reader that resolved the link keeps a whole tree), less what
+        # a withdrawal withdrew: those paths are unlinked from every release folder kept,
+        # and since the files are hard links of each other, no copy of them is left.
         link = self._path(tree)
         if "/" in tree.strip("/") or not tree.strip("/"):
             raise StorageError("a release tree is one folder name under the store's root")
@@ -296,6 +299,8 @@ class LocalStore(Store):
                         shutil.rmtree(old, ignore_errors=True)
                     else:
                         old.unlink(missing_ok=True)
+            if withdraw:
+                _withdraw_from(releases, target.name, remove)
             return Release(release, kept + len(add) + len(files), len(add), removed)
 
     def _release_dirs(self, tree: str, release: str, releases: Path, folder: str
@@ -400,6 +405,40 @@ def _tree_lock(link: Path) -> Iterator[None]:
         finally:
             del _HELD[owner]
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _withdraw_from(releases: Path, shown: str, paths: Collection[str]) -> None:
+    """Unlink the tree ``paths`` from every release folder under ``releases`` but the one
+    ``shown`` (which was built without them), folders left empty removed; a path still
+    there afterwards is a :class:`StorageError` (naming no path: a withdrawal is then not
+    done, and is finished by asking again)."""
+    wanted = [split_rel(p) for p in paths]
+    left = 0
+    for folder in sorted(releases.iterdir()):
+        if folder.name == shown or folder.is_symlink() or not folder.is_dir():
+            continue
+        for parts in wanted:
+            path = folder.joinpath(*parts)
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass  # counted below
+            if os.path.lexists(path):
+                left += 1
+                continue
+            parent = path.parent
+            while parent != folder:  # the withdrawn file's now empty folders
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
+    if left:
+        raise StorageError(f"{left} withdrawn file(s) could not be removed from an earlier "
+                           f"release in {releases.name}: the withdrawal is not complete")
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "sop_uid": ("sop_uid", "original_sop_uid"),
 }
 _TEXT_MAX = {"requester": 100, "purpose": 300}
+_PROJECT = re.compile(r"[a-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,38 @@ def from_file(path: Path, vault_key: bytes) -> tuple[pa.Table, str]:
     return read_sealed_table(path, vault_key), path.name
 
 
-def from_warehouse(warehouse: Warehouse, vault_key: bytes, source: str
-                   ) -> tuple[pa.Table, str]:
+#: A project's own ``deid_mapping`` rows: those of the batches that released files into
+#: its tree (the ledger's ``batch_id`` is the mapping's ``run_id``; a batch is one
+#: project's), whatever their status now.
+_PROJECT_MAPPING = (
+    "SELECT * FROM deid_mapping WHERE run_id IN (SELECT DISTINCT batch_id FROM deid_ledger "
+    "WHERE project = @project)")
+
+
+def from_warehouse(warehouse: Warehouse, vault_key: bytes, source: str, *,
+                   project: str | None = None) -> tuple[pa.Table, str]:
     """The ``deid_mapping`` rows under ``vault_key``, still encrypted (:func:`reidentify`
     opens the rows asked for; another project's key opens its own rows, and rows loaded
-    in clear are not re-identified under audit)."""
-    table = rows_under(warehouse.query("SELECT * FROM deid_mapping"), vault_key)
+    in clear are not re-identified under audit).
+
+    ``project``: only that project's rows (of the batches its ledger records), so that a
+    pseudonym another project released is not found, even where both projects' mappings
+    are under one vault key (the deployment's default); the source recorded in the audit
+    then names the project. None: every project's rows under the key (the command line's
+    ``--warehouse``, for whoever holds the vault key file)."""
+    if project is None:
+        table = rows_under(warehouse.query("SELECT * FROM deid_mapping"), vault_key)
+    else:
+        if not _PROJECT.fullmatch(project):
+            raise KeyConfigError("project must be a project name (a-z, 0-9 and _)")
+        table = rows_under(warehouse.run_cohort(_PROJECT_MAPPING, {"project": project}),
+                           vault_key)
+        source = f"{source} (project {project})"
     if not table.num_rows:
-        raise KeyConfigError("no deid_mapping row is encrypted under this vault key (key "
-                             f"id {vault_key_id(vault_key)}): the wrong key, or a mapping "
-                             "loaded without one")
+        whose = f" of project {project}" if project is not None else ""
+        raise KeyConfigError(f"no deid_mapping row{whose} is encrypted under this vault key "
+                             f"(key id {vault_key_id(vault_key)}): the wrong key, a mapping "
+                             "loaded without one, or nothing released")
     return table, source
 
 
