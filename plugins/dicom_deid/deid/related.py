@@ -26,8 +26,8 @@ from pydicom.tag import BaseTag
 
 from dicom_deid.dicom.walker import (
     UNDEFINED,
-    _header,
     locate_dataset,
+    read_header,
     sequence_items,
     undefined_end,
 )
@@ -145,7 +145,7 @@ def _leading(head: bytes, pos: int, implicit: bool) -> dict[int, _Elem]:
     limit = len(head)
     try:
         while pos + 8 <= limit:
-            tag, vr, start, length = _header(head, pos, limit, implicit)
+            tag, vr, start, length = read_header(head, pos, limit, implicit)
             if tag > _LAST:
                 break
             undefined = length == UNDEFINED

@@ -96,7 +96,8 @@ def _truncated_header() -> BadInput:
     return BadInput("truncated", "truncated: the file ends inside an element header")
 
 
-def _header(data: bytes, pos: int, limit: int, implicit: bool) -> tuple[int, str | None, int, int]:
+def read_header(data: bytes, pos: int, limit: int, implicit: bool
+                ) -> tuple[int, str | None, int, int]:
     """(tag, VR, value start, value length) of the element header at ``pos``."""
     if pos + 8 > limit:
         raise _truncated_header()
@@ -332,7 +333,7 @@ def _file_meta(data: bytes, pos: int, all_values: bool) -> tuple[dict[int, str],
             start = pos + 8
         else:  # a long VR (or a malformed header: _header says which)
             try:
-                _tag, vr, start, length = _header(data, pos, end, False)
+                _tag, vr, start, length = read_header(data, pos, end, False)
             except BadInput as exc:
                 raise BadInput(exc.kind, f"{exc.reason} (file meta information)") from None
             if length == UNDEFINED:
