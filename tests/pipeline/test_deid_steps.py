@@ -789,12 +789,9 @@ def test_a_success_removes_what_earlier_unsuccessful_runs_of_its_project_kept(
     assert (other / "cohort.parquet").read_bytes() == b"not ours"
 
 
-def test_a_landing_file_replaced_after_its_export_is_listed_not_released(
-        tmp_path: Path) -> None:
-    """An external probe replaced an in-cohort landing file, after the export, with
-    another patient's: the shard de-identified what it found and released a patient the
-    cohort never chose. A file whose size or modification time is not what the export
-    catalogued is now listed as ``changed`` and left for the next export."""
+
+def _exported_one_patient(tmp_path: Path) -> tuple[PipelineSettings, Path]:
+    """A one-patient landing zone exported and loaded on DAY1, and one of its CT files."""
     landing = tmp_path / "data" / "landing"
     generate(landing, patients=1, seed=11, instances_per_series=2, small=True,
              duplicates=False, bad_inputs=False)
@@ -808,6 +805,15 @@ def test_a_landing_file_replaced_after_its_export_is_listed_not_released(
                 "dicom_metadata")
     victim = Path(_query(settings, "SELECT source_uri FROM dicom_metadata "
                                    "WHERE Modality = 'CT' ORDER BY 1 LIMIT 1")[0]["source_uri"])
+    return settings, victim
+
+def test_a_landing_file_replaced_after_its_export_is_listed_not_released(
+        tmp_path: Path) -> None:
+    """An external probe replaced an in-cohort landing file, after the export, with
+    another patient's: the shard de-identified what it found and released a patient the
+    cohort never chose. A file whose size or modification time is not what the export
+    catalogued is now listed as ``changed`` and left for the next export."""
+    settings, victim = _exported_one_patient(tmp_path)
     outsider = pydicom.dcmread(victim)
     outsider.PatientName, outsider.PatientID = "Outsider^Olga", "OUT99817"
     outsider.SOPInstanceUID = pydicom.uid.generate_uid()
@@ -837,19 +843,7 @@ def test_a_landing_file_swapped_at_the_same_size_time_and_sop_uid_is_not_release
     the content the export had hashed. The worker now checks the file's bytes against
     the export's content SHA-256: the file is listed as ``changed`` and not released,
     and every released file's ledger hash is the hash of the file that was released."""
-    landing = tmp_path / "data" / "landing"
-    generate(landing, patients=1, seed=11, instances_per_series=2, small=True,
-             duplicates=False, bad_inputs=False)
-    for path in (landing / "dicom").rglob("*"):
-        os.utime(path, (DAY1.timestamp() + 3600, DAY1.timestamp() + 3600))
-    settings = PipelineSettings.from_env({
-        "DICOM_DEID_DATA_DIR": str(tmp_path / "data"),
-        "DICOM_DEID_LANDING": str(landing / "dicom"), "DICOM_DEID_WORKERS": "1"})
-    day = export_interval(settings, DAY1, DAY1 + timedelta(days=1))
-    load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata", day.run_id,
-                "dicom_metadata")
-    victim = Path(_query(settings, "SELECT source_uri FROM dicom_metadata "
-                                   "WHERE Modality = 'CT' ORDER BY 1 LIMIT 1")[0]["source_uri"])
+    settings, victim = _exported_one_patient(tmp_path)
     before = os.stat(victim)
     outsider = pydicom.dcmread(victim)
     outsider.PatientID = "Q" * len(str(outsider.PatientID))  # same length: same size
