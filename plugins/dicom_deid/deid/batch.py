@@ -707,7 +707,7 @@ def _outcomes(
                  if any(is_object_uri(s.path) for s in sources) else None)
     # every input's relatives, before any is de-identified: whatever the order or the
     # number of workers, an instance is swept for the same values
-    related = gather_related(sources)
+    related = gather_related(sources) if config.residual_sweep else {}
     setup = (config, key, out_root, layout, token, gate, metadata, review, downloads, related)
     try:
         if workers <= 1 or len(sources) < 2:

@@ -58,11 +58,14 @@ def held(out_root: Path, token: str, also: Iterable[Path] = ()) -> Iterator[int]
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pass  # a run is working here: its marker is not stale
+        except OSError:
+            pass  # a filesystem without locks: nothing is swept (a dead run's stay)
         else:
             swept = _sweep_dead(out_root, also)
         # the marker is made under the shared lock: a sweeper (exclusive) never sees a
         # live run's marker
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH)
         marker = out_root / f"{MARKER_PREFIX}{token}"
         with open(marker, "x"):
             pass
