@@ -10,9 +10,11 @@ cleaner examined.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom.data
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UltrasoundImageStorage
@@ -136,3 +138,14 @@ def test_the_minimal_keep_list_removes_dates() -> None:
     claims = claims_of(replace(DeidConfig(), profile=ProfileType.MINIMAL_KEEP_LIST))
     assert claims.identity_removed
     assert claims.dates == "REMOVED"
+
+
+def test_pydicom_files_claim_clean_pixels_only_where_they_were_examined() -> None:
+    """On pydicom's own files, through both paths: its CT (not read by OCR under AUTO)
+    claims the profile without Clean Pixel Data; its secondary capture (read) claims it."""
+    files = Path(pydicom.data.__file__).parent / "test_files"
+    ct, _, _ = deidentify_bytes((files / "CT_small.dcm").read_bytes(), privacy_first())
+    assert ct.PatientIdentityRemoved == "YES" and _codes(ct) == ["113100", "113105"]
+    sc, _, _ = deidentify_bytes((files / "SC_rgb_small_odd.dcm").read_bytes(),
+                                privacy_first())
+    assert _codes(sc) == ["113100", "113105", "113101"]

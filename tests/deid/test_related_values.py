@@ -117,5 +117,18 @@ def test_values_inside_sequences_are_swept_as_the_gate_searches_them(tmp_path: P
     summary = run_batch([Source(str(folder / "rt.dcm"), "rt.dcm")], out, privacy_first(), KEY,
                         workers=1, progress=False, gate=(), drop_rejected=True)
     assert summary.rejected == 0 and summary.processed == 1
+    assert summary.byte_path == 1  # production's fast path took it
     (written,) = out.rglob("*.dcm")
     assert pydicom.dcmread(written).Manufacturer == "Manufacturer name [CTX]"
+
+
+def test_relatives_names_are_read_in_their_character_set() -> None:
+    """pydicom's chrH31.dcm writes its patient in ISO 2022 IR 87, whose escape sequences
+    are ASCII bytes: the names must be decoded as the de-identifier decodes its own (the
+    first gather read them as ASCII and searched for mojibake)."""
+    path = Path(pydicom.data.__file__).parent / "charset_files" / "chrH31.dcm"
+    groups = gather([Source(str(path), path.name)])
+    names = {value for values in groups.values() for tag, _, value in values
+             if tag == 0x00100010}
+    assert names == {"Yamada^Tarou=山田^太郎=やまだ^たろう"}
+    assert "pid:|H31EXAMPLE" in groups

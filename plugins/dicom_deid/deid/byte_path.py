@@ -47,7 +47,7 @@ from dicom_deid.config.plan import (
     item_scope,
 )
 from dicom_deid.dicom.files import Chunk, FileRange
-from dicom_deid.dicom.reader import PYDICOM_ONLY_SYNTAXES, ascii_text
+from dicom_deid.dicom.reader import PYDICOM_ONLY_SYNTAXES, ascii_text, plain_text, raw_texts
 from dicom_deid.dicom.walker import (
     PIXEL_DATA_TAG,
     SEQ_DELIM_ITEM,
@@ -354,7 +354,7 @@ class ByteDeidentifier:
             if e[5] or e[4] > len(view):
                 raise _Decline
             raw = bytes(view[e[3]:e[4]])
-            text = _plain_text(raw, vr)
+            text = plain_text(raw, vr)
             if text is not None:
                 if text.strip():
                     yield info_type_of(keyword_for_tag(e[0]), vr), text
@@ -502,7 +502,7 @@ class ByteDeidentifier:
                                state.issuer if tag == TAG_PATIENT_ID else "")
             if done is not None:  # b"" too: an empty value stays empty
                 return done
-        text = _plain_text(raw, vr)
+        text = plain_text(raw, vr)
         if text is not None:
             elem = DataElement(tag, vr, text)
             self.deid.change_text(elem, tag, vr, act, state)
@@ -572,13 +572,7 @@ class ByteDeidentifier:
     def _values(self, view: memoryview, e: _Elem, vr: str, implicit: bool,
                 encodings: list[str]) -> list[str]:
         """An element's values as the Dataset path decodes them."""
-        raw = bytes(view[e[3]:e[4]])
-        text = _plain_text(raw, vr)
-        if text is not None:
-            return [text] if text else []
-        return Deidentifier.element_values(convert_raw_data_element(
-            RawDataElement(BaseTag(e[0]), e[1], len(raw), raw, 0, implicit, True),
-            encoding=encodings))
+        return raw_texts(bytes(view[e[3]:e[4]]), e[0], vr, e[1], implicit, encodings)
 
     def _swept(
         self, view: memoryview, elems: list[_Elem], swept: _Sites, implicit: bool,
@@ -647,7 +641,7 @@ class ByteDeidentifier:
             if found is not _MISSING:
                 _remember(memo, key, found)
                 return found
-        text = _plain_text(raw, vr)
+        text = plain_text(raw, vr)
         if text is not None:
             elem = DataElement(e[0], vr, text)
         else:  # as read, or (read without one) as element_act resolved it
@@ -684,7 +678,7 @@ class ByteDeidentifier:
                 value = self.deid.uid_value(values)
                 known = (element_header(tag, vr, len(value), implicit) + value, value)
             else:
-                text = _plain_text(raw, vr)
+                text = plain_text(raw, vr)
                 if text is None:
                     return None
                 value = self.deid.pseudonym(tag, text, issuer).encode("ascii") if text else b""
@@ -733,17 +727,6 @@ class ByteDeidentifier:
 
 
 # VRs whose single ASCII value pydicom reads as the bytes less trailing NULs and spaces.
-_PLAIN_TEXT_VRS = frozenset({"LO", "SH", "PN", "LT", "ST", "UT", "UC", "DA", "DT"})
-
-
-def _plain_text(raw: bytes, vr: str) -> str | None:
-    """The value pydicom would read from ``raw`` when it is one plain ASCII value of a
-    text VR (the common case, read here without pydicom); None otherwise."""
-    if vr not in _PLAIN_TEXT_VRS or not raw.isascii() or b"\\" in raw or b"\x1b" in raw:
-        return None
-    return raw.decode("ascii").rstrip("\x00 ")
-
-
 # -- parsing ---------------------------------------------------------------------------
 
 

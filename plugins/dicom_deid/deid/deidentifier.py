@@ -20,10 +20,8 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.valuerep import PersonName
 
 from dicom_deid import __version__
 from dicom_deid.config.claims import Claims, claims_of
@@ -49,7 +47,7 @@ from dicom_deid.config.plan import (
 )
 from dicom_deid.config.ps3_15 import TABLE_EDITION, method_codes
 from dicom_deid.dicom.dates import shift_da, shift_dt
-from dicom_deid.dicom.reader import input_transfer_syntax, text_value
+from dicom_deid.dicom.reader import element_texts, input_transfer_syntax, text_value
 from dicom_deid.dicom.writer import encode_element_value
 from dicom_deid.errors import BadInput
 from dicom_deid.pixels.codestream import VIDEO_SYNTAXES, remove_frame_metadata
@@ -505,14 +503,7 @@ class Deidentifier:
 
     @staticmethod
     def element_values(elem: DataElement) -> list[str]:
-        value = elem.value
-        if value is None or value == "":
-            return []
-        if isinstance(value, MultiValue | list | tuple):
-            return [str(v) for v in value]
-        if isinstance(value, PersonName):
-            return [str(value)]
-        return [str(value)]
+        return element_texts(elem)
 
     def pseudonym(self, tag: int, value: str, issuer: str = "") -> str:
         """The keyed pseudonym of one PatientID (with the IssuerOfPatientID of its

@@ -20,17 +20,10 @@ from functools import cache
 from typing import Protocol
 
 from pydicom.charset import convert_encodings
-from pydicom.dataelem import RawDataElement, convert_raw_data_element
-from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 
-from dicom_deid.dicom.walker import (
-    UNDEFINED,
-    locate_dataset,
-    read_header,
-    sequence_items,
-    undefined_end,
-)
+from dicom_deid.config.plan import dictionary_vr
+from dicom_deid.dicom.reader import ascii_text, raw_texts
+from dicom_deid.dicom.walker import Element, leading_elements, locate_dataset, sequence_items
 from dicom_deid.errors import BadInput
 from dicom_deid.storage import is_object_uri
 from dicom_deid.storage.local import open_regular
@@ -52,7 +45,6 @@ that far doubles what the walk costs)."""
 _SOUGHT = tuple(t for t in SWEEP_TAGS if t <= _LAST)
 _HEAD = 16384
 """Bytes read of each input: the identifying attributes sit in its first groups."""
-_Elem = tuple[int, "str | None", int, int, int, bool]
 
 
 class _Input(Protocol):
@@ -108,9 +100,11 @@ def _identity(path: str) -> tuple[set[tuple[int, str, str]], tuple[str, ...]] | 
     implicit, little = start.implicit, start.transfer_syntax != "1.2.840.10008.1.2.2"
     if not little:
         return None
-    by_tag = _leading(head, start.pos, implicit)
-    charset = _texts(head, by_tag.get(_TAG_CHARSET), "CS", implicit, ["iso8859"])
-    encodings = _encodings(tuple(charset))
+    by_tag = {e[0]: e for e in leading_elements(head, start.pos, implicit, _LAST)
+              if e[0] in _READ}
+    charset = by_tag.get(_TAG_CHARSET)  # code strings: ASCII
+    encodings = _encodings(tuple(ascii_text(head[charset[3]:charset[4]]).split("\\"))
+                           if charset is not None and not charset[5] else ())
     values: set[tuple[int, str, str]] = set()
     for tag in _SOUGHT:
         e = by_tag.get(tag)
@@ -118,7 +112,7 @@ def _identity(path: str) -> tuple[set[tuple[int, str, str]], tuple[str, ...]] | 
             continue
         inner = NESTED_SWEEP_TAGS.get(tag)
         if inner is None:
-            vr = e[1] or _dictionary_vr(tag)
+            vr = e[1] or dictionary_vr(tag)
             values.update((tag, vr, v) for v in _texts(head, e, vr, implicit, encodings))
             continue
         with contextlib.suppress(BadInput):
@@ -127,9 +121,8 @@ def _identity(path: str) -> tuple[set[tuple[int, str, str]], tuple[str, ...]] | 
                     if ie[0] == inner:
                         values.update((tag, "LO", v) for v in _texts(
                             head, ie, "LO", implicit, encodings))
-    pid = next(iter(_texts(head, by_tag.get(_TAG_PATIENT_ID), "LO", implicit, encodings)), "")
-    issuer = next(iter(_texts(head, by_tag.get(_TAG_ISSUER), "LO", implicit, encodings)), "")
-    study = next(iter(_texts(head, by_tag.get(_TAG_STUDY), "UI", implicit, encodings)), "")
+    pid, issuer, study = (_id_text(head, by_tag.get(tag), implicit, encodings)
+                          for tag in (_TAG_PATIENT_ID, _TAG_ISSUER, _TAG_STUDY))
     return values, group_keys(patient_key(pid, issuer, study), study)
 
 
@@ -138,48 +131,20 @@ def _encodings(charset: tuple[str, ...]) -> list[str]:
     return convert_encodings(list(charset) or ["ISO_IR 6"])
 
 
-def _leading(head: bytes, pos: int, implicit: bool) -> dict[int, _Elem]:
-    """The elements of :data:`_READ` among the top level's first ones, up to group 0020
-    or the end of the head (what lies past it is left: this reads hints, not the file)."""
-    found: dict[int, _Elem] = {}
-    limit = len(head)
-    try:
-        while pos + 8 <= limit:
-            tag, vr, start, length = read_header(head, pos, limit, implicit)
-            if tag > _LAST:
-                break
-            undefined = length == UNDEFINED
-            end = undefined_end(head, start, limit, implicit or vr == "UN", tag) \
-                if undefined else start + length
-            if end > limit:
-                break
-            if tag in _READ:
-                found[tag] = (tag, vr, pos, start, end, undefined)
-            pos = end + 8 if undefined else end
-    except BadInput:
-        pass  # cut inside a sequence of the head: what was found stands
-    return found
-
-
-def _dictionary_vr(tag: int) -> str:
-    from dicom_deid.config.plan import dictionary_vr
-
-    return dictionary_vr(tag)
-
-
-def _texts(head: bytes, e: _Elem | None, vr: str,
-           implicit: bool, encodings: list[str]) -> list[str]:
-    """An element's decoded text values, as pydicom reads them (none when absent)."""
+def _texts(head: bytes, e: Element | None, vr: str, implicit: bool,
+           encodings: list[str]) -> list[str]:
+    """An element's values as the de-identifier reads its own (none when absent)."""
     if e is None or e[5] or e[4] > len(head):
         return []
+    return [t for t in raw_texts(head[e[3]:e[4]], e[0], vr, e[1], implicit, encodings)
+            if t.strip()]
+
+
+def _id_text(head: bytes, e: Element | None, implicit: bool, encodings: list[str]) -> str:
+    """A single-valued identifier as both paths read it for the patient key."""
+    if e is None or e[5] or e[4] > len(head):
+        return ""
     raw = head[e[3]:e[4]]
-    if not raw.strip(b" \x00"):
-        return []
-    if raw.isascii():  # nearly all: no decoder needed (pydicom's costs 20x more)
-        return [text for v in raw.decode("ascii").split("\\") if (text := v.strip(" \x00"))]
-    elem = convert_raw_data_element(
-        RawDataElement(BaseTag(e[0]), e[1] or vr, len(raw), raw, 0, implicit, True),
-        encoding=encodings)
-    value = elem.value
-    items = value if isinstance(value, MultiValue | list | tuple) else [value]
-    return [text for v in items if (text := str(v).strip(" \x00"))]
+    if raw.isascii():
+        return ascii_text(raw)
+    return next(iter(raw_texts(raw, e[0], "LO", e[1], implicit, encodings)), "").strip()

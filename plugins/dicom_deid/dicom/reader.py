@@ -19,9 +19,10 @@ from typing import cast
 import pydicom
 from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 
@@ -200,6 +201,40 @@ def text_value(ds: Dataset, tag: int) -> str:
             return ascii_text(raw)
     value = ds[tag].value
     return "" if value is None else str(value).strip()
+
+
+PLAIN_TEXT_VRS = frozenset({"LO", "SH", "PN", "LT", "ST", "UT", "UC", "DA", "DT"})
+
+
+def plain_text(raw: bytes, vr: str) -> str | None:
+    """The value pydicom would read from ``raw`` when it is one plain ASCII value of a
+    text VR (the common case, read here without pydicom); None otherwise."""
+    if vr not in PLAIN_TEXT_VRS or not raw.isascii() or b"\\" in raw or b"\x1b" in raw:
+        return None
+    return raw.decode("ascii").rstrip("\x00 ")
+
+
+def element_texts(elem: DataElement) -> list[str]:
+    """An element's values as text, one per value (none when empty): what the
+    de-identifier matches and rewrites."""
+    value = elem.value
+    if value is None or value == "":
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def raw_texts(raw: bytes, tag: int, vr: str, read_vr: str | None, implicit: bool,
+              encodings: list[str]) -> list[str]:
+    """The values of one element's raw bytes as the Dataset path decodes them (``vr``:
+    its VR; ``read_vr``: as written, None when implicit), in ``encodings``."""
+    text = plain_text(raw, vr)
+    if text is not None:
+        return [text] if text else []
+    return element_texts(convert_raw_data_element(
+        RawDataElement(BaseTag(tag), read_vr, len(raw), raw, 0, implicit, True),
+        encoding=encodings))
 
 
 def ascii_text(raw: bytes) -> str:

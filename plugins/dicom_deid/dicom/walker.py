@@ -96,8 +96,7 @@ def _truncated_header() -> BadInput:
     return BadInput("truncated", "truncated: the file ends inside an element header")
 
 
-def read_header(data: bytes, pos: int, limit: int, implicit: bool
-                ) -> tuple[int, str | None, int, int]:
+def _header(data: bytes, pos: int, limit: int, implicit: bool) -> tuple[int, str | None, int, int]:
     """(tag, VR, value start, value length) of the element header at ``pos``."""
     if pos + 8 > limit:
         raise _truncated_header()
@@ -252,6 +251,29 @@ def _without_padding(found: list[Element], ordered: bool) -> list[Element]:
     return [e for e in found if e[0] != PADDING_TAG]
 
 
+def leading_elements(data: bytes, pos: int, implicit: bool, last: int) -> list[Element]:
+    """The first elements of a dataset level in ``data`` (a file's head), up to tag
+    ``last``, as many as are whole in ``data``: a walk that never fails, for reading
+    hints from a head (an element cut by the head's end, and what follows, is left)."""
+    found: list[Element] = []
+    limit = len(data)
+    try:
+        while pos + 8 <= limit:
+            tag, vr, start, length = _header(data, pos, limit, implicit)
+            if tag > last:
+                break
+            undefined = length == UNDEFINED
+            end = undefined_end(data, start, limit, implicit or vr == "UN", tag) \
+                if undefined else start + length
+            if end > limit:
+                break
+            found.append((tag, vr, pos, start, end, undefined))
+            pos = end + 8 if undefined else end
+    except BadInput:
+        pass  # cut inside a sequence of the head: what was found stands
+    return found
+
+
 def undefined_end(data: bytes, pos: int, end: int, implicit: bool, tag: int) -> int:
     """Offset of the sequence delimitation item that closes the undefined-length value of
     ``tag`` starting at ``pos`` (its items walked to find it)."""
@@ -333,7 +355,7 @@ def _file_meta(data: bytes, pos: int, all_values: bool) -> tuple[dict[int, str],
             start = pos + 8
         else:  # a long VR (or a malformed header: _header says which)
             try:
-                _tag, vr, start, length = read_header(data, pos, end, False)
+                _tag, vr, start, length = _header(data, pos, end, False)
             except BadInput as exc:
                 raise BadInput(exc.kind, f"{exc.reason} (file meta information)") from None
             if length == UNDEFINED:
