@@ -202,14 +202,10 @@ class Deidentifier:
         self._method_elements = {
             examined: _method_elements(config, self.claims, examined)
             for examined in (False, True)}
-        self.method_raw = {
-            implicit: _pre_encode(self._method_elements[False], implicit)
-            for implicit in (True, False)
-        }
-        self._method_raw_examined = {
-            implicit: _pre_encode(self._method_elements[True], implicit)
-            for implicit in (True, False)
-        }
+        self._method_raw = {
+            examined: {implicit: _pre_encode(elements, implicit) for implicit in (True, False)}
+            for examined, elements in self._method_elements.items()}
+        self.method_raw = self._method_raw[False]
 
     # -- public -----------------------------------------------------------------------
     def deidentify(self, ds: Dataset) -> InstanceResult:
@@ -594,8 +590,8 @@ class Deidentifier:
 
     def _record_method(self, ds: Dataset, examined: bool) -> None:
         implicit, little = ds.original_encoding
-        raw = self._method_raw_examined if examined else self.method_raw
-        elements = raw[bool(implicit)] if little else self._method_elements[examined]
+        elements = self._method_raw[examined][bool(implicit)] if little \
+            else self._method_elements[examined]
         if not self.claims.identity_removed:  # nothing of a profile to claim (PS3.3 C.12.1)
             ds.pop(0x00120064, None)  # a code sequence the source had
         for elem in elements:
