@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -135,3 +137,16 @@ def deidentify_bytes(data: bytes, config: DeidConfig | None = None,
         assert b"".join(bytes(c) for c in chunks) == out, "byte path and Dataset path differ"
         assert fast_result == result, "byte path and Dataset path report differently"
     return pydicom.dcmread(io.BytesIO(out)), result, out
+
+
+def every_file(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root``, hidden folders included, by its path relative
+    to ``root``: what anyone who can read a destination can open (a reader that resolved
+    an older release link, say)."""
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file() and not path.is_symlink():
+                out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out

@@ -790,10 +790,10 @@ def test_a_success_removes_what_earlier_unsuccessful_runs_of_its_project_kept(
 
 
 
-def _exported_one_patient(tmp_path: Path) -> tuple[PipelineSettings, Path]:
+def _exported_one_patient(tmp_path: Path, seed: int = 11) -> tuple[PipelineSettings, Path]:
     """A one-patient landing zone exported and loaded on DAY1, and one of its CT files."""
     landing = tmp_path / "data" / "landing"
-    generate(landing, patients=1, seed=11, instances_per_series=2, small=True,
+    generate(landing, patients=1, seed=seed, instances_per_series=2, small=True,
              duplicates=False, bad_inputs=False)
     for path in (landing / "dicom").rglob("*"):
         os.utime(path, (DAY1.timestamp() + 3600, DAY1.timestamp() + 3600))
@@ -807,6 +807,19 @@ def _exported_one_patient(tmp_path: Path) -> tuple[PipelineSettings, Path]:
                                    "WHERE Modality = 'CT' ORDER BY 1 LIMIT 1")[0]["source_uri"])
     return settings, victim
 
+
+def _release_everything(tmp_path: Path, settings: PipelineSettings, batch: str
+                        ) -> PipelineSettings:
+    """Project ``p`` runs ``batch`` over every series of the warehouse, under the
+    privacy-first default; its settings (the destination is the project's tree)."""
+    cohort = tmp_path / "all.sql"
+    cohort.write_text(COHORT_SQL)
+    req = RunRequest(cohort=str(cohort), cohort_params={"modality": "ALL"},
+                     policy=privacy_first(), project="p")
+    settings = dataclasses.replace(settings, destination=f"{settings.destination}/p")
+    _run_steps(RunWorkspace(settings.work_dir, batch), settings, req)
+    return settings
+
 def test_a_landing_file_replaced_after_its_export_is_listed_not_released(
         tmp_path: Path) -> None:
     """An external probe replaced an in-cohort landing file, after the export, with
@@ -818,13 +831,7 @@ def test_a_landing_file_replaced_after_its_export_is_listed_not_released(
     outsider.PatientName, outsider.PatientID = "Outsider^Olga", "OUT99817"
     outsider.SOPInstanceUID = pydicom.uid.generate_uid()
     outsider.save_as(victim)
-    cohort = tmp_path / "all.sql"
-    cohort.write_text(COHORT_SQL)
-    req = RunRequest(cohort=str(cohort), cohort_params={"modality": "ALL"},
-                     policy=privacy_first(), project="p")
-    settings = dataclasses.replace(settings, destination=f"{settings.destination}/p")
-    ws = RunWorkspace(settings.work_dir, "batch-replaced")
-    _run_steps(ws, settings, req)
+    settings = _release_everything(tmp_path, settings, "batch-replaced")
     published = list(Path(settings.destination).rglob("*.dcm"))
     assert published
     for path in published:
@@ -852,13 +859,7 @@ def test_a_landing_file_swapped_at_the_same_size_time_and_sop_uid_is_not_release
     os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
     after = os.stat(victim)
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-    cohort = tmp_path / "all.sql"
-    cohort.write_text(COHORT_SQL)
-    req = RunRequest(cohort=str(cohort), cohort_params={"modality": "ALL"},
-                     policy=privacy_first(), project="p")
-    settings = dataclasses.replace(settings, destination=f"{settings.destination}/p")
-    ws = RunWorkspace(settings.work_dir, "batch-swapped")
-    _run_steps(ws, settings, req)
+    settings = _release_everything(tmp_path, settings, "batch-swapped")
     errors = _query(settings, "SELECT path, kind, reason FROM deid_errors "
                               "WHERE run_id = 'batch-swapped'")
     assert [(Path(e["path"]).name, e["kind"]) for e in errors] == [(victim.name, "changed")]

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from test_deid_steps import _exported_one_patient
 
 from dicom_deid.config.google import config_from_options
 from dicom_deid.config.model import privacy_first
 from dicom_deid.pipeline import deid_steps
 from dicom_deid.pipeline.deid_steps import RunWorkspace
-from dicom_deid.pipeline.interval_export import export_interval, load_export
 from dicom_deid.pipeline.projects import DEFAULT_REVIEW, RunRequest
 from dicom_deid.pipeline.run_record import (
     NOT_WEAKENED,
@@ -33,7 +32,6 @@ from dicom_deid.pipeline.run_record import (
 from dicom_deid.pipeline.settings import PipelineSettings
 from dicom_deid.pipeline.shards import ShardLimits
 from dicom_deid.review.policy import ReviewPolicy
-from dicom_deid.synth import generate
 from dicom_deid.warehouse.factory import open_warehouse
 from instances import KEY
 
@@ -110,17 +108,7 @@ def test_each_weakening_is_named(config: Any, review: ReviewPolicy, said: str) -
 def weakened_run(tmp_path: Path) -> dict[str, Any]:
     """A keep-all project with gate exceptions and no review, run on a small CT corpus
     (every step, as the DAG calls them), and finished."""
-    landing = tmp_path / "data" / "landing"
-    generate(landing, patients=1, seed=7, instances_per_series=2, small=True,
-             duplicates=False, bad_inputs=False)
-    for path in (landing / "dicom").rglob("*"):
-        os.utime(path, (DAY1.timestamp() + 3600, DAY1.timestamp() + 3600))
-    settings = PipelineSettings.from_env({
-        "DICOM_DEID_DATA_DIR": str(tmp_path / "data"),
-        "DICOM_DEID_LANDING": str(landing / "dicom"), "DICOM_DEID_WORKERS": "1"})
-    day = export_interval(settings, DAY1, DAY1 + timedelta(days=1))
-    load_export(settings.warehouse, settings.metadata_dir / "dicom_metadata", day.run_id,
-                "dicom_metadata")
+    settings, _ = _exported_one_patient(tmp_path, seed=7)
     cohort = tmp_path / "ct.sql"
     cohort.write_text(COHORT_SQL)
     req = RunRequest(cohort=str(cohort), cohort_params={"modality": "CT"},

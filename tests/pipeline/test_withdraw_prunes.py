@@ -22,22 +22,11 @@ from dicom_deid.deid.pseudonyms import Pseudonymizer
 from dicom_deid.pipeline import withdraw as withdraw_module
 from dicom_deid.pipeline.deid_steps import RunWorkspace
 from dicom_deid.pipeline.withdraw import WithdrawalError, check_reason, withdraw
+from instances import every_file
 
 __all__ = ["landed"]  # the fixture this module uses, imported from test_deid_steps
 REASON = "consent withdrawn by the participant"
 MODALITY = "MR"
-
-
-def _every_file(root: Path) -> dict[str, bytes]:
-    """Every regular file under ``root``, hidden folders included: what anyone who can
-    read the destination can open (a reader that resolved an older release link, say)."""
-    out = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = Path(folder, name)
-            if path.is_file() and not path.is_symlink():
-                out[path.relative_to(root).as_posix()] = path.read_bytes()
-    return out
 
 
 def _released(settings: Any, project: str) -> list[dict[str, Any]]:
@@ -72,7 +61,7 @@ def test_a_withdrawn_patients_files_are_gone_from_every_release_folder(
     assert result["status"] == "withdrawn" and result["files_removed"] == len(gone)
     assert Path(os.readlink(tree)).name == result["release"] != before
     # Nothing in the destination holds a withdrawn file, by path or by content.
-    files = _every_file(tree.parent)
+    files = every_file(tree.parent)
     assert not [p for p, data in files.items() if data in contents]
     assert not [p for p in files if any(p.endswith(g) for g in gone)]
     # The previous release keeps the rest for its readers; the tree shows the rest.

@@ -17,6 +17,7 @@ from google.cloud.storage import Client
 from dicom_deid.errors import StorageError
 from dicom_deid.storage import LocalStore, Store
 from dicom_deid.storage.gcs import GcsStore
+from instances import every_file
 
 KEPT, GONE = b"kept-file-bytes", b"withdrawn-file-bytes"
 
@@ -37,18 +38,6 @@ def _two_releases(store: Store) -> None:
     store.delete_tree(".staging-proj")
 
 
-def _local_files(root: Path) -> dict[str, bytes]:
-    """Every regular file under ``root``, hidden folders included (what a user of the
-    destination can open)."""
-    out = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = Path(folder, name)
-            if path.is_file() and not path.is_symlink():
-                out[path.relative_to(root).as_posix()] = path.read_bytes()
-    return out
-
-
 def test_a_withdrawal_leaves_no_copy_in_an_earlier_local_release(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     _two_releases(store)
@@ -63,7 +52,7 @@ def test_a_withdrawal_leaves_no_copy_in_an_earlier_local_release(tmp_path: Path)
                                    {"manifests/w1.json": b"{}"}, withdraw=True)
     assert (result.release, result.removed) == ("w1", 1)
     assert store.release_of("proj") == "w1"
-    files = _local_files(tmp_path)
+    files = every_file(tmp_path)
     assert not [p for p, data in files.items() if data.startswith(GONE)], sorted(files)
     assert not [p for p in files if p.endswith("gone.dcm")]
     # The previous release keeps what was not withdrawn, for its readers.
@@ -74,7 +63,7 @@ def test_a_withdrawal_leaves_no_copy_in_an_earlier_local_release(tmp_path: Path)
     # Published again (its record lost): the same tree, still no copy.
     store.publish_release("proj", "w1", {}, ["st/se/gone.dcm"], {"manifests/w1.json": b"{}"},
                           withdraw=True)
-    assert not [p for p, d in _local_files(tmp_path).items() if d.startswith(GONE)]
+    assert not [p for p, d in every_file(tmp_path).items() if d.startswith(GONE)]
 
 
 @dataclass
