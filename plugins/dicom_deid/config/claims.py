@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 
-from .model import DeidConfig, Option, PrimaryIds, ProfileType, TransformationKind
-from .plan import DATE_VRS, Act, Mode, Plan, beyond_table, dictionary_vr
+from .model import DeidConfig, Option, PrimaryIds, ProfileType
+from .plan import DATE_VRS, Act, Mode, Plan, beyond_table, dictionary_vr, shifts_dates
 from .ps3_15 import ActionCode, load_table
 
 _UNCHANGED = frozenset({Act.KEEP, Act.RECURSE})
@@ -113,9 +113,7 @@ def _date_fate(act: Act, config: DeidConfig) -> str:
         return "UNMODIFIED"
     if act is Act.SHIFT:
         return "MODIFIED"
-    if act is Act.CLEAN_TEXT and any(
-            t.kind is TransformationKind.DATE_SHIFT and (not t.info_types or "DATE" in t.info_types)
-            for t in (*config.text.transformations, *config.text.additional_transformations)):
+    if act is Act.CLEAN_TEXT and shifts_dates(config.text):
         return "MODIFIED"
     return "REMOVED"
 

@@ -376,7 +376,7 @@ class Plan:
         date), an age never, a short text never; longer text keeps room for a placeholder
         unless the configuration redacts."""
         if vr in DATE_VRS:
-            return _shifts_dates(self.config.text)
+            return shifts_dates(self.config.text)
         if vr == "AS" or vr in _SHORT_TEXT_VRS:
             return False
         return not _redacts(self.config.text)
@@ -520,7 +520,7 @@ _REMOVABLE = frozenset({None, AttributeType.T3})
 _VALUE_REQUIRED = frozenset({AttributeType.T1, AttributeType.T1C})
 
 
-def _shifts_dates(text: TextConfig) -> bool:
+def shifts_dates(text: TextConfig) -> bool:
     """Whether cleanTextTag shifts a DATE under ``text`` (Google's choice of transformation:
     additional ones first, one naming DATE before a catch-all; none listed: replaced)."""
     if "DATE" in text.exclude_info_types:
