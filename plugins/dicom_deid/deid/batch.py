@@ -474,11 +474,13 @@ def process_source(src: Source, fetched: Future[Path] | None = None) -> FileOutc
         raw = source.head
         facts = _early_facts(gate, raw, source.size) if gate is not None else None
         deid.nested_values = nested_sweep_values(facts) if facts is not None else ()
-        fast = fast_path.deidentify(raw, source.size) if len(raw) < source.size else None
+        walked = facts.walked if facts is not None else None
+        fast = (fast_path.deidentify(raw, source.size, walked) if len(raw) < source.size
+                else None)
         if fast is None and len(raw) < source.size:
             raw = source.whole()  # the head was not enough, or the byte path declines
         if fast is None:
-            fast = fast_path.deidentify(raw)
+            fast = fast_path.deidentify(raw, None, walked)
         data: Sequence[Chunk]
         if fast is not None:
             data, result = fast

@@ -157,27 +157,35 @@ class ByteDeidentifier:
 
     def deidentify(
         self, data: bytes, size: int | None = None,
+        walked: tuple[bytes, bool, list[_Elem]] | None = None,
     ) -> tuple[Chunks, InstanceResult] | None:
         """Output chunks and result for ``data``, or ``None`` for the Dataset path.
 
         With ``size`` larger than ``len(data)``, ``data`` is the head of a file of
         ``size`` bytes: the last element's value may lie past it, and is then emitted as
         a :class:`~dicom_deid.dicom.files.FileRange` if kept. ``None`` then means: try the
-        whole file.
+        whole file. ``walked``: these bytes' VR encoding and top-level elements in tag
+        order, walked already by the same walker (the gate's reading of the source),
+        taken instead of a second walk when they are of ``data`` itself.
         """
         try:
-            return self._deidentify(data, len(data) if size is None else size)
+            return self._deidentify(data, len(data) if size is None else size, walked)
         except Exception:  # _Decline, or bad input the Dataset path reports precisely
             return None
 
     # -- whole file ---------------------------------------------------------------------
-    def _deidentify(self, data: bytes, size: int) -> tuple[Chunks, InstanceResult]:
+    def _deidentify(self, data: bytes, size: int,
+                    walked: tuple[bytes, bool, list[_Elem]] | None = None,
+                    ) -> tuple[Chunks, InstanceResult]:
         ts, implicit, pos, _meta, _preamble = locate_dataset(data)
         if ts in PYDICOM_ONLY_SYNTAXES or ts in VIDEO_SYNTAXES:
             raise _Decline  # (video: the Dataset path reports it)
         view = memoryview(data)
         self.walked = None
-        top = _level_elements(data, pos, size, implicit)
+        if walked is not None and walked[0] is data and walked[1] == implicit:
+            top = walked[2]
+        else:
+            top = _level_elements(data, pos, size, implicit)
         self.walked = (data, implicit, top)
         if size > len(data):
             _check_head(top, len(data))

@@ -191,6 +191,11 @@ class SourceFacts:
     """The part of :attr:`whole` found inside sequences (the residual sweep searches kept
     text for these too, so that it and the gate agree on what is a leak)."""
     encodings: str = "latin-1"
+    walked: tuple[bytes, bool, list[Element]] | None = field(
+        default=None, compare=False, repr=False)
+    """The source's bytes, VR encoding and top-level elements in tag order, as the byte
+    path walks them (None: out of order, or converted first): it takes them instead of
+    walking the same level again."""
 
     @property
     def sop_class_uid(self) -> str:
@@ -317,6 +322,7 @@ class Gate:
         facts = SourceFacts()
         if walked is not None and walked[0] is data:
             implicit, top = walked[1], walked[2]
+            facts.walked = walked
         else:
             start = locate_dataset(data)
             if start.transfer_syntax in _WALKER_CANNOT:
@@ -327,7 +333,11 @@ class Gate:
                     facts.filled.add(PIXEL_DATA_TAG)  # an image at risk is still one
             end = max(len(data), size or 0)
             implicit = start.implicit
-            top = _until_pixels(data, start.pos, end, implicit)
+            try:
+                top = elements(data, start.pos, end, implicit, ordered=True)
+                facts.walked = (data, implicit, top)
+            except BadInput:  # out of order, or cut inside a head: up to the pixels
+                top = _until_pixels(data, start.pos, end, implicit)
         for tag, _vr, _h, vs, ve, undefined in top:
             if undefined or ve > vs:
                 facts.filled.add(tag)
