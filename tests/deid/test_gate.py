@@ -492,6 +492,23 @@ def test_a_value_ending_where_the_next_tag_starts_is_searched_whole(label: str) 
     assert _verdict(data, output).ok
 
 
+@pytest.mark.parametrize(("body_part", "leak"), [
+    ("JKOWALSKI", True), ("KOWALSKI01", True), ("1957KOWALSKI", True), ("XYKOWALSKI", False),
+    ("KOWALSKIEGO", False)])
+def test_a_name_with_an_initial_or_digits_glued_on_is_a_leak(body_part: str,
+                                                              leak: bool) -> None:
+    """Probe 12: a code string the sweep leaves (a standard term's place) holding the
+    patient's name with an initial in front or digits glued on is the name, as the sweep
+    takes it; two letters in front, or letters after, make another word."""
+    source = make_instance(name="KOWALSKI^JANINA")
+    source.BodyPartExamined = body_part
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, _keeping("BodyPartExamined"))
+    assert body_part.encode() in output
+    problems = _verdict(data, output).problems
+    assert ("original PatientName value found" in problems) is leak, problems
+
+
 def test_a_name_with_a_title_glued_on_is_searched_without_it() -> None:
     """An external probe: "DRWOBBLEFORD^HANS" (a PACS habit) and "Dr Wobbleford" kept."""
     source = make_instance(name="DRWOBBLEFORD^HANS")

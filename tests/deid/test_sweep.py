@@ -420,6 +420,25 @@ _WRITTEN_FORMS = [  # (source values, the kept meaning, what of it must go)
     ({"PatientBirthDate": "19610314"}, "民國50年3月14日", ["50年"]),
     ({"PatientBirthDate": "19610314"}, "เกิด 14/03/2504", ["2504"]),
     ({"PatientName": "王^伟"}, "王伟 CT", ["王伟"]),
+    # probe 12: an initial or digits glued on, percent escapes, year-first dates with a
+    # month's name, six-digit dates in the other orders, thousands separators, the dates
+    # of the visit written out
+    ({"PatientName": "KOWALSKI^JANINA"}, "user jkowalski1", ["kowalski"]),
+    ({"PatientName": "KOWALSKI^JANINA"}, "KOWALSKI01 dup", ["KOWALSKI"]),
+    ({"PatientName": "KOWALSKI^JANINA"}, "kowalski1957 and 1957kowalski", ["kowalski"]),
+    ({"PatientName": "KOWALSKI^JANINA"}, "Janina57", ["Janina"]),
+    ({"PatientName": "ÅSTRÖM^BJÖRN"}, "BAstrom", ["strom"]),
+    ({"PatientName": "KOWALSKI^JANINA"}, "viewer?pt=Kowalski%2C%20Janina",
+     ["Kowalski", "Janina"]),
+    ({"PatientBirthDate": "19570314"}, "DOB 1957 Mar 14", ["1957"]),
+    ({"PatientBirthDate": "19570314"}, "DOB 1957, March 14th", ["1957"]),
+    ({"PatientBirthDate": "19570314"}, "DOB 140357", ["140357"]),
+    ({"PatientBirthDate": "19570314"}, "DOB 031457", ["031457"]),
+    ({"PatientID": "MRN4821397"}, "MRN 4,821,397", ["821"]),
+    ({"PatientID": "MRN4821397"}, "MRN 4.821.397", ["821"]),
+    ({"PatientID": "MRN4821397"}, "ref 482.1397", ["1397"]),
+    ({"StudyDate": "20240105"}, "acquired 2024-01-05", ["2024"]),
+    ({"AcquisitionDate": "20240105"}, "B30f 20240105", ["20240105"]),
 ]
 
 

@@ -78,11 +78,12 @@ def test_japanese_names_inside_japanese_text(ctx: PhiContext) -> None:
 
 def test_no_match_inside_longer_words(ctx: PhiContext) -> None:
     for text in ("Oblique view", "Linear probe", "Weight 60", "Tarouxyzzy", "Yamadastadt",
-                 "Clinic", "xYamada"):
+                 "Clinic", "xyYamada"):
         assert find_spans(text, ctx) == [], text
     # A name of 5 letters or more with up to four glued on is that name, inflected or
-    # with an initial: "Yamadas", "Kowalczyka", "KowalczykJ" (an external probe).
-    for text in ("Yamadas", "Tarouxyz", "YamadaT"):
+    # with an initial: "Yamadas", "Kowalczyka", "KowalczykJ" (an external probe); with
+    # one initial in front or digits on either side too ("tyamada", a login: probe 12).
+    for text in ("Yamadas", "Tarouxyz", "YamadaT", "xYamada", "Yamada02"):
         assert [s.info_type for s in find_spans(text, ctx)] == ["PERSON_NAME"], text
     assert clean_descriptor("Dr Li reviewed", ctx) == "Dr [CTX] reviewed"
 
@@ -130,6 +131,24 @@ def test_grouped_digits_are_an_id_only_as_a_whole_token() -> None:
         assert clean_descriptor(other, mrn) == other
     short = PhiContext.from_values([("MEDICAL_RECORD_NUMBER", "48213")])  # 5 digits: as is
     assert clean_descriptor("48-213 and 48213", short) == "48-213 and [CTX]"
+
+
+def test_glued_names_escapes_and_grouped_ids_only_where_they_are_the_value() -> None:
+    """Probe 12's forms are found, and what merely holds their characters is not: two
+    letters in front are another word, a longer number is another number."""
+    name = PhiContext.from_values([("PERSON_NAME", "KOWALSKI^JANINA")])
+    assert [t[m.start:m.end] for t in ("jkowalski", "KOWALSKI01", "pt=x%20Janina",
+                                      "1957kowalski") for m in name.matches(t)] == [
+        "jkowalski", "KOWALSKI01", "Janina", "1957kowalski"]
+    assert not list(name.matches("xykowalski")) and not list(name.matches("%20xkowalsk"))
+    mrn = PhiContext.from_values([("MEDICAL_RECORD_NUMBER", "MRN4821397")])
+    assert clean_descriptor("MRN 4,821,397 and 4.821.397", mrn) == "[CTX] and [CTX]"
+    for other in ("14,821,397", "4,821,3970", "1.4.821.397", "4,821"):
+        assert clean_descriptor(other, mrn) == other
+    birth = PhiContext.from_values([("DATE", "19570314")])
+    assert clean_descriptor("DOB 140357, 031457, 1957 Mar 14", birth) == \
+        "DOB [CTX], [CTX], [CTX]"
+    assert not [m for t in ("ref 1403570", "2140357", "19571403") for m in birth.matches(t)]
 
 
 def test_ids_with_leading_zeros() -> None:

@@ -561,7 +561,7 @@ class Gate:
             for form, kws in forms.items():
                 needle, border = _needle(form, uid)
                 if haystack.find(needle) >= 0 and not kws <= found and any(
-                        whole for _, whole in _occurrences(haystack, needle, border)):
+                        whole for _, _, whole in _occurrences(haystack, needle, border)):
                     found |= kws
         if not found and not _UID_PATH.fullmatch(raw) and \
                 _spelled_in_path(name, _context(facts)):
@@ -586,14 +586,14 @@ class Gate:
                     needle, border = _needle(form, uid)
                     if find(needle) < 0 or kws <= found:  # most forms: one search
                         continue
-                    for at, whole in _occurrences(haystack, needle, border):
-                        start = lo + at
+                    for at, stop, whole in _occurrences(haystack, needle, border):
+                        start, stop = lo + at, lo + stop
                         if not whole and not exempt().whole_in_value(
-                                data, start, start + len(needle), border) and not (
+                                data, start, stop, border) and not (
                                 not uid and _id_digits(needle, kws)
-                                and exempt().uid_component(data, start, start + len(needle))):
+                                and exempt().uid_component(data, start, stop)):
                             continue  # inside a longer word, even within its value
-                        if not any(x <= start and start + len(needle) <= y
+                        if not any(x <= start and stop <= y
                                    for x, y in (exempt().schemes_and_numbers if (
                                        needle.isdigit() and len(needle) < _LONG_NUMBER)
                                        else exempt().schemes)):
@@ -685,21 +685,50 @@ def _number_border(digits: bytes) -> frozenset[int]:
 
 
 def _occurrences(haystack: bytes, needle: bytes, token: frozenset[int]
-                 ) -> Iterable[tuple[int, bool]]:
-    """Where ``needle`` occurs in ``haystack``, and whether it touches no ``token`` byte
-    on either side there (an alphanumeric name inside a longer word, a UID inside a longer
-    UID, is not it); a side of the needle that is itself no token byte needs no such
-    border. A side that touches one may still be the end of its value (the next bytes
-    are the next element's tag): :meth:`_Exempt.whole_in_value` decides those."""
+                 ) -> Iterable[tuple[int, int, bool]]:
+    """Where ``needle`` occurs in ``haystack`` (start, and the end of what it spans there),
+    and whether it touches no ``token`` byte on either side there (an alphanumeric name
+    inside a longer word, a UID inside a longer UID, is not it); a side of the needle
+    that is itself no token byte needs no such border. A word of
+    :data:`_GLUED_NAME` letters or more spans what the sweep takes glued to it too: one
+    letter in front ("jkowalski"), digits on either side ("KOWALSKI01", "%20janina"). A
+    side that touches one may still be the end of its value (the next bytes are the next
+    element's tag): :meth:`_Exempt.whole_in_value` decides those."""
     check_left = needle[0] in token
     check_right = needle[-1] in token
+    glued = len(needle) >= _GLUED_NAME and needle.isalpha()
     end = len(haystack)
     at = haystack.find(needle)
     while at >= 0:
-        after = at + len(needle)
-        yield at, (not check_left or at == 0 or haystack[at - 1] not in token) and (
-            not check_right or after >= end or haystack[after] not in token)
+        first, after = at, at + len(needle)
+        if glued:
+            first, after = _glued(haystack, at, after)
+        yield first, after, (not check_left or first == 0 or haystack[first - 1] not in token
+                             ) and (not check_right or after >= end or haystack[after] not in token)
         at = haystack.find(needle, at + 1)
+
+
+_GLUED_NAME = 5
+"""The sweep's least length of a name word it finds with letters or digits glued on
+(:data:`dicom_deid.text.context._INFLECTED`)."""
+_DIGITS = frozenset(b"0123456789")
+_LETTERS = frozenset(b"abcdefghijklmnopqrstuvwxyz")
+
+
+def _glued(haystack: bytes, at: int, after: int) -> tuple[int, int]:
+    """The span of a name word at ``haystack[at:after]`` (case-folded) with what is glued
+    to it: digits before it, else one letter with no word byte before that; digits after."""
+    first = at
+    if first and haystack[first - 1] in _DIGITS:
+        while first and haystack[first - 1] in _DIGITS:
+            first -= 1
+    elif first and haystack[first - 1] in _LETTERS and (
+            first == 1 or haystack[first - 2] not in _WORD_CHARS):
+        first -= 1
+    end = len(haystack)
+    while after < end and haystack[after] in _DIGITS:
+        after += 1
+    return first, after
 
 
 @dataclass

@@ -61,6 +61,11 @@ _SWEEP_KEYWORDS = (
     "InstitutionalDepartmentName", "ReferringPhysicianName", "PerformingPhysicianName",
     "NameOfPhysiciansReadingStudy", "PhysiciansOfRecord", "RequestingPhysician",
     "OperatorsName", "ResponsiblePerson", "ResponsibleOrganization",
+    # the dates of the visit, searched for when the plan removes or shifts them: a kept
+    # text that writes one out ("acquired 2024-01-05", a kernel "B30f 20240105") would
+    # give back what the profile took (and what LongitudinalTemporalInformationModified
+    # says is gone)
+    "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "AcquisitionDateTime",
 )
 NESTED_SWEEP_TAGS: dict[int, int] = {0x00101002: 0x00100020}
 """Sequences whose items' values are searched for too: Other Patient IDs Sequence >

@@ -100,11 +100,17 @@ def _anchor_word(words: list[str]) -> str:
 _INFLECTED = 5
 """A name word of this many letters or more is also found with up to four letters glued
 on: inflected ("Kowalczyka", "Kowalczykowi", "Иванова", "Müllers"), or with an initial
-("KowalczykJ"); a shorter one would take in too many other words."""
-_ENDING = r"[^\W\d_]{0,4}"
-"""Letters glued on (a category class: a class of ranges costs a compile ten times as
-long, in every alternation made of it). CJK letters it takes are given back: a Japanese
-name is followed by さん, which is no ending of it."""
+("KowalczykJ"), with one initial in front ("jkowalski", a login or a mailbox), or with
+digits on either side ("KOWALSKI01", "kowalski1957", a numbered duplicate record); a
+shorter one would take in too many other words."""
+_ENDING = r"(?:[^\W\d_]{1,4}|\d{1,8})?"
+"""Letters or digits glued on (a category class: a class of ranges costs a compile ten
+times as long, in every alternation made of it). CJK letters it takes are given back: a
+Japanese name is followed by さん, which is no ending of it."""
+_LEADING = r"(?:[^\W\d_]|(?<!%)\d{1,8})?"
+"""One letter (an initial) or digits glued on in front; digits right after a ``%`` are
+a percent escape's ("%20Janina": the name is found after the escape, see
+:func:`_escaped`)."""
 
 
 def _literal(raw: str, inflect: bool = False) -> _Variant | None:
@@ -117,7 +123,9 @@ def _literal(raw: str, inflect: bool = False) -> _Variant | None:
     last = pieces[-1]
     variant = _variant(fragment, len(text), _anchor_word(pieces), text)
     if inflect and len(last) >= _INFLECTED and last.isalpha() and not CJK_RE.search(last):
-        return variant._replace(fragment=fragment + _ENDING, ending=True)
+        first = pieces[0]
+        lead = _LEADING if first.isalpha() and not CJK_RE.search(first) else ""
+        return variant._replace(fragment=lead + fragment + _ENDING, ending=True)
     return variant
 
 
@@ -244,7 +252,11 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
         # a month in any language or in Roman numerals: "14 marca 1961", "14. März 1961",
         # "14th of March 1961", "14.III.1961"
         (f"{dp}{ORDINAL_SUFFIX}[.\\s]*(?:of\\s+)?[^\\d\\s.,]{{2,12}}\\.?[\\s,]*{y}", 9, y),
+        # year first with the month's name: "1961 Mar 14", "1961, March 14th"
+        (f"{y}[\\s,\\-/.]+{mon}[\\s\\-,./]+{dp}{ORDINAL_SUFFIX}", 11, y),
         (f"{mm}{dd}{y}", 7, y), (f"{dd}{mm}{y}", 7, y),
+        # six digits in the other two orders ("140361", "031461"): anchored on all six
+        (f"{dd}{mm}{yy}", 6, f"{dd}{mm}{yy}"), (f"{mm}{dd}{yy}", 6, f"{mm}{dd}{yy}"),
         (f"{mp}[-/.]{dp}[-/.]{yy}", 7, yy),
         (f"{dp}[-/.]{mp}[-/.]{yy}", 7, yy),
         (f"{yy}[-/.]{mm}[-/.]{dd}", 7, yy),
@@ -333,6 +345,11 @@ def _phone_variants(raw: str) -> Iterator[_Variant]:
 SPACED_ID_DIGITS = 6
 """An ID of this many digits or more is also found written in groups ("48-21-39-77",
 "4821 3977"); a shorter one would match too many grouped numbers by chance."""
+_DOTTED_ID_DIGITS = 7
+"""An ID of this many digits or more is also found with dots between its digits
+("482.1397", "48.213.977"); a shorter one would be a decimal number by chance."""
+_THOUSANDS = "[,.'\u2009\u202f ]"
+"""A thousands separator: comma, dot, apostrophe, thin or narrow no-break space, space."""
 _GROUP_SEP = r"[\s\-/]{0,3}"
 _DOTTED_SEP = r"[\s\-/.]{0,3}"
 
@@ -388,9 +405,13 @@ def _id_variants(raw: str) -> Iterator[_Variant]:
     # A long number is an ID whatever letters touch it ("MRN48213977", "48213977a"):
     # only a digit on either side makes it part of another number.
     yield _Variant(f"(?<!\\d){prefix}0*{core}(?!\\d)", len(value), core, False, False)
-    grouped = spaced_digits(core, dots=len(core) >= 8)
+    grouped = spaced_digits(core, dots=len(core) >= _DOTTED_ID_DIGITS)
     yield _Variant(f"(?<!\\d)(?<!\\d[.,]){prefix}0*{grouped}(?![.,]?\\d)",
                    len(value) - 1, core[:2], False, False)  # not inside a dotted UID
+    groups = [core[max(0, i - 3):i] for i in range(len(core), 0, -3)][::-1]
+    thousands = _THOUSANDS.join(groups)  # "4,821,397", "4.821.397", "4'821'397"
+    yield _Variant(f"(?<![\\d.,]){prefix}{thousands}(?![.,]?\\d)", len(value) - 1,
+                   groups[-1], False, False)
 
 
 def _ssn_variants(raw: str) -> Iterator[_Variant]:
@@ -567,12 +588,15 @@ class PhiContext:
             start, index, found = best
             end = found.end()
             variant = variants[index]
-            if variant.ending:
+            if variant.ending:  # CJK letters are no initial nor ending of a Latin name
                 while end > start and CJK_RE.match(text[end - 1]):
                     end -= 1
+                if end > start and CJK_RE.match(text[start]):
+                    start += 1
             if (
                 end > start
-                and not (variant.left and start > 0 and is_word(text[start - 1]))
+                and not (variant.left and start > 0 and is_word(text[start - 1])
+                         and not _escaped(text, start))
                 and not (variant.right and end < size and is_word(text[end]))
             ):
                 yield Span(start, end, group_types[index], True)
@@ -582,6 +606,14 @@ class PhiContext:
 
 
 _UNSEARCHED = object()
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _escaped(text: str, start: int) -> bool:
+    """Whether ``text`` has a percent escape right before ``start`` ("Kowalski%20Janina",
+    "pt=Kowalski%2C%20Janina"): a URL's separator, so a word starts there."""
+    return start >= 3 and text[start - 3] == "%" and text[start - 2] in _HEX \
+        and text[start - 1] in _HEX
 
 
 def _name_char(char: str) -> bool:
@@ -740,8 +772,10 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
             continue
         m = _id_parts(one) if info_type in _ID_TYPES else None
         if m is not None:
-            # written in groups, only its first two digits are sure to stay together
-            anchors.add(m["core"] if len(m["core"]) < SPACED_ID_DIGITS else m["core"][:2])
+            # written in groups, only its first two digits are sure to stay together; in
+            # thousands, its last three (:func:`_id_variants`)
+            core = m["core"]
+            anchors.update((core,) if len(core) < SPACED_ID_DIGITS else (core[:2], core[-3:]))
             continue
         for part in _literal_parts(info_type, one) if info_type in _WORD_TYPES else [one]:
             if (words := _literal_words(part)) and (pieces := _pieces(words)):
