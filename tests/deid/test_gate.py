@@ -211,6 +211,17 @@ def test_a_number_in_a_number_element_is_not_taken_for_an_id() -> None:
     data = to_bytes(source)
     _, _, output = deidentify_bytes(data, privacy_first())
     assert _verdict(data, output).ok
+    # Probe 12: a 7-digit ID that is a number element's whole value is the ID (an MRN as
+    # the Acquisition Number); within a longer value, or a round number, it is not.
+    for mrn, number, leak in (("MRN4821397", "4821397", True), ("4821397", "4821397", True),
+                              ("MRN4821397", "14821397", False),
+                              ("MRN2500000", "2500000", False), ("MRN482139", "482139", False)):
+        source.PatientID, source.ExposureTime = mrn, None
+        source.AcquisitionNumber = number
+        data = to_bytes(source)
+        _, _, output = deidentify_bytes(data, privacy_first())
+        assert number.encode() in output
+        assert (_verdict(data, output).problems == ("original PatientID value found",)) is leak
 
 
 def test_an_id_written_in_groups_is_found() -> None:

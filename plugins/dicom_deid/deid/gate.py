@@ -593,7 +593,8 @@ class Gate:
                                 not uid and _id_digits(needle, kws)
                                 and exempt().uid_component(data, start, stop)):
                             continue  # inside a longer word, even within its value
-                        if not any(x <= start and stop <= y
+                        if not any(x <= start and stop <= y and not _the_number(
+                                       data[x:y], needle, kws)
                                    for x, y in (exempt().schemes_and_numbers if (
                                        needle.isdigit() and len(needle) < _LONG_NUMBER)
                                        else exempt().schemes)):
@@ -603,6 +604,20 @@ class Gate:
         for kw in sorted(found):
             problems.append(f"original {kw} value found")
         return len(found)
+
+
+_NUMBER_ID = 7
+"""An ID's digits of this many (below :data:`_LONG_NUMBER`) that are a number element's
+whole value are the ID (probe 12: a 7-digit MRN as the Acquisition Number or an SR
+measurement); a round one ("2500000") may be a number by chance, and stays one."""
+
+
+def _the_number(value: bytes, needle: bytes, kws: frozenset[str]) -> bool:
+    """Whether an exempt range's ``value`` is, whole (one of its values, padding, sign
+    and leading zeros aside), an ID's digits of :data:`_NUMBER_ID` digits or more."""
+    if len(needle) < _NUMBER_ID or needle.endswith(b"00") or not _id_digits(needle, kws):
+        return False
+    return any(v.strip(b" \x00+").lstrip(b"0") == needle for v in value.split(b"\\"))
 
 
 def _id_digits(form: bytes, kws: frozenset[str]) -> bool:
