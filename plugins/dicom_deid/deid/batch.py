@@ -28,6 +28,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -292,7 +293,16 @@ def _init_worker(
 
 
 _DOWNLOADS: list[Path] = []  # the folder this worker copies object-store inputs into
-os.register_at_fork(after_in_child=_DOWNLOADS.clear)  # a forked worker makes its own
+_DOWNLOADS_MADE = threading.Lock()  # fetch threads make it once between them
+
+
+def _forked() -> None:
+    global _DOWNLOADS_MADE
+    _DOWNLOADS.clear()  # a forked worker makes its own
+    _DOWNLOADS_MADE = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _fetch(src: Source) -> Path:
@@ -300,10 +310,9 @@ def _fetch(src: Source) -> Path:
     object's update time (the listing's, else looked up), which the duplicate rule
     compares. Errors name neither the object nor the store's text (which may)."""
     if not _DOWNLOADS:
-        made = Path(tempfile.mkdtemp(prefix="dicom-deid-in-"))
-        _DOWNLOADS.append(made)
-        if _DOWNLOADS[0] != made:  # another fetch thread was first
-            made.rmdir()
+        with _DOWNLOADS_MADE:
+            if not _DOWNLOADS:
+                _DOWNLOADS.append(Path(tempfile.mkdtemp(prefix="dicom-deid-in-")))
     try:
         return download(str(src.path), _DOWNLOADS[0], mtime_ns=src.mtime_ns, size=src.size)
     except FileNotFoundError:
