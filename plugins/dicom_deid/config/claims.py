@@ -1,14 +1,14 @@
 """What an output may claim about its de-identification (PS3.15 E.1.1, PS3.3 C.7.1.1).
 
 The claims follow what the plan does to the attributes Table E.1-1 (and the beyond-table
-list) names, not the names of the options asked for. Each attribute the configuration
-treats more weakly than the Basic Profile does (kept where the profile removes, cleaned
-where it removes...) must be allowed by an option that says so, which is then claimed
-(keeping every date is Retain Longitudinal Full Dates; keeping the primary UIDs is Retain
-UIDs); an attribute no option allows (a kept PatientName) means the patient's identity
-was not removed: Patient Identity Removed is NO, nothing of the profile is claimed, and
-the kept attributes are named in De-identification Method. Longitudinal Temporal
-Information Modified says what was done to the dates themselves.
+list, and the dates neither lists) names, not the names of the options asked for. Each
+attribute the configuration treats more weakly than the Basic Profile does (kept where the
+profile removes, cleaned where it removes...) must be allowed by an option that says so,
+which is then claimed (keeping every date is Retain Longitudinal Full Dates; keeping the
+primary UIDs is Retain UIDs); an attribute no option allows (a kept PatientName) means the
+patient's identity was not removed: Patient Identity Removed is NO, nothing of the profile
+is claimed, and the kept attributes are named in De-identification Method. Longitudinal
+Temporal Information Modified says what was done to the dates themselves.
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 
 from .model import DeidConfig, Option, PrimaryIds, ProfileType
-from .plan import DATE_VRS, Act, Mode, Plan, beyond_table, dictionary_vr, shifts_dates
+from .plan import (
+    DATE_VRS,
+    Act,
+    Mode,
+    Plan,
+    beyond_table,
+    dictionary_vr,
+    shifts_dates,
+    unlisted_dates,
+)
 from .ps3_15 import ActionCode, load_table
 
 _UNCHANGED = frozenset({Act.KEEP, Act.RECURSE})
@@ -58,9 +67,12 @@ def _code_strength(code: ActionCode) -> int:
 
 @cache
 def _attributes() -> tuple[tuple[int, str, str, tuple[tuple[Option, ActionCode], ...]], ...]:
-    """(tag, dictionary VR, keyword, option codes) of every attribute the claims judge."""
+    """(tag, dictionary VR, keyword, option codes) of every attribute the claims judge:
+    the table's, the dates it does not list (with the row the plan gives them, so that
+    their fate counts in Longitudinal Temporal Information Modified as the table's dates'
+    does) and the beyond-table list's."""
     rows = [(tag, dictionary_vr(tag), row.keyword, row.option_codes)
-            for tag, row in load_table().exact.items()]
+            for tag, row in (*load_table().exact.items(), *unlisted_dates().items())]
     known = {tag for tag, *_ in rows}
     rows += [(tag, dictionary_vr(tag), "", ()) for tag in beyond_table() if tag not in known]
     return tuple(rows)

@@ -2,7 +2,10 @@
 
 Precedence, as Google documents it: explicit ``actions`` (first match wins), then
 ``options`` (primaryIds), then the profile. The PS3.15 table decides the profile
-action; attributes it does not list are kept (standard) or removed (private).
+action; attributes it does not list are kept (standard) or removed (private), except
+the project's additions: the identifying attributes of :func:`beyond_table`, the source
+systems' addresses, and every other date or time (:func:`unlisted_dates`), which gets the
+row the table gives its own dates.
 
 An action depends on where the attribute is (a :data:`Scope`: the instance's IOD and the
 keyword of the sequence holding it): compound profile codes resolve by the attribute's Type
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum, auto
@@ -57,6 +61,7 @@ from .model import (
 )
 from .ps3_15 import (
     ActionCode,
+    ProfileRow,
     load_safe_private,
     load_table,
     resolve_compound,
@@ -135,6 +140,47 @@ def beyond_table() -> dict[int, ActionCode]:
             raise ValueError(f"beyond_table_e1.csv: unknown keyword {rec['keyword']!r}")
         codes[tag] = ActionCode(rec["code"])
     return codes
+
+
+DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
+_DEVICE_DATE_WORD = "Calibration"
+"""The word of a date's name that makes it the device's (Date of Last Calibration): the
+table keeps its calibration dates under Retain Device Identity, so an unlisted one with the
+word in its name is kept there too."""
+
+
+@cache
+def _table_date_row(word: str) -> tuple[ActionCode, tuple[tuple[Option, ActionCode], ...]]:
+    """The Basic Profile code and option codes Table E.1-1 gives most of its dates and
+    times (dictionary VR DA, DT or TM) whose name has ``word`` ("": all of them): read off
+    the table, so an unlisted date follows the edition shipped, not a copy of it."""
+    counts = Counter((row.basic, row.option_codes) for tag, row in load_table().exact.items()
+                     if dictionary_vr(tag) in DATE_TIME_VRS and word in row.name)
+    return counts.most_common(1)[0][0]
+
+
+@cache
+def unlisted_dates() -> dict[int, ProfileRow]:
+    """The dates and times of PS3.6 (dictionary VR DA, DT or TM, retired ones too) that
+    neither Table E.1-1 nor the project's own lists (:func:`beyond_table`, the source
+    systems' addresses) give a code: Study Update DateTime, a secondary review's date, an
+    alarm's time. Each is a date of the patient's record and gets the row the table gives
+    most of its own dates (:func:`_table_date_row`): ``X`` (resolved by its Type where it
+    is, as any plain ``X``), kept under Retain Longitudinal Full Dates, shifted under
+    Modified Dates; a calibration date also as the table's calibration dates, kept under
+    Retain Device Identity. Generated from pydicom's dictionary, so a date PS3.6 adds
+    before the table lists it is removed, not kept."""
+    table, beyond = load_table(), beyond_table()
+    rows: dict[int, ProfileRow] = {}
+    for tag, (vr, _, name, retired, keyword) in DicomDictionary.items():
+        if (vr not in DATE_TIME_VRS or table.row_for(tag) is not None or tag in beyond
+                or tag in _SOURCE_SYSTEM_CODES):
+            continue
+        basic, option_codes = _table_date_row(
+            _DEVICE_DATE_WORD if _DEVICE_DATE_WORD in name else "")
+        rows[tag] = ProfileRow(f"({tag >> 16:04X},{tag & 0xFFFF:04X})", name, keyword,
+                               retired == "Retired", basic, option_codes)
+    return rows
 
 
 _IDENTITY_CODES = frozenset({"PersonIdentificationCodeSequence", "InstitutionCodeSequence"})
@@ -236,6 +282,7 @@ class Plan:
         self._safe_private = load_safe_private()
         self._actions = [(self._compile(a), a) for a in config.actions]
         load_tables()  # before a batch forks its workers: read once, shared
+        unlisted_dates()
         _attribute_dummies()
         _dummy_documents()
         self._memo: dict[tuple[int, str, Mode, Scope], Act] = {}
@@ -339,18 +386,18 @@ class Plan:
     def _minimal(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
         """MINIMAL_KEEP_LIST_PROFILE ("keep only the tags required to produce valid DICOM"):
         the keep list, and what the IOD requires where the attribute is. A required
-        attribute that identifies (Table E.1-1 or :func:`beyond_table` lists it, or it names
-        the source systems) is removed as a required one is elsewhere
-        (:func:`_required_act`: a dummy for Type 1, empty for Type 2); one the standard
-        does not count as identifying (an SR's Value Type, a code, the KVP) is kept as the
-        Basic Profile keeps it (:meth:`_unlisted`). Anything else goes, overlays and curves
-        with their whole group (:func:`_in_repeating_group`)."""
+        attribute that identifies (Table E.1-1 or :func:`beyond_table` lists it, it names
+        the source systems, or it is a date :func:`unlisted_dates` gives a row) is removed
+        as a required one is elsewhere (:func:`_required_act`: a dummy for Type 1, empty
+        for Type 2); one the standard does not count as identifying (an SR's Value Type, a
+        code, the KVP) is kept as the Basic Profile keeps it (:meth:`_unlisted`). Anything
+        else goes, overlays and curves with their whole group (:func:`_in_repeating_group`)."""
         if tag in minimal_keep_tags():
             return Act.UID if vr == "UI" else Act.KEEP
         if _in_repeating_group(tag) or _attribute_type(tag, scope) in _REMOVABLE:
             return Act.DELETE
         if (self._table.row_for(tag) is not None or tag in beyond_table()
-                or tag in _SOURCE_SYSTEM_CODES):
+                or tag in _SOURCE_SYSTEM_CODES or tag in unlisted_dates()):
             return _required_act(Act.DELETE, tag, vr, scope)
         return self._unlisted(vr, mode, scope)
 
@@ -401,7 +448,11 @@ class Plan:
         return None if found is Act.KEEP or found is Act.RECURSE else found
 
     def _basic(self, tag: int, vr: str, mode: Mode, scope: Scope) -> Act:
-        row = self._table.row_for(tag)
+        """The Basic Profile with its options: the table's row (or, for a date it does not
+        list, the row :func:`unlisted_dates` gives it), else the project's code (the
+        source systems' addresses, :func:`beyond_table`), else the rule for unlisted
+        attributes (:meth:`_unlisted`)."""
+        row = self._table.row_for(tag) or unlisted_dates().get(tag)
         if row is None:
             code = None if Option.RETAIN_INSTITUTION_IDENTITY in self.options else \
                 _SOURCE_SYSTEM_CODES.get(tag)
