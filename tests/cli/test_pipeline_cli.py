@@ -87,9 +87,14 @@ def test_a_load_that_cannot_run_exports_nothing_and_no_part_is_left_unloaded(
 ) -> None:
     """An external probe: without the restricted key, the load failed with a traceback
     after the export had recorded every file, so no later run loaded the rows."""
-    generate(tmp_path / "landing", patients=1, seed=3, small=True, bad_inputs=False)
+    generate(tmp_path / "landing", patients=1, seed=3, small=True, bad_inputs=False,
+             duplicates=False)
+    key = tmp_path / "k"
+    key.write_text(KEY.hex())
+    assert main(["deidentify", str(tmp_path / "landing" / "dicom"), str(tmp_path / "deid"),
+                 "--key-file", str(key), "--no-progress"]) == 0
     out, wh = tmp_path / "meta", f"duckdb://{tmp_path / 'wh.duckdb'}"
-    args = ["export-metadata", str(tmp_path / "landing" / "dicom"), "--out", str(out),
+    args = ["export-metadata", str(tmp_path / "deid"), "--out", str(out),
             "--warehouse", wh, "--table", "deid_metadata"]
     with monkeypatch.context() as mp:
         mp.delenv("DICOM_DEID_RESTRICTED_KEY")
@@ -104,5 +109,28 @@ def test_a_load_that_cannot_run_exports_nothing_and_no_part_is_left_unloaded(
     printed = capsys.readouterr().out
     assert "exported 0," in printed and "an earlier run did not load" in printed
     assert _count(wh, "SELECT COUNT(*) FROM deid_metadata") == len(
-        [p for p in (tmp_path / "landing" / "dicom").rglob("*") if p.is_file()])
+        [p for p in (tmp_path / "deid").rglob("*") if p.is_file()])
     assert main(args) == 0 and "loaded" not in capsys.readouterr().out  # nothing pending
+
+
+def test_identified_files_are_never_loaded_into_the_analysts_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 13: the landing folder given by mistake to ``export-metadata --table
+    deid_metadata`` put names, IDs and landing paths into the analysts' table, exit 0.
+    Only files dicom-deid wrote are rows there; the others are listed as failures."""
+    generate(tmp_path / "landing", patients=1, seed=4, small=True, bad_inputs=False)
+    landing = tmp_path / "landing" / "dicom"
+    files = [p for p in landing.rglob("*") if p.is_file()]
+    wh = f"duckdb://{tmp_path / 'wh.duckdb'}"
+    assert main(["export-metadata", str(landing), "--out", str(tmp_path / "meta"),
+                 "--warehouse", wh, "--table", "deid_metadata"]) == 3
+    err = capsys.readouterr().err
+    assert "file(s): not an output of dicom-deid" in err and str(landing) not in err
+    with open_warehouse(wh) as warehouse:
+        warehouse.ensure_schema()
+        assert warehouse.query("SELECT COUNT(*) FROM deid_metadata").column(0)[0].as_py() == 0
+    names = {str(pydicom.dcmread(p, stop_before_pixels=True, force=True).get("PatientName"))
+             for p in files} - {"None", ""}
+    analysts = (tmp_path / "wh.duckdb").read_bytes()
+    assert names and not [n for n in names if n.split("^")[0].encode() in analysts]

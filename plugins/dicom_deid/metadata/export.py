@@ -340,6 +340,7 @@ class _BatchJob:
     part_rel: str
     run_id: str
     ingest_date: date
+    deidentified_only: bool = False
 
 
 # Batches travel as LZ4-compressed IPC: the parent holds up to a part's worth of them
@@ -359,8 +360,13 @@ def export_metadata(
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     start_method: str = "fork",
     key: bytes | None = None,
+    deidentified_only: bool = False,
 ) -> ExportSummary:
     """Export one row per new or changed DICOM file in ``sources`` to Parquet under ``out_dir``.
+
+    ``deidentified_only`` (the analysts' ``deid_metadata``): a file that is no output of
+    dicom-deid (no De-identification Method value of its own) is an error, not a row: a
+    landing folder given by mistake must not put identified metadata where analysts read.
 
     ``state`` defaults to the manifest ``out_dir/_state/exported.manifest``; it is updated
     and saved after the parts are written. Rows come out in sorted-URI order (part n, n+1...).
@@ -406,7 +412,7 @@ def export_metadata(
         def jobs() -> Iterator[_BatchJob]:
             for part, b, e in ranges:
                 yield _BatchJob(part, tuple(map(plan.task, range(b, e))), parts[part], run_id,
-                                ingest_date)
+                                ingest_date, deidentified_only)
 
         part_batches: list[bytes] = []
         part_shape: ms.Shape = {}
@@ -683,6 +689,9 @@ def _export_batch(job: _BatchJob) -> _BatchResult:
         except Exception as exc:  # a converter bug must not stop the night; no value in text
             result.errors.append((task.uri, f"metadata conversion failed ({type(exc).__name__})"))
             continue
+        if job.deidentified_only and not _deidentified_here(row):
+            result.errors.append((task.uri, NOT_DEIDENTIFIED))
+            continue
         row.update(source_uri=task.uri, size_bytes=task.size if remote else len(data),
                    mtime=datetime.fromtimestamp(task.mtime_ns / 1e9, UTC),
                    content_sha256=sha, ingest_run_id=job.run_id, ingest_date=job.ingest_date)
@@ -730,6 +739,18 @@ def _write_part(batches: list[bytes], shape: ms.Shape, path: Path,
 def _to_table(rows: list[dict[str, Any]], shape: ms.Shape) -> pa.Table:
     """Rows of one batch as an Arrow table typed by the batch's keyword shape."""
     return pa.Table.from_pylist(rows, schema=ms.schema_for_shape(shape))
+
+
+NOT_DEIDENTIFIED = ("not an output of dicom-deid (no De-identification Method value of its "
+                    "own): not loaded into the de-identified metadata")
+_OUR_METHOD = "dicom-deid "
+
+
+def _deidentified_here(row: dict[str, Any]) -> bool:
+    """Whether a file's row says dicom-deid wrote it (its De-identification Method names
+    the tool and version first: see the de-identifier's method elements)."""
+    methods = row.get("DeidentificationMethod") or ()
+    return any(isinstance(m, str) and m.startswith(_OUR_METHOD) for m in methods)
 
 
 def _read(uri: str, size: int = 0) -> bytes:

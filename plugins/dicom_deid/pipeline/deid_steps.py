@@ -832,7 +832,7 @@ def _repair_metadata(ws: RunWorkspace, warehouse: Warehouse, dest: Store, tree: 
     shutil.rmtree(out, ignore_errors=True)
     summary = export_metadata([dest.uri(f"{tree}/{rel}") for rel in missing],
                               private_dir(out), run_id=ws.batch_id, ingest_date=logical_date,
-                              state=ExportState(), workers=1)
+                              state=ExportState(), workers=1, deidentified_only=True)
     if summary.errors:
         raise VerificationError(f"{len(summary.errors)} released file(s) of the tree cannot be "
                                 "read for their metadata row")
