@@ -551,3 +551,16 @@ def test_an_identifier_spelled_another_way_in_the_path_is_a_leak(folder: str) ->
     data = to_bytes(make_instance())  # Smith^John, MRN1234567
     _, _, output = deidentify_bytes(data, privacy_first())
     assert not _verdict(data, output, name=f"{folder}/ct/im1.dcm").ok
+
+
+@pytest.mark.parametrize("folder", ["Mueller_Juergen", "Muller_Jurgen", "MUELLER",
+                                    "Schroeder_G"])
+def test_a_name_with_umlauts_written_out_in_the_path_is_a_leak(folder: str) -> None:
+    """Probe 13: "Mueller_Juergen/" was released for MÜLLER^JÜRGEN (the path check had
+    the name without diacritics, not with umlauts written out, as the sweep has it)."""
+    source = make_instance(name="MÜLLER^JÜRGEN" if "M" in folder[:1] else "SCHRÖDER^GÜNTHER")
+    source.SpecificCharacterSet = "ISO_IR 192"
+    data = to_bytes(source)
+    _, _, output = deidentify_bytes(data, privacy_first())
+    assert not _verdict(data, output, name=f"{folder}/IMG1.dcm").ok
+    assert _verdict(data, output, name="case-0001/IMG1.dcm").ok
