@@ -134,3 +134,17 @@ def test_identified_files_are_never_loaded_into_the_analysts_table(
              for p in files} - {"None", ""}
     analysts = (tmp_path / "wh.duckdb").read_bytes()
     assert names and not [n for n in names if n.split("^")[0].encode() in analysts]
+
+
+def test_the_identified_export_is_its_owners_only(tmp_path: Path) -> None:
+    """Probe 13: the command line wrote the identified export 0755/0644 (the DAG 0700/0600,
+    as the README says); with --no-load and no restricted key its Parquet is plain."""
+    generate(tmp_path / "landing", patients=1, seed=5, small=True, bad_inputs=False)
+    out = tmp_path / "meta" / "dicom_metadata"
+    assert main(["export-metadata", str(tmp_path / "landing" / "dicom"), "--out", str(out),
+                 "--no-load"]) == 0
+    found = [p for p in out.rglob("*") if p.suffix == ".parquet" or p.is_dir()]
+    assert any(p.suffix == ".parquet" for p in found)
+    assert out.stat().st_mode & 0o777 == 0o700
+    for path in found:
+        assert path.stat().st_mode & 0o077 == 0, path

@@ -402,6 +402,7 @@ def _export_metadata(args: argparse.Namespace) -> int:
         set_pending_parts,
     )
     from dicom_deid.storage import open_store
+    from dicom_deid.storage.permissions import private_dir, restrict_tree
     from dicom_deid.warehouse.factory import open_warehouse
     from dicom_deid.warehouse.restricted_file import export_key
 
@@ -427,7 +428,10 @@ def _export_metadata(args: argparse.Namespace) -> int:
             print(f"dicom-deid: {exc}", file=sys.stderr)
             return EXIT_USAGE
     out = args.out or Path("var/metadata") / args.table
+    identified = args.table == "dicom_metadata"
     try:
+        if identified:  # names, IDs, landing paths: its owner's only, as the DAG's export
+            private_dir(out)
         key = export_key(args.warehouse, args.table, required=not args.no_load)
         state = ExportState.for_export(out, key)
         if not args.no_load:  # what the load will need (a key, say), before any export
@@ -443,6 +447,8 @@ def _export_metadata(args: argparse.Namespace) -> int:
         state=state, workers=args.workers or None, key=key,
         deidentified_only=args.table == "deid_metadata",
     )
+    if identified:
+        restrict_tree(out)
     if summary.remote_files:
         print(f"read {summary.remote_bytes / summary.remote_files / 1024:.1f} KiB per object "
               f"on average ({summary.remote_files} object(s); headers by byte ranges)")
