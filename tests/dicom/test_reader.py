@@ -46,6 +46,11 @@ def test_unknown_character_set() -> None:
     ds.SpecificCharacterSet = "ISO_IR 999"
     bad = _reason(to_bytes(ds))
     assert bad.kind == "bad-charset" and "ISO_IR 999" in bad.reason
+    # Probe 13: a value of no term's form may be anything a writer put there (a name):
+    # never quoted
+    ds.SpecificCharacterSet = "KOWALSKI^J"
+    bad = _reason(to_bytes(ds))
+    assert bad.kind == "bad-charset" and "KOWALSKI" not in bad.reason
 
 
 def test_raw_implicit_dataset_without_preamble_becomes_part10() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -50,12 +51,6 @@ class Instance:
     had_file_meta: bool
     size: int = 0
     """Bytes in the input file."""
-
-
-def _safe_token(text: object) -> str:
-    """A short printable rendering of a coded value (for messages; never free text)."""
-    s = "".join(ch if ch.isprintable() and ch.isascii() else "?" for ch in str(text))
-    return s[:24]
 
 
 def read_instance(path: str | os.PathLike[str]) -> Instance:
@@ -165,6 +160,12 @@ def _check_complete(ds: Dataset, size: int) -> None:
         )
 
 
+_TERM_SHAPE = re.compile(r"(?:ISO[ _](?:2022[ _])?IR[ _]?\d{1,4}|GB18030|GBK)")
+"""The form of a Specific Character Set defined term ("ISO_IR 999", "ISO 2022 IR 87"):
+an unknown value of another form may be anything a writer put there (a probe found a
+patient's name), so a message does not quote it."""
+
+
 def _check_charset(ds: Dataset) -> None:
     elem = ds.get_item(0x00080005)
     if elem is None:
@@ -174,9 +175,8 @@ def _check_charset(ds: Dataset) -> None:
     for term in terms:
         term = (term or "").strip()
         if term and term not in python_encoding:
-            raise BadInput(
-                "bad-charset", f"unknown Specific Character Set term '{_safe_token(term)}'"
-            )
+            shown = f"'{term}'" if _TERM_SHAPE.fullmatch(term) else "(not shown: no term's form)"
+            raise BadInput("bad-charset", f"unknown Specific Character Set term {shown}")
 
 
 def int_value(ds: Dataset, tag: int) -> int:
