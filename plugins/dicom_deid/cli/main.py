@@ -430,8 +430,6 @@ def _export_metadata(args: argparse.Namespace) -> int:
     out = args.out or Path("var/metadata") / args.table
     identified = args.table == "dicom_metadata"
     try:
-        if identified:  # names, IDs, landing paths: its owner's only, as the DAG's export
-            private_dir(out)
         key = export_key(args.warehouse, args.table, required=not args.no_load)
         state = ExportState.for_export(out, key)
         if not args.no_load:  # what the load will need (a key, say), before any export
@@ -440,6 +438,8 @@ def _export_metadata(args: argparse.Namespace) -> int:
     except (DicomDeidError, OSError) as exc:
         print(f"dicom-deid: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if identified:  # names, IDs, landing paths: its owner's only, as the DAG's export
+        private_dir(out)
     summary = export_metadata(
         sources, out,
         run_id=args.run_id or uuid.uuid4().hex[:12],
