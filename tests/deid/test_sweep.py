@@ -439,6 +439,25 @@ _WRITTEN_FORMS = [  # (source values, the kept meaning, what of it must go)
     ({"PatientID": "MRN4821397"}, "ref 482.1397", ["1397"]),
     ({"StudyDate": "20240105"}, "acquired 2024-01-05", ["2024"]),
     ({"AcquisitionDate": "20240105"}, "B30f 20240105", ["20240105"]),
+    # probe 14: two letters or a title glued on, CamelCase, organisations run together,
+    # postcodes, more date spellings, a local phone number, the issuer of the ID
+    ({"PatientName": "KOWALSKI^JANINA^MARIA"}, "JMKOWALSKI and MJKowalski", ["KOWALSKI",
+                                                                           "Kowalski"]),
+    ({"PatientName": "KOWALSKI^JANINA"}, "JanKowalski", ["Kowalski"]),
+    ({"ReferringPhysicianName": "HALVORSEN^PIETER"}, "ref DrHalvorsen, DRHALVORSEN",
+     ["alvorsen", "ALVORSEN"]),
+    ({"InstitutionName": "Thornbury Valley Hospital"},
+     "ThornburyValleyHospital ThornburyCT1 THORNBURYVH", ["Thornbury", "THORNBURY"]),
+    ({"PatientAddress": "12 Larkspur Lane, Exeter EX4 3PQ"}, "EX43PQ and 12LarkspurLane",
+     ["EX4", "3PQ", "Larkspur"]),
+    ({"PatientBirthDate": "19570314"}, "DOB 14MAR57", ["14MAR57"]),
+    ({"PatientBirthDate": "19570314"}, "DOB 14 III 57", ["57"]),
+    ({"PatientBirthDate": "19570314"}, "DOB 1957-W11-4 or 1957-073", ["1957"]),
+    ({"PatientBirthDate": "19570314"}, "born Mar 1957, 03/1957", ["1957"]),
+    ({"StudyDate": "20240105"}, "scan 5 I 2024", ["2024"]),
+    ({"PatientTelephoneNumbers": "+44 20 7946 0958"}, "ext 7946 0958", ["7946"]),
+    ({"PatientID": "4821397", "IssuerOfPatientID": "TVHPAS"}, "4821397^^^TVHPAS^MR",
+     ["4821397", "TVHPAS"]),
 ]
 
 
@@ -463,3 +482,16 @@ def test_a_value_written_another_way_in_a_kept_code_meaning_is_swept(
     ds.AnatomicRegionSequence = Sequence([_local_code(meaning)])
     out = run(ds).AnatomicRegionSequence[0].CodeMeaning
     assert "[CTX]" in out and not [p for p in planted if p in out], out
+
+
+def test_the_issuer_of_the_patient_id_is_swept_unless_the_institution_is_retained() -> None:
+    """Probe 14: "TVHPAS" (the issuer) survived in kept text; it is swept now. The issuer
+    names the assigning institution, so under Retain Institution Identity the retained
+    name and address keep it ("St Elsewhere" for an issuer "ST ELSEWHERE")."""
+    ds = make_instance()
+    ds.IssuerOfPatientID = "TVHPAS"
+    ds.AnatomicRegionSequence = Sequence([_local_code("ref TVHPAS")])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "ref [CTX]"
+    ds.IssuerOfPatientID = "ST ELSEWHERE"
+    kept = run(ds, options=frozenset({Option.RETAIN_INSTITUTION_IDENTITY}))
+    assert kept.InstitutionName == "St Elsewhere Hospital"

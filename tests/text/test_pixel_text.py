@@ -75,7 +75,9 @@ def test_institution_cut_to_a_field_width(cut: int) -> None:
     "WexcombeValley ImagingPartners",  # spaces lost
 ])
 def test_institution_read_with_ocr_noise(banner: str) -> None:
-    assert find_spans(banner, HEADER) == []
+    # exact matching finds at most the distinctive word where it is intact (CamelCase
+    # ends it: "WexcombeValley"); the fuzzy matching finds the noisy name
+    assert [banner[s.start:s.end] for s in find_spans(banner, HEADER)] in ([], ["Wexcombe"])
     assert _fuzzy(banner), banner
 
 

@@ -78,12 +78,13 @@ def test_japanese_names_inside_japanese_text(ctx: PhiContext) -> None:
 
 def test_no_match_inside_longer_words(ctx: PhiContext) -> None:
     for text in ("Oblique view", "Linear probe", "Weight 60", "Tarouxyzzy", "Yamadastadt",
-                 "Clinic", "xyYamada"):
+                 "Clinic", "xyzyamada"):
         assert find_spans(text, ctx) == [], text
     # A name of 5 letters or more with up to four glued on is that name, inflected or
     # with an initial: "Yamadas", "Kowalczyka", "KowalczykJ" (an external probe); with
-    # one initial in front or digits on either side too ("tyamada", a login: probe 12).
-    for text in ("Yamadas", "Tarouxyz", "YamadaT", "xYamada", "Yamada02"):
+    # one or two initials in front or digits on either side too ("tyamada", a login:
+    # probe 12; "tyyamada": probe 14).
+    for text in ("Yamadas", "Tarouxyz", "YamadaT", "xYamada", "xyyamada", "Yamada02"):
         assert [s.info_type for s in find_spans(text, ctx)] == ["PERSON_NAME"], text
     assert clean_descriptor("Dr Li reviewed", ctx) == "Dr [CTX] reviewed"
 
@@ -134,13 +135,13 @@ def test_grouped_digits_are_an_id_only_as_a_whole_token() -> None:
 
 
 def test_glued_names_escapes_and_grouped_ids_only_where_they_are_the_value() -> None:
-    """Probe 12's forms are found, and what merely holds their characters is not: two
+    """Probe 12's forms are found, and what merely holds their characters is not: three
     letters in front are another word, a longer number is another number."""
     name = PhiContext.from_values([("PERSON_NAME", "KOWALSKI^JANINA")])
     assert [t[m.start:m.end] for t in ("jkowalski", "KOWALSKI01", "pt=x%20Janina",
                                       "1957kowalski") for m in name.matches(t)] == [
         "jkowalski", "KOWALSKI01", "Janina", "1957kowalski"]
-    assert not list(name.matches("xykowalski")) and not list(name.matches("%20xkowalsk"))
+    assert not list(name.matches("xyzkowalski")) and not list(name.matches("%20xkowalsk"))
     mrn = PhiContext.from_values([("MEDICAL_RECORD_NUMBER", "MRN4821397")])
     assert clean_descriptor("MRN 4,821,397 and 4.821.397", mrn) == "[CTX] and [CTX]"
     for other in ("14,821,397", "4,821,3970", "1.4.821.397", "4,821"):
@@ -149,6 +150,20 @@ def test_glued_names_escapes_and_grouped_ids_only_where_they_are_the_value() -> 
     assert clean_descriptor("DOB 140357, 031457, 1957 Mar 14", birth) == \
         "DOB [CTX], [CTX], [CTX]"
     assert not [m for t in ("ref 1403570", "2140357", "19571403") for m in birth.matches(t)]
+
+
+@pytest.mark.parametrize("text", ["DWI b 0 50 400 800", "kV 80 100 120 140",
+                                  "Matrix 256 256 128", "Angles 0 45 90 135 180",
+                                  "FOV 220 220 144"])
+def test_imaging_parameter_lists_are_no_phone_numbers(text: str) -> None:
+    """Probe 14: any three number groups in a cleaned description became a phone."""
+    assert clean_descriptor(text, None) == text
+
+
+@pytest.mark.parametrize("text", ["tel 020 7946 0958", "ph 555 123 4567", "06 12 34 56 78",
+                                  "+44 20 7946 0958"])
+def test_phone_numbers_are_still_phone_numbers(text: str) -> None:
+    assert "[PHONE_NUMBER]" in clean_descriptor(text, None)
 
 
 def test_ids_with_leading_zeros() -> None:

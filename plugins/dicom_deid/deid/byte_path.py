@@ -391,7 +391,8 @@ class ByteDeidentifier:
         pkey = (key, implicit, final is None, added is not None)
         plan = self._plans.get(pkey)
         if plan is None:
-            plan = _compile_plan(acts, added, final is None, self.deid.config.residual_sweep)
+            plan = _compile_plan(acts, added, final is None, self.deid.config.residual_sweep,
+                                 self.deid.sweep_tags)
             _remember(self._plans, pkey, plan, size=_LAYOUTS_SIZE)
         ops, sq_checks, captures, swept, sources, issuer_at = plan
         if issuer_at is not None:  # this level pseudonymises a PatientID: with its issuer
@@ -760,7 +761,7 @@ _Plan = tuple[list[tuple[Any, ...]], list[int], list[int], _Sites, _Sites, int |
 
 def _compile_plan(
     acts: list[tuple[_Elem, str, Act | None]], added: list[tuple[int, bytes]] | None,
-    nested: bool, sweep: bool,
+    nested: bool, sweep: bool, sweep_tags: frozenset[int] = frozenset(SWEEP_TAGS),
 ) -> _Plan:
     """What a level of this layout becomes, as ``Deidentifier._process`` decides it for
     its standard elements: (ops, positions whose undefined length declines, positions of
@@ -774,7 +775,7 @@ def _compile_plan(
     captures: list[int] = []
     swept: list[tuple[int, int, str]] = []
     sources = [i for i, (e, _vr, act) in enumerate(acts)
-               if sweep and not nested and e[0] in SWEEP_TAGS and act is not Act.KEEP]
+               if sweep and not nested and e[0] in sweep_tags and act is not Act.KEEP]
     signature = tuple((acts[i][0][0], acts[i][1]) for i in sources)
     pending = list(added) if added else []
     replaced = {t for t, _ in pending}

@@ -64,12 +64,12 @@ from .related import RelatedValues, group_keys, of_instance
 from .sweep import (
     CODE_MATCH,
     NESTED_SWEEP_TAGS,
-    SWEEP_TAGS,
     SWEEP_VRS,
     URL_MARKER,
     attribute_context,
     remap_uids,
     sweep_context,
+    sweep_sources,
     sweep_text,
     sweep_whole,
     sweeps,
@@ -176,6 +176,8 @@ class Deidentifier:
 
     def __init__(self, config: DeidConfig, key: bytes) -> None:
         self.config = config
+        self.sweep_tags = sweep_sources(Option.RETAIN_INSTITUTION_IDENTITY in config.options)
+        """The identifying attributes whose values the residual sweep searches for."""
         self.plan = Plan(config)
         self.pixels: PixelCleaner | None = None
         if config.cleans_pixels or Option.CLEAN_GRAPHICS in config.options:
@@ -451,7 +453,7 @@ class Deidentifier:
         """(tag, VR, values) of the identifying attributes at the top of ``ds`` that the
         plan does not keep: what the residual sweep searches kept text for."""
         acts = {tag: (vr, act) for tag, vr, act in self._acts(ds, Mode.NORMAL, scope)}
-        for tag in sorted(SWEEP_TAGS):
+        for tag in sorted(self.sweep_tags):
             found = acts.get(tag)
             if found is None or found[1] is Act.KEEP:
                 continue

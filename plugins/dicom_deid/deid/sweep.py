@@ -45,6 +45,7 @@ __all__ = [
     "attribute_context",
     "remap_uids",
     "sweep_context",
+    "sweep_sources",
     "sweep_text",
     "sweep_whole",
     "sweeps",
@@ -52,7 +53,7 @@ __all__ = [
 
 _SWEEP_KEYWORDS = (
     "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
-    "PatientID", "OtherPatientIDs", "MedicalRecordLocator",
+    "PatientID", "IssuerOfPatientID", "OtherPatientIDs", "MedicalRecordLocator",
     "AccessionNumber", "StudyID", "AdmissionID", "RequestedProcedureID",
     "PerformedProcedureStepID", "ScheduledProcedureStepID",
     "PlacerOrderNumberImagingServiceRequest", "FillerOrderNumberImagingServiceRequest",
@@ -75,6 +76,19 @@ SWEEP_TAGS: dict[int, str] = {t: k for k in _SWEEP_KEYWORDS
     0x00101002: "OtherPatientIDs"}
 """The top-level attributes whose values are searched for (when not kept by the plan);
 for a sequence of :data:`NESTED_SWEEP_TAGS`, its items' values, as IDs."""
+_INSTITUTIONAL = frozenset({0x00100021})
+"""Sweep targets that name an institution rather than the patient: the issuer of the
+patient ID (its assigning authority, often the hospital's own name or code)."""
+
+
+def sweep_sources(retains_institution: bool) -> frozenset[int]:
+    """The :data:`SWEEP_TAGS` whose values kept text is searched for: all, but under
+    Retain Institution Identity not those that name the institution, whose name and
+    address the project keeps (an issuer "ST ELSEWHERE" would empty "St Elsewhere
+    Hospital")."""
+    return frozenset(SWEEP_TAGS) - (_INSTITUTIONAL if retains_institution else frozenset())
+
+
 SWEEP_KEYWORD_TAGS: dict[str, int] = {k: t for t, k in SWEEP_TAGS.items()
                                       if t not in NESTED_SWEEP_TAGS}
 """The same attributes by keyword (as the gate names what it reads at any depth)."""

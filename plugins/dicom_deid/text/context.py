@@ -28,6 +28,8 @@ _NAME_PARTICLES = frozenset(
 )
 _ID_RE = lazy_pattern(r"(?P<prefix>[A-Za-z]*)(?P<sep>[\s:#\-]*)(?P<zeros>0*)(?P<core>\d+)")
 _WORD_TYPES = frozenset({"PERSON_NAME", "STREET_ADDRESS", "LOCATION", "ORGANIZATION_NAME"})
+_GLUED_TYPES = frozenset({"PERSON_NAME", "ORGANIZATION_NAME", "STREET_ADDRESS"})
+"""Info types whose long words are also found with letters or digits glued on."""
 _ID_TYPES = INFO_TYPES - _WORD_TYPES - {
     "DATE", "AGE", "PHONE_NUMBER", "US_SOCIAL_SECURITY_NUMBER"}
 """Info types whose values :func:`_variants` reads as IDs when they look like one."""
@@ -100,17 +102,18 @@ def _anchor_word(words: list[str]) -> str:
 _INFLECTED = 5
 """A name word of this many letters or more is also found with up to four letters glued
 on: inflected ("Kowalczyka", "Kowalczykowi", "Иванова", "Müllers"), or with an initial
-("KowalczykJ"), with one initial in front ("jkowalski", a login or a mailbox), or with
-digits on either side ("KOWALSKI01", "kowalski1957", a numbered duplicate record); a
-shorter one would take in too many other words."""
+("KowalczykJ"), with one or two letters in front ("jkowalski", a login or a mailbox;
+"DRHALVORSEN"), or with digits on either side ("KOWALSKI01", "kowalski1957", a numbered
+duplicate record); a shorter one would take in too many other words. So is a distinctive
+word of an organisation's name ("THORNBURYVH", "thornburyvh.nhs.uk")."""
 _ENDING = r"(?:[^\W\d_]{1,4}|\d{1,8})?"
 """Letters or digits glued on (a category class: a class of ranges costs a compile ten
 times as long, in every alternation made of it). CJK letters it takes are given back: a
 Japanese name is followed by さん, which is no ending of it."""
-_LEADING = r"(?:[^\W\d_]|(?<!%)\d{1,8})?"
-"""One letter (an initial) or digits glued on in front; digits right after a ``%`` are
-a percent escape's ("%20Janina": the name is found after the escape, see
-:func:`_escaped`)."""
+_LEADING = r"(?:[^\W\d_]{1,2}|(?<!%)\d{1,8})?"
+"""One or two letters (initials, a title: "jmkowalski", "DRHALVORSEN") or digits glued
+on in front; digits right after a ``%`` are a percent escape's ("%20Janina": the name is
+found after the escape, see :func:`_escaped`)."""
 
 
 def _literal(raw: str, inflect: bool = False) -> _Variant | None:
@@ -118,7 +121,7 @@ def _literal(raw: str, inflect: bool = False) -> _Variant | None:
     if words is None or not (pieces := _pieces(words)):
         return None
     text = " ".join(words)
-    fragment = r"[\s,.]+".join(
+    fragment = r"[\s,.]*".join(
         _JOINED.join(re.escape(p) for p in _JOINERS_RE.split(w) if p) for w in words)
     last = pieces[-1]
     variant = _variant(fragment, len(text), _anchor_word(pieces), text)
@@ -213,6 +216,25 @@ def _literal_parts(info_type: str, raw: str) -> Iterable[str]:
                            if _distinctive(w)} - set(parts))
 
 
+_POSTCODE_RE = lazy_pattern(
+    r"(?<![^\W_])(?:([A-Z]{1,2}\d[A-Z\d]?)\s*(\d[A-Z]{2})"  # UK: EX4 3PQ, SW1A 1AA
+    r"|([A-Z]\d[A-Z])\s?(\d[A-Z]\d)"  # Canada: K1A 0B1
+    r"|(\d{4})\s?([A-Z]{2})"  # the Netherlands: 1012 AB
+    r"|(\d{5})(?:-(\d{4}))?)(?![^\W_])",  # US ZIP (+4), and five-digit codes elsewhere
+    re.IGNORECASE)
+
+
+def postcodes(raw: str) -> list[tuple[str, str]]:
+    """The postal codes in an address, each as its two parts (the second empty for a
+    five-digit code): free text writes them with or without their space ("EX43PQ"), or
+    alone, without the street they belong to."""
+    found = []
+    for m in _POSTCODE_RE.finditer(raw):
+        groups = [g for g in m.groups() if g is not None]
+        found.append((groups[0], groups[1] if len(groups) > 1 else ""))
+    return found
+
+
 def _distinctive(word: str) -> bool:
     """A word of a place's name that names it alone: 5 letters or more and none of the
     words institutions, addresses and image banners share ("General", "Street")."""
@@ -239,6 +261,9 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
     full = MONTHS[m - 1]
     mon = f"(?:{full[:3]}|{full}|Sept)\\.?" if m == 9 else f"(?:{full[:3]}|{full})\\.?"
     yy = y[2:]  # two-digit years ("4/17/63", "17-Apr-63"): anchored on those two digits
+    roman = _ROMAN[m - 1]
+    _, week, weekday = day.isocalendar()
+    ordinal = day.timetuple().tm_yday
     mm, dd = f"{m:02d}", f"{d:02d}"
     # Numbers touching letters are still the date ("14.03.1961r.", "DOB19610314"): only
     # a digit on either side makes them part of another number.
@@ -257,17 +282,27 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
         (f"{mm}{dd}{y}", 7, y), (f"{dd}{mm}{y}", 7, y),
         # six digits in the other two orders ("140361", "031461"): anchored on all six
         (f"{dd}{mm}{yy}", 6, f"{dd}{mm}{yy}"), (f"{mm}{dd}{yy}", 6, f"{mm}{dd}{yy}"),
+        # the month in Roman numerals, a two-digit year too ("14 III 61", "5.I.2024")
+        (f"{dp}[\\s./\\-]*{roman}[\\s./\\-]*(?:{y}|{yy})", 9, yy),
+        # ISO 8601 week and ordinal dates ("1961-W11-2", "1961W112", "1961-073")
+        (f"{y}-?W{week:02d}-?{weekday}", 9, y), (f"{y}-?{ordinal:03d}", 8, y),
+        # the month and year of it ("Mar 1961", "March, 1961", "03/1961", "1961-03")
+        (f"{mon}[\\s\\-,./]*{y}", 8, y), (f"{mp}[/.\\-]{y}", 7, y),
+        (f"{mon}[\\s\\-,./]*'?{yy}", 7, yy),  # "Mar57", "Mar '57"
+        (f"{y}[/.\\-]{mm}(?![/.\\-]\\d)", 7, y),
         (f"{mp}[-/.]{dp}[-/.]{yy}", 7, yy),
         (f"{dp}[-/.]{mp}[-/.]{yy}", 7, yy),
         (f"{yy}[-/.]{mm}[-/.]{dd}", 7, yy),
         (f"{yy}{mm}{dd}", 6, yy),
-        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]+{mon}[\\s\\-,]+'?{yy}", 9, yy),
+        (f"{dp}{ORDINAL_SUFFIX}[\\s\\-]*{mon}[\\s\\-,]*'?{yy}", 9, yy),  # "14MAR61"
     ):
         yield _Variant(f"(?<!\\d){fragment}(?!\\d)", weight, anchor, False, False)
     yield _variant(f"{mon}[\\s\\-]+{dp}{ORDINAL_SUFFIX},?[\\s\\-]+{y}", 12, y, "a0")
     yield _variant(f"{y}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日", 11, y, "0日")
     yield from _calendar_variants(day)
 
+
+_ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII")
 
 _JAPANESE_ERAS = (  # (first day, name, letter, the Gregorian year before its year 1)
     (date(2019, 5, 1), "令和", "R", 2018), (date(1989, 1, 8), "平成", "H", 1988),
@@ -334,6 +369,9 @@ def _phone_variants(raw: str) -> Iterator[_Variant]:
     yield _variant(r"\+?" + spaced(digits), len(digits), digits[-2:], "0")
     if digits.startswith("0") and len(digits) >= 7:  # a trunk "0" dropped: "601 234 567"
         yield _variant(spaced(digits[1:]), len(digits) - 1, digits[-2:], "0")
+    if len(digits) >= 10:  # the local number alone, without the area code: "7946 0958"
+        for local in (8, 7):
+            yield _variant(spaced(digits[-local:]), local, digits[-2:], "0")
     if raw.lstrip().startswith("+"):
         # National forms: without the 1-3 digit country code, perhaps with a trunk "0".
         for cc in range(1, 4):
@@ -427,8 +465,12 @@ def _variants(info_type: str, raw: str) -> Iterator[_Variant]:
     """The written forms of one context value."""
     if info_type in _WORD_TYPES:
         for part in _literal_parts(info_type, raw):
-            if variant := _literal(part, inflect=info_type == "PERSON_NAME"):
+            if variant := _literal(part, inflect=info_type in _GLUED_TYPES):
                 yield variant
+        if info_type == "STREET_ADDRESS":
+            for first, second in postcodes(raw):
+                yield _variant(re.escape(first) + r"[\s\-_]?" + re.escape(second),
+                               len(first) + len(second), first.casefold(), "0")
         if info_type == "PERSON_NAME":
             for family in cjk_families(raw):  # "王" of "王^[CTX]"
                 yield _Variant(re.escape(family) + r"(?=\^\[CTX\])", 1,
@@ -591,13 +633,19 @@ class PhiContext:
             if variant.ending:  # CJK letters are no initial nor ending of a Latin name
                 while end > start and CJK_RE.match(text[end - 1]):
                     end -= 1
-                if end > start and CJK_RE.match(text[start]):
+                while end > start and CJK_RE.match(text[start]):
                     start += 1
+                if end < size and is_word(text[end]) and not _camel(text, end):
+                    # more glued on than an ending: the word ends where the next one
+                    # starts in CamelCase ("ThornburyValleyHospital", "ThornburyCT1")
+                    end = next((k for k in range(end - 1, start + _INFLECTED - 1, -1)
+                                if _camel(text, k)), end)
             if (
                 end > start
                 and not (variant.left and start > 0 and is_word(text[start - 1])
-                         and not _escaped(text, start))
-                and not (variant.right and end < size and is_word(text[end]))
+                         and not _escaped(text, start) and not _camel(text, start))
+                and not (variant.right and end < size and is_word(text[end])
+                         and not _camel(text, end))
             ):
                 yield Span(start, end, group_types[index], True)
                 pos = end
@@ -607,6 +655,12 @@ class PhiContext:
 
 _UNSEARCHED = object()
 _HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _camel(text: str, at: int) -> bool:
+    """Whether a word starts at ``at`` in CamelCase ("JanKowalski", "ThornburyValley",
+    "DrHalvorsen"): a lower-case letter, then a capital."""
+    return text[at - 1].islower() and text[at].isupper()
 
 
 def _escaped(text: str, start: int) -> bool:
@@ -780,6 +834,8 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
         for part in _literal_parts(info_type, one) if info_type in _WORD_TYPES else [one]:
             if (words := _literal_words(part)) and (pieces := _pieces(words)):
                 anchors.add(_anchor_word(pieces))
+        if info_type == "STREET_ADDRESS":
+            anchors.update(first.casefold() for first, _ in postcodes(one))
         if info_type == "PERSON_NAME":
             anchors.update((f + REPLACED_GIVEN).casefold() for f in cjk_families(one))
     return tuple(sorted(anchors))

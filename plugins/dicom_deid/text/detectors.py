@@ -12,6 +12,7 @@ burned-in text only (:data:`.banner.LINE_DETECTORS`, used by the sensitive
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable, Iterator
 
@@ -99,6 +100,25 @@ def _ips(text: str) -> Iterator[tuple[int, int]]:
             yield m.span()
 
 
+_GROUPS = lazy_pattern(r"\d+")
+
+
+def _phones(text: str) -> Iterator[tuple[int, int]]:
+    """Phone numbers, but not the number lists of imaging parameters the pattern also
+    takes (probe 14: "DWI b 0 50 400 800", "kV 80 100 120 140", "256 256 128", angles
+    "90 135 180"): groups that are all multiples of ten, a group repeated, or groups in
+    an arithmetic progression name no telephone."""
+    for m in _PHONE_RE.finditer(text):
+        if "+" not in m.group() and "(" not in m.group():
+            groups = _GROUPS.findall(m.group())
+            pairs = list(itertools.pairwise(groups))
+            if all(g.endswith("0") for g in groups) or any(
+                    a == b and len(a) <= 3 for a, b in pairs) or (
+                    len(groups) >= 3 and len({int(b) - int(a) for a, b in pairs}) == 1):
+                continue  # multiples of ten, a repeat, a progression ("90 135 180")
+        yield m.span()
+
+
 def _simple(pattern: re.Pattern[str]) -> Callable[[str], Iterator[tuple[int, int]]]:
     def detect(text: str) -> Iterator[tuple[int, int]]:
         for m in pattern.finditer(text):
@@ -118,7 +138,7 @@ DETECTORS: tuple[tuple[str, _Detector, _Gate], ...] = (
     ("IP_ADDRESS", _ips, lambda t, run: run > 0 and ("." in t or ":" in t)),
     ("US_SOCIAL_SECURITY_NUMBER", _simple(_SSN_RE), lambda _, run: run >= 3),
     ("DATE", _dates, lambda _, run: run >= 4),
-    ("PHONE_NUMBER", _simple(_PHONE_RE), lambda _, run: run >= 2),
+    ("PHONE_NUMBER", _phones, lambda _, run: run >= 2),
     ("AGE", _simple(_AGE_RE), lambda _, run: run > 0),
     ("MEDICAL_RECORD_NUMBER", _simple(_MRN_RE), lambda _, run: run >= 6),
 )
