@@ -379,13 +379,33 @@ def test_burned_in_text_is_read_back_whatever_the_policy(
 ) -> None:
     """A policy that does not clean pixels (an explicit, weaker choice) has every image
     at risk read by the gate's own OCR: exactly the images with text drawn in fail. The
-    privacy-first policy's OCR already read them: its kept lines are judged again (no
-    second OCR) and every output passes."""
+    privacy-first policy's outputs are read back too (and the lines its OCR read and
+    left judged again): every output passes, its text blanked."""
     src, with_text = burned
     assert len(with_text) >= 5
     assert _rejected(src, tmp_path / "no-pixels", _keeping("StudyDescription", sweep=True)
                      ) == with_text
     assert _rejected(src, tmp_path / "default", privacy_first()) == set()
+
+
+def test_an_image_is_read_back_even_when_the_cleaner_says_it_left_nothing(
+    burned: tuple[Path, set[str]]
+) -> None:
+    """Probe 14: an accession number drawn over mid-grey tissue was missed by the
+    cleaner's read of the input; the gate judged only the lines that read left, so the
+    output passed with its text. The output's own pixels are read back: a readout that
+    claims nothing was left does not pass an image that still carries the text."""
+    from dicom_deid.pixels.clean import OcrReadout
+
+    src, with_text = burned
+    source = (src / sorted(with_text)[0]).read_bytes()
+    _, _, output = deidentify_bytes(source, _keeping("StudyDescription", sweep=True))
+    gate = Gate()
+    facts = gate.source_facts(source, len(source))
+    ds = pydicom.dcmread(io.BytesIO(output))
+    uids = {t: str(ds[t].value) for t in UID_TAGS if t in ds}
+    verdict = gate.check("out.dcm", output, facts, uids, OcrReadout(read=True, kept=[]))
+    assert any(p.startswith("burned-in text") for p in verdict.problems), verdict.problems
 
 
 def test_kept_lines_are_judged_against_values_from_any_depth() -> None:
