@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 import pydicom.data
@@ -20,6 +21,9 @@ from dicom_deid.deid.gate import Gate, Verdict, expand_exceptions
 from dicom_deid.dicom.files import FileRange, write_atomic, written_view
 from dicom_deid.errors import BadInput, ConfigError
 from instances import KEY, deidentify_bytes, make_instance, to_bytes
+
+if TYPE_CHECKING:
+    from dicom_deid.deid.byte_path import ByteDeidentifier
 
 UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
 
@@ -440,18 +444,23 @@ def test_a_big_endian_image_at_risk_is_read_back_from_its_own_pixels() -> None:
     assert "original PatientName value found" in verdict.problems  # the input, unchanged
 
 
+def _walk_sources() -> tuple[ByteDeidentifier, list[bytes]]:
+    """A byte path under the privacy-first policy, and ours and pydicom's test files (the
+    wheel's own folder: get_testdata_files would also try to download the rest)."""
+    from dicom_deid.deid.byte_path import ByteDeidentifier
+    from dicom_deid.deid.deidentifier import Deidentifier
+
+    files = sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm"))
+    return ByteDeidentifier(Deidentifier(privacy_first(), KEY)), [
+        to_bytes(make_instance())] + [p.read_bytes() for p in files
+                                      if p.stat().st_size < 300_000]
+
+
 def test_the_source_walk_the_byte_path_made_gives_the_same_facts() -> None:
     """In the worker the gate takes the source's top level from the byte path's own walk
     (production's fast path); it must read exactly what its own walk reads, from pydicom's
     test files as from ours, and ignore a walk of other bytes."""
-    from dicom_deid.deid.byte_path import ByteDeidentifier
-    from dicom_deid.deid.deidentifier import Deidentifier
-
-    byte_path = ByteDeidentifier(Deidentifier(privacy_first(), KEY))
-    # The wheel's own folder (get_testdata_files would also try to download the rest).
-    files = sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm"))
-    sources = [to_bytes(make_instance())] + [
-        p.read_bytes() for p in files if p.stat().st_size < 300_000]
+    byte_path, sources = _walk_sources()
     gate, compared = Gate(), 0
     for data in sources:
         if byte_path.deidentify(data) is None or byte_path.walked is None:
@@ -475,13 +484,7 @@ def test_the_byte_path_takes_the_gates_walk_of_the_source_and_writes_the_same_by
     walking it again, and writes exactly what its own walk gives, on pydicom's test files
     as on ours; a walk of other bytes, or one the gate could not make in tag order, is
     not taken."""
-    from dicom_deid.deid.byte_path import ByteDeidentifier
-    from dicom_deid.deid.deidentifier import Deidentifier
-
-    byte_path = ByteDeidentifier(Deidentifier(privacy_first(), KEY))
-    files = sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm"))
-    sources = [to_bytes(make_instance())] + [
-        p.read_bytes() for p in files if p.stat().st_size < 300_000]
+    byte_path, sources = _walk_sources()
     gate, compared = Gate(), 0
     for data in sources:
         try:
