@@ -576,7 +576,7 @@ def _distinct_lines(pixels: _Pixels, recognise: bool = True
 
 def read_text_lines(ds: Dataset) -> list[str]:
     """The text OCR reads in ``ds``'s pixel data, every distinct frame, and what its codes
-    say (the verification gate's read-back of an image at risk the policy did not clean)."""
+    say (the verification gate's read-back of an output image at risk)."""
     return [line.text for _, line, _ in _distinct_lines(_open_pixels(ds))]
 
 
