@@ -495,3 +495,6 @@ def test_the_issuer_of_the_patient_id_is_swept_unless_the_institution_is_retaine
     ds.IssuerOfPatientID = "ST ELSEWHERE"
     kept = run(ds, options=frozenset({Option.RETAIN_INSTITUTION_IDENTITY}))
     assert kept.InstitutionName == "St Elsewhere Hospital"
+    ds.IssuerOfPatientID = "MR"  # as short as a term: not searched for (nor by the gate)
+    ds.AnatomicRegionSequence = Sequence([_local_code("MR Brain")])
+    assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "MR Brain"

@@ -123,7 +123,10 @@ def attribute_context(tag: int, vr: str, texts: list[str]) -> PhiContext:
     and their spellings without diacritics (banners and local codes often drop them,
     or write umlauts out: "Mueller")."""
     kind = info_type_of(SWEEP_TAGS[tag], vr)
-    pairs = [(kind, text) for text in texts if text.strip()]
+    # an issuer as short as a term ("MR", "PAS") would empty every "MR Brain": as the gate,
+    # from CODE_MATCH characters
+    least = CODE_MATCH if tag in _INSTITUTIONAL else 1
+    pairs = [(kind, text) for text in texts if len(text.strip()) >= least]
     pairs.extend([(kind, spelled) for _, text in list(pairs)
                   for spelled in dict.fromkeys((ascii_fold(text), umlaut_fold(text)))
                   if spelled != text])
