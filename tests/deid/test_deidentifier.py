@@ -20,6 +20,7 @@ from dicom_deid.config.model import (
     TextConfig,
     Transformation,
     TransformationKind,
+    privacy_first,
 )
 from dicom_deid.deid.deidentifier import Deidentifier
 from dicom_deid.deid.pseudonyms import Pseudonymizer
@@ -483,3 +484,14 @@ def test_responsible_person_role_goes_with_responsible_person_under_the_profile(
     out = run(ds)
     # Type 2C in the Patient Module: emptied, and its role (required if it has a value) goes.
     assert out.ResponsiblePerson == "" and "ResponsiblePersonRole" not in out
+
+
+def test_burned_in_text_is_judged_against_the_same_spellings_as_the_gate_judges() -> None:
+    """The pixel cleaner's context had a name without diacritics ("MULLER") but not with
+    umlauts written out ("MUELLER"), which the gate's read-back rejects: a banner the
+    cleaner could blank failed the whole output. One rule now serves both."""
+    ds = make_instance(name="MÜLLER^JÜRGEN")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ctx = Deidentifier(privacy_first(), KEY)._pixel_context(ds)
+    for line in ("MUELLER JUERGEN", "MULLER JURGEN"):
+        assert list(ctx.matches(line)), line

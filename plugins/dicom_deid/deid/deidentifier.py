@@ -53,7 +53,7 @@ from dicom_deid.errors import BadInput
 from dicom_deid.pixels.codestream import VIDEO_SYNTAXES, remove_frame_metadata
 from dicom_deid.pixels.overlays import OVERLAY_DATA_TAG, remove_embedded_overlays
 from dicom_deid.text.banner import clean_descriptor
-from dicom_deid.text.chars import ascii_fold
+from dicom_deid.text.chars import plain_spellings
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER
 from dicom_deid.text.transform import apply_text_config, transform_whole_value
@@ -587,8 +587,7 @@ class Deidentifier:
         ):
             pairs.extend(self._context_values(
                 ds, Mode.NORMAL, (iod_name(text_value(ds, 0x00080016)), "")))
-        pairs.extend((t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v)
-        return PhiContext.from_values(pairs)
+        return PhiContext.from_values(plain_spellings(pairs))
 
     def _record_method(self, ds: Dataset, examined: bool) -> None:
         implicit, little = ds.original_encoding

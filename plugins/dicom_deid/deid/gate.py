@@ -57,7 +57,7 @@ from dicom_deid.pixels.codestream import (
 )
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.pixels.risk import RISK_TAGS
-from dicom_deid.text.chars import CJK_RE, ascii_fold, umlaut_fold
+from dicom_deid.text.chars import CJK_RE, plain_spellings
 from dicom_deid.text.context import (
     ID_TYPES,
     REPLACED_GIVEN,
@@ -218,11 +218,7 @@ def _context(facts: SourceFacts) -> PhiContext:
         for value in text.split("\\"):
             if value.strip():
                 pairs.append((info_type_of(keyword, vr), value))
-    # and as text without diacritics spells them: dropped or, for umlauts, written out
-    # ("Muller" and "Mueller" for MÜLLER), as the sweep's context has them
-    pairs += [(t, spelled) for t, v in list(pairs)
-              for spelled in dict.fromkeys((ascii_fold(v), umlaut_fold(v))) if spelled != v]
-    return PhiContext.from_values(pairs)
+    return PhiContext.from_values(plain_spellings(pairs))
 
 
 _UID_PATH = re.compile(rb"[0-9./]*")

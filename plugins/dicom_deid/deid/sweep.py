@@ -29,7 +29,7 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import tag_for_keyword
 
 from dicom_deid.config.model import info_type_of
-from dicom_deid.text.chars import ascii_fold, lazy_pattern, umlaut_fold
+from dicom_deid.text.chars import lazy_pattern, plain_spellings
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER, splice
 
@@ -127,10 +127,7 @@ def attribute_context(tag: int, vr: str, texts: list[str]) -> PhiContext:
     # from CODE_MATCH characters
     least = CODE_MATCH if tag in _INSTITUTIONAL else 1
     pairs = [(kind, text) for text in texts if len(text.strip()) >= least]
-    pairs.extend([(kind, spelled) for _, text in list(pairs)
-                  for spelled in dict.fromkeys((ascii_fold(text), umlaut_fold(text)))
-                  if spelled != text])
-    return PhiContext(tuple(pairs))  # info types from info_type_of: valid
+    return PhiContext(tuple(plain_spellings(pairs)))  # info types from info_type_of: valid
 
 
 def sweep_context(parts: Iterable[PhiContext]) -> PhiContext:

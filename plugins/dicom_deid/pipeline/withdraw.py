@@ -51,7 +51,7 @@ from dicom_deid.dicom.dates import MONTH_RE
 from dicom_deid.errors import ConfigError, StorageError
 from dicom_deid.storage import Store
 from dicom_deid.text.banner import line_spans
-from dicom_deid.text.chars import ascii_fold
+from dicom_deid.text.chars import plain_spellings
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.lexicon import fold, lexicon
 from dicom_deid.vault.columns import blind_index, decrypt_columns, encrypt_values, is_encrypted
@@ -452,8 +452,7 @@ def _context(warehouse: Warehouse, rows: Sequence[ledger.LedgerRow],
         kind = info_type_of(keyword, dictionary_VR(tag) if tag is not None else "")
         for value in {t for cell in table.column(keyword).to_pylist() for t in _texts(cell)}:
             pairs.append((kind, value))
-    pairs += [(t, folded) for t, v in list(pairs) if (folded := ascii_fold(v)) != v]
-    return PhiContext.from_values(dict.fromkeys(pairs))
+    return PhiContext.from_values(dict.fromkeys(plain_spellings(pairs)))
 
 
 def _texts(cell: Any) -> list[str]:

@@ -80,6 +80,16 @@ def umlaut_fold(text: str) -> str:
     return ascii_fold(text.translate(_UMLAUTS)) if not text.isascii() else text
 
 
+def plain_spellings(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(info type, value) pairs with, after them, each value's other spellings without
+    diacritics: dropped or, for umlauts, written out ("Muller" and "Mueller" for
+    MÜLLER), as banners, local codes and paths write them. The one rule for every
+    context of a source's values (the sweep's, the pixel cleaner's, the gate's)."""
+    return pairs + [(kind, spelled) for kind, value in pairs
+                    for spelled in dict.fromkeys((ascii_fold(value), umlaut_fold(value)))
+                    if spelled != value]
+
+
 _DIAERESIS = "\u0308"
 
 
