@@ -445,7 +445,7 @@ def _export_metadata(args: argparse.Namespace) -> int:
         run_id=args.run_id or uuid.uuid4().hex[:12],
         ingest_date=args.ingest_date or datetime.now(UTC).date(),
         state=state, workers=args.workers or None, key=key,
-        deidentified_only=args.table == "deid_metadata",
+        deidentified_only=not identified,
     )
     if identified:
         restrict_tree(out)

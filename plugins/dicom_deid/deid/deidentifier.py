@@ -48,7 +48,7 @@ from dicom_deid.config.plan import (
 from dicom_deid.config.ps3_15 import TABLE_EDITION, method_codes
 from dicom_deid.dicom.dates import shift_da, shift_dt
 from dicom_deid.dicom.reader import element_texts, input_transfer_syntax, text_value
-from dicom_deid.dicom.writer import encode_element_value
+from dicom_deid.dicom.writer import METHOD_TOOL, encode_element_value
 from dicom_deid.errors import BadInput
 from dicom_deid.pixels.codestream import VIDEO_SYNTAXES, remove_frame_metadata
 from dicom_deid.pixels.overlays import OVERLAY_DATA_TAG, remove_embedded_overlays
@@ -646,7 +646,7 @@ def _method_elements(config: DeidConfig, claims: Claims, examined: bool
         ds.PatientIdentityRemoved = "NO"
     ds.LongitudinalTemporalInformationModified = claims.dates
     ds.DeidentificationMethod = [
-        f"dicom-deid {__version__}",
+        f"{METHOD_TOOL} {__version__}",
         f"{config.profile.value} (PS3.15 {TABLE_EDITION})"[:64],
         f"config sha256 {config.fingerprint()[:16]}",
         *_kept_values(claims.kept),

@@ -709,8 +709,9 @@ def _occurrences(haystack: bytes, needle: bytes, token: frozenset[int]
     and whether it touches no ``token`` byte on either side there (an alphanumeric name
     inside a longer word, a UID inside a longer UID, is not it); a side of the needle
     that is itself no token byte needs no such border. A word of
-    :data:`_GLUED_NAME` letters or more spans what the sweep takes glued to it too: one
-    letter in front ("jkowalski"), digits on either side ("KOWALSKI01", "%20janina"). A
+    :data:`_GLUED_NAME` letters or more spans some of what the sweep takes glued to it:
+    one letter in front ("jkowalski"; the sweep takes two, but a rejection costs the
+    whole output), digits on either side ("KOWALSKI01", "%20janina"). A
     side that touches one may still be the end of its value (the next bytes are the next
     element's tag): :meth:`_Exempt.whole_in_value` decides those."""
     check_left = needle[0] in token

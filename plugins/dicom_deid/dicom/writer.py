@@ -36,6 +36,11 @@ ITEM_DELIM_ITEM = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
 _LONG_VR_BYTES = frozenset(vr.encode("ascii") for vr in LONG_VRS)
 
 
+METHOD_TOOL = "dicom-deid"
+"""The tool's name, the first word of the De-identification Method of every output it
+writes (what the analysts' metadata export recognises its outputs by)."""
+
+
 def build_file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
     """A fresh file meta group: nothing of the original's (source AE titles etc.) survives."""
     meta = FileMetaDataset()

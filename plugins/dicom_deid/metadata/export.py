@@ -41,6 +41,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from dicom_deid.arrow_build import string_array
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.dicom.reader import parse_instance, raw_items
+from dicom_deid.dicom.writer import METHOD_TOOL
 from dicom_deid.errors import BadInput, KeyConfigError, StorageError
 from dicom_deid.pools import start_pool
 from dicom_deid.storage import is_object_uri, object_at
@@ -743,14 +744,13 @@ def _to_table(rows: list[dict[str, Any]], shape: ms.Shape) -> pa.Table:
 
 NOT_DEIDENTIFIED = ("not an output of dicom-deid (no De-identification Method value of its "
                     "own): not loaded into the de-identified metadata")
-_OUR_METHOD = "dicom-deid "
 
 
 def _deidentified_here(row: dict[str, Any]) -> bool:
     """Whether a file's row says dicom-deid wrote it (its De-identification Method names
     the tool and version first: see the de-identifier's method elements)."""
     methods = row.get("DeidentificationMethod") or ()
-    return any(isinstance(m, str) and m.startswith(_OUR_METHOD) for m in methods)
+    return any(isinstance(m, str) and m.startswith(f"{METHOD_TOOL} ") for m in methods)
 
 
 def _read(uri: str, size: int = 0) -> bytes:
