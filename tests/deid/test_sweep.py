@@ -498,3 +498,23 @@ def test_the_issuer_of_the_patient_id_is_swept_unless_the_institution_is_retaine
     ds.IssuerOfPatientID = "MR"  # as short as a term: not searched for (nor by the gate)
     ds.AnatomicRegionSequence = Sequence([_local_code("MR Brain")])
     assert run(ds).AnatomicRegionSequence[0].CodeMeaning == "MR Brain"
+
+
+def test_this_sessions_spellings_on_a_file_we_did_not_make() -> None:
+    """pydicom's CT_small with the probes' identifiers, each spelled as they found it
+    released, in kept code meanings, and an unlisted date: both paths (the byte path
+    taken, asserted by ``run``) sweep or remove every one."""
+    ds = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
+    ds.PatientName, ds.PatientID = "KOWALSKI^JANINA^MARIA", "MRN4821397"
+    ds.PatientBirthDate, ds.StudyDate = "19570314", "20240105"
+    ds.InstitutionName = "Thornbury Valley Hospital"
+    ds.PatientAddress = "12 Larkspur Lane, Exeter EX4 3PQ"
+    ds.add_new(0x0008041F, "DT", "20240105101500")  # StudyUpdateDateTime, no table row
+    planted = ["jkowalski", "JMKOWALSKI", "JanKowalski", "Kowalski%20Janina", "KOWALSKI01",
+               "4,821,397", "482.1397", "1957 Mar 14", "140357", "14MAR57", "1957-W11-4",
+               "acquired 2024-01-05", "ThornburyValleyHospital", "EX43PQ"]
+    ds.AnatomicRegionSequence = Sequence([_local_code(f"x {p} y") for p in planted])
+    out = run(ds)
+    assert "StudyUpdateDateTime" not in out or not out.StudyUpdateDateTime
+    for item, p in zip(out.AnatomicRegionSequence, planted, strict=True):
+        assert item.CodeMeaning != f"x {p} y" and "[CTX]" in item.CodeMeaning, p
