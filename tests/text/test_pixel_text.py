@@ -61,8 +61,10 @@ def _fuzzy(line: str) -> list[str]:
 @pytest.mark.parametrize("cut", [30, 24, 18, 13])
 def test_institution_cut_to_a_field_width(cut: int) -> None:
     banner = INSTITUTION.upper()[:cut]
-    # exact matching finds only the name's distinctive word, whole, when the cut left it
-    assert [banner[s.start:s.end] for s in find_spans(banner, HEADER)] in ([], ["WEXCOMBE"])
+    # exact matching finds only the name's distinctive word, or a run of its whole words
+    # that holds it, when the cut left them
+    assert [banner[s.start:s.end] for s in find_spans(banner, HEADER)] in (
+        [], ["WEXCOMBE"], ["WEXCOMBE VALLEY"], ["WEXCOMBE VALLEY IMAGING"])
     assert _fuzzy(banner), banner
     assert _found(f"  {banner}  ", HEADER)
 
@@ -75,9 +77,11 @@ def test_institution_cut_to_a_field_width(cut: int) -> None:
     "WexcombeValley ImagingPartners",  # spaces lost
 ])
 def test_institution_read_with_ocr_noise(banner: str) -> None:
-    # exact matching finds at most the distinctive word where it is intact (CamelCase
-    # ends it: "WexcombeValley"); the fuzzy matching finds the noisy name
-    assert [banner[s.start:s.end] for s in find_spans(banner, HEADER)] in ([], ["Wexcombe"])
+    # exact matching finds at most the distinctive word (or its stem, "Wexcomb") and the
+    # run of whole words around it where they are intact; the fuzzy matching finds the
+    # noisy name
+    exact = [banner[s.start:s.end] for s in find_spans(banner, HEADER)]
+    assert exact in ([], ["Wexcomb"], ["Wexcombe"], ["WexcombeValley ImagingPartners"])
     assert _fuzzy(banner), banner
 
 
@@ -106,8 +110,10 @@ def test_a_prefix_must_reach_into_an_identifying_word() -> None:
 def test_institution_acronyms() -> None:
     segh = PhiContext.from_values([("ORGANIZATION_NAME", "St Elsewhere General Hospital")])
     for banner in ("SEGH Radiology", "S.E.G.H.", "Echo lab EGH"):
-        assert find_spans(banner, segh) == []
         assert fuzzy_matches(banner, segh), banner
+    # the whole acronym is the sweep's too (probe 14: "TVH" for Thornbury Valley Hospital)
+    assert [s.end - s.start for s in find_spans("SEGH Radiology", segh)] == [4]
+    assert len(find_spans("S.E.G.H.", segh)) == 1 and not find_spans("Echo lab EGH", segh)
     assert fuzzy_matches("SEGH", HEADER) == []  # another institution's initials
     assert fuzzy_matches("Segh", segh) == []  # initials are written in capitals
     assert fuzzy_matches("WVIPN 2", HEADER)
@@ -141,8 +147,11 @@ def test_names_run_together_are_found_exactly(banner: str) -> None:
 @pytest.mark.parametrize("banner", ["YAMADA TARO", "Yamada Tarō", "YAMADA TAROU", "TAROH",
                                     "ヤマダ タロウ", "タロー"])
 def test_kana_reading_as_romaji(banner: str) -> None:
-    """The header holds the name in kanji and kana only; the banner in romaji or katakana."""
-    assert find_spans(banner, HEADER) == []
+    """The header holds the name in kanji and kana only; the banner in romaji or katakana.
+    The exact matcher (the sweep's too) finds the other script and the romaji with and
+    without the long vowel (an external probe: "YAMADA TAROU" released for やまだ^たろう);
+    the fuzzy one also the spellings it does not make ("TAROH", "タロー")."""
+    assert bool(find_spans(banner, HEADER)) == (banner not in ("TAROH", "タロー"))
     assert _fuzzy(banner), banner
 
 
@@ -167,8 +176,8 @@ def test_ids_read_with_look_alikes() -> None:
 def test_the_exact_matcher_stays_exact() -> None:
     """PhiContext.matches (free text, the residual sweep) is not loosened."""
     assert list(HEADER.matches("SMlTH")) == []
-    cut = INSTITUTION[:30]  # "Wexcombe Valley Imaging Partn": its distinctive word alone
-    assert [cut[m.start:m.end] for m in HEADER.matches(cut)] == ["Wexcombe"]
+    cut = INSTITUTION[:30]  # "Wexcombe Valley Imaging Partn": the run of its whole words
+    assert [cut[m.start:m.end] for m in HEADER.matches(cut)] == ["Wexcombe Valley Imaging"]
     assert [m.info_type for m in HEADER.matches("SMITH")] == ["PERSON_NAME"]
 
 

@@ -38,6 +38,20 @@ CJK = (
     "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
 )
 CJK_RE = lazy_pattern(f"[{CJK}]")
+KANA_RE = lazy_pattern("[\u3041-\u3096\u30a1-\u30f6]")
+"""Hiragana or katakana (full-width: half-width katakana is NFKC-normalised first)."""
+_KANA_OFFSET = 0x60
+"""Katakana ァ (U+30A1) .. ヶ (U+30F6) sit this far above hiragana ぁ (U+3041) .. ゖ."""
+
+
+def kana_script(text: str, katakana: bool) -> str:
+    """``text`` with its hiragana written in katakana (``katakana``) or the other way
+    round: the same sounds, one script for native words, the other for names in forms."""
+    lo, hi, shift = (0x3041, 0x3096, _KANA_OFFSET) if katakana else \
+        (0x30A1, 0x30F6, -_KANA_OFFSET)
+    return "".join(chr(ord(c) + shift) if lo <= ord(c) <= hi else c for c in text)
+
+
 # A letter or digit of a script written with spaces: what must not touch a whole token.
 WORD = f"[^\\W_{CJK}]"
 LB = f"(?-i:(?<!{WORD}))"  # case-free: IGNORECASE makes big classes slow to compile

@@ -18,8 +18,17 @@ from typing import NamedTuple
 from dicom_deid.config.model import INFO_TYPES
 from dicom_deid.dicom.dates import MONTHS, ORDINAL_SUFFIX, parse_written
 
-from .chars import CJK_RE, ascii_fold, fold_map, is_word, lazy_pattern, umlaut_fold
-from .lexicon import fold, lexicon
+from .chars import (
+    CJK_RE,
+    KANA_RE,
+    ascii_fold,
+    fold_map,
+    is_word,
+    kana_script,
+    lazy_pattern,
+    umlaut_fold,
+)
+from .lexicon import fold, lexicon, romanise_kana
 from .spans import CTX_MARKER, Span
 
 _NAME_PARTICLES = frozenset(
@@ -116,6 +125,35 @@ on in front; digits right after a ``%`` are a percent escape's ("%20Janina": the
 found after the escape, see :func:`_escaped`)."""
 
 
+_STEMMED = 6
+"""A word of this many letters or more that ends in a vowel is also found with that vowel
+changed or dropped: Slavic and Baltic names change it with case and gender ("Kowalski" is
+written "Kowalska", "Kowalskiego"; "Janina" "Janiny", "Janinie"), the inflections
+:data:`_ENDING` alone cannot reach; a shorter one ("Maria") would take in other names."""
+_VOWELS = frozenset("aeiouy")
+_CHANGED_VOWEL = r"[^\W\d_]?"
+
+
+def _stem(word: str) -> str | None:
+    """``word`` without the vowel it ends in, when it is inflected so (:data:`_STEMMED`)."""
+    if len(word) < _STEMMED or not word.isalpha() or CJK_RE.search(word):
+        return None
+    return word[:-1] if ascii_fold(word[-1]).casefold() in _VOWELS else None
+
+
+def _glued(pieces: list[str], inflect: bool) -> bool:
+    """Whether a literal of ``pieces`` takes letters or digits glued on (:data:`_ENDING`)."""
+    last = pieces[-1]
+    return inflect and len(last) >= _INFLECTED and last.isalpha() and not CJK_RE.search(last)
+
+
+def _literal_anchor(pieces: list[str], inflect: bool) -> str:
+    """The anchor of a literal's form (:func:`_literal`): a stemmed last word counts by
+    its stem, which every spelling of it holds."""
+    stem = _stem(pieces[-1]) if _glued(pieces, inflect) else None
+    return _anchor_word(pieces if stem is None else [*pieces[:-1], stem])
+
+
 def _literal(raw: str, inflect: bool = False) -> _Variant | None:
     words = _literal_words(raw)
     if words is None or not (pieces := _pieces(words)):
@@ -123,11 +161,12 @@ def _literal(raw: str, inflect: bool = False) -> _Variant | None:
     text = " ".join(words)
     fragment = r"[\s,.]*".join(
         _JOINED.join(re.escape(p) for p in _JOINERS_RE.split(w) if p) for w in words)
-    last = pieces[-1]
-    variant = _variant(fragment, len(text), _anchor_word(pieces), text)
-    if inflect and len(last) >= _INFLECTED and last.isalpha() and not CJK_RE.search(last):
-        first = pieces[0]
+    variant = _variant(fragment, len(text), _literal_anchor(pieces, inflect), text)
+    if _glued(pieces, inflect):
+        first, last = pieces[0], pieces[-1]
         lead = _LEADING if first.isalpha() and not CJK_RE.search(first) else ""
+        if (stem := _stem(last)) is not None:  # the last letter, changed or dropped
+            fragment = fragment[:-len(re.escape(last))] + re.escape(stem) + _CHANGED_VOWEL
         return variant._replace(fragment=lead + fragment + _ENDING, ending=True)
     return variant
 
@@ -159,17 +198,60 @@ def _mac_spellings(word: str) -> list[str]:
             if f.lower() != word.lower()]
 
 
+_SPLIT_NAME = 5
+"""A one-word name component of this many letters or more is also found written as two
+words ("Jean Pierre", "Du Bois", "Gil-dong", "XIAO DONG" for JeanPierre, DuBois, Gildong,
+XiaoDong): compound given names, particles and romanised syllables are written apart as
+often as together."""
+
+
+def _name_splits(raw: str) -> Iterator[str]:
+    """Each one-word name component cut in two, each part 2 letters or more, as a
+    hyphenated literal (:func:`_literal` finds it with a space, a hyphen or nothing
+    between); not one with a title glued on ("DRWOBBLEFORD": :func:`untitled`)."""
+    for group in raw.split("="):
+        for component in (c.strip() for c in group.split("^")[:3]):
+            if len(component) >= _SPLIT_NAME and component.isalpha() and \
+                    not CJK_RE.search(component) and untitled(component) is None:
+                for cut in range(2, len(component) - 1):
+                    yield f"{component[:cut]}-{component[cut:]}"
+
+
+_LONG_VOWELS = (("ou", "o"), ("uu", "u"), ("oo", "o"))
+_ROMAJI = 4
+"""The fewest letters a kana name's romaji must have to be searched ("ai" is a word)."""
+
+
+def _kana_spellings(component: str) -> Iterator[str]:
+    """A kana name component in the other kana script and in romaji (Hepburn, with and
+    without its long vowels: "Tarou", "Taro"): a name held in hiragana is written in
+    katakana or Latin letters elsewhere (an external probe: やまだ^たろう released as "ヤマダ
+    タロウ" and "YAMADA TAROU"); half-width katakana is read as full-width."""
+    wide = unicodedata.normalize("NFKC", component)
+    if not KANA_RE.search(wide):
+        return
+    yield from dict.fromkeys(v for v in (kana_script(wide, katakana=True),
+                                         kana_script(wide, katakana=False)) if v != component)
+    if (romaji := romanise_kana(wide)) is not None and len(romaji) >= _ROMAJI:
+        short = romaji
+        for long, vowel in _LONG_VOWELS:
+            short = short.replace(long, vowel)
+        yield from dict.fromkeys(r for r in (romaji, short) if len(r) >= _ROMAJI)
+
+
 def _name_parts(raw: str) -> Iterator[str]:
     """The texts a person name's forms are literals of: each of the family, given and
     middle name components (not prefix and suffix) in every representation, and each word
     of a component of several words, name particles aside; a Mac/Mc surname in its other
-    spellings."""
+    spellings; a one-word component cut in two; a kana one in the other script and
+    romaji."""
     for group in raw.split("="):
         components = [c.strip() for c in group.split("^")[:3]]
         for component in components:
             if len(component) >= 2:
                 yield component
                 yield from _mac_spellings(component)
+                yield from _kana_spellings(component)
             if (bare := untitled(component)) is not None:
                 yield bare
             words = _pieces([w for w in _PIECES_RE.split(component) if w])
@@ -212,8 +294,69 @@ def _literal_parts(info_type: str, raw: str) -> Iterable[str]:
     if info_type == "PERSON_NAME":
         return _name_parts(raw)
     parts = [raw, *_PARTS_RE.split(raw)]
-    return parts + sorted({w for part in parts for w in _PIECES_RE.split(part)
-                           if _distinctive(w)} - set(parts))
+    words = {w for part in parts for w in _PIECES_RE.split(part) if _distinctive(w)}
+    return parts + sorted((words | set(_runs(parts))) - set(parts))
+
+
+def _runs(parts: list[str]) -> Iterator[str]:
+    """The runs of two words or more of a place's name, short of all of it, that hold a
+    distinctive word: free text writes them alone and, in a host name or a mailbox, run
+    together ("thornburyvalley" for "Thornbury Valley Hospital"), which a distinctive
+    word alone, with at most an ending glued on, does not reach."""
+    for part in parts:
+        words = [w for w in _PIECES_RE.split(part) if w]
+        for size in range(2, len(words)):
+            for start in range(len(words) - size + 1):
+                run = words[start:start + size]
+                if any(map(_distinctive, run)):
+                    yield " ".join(run)
+
+
+_ACRONYM_SKIPS = frozenset({
+    "of", "the", "and", "for", "at", "in", "on", "de", "du", "des", "la", "le", "les", "di",
+    "del", "della", "der", "die", "das", "und", "et", "y", "e", "van", "von", "&"})
+"""Words an institution's acronym leaves out ("University Hospital of Wales": UHW)."""
+_ACRONYM_LETTERS = 3
+"""The fewest letters an acronym must have to be searched (two would be any initials)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def acronyms(raw: str) -> tuple[tuple[str, str], ...]:
+    """The acronyms of an institution's name (and of each of its lines), each with the
+    name's last word: the initials of its words, but linking words, when there are
+    :data:`_ACRONYM_LETTERS` or more and they are not themselves a word of image banners
+    ("MRI") or a generic facility acronym ("NHS", "CHU"), which name no one institution."""
+    found: dict[tuple[str, str], None] = {}
+    words_lists = lexicon()
+    for part in (raw, *_PARTS_RE.split(raw)):
+        words = [w.strip(".'\u2019") for w in re.split(r"[\s,/\-]+", part)]
+        words = [w for w in words if w and w.casefold() not in _ACRONYM_SKIPS]
+        if len(words) < _ACRONYM_LETTERS or not all(w[0].isalpha() for w in words):
+            continue
+        acronym = ascii_fold("".join(w[0] for w in words)).upper()
+        if acronym.isascii() and acronym.isalpha() and fold(acronym) not in \
+                words_lists.vocabulary and acronym not in words_lists.facility_acronyms:
+            found[(acronym, words[-1])] = None
+    return tuple(found)
+
+
+def _acronym_anchors(raw: str) -> Iterator[str]:
+    for acronym, last in acronyms(raw):
+        yield from (acronym.casefold(), ".".join(acronym).casefold(),
+                    (acronym[:-1] + last).casefold())
+
+
+def _acronym_variants(raw: str) -> Iterator[_Variant]:
+    """An institution's acronyms in capitals ("TVH", "TVH-CT1", "T.V.H."), with the last
+    word written out ("TVHospital"), or in a host name's lower case ("pacs.tvh.nhs.uk"):
+    a lower-case "cat" elsewhere is a word, not the acronym of "Clinic At Thornbury"."""
+    for acronym, last in acronyms(raw):
+        yield _Variant(f"(?-i:{acronym}|{acronym.lower()}(?=\\.[a-z]))(?:\\d{{1,4}})?",
+                       len(acronym), acronym.casefold(), True, True)
+        yield _Variant("(?-i:" + "\\.".join(acronym) + ")\\.?", len(acronym) + 1,
+                       ".".join(acronym).casefold(), True, False)
+        yield _Variant(f"(?-i:{acronym[:-1]}){re.escape(last)}", len(acronym) + len(last),
+                       (acronym[:-1] + last).casefold(), True, True)
 
 
 _POSTCODE_RE = lazy_pattern(
@@ -300,6 +443,29 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
     yield _variant(f"{mon}[\\s\\-]+{dp}{ORDINAL_SUFFIX},?[\\s\\-]+{y}", 12, y, "a0")
     yield _variant(f"{y}\\s*年\\s*{mp}\\s*月\\s*{dp}\\s*日", 11, y, "0日")
     yield from _calendar_variants(day)
+    # The day and month without the year (Safe Harbor removes every element of a date but
+    # the year): by the month's name ("14 March", "5 Jan", "Jan 5th"), or in numbers when
+    # the day cannot be read as a month ("14/03", "03/14"; "05/01" is any two numbers).
+    month_anchor, day_anchor = _partial_date_anchors(day)
+    yield _Variant(f"(?<!\\d){dp}{ORDINAL_SUFFIX}[\\s\\-]*(?:of\\s+)?{mon}(?![^\\W\\d_])", 5,
+                   month_anchor, False, True)
+    yield _Variant(f"{mon}[\\s\\-]*{dp}{ORDINAL_SUFFIX}(?!\\d)", 5, month_anchor, True, False)
+    if day_anchor:
+        for fragment in (f"{dd}[/\\-]{mm}", f"{mm}[/\\-]{dd}"):
+            yield _Variant(f"(?<![\\d/.\\-]){fragment}(?![/.\\-]?\\d)", 4, day_anchor, False,
+                           False)
+
+
+_UNAMBIGUOUS_DAY = 12
+"""A day written in numbers without its year is searched only above this (a month's
+number cannot be one)."""
+
+
+def _partial_date_anchors(day: date) -> tuple[str, str]:
+    """The anchors of a day's forms without its year: the month's name's first three
+    letters, and its day's two digits ("" when the day could be a month)."""
+    return (MONTHS[day.month - 1][:3].casefold(),
+            f"{day.day:02d}" if day.day > _UNAMBIGUOUS_DAY else "")
 
 
 _ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII")
@@ -392,6 +558,10 @@ _GROUP_SEP = r"[\s\-/]{0,3}"
 _DOTTED_SEP = r"[\s\-/.]{0,3}"
 
 
+_DIGIT_SEPARATORS = (" ", "-", ".", "/")
+"""What a long ID written digit by digit has between its digits (the same throughout)."""
+
+
 def spaced_digits(core: str, dots: bool = False) -> str:
     """A pattern of ``core``'s digits in groups: its first two digits together (every
     grouping writes them so: the anchor), then any digit after a space, hyphen or slash
@@ -446,6 +616,9 @@ def _id_variants(raw: str) -> Iterator[_Variant]:
     grouped = spaced_digits(core, dots=len(core) >= _DOTTED_ID_DIGITS)
     yield _Variant(f"(?<!\\d)(?<!\\d[.,]){prefix}0*{grouped}(?![.,]?\\d)",
                    len(value) - 1, core[:2], False, False)  # not inside a dotted UID
+    for sep in _DIGIT_SEPARATORS:  # digit by digit: "4-8-2-1-3-9-7", "4 8 2 1 3 9 7"
+        yield _Variant(f"(?<![\\d.,]){re.escape(sep).join(core)}(?!{re.escape(sep)}?\\d)",
+                       len(core), core[0] + sep + core[1], False, False)
     groups = [core[max(0, i - 3):i] for i in range(len(core), 0, -3)][::-1]
     thousands = _THOUSANDS.join(groups)  # "4,821,397", "4.821.397", "4'821'397"
     yield _Variant(f"(?<![\\d.,]){prefix}{thousands}(?![.,]?\\d)", len(value) - 1,
@@ -461,20 +634,32 @@ def _ssn_variants(raw: str) -> Iterator[_Variant]:
         yield variant
 
 
+def _word_variants(info_type: str, raw: str) -> Iterator[_Variant]:
+    """The written forms of a name, address, place or organisation."""
+    for part in _literal_parts(info_type, raw):
+        if variant := _literal(part, inflect=info_type in _GLUED_TYPES):
+            yield variant
+    if info_type == "ORGANIZATION_NAME":
+        yield from _acronym_variants(raw)
+    if info_type == "STREET_ADDRESS":
+        for first, second in postcodes(raw):
+            yield _variant(re.escape(first) + r"[\s\-_]?" + re.escape(second),
+                           len(first) + len(second), first.casefold(), "0")
+    if info_type == "PERSON_NAME":
+        for split in _name_splits(raw):
+            if variant := _literal(split, inflect=True):
+                # below the whole component's forms, which are tried first where both
+                # match (a glued ending is the component's: "Yamadas")
+                yield variant._replace(weight=len(split) - 2)
+        for family in cjk_families(raw):  # "王" of "王^[CTX]"
+            yield _Variant(re.escape(family) + r"(?=\^\[CTX\])", 1,
+                           (family + REPLACED_GIVEN).casefold(), False, False)
+
+
 def _variants(info_type: str, raw: str) -> Iterator[_Variant]:
     """The written forms of one context value."""
     if info_type in _WORD_TYPES:
-        for part in _literal_parts(info_type, raw):
-            if variant := _literal(part, inflect=info_type in _GLUED_TYPES):
-                yield variant
-        if info_type == "STREET_ADDRESS":
-            for first, second in postcodes(raw):
-                yield _variant(re.escape(first) + r"[\s\-_]?" + re.escape(second),
-                               len(first) + len(second), first.casefold(), "0")
-        if info_type == "PERSON_NAME":
-            for family in cjk_families(raw):  # "王" of "王^[CTX]"
-                yield _Variant(re.escape(family) + r"(?=\^\[CTX\])", 1,
-                               (family + REPLACED_GIVEN).casefold(), False, False)
+        yield from _word_variants(info_type, raw)
     elif info_type == "DATE":
         yield from _date_variants(raw)
     elif info_type == "AGE":
@@ -485,8 +670,30 @@ def _variants(info_type: str, raw: str) -> Iterator[_Variant]:
         yield from _ssn_variants(raw)
     elif _ID_RE.fullmatch(raw.strip()):
         yield from _id_variants(raw)
-    elif variant := _literal(raw):
-        yield variant
+    else:
+        if variant := _literal(raw):
+            yield variant
+        if info_type in _ID_TYPES:
+            for fragment, anchor in _code_splits(raw):
+                yield _Variant(fragment, len(raw.strip()) - 1, anchor, True, True)
+
+
+_SPLIT_CODE = 6
+"""A code of letters (and digits) this long or longer is also found with a separator
+written into it ("TVH-PAS", "TVH PAS" for an issuer "TVHPAS"): a shorter one would match
+two short words by chance."""
+
+
+def _code_splits(raw: str) -> tuple[tuple[str, str], ...]:
+    """The forms of a one-word code with one hyphen, space, underscore, dot or slash
+    between two of its parts of 2 characters or more, each with its longer part as the
+    anchor."""
+    code = raw.strip()
+    if len(code) < _SPLIT_CODE or not code.isalnum() or not code.isascii():
+        return ()
+    return tuple((f"{re.escape(code[:i])}[\\s\\-_./]{{1,2}}{re.escape(code[i:])}",
+                  max(code[:i], code[i:], key=len).casefold())
+                 for i in range(2, len(code) - 1))
 
 
 class PhiContext:
@@ -818,7 +1025,8 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
         if info_type == "DATE" and _DA_RE.fullmatch(raw) and (
                 parsed := parse_written(raw)) is not None:
             # a DA value: its forms hold its year's last two digits, but for the calendars'
-            return tuple(sorted({raw[2:4], *(v.anchor for v in _calendar_variants(parsed[0]))}))
+            return tuple(sorted({raw[2:4], *(v.anchor for v in _calendar_variants(parsed[0])),
+                                 *filter(None, _partial_date_anchors(parsed[0]))}))
         return tuple(sorted({v.anchor for v, _ in _variants_of(info_type, raw)}))
     anchors: set[str] = set()
     for one in raw.split("\\"):
@@ -829,15 +1037,22 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
             # written in groups, only its first two digits are sure to stay together; in
             # thousands, its last three (:func:`_id_variants`)
             core = m["core"]
-            anchors.update((core,) if len(core) < SPACED_ID_DIGITS else (core[:2], core[-3:]))
+            anchors.update((core,) if len(core) < SPACED_ID_DIGITS else (
+                core[:2], core[-3:], *(core[0] + sep + core[1] for sep in _DIGIT_SEPARATORS)))
             continue
+        if info_type in _ID_TYPES:
+            anchors.update(anchor for _, anchor in _code_splits(one))
+        glued = info_type in _GLUED_TYPES
         for part in _literal_parts(info_type, one) if info_type in _WORD_TYPES else [one]:
             if (words := _literal_words(part)) and (pieces := _pieces(words)):
-                anchors.add(_anchor_word(pieces))
+                anchors.add(_literal_anchor(pieces, glued))
         if info_type == "STREET_ADDRESS":
             anchors.update(first.casefold() for first, _ in postcodes(one))
+        if info_type == "ORGANIZATION_NAME":
+            anchors.update(_acronym_anchors(one))
         if info_type == "PERSON_NAME":
             anchors.update((f + REPLACED_GIVEN).casefold() for f in cjk_families(one))
+            anchors.update(_literal_anchor(_pieces([split]), True) for split in _name_splits(one))
     return tuple(sorted(anchors))
 
 

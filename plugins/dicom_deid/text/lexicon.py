@@ -13,13 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 
-from .chars import ascii_fold
+from .chars import ascii_fold, kana_script
 
 __all__ = ["Lexicon", "fold", "lexicon", "romanise_kana"]
-
-_HIRAGANA_OFFSET = 0x60
-"""Katakana ァ (U+30A1) .. ヶ sit this far above hiragana ぁ (U+3041) .. ゖ."""
-
 
 def fold(word: str) -> str:
     """A word as the lists hold it: lower case, without diacritics ("Straße" -> "strasse")."""
@@ -125,7 +121,7 @@ def romanise_kana(text: str) -> str | None:
     """Hepburn romaji of a word in hiragana or katakana ("たろう" -> "tarou"); None when
     it holds anything else (kanji cannot be read without a dictionary)."""
     kana = lexicon().kana
-    chars = [chr(ord(c) - _HIRAGANA_OFFSET) if "\u30a1" <= c <= "\u30f6" else c for c in text]
+    chars = list(kana_script(text, katakana=False))
     out: list[str] = []
     double = False
     i = 0
