@@ -12,6 +12,9 @@ a descriptor.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -104,3 +107,25 @@ def test_a_registry_number_of_an_animal_or_a_traveller_is_replaced() -> None:
     assert out.BreedRegistrationSequence[0].BreedRegistrationNumber not in ("", None)
     assert "BoardingPassID" not in out and "ItineraryID" not in out
     assert {int(beyond) for beyond in beyond_table()} >= {0x00102295, 0x4010101A, 0x40101051}
+
+
+def test_an_assigning_authority_named_in_nested_hl7_identifiers_is_removed() -> None:
+    """Probe 15, on pydicom's CT_small without its InstitutionName: the hospital, named
+    only as an HL7 assigning authority (Issuer of Patient ID Qualifiers > Assigning
+    Facility, Order Placer Identifier; neither is in Table E.1-1), was released. Both
+    paths remove it at any depth, and the output still reads."""
+    ds = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
+    del ds.InstitutionName
+    facility = Dataset()
+    facility.LocalNamespaceEntityID = "Harborview Quillan Clinic"
+    facility.UniversalEntityID, facility.UniversalEntityIDType = "hqc.example.org", "DNS"
+    qualifiers = Dataset()
+    qualifiers.IdentifierTypeCode = "MR"
+    qualifiers.AssigningFacilitySequence = Sequence([facility])
+    ds.IssuerOfPatientIDQualifiersSequence = Sequence([qualifiers])
+    placer = Dataset()
+    placer.LocalNamespaceEntityID = "Harborview Quillan Clinic Radiology Orders"
+    ds.OrderPlacerIdentifierSequence = Sequence([placer])
+    out, _, raw = deidentify_bytes(to_bytes(ds), privacy_first())
+    assert b"Quillan" not in raw and b"hqc.example" not in raw
+    assert out.IssuerOfPatientIDQualifiersSequence[0].IdentifierTypeCode == "MR"

@@ -2,12 +2,16 @@
 
 import re
 from datetime import date
+from pathlib import Path
 
+import pydicom
 import pytest
 
+from dicom_deid.deid.gate import Gate
 from dicom_deid.deid.keys import generate_key_file, load_key, parse_key
-from dicom_deid.deid.pseudonyms import Pseudonymizer, is_well_known_uid
+from dicom_deid.deid.pseudonyms import Pseudonymizer, is_well_known_uid, names_standard_uids
 from dicom_deid.errors import KeyConfigError
+from instances import deidentify_bytes, to_bytes
 
 K1 = bytes(range(32))
 K2 = bytes(range(1, 33))
@@ -87,3 +91,34 @@ def test_a_name_written_with_other_spaces_or_trailing_carets_is_one_name() -> No
     assert len(same) == 1
     assert p.patient_name("Kowalczyk^Anna") not in same
     assert p.patient_name("Jan^Kowalczyk") not in same  # the order of components counts
+
+
+def test_an_instance_uid_minted_under_the_dicom_root_with_short_arcs_is_replaced() -> None:
+    """Probe 15: a study UID ``1.2.840.10008.77.2023...`` (short arcs, as a newer
+    standard UID would have) was kept as standard, then found by the gate and the file
+    rejected. In an attribute that names an instance only the registry's UIDs are kept;
+    in one that names a class, a newer class is still kept."""
+    p = Pseudonymizer(K1)
+    minted = "1.2.840.10008.77.2023.1114.48213.97"
+    assert names_standard_uids(0x00080016) and names_standard_uids(0x00020010)
+    assert not names_standard_uids(0x0020000D) and not names_standard_uids(0x00081155)
+    assert p.uid(minted, standard=False).startswith("2.25.")
+    assert p.uid(minted) == minted  # as a SOP class, a newer one than the registry's
+    assert p.uid("1.2.840.10008.1.20.1.1", standard=False) == "1.2.840.10008.1.20.1.1"
+
+
+def test_a_minted_root_uid_file_is_released_through_both_paths() -> None:
+    """pydicom's CT_small with its study, series and instance UIDs minted under the root:
+    both paths replace them, and the gate passes the output."""
+    ds = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
+    ds.StudyInstanceUID = "1.2.840.10008.77.2023.1114.48213.97"
+    ds.SeriesInstanceUID = ds.StudyInstanceUID + ".2"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SeriesInstanceUID + ".15"
+    out, _, data = deidentify_bytes(to_bytes(ds))
+    assert b"1.2.840.10008.77" not in data
+    assert out.SOPInstanceUID.startswith("2.25.") and out.SOPClassUID == ds.SOPClassUID
+    gate = Gate()
+    facts = gate.source_facts(to_bytes(ds))
+    uids = {0x0020000D: out.StudyInstanceUID, 0x0020000E: out.SeriesInstanceUID,
+            0x00080018: out.SOPInstanceUID}
+    assert gate.check("x.dcm", data, facts, uids).ok

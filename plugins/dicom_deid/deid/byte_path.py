@@ -684,7 +684,7 @@ class ByteDeidentifier:
         if known is None:
             if act is Act.UID:
                 values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
-                value = self.deid.uid_value(values)
+                value = self.deid.uid_value(values, tag)
                 known = (element_header(tag, vr, len(value), implicit) + value, value)
             else:
                 text = plain_text(raw, vr)

@@ -58,7 +58,7 @@ from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER
 from dicom_deid.text.transform import apply_text_config, transform_whole_value
 
-from .pseudonyms import Pseudonymizer
+from .pseudonyms import Pseudonymizer, names_standard_uids
 from .pseudonyms import patient_key as pseudonym_patient_key
 from .related import RelatedValues, group_keys, of_instance
 from .sweep import (
@@ -398,7 +398,7 @@ class Deidentifier:
                 values = self.element_values(ds[tag])
             else:
                 values = raw.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
-            _elements(ds)[tag] = _raw(tag, vr, self.uid_value(values))
+            _elements(ds)[tag] = _raw(tag, vr, self.uid_value(values, tag))
             return
         self.change_text(ds[tag], tag, vr, act, state)
 
@@ -464,9 +464,11 @@ class Deidentifier:
                 yield tag, found[0], [v for item in items if inner in item
                                       for v in self.element_values(item[inner])]
 
-    def uid_value(self, values: list[str]) -> bytes:
-        """Encoded pseudonymous UIDs for ``values`` (empty ones dropped)."""
-        new_uids = "\\".join(self.pseudo.uid(v) for v in values if v)
+    def uid_value(self, values: list[str], tag: int) -> bytes:
+        """Encoded pseudonymous UIDs for ``values`` of the attribute ``tag`` (empty ones
+        dropped)."""
+        standard = names_standard_uids(tag)
+        new_uids = "\\".join(self.pseudo.uid(v, standard) for v in values if v)
         return _pad(new_uids.encode("ascii"), b"\x00")
 
     def change_text(self, elem: DataElement, tag: int, vr: str, act: Act, state: WalkState) -> None:

@@ -8,10 +8,12 @@ HMAC domain so a PatientID and an AccessionNumber with equal text never collide.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from datetime import date, timedelta
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.uid import UID_dictionary
 
 from dicom_deid.errors import KeyConfigError
@@ -36,6 +38,24 @@ def is_well_known_uid(value: str) -> bool:
     if not value.startswith(_WELL_KNOWN_ROOT):
         return False
     return all(len(arc) < 6 for arc in value[len(_WELL_KNOWN_ROOT):].split("."))
+
+
+_STANDARD_KINDS = ("Class", "TransferSyntax")
+_STANDARD_KEYWORDS = frozenset({"CodingSchemeUID", "ContextUID", "MappingResourceUID"})
+
+
+@functools.lru_cache(maxsize=512)
+def names_standard_uids(tag: int) -> bool:
+    """Whether an attribute holds UIDs the standard defines (a SOP class, a transfer
+    syntax, a coding scheme or context group), where a UID under the DICOM root newer than
+    pydicom's registry is kept (:func:`is_well_known_uid`). Any other UID attribute names
+    an instance (a study, a series, a frame of reference...): a UID there is kept only
+    when the registry holds it (a well-known SOP instance), since devices mint instance
+    UIDs under the root with short arcs too (an external probe: a study UID
+    ``1.2.840.10008.77.2023...`` kept, then found by the gate, which looks for every UID
+    but the registry's, and the file rejected)."""
+    keyword = keyword_for_tag(tag) or ""
+    return keyword in _STANDARD_KEYWORDS or any(k in keyword for k in _STANDARD_KINDS)
 
 
 def patient_key(patient_id: str, issuer: str, study_uid: str) -> str:
@@ -74,10 +94,12 @@ class Pseudonymizer:
             self._code_cache[key] = cached
         return cached
 
-    def uid(self, value: str) -> str:
-        """A ``2.25.`` UID (UUID-derived integer) for a non-standard UID; standard ones kept."""
+    def uid(self, value: str, standard: bool = True) -> str:
+        """A ``2.25.`` UID (UUID-derived integer) for a non-standard UID; standard ones kept
+        (``standard``: as :func:`is_well_known_uid` judges them; else only the registry's,
+        for an attribute that names an instance: :func:`names_standard_uids`)."""
         value = value.strip("\x00 ")
-        if not value or is_well_known_uid(value):
+        if not value or (is_well_known_uid(value) if standard else value in UID_dictionary):
             return value
         cached = self._uid_cache.get(value)
         if cached is not None:

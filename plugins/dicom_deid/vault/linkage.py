@@ -34,7 +34,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from dicom_deid.deid.deidentifier import Deidentifier
-from dicom_deid.deid.pseudonyms import patient_key
+from dicom_deid.deid.pseudonyms import names_standard_uids, patient_key
 from dicom_deid.dicom.dates import shift_da, shift_dt
 from dicom_deid.dicom.files import write_atomic
 from dicom_deid.dicom.reader import text_value
@@ -144,7 +144,8 @@ def linkage_policy(deidentifier: Deidentifier) -> LinkagePolicy:
     return LinkagePolicy(
         patient_id=judge(_PATIENT_ID, pseudonym(_PATIENT_ID)),
         accession=judge(_ACCESSION, pseudonym(_ACCESSION)),
-        study_uid=judge(_STUDY_UID, lambda i: deidentifier.pseudo.uid(_given(i, _STUDY_UID))),
+        study_uid=judge(_STUDY_UID, lambda i: deidentifier.pseudo.uid(
+            _given(i, _STUDY_UID), names_standard_uids(_STUDY_UID))),
         dates=_date_treatment(deidentifier, outs),
     )
 
