@@ -563,6 +563,8 @@ _CHARSETS = Path(pydicom.data.__file__).parent / "charset_files"
     ("Hong^Gildong", "CT_small.dcm", "HONG GIL DONG"),
     ("Hong^Gildong", "CT_small.dcm", "CT Gil-dong Hong"),
     (None, "chrX1.dcm", "WANG XIAO DONG CT"),  # Wang^XiaoDong=王^小東
+    (None, "chrX1.dcm", "王小东 CT"),  # in simplified characters
+    (None, "chrX1.dcm", "CT 王 小東"),  # the family name apart from the given name
     (None, "chrJapMulti.dcm", "ヤマダ タロウ CT"),  # やまだ^たろう, hiragana only
     (None, "chrJapMulti.dcm", "YAMADA TAROU CT"),
     (None, "chrH32.dcm", "YAMADA TARO"),  # ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう
@@ -570,8 +572,9 @@ _CHARSETS = Path(pydicom.data.__file__).parent / "charset_files"
 def test_a_name_written_apart_or_in_another_script_is_swept(
         name: str | None, source: str, text: str) -> None:
     """Probe 15, on pydicom's files: a one-word component written as two words (a
-    compound given name, a particle, romanised syllables), and a kana name in the other
-    script or in romaji, were released in kept text; both paths sweep them."""
+    compound given name, a particle, romanised syllables), a kana name in the other
+    script or in romaji, a Chinese name in simplified characters or with its family name
+    apart, were released in kept text; both paths sweep them."""
     folder = _CHARSETS if source.startswith("chr") else _CHARSETS.parent / "test_files"
     ds = pydicom.dcmread(folder / source)
     if name is not None:
@@ -580,4 +583,5 @@ def test_a_name_written_apart_or_in_another_script_is_swept(
     out = deidentify_bytes(to_bytes(ds))[0].AnatomicRegionSequence[0].CodeMeaning
     assert "[CTX]" in out
     left = [w for w in text.replace("-", " ").split() if w not in ("CT", "Head") and w in out]
+    left += [c for c in "王小东東" if c in text and c in out]
     assert not left, out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from typing import NamedTuple
 
@@ -239,6 +239,26 @@ def _kana_spellings(component: str) -> Iterator[str]:
         yield from dict.fromkeys(r for r in (romaji, short) if len(r) >= _ROMAJI)
 
 
+_HAN_RE = lazy_pattern("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+@functools.cache
+def _han_converters() -> tuple[Callable[[str], str], Callable[[str], str]]:
+    """OpenCC's traditional-to-simplified and simplified-to-traditional conversions
+    (loaded at the first Chinese value: 50 ms)."""
+    import opencc  # most runs hold no Chinese value: imported at the first one
+
+    return opencc.OpenCC("t2s").convert, opencc.OpenCC("s2t").convert
+
+
+def _han_spellings(text: str) -> Iterator[str]:
+    """``text`` in simplified and in traditional Chinese characters, where they differ
+    from it: a name held in one is written in the other elsewhere (an external probe:
+    王^小東 released as "王小东")."""
+    if _HAN_RE.search(text):
+        yield from dict.fromkeys(f for f in (c(text) for c in _han_converters()) if f != text)
+
+
 def _name_parts(raw: str) -> Iterator[str]:
     """The texts a person name's forms are literals of: each of the family, given and
     middle name components (not prefix and suffix) in every representation, and each word
@@ -252,6 +272,7 @@ def _name_parts(raw: str) -> Iterator[str]:
                 yield component
                 yield from _mac_spellings(component)
                 yield from _kana_spellings(component)
+                yield from _han_spellings(component)
             if (bare := untitled(component)) is not None:
                 yield bare
             words = _pieces([w for w in _PIECES_RE.split(component) if w])
@@ -264,9 +285,12 @@ def _name_parts(raw: str) -> Iterator[str]:
         family, given = [*components, "", ""][:2]
         if family and given and not _PIECES_RE.search(family + given) and (
                 (len(family) >= 2 and len(given) >= 2) or CJK_RE.search(family + given)):
-            # (a one-character CJK family name is written onto the given name: 王伟)
-            yield family + given  # run together: "SmithJohn", "JOHNSMITH"
-            yield given + family
+            # (a one-character CJK family name is written onto the given name, 王伟, or
+            # apart from it, 王 伟: a literal of the two words finds both)
+            joiner = " " if CJK_RE.search(family + given) else ""
+            for both in (family + joiner + given, given + joiner + family):
+                yield both  # run together: "SmithJohn", "JOHNSMITH"
+                yield from _han_spellings(both)
 
 
 REPLACED_GIVEN = "^" + CTX_MARKER
@@ -294,6 +318,7 @@ def _literal_parts(info_type: str, raw: str) -> Iterable[str]:
     if info_type == "PERSON_NAME":
         return _name_parts(raw)
     parts = [raw, *_PARTS_RE.split(raw)]
+    parts += [f for part in parts for f in _han_spellings(part)]
     words = {w for part in parts for w in _PIECES_RE.split(part) if _distinctive(w)}
     return parts + sorted((words | set(_runs(parts))) - set(parts))
 
