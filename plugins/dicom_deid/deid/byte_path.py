@@ -69,7 +69,9 @@ from dicom_deid.pixels.codestream import (
     VIDEO_SYNTAXES,
     carries_metadata,
     frame_layout,
+    number_of_frames,
 )
+from dicom_deid.pixels.excess import LAYOUT_TAGS, NATIVE_SYNTAXES, image_length
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.pixels.risk import RISK_TAGS
 from dicom_deid.text.context import PhiContext
@@ -203,6 +205,8 @@ class ByteDeidentifier:
             raise _Decline  # the source's claims go (Patient Identity Removed NO): rare
         if ts in CODESTREAM_SYNTAXES and _frames_carry_metadata(data, by_tag, ts):
             raise _Decline  # text in its compressed frames (COM, APPn): the Dataset path
+        if ts in NATIVE_SYNTAXES and _native_excess(data, by_tag):
+            raise _Decline  # bytes past its image: the Dataset path cuts them
         encodings = self._charset(data, by_tag.get(_TAG_CHARSET))
         res = InstanceResult(
             original_study_uid=_text(data, by_tag.get(_TAG_STUDY)),
@@ -1002,6 +1006,29 @@ def _frames_carry_metadata(data: bytes, by_tag: dict[int, _Elem], ts: str) -> bo
     if pixels[4] > len(data):
         raise _Decline
     return carries_metadata(data[pixels[3]:pixels[4]], ts, *frame_layout(data, by_tag))
+
+
+def _native_excess(data: bytes, by_tag: dict[int, _Elem]) -> bool:
+    """Whether native Pixel Data is longer than its image
+    (:func:`~dicom_deid.pixels.excess.trim_native_excess`), from the layout as written."""
+    pixels = by_tag.get(PIXEL_DATA_TAG)
+    if pixels is None or pixels[5]:
+        return False
+    layout = []
+    for tag in LAYOUT_TAGS[:4]:
+        e = by_tag.get(tag)
+        raw = b"" if e is None else data[e[3]:e[4]]
+        layout.append(int.from_bytes(raw[:2], "little") if len(raw) >= 2 else
+                      (1 if tag == 0x00280002 and e is None else 0))
+    rows, columns, samples, bits = layout
+    frames = number_of_frames(_raw(data, by_tag.get(0x00280008))) or 0
+    size = image_length(rows, columns, samples, bits, frames,
+                        _raw(data, by_tag.get(0x00280004)).decode("ascii", "replace"))
+    return size is not None and pixels[4] - pixels[3] > size
+
+
+def _raw(data: bytes, e: _Elem | None) -> bytes:
+    return b"" if e is None else data[e[3]:e[4]]
 
 
 def _document_element(plan: Plan, view: memoryview, elems: list[_Elem], op: tuple[Any, ...],

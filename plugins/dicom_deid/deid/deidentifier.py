@@ -51,6 +51,7 @@ from dicom_deid.dicom.reader import element_texts, input_transfer_syntax, text_v
 from dicom_deid.dicom.writer import METHOD_TOOL, encode_element_value
 from dicom_deid.errors import BadInput
 from dicom_deid.pixels.codestream import VIDEO_SYNTAXES, remove_frame_metadata
+from dicom_deid.pixels.excess import trim_native_excess
 from dicom_deid.pixels.overlays import OVERLAY_DATA_TAG, remove_embedded_overlays
 from dicom_deid.text.banner import clean_descriptor
 from dicom_deid.text.chars import plain_spellings
@@ -242,6 +243,7 @@ class Deidentifier:
                 res.ocr = None
         examined = res.ocr is not None
         remove_frame_metadata(ds)  # text in compressed frames (COM, APPn...) is not copied
+        trim_native_excess(ds)  # nor what native pixel data carries beyond its image
         if self.plan.needs_context:
             state.context = PhiContext.from_values(
                 self._context_values(ds, Mode.NORMAL, (state.iod, "")))
