@@ -74,7 +74,7 @@ from dicom_deid.pixels.codestream import (
 from dicom_deid.pixels.excess import LAYOUT_TAGS, NATIVE_SYNTAXES, image_length
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.pixels.risk import RISK_TAGS
-from dicom_deid.text.context import PhiContext
+from dicom_deid.text.context import PhiContext, despaced
 
 from .deidentifier import (
     BYTES_VRS,
@@ -605,11 +605,11 @@ class ByteDeidentifier:
         if kept is _MISSING:
             joined = b"\0".join(raws)  # an anchor holds no NUL: it cannot span two values
             # (text without a UID written in it, which the sweep maps whatever the context)
-            kept = _pieces(joined.decode("ascii").lower()) if _is_ascii_text(
+            kept = _pieces(despaced(joined.decode("ascii").lower())) if _is_ascii_text(
                 joined) and not UID_IN_BYTES.search(joined) else None
             _remember(self._kept_texts, key, kept, size=_KEPT_TEXTS)
-        if kept is not None and (state.sweep_heads.isdisjoint(kept[1]) or not any(
-                map(kept[0].__contains__, state.sweep.anchors if state.sweep else ()))):
+        if kept is not None and (state.sweep_heads.isdisjoint(kept[1]) or not (
+                state.sweep is not None and state.sweep.screens(kept[0]))):
             return None  # no kept value holds an anchor: the usual case
         memo = state.sweep_memo
         assert memo is not None
@@ -644,7 +644,7 @@ class ByteDeidentifier:
         shared: tuple[Any, ...] | None = None
         if _is_ascii_text(raw) and not UID_IN_BYTES.search(raw):
             folded = raw.decode("ascii").casefold()
-            if not any(map(folded.__contains__, state.sweep.anchors)):
+            if not state.sweep.screens(folded):
                 _remember(memo, key, None)
                 return None  # no value can hold an identifier (the usual case)
             # What the sweep makes of it depends on the values with an anchor in it alone

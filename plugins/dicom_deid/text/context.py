@@ -64,6 +64,9 @@ class _Variant(NamedTuple):
     right: bool
     ending: bool = False
     """It may take letters glued on (:data:`_ENDING`): CJK ones it took are given back."""
+    joined: str = ""
+    """The word this form cuts in two ("kowalski" for "kowa lski"): its forms are tried
+    only in a text that holds the word once despaced (:func:`despaced`)."""
 
 
 def _variant(fragment: str, weight: int, anchor: str, sample: str) -> _Variant:
@@ -198,23 +201,48 @@ def _mac_spellings(word: str) -> list[str]:
             if f.lower() != word.lower()]
 
 
-_SPLIT_NAME = 5
+_SPLIT_NAME = 6
 """A one-word name component of this many letters or more is also found written as two
 words ("Jean Pierre", "Du Bois", "Gil-dong", "XIAO DONG" for JeanPierre, DuBois, Gildong,
 XiaoDong): compound given names, particles and romanised syllables are written apart as
 often as together."""
+_NAME_CUTS = (" ", "-")
+_CODE_CUTS = (" ", "-", "_")
 
 
-def _name_splits(raw: str) -> Iterator[str]:
-    """Each one-word name component cut in two, each part 2 letters or more, as a
-    hyphenated literal (:func:`_literal` finds it with a space, a hyphen or nothing
-    between); not one with a title glued on ("DRWOBBLEFORD": :func:`untitled`)."""
+def _cuts(word: str, separators: tuple[str, ...]) -> Iterator[str]:
+    """``word`` cut in two, each part 2 characters or more, with each separator between:
+    each form is its own anchor, so a text is searched for them only when it writes one
+    (a text holding the whole word is searched for the word's own forms alone)."""
+    for cut in range(2, len(word) - 1):
+        for separator in separators:
+            yield f"{word[:cut]}{separator}{word[cut:]}"
+
+
+def _split_components(raw: str) -> Iterator[str]:
+    """The one-word name components of :data:`_SPLIT_NAME` letters or more; not one with
+    a title glued on ("DRWOBBLEFORD": :func:`untitled`)."""
     for group in raw.split("="):
         for component in (c.strip() for c in group.split("^")[:3]):
             if len(component) >= _SPLIT_NAME and component.isalpha() and \
                     not CJK_RE.search(component) and untitled(component) is None:
-                for cut in range(2, len(component) - 1):
-                    yield f"{component[:cut]}-{component[cut:]}"
+                yield component
+
+
+def _name_splits(raw: str) -> Iterator[str]:
+    """Each of :func:`_split_components` cut in two (:func:`_cuts`)."""
+    for component in _split_components(raw):
+        yield from _cuts(component, _NAME_CUTS)
+
+
+def despaced(folded: str) -> str:
+    """A case-folded text without spaces, hyphens, underscores, dots and slashes: where a
+    value's anchors are looked for. A form that writes separators into a value
+    ("kowa lski", "4-8-2-1-3-9-7", "T.V.H.") then shares the value's one anchor, so a
+    value's many spellings cost a text few tests."""
+    # five C searches: a third of what one str.translate costs on a descriptor
+    return folded.replace(" ", "").replace("-", "").replace("_", "").replace(".", "").replace(
+        "/", "")
 
 
 _LONG_VOWELS = (("ou", "o"), ("uu", "u"), ("oo", "o"))
@@ -471,14 +499,13 @@ def _date_variants(raw: str) -> Iterator[_Variant]:
     # The day and month without the year (Safe Harbor removes every element of a date but
     # the year): by the month's name ("14 March", "5 Jan", "Jan 5th"), or in numbers when
     # the day cannot be read as a month ("14/03", "03/14"; "05/01" is any two numbers).
-    month_anchor, day_anchor = _partial_date_anchors(day)
+    month_anchor = _month_anchor(day)
     yield _Variant(f"(?<!\\d){dp}{ORDINAL_SUFFIX}[\\s\\-]*(?:of\\s+)?{mon}(?![^\\W\\d_])", 5,
                    month_anchor, False, True)
     yield _Variant(f"{mon}[\\s\\-]*{dp}{ORDINAL_SUFFIX}(?!\\d)", 5, month_anchor, True, False)
-    if day_anchor:
-        for fragment in (f"{dd}[/\\-]{mm}", f"{mm}[/\\-]{dd}"):
-            yield _Variant(f"(?<![\\d/.\\-]){fragment}(?![/.\\-]?\\d)", 4, day_anchor, False,
-                           False)
+    for form in _numeric_day_month(day):
+        yield _Variant(f"(?<![\\d/.\\-]){re.escape(form)}(?![/.\\-]?\\d)", 4, form, False,
+                       False)
 
 
 _UNAMBIGUOUS_DAY = 12
@@ -486,11 +513,20 @@ _UNAMBIGUOUS_DAY = 12
 number cannot be one)."""
 
 
-def _partial_date_anchors(day: date) -> tuple[str, str]:
-    """The anchors of a day's forms without its year: the month's name's first three
-    letters, and its day's two digits ("" when the day could be a month)."""
-    return (MONTHS[day.month - 1][:3].casefold(),
-            f"{day.day:02d}" if day.day > _UNAMBIGUOUS_DAY else "")
+def _month_anchor(day: date) -> str:
+    """The anchor of a day's forms with its month's name and without its year: the
+    name's first three letters."""
+    return MONTHS[day.month - 1][:3].casefold()
+
+
+def _numeric_day_month(day: date) -> tuple[str, ...]:
+    """A day and month in numbers, day first or month first, with a slash or a hyphen
+    ("14/03", "03-14"): each form is its own anchor (two digits alone are in every
+    other text)."""
+    if day.day <= _UNAMBIGUOUS_DAY:
+        return ()
+    dd, mm = f"{day.day:02d}", f"{day.month:02d}"
+    return tuple(f"{a}{sep}{b}" for a, b in ((dd, mm), (mm, dd)) for sep in "/-")
 
 
 _ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII")
@@ -643,7 +679,7 @@ def _id_variants(raw: str) -> Iterator[_Variant]:
                    len(value) - 1, core[:2], False, False)  # not inside a dotted UID
     for sep in _DIGIT_SEPARATORS:  # digit by digit: "4-8-2-1-3-9-7", "4 8 2 1 3 9 7"
         yield _Variant(f"(?<![\\d.,]){re.escape(sep).join(core)}(?!{re.escape(sep)}?\\d)",
-                       len(core), core[0] + sep + core[1], False, False)
+                       len(core), sep.join(core[:3]), False, False)
     groups = [core[max(0, i - 3):i] for i in range(len(core), 0, -3)][::-1]
     thousands = _THOUSANDS.join(groups)  # "4,821,397", "4.821.397", "4'821'397"
     yield _Variant(f"(?<![\\d.,]){prefix}{thousands}(?![.,]?\\d)", len(value) - 1,
@@ -671,11 +707,11 @@ def _word_variants(info_type: str, raw: str) -> Iterator[_Variant]:
             yield _variant(re.escape(first) + r"[\s\-_]?" + re.escape(second),
                            len(first) + len(second), first.casefold(), "0")
     if info_type == "PERSON_NAME":
-        for split in _name_splits(raw):
-            if variant := _literal(split, inflect=True):
-                # below the whole component's forms, which are tried first where both
-                # match (a glued ending is the component's: "Yamadas")
-                yield variant._replace(weight=len(split) - 2)
+        for component in _split_components(raw):
+            for split in _cuts(component, _NAME_CUTS):
+                # below the whole component's forms, which are tried first where both match
+                yield _variant(re.escape(split), len(split) - 2, split.casefold(),
+                               split)._replace(joined=component.casefold())
         for family in cjk_families(raw):  # "王" of "王^[CTX]"
             yield _Variant(re.escape(family) + r"(?=\^\[CTX\])", 1,
                            (family + REPLACED_GIVEN).casefold(), False, False)
@@ -699,8 +735,9 @@ def _variants(info_type: str, raw: str) -> Iterator[_Variant]:
         if variant := _literal(raw):
             yield variant
         if info_type in _ID_TYPES:
-            for fragment, anchor in _code_splits(raw):
-                yield _Variant(fragment, len(raw.strip()) - 1, anchor, True, True)
+            for split in _code_splits(raw):
+                yield _Variant(re.escape(split), len(split) - 2, split.casefold(), True, True,
+                               joined=raw.strip().casefold())
 
 
 _SPLIT_CODE = 6
@@ -709,16 +746,12 @@ written into it ("TVH-PAS", "TVH PAS" for an issuer "TVHPAS"): a shorter one wou
 two short words by chance."""
 
 
-def _code_splits(raw: str) -> tuple[tuple[str, str], ...]:
-    """The forms of a one-word code with one hyphen, space, underscore, dot or slash
-    between two of its parts of 2 characters or more, each with its longer part as the
-    anchor."""
+def _code_splits(raw: str) -> tuple[str, ...]:
+    """A one-word code with a space, hyphen or underscore written into it (:func:`_cuts`)."""
     code = raw.strip()
     if len(code) < _SPLIT_CODE or not code.isalnum() or not code.isascii():
         return ()
-    return tuple((f"{re.escape(code[:i])}[\\s\\-_./]{{1,2}}{re.escape(code[i:])}",
-                  max(code[:i], code[i:], key=len).casefold())
-                 for i in range(2, len(code) - 1))
+    return tuple(_cuts(code, _CODE_CUTS))
 
 
 class PhiContext:
@@ -741,6 +774,12 @@ class PhiContext:
         self._pair_anchors = tuple(_anchors_of(info_type, raw) for info_type, raw in pairs) \
             if pair_anchors is None else pair_anchors
         self.anchors: frozenset[str] = frozenset().union(*self._pair_anchors)
+        """Substrings one of which a text must hold, case-folded and :func:`despaced`, for
+        a value to match in it."""
+
+    def screens(self, folded: str) -> bool:
+        """Whether a case-folded text holds an anchor (else no value can match in it)."""
+        return any(map(despaced(folded).__contains__, self.anchors))
 
     @classmethod
     def merge(cls, parts: Iterable[PhiContext]) -> PhiContext:
@@ -778,12 +817,13 @@ class PhiContext:
     def __bool__(self) -> bool:
         return bool(self.anchors)
 
-    def live_pairs(self, folded: str) -> tuple[tuple[str, str], ...]:
+    def live_pairs(self, folded: str, flat: str | None = None) -> tuple[tuple[str, str], ...]:
         """The values with an anchor in ``folded`` (a case-folded text): the only ones
         that can match in it, so what :meth:`matches` finds in a text depends on the text
         and these alone (the byte path remembers swept values by them, across contexts)."""
+        flat = despaced(folded) if flat is None else flat  # (``flat``: it, already despaced)
         return tuple(pair for pair, anchors in zip(self._pairs, self._pair_anchors, strict=True)
-                     if any(map(folded.__contains__, anchors)))
+                     if any(map(flat.__contains__, anchors)))
 
     def matches(self, text: str) -> Iterator[Span]:
         """Non-overlapping context matches in ``text``, leftmost, strongest form first.
@@ -811,7 +851,7 @@ class PhiContext:
             # The same folding at C speed first: most texts hold no anchor folded either.
             quick = umlaut_fold(unicodedata.normalize("NFC", text)) if umlauts \
                 else ascii_fold(text)
-            if quick == text or not any(map(quick.casefold().__contains__, self.anchors)):
+            if quick == text or not self.screens(quick.casefold()):
                 continue
             plain, origin = fold_map(text, umlauts)
             kept = set(origin)
@@ -829,16 +869,22 @@ class PhiContext:
 
     def _matches(self, text: str) -> Iterator[Span]:
         folded = text.casefold()
-        if not any(map(folded.__contains__, self.anchors)):
+        flat = despaced(folded)
+        if not any(map(flat.__contains__, self.anchors)):  # self.screens(folded)
             return
         # Only the values with an anchor in the text can match: their forms are made (or
         # found made) and tried, in the order all forms would be tried in. Each value's
         # live forms are one alternation, compiled once for every text that makes the
         # same of them live (one for all values would be compiled again for every other
         # set of values live together).
-        pairs = self.live_pairs(folded)
+        pairs = self.live_pairs(folded, flat)
         variants, group_types = _forms_of(pairs)
-        live = tuple(i for i, v in enumerate(variants) if v.anchor in folded)
+        plain, cut = _forms_by_anchor(pairs)
+        tried = [i for anchor, forms in plain if anchor in folded for i in forms]
+        if cut:
+            tried += [i for word, entries in cut if word in flat
+                      for anchor, forms in entries if anchor in folded for i in forms]
+        live = tuple(sorted(tried))
         if not live:  # a value's anchor is in the text, none of its forms' is
             return
         groups = _by_value(pairs, live)
@@ -887,6 +933,19 @@ class PhiContext:
 
 _UNSEARCHED = object()
 _HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _screening(anchors: Iterable[str]) -> tuple[str, ...]:
+    """A value's anchors as a text is screened with (:meth:`PhiContext.screens`): each
+    :func:`despaced`, and only those that hold no shorter one (a text holding "kowalski"
+    holds "kowa"; one holding neither "kowa" nor "alski" can match none of the name's
+    forms). Despacing keeps every form's anchor in its matches: the despaced text holds
+    the despaced match."""
+    kept: list[str] = []
+    for anchor in sorted({despaced(a) for a in anchors} - {""}, key=lambda a: (len(a), a)):
+        if not any(k in anchor for k in kept):
+            kept.append(anchor)
+    return tuple(sorted(kept))
 
 
 def _camel(text: str, at: int) -> bool:
@@ -1050,9 +1109,9 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
         if info_type == "DATE" and _DA_RE.fullmatch(raw) and (
                 parsed := parse_written(raw)) is not None:
             # a DA value: its forms hold its year's last two digits, but for the calendars'
-            return tuple(sorted({raw[2:4], *(v.anchor for v in _calendar_variants(parsed[0])),
-                                 *filter(None, _partial_date_anchors(parsed[0]))}))
-        return tuple(sorted({v.anchor for v, _ in _variants_of(info_type, raw)}))
+            return _screening({raw[2:4], *(v.anchor for v in _calendar_variants(parsed[0])),
+                               _month_anchor(parsed[0]), *_numeric_day_month(parsed[0])})
+        return _screening(v.anchor for v, _ in _variants_of(info_type, raw))
     anchors: set[str] = set()
     for one in raw.split("\\"):
         if len(one.strip()) < 2:
@@ -1063,10 +1122,10 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
             # thousands, its last three (:func:`_id_variants`)
             core = m["core"]
             anchors.update((core,) if len(core) < SPACED_ID_DIGITS else (
-                core[:2], core[-3:], *(core[0] + sep + core[1] for sep in _DIGIT_SEPARATORS)))
+                core[:2], core[-3:], *(sep.join(core[:3]) for sep in _DIGIT_SEPARATORS)))
             continue
         if info_type in _ID_TYPES:
-            anchors.update(anchor for _, anchor in _code_splits(one))
+            anchors.update(split.casefold() for split in _code_splits(one))
         glued = info_type in _GLUED_TYPES
         for part in _literal_parts(info_type, one) if info_type in _WORD_TYPES else [one]:
             if (words := _literal_words(part)) and (pieces := _pieces(words)):
@@ -1077,8 +1136,8 @@ def _anchors_of(info_type: str, raw: str) -> tuple[str, ...]:
             anchors.update(_acronym_anchors(one))
         if info_type == "PERSON_NAME":
             anchors.update((f + REPLACED_GIVEN).casefold() for f in cjk_families(one))
-            anchors.update(_literal_anchor(_pieces([split]), True) for split in _name_splits(one))
-    return tuple(sorted(anchors))
+            anchors.update(c.casefold() for c in _split_components(one))
+    return _screening(anchors)
 
 
 @functools.lru_cache(maxsize=64)
@@ -1095,6 +1154,25 @@ def _forms_of(
                 variants[found[0].fragment] = found
     ordered = sorted(variants.values(), key=lambda vt: (-vt[0].weight, vt[0].fragment))
     return tuple(v for v, _ in ordered), tuple(info_type for _, info_type in ordered)
+
+
+_ByAnchor = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _forms_by_anchor(pairs: tuple[tuple[str, str], ...]
+                     ) -> tuple[_ByAnchor, tuple[tuple[str, _ByAnchor], ...]]:
+    """:func:`_forms_of`'s forms (their indexes) by their anchor, a text tested once per
+    anchor, not once per form (a name's spellings share a few); the forms that cut a word
+    in two apart, by that word (their many anchors are tested only in a text that holds
+    the word once despaced)."""
+    plain: dict[str, list[int]] = {}
+    cut: dict[str, dict[str, list[int]]] = {}
+    for i, variant in enumerate(_forms_of(pairs)[0]):
+        into = cut.setdefault(variant.joined, {}) if variant.joined else plain
+        into.setdefault(variant.anchor, []).append(i)
+    return (tuple((a, tuple(f)) for a, f in plain.items()),
+            tuple((word, tuple((a, tuple(f)) for a, f in by.items())) for word, by in cut.items()))
 
 
 EMPTY_CONTEXT = PhiContext()
