@@ -252,6 +252,28 @@ def test_an_id_written_in_groups_is_found() -> None:
     assert b"123.456" in output and _verdict(data, output).ok
 
 
+def test_an_id_written_digit_by_digit_is_found() -> None:
+    # A kept comment spelling the MRN out one digit at a time, as read over the phone: no
+    # two of its digits together, still the ID (with its letter prefix or without).
+    source = make_instance()
+    for mrn, written in (("MRN4821397", "4-8-2-1-3-9-7"), ("MRN4821397", "4 8 2 1 3 9 7"),
+                         ("4821397", "4 / 8 2-1  3 9 7"), ("48213977", "4 8-21 3 9 7-7")):
+        source.PatientID, source.ImageComments = mrn, f"MRN {written} on file"
+        data = to_bytes(source)
+        _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+        assert written.encode() in output
+        assert _verdict(data, output).problems == ("original PatientID value found",), written
+    # Inside a longer number, with more separators between two digits than a grouping
+    # writes, or a decimal, it is not the ID.
+    source.PatientID = "MRN4821397"
+    for written in ("14-8-2-1-3-9-7", "4-8-2-1-3-9-70", "4    8 2 1 3 9 7", "4.8.2.1.3.9.7"):
+        source.ImageComments = f"ref {written}"
+        data = to_bytes(source)
+        _, _, output = deidentify_bytes(data, _keeping("ImageComments"))
+        assert written.encode() in output
+        assert _verdict(data, output).ok, written
+
+
 def test_a_long_number_with_letters_glued_on_is_the_id_and_one_cjk_character_no_name(
 ) -> None:
     source = make_instance()

@@ -35,6 +35,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -572,12 +573,20 @@ def _early_facts(gate: Gate, head: bytes, size: int) -> SourceFacts | None:
 def nested_sweep_values(facts: SourceFacts) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
     """(tag, VR, values) of the identifying attributes the gate found inside the source's
     sequences, among those the residual sweep searches for (a station or a UID is not)."""
+    return _nested_sweep_values(tuple(facts.nested), facts.encodings) if facts.nested else ()
+
+
+@lru_cache(maxsize=1024)
+def _nested_sweep_values(nested: tuple[tuple[str, str, bytes], ...], encodings: str,
+                         ) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """:func:`nested_sweep_values` of some nested values (a series' files repeat theirs:
+    remembered)."""
     found: dict[tuple[int, str], set[str]] = {}
-    for keyword, vr, raw in facts.nested:
+    for keyword, vr, raw in nested:
         tag = SWEEP_KEYWORD_TAGS.get(keyword)
         if tag is None:
             continue
-        text = raw.decode(facts.encodings, "replace")
+        text = raw.decode(encodings, "replace")
         found.setdefault((tag, vr), set()).update(
             v for part in text.split("\\") if (v := part.strip(" \x00")))
     return tuple((tag, vr, tuple(sorted(values)))

@@ -10,8 +10,9 @@ that produced it:
   at any depth (not from possibly stale metadata), is searched for in every byte of the
   output outside the pixel data, case-insensitively, as a whole token; an ID also in the
   forms the residual sweep finds it in (its digits without a letter prefix: "4821397" of
-  "MRN4821397"), and its digits as a whole component of a UID. Only the project's
-  declared exceptions (keywords it deliberately keeps) are not searched.
+  "MRN4821397"), its digits as a whole component of a UID, and its digits written in
+  groups or one by one ("48-21-397", "4 8 2 1 3 9 7"). Only the project's declared
+  exceptions (keywords it deliberately keeps) are not searched.
 - **The output is structurally sound.** File meta present and naming the instance, the
   Study/Series/SOP Instance UIDs those of the mapping, and every Type 1 attribute of the
   IOD that the source had with a value still there with one.
@@ -26,10 +27,10 @@ from __future__ import annotations
 import hashlib
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -64,7 +65,6 @@ from dicom_deid.text.context import (
     SPACED_ID_DIGITS,
     PhiContext,
     id_digit_forms,
-    spaced_digits,
     untitled,
 )
 
@@ -95,9 +95,13 @@ _EXTENSION = re.compile(rb"\.(?:dcm|dicom|dic|ima)(?=/|$)", re.IGNORECASE)
 _TEXT_SPLIT = re.compile(rb"[\\]")
 _NAME_SPLIT = re.compile(rb"[\\=^]")
 _SEQUENCE_MEMO = 4096
+_TEXTS_MEMO = 1024
+"""Sets of a source's text values remembered (a series' files repeat theirs)."""
 _UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
 _RISK_TAGS = frozenset(RISK_TAGS)
 """What decides an image at risk (:func:`~dicom_deid.pixels.risk.at_risk_by_header`)."""
+_HEADER_TAGS = _RISK_TAGS | {0x00080005}
+"""The top-level attributes :meth:`Gate.source_facts` reads: those and the character set."""
 _UID_NAMES = {0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
               0x00080018: "SOPInstanceUID"}
 
@@ -177,7 +181,7 @@ class SourceFacts:
 
     values: dict[bytes, frozenset[str]] = field(default_factory=dict)
     """Each searchable byte form of a text value -> the keywords it came from (shared
-    between files: never changed in place)."""
+    between files: never changed in place). Made from :attr:`whole` once it is read."""
     uids: dict[bytes, frozenset[str]] = field(default_factory=dict)
     """The same for UIDs (searched as digits-and-dots tokens, no pattern compiled)."""
     filled: set[int] = field(default_factory=set)
@@ -196,6 +200,10 @@ class SourceFacts:
     """The source's bytes, VR encoding and top-level elements in tag order, as the byte
     path walks them (None: out of order, or converted first): it takes them instead of
     walking the same level again."""
+    searched: tuple[dict[bytes, frozenset[str]], _TextNeedles] | None = field(
+        default=None, compare=False, repr=False)
+    """:attr:`values` as the output is searched for them, made with them (taken only
+    while :attr:`values` is that same dict)."""
 
     @property
     def sop_class_uid(self) -> str:
@@ -242,6 +250,19 @@ def _spelled_in_path(name: str, ctx: PhiContext) -> bool:
 @cache
 def _named(keyword: str) -> frozenset[str]:
     return frozenset((keyword,))
+
+
+@lru_cache(maxsize=4096)
+def _person_keyword(tag: int) -> str:
+    """The keyword a person name of a tag the gate does not gather is named by (a
+    private one's: PersonName); remembered, as every file of a series has the same."""
+    return keyword_for_tag(tag) or "PersonName"
+
+
+@lru_cache(maxsize=4096)
+def _uid_forms(raw: bytes) -> tuple[bytes, ...]:
+    """The forms of a UID value searched for: those the standard does not register."""
+    return tuple(u for u in _forms(raw, False) if u not in _REGISTERED)
 
 
 @lru_cache(maxsize=4096)
@@ -304,9 +325,13 @@ class Gate:
     def __init__(self, exceptions: Iterable[str] = ()) -> None:
         self.exceptions = expand_exceptions(exceptions)
         self._risk: PixelCleaner | None = None
+        self._risky: dict[tuple[tuple[int, str], ...], bool] = {}
         self._sequences: dict[tuple[bytes, bool], SourceFacts] = {}
+        self._texts: dict[tuple[tuple[str, str, bytes], ...],
+                          tuple[dict[bytes, frozenset[str]], _TextNeedles]] = {}
         self._tags = {t: k for t, k in _gathered_tags().items() if k not in self.exceptions}
         self._pn = "PersonName" not in self.exceptions
+        self._ids = _id_keywords()
 
     # -- the source ------------------------------------------------------------------
 
@@ -337,19 +362,42 @@ class Gate:
                 facts.walked = (data, implicit, top)
             except BadInput:  # out of order, or cut inside a head: up to the pixels
                 top = _until_pixels(data, start.pos, end, implicit)
-        for tag, _vr, _h, vs, ve, undefined in top:
-            if undefined or ve > vs:
-                facts.filled.add(tag)
+        facts.filled |= {tag for tag, _vr, _h, vs, ve, undefined in top if undefined or ve > vs}
+        for tag, _vr, _h, vs, ve, _u in [e for e in top if e[0] in _HEADER_TAGS]:
             if tag in _RISK_TAGS:
                 facts.header[tag] = data[vs:ve].rstrip(b" \x00").decode("ascii", "replace")
-            elif tag == 0x00080005 and b"192" in data[vs:ve]:
+            elif b"192" in data[vs:ve]:  # Specific Character Set: ISO_IR 192, UTF-8
                 facts.encodings = "utf-8"
         self._gather(data, top, implicit, facts, 0)
+        self._text_values(facts)
         return facts
+
+    def _text_values(self, facts: SourceFacts) -> None:
+        """:attr:`SourceFacts.values` from the text values gathered, and how the output
+        is searched for them: a series' files repeat the same values, so both are
+        remembered by the values as written."""
+        key = tuple(facts.whole)
+        known = self._texts.get(key)
+        if known is None:
+            values: dict[bytes, frozenset[str]] = {}
+            for keyword, vr, raw in key:
+                for form in _forms(raw, vr == "PN", keyword in self._ids):
+                    kws = values.get(form)
+                    if kws is None:
+                        values[form] = _named(keyword)
+                    elif keyword not in kws:
+                        values[form] = kws | _named(keyword)
+            known = values, _text_needles(values)
+            if len(self._texts) >= _TEXTS_MEMO:
+                self._texts.clear()
+            self._texts[key] = known
+        facts.values = dict(known[0])
+        facts.searched = facts.values, known[1]
 
     def _gather(self, data: bytes, elems: Sequence[Element], implicit: bool,
                 facts: SourceFacts, depth: int) -> None:
-        tags, names = self._tags, self._pn
+        tags, names, ids = self._tags, self._pn, self._ids
+        uids, whole = facts.uids, facts.whole
         for tag, written, _h, vs, ve, undefined in elems:
             keyword = tags.get(tag)
             if keyword is None and written not in _MAY_HOLD:  # most elements: one lookup
@@ -367,23 +415,20 @@ class Gate:
             if keyword is None:
                 if vr != "PN" or not names:
                     continue
-                keyword = keyword_for_tag(tag) or "PersonName"
+                keyword = _person_keyword(tag)
                 if keyword in self.exceptions:  # a person name the project keeps
                     continue
-            if vr == "UI":
-                out = facts.uids
-                forms = tuple(u for u in _forms(data[vs:ve], False) if u not in _REGISTERED)
-            else:
-                out = facts.values
-                forms = _forms(data[vs:ve], vr == "PN", keyword in _id_keywords())
-                if forms:
-                    facts.whole.append((keyword, vr, data[vs:ve]))
-            for form in forms:
-                kws = out.get(form)
+            if vr != "UI":  # its forms are made with the others' (:meth:`_text_values`)
+                raw = data[vs:ve]
+                if _forms(raw, vr == "PN", keyword in ids):
+                    whole.append((keyword, vr, raw))
+                continue
+            for form in _uid_forms(data[vs:ve]):
+                kws = uids.get(form)
                 if kws is None:
-                    out[form] = _named(keyword)
+                    uids[form] = _named(keyword)
                 elif keyword not in kws:
-                    out[form] = kws | _named(keyword)
+                    uids[form] = kws | _named(keyword)
 
     def _sequence(self, value: bytes, tag: int, implicit: bool, facts: SourceFacts,
                   depth: int) -> None:
@@ -398,13 +443,13 @@ class Gate:
             if len(self._sequences) >= _SEQUENCE_MEMO:
                 self._sequences.clear()
             self._sequences[key] = found
-        for mine, theirs in ((facts.values, found.values), (facts.uids, found.uids)):
-            for form, kws in theirs.items():
-                known = mine.get(form)
-                if known is None:
-                    mine[form] = kws
-                elif known is not kws and not kws <= known:
-                    mine[form] = known | kws
+        uids = facts.uids
+        for form, kws in found.uids.items():
+            known = uids.get(form)
+            if known is None:
+                uids[form] = kws
+            elif known is not kws and not kws <= known:
+                uids[form] = known | kws
         facts.whole += found.whole
         facts.nested += found.whole
 
@@ -438,10 +483,12 @@ class Gate:
             top = _until_pixels(data, start.pos, len(data), start.implicit)
         except BadInput as exc:
             return Verdict(name, digest, size, (f"not readable DICOM ({exc.kind})",))
-        self._structure(data, top, start.meta, facts, uids, problems)
-        leaks = self._leaks(data, top, start.implicit, facts, problems)
-        leaks += self._name_leaks(name, facts, problems)
-        leaks += self._frame_metadata(data, top, start.transfer_syntax, problems)
+        by_tag = {e[0]: e for e in top}
+        needles = _needles(facts)
+        self._structure(data, by_tag, start.meta, facts, uids, problems)
+        leaks = self._leaks(data, top, start.implicit, needles, problems)
+        leaks += self._name_leaks(name, facts, needles, problems)
+        leaks += self._frame_metadata(data, by_tag, start.transfer_syntax, problems)
         if self.at_risk(facts):
             # The output's own pixels are read back (the bytes as written: the re-encoded
             # copy has no pixels), whether or not the policy read the image: text the
@@ -459,7 +506,7 @@ class Gate:
                        len(facts.values) + len(facts.uids))
 
     @staticmethod
-    def _frame_metadata(data: bytes, top: Sequence[Element], transfer_syntax: str,
+    def _frame_metadata(data: bytes, by_tag: dict[int, Element], transfer_syntax: str,
                         problems: list[str]) -> int:
         """Text left in the output's compressed frames outside the image (JPEG COM and
         APPn segments, JPEG 2000 COM markers...), which the value search cannot see in
@@ -472,7 +519,6 @@ class Gate:
             return 0
         if transfer_syntax not in CODESTREAM_SYNTAXES:
             return 0
-        by_tag = {e[0]: e for e in top}
         pixels = by_tag.get(PIXEL_DATA_TAG)
         if pixels is None or not pixels[5]:
             return 0
@@ -501,11 +547,18 @@ class Gate:
         secondary captures, screen saves), whatever the project's policy chose."""
         if not self.has_pixels(facts):
             return False
-        if self._risk is None:
-            from dicom_deid.pixels.clean import PixelCleaner
+        key = tuple(facts.header.items())  # a series' images say the same: remembered
+        risky = self._risky.get(key)
+        if risky is None:
+            if self._risk is None:
+                from dicom_deid.pixels.clean import PixelCleaner
 
-            self._risk = PixelCleaner(privacy_first())
-        return self._risk.ocr_by_header(facts.header)
+                self._risk = PixelCleaner(privacy_first())
+            risky = self._risk.ocr_by_header(facts.header)
+            if len(self._risky) >= _SEQUENCE_MEMO:
+                self._risky.clear()
+            self._risky[key] = risky
+        return risky
 
     @staticmethod
     def _read_pixels(data: bytes, problems: list[str]) -> list[str]:
@@ -530,13 +583,15 @@ class Gate:
         return sum(bool(line_spans(line, ctx, include=DEFAULT_IMAGE_INFO_TYPES))
                    for line in lines)
 
-    def _structure(self, data: bytes, top: Sequence[Element], meta: dict[int, str] | None,
+    def _structure(self, data: bytes, values: dict[int, Element], meta: dict[int, str] | None,
                    facts: SourceFacts, uids: dict[int, str], problems: list[str]) -> None:
-        values = {tag: (vs, ve, u) for tag, _vr, _h, vs, ve, u in top}
-
+        """The UIDs of the mapping, the file meta naming the instance, the source's filled
+        Type 1 attributes still filled, no overlay hidden in the pixels (``values``: the
+        output's top-level elements by tag)."""
         def text(tag: int) -> str:
-            vs, ve, _u = values.get(tag, (0, 0, False))
-            return data[vs:ve].rstrip(b" \x00").decode("ascii", "replace")
+            e = values.get(tag)
+            return "" if e is None else data[e[3]:e[4]].rstrip(b" \x00").decode(
+                "ascii", "replace")
 
         for tag in _UID_TAGS:
             expected = uids.get(tag)
@@ -548,46 +603,64 @@ class Gate:
             if meta.get(0x00020002, "") != text(0x00080016):
                 problems.append("MediaStorageSOPClassUID differs from SOPClassUID")
         for tag in _type1_tags(facts.sop_class_uid):
-            vs, ve, undefined = values.get(tag, (0, 0, False))
-            if tag in facts.filled and not (undefined or ve > vs):
+            e = values.get(tag)
+            if tag in facts.filled and (e is None or not (e[5] or e[4] > e[3])):
                 problems.append(f"Type 1 attribute {keyword_for_tag(tag)} lost its value")
         if embedded_overlay_groups(values):  # Overlay Data hidden in the pixels' high bits
             problems.append("an overlay plane is embedded in the pixel data")
 
     @staticmethod
-    def _name_leaks(name: str, facts: SourceFacts, problems: list[str]) -> int:
+    def _name_leaks(name: str, facts: SourceFacts, needles: _Needles,
+                    problems: list[str]) -> int:
         """The source's values in the output's own path (``--layout relative`` keeps the
-        input's: a folder named after the patient)."""
+        input's: a folder named after the patient). A path of UIDs alone can hold no
+        value with a byte other than its digits, dots and slashes: those are not sought."""
         raw = _EXTENSION.sub(b"", name.encode("utf-8", "replace"))  # "<uid>.dcm": a UID
+        uid_path = _UID_PATH.fullmatch(raw) is not None
         found: set[str] = set()
-        for haystack, forms, uid in ((raw.lower(), facts.values, False),
-                                     (raw, facts.uids, True)):
-            for form, kws in forms.items():
-                needle, border = _needle(form, uid)
-                if haystack.find(needle) >= 0 and not kws <= found and any(
+        text = needles.text
+        words, seek = (text.path, text.path_sought) if uid_path else (
+            text.text, text.text_sought)
+        for haystack, forms, sought in ((raw.lower(), words, seek),
+                                        (raw, needles.uids, needles.uid_sought)):
+            find = haystack.find
+            if not sought or max(map(find, sought)) < 0:  # most paths: none is there
+                continue
+            for needle, border, kws in forms:
+                if find(needle) >= 0 and not kws <= found and any(
                         whole for _, _, whole in _occurrences(haystack, needle, border)):
                     found |= kws
-        if not found and not _UID_PATH.fullmatch(raw) and \
-                _spelled_in_path(name, _context(facts)):
+        if not found and not uid_path and _spelled_in_path(name, _context(facts)):
             found.add("identifying")  # (the spelling that matched is not named)
         for kw in sorted(found):
             problems.append(f"original {kw} value found in the file's path")
         return len(found)
 
     def _leaks(self, data: bytes, top: Sequence[Element], implicit: bool,
-               facts: SourceFacts, problems: list[str]) -> int:
+               needles: _Needles, problems: list[str]) -> int:
+        """How many keywords' values of the source the output holds outside its pixel
+        data (each named in ``problems``)."""
         found: set[str] = set()
-        # walked only when something matched (rarely), once
-        exempt = cache(lambda: _Exempt.walk(data, top, implicit))
+        walked: list[_Exempt] = []
+
+        def exempt() -> _Exempt:  # walked only when something matched (rarely), once
+            if not walked:
+                walked.append(_Exempt.walk(data, top, implicit))
+            return walked[0]
+
         for lo, hi in _outside_pixels(top, len(data)):
+            if lo >= hi:  # nothing after the pixel data (most files)
+                continue
             # Case-folded once; each form is then a plain substring search (C speed),
             # whole tokens only (a name inside a longer word is not that name).
             region = data[lo:hi]
-            for haystack, forms, uid in ((region.lower(), facts.values, False),
-                                         (region, facts.uids, True)):
+            for haystack, forms, sought, uid in (
+                    (region.lower(), needles.text.text, needles.text.text_sought, False),
+                    (region, needles.uids, needles.uid_sought, True)):
                 find = haystack.find
-                for form, kws in forms.items():
-                    needle, border = _needle(form, uid)
+                if not sought or max(map(find, sought)) < 0:  # most outputs: none at all
+                    continue
+                for needle, border, kws in forms:
                     if find(needle) < 0 or kws <= found:  # most forms: one search
                         continue
                     for at, stop, whole in _occurrences(haystack, needle, border):
@@ -604,7 +677,8 @@ class Gate:
                                        else exempt().schemes)):
                             found |= kws
                             break
-            found |= _grouped_ids(data, lo, region, facts, found, exempt)
+            if needles.text.ids:
+                found |= _grouped_ids(data, lo, region, needles.text.ids, found, exempt)
         for kw in sorted(found):
             problems.append(f"original {kw} value found")
         return len(found)
@@ -631,49 +705,81 @@ def _id_digits(form: bytes, kws: frozenset[str]) -> bool:
         _id_keywords())
 
 
-def _grouped_ids(data: bytes, lo: int, region: bytes, facts: SourceFacts, found: set[str],
-                 exempt: Callable[[], _Exempt]) -> set[str]:
-    """The keywords of the all-digit source values of 6 digits or more written in groups
-    in ``region`` (at ``lo`` in ``data``) as whole numbers, outside code scheme
-    designators (``exempt``: walked only if a grouping is there at all)."""
+def _grouped_ids(data: bytes, lo: int, region: bytes, ids: Sequence[tuple[bytes, frozenset[str]]],
+                 found: set[str], exempt: Callable[[], _Exempt]) -> set[str]:
+    """The keywords of the all-digit source values of 6 digits or more (``ids``) written
+    in groups in ``region`` (at ``lo`` in ``data``) as whole numbers, outside code scheme
+    designators (``exempt``: walked only if a grouping is there at all): "48-21-39-77",
+    "4821 3977", or digit by digit, "4 8 2 1 3 9 7". Each run of digits joined by
+    separators is read once, its digits searched for every ID; an occurrence with no
+    separator inside is the plain search's."""
     hits: set[str] = set()
-    for form, kws in facts.values.items():
-        if len(form) < SPACED_ID_DIGITS or not form.isdigit() or kws <= found | hits:
+    for at, run in _grouped_runs(region):
+        digits = run.translate(None, _SEPARATORS)
+        if len(digits) < SPACED_ID_DIGITS:
             continue
-        border = _number_border(form)
-        for at, stop in _spaced_occurrences(region, form):
-            start, end = lo + at, lo + stop
-            touches = (at > 0 and region[at - 1] in border) or (
-                stop < len(region) and region[stop] in border)
-            if touches and not exempt().whole_in_value(data, start, end, border):
-                continue  # part of a longer number
-            if not any(x <= start and end <= y for x, y in exempt().schemes):
-                hits |= kws
-                break
+        where: list[int] = []  # the offset in ``region`` of each of the run's digits
+        for form, kws in ids:
+            i = digits.find(form)
+            if i < 0 or kws <= found | hits:
+                continue
+            if not where:
+                where = [at + k for k, c in enumerate(run) if c in _DIGITS]
+            border, n = _number_border(form), len(form)
+            while i >= 0:
+                first, stop = where[i], where[i + n - 1] + 1
+                if stop - first > n and _grouped_id_at(data, lo, region, first, stop,
+                                                       border, exempt):
+                    hits |= kws
+                    break
+                i = digits.find(form, i + 1)
     return hits
 
 
-@lru_cache(maxsize=128)
-def _grouping_head(head: bytes) -> re.Pattern[bytes]:
-    """Two digits, then a separator :func:`~dicom_deid.text.context.spaced_digits` writes."""
-    return re.compile(re.escape(head) + rb"[\s\-/]")
+def _grouped_id_at(data: bytes, lo: int, region: bytes, first: int, stop: int,
+                   border: frozenset[int], exempt: Callable[[], _Exempt]) -> bool:
+    """Whether the grouped ID at ``region[first:stop]`` is a whole number (touching no
+    ``border`` byte, or its value whole) outside a code scheme designator."""
+    start, end = lo + first, lo + stop
+    touches = (first > 0 and region[first - 1] in border) or (
+        stop < len(region) and region[stop] in border)
+    if touches and not exempt().whole_in_value(data, start, end, border):
+        return False  # part of a longer number
+    return not any(x <= start and end <= y for x, y in exempt().schemes)
 
 
-@lru_cache(maxsize=4096)
-def _spaced_id(digits: bytes) -> re.Pattern[bytes]:
-    return re.compile(spaced_digits(digits.decode("ascii")).encode("ascii"))
+_SEPARATORS = b" \t\n\r\f\v-/"
+"""What :func:`~dicom_deid.text.context.spaced_digits` writes between an ID's digits (a
+space, any ASCII white space, a hyphen or a slash), up to :data:`_MAX_SEPARATORS` of them."""
+_MAX_SEPARATORS = 3
+_CLASSES = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 if b in _SEPARATORS else 0x78
+                 for b in range(256))
+"""Bytes translated to their class: a digit to "0", a separator to " ", any other to "x"."""
+_JOIN = re.compile(rb"0 {1,%d}0" % _MAX_SEPARATORS)
+_BREAK = b" " * (_MAX_SEPARATORS + 1)
+_RUN_ON = re.compile(rb"0++(?: {1,%d}+0++)*+" % _MAX_SEPARATORS)
 
 
-def _spaced_occurrences(region: bytes, digits: bytes) -> Iterable[tuple[int, int]]:
-    """Where an all-digit ID is written in groups ("48-21-39-77" for 48213977): its
-    compact form is the plain search's. Each grouping starts with its first two digits
-    and then its third or a separator: a region holding neither (most, for most IDs) is
-    not scanned by the ID's own pattern."""
-    if region.find(digits[:3]) < 0 and _grouping_head(digits[:2]).search(region) is None:
-        return
-    for m in _spaced_id(digits).finditer(region):
-        if not m.group().isdigit():
-            yield m.span()
+def _grouped_runs(region: bytes) -> Iterator[tuple[int, bytes]]:
+    """Each run of digits in ``region`` with separators between some of them (where it
+    starts, its bytes): digits and at most :data:`_MAX_SEPARATORS` separators between two
+    of them, from a digit to a digit. The region's bytes are classed once, then searched
+    for a join (digit, separators, digit) of literal bytes: most regions have none or a
+    few (a date in a description); each run is read from its first join."""
+    classes = region.translate(_CLASSES)
+    rfind = classes.rfind
+    pos = 0
+    while (join := _JOIN.search(classes, pos)) is not None:
+        at = join.start()
+        start = rfind(b"x", 0, at) + 1  # after what no run holds: a byte of no class ...
+        gap = rfind(_BREAK, start, at)  # ... or more separators than a grouping writes
+        if gap >= 0:
+            start = gap + len(_BREAK)
+        start = classes.find(b"0", start)
+        run = _RUN_ON.match(classes, at)
+        assert run is not None  # (``at`` is a digit)
+        pos = run.end()
+        yield start, region[start:pos]
 
 
 _UID_CHARS = frozenset(b"0123456789.")
@@ -686,14 +792,65 @@ _NUMBER_CHARS = _WORD_CHARS | _UID_CHARS
 
 
 @lru_cache(maxsize=8192)
-def _needle(form: bytes, uid: bool) -> tuple[bytes, frozenset[int]]:
-    """What :meth:`Gate._leaks` searches for one form, and the bytes that may not touch
-    it: a UID as it is, inside digits and dots; a text value case-folded, inside letters
-    and digits ("10008" in a kept UID is not an ID: a number also inside dots)."""
-    if uid:
-        return form, _UID_CHARS
+def _text_needle(form: bytes) -> tuple[bytes, frozenset[int], bool, bool]:
+    """What :meth:`Gate._leaks` searches for one text form, and the bytes that may not
+    touch it: the form case-folded, inside letters and digits ("10008" in a kept UID is
+    not an ID: a number also inside dots; a UID is searched as it is, inside digits and
+    dots). Then whether a path of UIDs could hold it (digits, dots, slashes only), and
+    whether it is an ID's digits also written in groups (:func:`_grouped_ids`)."""
     needle = form.lower()
-    return needle, _number_border(needle) if needle.isdigit() else _WORD_CHARS
+    return (needle, _number_border(needle) if needle.isdigit() else _WORD_CHARS,
+            not needle.strip(b"0123456789./"),
+            len(form) >= SPACED_ID_DIGITS and form.isdigit())
+
+
+_Needle = tuple[bytes, frozenset[int], frozenset[str]]
+"""What is searched for (a form as :meth:`Gate._leaks` seeks it), the bytes that may not
+touch it, and the keywords it came from."""
+
+
+class _TextNeedles(NamedTuple):
+    """A source's text values as outputs are searched for them: each needle with its
+    border and keywords, and the needles alone (all sought at once, in C: most outputs
+    hold none of them)."""
+
+    text: tuple[_Needle, ...]
+    text_sought: tuple[bytes, ...]
+    path: tuple[_Needle, ...]
+    """The needles a path of UIDs alone may hold: digits, dots and slashes only."""
+    path_sought: tuple[bytes, ...]
+    ids: tuple[tuple[bytes, frozenset[str]], ...]
+    """All-digit values of :data:`~dicom_deid.text.context.SPACED_ID_DIGITS` digits or
+    more, and their keywords: also searched for written in groups."""
+
+
+class _Needles(NamedTuple):
+    """A source's forms as one output is searched for them (made once per output)."""
+
+    text: _TextNeedles
+    uids: tuple[_Needle, ...]
+    uid_sought: tuple[bytes, ...]
+
+
+def _text_needles(values: dict[bytes, frozenset[str]]) -> _TextNeedles:
+    """The needles of a source's text values, sorted out once for the output's regions
+    and its path."""
+    made = [(_text_needle(form), kws) for form, kws in values.items()]
+    text = tuple((n, b, kws) for (n, b, _p, _g), kws in made)
+    path = tuple((n, b, kws) for (n, b, plain, _g), kws in made if plain)
+    return _TextNeedles(text, tuple(n for n, _b, _k in text), path,
+                        tuple(n for n, _b, _k in path),
+                        tuple((n, kws) for (n, _b, _p, grouped), kws in made if grouped))
+
+
+def _needles(facts: SourceFacts) -> _Needles:
+    """The needles of a source's values: its text values' as they were made with them
+    (:meth:`Gate._text_values`), its UIDs'."""
+    searched = facts.searched
+    text = searched[1] if searched is not None and searched[0] is facts.values else \
+        _text_needles(facts.values)
+    uids = tuple((form, _UID_CHARS, kws) for form, kws in facts.uids.items())
+    return _Needles(text, uids, tuple(facts.uids))
 
 
 def _number_border(digits: bytes) -> frozenset[int]:

@@ -27,7 +27,8 @@ _PIXEL_DATA = 0x7FE00010
 def embedded_overlay_groups(tags: Iterable[int]) -> list[int]:
     """The overlay groups (0x6000-0x601E) among ``tags`` that describe a plane embedded
     in the pixel data: an Overlay Bit Position without Overlay Data."""
-    tags = set(tags)
+    if not isinstance(tags, (set, frozenset, dict)):  # (a set, or a dict's keys, as it is)
+        tags = set(tags)
     return [g for g in range(0x6000, 0x6020, 2)
             if g << 16 | _OVERLAY_BIT_POSITION in tags and g << 16 | _OVERLAY_DATA not in tags]
 
