@@ -609,3 +609,24 @@ def test_a_name_with_umlauts_written_out_in_the_path_is_a_leak(folder: str) -> N
     _, _, output = deidentify_bytes(data, privacy_first())
     assert not _verdict(data, output, name=f"{folder}/IMG1.dcm").ok
     assert _verdict(data, output, name="case-0001/IMG1.dcm").ok
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_a_value_written_as_utf16_in_a_byte_value_is_a_leak(codec: str) -> None:
+    """An external probe: a name and an MRN in a kept ICC profile's UTF-16 description,
+    which a search of the output's bytes as 8-bit text never sees. Read as the text it
+    is, whole words only: "Annotation" is not the given name "Ann"."""
+    source = make_instance(name="Kowalczyk^Ann")
+    source.PatientID = "MRN4471902"
+    config = _keeping("ICCProfile")
+    for text, problems in (
+            ("Profile of Kowalczyk", ("original PatientName value found",)),
+            ("calibrated for 4471902", ("original PatientID value found",)),
+            ("Annotation display, Kowalczykowa Street", ()),
+            ("sRGB IEC61966-2.1", ())):
+        source.ICCProfile = b"acspAPPL\x00\x00desc" + text.encode(codec) + b"\x00\x00"
+        data = to_bytes(source)
+        _, _, output = deidentify_bytes(data, config)
+        assert text.encode(codec) in output
+        assert _verdict(data, output).problems == problems, text
+

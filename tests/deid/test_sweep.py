@@ -585,3 +585,47 @@ def test_a_name_written_apart_or_in_another_script_is_swept(
     left = [w for w in text.replace("-", " ").split() if w not in ("CT", "Head") and w in out]
     left += [c for c in "王小东東" if c in text and c in out]
     assert not left, out
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "latin-1", "utf-8"])
+def test_identifiers_written_in_a_kept_byte_value_are_overwritten_byte_for_byte(
+        codec: str) -> None:
+    """An external probe: the patient's name and MRN in a kept ICC profile's description,
+    written as UTF-16 (as ICC ``mluc`` tags write text). Both paths overwrite them in
+    whatever encoding they are written, and the value keeps its length and the rest of
+    its bytes: an ICC profile's offsets still point where they did."""
+    ds = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
+    ds.PatientName, ds.PatientID = "Müller-Kowalczyk^Janina", "MRN4471902"
+    text = "Profile of Müller-Kowalczyk 4471902, monitor 2"
+    head = b"\x00\x00\x02\x10acspAPPL\x00\x00\x00\x00desc"
+    tail = b"\x00" * (16 - len(text.encode(codec)) % 2)  # an even length, as written
+    ds.ICCProfile = head + text.encode(codec) + tail
+    out = run(ds)
+    icc = out.ICCProfile
+    assert len(icc) == len(ds.ICCProfile)
+    assert icc.startswith(head) and icc.endswith(tail)
+    written = icc[len(head):-len(tail)].decode(codec)
+    for planted in ("Müller", "Kowalczyk", "4471902"):
+        assert planted not in written, planted
+    assert written.startswith("Profile of ") and written.endswith(", monitor 2")
+    assert "X" * len("Kowalczyk") in written
+
+
+def test_sample_data_is_not_read_as_text() -> None:
+    """Pixels, overlays and waveforms are samples: bytes that spell a name there by chance
+    are left to the pixel cleaning (and not decoded for it); only other byte values are
+    swept."""
+    from dicom_deid.deid.sweep import sweeps
+
+    assert sweeps(0x00282000, "OB")  # ICC Profile
+    assert sweeps(0x00420011, "OB")  # Encapsulated Document
+    assert sweeps(0x00091010, "UN")  # a private value read without its VR
+    for tag, vr in ((0x7FE00010, "OB"), (0x60003000, "OB"), (0x60023000, "OW"),
+                    (0x54001010, "OB"), (0x00283006, "OW")):
+        assert not sweeps(tag, vr), hex(tag)
+    ds = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
+    ds.PatientName = "Kowalczyk^Janina"
+    pixels = bytearray(ds.PixelData)
+    pixels[100:118] = "Kowalczyk".encode("utf-16-le")
+    ds.PixelData = bytes(pixels)
+    assert run(ds).PixelData == bytes(pixels)

@@ -397,9 +397,18 @@ def test_no_length_is_added_where_there_was_none() -> None:
 
 
 def test_an_explicit_keep_of_the_document_keeps_it_and_its_length() -> None:
+    """Kept as a project asks, with its length, as a kept text is kept: the patient's
+    name written in it is still overwritten (the residual sweep, byte for byte, so the
+    PDF's cross-reference offsets still hold), unless the sweep is off too."""
     config = load_config({"dicomTagConfig": {"actions": [
         {"queries": ["EncapsulatedDocument"], "keepTag": {}}]}})
     data = to_bytes(encapsulated("application/pdf"))
+    out, written = both_paths(data, config)
+    assert bytes(out.EncapsulatedDocument).rstrip(b"\x00") == _pdf("XXXXXXXXX XXXXXXX")
+    assert out.EncapsulatedDocumentLength == len(_pdf(PLANTED))
+    assert b"Zarkovsky" not in written
+    config = load_config({"dicomTagConfig": {"actions": [
+        {"queries": ["EncapsulatedDocument"], "keepTag": {}}]},
+        "dicomDeid": {"residualSweep": False}})
     out, _ = both_paths(data, config)
     assert bytes(out.EncapsulatedDocument).rstrip(b"\x00") == _pdf(PLANTED)
-    assert out.EncapsulatedDocumentLength == len(_pdf(PLANTED))

@@ -88,9 +88,9 @@ from .deidentifier import (
 from .pseudonyms import patient_key as pseudonym_patient_key
 from .related import group_keys
 from .sweep import (
+    BINARY_SWEEP_VRS,
     NESTED_SWEEP_TAGS,
     SWEEP_TAGS,
-    SWEEP_VRS,
     UID_IN_BYTES,
     attribute_context,
     sweep_context,
@@ -457,7 +457,7 @@ class ByteDeidentifier:
         if act is Act.KEEP:
             if e[5] and e[1] == "SQ" and final is None:
                 raise _Decline  # pydicom re-encodes nested undefined-length sequences
-            if state.sweep and vr in SWEEP_VRS:
+            if state.sweep and sweeps(e[0], vr):
                 swept = self._swept_element(view, e, vr, implicit, state, encodings)
                 if swept is not None:
                     out.append(swept)
@@ -604,9 +604,11 @@ class ByteDeidentifier:
         kept = self._kept_texts.get(key, _MISSING)
         if kept is _MISSING:
             joined = b"\0".join(raws)  # an anchor holds no NUL: it cannot span two values
-            # (text without a UID written in it, which the sweep maps whatever the context)
+            # (text without a UID written in it, which the sweep maps whatever the context;
+            # no byte value, whose UTF-16 text is ASCII bytes with a NUL in every other)
             kept = _pieces(despaced(joined.decode("ascii").lower())) if _is_ascii_text(
-                joined) and not UID_IN_BYTES.search(joined) else None
+                joined) and not UID_IN_BYTES.search(joined) and not any(
+                vr in BINARY_SWEEP_VRS for _tag, vr in signature) else None
             _remember(self._kept_texts, key, kept, size=_KEPT_TEXTS)
         if kept is not None and (state.sweep_heads.isdisjoint(kept[1]) or not (
                 state.sweep is not None and state.sweep.screens(kept[0]))):
@@ -642,7 +644,7 @@ class ByteDeidentifier:
         if known is not _MISSING:
             return known
         shared: tuple[Any, ...] | None = None
-        if _is_ascii_text(raw) and not UID_IN_BYTES.search(raw):
+        if _is_ascii_text(raw) and not UID_IN_BYTES.search(raw) and vr not in BINARY_SWEEP_VRS:
             folded = raw.decode("ascii").casefold()
             if not state.sweep.screens(folded):
                 _remember(memo, key, None)

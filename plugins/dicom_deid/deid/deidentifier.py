@@ -63,12 +63,14 @@ from .pseudonyms import Pseudonymizer, names_standard_uids
 from .pseudonyms import patient_key as pseudonym_patient_key
 from .related import RelatedValues, group_keys, of_instance
 from .sweep import (
+    BINARY_SWEEP_VRS,
     CODE_MATCH,
     NESTED_SWEEP_TAGS,
     SWEEP_VRS,
     URL_MARKER,
     attribute_context,
     remap_uids,
+    sweep_binary,
     sweep_context,
     sweep_sources,
     sweep_text,
@@ -362,7 +364,7 @@ class Deidentifier:
         """The residual sweep of a kept element; one read without its VR is searched as
         the text ``vr`` says it holds (see :meth:`element_act`) and replaced if swept."""
         elem = ds[tag]
-        if elem.VR == "UN" and isinstance(elem.value, bytes):
+        if elem.VR == "UN" and isinstance(elem.value, bytes) and vr not in BINARY_SWEEP_VRS:
             text = _as_text(elem.value, tag, vr, ds)
             if self.sweep_element(text, vr, ctx):
                 ds[tag] = text
@@ -407,7 +409,17 @@ class Deidentifier:
     def sweep_element(self, elem: DataElement, vr: str, ctx: PhiContext) -> bool:
         """The residual sweep of one kept text element, in place: phrases holding the
         instance's identifying values become ``[CTX]``, a person name or code string
-        holding one its pseudonym. True when the value changed."""
+        holding one its pseudonym; in a byte value (:data:`~.sweep.BINARY_SWEEP_VRS`)
+        they are overwritten byte for byte (:func:`~.sweep.sweep_binary`). True when the
+        value changed."""
+        if vr in BINARY_SWEEP_VRS:
+            if not isinstance(elem.value, bytes):
+                return False
+            overwritten = sweep_binary(elem.value, ctx)
+            if overwritten is None:
+                return False
+            elem.value = overwritten
+            return True
         values = self.element_values(elem)
         if vr == "PN":
             found = [sweep_whole(v, ctx, self.pseudo.patient_name) for v in values]

@@ -58,6 +58,7 @@ from dicom_deid.pixels.codestream import (
 )
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.pixels.risk import RISK_TAGS
+from dicom_deid.text.binary import wide_runs
 from dicom_deid.text.chars import CJK_RE, plain_spellings
 from dicom_deid.text.context import (
     ID_TYPES,
@@ -679,9 +680,27 @@ class Gate:
                             break
             if needles.text.ids:
                 found |= _grouped_ids(data, lo, region, needles.text.ids, found, exempt)
+            found |= _wide_leaks(region, needles, found)
         for kw in sorted(found):
             problems.append(f"original {kw} value found")
         return len(found)
+
+
+def _wide_leaks(region: bytes, needles: _Needles, found: set[str]) -> set[str]:
+    """The keywords whose values an output's UTF-16 text holds (an ICC profile's
+    description, a vendor's blob): each run read as 8-bit text, in UTF-8 and Latin-1,
+    and searched as the output's own bytes are, whole tokens only."""
+    hits: set[str] = set()
+    for run in wide_runs(region):
+        for narrow in {run.text.encode("utf-8").lower(),
+                       run.text.encode("latin-1", "replace").lower()}:
+            for forms in (needles.text.text, needles.uids):
+                for needle, border, kws in forms:
+                    if kws <= found | hits or narrow.find(needle) < 0:
+                        continue
+                    if any(whole for _at, _stop, whole in _occurrences(narrow, needle, border)):
+                        hits |= kws
+    return hits
 
 
 _NUMBER_ID = 7

@@ -29,11 +29,13 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import tag_for_keyword
 
 from dicom_deid.config.model import info_type_of
+from dicom_deid.text.binary import overwrite, text_runs
 from dicom_deid.text.chars import lazy_pattern, plain_spellings
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER, splice
 
 __all__ = [
+    "BINARY_SWEEP_VRS",
     "CODE_MATCH",
     "LABEL_CODE_STRINGS",
     "NESTED_SWEEP_TAGS",
@@ -44,6 +46,7 @@ __all__ = [
     "URL_MARKER",
     "attribute_context",
     "remap_uids",
+    "sweep_binary",
     "sweep_context",
     "sweep_sources",
     "sweep_text",
@@ -112,10 +115,26 @@ never a person: a patient whose name is a scheme's ("Test", "Ln") must not break
 code of the instance. The code's value and meaning are still swept."""
 
 
+BINARY_SWEEP_VRS = frozenset({"OB", "UN"})
+"""Kept byte values of these VRs are swept too, as the text runs written in them
+(:mod:`dicom_deid.text.binary`): an ICC profile's description, an encapsulated
+document, a value read without its VR. Words (OW) and numbers (OF, OD, OL, OV) are
+samples and tables, whose values may spell digits by chance."""
+
+
+def _samples(tag: int) -> bool:
+    """Sample data, never text: pixels (group 7FE0), overlay and curve data, waveforms."""
+    group = tag >> 16
+    return group in (0x7FE0, 0x5400) or (
+        (group & 0xFF00) in (0x6000, 0x5000) and tag & 0xFFFF == 0x3000)
+
+
 def sweeps(tag: int, vr: str) -> bool:
-    """Whether a kept public element is swept: text (:data:`SWEEP_VRS`) that is no
-    coding scheme's name (:data:`SWEEP_EXEMPT`), or a label code string."""
-    return (vr in SWEEP_VRS and tag not in SWEEP_EXEMPT) or tag in LABEL_CODE_STRINGS
+    """Whether a kept element is swept: text (:data:`SWEEP_VRS`) that is no coding
+    scheme's name (:data:`SWEEP_EXEMPT`), a label code string, or bytes
+    (:data:`BINARY_SWEEP_VRS`) that are no sample data."""
+    return (vr in SWEEP_VRS and tag not in SWEEP_EXEMPT) or tag in LABEL_CODE_STRINGS or (
+        vr in BINARY_SWEEP_VRS and not _samples(tag))
 
 
 def attribute_context(tag: int, vr: str, texts: list[str]) -> PhiContext:
@@ -155,6 +174,16 @@ def sweep_whole(value: str, ctx: PhiContext, pseudonym: Callable[[str], str],
     if not any(m.end - m.start >= shortest for m in ctx.matches(value)):
         return None
     return pseudonym(value)
+
+
+def sweep_binary(value: bytes, ctx: PhiContext) -> bytes | None:
+    """A kept byte value with each phrase matching the context, in the text runs written
+    in it (8-bit or UTF-16), overwritten with ``X`` byte for byte: a binary format's
+    lengths and offsets stay as they were, where ``[CTX]`` would shift them. None when
+    nothing matches (the usual case)."""
+    spans = [(run, m.start, m.end) for run in text_runs(value)
+             if ctx.screens(run.text.casefold()) for m in ctx.matches(run.text)]
+    return overwrite(value, spans) if spans else None
 
 
 _UID_FORM = r"(?:[0-2](?:\.(?:0|[1-9][0-9]*)){5,}|2\.25\.[0-9]{18,})"
