@@ -630,3 +630,18 @@ def test_a_value_written_as_utf16_in_a_byte_value_is_a_leak(codec: str) -> None:
         assert text.encode(codec) in output
         assert _verdict(data, output).problems == problems, text
 
+
+def test_bytes_hidden_in_an_rle_frame_fail_the_output() -> None:
+    """An output whose RLE frame carries bytes no decoder reads (past its last segment)
+    fails: the value search does not look inside pixel data."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    data = (Path(pydicom.data.__file__).parent / "test_files" / "MR_small_RLE.dcm").read_bytes()
+    _, _, output = deidentify_bytes(data)
+    assert _verdict(data, output).ok
+    ds = pydicom.dcmread(io.BytesIO(output))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frames[0] + b"MORWENNA PX4821397 "], has_bot=True)
+    hidden = to_bytes(ds)
+    assert _verdict(data, hidden).problems == (
+        "pixel data carries data outside an RLE frame's segments in frame 1",)

@@ -92,13 +92,20 @@ def _jpeg_frame() -> bytes:
     return next(generate_frames(src.PixelData, number_of_frames=1))
 
 
+def _rle_frame(ds: pydicom.Dataset) -> bytes:
+    """``ds``'s native image as one RLE frame (pydicom's encoder)."""
+    from pydicom.pixels import get_encoder
+
+    return next(get_encoder(RLELossless).iter_encode(ds))
+
+
 @pytest.mark.parametrize("ts", [ImplicitVRLittleEndian, RLELossless, JPEGBaseline8Bit])
 def test_transfer_syntax_and_pixel_bytes_preserved(ts: str) -> None:
     ds = make_instance()
     ds.file_meta.TransferSyntaxUID = ts
     if ts != ImplicitVRLittleEndian:
-        # RLE frames are copied unread; a JPEG frame's markers are walked, so it is real
-        frame = _jpeg_frame() if ts == JPEGBaseline8Bit else b"\xff\xd8fake-frame-bytes\xff\xd9"
+        # frames are walked (a JPEG frame's markers, an RLE frame's segments): real ones
+        frame = _jpeg_frame() if ts == JPEGBaseline8Bit else _rle_frame(ds)
         ds.PixelData = encapsulate([frame])
         ds["PixelData"].VR = "OB"
     buf = io.BytesIO()

@@ -387,9 +387,15 @@ def test_number_of_frames_as_written() -> None:
 
 
 def test_other_syntaxes_are_not_walked() -> None:
+    """Native pixel data has no frames to walk; an RLE frame is walked only with its
+    layout (its planes' size and number: :mod:`test_excess`)."""
     ds = pydicom.dcmread(TEST_FILES / "SC_rgb_rle.dcm")
     ts = str(ds.file_meta.TransferSyntaxUID)
-    assert ts not in CODESTREAM_SYNTAXES
+    assert ts in CODESTREAM_SYNTAXES
     assert pixel_data_segments(ds.PixelData, ts) == []
     assert without_metadata(ds.PixelData, ts) is None
+    assert frame_segments(PLANTED, ts) == []
+    native = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    ts = str(native.file_meta.TransferSyntaxUID)
+    assert ts not in CODESTREAM_SYNTAXES
     assert frame_segments(PLANTED, ts) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,71 @@ def test_an_image_of_its_own_length_stays_on_the_byte_path() -> None:
 ])
 def test_image_length(layout: tuple[int, int, int, int, int, str], size: int | None) -> None:
     assert image_length(*layout) == size
+
+
+def _rle_frames(ds: pydicom.Dataset) -> list[bytes]:
+    from pydicom.encaps import generate_frames
+
+    return list(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1)
+                                                                    or 1)))
+
+
+def _hide(frame: bytes, where: str) -> bytes:
+    """``frame`` (RLE) with the hidden text planted ``where`` a decoder never reads."""
+    import struct
+
+    header = list(struct.unpack_from("<16I", frame))
+    count, body = header[0], frame[64:]
+    if where == "after the last segment":
+        return frame + _HIDDEN
+    if where == "between two segments":  # after the first, its successors moved on
+        first_end = header[2] - 64
+        header[2:1 + count] = [o + len(_HIDDEN) for o in header[2:1 + count]]
+        return struct.pack("<16I", *header) + body[:first_end] + _HIDDEN + body[first_end:]
+    if where == "before the first segment":
+        header[1:1 + count] = [o + len(_HIDDEN) for o in header[1:1 + count]]
+        return struct.pack("<16I", *header) + _HIDDEN + body
+    if where == "in an extra segment":
+        header[0], header[1 + count] = count + 1, len(frame)
+        return struct.pack("<16I", *header) + body + _HIDDEN
+    assert where == "in the header's unused offsets"
+    header[1 + count:1 + count + 3] = struct.unpack("<3I", _HIDDEN[:12])
+    return struct.pack("<16I", *header) + body
+
+
+@pytest.mark.parametrize("where", ["after the last segment", "between two segments",
+                                   "before the first segment", "in an extra segment",
+                                   "in the header's unused offsets"])
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm",
+                                  "SC_rgb_rle_16bit.dcm"])
+def test_bytes_an_rle_decoder_never_reads_are_cut(name: str, where: str) -> None:
+    """pydicom's RLE files with a name and an ID hidden where a decoder does not look:
+    each frame is rebuilt from its segments alone (the Dataset path; the byte path leaves
+    it the file) and the image reads the same."""
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(_FILES / name)
+    before = ds.pixel_array.copy()
+    ds.PixelData = encapsulate([_hide(f, where) for f in _rle_frames(ds)], has_bot=True)
+    if where != "in an extra segment":  # (pydicom refuses a frame of too many segments)
+        planted = pydicom.dcmread(io.BytesIO(to_bytes(ds))).pixel_array
+        assert np.array_equal(planted, before), "a decoder reads it as the original"
+    declined = instances.BYTE_PATH_RUNS["declined"]
+    out, _, raw = deidentify_bytes(to_bytes(ds))
+    assert instances.BYTE_PATH_RUNS["declined"] == declined + 1
+    assert b"ZYLBERSTEIN" not in raw and b"PX4821397" not in raw and b"MORW" not in raw
+    assert np.array_equal(out.pixel_array, before)
+    assert [f[:4] for f in _rle_frames(out)] == [f[:4] for f in _rle_frames(
+        pydicom.dcmread(_FILES / name))]  # as many segments as the image has planes
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "SC_rgb_rle_32bit_2frame.dcm",
+                                  "SC_rgb_rle_16bit_2frame.dcm"])
+def test_rle_files_as_written_stay_on_the_byte_path(name: str) -> None:
+    """A well-formed RLE file (pydicom's, from other tools) has nothing to cut: the fast
+    path takes it and copies its frames as they are."""
+    data = (_FILES / name).read_bytes()
+    taken = instances.BYTE_PATH_RUNS["taken"]
+    out, _, _ = deidentify_bytes(data)
+    assert instances.BYTE_PATH_RUNS["taken"] == taken + 1
+    assert _rle_frames(out) == _rle_frames(pydicom.dcmread(_FILES / name))

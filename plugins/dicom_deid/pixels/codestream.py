@@ -17,6 +17,7 @@ import re
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from pydicom.dataelem import DataElement, RawDataElement
@@ -29,9 +30,9 @@ from dicom_deid.dicom.reader import input_transfer_syntax, output_transfer_synta
 from dicom_deid.dicom.walker import Element
 from dicom_deid.errors import BadInput
 
-__all__ = ["CODESTREAM_SYNTAXES", "VIDEO_SYNTAXES", "Encapsulated", "Segment", "carries_metadata",
-           "frame_segments", "pixel_data_segments", "remove_frame_metadata",
-           "without_frame_metadata", "without_metadata"]
+__all__ = ["CODESTREAM_SYNTAXES", "RLE_SYNTAX", "VIDEO_SYNTAXES", "Encapsulated", "Planes",
+           "Segment", "carries_metadata", "frame_segments", "pixel_data_segments",
+           "planes_of", "remove_frame_metadata", "without_frame_metadata", "without_metadata"]
 
 JPEG_SYNTAXES = frozenset({
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",  # baseline, extended
@@ -49,7 +50,9 @@ J2K_SYNTAXES = frozenset({
 JXL_SYNTAXES = frozenset({
     "1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112",
 })
-CODESTREAM_SYNTAXES = JPEG_SYNTAXES | JPEG_LS_SYNTAXES | J2K_SYNTAXES | JXL_SYNTAXES
+RLE_SYNTAX = "1.2.840.10008.1.2.5"
+CODESTREAM_SYNTAXES = JPEG_SYNTAXES | JPEG_LS_SYNTAXES | J2K_SYNTAXES | JXL_SYNTAXES | {
+    RLE_SYNTAX}
 """Transfer syntaxes whose frames are walked here."""
 VIDEO_SYNTAXES = frozenset(MPEGTransferSyntaxes)
 """MPEG-2, MPEG-4 AVC and HEVC streams: neither decoded nor walked here, so nothing can
@@ -91,6 +94,14 @@ class Segment:
     keep: bytes = b""
 
 
+class Planes(NamedTuple):
+    """What an RLE frame's segments must hold: ``size`` bytes each (rows x columns), and
+    ``segments`` of them (samples x bytes a sample)."""
+
+    size: int
+    segments: int
+
+
 class Encapsulated(NamedTuple):
     """Pixel Data rebuilt: its value (Basic Offset Table and one fragment per frame), the
     Extended Offset Table and its lengths when the input had one (else None), and how
@@ -108,15 +119,18 @@ def _bad(reason: str) -> BadInput:
 # -- one frame ------------------------------------------------------------------------
 
 
-def frame_segments(frame: bytes, transfer_syntax: str) -> list[Segment]:
+def frame_segments(frame: bytes, transfer_syntax: str, planes: Planes | None = None
+                   ) -> list[Segment]:
     """The metadata segments of one compressed frame (none when ``transfer_syntax`` is
-    not walked here); :class:`BadInput` when it is not a well-formed codestream."""
-    return _walk(frame, transfer_syntax)[0]
+    not walked here); :class:`BadInput` when it is not a well-formed codestream.
+    ``planes``: an RLE frame's layout (without it, RLE frames are not walked)."""
+    return _walk(frame, transfer_syntax, planes)[0]
 
 
-def without_frame_metadata(frame: bytes, transfer_syntax: str) -> bytes:
+def without_frame_metadata(frame: bytes, transfer_syntax: str,
+                           planes: Planes | None = None) -> bytes:
     """``frame`` without its metadata segments (``frame`` itself when it has none)."""
-    found, fixes = _walk(frame, transfer_syntax)
+    found, fixes = _walk(frame, transfer_syntax, planes)
     return _spliced(frame, found + fixes) if found else frame
 
 
@@ -131,8 +145,11 @@ def _spliced(frame: bytes, edits: list[Segment]) -> bytes:
     return b"".join(out)
 
 
-def _walk(frame: bytes, transfer_syntax: str) -> tuple[list[Segment], list[Segment]]:
+def _walk(frame: bytes, transfer_syntax: str, planes: Planes | None = None
+          ) -> tuple[list[Segment], list[Segment]]:
     """(metadata segments, the edits their removal needs elsewhere: lengths, indexes)."""
+    if transfer_syntax == RLE_SYNTAX:
+        return list(_rle(frame, planes)), []
     if transfer_syntax in J2K_SYNTAXES:
         if frame[:12] == _JP2_SIGNATURE:
             return _jp2(frame)
@@ -239,6 +256,76 @@ def _trailing(frame: bytes, end: int, kind: str) -> Segment | None:
     if b"\xff\xd8" in rest or b"\xff\x4f\xff\x51" in rest:
         raise _bad(f"a {kind} frame holds more than one codestream")
     return Segment(f"data after the end of a {kind} codestream", end, len(frame))
+
+
+_RLE_HEADER = 64
+_RLE_SEGMENTS = 15
+
+
+@lru_cache(maxsize=32)  # a multi-frame file's frames, walked again by the gate
+def _rle(frame: bytes, planes: Planes | None) -> tuple[Segment, ...]:
+    """An RLE frame (PS3.5 G): a 64-byte header of segment offsets, then one segment per
+    byte plane, each decoding to rows x columns bytes. A decoder reads nothing else, so
+    anything else is hidden there: offsets in the header's unused slots, bytes before the
+    first segment, after a segment's last packet (beyond its one pad byte), segments
+    beyond the image's. One edit rebuilds such a frame without them; a clean frame (each
+    segment checked by decoding it, in Rust) has none. The worker that copies a frame
+    then verifies its output walks the same bytes twice: remembered (by the bytes)."""
+    if planes is None or planes.size <= 0:
+        return ()
+    if len(frame) < _RLE_HEADER:
+        raise _bad("an RLE frame is shorter than its header")
+    header = struct.unpack_from("<16I", frame)
+    count, offsets = header[0], header[1:]
+    if not 1 <= count <= _RLE_SEGMENTS:
+        raise _bad("an RLE frame's header gives no valid number of segments")
+    starts = offsets[:count]
+    limits = (*starts[1:], len(frame))
+    if starts[0] < _RLE_HEADER or any(a > b for a, b in zip(starts, limits, strict=True)):
+        raise _bad("an RLE frame's segment offsets are out of order")
+    kept = min(count, planes.segments)
+    ends = [_rle_segment_end(frame, a, b, planes.size) for a, b in
+            zip(starts[:kept], limits[:kept], strict=True)]
+    clean = (starts[0] == _RLE_HEADER and not any(offsets[count:]) and kept == count
+             and all(b - e <= 1 for e, b in zip(ends, limits, strict=True)))
+    if clean:
+        return ()
+    segments = [frame[a:e] + b"\x00" * ((e - a) % 2)
+                for a, e in zip(starts[:kept], ends, strict=True)]
+    table, at = [], _RLE_HEADER
+    for segment in segments:
+        table.append(at)
+        at += len(segment)
+    rebuilt = struct.pack("<16I", kept, *table, *([0] * (_RLE_SEGMENTS - kept)))
+    return (Segment("data outside an RLE frame's segments", 0, len(frame),
+                    rebuilt + b"".join(segments)),)
+
+
+def _rle_segment_end(frame: bytes, start: int, limit: int, size: int) -> int:
+    """Where the segment at ``start`` (up to ``limit``) ends: after the packet that
+    completes ``size`` bytes; ``limit`` itself when it decodes to exactly ``size`` (the
+    usual case, told in compiled code)."""
+    from rle.rle import decode_segment  # pylibjpeg-rle: decoding is all it does here
+
+    try:
+        if len(decode_segment(frame[start:limit])) == size:
+            return limit
+    except ValueError:
+        pass  # it ends inside a packet: bytes past the image, or a short segment
+    pos, produced = start, 0
+    while produced < size:
+        if pos >= limit:
+            raise _bad("an RLE segment holds less than its image")
+        head = frame[pos]
+        if head < 128:
+            pos, produced = pos + head + 2, produced + head + 1
+        elif head > 128:
+            pos, produced = pos + 2, produced + 257 - head
+        else:
+            pos += 1
+    if pos > limit:
+        raise _bad("an RLE segment's last packet runs past it")
+    return pos
 
 
 def _j2k(frame: bytes, start: int, stop: int) -> tuple[list[Segment], list[Segment]]:
@@ -370,6 +457,7 @@ def _frames(value: bytes | bytearray | memoryview, number_of_frames: int | None,
 def pixel_data_segments(value: bytes | bytearray | memoryview, transfer_syntax: str,
                         number_of_frames: int | None = None,
                         extended: tuple[bytes, bytes] | None = None,
+                        planes: Planes | None = None,
                         first_only: bool = False) -> list[tuple[int, Segment]]:
     """(frame number from 1, segment) for each metadata segment in encapsulated Pixel
     Data (its value: the items after the tag); ``first_only``: stop at the first."""
@@ -377,7 +465,7 @@ def pixel_data_segments(value: bytes | bytearray | memoryview, transfer_syntax: 
         return []
     found = []
     for number, frame in enumerate(_frames(value, number_of_frames, extended), 1):
-        found += [(number, seg) for seg in frame_segments(frame, transfer_syntax)]
+        found += [(number, seg) for seg in frame_segments(frame, transfer_syntax, planes)]
         if found and first_only:
             break
     return found
@@ -385,15 +473,17 @@ def pixel_data_segments(value: bytes | bytearray | memoryview, transfer_syntax: 
 
 def carries_metadata(value: bytes | bytearray | memoryview, transfer_syntax: str,
                      number_of_frames: int | None = None,
-                     extended: tuple[bytes, bytes] | None = None) -> bool:
+                     extended: tuple[bytes, bytes] | None = None,
+                     planes: Planes | None = None) -> bool:
     """Whether any frame of encapsulated Pixel Data carries a metadata segment."""
     return bool(pixel_data_segments(value, transfer_syntax, number_of_frames, extended,
-                                    first_only=True))
+                                    planes, first_only=True))
 
 
 def without_metadata(value: bytes | bytearray | memoryview, transfer_syntax: str,
                      number_of_frames: int | None = None,
-                     extended: tuple[bytes, bytes] | None = None) -> Encapsulated | None:
+                     extended: tuple[bytes, bytes] | None = None,
+                     planes: Planes | None = None) -> Encapsulated | None:
     """Encapsulated Pixel Data rebuilt without its frames' metadata segments, one
     fragment per frame with a Basic Offset Table (an Extended Offset Table instead when
     the input had one); None when no frame carries any (nothing to change)."""
@@ -402,7 +492,7 @@ def without_metadata(value: bytes | bytearray | memoryview, transfer_syntax: str
     frames = []
     removed = 0
     for frame in _frames(value, number_of_frames, extended):
-        found, fixes = _walk(frame, transfer_syntax)
+        found, fixes = _walk(frame, transfer_syntax, planes)
         frames.append(_spliced(frame, found + fixes) if found else frame)
         removed += len(found)
     if not removed:
@@ -418,17 +508,30 @@ def without_metadata(value: bytes | bytearray | memoryview, transfer_syntax: str
 
 _LAYOUT_TAGS = (0x00280008, 0x7FE00001, 0x7FE00002)
 """NumberOfFrames, Extended Offset Table, Extended Offset Table Lengths."""
+_PLANE_TAGS = (0x00280010, 0x00280011, 0x00280002, 0x00280100)
+"""Rows, Columns, Samples per Pixel, Bits Allocated: an RLE frame's :class:`Planes`."""
 
 
 def frame_layout(data: bytes | memoryview, by_tag: Mapping[int, Element]
-                 ) -> tuple[int | None, tuple[bytes, bytes] | None]:
+                 ) -> tuple[int | None, tuple[bytes, bytes] | None, Planes | None]:
     """How an encapsulated Pixel Data's frames are found, from the walked elements of
-    ``data`` (tag -> element): :func:`number_of_frames` and the Extended Offset Table
-    (its offsets and lengths; None without one), as :func:`pixel_data_segments` takes
-    them."""
+    ``data`` (tag -> element): :func:`number_of_frames`, the Extended Offset Table
+    (its offsets and lengths; None without one) and an RLE frame's :class:`Planes`, as
+    :func:`pixel_data_segments` takes them."""
     frames, offsets, lengths = (b"" if e is None else bytes(data[e[3]:e[4]])
                                 for e in (by_tag.get(t) for t in _LAYOUT_TAGS))
-    return number_of_frames(frames), (offsets, lengths) if offsets and lengths else None
+    shorts = [int.from_bytes(data[e[3]:e[3] + 2], "little")
+              if e is not None and e[4] - e[3] >= 2 else 0
+              for e in (by_tag.get(t) for t in _PLANE_TAGS)]
+    return (number_of_frames(frames), (offsets, lengths) if offsets and lengths else None,
+            planes_of(*shorts))
+
+
+def planes_of(rows: int, columns: int, samples: int, bits: int) -> Planes | None:
+    """An RLE frame's :class:`Planes` for this layout (None when it is incomplete)."""
+    if min(rows, columns, samples, bits) <= 0 or bits % 8:
+        return None  # (RLE holds whole bytes a sample: 1-bit images are not RLE's)
+    return Planes(rows * columns, samples * ((bits + 7) // 8))
 
 
 def number_of_frames(raw: bytes | str | None) -> int | None:
@@ -461,7 +564,7 @@ def remove_frame_metadata(ds: Dataset) -> int:
         offsets, lengths = (_bytes(ds, t) for t in _EXTENDED_OFFSETS)
         extended = (offsets, lengths) if offsets and lengths else None
     rebuilt = without_metadata(value, ts, number_of_frames(text_value(ds, 0x00280008)),
-                               extended)
+                               extended, planes_of(*(_short(ds, t) for t in _PLANE_TAGS)))
     if rebuilt is None:
         return 0
     elements = ds._dict
@@ -481,6 +584,12 @@ def _undefined(elem: DataElement | RawDataElement) -> bool:
     if isinstance(elem, RawDataElement):
         return bool(elem.length == _UNDEFINED)
     return bool(elem.is_undefined_length)
+
+
+def _short(ds: Dataset, tag: int) -> int:
+    value = ds.get(tag)
+    value = None if value is None else value.value
+    return value if isinstance(value, int) else 0
 
 
 def _bytes(ds: Dataset, tag: int) -> bytes:
