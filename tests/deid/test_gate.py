@@ -631,6 +631,27 @@ def test_a_value_written_as_utf16_in_a_byte_value_is_a_leak(codec: str) -> None:
         assert _verdict(data, output).problems == problems, text
 
 
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize(("name", "planted", "swept"), [
+    ("Łukasiewicz^Zdzisław", "Łukasiewicz", True), ("Иванова^Анна", "Иванова", True),
+    ("王^小東", "王小東", False)])
+def test_a_name_past_latin1_written_as_utf16_in_a_byte_value(
+        codec: str, name: str, planted: str, swept: bool) -> None:
+    """The same in other letters: Polish and Cyrillic runs are swept (overwritten) and
+    the output passes; Chinese is sought as its UTF-16 bytes, which the sweep does not
+    overwrite, so such an output is failed, not released. Without the sweep each fails."""
+    source = make_instance(name=name)
+    source.SpecificCharacterSet = "ISO_IR 192"
+    written = f"for {planted}, display 2".encode(codec)
+    source.ICCProfile = b"acspAPPL\x00\x00desc" + written + b"\x00\x00"
+    data = to_bytes(source)
+    for sweep in (True, False):
+        _, _, output = deidentify_bytes(data, _keeping("ICCProfile", sweep=sweep))
+        assert (written not in output) == (sweep and swept)
+        leak = ("original PatientName value found",)
+        assert _verdict(data, output).problems == (() if sweep and swept else leak), sweep
+
 def test_bytes_hidden_in_an_rle_frame_fail_the_output() -> None:
     """An output whose RLE frame carries bytes no decoder reads (past its last segment)
     fails: the value search does not look inside pixel data."""

@@ -688,12 +688,17 @@ class Gate:
 
 def _wide_leaks(region: bytes, needles: _Needles, found: set[str]) -> set[str]:
     """The keywords whose values an output's UTF-16 text holds (an ICC profile's
-    description, a vendor's blob): each run read as 8-bit text, in UTF-8 and Latin-1,
-    and searched as the output's own bytes are, whole tokens only."""
+    description, a vendor's blob): each run of European letters read as text, written
+    in UTF-8, Latin-1 and the source's character set, and searched as the output's own
+    bytes are, whole tokens only; values in other letters sought as their UTF-16 bytes
+    (:attr:`_Needles.wide`)."""
     hits: set[str] = set()
+    for needle, kws in needles.wide:
+        if not kws <= found | hits and needle in region:
+            hits |= kws
     for run in wide_runs(region):
-        for narrow in {run.text.encode("utf-8").lower(),
-                       run.text.encode("latin-1", "replace").lower()}:
+        for narrow in {run.text.encode(codec, "replace").lower()
+                       for codec in ("utf-8", "latin-1", needles.codec)}:
             for forms in (needles.text.text, needles.uids):
                 for needle, border, kws in forms:
                     if kws <= found | hits or narrow.find(needle) < 0:
@@ -849,6 +854,12 @@ class _Needles(NamedTuple):
     text: _TextNeedles
     uids: tuple[_Needle, ...]
     uid_sought: tuple[bytes, ...]
+    codec: str = "latin-1"
+    """The source's character set (Python's name): UTF-16 text is sought in it too."""
+    wide: tuple[tuple[bytes, frozenset[str]], ...] = ()
+    """The forms written in letters past Europe's (CJK, Hangul, Arabic...), as UTF-16 in
+    either byte order: :func:`_wide_leaks` reads runs of Latin, Greek and Cyrillic
+    letters alone."""
 
 
 def _text_needles(values: dict[bytes, frozenset[str]]) -> _TextNeedles:
@@ -869,7 +880,19 @@ def _needles(facts: SourceFacts) -> _Needles:
     text = searched[1] if searched is not None and searched[0] is facts.values else \
         _text_needles(facts.values)
     uids = tuple((form, _UID_CHARS, kws) for form, kws in facts.uids.items())
-    return _Needles(text, uids, tuple(facts.uids))
+    return _Needles(text, uids, tuple(facts.uids), facts.encodings, _wide_needles(facts))
+
+
+def _wide_needles(facts: SourceFacts) -> tuple[tuple[bytes, frozenset[str]], ...]:
+    """:attr:`_Needles.wide` of a source (none for the usual, all-ASCII values)."""
+    found = []
+    for form, kws in facts.values.items():
+        if form.isascii():
+            continue
+        text = form.decode(facts.encodings, "replace")
+        if max(map(ord, text)) > 0x4FF and "\ufffd" not in text:
+            found += [(text.encode(codec), kws) for codec in ("utf-16-le", "utf-16-be")]
+    return tuple(found)
 
 
 def _number_border(digits: bytes) -> frozenset[int]:

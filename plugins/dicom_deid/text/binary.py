@@ -19,10 +19,15 @@ _LEAST = 4
 """The fewest characters a run must have (as ``strings``: shorter ones are noise)."""
 _NARROW = re.compile(rb"[\x20-\x7e\x80-\xff]{%d,}" % _LEAST)
 _WIDE = {
-    # a unit of Latin-1 text and its zero byte: aligned by construction, since a run
-    # read from the wrong byte would start with the zero byte
-    "utf-16-le": re.compile(rb"(?:[\x20-\x7e\xa0-\xff]\x00){%d,}" % _LEAST),
-    "utf-16-be": re.compile(rb"(?:\x00[\x20-\x7e\xa0-\xff]){%d,}" % _LEAST),
+    # a unit of Latin-1 text (its high byte zero), Latin Extended-A (Polish, Czech,
+    # Turkish, Baltic: 01), Greek (03) or Cyrillic (04): aligned by construction, since
+    # text read from the wrong byte has those high bytes where its letters should be
+    "utf-16-le": re.compile(
+        rb"(?:[\x20-\x7e\xa0-\xff]\x00|[\x00-\x7f]\x01|[\x70-\xff]\x03|[\x00-\xff]\x04)"
+        rb"{%d,}" % _LEAST),
+    "utf-16-be": re.compile(
+        rb"(?:\x00[\x20-\x7e\xa0-\xff]|\x01[\x00-\x7f]|\x03[\x70-\xff]|\x04[\x00-\xff])"
+        rb"{%d,}" % _LEAST),
 }
 
 
@@ -46,7 +51,8 @@ class TextRun(NamedTuple):
 
 def text_runs(value: bytes) -> Iterator[TextRun]:
     """The runs of printable text in ``value``: 8-bit ones (UTF-8 when they decode as
-    such, else Latin-1) and UTF-16 ones of Latin-1 characters, either byte order."""
+    such, else Latin-1) and UTF-16 ones of European letters (Latin, Greek, Cyrillic),
+    either byte order."""
     for m in _NARROW.finditer(value):
         raw = m.group()
         try:
