@@ -635,12 +635,12 @@ def test_a_value_written_as_utf16_in_a_byte_value_is_a_leak(codec: str) -> None:
 @pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
 @pytest.mark.parametrize(("name", "planted", "swept"), [
     ("Łukasiewicz^Zdzisław", "Łukasiewicz", True), ("Иванова^Анна", "Иванова", True),
-    ("王^小東", "王小東", False)])
+    ("王^小東", "王小東", True), ("김^민준", "김민준", True)])
 def test_a_name_past_latin1_written_as_utf16_in_a_byte_value(
         codec: str, name: str, planted: str, swept: bool) -> None:
-    """The same in other letters: Polish and Cyrillic runs are swept (overwritten) and
-    the output passes; Chinese is sought as its UTF-16 bytes, which the sweep does not
-    overwrite, so such an output is failed, not released. Without the sweep each fails."""
+    """The same in other letters: Polish and Cyrillic runs, and Chinese and Korean read
+    from the value as UTF-16 whole, are swept (overwritten) and the output passes;
+    without the sweep each fails (Chinese and Korean sought as their UTF-16 bytes)."""
     source = make_instance(name=name)
     source.SpecificCharacterSet = "ISO_IR 192"
     written = f"for {planted}, display 2".encode(codec)

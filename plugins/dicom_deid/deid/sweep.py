@@ -29,7 +29,7 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import tag_for_keyword
 
 from dicom_deid.config.model import info_type_of
-from dicom_deid.text.binary import overwrite, text_runs
+from dicom_deid.text.binary import overwrite, text_runs, unit_texts
 from dicom_deid.text.chars import lazy_pattern, plain_spellings
 from dicom_deid.text.context import PhiContext
 from dicom_deid.text.spans import CTX_MARKER, splice
@@ -178,12 +178,21 @@ def sweep_whole(value: str, ctx: PhiContext, pseudonym: Callable[[str], str],
 
 def sweep_binary(value: bytes, ctx: PhiContext) -> bytes | None:
     """A kept byte value with each phrase matching the context, in the text runs written
-    in it (8-bit or UTF-16), overwritten with ``X`` byte for byte: a binary format's
-    lengths and offsets stay as they were, where ``[CTX]`` would shift them. None when
-    nothing matches (the usual case)."""
-    spans = [(run, m.start, m.end) for run in text_runs(value)
+    in it (8-bit or UTF-16; for a name in other letters, the value read whole as
+    UTF-16), overwritten with ``X`` byte for byte: a binary format's lengths and offsets
+    stay as they were, where ``[CTX]`` would shift them. None when nothing matches (the
+    usual case)."""
+    runs = list(text_runs(value))
+    if any(ord(max(anchor)) > _EUROPEAN for anchor in ctx.anchors if anchor):
+        runs += unit_texts(value)  # a CJK or Hangul name: the value read whole as UTF-16
+    spans = [(run, m.start, m.end) for run in runs
              if ctx.screens(run.text.casefold()) for m in ctx.matches(run.text)]
     return overwrite(value, spans) if spans else None
+
+
+_EUROPEAN = 0x4FF
+"""The last of the letters :func:`~dicom_deid.text.binary.text_runs` reads in UTF-16
+(Latin, Greek, Cyrillic)."""
 
 
 _UID_FORM = r"(?:[0-2](?:\.(?:0|[1-9][0-9]*)){5,}|2\.25\.[0-9]{18,})"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-__all__ = ["TextRun", "overwrite", "text_runs", "wide_runs"]
+__all__ = ["TextRun", "overwrite", "text_runs", "unit_texts", "wide_runs"]
 
 _LEAST = 4
 """The fewest characters a run must have (as ``strings``: shorter ones are noise)."""
@@ -70,6 +70,24 @@ def wide_runs(value: bytes) -> Iterator[TextRun]:
     for codec, pattern in _WIDE.items():
         for m in pattern.finditer(value):
             yield TextRun(m.start(), m.group().decode(codec), codec)
+
+
+def unit_texts(value: bytes) -> Iterator[TextRun]:
+    """``value`` read whole as UTF-16, in either byte order from either byte: one
+    character per unit, so a span maps back to bytes (a name in CJK or Hangul letters,
+    which no run of European letters finds). Costly on large values: for a context that
+    holds such letters only."""
+    for codec in ("utf-16-le", "utf-16-be"):
+        for align in (0, 1):
+            units = (len(value) - align) // 2
+            if units < 2:
+                continue
+            raw = value[align:align + 2 * units]
+            text = raw.decode(codec, "surrogatepass")
+            if len(text) != units:  # a surrogate pair read as one character: unit by unit
+                text = "".join(chr(int.from_bytes(raw[i:i + 2], "little" if codec.endswith(
+                    "le") else "big")) for i in range(0, len(raw), 2))
+            yield TextRun(align, text, codec)
 
 
 def overwrite(value: bytes, spans: list[tuple[TextRun, int, int]]) -> bytes:
