@@ -253,6 +253,16 @@ def _named(keyword: str) -> frozenset[str]:
     return frozenset((keyword,))
 
 
+def _name_form(forms: dict[bytes, frozenset[str]], form: bytes, keyword: str) -> None:
+    """Record that ``form`` came from ``keyword`` too (the sets are shared: replaced,
+    never changed in place)."""
+    kws = forms.get(form)
+    if kws is None:
+        forms[form] = _named(keyword)
+    elif keyword not in kws:
+        forms[form] = kws | _named(keyword)
+
+
 @lru_cache(maxsize=4096)
 def _person_keyword(tag: int) -> str:
     """The keyword a person name of a tag the gate does not gather is named by (a
@@ -383,11 +393,7 @@ class Gate:
             values: dict[bytes, frozenset[str]] = {}
             for keyword, vr, raw in key:
                 for form in _forms(raw, vr == "PN", keyword in self._ids):
-                    kws = values.get(form)
-                    if kws is None:
-                        values[form] = _named(keyword)
-                    elif keyword not in kws:
-                        values[form] = kws | _named(keyword)
+                    _name_form(values, form, keyword)
             known = values, _text_needles(values)
             if len(self._texts) >= _TEXTS_MEMO:
                 self._texts.clear()
@@ -425,11 +431,7 @@ class Gate:
                     whole.append((keyword, vr, raw))
                 continue
             for form in _uid_forms(data[vs:ve]):
-                kws = uids.get(form)
-                if kws is None:
-                    uids[form] = _named(keyword)
-                elif keyword not in kws:
-                    uids[form] = kws | _named(keyword)
+                _name_form(uids, form, keyword)
 
     def _sequence(self, value: bytes, tag: int, implicit: bool, facts: SourceFacts,
                   depth: int) -> None:
