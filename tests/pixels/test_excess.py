@@ -120,3 +120,16 @@ def test_rle_files_as_written_stay_on_the_byte_path(name: str) -> None:
     out, _, _ = deidentify_bytes(data)
     assert instances.BYTE_PATH_RUNS["taken"] == taken + 1
     assert _rle_frames(out) == _rle_frames(pydicom.dcmread(_FILES / name))
+
+
+def test_an_rle_frame_without_samples_per_pixel_is_read_as_one_sample() -> None:
+    """Samples per Pixel is Type 1, but a file may lack it: its layout is read as one
+    sample (as for native pixel data), so the frame is still checked and cut."""
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(_FILES / "MR_small_RLE.dcm")
+    ds.PixelData = encapsulate([_hide(f, "after the last segment") for f in _rle_frames(ds)],
+                               has_bot=True)
+    del ds.SamplesPerPixel
+    _, _, raw = deidentify_bytes(to_bytes(ds))
+    assert b"ZYLBERSTEIN" not in raw and b"PX4821397" not in raw

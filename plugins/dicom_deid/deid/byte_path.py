@@ -71,7 +71,7 @@ from dicom_deid.pixels.codestream import (
     frame_layout,
     number_of_frames,
 )
-from dicom_deid.pixels.excess import LAYOUT_TAGS, NATIVE_SYNTAXES, image_length
+from dicom_deid.pixels.excess import NATIVE_SYNTAXES, image_length, written_layout
 from dicom_deid.pixels.overlays import embedded_overlay_groups
 from dicom_deid.pixels.risk import RISK_TAGS
 from dicom_deid.text.context import PhiContext, despaced
@@ -1016,13 +1016,7 @@ def _native_excess(data: bytes, by_tag: dict[int, _Elem]) -> bool:
     pixels = by_tag.get(PIXEL_DATA_TAG)
     if pixels is None or pixels[5]:
         return False
-    layout = []
-    for tag in LAYOUT_TAGS[:4]:
-        e = by_tag.get(tag)
-        raw = b"" if e is None else data[e[3]:e[4]]
-        layout.append(int.from_bytes(raw[:2], "little") if len(raw) >= 2 else
-                      (1 if tag == 0x00280002 and e is None else 0))
-    rows, columns, samples, bits = layout
+    rows, columns, samples, bits = written_layout(data, by_tag)
     frames = number_of_frames(_raw(data, by_tag.get(0x00280008))) or 0
     size = image_length(rows, columns, samples, bits, frames,
                         _raw(data, by_tag.get(0x00280004)).decode("ascii", "replace"))

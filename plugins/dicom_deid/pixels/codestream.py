@@ -29,6 +29,7 @@ from pydicom.uid import MPEGTransferSyntaxes
 from dicom_deid.dicom.reader import input_transfer_syntax, output_transfer_syntax, text_value
 from dicom_deid.dicom.walker import Element
 from dicom_deid.errors import BadInput
+from dicom_deid.pixels.excess import dataset_layout, written_layout
 
 __all__ = ["CODESTREAM_SYNTAXES", "RLE_SYNTAX", "VIDEO_SYNTAXES", "Encapsulated", "Planes",
            "Segment", "carries_metadata", "frame_segments", "pixel_data_segments",
@@ -508,8 +509,6 @@ def without_metadata(value: bytes | bytearray | memoryview, transfer_syntax: str
 
 _LAYOUT_TAGS = (0x00280008, 0x7FE00001, 0x7FE00002)
 """NumberOfFrames, Extended Offset Table, Extended Offset Table Lengths."""
-_PLANE_TAGS = (0x00280010, 0x00280011, 0x00280002, 0x00280100)
-"""Rows, Columns, Samples per Pixel, Bits Allocated: an RLE frame's :class:`Planes`."""
 
 
 def frame_layout(data: bytes | memoryview, by_tag: Mapping[int, Element]
@@ -520,11 +519,8 @@ def frame_layout(data: bytes | memoryview, by_tag: Mapping[int, Element]
     :func:`pixel_data_segments` takes them."""
     frames, offsets, lengths = (b"" if e is None else bytes(data[e[3]:e[4]])
                                 for e in (by_tag.get(t) for t in _LAYOUT_TAGS))
-    shorts = [int.from_bytes(data[e[3]:e[3] + 2], "little")
-              if e is not None and e[4] - e[3] >= 2 else 0
-              for e in (by_tag.get(t) for t in _PLANE_TAGS)]
     return (number_of_frames(frames), (offsets, lengths) if offsets and lengths else None,
-            planes_of(*shorts))
+            planes_of(*written_layout(data, by_tag)))
 
 
 def planes_of(rows: int, columns: int, samples: int, bits: int) -> Planes | None:
@@ -564,7 +560,7 @@ def remove_frame_metadata(ds: Dataset) -> int:
         offsets, lengths = (_bytes(ds, t) for t in _EXTENDED_OFFSETS)
         extended = (offsets, lengths) if offsets and lengths else None
     rebuilt = without_metadata(value, ts, number_of_frames(text_value(ds, 0x00280008)),
-                               extended, planes_of(*(_short(ds, t) for t in _PLANE_TAGS)))
+                               extended, planes_of(*dataset_layout(ds)))
     if rebuilt is None:
         return 0
     elements = ds._dict
@@ -584,12 +580,6 @@ def _undefined(elem: DataElement | RawDataElement) -> bool:
     if isinstance(elem, RawDataElement):
         return bool(elem.length == _UNDEFINED)
     return bool(elem.is_undefined_length)
-
-
-def _short(ds: Dataset, tag: int) -> int:
-    value = ds.get(tag)
-    value = None if value is None else value.value
-    return value if isinstance(value, int) else 0
 
 
 def _bytes(ds: Dataset, tag: int) -> bytes:

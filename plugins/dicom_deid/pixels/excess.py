@@ -10,15 +10,20 @@ Encapsulated frames are walked by :mod:`dicom_deid.pixels.codestream`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 from dicom_deid.dicom.reader import input_transfer_syntax, output_transfer_syntax, text_value
+from dicom_deid.dicom.walker import Element
 
-__all__ = ["LAYOUT_TAGS", "NATIVE_SYNTAXES", "image_length", "trim_native_excess"]
+__all__ = ["LAYOUT_TAGS", "NATIVE_SYNTAXES", "dataset_layout", "image_length",
+           "trim_native_excess", "written_layout"]
 
 PIXEL_DATA = 0x7FE00010
+_SAMPLES = 0x00280002
 NATIVE_SYNTAXES = frozenset({
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
     "1.2.840.10008.1.2.1.99",  # deflated: the dataset is compressed, its pixels native
@@ -41,6 +46,27 @@ def image_length(rows: int, columns: int, samples: int, bits: int, frames: int,
     return size + size % 2
 
 
+def written_layout(data: bytes | memoryview, by_tag: Mapping[int, Element]
+                   ) -> tuple[int, int, int, int]:
+    """Rows, Columns, Samples per Pixel (1 when absent) and Bits Allocated as a walk of
+    ``data`` found them (tag -> element), read without pydicom: 0 for one too short."""
+    layout = []
+    for tag in LAYOUT_TAGS[:4]:
+        e = by_tag.get(tag)
+        raw = b"" if e is None else data[e[3]:e[4]]
+        layout.append(int.from_bytes(raw[:2], "little") if len(raw) >= 2 else
+                      (1 if tag == _SAMPLES and e is None else 0))
+    rows, columns, samples, bits = layout
+    return rows, columns, samples, bits
+
+
+def dataset_layout(ds: Dataset) -> tuple[int, int, int, int]:
+    """The same four of a dataset (the Dataset path)."""
+    rows, columns, samples, bits = (
+        _number(ds, t, 1 if t == _SAMPLES else 0) for t in LAYOUT_TAGS[:4])
+    return rows, columns, samples, bits
+
+
 def _number(ds: Dataset, tag: int, default: int = 0) -> int:
     try:
         value = ds[tag].value if tag in ds else default
@@ -61,8 +87,8 @@ def trim_native_excess(ds: Dataset) -> int:
         return 0
     if isinstance(elem, RawDataElement) and elem.length == 0xFFFFFFFF:
         return 0
-    rows, columns, samples, bits, frames = (
-        _number(ds, t, 1 if t in (0x00280002, 0x00280008) else 0) for t in LAYOUT_TAGS[:5])
+    rows, columns, samples, bits = dataset_layout(ds)
+    frames = _number(ds, 0x00280008, 1)
     size = image_length(rows, columns, samples, bits, frames, text_value(ds, 0x00280004))
     if size is None or len(value) <= size:
         return 0
